@@ -113,6 +113,7 @@ def get_config():
   d.toy = 'ring'                    # toy: 'ring' (8 modes) or 'grid' (25 modes)
   d.num_workers = 0                 # grain worker processes for decoding (0 = in-process)
   d.prefetch = 2                    # batches prefetched to the device
+  d.cache = 'auto'                  # decoded-image cache: 'auto' (if it fits in RAM), 'memory' or 'none'
 
   # ---- parallelism -------------------------------------------------------------
   config.parallel = p = ml_collections.ConfigDict()

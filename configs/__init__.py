@@ -1,0 +1,1 @@
+"""Experiment configs (ml-collections). Each file's docstring starts with its command."""

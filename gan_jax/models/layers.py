@@ -1,0 +1,259 @@
+"""Layers shared by the model families: fast stride-2 convolutions, initialisers, norms.
+
+The stride-2 transposed convolution here keeps the parameter layout of a plain 4x4
+kernel (so parameter counts match the PyTorch DCGAN example) but computes the result
+with a stride-1 convolution on the padded input followed by a depth-to-space
+("sub-pixel") shuffle. XLA's CPU backend lowers `lax.conv_general_dilated` with
+`lhs_dilation` (what `flax.linen.ConvTranspose` uses) to a slow generic loop, while a
+dense stride-1 convolution goes to the fast Eigen/oneDNN kernel: forward + backward of
+the 64 px DCGAN generator layers is 5-6x faster this way on CPU (batch 64, width 32).
+
+Kernel orientation (both layers) follows PyTorch: `kernel[a, b, c, o]` multiplies
+input channel `c` into output channel `o` at kernel tap `(a, b)`, i.e. it equals
+`torch_weight.permute(2, 3, 1, 0)` for `nn.Conv2d` (weight `[out, in, kh, kw]`) and
+`torch_weight.permute(2, 3, 0, 1)` for `nn.ConvTranspose2d` (weight `[in, out, kh, kw]`).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# DCGAN initialisation (Radford et al. 2015): conv/dense weights ~ N(0, 0.02).
+dcgan_kernel_init = nn.initializers.normal(stddev=0.02)
+
+
+def dcgan_scale_init(key, shape, dtype=jnp.float32):
+  """BatchNorm scale ~ N(1, 0.02), as in the PyTorch DCGAN example's `weights_init`."""
+  return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def leaky_relu(x):
+  """LeakyReLU with the DCGAN slope 0.2."""
+  return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def _dimension_numbers():
+  return ('NHWC', 'HWIO', 'NHWC')
+
+
+def depth_to_space(x, block=2):
+  """Moves `block * block` channel groups into space.
+
+  Args:
+    x: f[B, H, W, block * block * C], channels ordered (row phase, column phase, C).
+
+  Returns:
+    f[B, H * block, W * block, C] with `out[:, block*i + r, block*j + s] = x[:, i, j, (r, s)]`.
+  """
+  b, h, w, c = x.shape
+  c_out = c // (block * block)
+  x = x.reshape(b, h, w, block, block, c_out)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * block, w * block, c_out)
+
+
+def space_to_depth(x, block=2):
+  """Inverse of `depth_to_space`: f[B, H, W, C] -> f[B, H/block, W/block, block*block*C]."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // block, block, w // block, block, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // block, w // block, block * block * c)
+
+
+def conv_transpose_4x4_s2(x, kernel, *, impl='subpixel'):
+  """PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` without bias.
+
+  Definition: `out[n, 2i + a - 1, 2j + b - 1, o] += x[n, i, j, c] * kernel[a, b, c, o]`,
+  keeping only outputs in `[0, 2H) x [0, 2W)`.
+
+  Args:
+    x: f[B, H, W, Cin].
+    kernel: f[4, 4, Cin, Cout] in PyTorch orientation (see module docstring).
+    impl: 'subpixel' (default; fastest on CPU) computes all four output phases with
+      one 2x2 VALID convolution of the 1-padded input into 4 * Cout channels and a
+      depth-to-space; every kernel tap is used exactly once, so no FLOPs are wasted.
+      'lax' is the textbook input-dilated convolution (what flax.linen.ConvTranspose does).
+
+  Returns:
+    f[B, 2H, 2W, Cout].
+  """
+  kh, kw, cin, cout = kernel.shape
+  if (kh, kw) != (4, 4):
+    raise ValueError(f'conv_transpose_4x4_s2 needs a 4x4 kernel, got {kernel.shape}.')
+  if impl == 'lax':
+    # Input-dilated correlation with the spatially flipped kernel; PyTorch padding p=1
+    # becomes k - 1 - p = 2 on the dilated input.
+    return lax.conv_general_dilated(
+        x, kernel[::-1, ::-1], window_strides=(1, 1), padding=((2, 2), (2, 2)),
+        lhs_dilation=(2, 2), dimension_numbers=_dimension_numbers())
+  if impl != 'subpixel':
+    raise ValueError(f"Unknown impl {impl!r}; expected 'subpixel' or 'lax'.")
+  # Window p of the 1-padded input covers x[p-1], x[p] (taps t = 0, 1) and produces
+  # outputs 2p - 1 + s (s = 0, 1). From the definition, that output receives
+  # x[p - 1 + t] * kernel[2 + s - 2t]; so tap t, phase s uses kernel index 2(1 - t) + s.
+  k = kernel.reshape(2, 2, 2, 2, cin, cout)        # (uy, sy, ux, sx, c, o), a = 2u + s
+  k = k[::-1, :, ::-1]                              # u = 1 - t  ->  index by t
+  k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  y = lax.conv_general_dilated(
+      x, k, window_strides=(1, 1), padding='VALID',
+      dimension_numbers=_dimension_numbers())       # [B, H+1, W+1, 4 Cout]
+  y = depth_to_space(y)                             # [B, 2H+2, 2W+2, Cout], starts at -1
+  return y[:, 1:-1, 1:-1, :]
+
+
+def conv_4x4_s2(x, kernel, *, impl='lax'):
+  """PyTorch `Conv2d(kernel_size=4, stride=2, padding=1)` without bias.
+
+  Definition: `out[n, i, j, o] = sum x[n, 2i + a - 1, 2j + b - 1, c] * kernel[a, b, c, o]`.
+
+  Args:
+    x: f[B, H, W, Cin] with H, W even.
+    kernel: f[4, 4, Cin, Cout].
+    impl: 'lax' (default) is the strided convolution; 'space_to_depth' pads by 1,
+      folds each 2x2 pixel block into channels and runs a stride-1 2x2 VALID
+      convolution. Measured on the CPU (batch 64, width 32, forward + backward),
+      'lax' is 1.5-2x faster: unlike the transposed case, XLA lowers the strided
+      convolution and its gradients well, so the re-arrangement only adds copies.
+
+  Returns:
+    f[B, H/2, W/2, Cout].
+  """
+  kh, kw, cin, cout = kernel.shape
+  if (kh, kw) != (4, 4):
+    raise ValueError(f'conv_4x4_s2 needs a 4x4 kernel, got {kernel.shape}.')
+  if impl == 'lax':
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(2, 2), padding=((1, 1), (1, 1)),
+        dimension_numbers=_dimension_numbers())
+  if impl != 'space_to_depth':
+    raise ValueError(f"Unknown impl {impl!r}; expected 'space_to_depth' or 'lax'.")
+  if x.shape[1] % 2 or x.shape[2] % 2:
+    raise ValueError(f'conv_4x4_s2 needs even height and width, got {x.shape}.')
+  x = space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
+  # Tap a = 2u + s: block offset u, phase s inside the block; channels are (sy, sx, c).
+  k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+  k = k.reshape(2, 2, 4 * cin, cout)
+  return lax.conv_general_dilated(
+      x, k, window_strides=(1, 1), padding='VALID', dimension_numbers=_dimension_numbers())
+
+
+class ConvTranspose2x(nn.Module):
+  """4x4, stride-2, padding-1 transposed convolution that doubles H and W.
+
+  Same parameters as `nn.ConvTranspose(features, (4, 4), strides=(2, 2),
+  padding=((2, 2), (2, 2)), transpose_kernel=True)` up to the kernel layout: this
+  kernel is f32[4, 4, Cin, Cout] (PyTorch orientation), flax's is its
+  `.transpose(0, 1, 3, 2)`.
+
+  Attributes:
+    features: output channels Cout.
+    use_bias: add a bias (off in DCGAN, where BatchNorm follows).
+    dtype: compute dtype; params are `param_dtype`.
+    impl: see `conv_transpose_4x4_s2`.
+  """
+  features: int
+  use_bias: bool = False
+  kernel_init: Any = dcgan_kernel_init
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  impl: str = 'subpixel'
+
+  @nn.compact
+  def __call__(self, x):
+    """x: f[B, H, W, Cin] -> f[B, 2H, 2W, Cout] in `dtype`."""
+    kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features),
+                        self.param_dtype)
+    y = conv_transpose_4x4_s2(x.astype(self.dtype), kernel.astype(self.dtype),
+                              impl=self.impl)
+    if self.use_bias:
+      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class Conv2x(nn.Module):
+  """4x4, stride-2, padding-1 convolution that halves H and W (DCGAN discriminator).
+
+  Parameters are those of `nn.Conv(features, (4, 4), strides=(2, 2), padding=1)`.
+
+  Attributes:
+    features: output channels Cout.
+    use_bias: add a bias.
+    dtype: compute dtype; params are `param_dtype`.
+    impl: see `conv_4x4_s2`.
+  """
+  features: int
+  use_bias: bool = False
+  kernel_init: Any = dcgan_kernel_init
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  impl: str = 'lax'
+
+  @nn.compact
+  def __call__(self, x):
+    """x: f[B, H, W, Cin] -> f[B, H/2, W/2, Cout] in `dtype`."""
+    kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features),
+                        self.param_dtype)
+    y = conv_4x4_s2(x.astype(self.dtype), kernel.astype(self.dtype), impl=self.impl)
+    if self.use_bias:
+      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+def minibatch_stddev(x):
+  """Appends the minibatch-standard-deviation feature (Karras et al. 2018).
+
+  The std over the batch of every feature, averaged over all features, is one scalar
+  that tells D how diverse the batch is; it is appended as a constant channel.
+
+  Args:
+    x: f[B, ..., C] (B >= 2 for a meaningful std; B = 1 gives 0).
+
+  Returns:
+    f[B, ..., C + 1].
+  """
+  # Statistics in float32 even under bf16 compute: the variance of nearly equal
+  # values cancels badly in low precision.
+  xf = x.astype(jnp.float32)
+  std = jnp.sqrt(jnp.var(xf, axis=0) + 1e-8)
+  feature = jnp.broadcast_to(jnp.mean(std), x.shape[:-1] + (1,)).astype(x.dtype)
+  return jnp.concatenate([x, feature], axis=-1)
+
+
+def pack_inputs(x, pack):
+  """PacGAN packing: groups of `pack` consecutive samples become one D input.
+
+  Args:
+    x: f[B, ..., C] with B divisible by `pack`.
+    pack: samples per packed input (1 = no packing).
+
+  Returns:
+    f[B // pack, ..., pack * C]; sample k of a group fills channels [k*C, (k+1)*C).
+
+  Raises:
+    ValueError: if B is not a multiple of `pack`.
+  """
+  if pack == 1:
+    return x
+  b = x.shape[0]
+  if b % pack:
+    raise ValueError(
+        f'PacGAN packing needs the batch size to be a multiple of pack={pack}, got '
+        f'{b}. Change train.batch_size (per device) or model.pack.')
+  x = x.reshape((b // pack, pack) + x.shape[1:])
+  # Move the pack axis next to channels so that it folds into them.
+  x = jnp.moveaxis(x, 1, -2)
+  return x.reshape(x.shape[:-2] + (pack * x.shape[-1],))
+
+
+def compute_dtype(name):
+  """'float32' | 'bfloat16' -> jnp dtype; a clear error otherwise."""
+  dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+  if name not in dtypes:
+    raise ValueError(f'model.dtype must be one of {sorted(dtypes)}, got {name!r}.')
+  return dtypes[name]

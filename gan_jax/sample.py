@@ -1,0 +1,133 @@
+"""Samples from a trained generator: `python -m gan_jax.sample --workdir=DIR ...`.
+
+  python -m gan_jax.sample --workdir=runs/dcgan_digits --num_samples=1000 \
+      --seed=0 --output=samples.npz        # key 'samples': f32[N, H, W, C] in [-1, 1]
+  ... --output=grid.png                    # one PNG grid (scatter plot for 2-D data)
+  ... --output=folder/                     # one PNG per sample (for external FID tools)
+
+Toy (2-D) runs write `samples` of shape [N, 2]. The EMA generator is used unless
+--noema; the newest checkpoint unless --step.
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder holding config.json and checkpoints/.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z.')
+_OUTPUT = flags.DEFINE_string(
+    'output', None, 'Output: a .npz file, a .png grid, or a folder (ends with / or has no suffix).')
+_BATCH = flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.')
+_EMA = flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
+
+
+def load_config(workdir):
+  """Reads `<workdir>/config.json` into a ConfigDict.
+
+  Raises:
+    FileNotFoundError: when the folder holds no run, saying what was expected.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} does not exist: {workdir!r} is not a gan_jax run folder. Pass the '
+        '--workdir a training run wrote (it holds config.json and checkpoints/).')
+  with open(path, encoding='utf-8') as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_generator(workdir, step=None, *, ema=True):
+  """Restores a checkpoint's generator as a sampling function.
+
+  Args:
+    workdir: a run folder.
+    step: checkpoint step (None: the newest readable one).
+    ema: use the EMA parameters (True) or the raw generator parameters.
+
+  Returns:
+    (config, generate): `generate(z: f32[N, z_dim]) -> np.float32[N, ...]`
+    runs the generator in eval mode (images in [-1, 1], or [N, 2] points);
+    `generate.step` is the checkpoint's step.
+
+  Raises:
+    FileNotFoundError: no run or no checkpoint in `workdir`.
+  """
+  from gan_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  config = load_config(workdir)
+  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
+                                     max_to_keep=None)
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  restored = ckpt.restore(train.abstract_state(config, sharding), step=step)
+  ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(
+        f'No checkpoint in {os.path.join(workdir, "checkpoints")}; train first with '
+        f'python -m gan_jax.main --config=... --workdir={workdir}')
+  state, _, restored_step = restored
+  params = state.ema_g_params if ema else state.g_params
+  generate_fn = jax.jit(train.make_generate_fn(config))
+
+  def generate(z):
+    return np.asarray(generate_fn(params, state.g_batch_stats, jnp.asarray(z, jnp.float32)))
+
+  generate.step = restored_step
+  return config, generate
+
+
+def generate_samples(generate, *, z_dim, num_samples, seed, batch_size=500):
+  """Draws z ~ N(0, I) from `seed` and generates `num_samples` samples in batches.
+
+  Returns:
+    np.float32[num_samples, ...].
+  """
+  z = np.asarray(jax.random.normal(jax.random.key(seed), (num_samples, z_dim)), np.float32)
+  return np.concatenate([generate(z[i:i + batch_size])
+                         for i in range(0, num_samples, batch_size)], axis=0)
+
+
+def write_samples(samples, output):
+  """Writes samples to `.npz` (key 'samples'), a `.png` grid, or a folder of PNGs."""
+  from gan_jax import writers  # pylint: disable=g-import-not-at-top
+  if output.endswith('.npz'):
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    np.savez(output, samples=samples.astype(np.float32))
+  elif output.endswith('.png'):
+    writers.save_png(output, writers.samples_to_image(samples))
+  elif output.endswith('/') or not os.path.splitext(output)[1]:
+    if samples.ndim != 4:
+      raise ValueError('A folder of PNG files needs image samples; use .npz or .png for 2-D data.')
+    os.makedirs(output, exist_ok=True)
+    for i, image in enumerate(samples):
+      pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
+      writers.save_png(os.path.join(output, f'{i:06d}.png'),
+                       pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+  else:
+    raise ValueError(f'Unknown output kind {output!r}: use a .npz file, a .png file or a folder/.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not _WORKDIR.value or not _OUTPUT.value:
+    raise app.UsageError('--workdir and --output are required.')
+  config, generate = load_generator(_WORKDIR.value, _STEP.value, ema=_EMA.value)
+  step = generate.step
+  samples = generate_samples(generate, z_dim=config.model.z_dim,
+                             num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
+                             batch_size=_BATCH.value)
+  write_samples(samples, _OUTPUT.value)
+  print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step {step} '
+        f'to {_OUTPUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

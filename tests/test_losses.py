@@ -1,0 +1,487 @@
+"""Tests of gan_jax.losses against closed forms written out with numpy.
+
+Expected values are computed independently of the module (numpy, float64) from
+the textbook formulas, e.g. -log sigmoid(x) = log(1 + e^-x).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import losses
+
+REAL = np.array([-2.0, -0.5, 0.3, 3.0])
+FAKE = np.array([-1.5, 0.0, 0.7, 2.5])
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def _neg_log_sigmoid(x):
+  """-log sigmoid(x) = log(1 + e^-x); fine in float64 for the logits used here."""
+  return np.log1p(np.exp(-x))
+
+
+def _neg_log_one_minus_sigmoid(x):
+  """-log(1 - sigmoid(x)) = log(1 + e^x)."""
+  return np.log1p(np.exp(x))
+
+
+def _expected_d_loss(loss_type, real, fake, smoothing=0.0):
+  if loss_type in ('minimax', 'non_saturating'):
+    t = 1.0 - smoothing
+    real_term = t * _neg_log_sigmoid(real) + (1 - t) * _neg_log_one_minus_sigmoid(real)
+    return real_term.mean() + _neg_log_one_minus_sigmoid(fake).mean()
+  if loss_type == 'wasserstein':
+    return fake.mean() - real.mean()
+  if loss_type == 'hinge':
+    return np.maximum(0, 1 - real).mean() + np.maximum(0, 1 + fake).mean()
+  if loss_type == 'least_squares':
+    return 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake ** 2).mean()
+  raise AssertionError(loss_type)
+
+
+def _expected_g_loss(loss_type, fake):
+  if loss_type == 'minimax':
+    return np.log(1 - _sigmoid(fake)).mean()
+  if loss_type == 'non_saturating':
+    return -np.log(_sigmoid(fake)).mean()
+  if loss_type in ('wasserstein', 'hinge'):
+    return -fake.mean()
+  if loss_type == 'least_squares':
+    return 0.5 * ((fake - 1) ** 2).mean()
+  raise AssertionError(loss_type)
+
+
+def _expected_d_grads(loss_type, real, fake, smoothing=0.0):
+  """Closed-form d(D loss)/d(real logits), d(D loss)/d(fake logits)."""
+  n_real, n_fake = len(real), len(fake)
+  if loss_type in ('minimax', 'non_saturating'):
+    return (_sigmoid(real) - (1 - smoothing)) / n_real, _sigmoid(fake) / n_fake
+  if loss_type == 'wasserstein':
+    return -np.ones_like(real) / n_real, np.ones_like(fake) / n_fake
+  if loss_type == 'hinge':
+    return -(real < 1).astype(float) / n_real, (fake > -1).astype(float) / n_fake
+  if loss_type == 'least_squares':
+    return (real - 1) / n_real, fake / n_fake
+  raise AssertionError(loss_type)
+
+
+def _expected_g_grad(loss_type, fake):
+  n = len(fake)
+  if loss_type == 'minimax':
+    return -_sigmoid(fake) / n
+  if loss_type == 'non_saturating':
+    return -_sigmoid(-fake) / n
+  if loss_type in ('wasserstein', 'hinge'):
+    return -np.ones_like(fake) / n
+  if loss_type == 'least_squares':
+    return (fake - 1) / n
+  raise AssertionError(loss_type)
+
+
+def _f32(x):
+  return jnp.asarray(x, jnp.float32)
+
+
+# ---- values -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_discriminator_loss_closed_form(loss_type):
+  got = losses.discriminator_loss(
+      real_logits=_f32(REAL), fake_logits=_f32(FAKE), loss_type=loss_type)
+  np.testing.assert_allclose(got, _expected_d_loss(loss_type, REAL, FAKE), rtol=1e-6)
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_generator_loss_closed_form(loss_type):
+  got = losses.generator_loss(fake_logits=_f32(FAKE), loss_type=loss_type)
+  np.testing.assert_allclose(got, _expected_g_loss(loss_type, FAKE), rtol=1e-6)
+
+
+def test_hand_computed_values():
+  # A few numbers worked out by hand, independent of the helpers above.
+  zero = _f32([0.0])
+  # BCE at logit 0: D(x) = 1/2 for real and fake, so log 2 + log 2.
+  np.testing.assert_allclose(
+      losses.discriminator_loss(real_logits=zero, fake_logits=zero,
+                                loss_type='non_saturating'), 2 * np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.generator_loss(fake_logits=zero, loss_type='minimax'), -np.log(2), rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.generator_loss(fake_logits=zero, loss_type='non_saturating'), np.log(2),
+      rtol=1e-6)
+  # Hinge: real 0.5 -> 0.5, real 2 -> 0; fake -2 -> 0, fake 1 -> 2; means 0.25 + 1.
+  np.testing.assert_allclose(
+      losses.discriminator_loss(real_logits=_f32([0.5, 2.0]), fake_logits=_f32([-2.0, 1.0]),
+                                loss_type='hinge'), 1.25, rtol=1e-6)
+  # LSGAN with the 1/2 convention: real 3 -> 0.5 * 4, fake 2 -> 0.5 * 4.
+  np.testing.assert_allclose(
+      losses.discriminator_loss(real_logits=_f32([3.0]), fake_logits=_f32([2.0]),
+                                loss_type='least_squares'), 4.0, rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.generator_loss(fake_logits=_f32([3.0]), loss_type='least_squares'), 2.0,
+      rtol=1e-6)
+
+
+@pytest.mark.parametrize('loss_type', ['minimax', 'non_saturating'])
+def test_label_smoothing_closed_form(loss_type):
+  got = losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE),
+                                  loss_type=loss_type, label_smoothing=0.1)
+  np.testing.assert_allclose(got, _expected_d_loss(loss_type, REAL, FAKE, 0.1), rtol=1e-6)
+  # One-sided: the fake term is unchanged, so smoothing only moves the real term.
+  fake_only = losses.discriminator_loss(real_logits=_f32([50.0]), fake_logits=_f32(FAKE),
+                                        loss_type=loss_type, label_smoothing=0.1)
+  smoothed_real = 0.9 * _neg_log_sigmoid(50.0) + 0.1 * 50.0  # softplus(50) ~= 50
+  np.testing.assert_allclose(
+      fake_only, smoothed_real + _neg_log_one_minus_sigmoid(FAKE).mean(), rtol=1e-5)
+
+
+def test_minimax_and_non_saturating_share_the_discriminator_loss():
+  a = losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE),
+                                loss_type='minimax', label_smoothing=0.2)
+  b = losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE),
+                                loss_type='non_saturating', label_smoothing=0.2)
+  assert a == b
+
+
+# ---- gradients ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_discriminator_loss_gradients(loss_type):
+  fn = functools.partial(losses.discriminator_loss, loss_type=loss_type)
+  grad_real, grad_fake = jax.grad(
+      lambda r, f: fn(real_logits=r, fake_logits=f), argnums=(0, 1))(_f32(REAL), _f32(FAKE))
+  want_real, want_fake = _expected_d_grads(loss_type, REAL, FAKE)
+  np.testing.assert_allclose(grad_real, want_real, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(grad_fake, want_fake, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothed_discriminator_loss_gradient():
+  grad_real = jax.grad(lambda r: losses.discriminator_loss(
+      real_logits=r, fake_logits=_f32(FAKE), loss_type='minimax', label_smoothing=0.1))(
+          _f32(REAL))
+  np.testing.assert_allclose(grad_real, _expected_d_grads('minimax', REAL, FAKE, 0.1)[0],
+                             rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_generator_loss_gradients(loss_type):
+  grad = jax.grad(lambda f: losses.generator_loss(fake_logits=f, loss_type=loss_type))(
+      _f32(FAKE))
+  np.testing.assert_allclose(grad, _expected_g_grad(loss_type, FAKE), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_gradients_match_finite_differences(loss_type):
+  # Central differences of the float64 closed form, independent of jax.grad's rules.
+  # The logits avoid the hinge kinks at +-1.
+  h = 1e-5
+  real, fake = REAL.copy(), FAKE.copy()
+  d_real, d_fake = jax.grad(
+      lambda r, f: losses.discriminator_loss(real_logits=r, fake_logits=f,
+                                             loss_type=loss_type),
+      argnums=(0, 1))(_f32(real), _f32(fake))
+  g_fake = jax.grad(lambda f: losses.generator_loss(fake_logits=f, loss_type=loss_type))(
+      _f32(fake))
+  for i in range(len(real)):
+    step = np.zeros_like(real)
+    step[i] = h
+    fd_real = (_expected_d_loss(loss_type, real + step, fake)
+               - _expected_d_loss(loss_type, real - step, fake)) / (2 * h)
+    fd_fake = (_expected_d_loss(loss_type, real, fake + step)
+               - _expected_d_loss(loss_type, real, fake - step)) / (2 * h)
+    fd_g = (_expected_g_loss(loss_type, fake + step)
+            - _expected_g_loss(loss_type, fake - step)) / (2 * h)
+    np.testing.assert_allclose(d_real[i], fd_real, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(d_fake[i], fd_fake, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(g_fake[i], fd_g, rtol=1e-4, atol=1e-6)
+
+
+def test_minimax_and_non_saturating_fixed_points_and_saturation():
+  minimax = lambda l: losses.generator_loss(fake_logits=l[None], loss_type='minimax')
+  non_sat = lambda l: losses.generator_loss(fake_logits=l[None], loss_type='non_saturating')
+  grad_mm = jax.vmap(jax.grad(minimax))
+  grad_ns = jax.vmap(jax.grad(non_sat))
+  logits = _f32(np.linspace(-15.0, 15.0, 61))
+  # Same fixed points: wrt the logit, minimax has gradient -sigmoid(l) and
+  # non-saturating -sigmoid(-l); both are strictly negative at every finite logit,
+  # so neither loss has a stationary point there and both are minimised as
+  # D(G(z)) = sigmoid(l) -> 1.
+  g_mm, g_ns = np.asarray(grad_mm(logits)), np.asarray(grad_ns(logits))
+  assert np.all(g_mm < 0) and np.all(g_ns < 0)
+  assert np.all(np.diff(np.asarray(jax.vmap(minimax)(logits))) < 0)
+  assert np.all(np.diff(np.asarray(jax.vmap(non_sat)(logits))) < 0)
+  # At the game's equilibrium D(x) = 1/2 everywhere (logit 0, constant in x) the
+  # two give the same logit gradient, -1/2, and the same zero gradient wrt G.
+  np.testing.assert_allclose(grad_mm(_f32([0.0])), [-0.5])
+  np.testing.assert_allclose(grad_ns(_f32([0.0])), [-0.5])
+  constant_d = lambda x: jnp.zeros(x.shape[:1]) * jnp.sum(x, axis=1)
+  generator = lambda theta: theta * jnp.ones((4, 2))
+  for loss_type in ('minimax', 'non_saturating'):
+    g_theta = jax.grad(lambda theta: losses.generator_loss(
+        fake_logits=constant_d(generator(theta)), loss_type=loss_type))(1.5)
+    assert float(g_theta) == 0.0
+  # Where D rejects the fakes (D(G(z)) -> 0) minimax saturates, ~ -sigmoid(l) -> 0,
+  # while non-saturating keeps a gradient ~ -1.
+  at = _f32([-20.0])
+  np.testing.assert_allclose(grad_mm(at), -_sigmoid(-20.0), rtol=1e-4)
+  assert abs(float(grad_mm(at)[0])) < 1e-8
+  np.testing.assert_allclose(grad_ns(at), [-1.0], rtol=1e-6)
+
+
+# ---- dtypes, shapes, stability ----------------------------------------------------------
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16, jnp.int32])
+def test_outputs_are_float32_scalars(loss_type, dtype):
+  real = jnp.asarray([1, -2, 3], dtype)
+  fake = jnp.asarray([0, 2, -1], dtype)
+  d = losses.discriminator_loss(real_logits=real, fake_logits=fake, loss_type=loss_type)
+  g = losses.generator_loss(fake_logits=fake, loss_type=loss_type)
+  for value in (d, g):
+    assert value.shape == () and value.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_works_under_jit(loss_type):
+  d_fn = jax.jit(functools.partial(losses.discriminator_loss, loss_type=loss_type))
+  g_fn = jax.jit(functools.partial(losses.generator_loss, loss_type=loss_type))
+  np.testing.assert_allclose(d_fn(real_logits=_f32(REAL), fake_logits=_f32(FAKE)),
+                             _expected_d_loss(loss_type, REAL, FAKE), rtol=1e-6)
+  np.testing.assert_allclose(g_fn(fake_logits=_f32(FAKE)),
+                             _expected_g_loss(loss_type, FAKE), rtol=1e-6)
+
+
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_extreme_logits_are_finite(loss_type):
+  extreme = _f32([-100.0, 100.0])
+  smoothing = 0.1 if loss_type in ('minimax', 'non_saturating') else 0.0
+  d_loss = lambda r, f: losses.discriminator_loss(
+      real_logits=r, fake_logits=f, loss_type=loss_type, label_smoothing=smoothing)
+  g_loss = lambda f: losses.generator_loss(fake_logits=f, loss_type=loss_type)
+  values = [d_loss(extreme, extreme), g_loss(extreme)]
+  grads = [*jax.grad(d_loss, argnums=(0, 1))(extreme, extreme), jax.grad(g_loss)(extreme)]
+  for x in values + grads:
+    assert np.all(np.isfinite(np.asarray(x))), (loss_type, x)
+
+
+def test_extreme_bce_values():
+  # A perfect D has ~0 loss; a maximally wrong one has ~100 per term (softplus(100)).
+  perfect = losses.discriminator_loss(real_logits=_f32([100.0]), fake_logits=_f32([-100.0]),
+                                      loss_type='minimax')
+  wrong = losses.discriminator_loss(real_logits=_f32([-100.0]), fake_logits=_f32([100.0]),
+                                    loss_type='minimax')
+  np.testing.assert_allclose(perfect, 0.0, atol=1e-30)
+  np.testing.assert_allclose(wrong, 200.0, rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.generator_loss(fake_logits=_f32([-100.0]), loss_type='non_saturating'), 100.0,
+      rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.generator_loss(fake_logits=_f32([100.0]), loss_type='minimax'), -100.0,
+      rtol=1e-6)
+
+
+def test_real_and_fake_batches_may_differ_in_size():
+  got = losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE[:2]),
+                                  loss_type='hinge')
+  np.testing.assert_allclose(got, _expected_d_loss('hinge', REAL, FAKE[:2]), rtol=1e-6)
+
+
+# ---- bad arguments ----------------------------------------------------------------
+
+
+def test_unknown_loss_type_lists_known_ones():
+  for call in (
+      lambda: losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE),
+                                        loss_type='wgan'),
+      lambda: losses.generator_loss(fake_logits=_f32(FAKE), loss_type='wgan')):
+    with pytest.raises(ValueError, match='wgan') as info:
+      call()
+    for known in losses.LOSS_TYPES:
+      assert known in str(info.value)
+
+
+@pytest.mark.parametrize('loss_type', ['wasserstein', 'hinge', 'least_squares'])
+def test_label_smoothing_rejected_for_non_bce(loss_type):
+  with pytest.raises(ValueError, match='label_smoothing'):
+    losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE),
+                              loss_type=loss_type, label_smoothing=0.1)
+  # Zero is the default and is accepted for every loss.
+  losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE),
+                            loss_type=loss_type, label_smoothing=0.0)
+
+
+@pytest.mark.parametrize('smoothing', [-0.1, 1.0, 1.5])
+def test_label_smoothing_out_of_range(smoothing):
+  with pytest.raises(ValueError, match=r'\[0, 1\)'):
+    losses.discriminator_loss(real_logits=_f32(REAL), fake_logits=_f32(FAKE),
+                              loss_type='minimax', label_smoothing=smoothing)
+
+
+def test_keyword_only():
+  with pytest.raises(TypeError):
+    losses.discriminator_loss(_f32(REAL), _f32(FAKE), 'hinge')
+  with pytest.raises(TypeError):
+    losses.generator_loss(_f32(FAKE), 'hinge')
+
+
+def test_rank_two_logits_rejected():
+  with pytest.raises(ValueError, match='squeeze'):
+    losses.discriminator_loss(real_logits=jnp.zeros((4, 1)), fake_logits=jnp.zeros((4,)),
+                              loss_type='hinge')
+  with pytest.raises(ValueError, match='fake_logits'):
+    losses.generator_loss(fake_logits=jnp.zeros((4, 1)), loss_type='hinge')
+
+
+# ---- gradient penalty / R1 ------------------------------------------------------------
+
+
+def _linear_d(w):
+  """D(x) = <w, x> per sample, for x: f32[B, *w.shape]."""
+  return lambda x: jnp.sum(x * w, axis=tuple(range(1, x.ndim)))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 7])
+def test_gradient_penalty_linear_d_is_exact(seed):
+  rng = np.random.default_rng(seed)
+  w = _f32(rng.normal(size=(4, 4, 3)) * 0.3)
+  real = _f32(rng.normal(size=(5, 4, 4, 3)))
+  fake = _f32(rng.normal(size=(5, 4, 4, 3)))
+  want = (np.linalg.norm(np.asarray(w, np.float64)) - 1.0) ** 2
+  for key in (jax.random.key(seed), jax.random.key(seed + 100), jax.random.PRNGKey(3)):
+    got = losses.gradient_penalty(_linear_d(w), real, fake, key)
+    assert got.shape == () and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_gradient_penalty_reproduces_documented_eps():
+  # D(x) = ||x||^2 / 2 per sample has gradient x, so the penalty reveals x_hat.
+  rng = np.random.default_rng(0)
+  real = _f32(rng.normal(size=(6, 3, 2)))
+  fake = _f32(rng.normal(size=(6, 3, 2)))
+  key = jax.random.key(42)
+  d_fn = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2))
+  eps = np.asarray(jax.random.uniform(key, (6,) + (1,) * 2, dtype=jnp.float32), np.float64)
+  x_hat = eps * np.asarray(real) + (1 - eps) * np.asarray(fake)
+  want = np.mean((np.linalg.norm(x_hat.reshape(6, -1), axis=1) - 1.0) ** 2)
+  np.testing.assert_allclose(losses.gradient_penalty(d_fn, real, fake, key), want, rtol=1e-5)
+  assert np.all((eps >= 0) & (eps < 1)) and len(np.unique(eps)) == 6
+
+
+def test_gradient_penalty_with_packing_uses_per_sample_norms():
+  # PacGAN with pack=2: D sees pairs concatenated, D(pair) = <v, [x_a, x_b]>.
+  # Sample a's gradient is v[:d], sample b's is v[d:].
+  rng = np.random.default_rng(1)
+  d = 3
+  v = _f32(rng.normal(size=(2 * d,)))
+  d_fn = lambda x: jnp.reshape(x, (x.shape[0] // 2, 2 * d)) @ v
+  real = _f32(rng.normal(size=(4, d)))
+  fake = _f32(rng.normal(size=(4, d)))
+  v64 = np.asarray(v, np.float64)
+  want = 0.5 * ((np.linalg.norm(v64[:d]) - 1) ** 2 + (np.linalg.norm(v64[d:]) - 1) ** 2)
+  np.testing.assert_allclose(losses.gradient_penalty(d_fn, real, fake, jax.random.key(0)),
+                             want, rtol=1e-5)
+
+
+def test_gradient_penalty_gradient_wrt_d_params():
+  # For linear D the penalty is (||w|| - 1)^2, so d/dw = 2 (||w|| - 1) w / ||w||.
+  rng = np.random.default_rng(2)
+  w = _f32(rng.normal(size=(5,)))
+  real = _f32(rng.normal(size=(3, 5)))
+  fake = _f32(rng.normal(size=(3, 5)))
+  grad = jax.grad(lambda w: losses.gradient_penalty(_linear_d(w), real, fake,
+                                                    jax.random.key(0)))(w)
+  w64 = np.asarray(w, np.float64)
+  norm = np.linalg.norm(w64)
+  np.testing.assert_allclose(grad, 2 * (norm - 1) * w64 / norm, rtol=1e-5)
+  # At w = 0 the input gradient is 0 and its norm is not differentiable; the
+  # penalty is 1 and its gradient stays finite instead of NaN.
+  zero = jnp.zeros((5,))
+  np.testing.assert_allclose(
+      losses.gradient_penalty(_linear_d(zero), real, fake, jax.random.key(0)), 1.0)
+  grad0 = jax.grad(lambda w: losses.gradient_penalty(_linear_d(w), real, fake,
+                                                     jax.random.key(0)))(zero)
+  assert np.all(np.isfinite(np.asarray(grad0)))
+
+
+def test_gradient_penalty_rejects_mismatched_shapes():
+  with pytest.raises(ValueError, match='same shape'):
+    losses.gradient_penalty(_linear_d(jnp.ones(3)), jnp.zeros((4, 3)), jnp.zeros((2, 3)),
+                            jax.random.key(0))
+
+
+def test_gradient_penalty_under_jit():
+  w = _f32(np.full((2, 2), 0.25))
+  real = jnp.ones((3, 2, 2))
+  fake = -jnp.ones((3, 2, 2))
+  got = jax.jit(lambda key: losses.gradient_penalty(_linear_d(w), real, fake, key))(
+      jax.random.key(5))
+  np.testing.assert_allclose(got, (0.5 - 1) ** 2, rtol=1e-6)
+
+
+def test_r1_penalty_linear_and_quadratic():
+  rng = np.random.default_rng(3)
+  w = _f32(rng.normal(size=(4, 4, 2)))
+  real = _f32(rng.normal(size=(7, 4, 4, 2)))
+  got = losses.r1_penalty(_linear_d(w), real)
+  assert got.shape == () and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, np.sum(np.asarray(w, np.float64) ** 2), rtol=1e-5)
+  quadratic = lambda x: 0.5 * jnp.sum(jnp.square(x), axis=(1, 2, 3))
+  want = np.mean(np.sum(np.asarray(real, np.float64) ** 2, axis=(1, 2, 3)))
+  np.testing.assert_allclose(losses.r1_penalty(quadratic, real), want, rtol=1e-5)
+
+
+def test_r1_penalty_gradient_wrt_d_params():
+  # R1 of linear D is ||w||^2, so d/dw = 2 w (a second-order derivative through D).
+  w = _f32([0.5, -1.0, 2.0])
+  real = _f32(np.ones((2, 3)))
+  grad = jax.grad(lambda w: losses.r1_penalty(_linear_d(w), real))(w)
+  np.testing.assert_allclose(grad, 2 * np.asarray(w), rtol=1e-6)
+
+
+# ---- historical averaging ------------------------------------------------------------
+
+
+def test_historical_averaging_penalty_closed_form():
+  params = {'a': _f32([1.0, 2.0]), 'b': {'c': _f32([[3.0]])}}
+  avg = {'a': _f32([0.0, 0.0]), 'b': {'c': _f32([[1.0]])}}
+  got = losses.historical_averaging_penalty(params, avg)
+  assert got.shape == () and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, 1.0 + 4.0 + 4.0, rtol=1e-6)
+  # Gradient wrt theta is 2 (theta - average).
+  grad = jax.grad(losses.historical_averaging_penalty)(params, avg)
+  np.testing.assert_allclose(grad['a'], [2.0, 4.0])
+  np.testing.assert_allclose(grad['b']['c'], [[4.0]])
+  assert losses.historical_averaging_penalty({}, {}) == 0.0
+
+
+def test_historical_averaging_rejects_mismatched_trees():
+  with pytest.raises(ValueError, match='same tree structure'):
+    losses.historical_averaging_penalty({'a': jnp.ones(2)}, {'b': jnp.ones(2)})
+
+
+def test_update_historical_average_is_running_mean():
+  rng = np.random.default_rng(4)
+  snapshots = [{'w': _f32(rng.normal(size=(3,))), 'b': _f32(rng.normal(size=()))}
+               for _ in range(5)]
+  # Starting from anything finite: step 0 returns the first snapshot itself.
+  avg = jax.tree.map(jnp.zeros_like, snapshots[0])
+  update = jax.jit(losses.update_historical_average)
+  for step, snap in enumerate(snapshots):
+    avg = update(avg, snap, jnp.asarray(step, jnp.int32))
+    for name in ('w', 'b'):
+      want = np.mean([np.asarray(s[name], np.float64) for s in snapshots[:step + 1]], axis=0)
+      np.testing.assert_allclose(avg[name], want, rtol=1e-5, atol=1e-6)
+      assert avg[name].dtype == jnp.float32
+  # Step 0 is exactly the new snapshot whatever the (finite) previous average held.
+  first = losses.update_historical_average(
+      {'w': jnp.full(3, 9.0), 'b': jnp.zeros(())}, snapshots[0], 0)
+  np.testing.assert_array_equal(first['w'], snapshots[0]['w'])
