@@ -5,19 +5,28 @@ Each checkpoint `<workdir>/checkpoints/<step>/` holds two items:
   * `data`: the training data iterator's state (JSON), so a resumed run sees
     exactly the batches an uninterrupted run would have seen.
 
+In a run of several processes each process reads its own data shard, so
+`data` holds every process's iterator state, `{"per_process": [state of
+process 0, state of process 1, ...]}`, gathered when saving; restoring hands
+each process its own (a one-process checkpoint stays a plain state).
+
 Restoring tries the newest checkpoint first. One that cannot be read (a
 truncated file, a crash mid-write) is moved aside to
 `<workdir>/checkpoints_corrupt/<step>-<time>/` with a warning (never deleted),
 and the next older one is tried.
 """
 
+import json
 import logging
 import os
 import shutil
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+PER_PROCESS = 'per_process'
 
 
 class CheckpointError(RuntimeError):
@@ -58,12 +67,15 @@ class Checkpointer:
     Args:
       step: the step number (the state's `step`).
       state: the GANState (device or host arrays).
-      data_state: JSON-serialisable dict from the data iterator's `get_state()`.
+      data_state: JSON-serialisable dict from this process's data iterator
+        (`get_state()`); with several processes all of them are saved.
       force: save even if the manager's policy would skip this step.
     """
     if step in self._manager.all_steps():
       logging.info('Checkpoint %d exists already; not saving it again.', step)
       return
+    if jax.process_count() > 1:
+      data_state = {PER_PROCESS: _gather_json(data_state)}
     self._manager.save(
         step, force=force,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -94,13 +106,18 @@ class Checkpointer:
       return None
     for candidate in reversed(steps):
       try:
-        return self._restore_step(abstract_state, candidate) + (candidate,)
+        restored, error = self._restore_step(abstract_state, candidate), None
       except Exception as e:  # pylint: disable=broad-except
+        restored, error = None, f'{type(e).__name__}: {str(e)[:300]}'
+      # Every process must resume from the same step, so one failure counts for all.
+      if _on_any_process(error is not None):
         moved = self._move_aside(candidate)
         logging.warning(
-            'Checkpoint %d in %s could not be restored (%s: %s); moved it to %s '
-            'and falling back to the previous checkpoint.',
-            candidate, self.directory, type(e).__name__, str(e)[:300], moved)
+            'Checkpoint %d in %s could not be restored (%s); moved it to %s '
+            'and falling back to the previous checkpoint.', candidate,
+            self.directory, error or 'failed on another process', moved)
+        continue
+      return restored + (candidate,)
     raise CheckpointError(
         f'None of the checkpoints {steps} in {self.directory} could be restored; '
         'they were moved to checkpoints_corrupt/ beside it. Start a new run '
@@ -110,7 +127,7 @@ class Checkpointer:
     restored = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                       data=ocp.args.JsonRestore()))
-    return restored['state'], restored['data']
+    return restored['state'], _this_process(restored['data'])
 
   def _move_aside(self, step):
     """Renames an unreadable checkpoint out of the manager's way (keeps its files)."""
@@ -136,3 +153,41 @@ class Checkpointer:
     """Waits for pending saves and releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+# ---- several processes: one data-iterator state each -------------------------
+
+
+def _gather_json(value):
+  """Every process's JSON-serialisable `value`, in process order.
+
+  A collective: all processes must call it (they all save together).
+  """
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  encoded = np.frombuffer(json.dumps(value, sort_keys=True).encode('utf-8'), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.int32(encoded.size))).reshape(-1)
+  # Padded to a multiple of 256 bytes, so the gather compiles once, not per length.
+  padded = np.zeros(-(-int(sizes.max()) // 256) * 256, np.uint8)
+  padded[:encoded.size] = encoded
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  return [json.loads(row[:size].tobytes().decode('utf-8')) for row, size in zip(rows, sizes)]
+
+
+def _this_process(data_state):
+  """This process's entry of a saved `{PER_PROCESS: [...]}` (else the state itself)."""
+  if not (isinstance(data_state, dict) and set(data_state) == {PER_PROCESS}):
+    return data_state
+  states = data_state[PER_PROCESS]
+  if len(states) == jax.process_count():
+    return states[jax.process_index()]
+  logging.info('The checkpoint was written by %d processes and is read by %d: using the '
+               'data position of its process 0.', len(states), jax.process_count())
+  return states[0]
+
+
+def _on_any_process(flag):
+  """Whether `flag` is true on at least one process (a collective when several)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.array([bool(flag)]))))

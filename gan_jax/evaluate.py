@@ -1,7 +1,9 @@
 """Evaluates a trained checkpoint: `python -m gan_jax.evaluate --workdir=DIR ...`.
 
-  python -m gan_jax.evaluate --workdir=runs/dcgan_cifar10 --metrics=fid,is,kid,pr \
-      --num_samples=50000                  # the standard protocol: 50k samples
+  # the standard protocol: 50k samples against the training split
+  python -m gan_jax.evaluate --workdir=runs/dcgan_cifar10 --metrics=fid,is,kid,pr \\
+      --num_samples=50000
+  # offline (no download): the digits classifier proxies
   python -m gan_jax.evaluate --workdir=runs/dcgan_digits --metrics=proxy --num_samples=1000
 
 The checkpoint's EMA generator (newest step unless --step) draws --num_samples
@@ -16,37 +18,19 @@ Inception metrics need pytorch-fid's weights file; without it the error message
 says where to download it and where to put it.
 """
 
+import argparse
 import datetime
 import json
+import logging
 import os
+import sys
 import time
 
-from absl import app
-from absl import flags
 import jax
 import ml_collections
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder (config.json and checkpoints/).')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
-_METRICS = flags.DEFINE_string('metrics', 'fid', 'Comma list of: proxy, fid, is, kid, pr.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 50000, 'Generated samples.')
-_NUM_REFERENCE = flags.DEFINE_integer(
-    'num_reference', None, 'Reference (real) examples (default: --num_samples; fewer if '
-    'the split is smaller).')
-_REFERENCE_SPLIT = flags.DEFINE_string(
-    'reference_split', None, 'Split of the reference set (default: config.data.split).')
-_WEIGHTS = flags.DEFINE_string(
-    'inception_weights', None, 'pt_inception-2015-12-05-6726825d.pth (default: '
-    'config.eval.inception_weights, $GAN_JAX_INCEPTION_WEIGHTS, the cache folder).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latents z.')
-_BATCH = flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.')
-_OUTPUT = flags.DEFINE_string('output', None, 'JSON output (default <workdir>/eval/step_<N>.json).')
-_CACHE = flags.DEFINE_string('cache_dir', None, 'Cache folder (default ~/.cache/gan_jax).')
-
 
 def _data_shape(config):
-  if config.data.source == 'toy':
-    return (2,)
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   return tuple(train.data_shape(config))
 
@@ -90,7 +74,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   restored_step = getattr(generate, 'step', step)
   record = dict(
       workdir=os.path.abspath(workdir), step=restored_step, generator='EMA',
-      results=results, protocol=dict(evaluator.protocol, seed=seed, metrics=list(evaluator.metrics)),
+      results=results,
+      protocol=dict(evaluator.protocol, seed=seed, metrics=list(evaluator.metrics)),
       seconds=round(time.perf_counter() - start, 2),
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       jax=dict(version=jax.__version__, backend=jax.default_backend(),
@@ -104,18 +89,47 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   return record
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not _WORKDIR.value:
-    raise app.UsageError('--workdir is required.')
-  record = evaluate(_WORKDIR.value, step=_STEP.value, metrics=_METRICS.value,
-                    num_samples=_NUM_SAMPLES.value, num_reference=_NUM_REFERENCE.value,
-                    reference_split=_REFERENCE_SPLIT.value, inception_weights=_WEIGHTS.value,
-                    seed=_SEED.value, batch_size=_BATCH.value, output=_OUTPUT.value,
-                    cache_dir=_CACHE.value)
+def parse_args(argv):
+  """Command-line options (argparse: gan_jax.sample defines absl flags with the
+  same names, and absl flags are global to the process, so both modules could not
+  be imported together)."""
+  parser = argparse.ArgumentParser(
+      prog='python -m gan_jax.evaluate', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--workdir', required=True, help='Run folder (config.json, checkpoints/).')
+  parser.add_argument('--step', type=int, default=None, help='Checkpoint step (default: newest).')
+  parser.add_argument('--metrics', default='fid', help='Comma list of: proxy, fid, is, kid, pr.')
+  parser.add_argument('--num_samples', type=int, default=50000, help='Generated samples.')
+  parser.add_argument('--num_reference', type=int, default=None,
+                      help='Reference (real) examples (default: --num_samples; fewer if the '
+                           'split is smaller).')
+  parser.add_argument('--reference_split', default=None,
+                      help='Split of the reference set (default: config.data.split).')
+  parser.add_argument('--inception_weights', default=None,
+                      help='pt_inception-2015-12-05-6726825d.pth (default: '
+                           'config.eval.inception_weights, $GAN_JAX_INCEPTION_WEIGHTS, cache).')
+  parser.add_argument('--seed', type=int, default=0, help='Seed of the latents z.')
+  parser.add_argument('--batch_size', type=int, default=500, help='Latents per generator call.')
+  parser.add_argument('--output', default=None,
+                      help='JSON output (default: <workdir>/eval/step_<N>.json).')
+  parser.add_argument('--cache_dir', default=None, help='Cache folder (default ~/.cache/gan_jax).')
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  try:
+    record = evaluate(args.workdir, step=args.step, metrics=args.metrics,
+                      num_samples=args.num_samples, num_reference=args.num_reference,
+                      reference_split=args.reference_split,
+                      inception_weights=args.inception_weights, seed=args.seed,
+                      batch_size=args.batch_size, output=args.output, cache_dir=args.cache_dir)
+  except FileNotFoundError as e:  # missing run / checkpoint / weights: the message says what to do
+    sys.exit(f'error: {e}')
   print(json.dumps(record, indent=2))
+  return record
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()

@@ -10,6 +10,10 @@ Parses flags only; all work happens in `gan_jax.train.train_and_evaluate`.
   --distributed   'off' (default), 'auto' (TPU VM pods, SLURM: detected by JAX)
                   or 'explicit' (with --coordinator_address, --num_processes,
                   --process_id).
+  --distributed_timeout
+                  seconds (default 120) after which a process that never joined,
+                  or stopped sending heartbeats, ends the whole run with an
+                  error naming it (see launch/README.md for the messages).
 """
 
 import logging as py_logging
@@ -34,10 +38,11 @@ _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0 (implies --distributed=explicit).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index in [0, N).')
-_INIT_TIMEOUT = flags.DEFINE_integer(
+_TIMEOUT = flags.DEFINE_integer(
     'distributed_timeout', 120,
-    'Seconds to wait for all processes to join, and without a heartbeat from a '
-    'peer, before the run fails with an error naming the missing process.')
+    'Multi-process runs: seconds for every process to join after process 0 starts, '
+    'and without a heartbeat from a peer, before the run fails with an error '
+    'naming the missing process.', lower_bound=1)
 
 
 def default_workdir(config_arg):
@@ -71,10 +76,14 @@ def main(argv):
   distributed = _DISTRIBUTED.value
   if _COORDINATOR.value and distributed == 'off':
     distributed = 'explicit'
+  if distributed == 'off' and (_NUM_PROCESSES.value or _PROCESS_ID.value is not None):
+    raise app.UsageError(
+        '--num_processes / --process_id need --coordinator_address=HOST:PORT of process 0 '
+        '(or --distributed=auto on Cloud TPU / SLURM).')
   parallel.initialize_distributed(
       distributed=distributed, coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
-      initialization_timeout_s=_INIT_TIMEOUT.value, heartbeat_timeout_s=_INIT_TIMEOUT.value)
+      timeout_s=_TIMEOUT.value)
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
   flag_value = flags.FLAGS['config'].serialize().partition('=')[2]
@@ -82,7 +91,12 @@ def main(argv):
   logging.info('gan_jax: process %d/%d, %d local devices, %d global devices, workdir %s',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), workdir)
-  train.train_and_evaluate(_CONFIG.value, workdir)
+  try:
+    train.train_and_evaluate(_CONFIG.value, workdir)
+  except Exception as e:  # pylint: disable=broad-except
+    if jax.process_count() == 1:
+      raise
+    parallel.exit_after_failure(e, timeout_s=_TIMEOUT.value)
 
 
 def run():

@@ -603,6 +603,9 @@ def train_and_evaluate(config, workdir):
       logging.info('step %d: %s', step, ', '.join(f'{k}={v:.4g}' for k, v in values.items()))
 
   data_state_now = data_state if data_state is not None else iterator.get_state()
+  # Tests set GAN_JAX_SIGKILL_AT_STEP=N to kill the process (no clean-up, as a
+  # preempted VM) right after the checkpoint of step N is on disk.
+  kill_at_step = int(os.environ.get('GAN_JAX_SIGKILL_AT_STEP', '-1'))
   prefetch = _Prefetcher(iterator, put_batch, config.data.prefetch)
   step = start_step
   try:
@@ -628,6 +631,9 @@ def train_and_evaluate(config, workdir):
         if step % ckpt_every == 0 or step == num_steps or stop_now:
           check_finite()
           ckpt.save(step, host_state(), data_state_now)
+        if kill_at_step == step:  # fault injection for the resume tests
+          ckpt.wait()
+          os.kill(os.getpid(), signal.SIGKILL)
         if sample_every and (step % sample_every == 0 or step == num_steps):
           write_samples(step)
         if evaluator is not None and ((eval_every > 0 and step % eval_every == 0)

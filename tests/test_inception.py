@@ -275,6 +275,9 @@ def test_a_view_outside_its_storage_is_refused(tmp_path):
   write_zip_pth(path, {'w': (np.zeros(4, np.float32), 2, (4,), (1,))})
   with pytest.raises(inception.UnsafeCheckpointError, match='reaches element'):
     inception.read_torch_state_dict(path)
+  write_zip_pth(path, {'w': (np.zeros(4, np.float32), 0, (10 ** 12,), (0,))})
+  with pytest.raises(inception.UnsafeCheckpointError, match='larger than its storage'):
+    inception.read_torch_state_dict(path)
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
@@ -296,7 +299,8 @@ def test_synthetic_weights_hash_then_convert(state_dict, variables):
   assert len(state_dict) == 472
   params, bn = variables['params'], variables['batch_stats']
   np.testing.assert_array_equal(params['Mixed_6b']['branch7x7_2']['conv']['kernel'],
-                                state_dict['Mixed_6b.branch7x7_2.conv.weight'].transpose(2, 3, 1, 0))
+                                state_dict['Mixed_6b.branch7x7_2.conv.weight'].transpose(
+                                    2, 3, 1, 0))
   assert params['Mixed_6b']['branch7x7_2']['conv']['kernel'].shape == (1, 7, 128, 128)
   np.testing.assert_array_equal(bn['Mixed_7c']['branch_pool']['bn']['var'],
                                 state_dict['Mixed_7c.branch_pool.bn.running_var'])

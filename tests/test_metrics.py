@@ -51,7 +51,8 @@ def test_statistics_and_fid_match_pytorch_fid(fixture):
   np.testing.assert_allclose(sigma_f, arrays['sigma_fake'], rtol=0, atol=1e-14)
   fid = metrics.frechet_distance(mu_r, sigma_r, mu_f, sigma_f)
   swapped = metrics.frechet_distance(mu_f, sigma_f, mu_r, sigma_r)
-  print('FID rel diff', _rel(fid, ref['fid']['value']), 'swapped', _rel(swapped, ref['fid']['value']))
+  print('FID rel diff', _rel(fid, ref['fid']['value']),
+        'swapped', _rel(swapped, ref['fid']['value']))
   assert _rel(fid, ref['fid']['value']) <= 1e-8   # README suggests 1e-8; the brief asks 1e-6
   assert _rel(swapped, ref['fid']['value']) <= 1e-8
 

@@ -26,17 +26,19 @@ def init(generator, discriminator, z_dim, batch=4, seed=0):
   """Initialises both nets (eval mode, as a trainer would) and returns their variables."""
   key_g, key_d = jax.random.split(jax.random.key(seed))
   z = jnp.zeros((batch, z_dim))
-  # jit: one compilation is much cheaper than eager op-by-op dispatch on a loaded CPU.
-  g_vars = jax.jit(lambda key: generator.init(key, z, train=False))(key_g)
+  g_vars = generator.init(key_g, z, train=False)
   x = apply(generator, g_vars, z, train=False)
-  d_vars = jax.jit(lambda key: discriminator.init(key, x, train=False))(key_d)
+  d_vars = discriminator.init(key_d, x, train=False)
   return g_vars, d_vars
 
 
 def apply(module, variables, inputs, *, train, mutable=False):
-  """Jitted `module.apply(variables, inputs, train=train, mutable=mutable)`."""
-  return jax.jit(lambda v, x: module.apply(v, x, train=train, mutable=mutable))(
-      variables, inputs)
+  """`module.apply(variables, inputs, train=train, mutable=mutable)`.
+
+  Eager on purpose: op-by-op executables are cached across tests, so this is cheaper
+  in total than compiling every small model with jit.
+  """
+  return module.apply(variables, inputs, train=train, mutable=mutable)
 
 
 # ---- registry ---------------------------------------------------------------------
@@ -146,8 +148,8 @@ def test_bn_axis_name_synchronises_statistics(name):
   logits, d_stats = apply(ref_d, d_vars, images, train=True, mutable=['batch_stats'])
 
   chunked = lambda a: a.reshape((2, a.shape[0] // 2) + a.shape[1:])
-  images_2, g_stats_2 = jax.jit(jax.vmap(g_apply, axis_name='data'))(chunked(z))
-  logits_2, d_stats_2 = jax.jit(jax.vmap(d_apply, axis_name='data'))(chunked(images))
+  images_2, g_stats_2 = jax.vmap(g_apply, axis_name='data')(chunked(z))
+  logits_2, d_stats_2 = jax.vmap(d_apply, axis_name='data')(chunked(images))
   np.testing.assert_allclose(images_2.reshape(images.shape), images, atol=1e-5)
   np.testing.assert_allclose(logits_2.reshape(logits.shape), logits, atol=1e-4)
   for stats, stats_2 in ((g_stats, g_stats_2), (d_stats, d_stats_2)):

@@ -19,6 +19,7 @@ themselves (so any change of preprocessing gives a new key) and the feature
 extractor (network version, weights hash, dtype).
 """
 
+import functools
 import hashlib
 import logging
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gan_jax.metrics import cache
@@ -117,6 +119,27 @@ def reference_features(data_config, *, data_shape, split, num_examples, extracto
   return dict(stored, num_examples=len(images), path=str(path))
 
 
+_LATENT_BLOCK = 1000
+
+
+@functools.partial(jax.jit, static_argnames=('z_dim',))
+def _latent_block(key, index, z_dim):
+  return jax.random.normal(jax.random.fold_in(key, index), (_LATENT_BLOCK, z_dim), jnp.float32)
+
+
+def latents(seed, num, z_dim):
+  """z ~ N(0, I) for an evaluation: f32[num, z_dim], the same rows for any `num`.
+
+  Drawn in blocks of 1000 rows, block i from `fold_in(jax.random.key(seed), i)`,
+  so one compiled function serves every sample count and a larger evaluation
+  extends a smaller one instead of replacing its latents.
+  """
+  key = jax.random.key(seed)
+  blocks = [np.asarray(_latent_block(key, i, z_dim))
+            for i in range(-(-num // _LATENT_BLOCK))]
+  return np.concatenate(blocks)[:num] if blocks else np.zeros((0, z_dim), np.float32)
+
+
 class Evaluator:
   """`evaluator(generate, *, seed) -> dict[str, float]`; see the module docstring.
 
@@ -165,8 +188,9 @@ class Evaluator:
     cache_dir = cache_dir or None
     loader = load_eval_data or _default_loader()
     self.protocol = dict(num_samples=self._num_samples, data_shape=list(self._data_shape),
-                         latents='z ~ N(0, I): jax.random.normal(jax.random.key(seed), '
-                                 f'({self._num_samples}, {self._z_dim})), float32',
+                         latents='z ~ N(0, I) float32, rows of blocks i = 0, 1, ... of '
+                                 'jax.random.normal(fold_in(jax.random.key(seed), i), '
+                                 f'(1000, {self._z_dim}))',
                          data=_config_dict(config.data))
 
     if 'proxy' in self.metrics:
@@ -230,7 +254,7 @@ class Evaluator:
     self._variables = variables
     self._inception_batch = batch_size
     extractor = dict(name=inception.FEATURES_VERSION, weights_sha256=weights_id['sha256'],
-                     dtype=str(inception._variables_dtype(variables)))  # pylint: disable=protected-access
+                     dtype=str(np.asarray(variables['params']['fc']['kernel']).dtype))
     self._ref = reference_features(
         config.data, data_shape=self._data_shape, split=split, num_examples=num_reference,
         extractor_id=extractor, extract=lambda x: self._features(x)['pool3'],
@@ -273,7 +297,7 @@ class Evaluator:
       np.float32[num_samples, *data_shape].
     """
     n = self._num_samples
-    z = np.asarray(jax.random.normal(jax.random.key(seed), (n, self._z_dim)), np.float32)
+    z = latents(seed, n, self._z_dim)
     batch = min(self._batch_size, n)
     outputs = []
     for start in range(0, n, batch):

@@ -21,10 +21,12 @@ Typical use:
 import collections
 import functools
 import hashlib
+import logging
 import os
 from pathlib import Path
 import pickle
 import re
+import time
 import zipfile
 
 import flax.linen as nn
@@ -58,8 +60,11 @@ FEATURES_VERSION = 'pytorch-fid-0.3.0-inception-v3-pool3/v1'
 # Torch-free .pth reader
 # ----------------------------------------------------------------------------
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-  """A checkpoint's pickle asks for something other than tensors and dicts."""
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+  """A checkpoint's pickle asks for something other than tensors and dicts.
+
+  Also a ValueError, so callers that treat any bad file as a ValueError catch it.
+  """
 
 
 # torch storage class name -> numpy dtype name ('bfloat16' comes from ml_dtypes,
@@ -132,6 +137,11 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
   flat = storage.array
   if 0 in size:
     return np.zeros(size, flat.dtype)
+  # A view never has more elements than its storage in a state dict; refusing
+  # more keeps a crafted file from making us allocate far beyond its own size.
+  if int(np.prod(size, dtype=object)) > flat.size:
+    raise UnsafeCheckpointError(f'tensor of size {size} is larger than its storage '
+                                f'({flat.size} elements)')
   # as_strided does no bounds checking, so a crafted size/stride could read
   # memory outside the storage: check the furthest element first.
   last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -147,7 +157,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
 
 def _rebuild_parameter(data, *unused):
   """`torch._utils._rebuild_parameter`: a Parameter is just its tensor here."""
-  if not isinstance(data, np.ndarray):
+  if not isinstance(data, (np.ndarray, _LazyTensor)):
     raise UnsafeCheckpointError(f'parameter data must be a tensor, got {type(data).__name__}')
   return data
 
@@ -168,14 +178,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
   a tensor state dict needs.
   """
 
-  def __init__(self, file, *, source, load_storage):
+  def __init__(self, file, *, source, load_storage, rebuild_tensor=None):
     super().__init__(file)
     self._source = source
     self._load_storage = load_storage
+    self._globals = dict(_ALLOWED_GLOBALS)
+    if rebuild_tensor is not None:  # the legacy reader builds tensors after the pickle
+      self._globals[('torch._utils', '_rebuild_tensor_v2')] = rebuild_tensor
 
   def find_class(self, module, name):
-    if (module, name) in _ALLOWED_GLOBALS:
-      return _ALLOWED_GLOBALS[(module, name)]
+    if (module, name) in self._globals:
+      return self._globals[(module, name)]
     if module == 'torch' and name in _STORAGE_DTYPES:
       return _StorageType(name)
     allowed = sorted(f'{m}.{n}' for m, n in _ALLOWED_GLOBALS) + ['torch.<Type>Storage']
@@ -293,16 +306,9 @@ def _read_legacy_state_dict(path):
 
     # Storage bytes follow the object pickle, so tensors are built lazily: the
     # unpickler sees placeholder storages whose arrays are attached below.
-    lazy = []
-
-    def lazy_rebuild(storage, *args):
-      holder = _LazyTensor(storage, args)
-      lazy.append(holder)
-      return holder
-
-    unpickler = _RestrictedUnpickler(f, source=path, load_storage=load_storage)
-    unpickler.find_class = _lazy_find_class(unpickler.find_class, lazy_rebuild)
-    obj = unpickler.load()
+    obj = _RestrictedUnpickler(f, source=path, load_storage=load_storage,
+                               rebuild_tensor=lambda storage, *args: _LazyTensor(storage, args)
+                               ).load()
     keys = restricted_load(load_storage=no_storage)
     if not isinstance(keys, list) or set(map(str, keys)) != set(roots):
       raise ValueError(f'{path}: storage key list does not match the tensors')
@@ -330,17 +336,6 @@ class _LazyTensor:
 
   def __init__(self, storage, args):
     self.storage, self.args = storage, args
-
-
-def _lazy_find_class(find_class, lazy_rebuild):
-  def wrapped(module, name):
-    target = find_class(module, name)  # refuses anything outside the allow-list
-    if target is _rebuild_tensor:
-      return lazy_rebuild
-    if target is _rebuild_parameter:
-      return lambda data, *unused: data
-    return target
-  return wrapped
 
 
 def _resolve_lazy(obj):
@@ -799,9 +794,9 @@ def resize_bilinear(images, size):
 
 @functools.partial(jax.jit, static_argnames=('precision',))
 def _forward(variables, images, precision=Precision.HIGHEST):
-  x = resize_bilinear(images.astype(variables['params']['fc']['kernel'].dtype),
-                      (INPUT_SIZE, INPUT_SIZE))
-  return FIDInceptionV3(precision=precision).apply(variables, x)
+  """images f[B, H, W, 3] (already in the compute dtype) -> (pool3, logits)."""
+  return FIDInceptionV3(precision=precision).apply(
+      variables, resize_bilinear(images, (INPUT_SIZE, INPUT_SIZE)))
 
 
 def _variables_dtype(variables):
@@ -819,8 +814,9 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
 
   Args:
     variables: from `load_weights` / `convert_pytorch_fid_state_dict`. Their
-      dtype is the compute dtype: float64 variables (with `jax_enable_x64` on)
-      run the network in float64.
+      dtype is the compute dtype; with `jax_enable_x64` on, float64 variables
+      or float64 images run the network in float64 (as pytorch-fid's
+      `model.double()`), otherwise it runs in float32.
     images: f[N, H, W, C] in [-1, 1], C = 3 or 1 (grey images are repeated
       over three channels), any H, W.
     batch_size: images per compiled call over all devices (rounded up to a
@@ -830,15 +826,22 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
       TPUs, whose default precision rounds inputs to bfloat16 / TF32.
 
   Returns:
-    {'pool3': np[N, 2048], 'logits': np[N, 1008]} in the variables' dtype.
+    {'pool3': np[N, 2048], 'logits': np[N, 1008]} in the compute dtype.
   """
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
     raise ValueError(f'images must be NHWC with 1 or 3 channels, got shape {images.shape}')
+  if not np.issubdtype(images.dtype, np.floating):
+    raise ValueError(f'images must be floats in [-1, 1], got {images.dtype}; for uint8 '
+                     'pixels use images / 127.5 - 1')
   dtype = _variables_dtype(variables)
   if dtype == np.float64 and not jax.config.jax_enable_x64:
     raise ValueError('float64 variables need jax_enable_x64 (JAX_ENABLE_X64=1 or '
                      'jax.config.update("jax_enable_x64", True)); otherwise cast them to float32')
+  if jax.config.jax_enable_x64:
+    # float64 images with float32 weights run in float64, like pytorch-fid's
+    # model.double(): the weights' float32 values are exact in float64.
+    dtype = np.result_type(dtype, images.dtype)
   n = images.shape[0]
   if devices is None:
     devices = jax.devices() if jax.process_count() == 1 else jax.local_devices()
@@ -850,19 +853,33 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   variables = jax.device_put(jax.tree.map(lambda a: np.asarray(a, dtype), variables), replicated)
 
-  outputs = []
+  pool3, logits = [], []
+
+  def collect(pending):
+    (p, l), valid = pending
+    pool3.append(np.asarray(p)[:valid])
+    logits.append(np.asarray(l)[:valid])
+
+  pending, last_log = None, time.monotonic()
   for start in range(0, n, batch):
     chunk = images[start:start + batch].astype(dtype, copy=False)
     if chunk.shape[-1] == 1:
       chunk = np.repeat(chunk, 3, axis=-1)
     valid = chunk.shape[0]
-    if valid < batch:  # pad with zeros; their features are dropped below
+    if valid < batch:  # pad with zeros; their features are dropped
       chunk = np.concatenate([chunk, np.zeros((batch - valid,) + chunk.shape[1:], dtype)])
-    # Dispatch is asynchronous: the next batch is prepared while this one runs.
-    outputs.append((_forward(variables, jax.device_put(chunk, data_sharding),
-                             precision=precision), valid))
-  pool3 = [np.asarray(p)[:v] for (p, _), v in outputs]
-  logits = [np.asarray(l)[:v] for (_, l), v in outputs]
-  if not outputs:
+    result = (_forward(variables, jax.device_put(chunk, data_sharding), precision=precision),
+              valid)
+    # Dispatch is asynchronous: fetching the previous batch overlaps this one,
+    # and at most two batches of outputs are on the device at a time.
+    if pending is not None:
+      collect(pending)
+    pending = result
+    if time.monotonic() - last_log > 60:
+      logging.info('Inception features: %d / %d images', start, n)
+      last_log = time.monotonic()
+  if pending is not None:
+    collect(pending)
+  if not pool3:
     return {'pool3': np.zeros((0, POOL3_DIM), dtype), 'logits': np.zeros((0, NUM_CLASSES), dtype)}
   return {'pool3': np.concatenate(pool3), 'logits': np.concatenate(logits)}

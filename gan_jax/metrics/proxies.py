@@ -58,7 +58,7 @@ def _classifier_inputs(images):
   x = x.mean(axis=-1)
   rows = _area_weights(x.shape[1], min(x.shape[1], _POOLED))
   cols = _area_weights(x.shape[2], min(x.shape[2], _POOLED))
-  pooled = np.einsum('yh,nhw,xw->nyx', rows, x, cols)
+  pooled = np.matmul(np.matmul(rows, x), cols.T)  # (einsum without optimize is ~100x slower)
   return pooled.reshape(len(x), -1).astype(np.float32)
 
 
