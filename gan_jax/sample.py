@@ -14,6 +14,7 @@ import os
 
 from absl import app
 from absl import flags
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,13 +36,12 @@ def load_config(workdir):
   Raises:
     FileNotFoundError: when the folder holds no run, saying what was expected.
   """
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
     raise FileNotFoundError(
         f'{path} does not exist: {workdir!r} is not a gan_jax run folder. Pass the '
         '--workdir a training run wrote (it holds config.json and checkpoints/).')
-  with open(path, encoding='utf-8') as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def load_generator(workdir, step=None, *, ema=True):

@@ -23,9 +23,9 @@ import threading
 import queue
 import time
 
+from etils import epath
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -394,11 +394,10 @@ def prepare_workdir(config, workdir):
     ValueError: when the workdir holds a run whose saved config describes a
       different model (resuming it would load mismatching parameters).
   """
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      saved = json.load(f)
+  path = epath.Path(workdir) / 'config.json'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if path.exists():
+    saved = json.loads(path.read_text())
     conflicts = _saved_config_conflicts(saved, config)
     if conflicts:
       raise ValueError(
@@ -409,9 +408,7 @@ def prepare_workdir(config, workdir):
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices('gan_jax_workdir_checked')
   if jax.process_index() == 0:
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(path + '.tmp', path)
+    path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def abstract_state(config, sharding):
@@ -499,7 +496,8 @@ def train_and_evaluate(config, workdir):
             else jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
   restored = ckpt.restore(abstract_state(config, target))
   if restored is None:
-    state = create_state(config, init_key)
+    # One compiled init is much faster than hundreds of eager initialiser ops.
+    state = jax.jit(lambda key: create_state(config, key))(init_key)
     data_state = None
     logging.info('Starting a new run in %s', workdir)
   else:
@@ -550,8 +548,9 @@ def train_and_evaluate(config, workdir):
                  ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
     writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()})
     if is_chief:
-      with open(os.path.join(workdir, 'eval.jsonl'), 'a', encoding='utf-8') as f:
-        f.write(json.dumps({'step': step, **results}) + '\n')
+      eval_log = epath.Path(workdir) / 'eval.jsonl'
+      previous = eval_log.read_text() if eval_log.exists() else ''
+      eval_log.write_text(previous + json.dumps({'step': step, **results}) + '\n')
     if 'fid' in results and (best_fid is None or results['fid'] < best_fid[1]):
       best_fid = (step, results['fid'])
       _save_best(workdir, st, step, results)
@@ -599,8 +598,9 @@ def train_and_evaluate(config, workdir):
     if progress is not None:
       progress.set_postfix({k: f'{values[k]:.3f}' for k in ('d_loss', 'g_loss') if k in values},
                            refresh=False)
-    elif is_chief:
-      logging.info('step %d: %s', step, ', '.join(f'{k}={v:.4g}' for k, v in values.items()))
+    if is_chief:
+      logging.info('step %d/%d: %s', step, num_steps,
+                   ', '.join(f'{k}={v:.4g}' for k, v in sorted(values.items())))
 
   data_state_now = data_state if data_state is not None else iterator.get_state()
   # Tests set GAN_JAX_SIGKILL_AT_STEP=N to kill the process (no clean-up, as a
@@ -675,11 +675,10 @@ def _agree(flag, step, every):
 
 
 def _read_best(workdir):
-  path = os.path.join(workdir, 'best', 'best.json')
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / 'best' / 'best.json'
+  if not path.exists():
     return None
-  with open(path, encoding='utf-8') as f:
-    best = json.load(f)
+  best = json.loads(path.read_text())
   return best['step'], best['fid']
 
 
@@ -691,5 +690,5 @@ def _save_best(workdir, state, step, results):
   best.save(step, state, {'results': results})
   best.close()
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'best', 'best.json'), 'w', encoding='utf-8') as f:
-      json.dump({'step': step, 'fid': results['fid'], 'results': results}, f)
+    (epath.Path(workdir) / 'best' / 'best.json').write_text(
+        json.dumps({'step': step, 'fid': results['fid'], 'results': results}))

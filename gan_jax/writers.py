@@ -1,13 +1,16 @@
 """Outputs of a run on the host: TensorBoard events, metrics.jsonl, PNG images.
 
+Paths go through `etils.epath`, so a workdir may be local or remote (`gs://...`,
+with the `[gcs]` extra); remote files are rewritten whole instead of appended.
 Only process 0 writes (`MetricWriter(enabled=jax.process_index() == 0)`); the
 others get a writer that does nothing, so callers need no `if`.
 """
 
+import io
 import json
 import math
-import os
 
+from etils import epath
 import numpy as np
 from PIL import Image
 
@@ -81,9 +84,12 @@ def scatter_image(points, *, reference=None, extent=None, size=400):
 
 
 def save_png(path, image):
-  """Writes a uint8[H, W, 3] (or [H, W]) image to `path`, creating folders."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(np.asarray(image)).save(path)
+  """Writes a uint8[H, W, 3] (or [H, W]) image to `path` (local or remote), creating folders."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image)).save(buffer, format='PNG')
+  path.write_bytes(buffer.getvalue())
 
 
 def samples_to_image(samples, *, reference=None):
@@ -109,9 +115,15 @@ class MetricWriter:
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    os.makedirs(workdir, exist_ok=True)
-    self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+    workdir = epath.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    self._tb = SummaryWriter(str(workdir / 'tensorboard'))
+    path = workdir / 'metrics.jsonl'
+    if '://' in str(workdir):
+      # Object stores cannot append: keep the lines and rewrite the file on flush.
+      self._jsonl = _RewrittenFile(path)
+    else:
+      self._jsonl = open(path, 'a', encoding='utf-8')
 
   def write_scalars(self, step, scalars):
     """Logs {name: float} at `step` to TensorBoard and one JSON line."""
@@ -137,3 +149,20 @@ class MetricWriter:
     if self.enabled:
       self._tb.close()
       self._jsonl.close()
+
+
+class _RewrittenFile:
+  """A write/flush/close file for object stores: every flush rewrites the whole file."""
+
+  def __init__(self, path):
+    self._path = path
+    self._text = path.read_text() if path.exists() else ''
+
+  def write(self, text):
+    self._text += text
+
+  def flush(self):
+    self._path.write_text(self._text)
+
+  def close(self):
+    self.flush()
