@@ -1,10 +1,11 @@
 """python -m gan_jax.main --config=configs/dcgan_celeba.py
 
 DCGAN (Radford et al. 2015) on CelebA at 64x64, as in the PyTorch DCGAN example.
-CelebA (TFDS `celeb_a`, aligned 218x178 faces), DCGAN preprocessing: a centre
-crop then a resize to 64x64 (see gan_jax/data for the exact crop). Prepare once
-with `tfds build celeb_a --file_format=array_record`, or train from a folder of
-the aligned JPEGs: `--config.data.source=image_folder --config.data.path=/data/img_align_celeba`.
+CelebA (TFDS `celeb_a`, aligned 218x178 faces) gets the DCGAN preprocessing: the
+central 108x108 crop, resized to 64x64. Prepare once with
+`tfds build celeb_a --file_format=array_record`, or train from a folder of the
+aligned JPEGs:
+`--config.data.source=image_folder --config.data.path=/data/img_align_celeba`.
 
 Variants: `:smoke` (a seconds-long run; tests use it under tfds.testing.mock_data).
 """
@@ -14,35 +15,11 @@ from configs import default as default_lib
 
 def get_config(arg=None):
   """Returns the config; `arg` is None or 'smoke'."""
-  args = default_lib.parse_arg(arg, smoke=False)
-  config = default_lib.get_config()
-  config.name = 'dcgan_celeba'
-  config.data.source = 'tfds'
-  config.data.name = 'celeb_a'
-  config.data.split = 'train'
-  config.model.name = 'dcgan'
-  config.model.resolution = 64
-  config.model.channels = 3
+  config = default_lib.tfds_dcgan_config(
+      name='dcgan_celeba', dataset='celeb_a', resolution=64, channels=3, num_steps=30000,
+      arg=arg)
   config.data.crop = 'celeba'
-  config.train.batch_size = 128
-  config.train.num_steps = 30000
-  config.train.log_every = 100
-  config.train.sample_every = 1000
-  config.train.checkpoint_every = 2000
-  config.eval.every = 10000
-  config.eval.metrics = 'fid'
-  config.eval.num_samples = 10000
-  if args.smoke:
-    config.model.ngf = 8
-    config.model.ndf = 8
-    config.model.z_dim = 16
-    config.train.batch_size = 8
-    config.train.num_steps = 4
-    config.train.log_every = 2
-    config.train.sample_every = 2
-    config.train.checkpoint_every = 2
-    config.train.num_sample_images = 8
-    config.train.progress_bar = False
-    config.eval.every = -1
-    config.eval.metrics = ''
+  if not default_lib.parse_arg(arg, smoke=False).smoke:
+    config.eval.every = 10000
+    config.eval.metrics = 'fid'
   return config

@@ -34,20 +34,5 @@ def get_config(arg=None):
   config.eval.metrics = 'proxy'
   config.eval.num_samples = 1000
   if args.smoke:
-    _smoke(config)
+    default_lib.shrink_for_smoke(config, batch_size=16, num_steps=6)
   return config
-
-
-def _smoke(config):
-  config.model.ngf = 8
-  config.model.ndf = 8
-  config.model.z_dim = 16
-  config.train.batch_size = 16
-  config.train.num_steps = 6
-  config.train.log_every = 2
-  config.train.sample_every = 3
-  config.train.checkpoint_every = 3
-  config.train.num_sample_images = 16
-  config.train.progress_bar = False
-  config.eval.every = -1
-  config.eval.metrics = ''

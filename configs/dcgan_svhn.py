@@ -1,8 +1,7 @@
 """python -m gan_jax.main --config=configs/dcgan_svhn.py
 
 DCGAN on SVHN (TFDS `svhn_cropped`, 32x32 RGB).
-Prepare once: `tfds build svhn_cropped --file_format=array_record`.
-
+Prepare the data once: `tfds build svhn_cropped --file_format=array_record` (README, Data).
 Variants: `:smoke` (a seconds-long run; tests use it under tfds.testing.mock_data).
 """
 
@@ -11,34 +10,6 @@ from configs import default as default_lib
 
 def get_config(arg=None):
   """Returns the config; `arg` is None or 'smoke'."""
-  args = default_lib.parse_arg(arg, smoke=False)
-  config = default_lib.get_config()
-  config.name = 'dcgan_svhn'
-  config.data.source = 'tfds'
-  config.data.name = 'svhn_cropped'
-  config.data.split = 'train'
-  config.model.name = 'dcgan'
-  config.model.resolution = 32
-  config.model.channels = 3
-  config.train.batch_size = 128
-  config.train.num_steps = 30000
-  config.train.log_every = 100
-  config.train.sample_every = 1000
-  config.train.checkpoint_every = 2000
-  config.eval.every = 5000
-  config.eval.metrics = 'fid,is'
-  config.eval.num_samples = 10000
-  if args.smoke:
-    config.model.ngf = 8
-    config.model.ndf = 8
-    config.model.z_dim = 16
-    config.train.batch_size = 8
-    config.train.num_steps = 4
-    config.train.log_every = 2
-    config.train.sample_every = 2
-    config.train.checkpoint_every = 2
-    config.train.num_sample_images = 8
-    config.train.progress_bar = False
-    config.eval.every = -1
-    config.eval.metrics = ''
-  return config
+  return default_lib.tfds_dcgan_config(
+      name='dcgan_svhn', dataset='svhn_cropped', resolution=32, channels=3, num_steps=30000,
+      arg=arg)

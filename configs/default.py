@@ -125,5 +125,70 @@ def get_config():
   e.every = 0                       # steps between evaluations (0 = only at the end; -1 = never)
   e.metrics = ''                    # comma list: proxy (digits/toy), fid, is, kid, pr
   e.num_samples = 1000              # generated samples per evaluation
+  e.num_reference = 0               # real images for reference statistics (0 = num_samples)
+  e.reference_split = ''            # split of the reference images ('' = data.split)
   e.inception_weights = ''          # path to pt_inception-2015-12-05-6726825d.pth ('' = search)
+  return config
+
+
+def shrink_for_smoke(config, *, batch_size=8, num_steps=4):
+  """Turns a config into a seconds-long smoke run (tiny widths, a few steps).
+
+  Args:
+    config: the ConfigDict to change in place.
+    batch_size: global batch of the smoke run.
+    num_steps: train steps; logs every 2 steps, samples and checkpoints at half way
+      and at the end.
+
+  Returns:
+    `config`, for chaining.
+  """
+  config.model.ngf = 8
+  config.model.ndf = 8
+  config.model.z_dim = 16
+  config.train.batch_size = batch_size
+  config.train.num_steps = num_steps
+  config.train.log_every = 2
+  config.train.sample_every = num_steps // 2
+  config.train.checkpoint_every = num_steps // 2
+  config.train.num_sample_images = batch_size
+  config.train.progress_bar = False
+  config.eval.every = -1
+  config.eval.metrics = ''
+  return config
+
+
+def tfds_dcgan_config(*, name, dataset, resolution, channels, num_steps, arg=None):
+  """A DCGAN config on a TFDS image dataset, with the `smoke` variant.
+
+  Args:
+    name: experiment name (the workdir defaults to runs/<config file>).
+    dataset: TFDS name (mnist, cifar10, svhn_cropped, celeb_a, ...).
+    resolution: image side in px.
+    channels: 1 or 3.
+    num_steps: train steps of the full run.
+    arg: the config argument (None or 'smoke').
+
+  Returns:
+    A ConfigDict evaluated with FID / IS every 5000 steps on 10k samples.
+  """
+  args = parse_arg(arg, smoke=False)
+  config = get_config()
+  config.name = name
+  config.data.source = 'tfds'
+  config.data.name = dataset
+  config.data.split = 'train'
+  config.model.name = 'dcgan'
+  config.model.resolution = resolution
+  config.model.channels = channels
+  config.train.batch_size = 128
+  config.train.num_steps = num_steps
+  config.train.log_every = 100
+  config.train.sample_every = 1000
+  config.train.checkpoint_every = 2000
+  config.eval.every = 5000
+  config.eval.metrics = 'fid,is'
+  config.eval.num_samples = 10000
+  if args.smoke:
+    shrink_for_smoke(config)
   return config

@@ -28,7 +28,6 @@ import sys
 import threading
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
@@ -324,27 +323,35 @@ class DataParallel:
                    out_shardings=(self.replicated, self.replicated))
 
   def put_state(self, state):
-    """Places a host (or single-device) state on every device, replicated."""
+    """Places a state (host, single-device or replicated arrays) on every device."""
     if self.mode == 'pmap':
       n = len(self.local_devices)
       return jax.tree.map(
-          lambda x: jax.device_put(jnp.broadcast_to(x, (n,) + x.shape), self._pmap_sharding),
+          lambda x: jax.device_put(np.broadcast_to(to_host(x), (n,) + np.shape(x)),
+                                   self._pmap_sharding),
           state)
     return jax.tree.map(self._replicate_leaf, state)
 
   def _replicate_leaf(self, x):
     if isinstance(x, jax.Array) and x.sharding == self.replicated:
       return x
-    x = np.asarray(jax.device_get(x)) if not jax.dtypes.issubdtype(
-        getattr(x, 'dtype', np.float32), jax.dtypes.prng_key) else x
+    if not jax.dtypes.issubdtype(getattr(x, 'dtype', np.float32), jax.dtypes.prng_key):
+      x = to_host(x)
     if jax.process_count() == 1:
       return jax.device_put(x, self.replicated)
     return jax.make_array_from_process_local_data(self.replicated, x, x.shape)
 
   def get_state(self, state):
-    """The inverse of `put_state`: one copy of the state (device arrays, not sharded)."""
+    """The inverse of `put_state`: one copy of the state.
+
+    Returns arrays replicated over the mesh (shard_map; pmap on several
+    processes, since orbax and jit there need global arrays, not per-host
+    ones) or on this process's first device (pmap on one process).
+    """
     if self.mode == 'pmap':
-      return jax.tree.map(lambda x: x[0], state)
+      state = jax.tree.map(lambda x: x[0], state)
+      if jax.process_count() > 1:
+        state = jax.tree.map(self._replicate_leaf, state)
     return state
 
   def put_batch(self, local_batch):

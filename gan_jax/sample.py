@@ -20,16 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder holding config.json and checkpoints/.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z.')
-_OUTPUT = flags.DEFINE_string(
-    'output', None, 'Output: a .npz file, a .png grid, or a folder (ends with / or has no suffix).')
-_BATCH = flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.')
-_EMA = flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
-
-
 def load_config(workdir):
   """Reads `<workdir>/config.json` into a ConfigDict.
 
@@ -114,20 +104,33 @@ def write_samples(samples, output):
     raise ValueError(f'Unknown output kind {output!r}: use a .npz file, a .png file or a folder/.')
 
 
+def _define_flags():
+  """Command-line flags, defined only when run as a program (so importing is free)."""
+  flags.DEFINE_string('workdir', None, 'Run folder holding config.json and checkpoints/.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z.')
+  flags.DEFINE_string(
+      'output', None,
+      'Output: a .npz file, a .png grid, or a folder (ends with / or has no suffix).')
+  flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.')
+  flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not _WORKDIR.value or not _OUTPUT.value:
+  f = flags.FLAGS
+  if not f.workdir or not f.output:
     raise app.UsageError('--workdir and --output are required.')
-  config, generate = load_generator(_WORKDIR.value, _STEP.value, ema=_EMA.value)
-  step = generate.step
+  config, generate = load_generator(f.workdir, f.step, ema=f.ema)
   samples = generate_samples(generate, z_dim=config.model.z_dim,
-                             num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
-                             batch_size=_BATCH.value)
-  write_samples(samples, _OUTPUT.value)
-  print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step {step} '
-        f'to {_OUTPUT.value}')
+                             num_samples=f.num_samples, seed=f.seed, batch_size=f.batch_size)
+  write_samples(samples, f.output)
+  print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step '
+        f'{generate.step} to {f.output}')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -551,9 +551,11 @@ def train_and_evaluate(config, workdir):
       eval_log = epath.Path(workdir) / 'eval.jsonl'
       previous = eval_log.read_text() if eval_log.exists() else ''
       eval_log.write_text(previous + json.dumps({'step': step, **results}) + '\n')
-    if 'fid' in results and (best_fid is None or results['fid'] < best_fid[1]):
-      best_fid = (step, results['fid'])
-      _save_best(workdir, st, step, results)
+    # The best checkpoint by FID (or by the offline proxy's Frechet distance).
+    metric = next((k for k in ('fid', 'proxy_fd') if k in results), None)
+    if metric and (best_fid is None or results[metric] < best_fid[1]):
+      best_fid = (step, results[metric])
+      _save_best(workdir, st, step, metric, results)
     return results
 
   num_steps = config.train.num_steps
@@ -679,11 +681,11 @@ def _read_best(workdir):
   if not path.exists():
     return None
   best = json.loads(path.read_text())
-  return best['step'], best['fid']
+  return best['step'], best['value']
 
 
-def _save_best(workdir, state, step, results):
-  """Keeps the checkpoint with the lowest FID in `<workdir>/best/`."""
+def _save_best(workdir, state, step, metric, results):
+  """Keeps the checkpoint with the lowest `metric` (FID) in `<workdir>/best/`."""
   from gan_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   best = checkpoint_lib.Checkpointer(os.path.join(workdir, 'best'), max_to_keep=1,
                                      async_save=False)
@@ -691,4 +693,5 @@ def _save_best(workdir, state, step, results):
   best.close()
   if jax.process_index() == 0:
     (epath.Path(workdir) / 'best' / 'best.json').write_text(
-        json.dumps({'step': step, 'fid': results['fid'], 'results': results}))
+        json.dumps({'step': step, 'metric': metric, 'value': results[metric],
+                    'results': results}))

@@ -47,12 +47,7 @@ def assert_states_equal(a, b):
 
 def smoke_config(**overrides):
   config = dcgan_digits.get_config('smoke')
-  for path, value in overrides.items():
-    node = config
-    *parents, leaf = path.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

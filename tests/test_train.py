@@ -17,12 +17,7 @@ def tiny_config(**overrides):
   """A 32x32 DCGAN small enough for a CPU test (widths 8, batch 16)."""
   config = dcgan_digits.get_config('smoke')
   config.train.ema_decay = 0.5
-  for path, value in overrides.items():
-    node = config
-    *parents, leaf = path.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -23,13 +23,6 @@ from absl import app
 from absl import flags
 import numpy as np
 
-_WORKDIR = flags.DEFINE_string('workdir', 'runs/dcgan_digits', 'A digits training run folder.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1000, 'Generated samples to classify.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.')
-_THRESHOLD = flags.DEFINE_float('threshold', 0.9, 'Confidence threshold.')
-_JSON = flags.DEFINE_string('json', None, 'Optional path for the result as JSON.')
-
-
 def to_digits_scale(images):
   """Maps generated images to the bundled digits' format.
 
@@ -117,16 +110,26 @@ def format_report(result):
   return '\n'.join(lines)
 
 
+def _define_flags():
+  """Command-line flags, defined only when run as a program."""
+  flags.DEFINE_string('workdir', 'runs/dcgan_digits', 'A digits training run folder.')
+  flags.DEFINE_integer('num_samples', 1000, 'Generated samples to classify.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors.')
+  flags.DEFINE_float('threshold', 0.9, 'Confidence threshold.')
+  flags.DEFINE_string('json', None, 'Optional path for the result as JSON.')
+
+
 def main(argv):
   del argv
-  result = run_check(_WORKDIR.value, num_samples=_NUM_SAMPLES.value, seed=_SEED.value,
-                     threshold=_THRESHOLD.value)
+  f = flags.FLAGS
+  result = run_check(f.workdir, num_samples=f.num_samples, seed=f.seed, threshold=f.threshold)
   print(format_report(result))
-  if _JSON.value:
-    with open(_JSON.value, 'w', encoding='utf-8') as f:
-      json.dump(result, f, indent=2)
+  if f.json:
+    with open(f.json, 'w', encoding='utf-8') as out:
+      json.dump(result, out, indent=2)
   sys.exit(0 if result['passed'] else 1)
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

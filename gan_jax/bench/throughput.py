@@ -85,13 +85,27 @@ def jax_config(width, batch, dtype='float32'):
   Returns:
     A ConfigDict for `train.create_state` / `train.make_train_step`.
   """
-  from configs import default  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
+  config = _default_config_module().get_config()
   config.model.update(dict(resolution=RESOLUTION, channels=CHANNELS, z_dim=Z_DIM,
                            ngf=width, ndf=width, dtype=dtype))
   config.train.batch_size = batch
   config.train.ema_decay = 0.0  # the PyTorch example keeps no EMA
   return config
+
+
+def _default_config_module():
+  """configs/default.py of this checkout, loaded by path (works from any cwd)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), 'configs', 'default.py')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} not found: run the benchmark from a gan_jax checkout '
+        '(pip install -e . keeps configs/ next to the package).')
+  spec = importlib.util.spec_from_file_location('gan_jax_default_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 class _SyntheticImages:
@@ -192,11 +206,14 @@ def summarise_trace(path, iterations, top=15):
     if not plane.name.startswith('/host:CPU'):
       continue
     for line in plane.lines:
-      # XLA:CPU thunk executions carry the HLO instruction name; Python/runtime
-      # lines (TraceMe of the dispatcher) are skipped by name.
-      if 'XLA Ops' not in line.name and 'tf_xla-cpu' not in line.name.lower():
+      # XLA:CPU runs thunks on the PjRt client's and the Eigen pool's threads; the
+      # Python line holds dispatch events that overlap the device work.
+      if not line.name.startswith(('tf_XLAPjRtCpuClient', 'tf_XLAEigen')):
         continue
       for event in line.events:
+        # Skip runtime bookkeeping ('ThunkExecutor::...', 'end: <op>' markers).
+        if '::' in event.name or event.name.startswith('end: '):
+          continue
         by_op[event.name] += event.duration_ns
   total = sum(by_op.values())
   if not total:
@@ -204,8 +221,9 @@ def summarise_trace(path, iterations, top=15):
 
   def kind(name):
     base = name.split('.')[0].rstrip('0123456789_')
-    for known in ('convolution', 'fusion', 'dot', 'copy', 'transpose', 'reduce',
-                  'pad', 'reverse', 'slice', 'concatenate', 'broadcast', 'select'):
+    for known in ('convolution', 'ynn_fusion', 'xnn_fusion', 'fusion', 'dot', 'copy',
+                  'transpose', 'reduce', 'pad', 'reverse', 'slice', 'concatenate',
+                  'broadcast', 'select'):
       if known in base:
         return known
     return base or name
@@ -425,6 +443,13 @@ class _Worker:
     self.info = self._receive()
 
   def _receive(self):
+    # Poll so that a worker that dies without replying (killed for memory, a
+    # crash in native code) is reported instead of blocking forever.
+    while not self._conn.poll(1.0):
+      if not self._process.is_alive():
+        raise RuntimeError(
+            f'{self.spec["framework"]} worker exited with code {self._process.exitcode} '
+            'without a reply (out of memory?).')
     status, payload = self._conn.recv()
     if status == 'error':
       self._process.join(timeout=10)
