@@ -88,6 +88,8 @@ def get_config():
   o.d = ml_collections.ConfigDict(dict(
       name='adam', learning_rate=2e-4, b1=0.5, b2=0.999, eps=1e-8))
   o.weight_clip = 0.0               # clip D params to [-c, c] after each D update (WGAN; 0 = off)
+  o.schedule = 'constant'           # learning-rate schedule of G and D: 'constant', 'linear' or 'cosine'
+  o.decay_start = 0.5               # fraction of training after which 'linear'/'cosine' decay to 0 starts
 
   # ---- training --------------------------------------------------------------
   config.train = t = ml_collections.ConfigDict()

@@ -76,7 +76,7 @@ def main(argv):
   distributed = _DISTRIBUTED.value
   if _COORDINATOR.value and distributed == 'off':
     distributed = 'explicit'
-  if distributed == 'off' and (_NUM_PROCESSES.value or _PROCESS_ID.value is not None):
+  if distributed == 'off' and ((_NUM_PROCESSES.value or 1) > 1 or _PROCESS_ID.value):
     raise app.UsageError(
         '--num_processes / --process_id need --coordinator_address=HOST:PORT of process 0 '
         '(or --distributed=auto on Cloud TPU / SLURM).')

@@ -50,19 +50,48 @@ def data_shape(config):
   return (m.resolution, m.resolution, m.channels)
 
 
-def make_optimizer(opt_config):
+SCHEDULES = ('constant', 'linear', 'cosine')
+
+
+def learning_rate_schedule(learning_rate, *, schedule='constant', num_updates=None,
+                           decay_start=0.5):
+  """A learning rate, constant or decaying to 0 over the end of training.
+
+  Args:
+    learning_rate: the peak (initial) learning rate.
+    schedule: 'constant', 'linear' or 'cosine' (decay to 0 at `num_updates`).
+    num_updates: optimiser updates in the whole run (needed unless constant).
+    decay_start: fraction of `num_updates` trained at the full rate first.
+
+  Returns:
+    A float or an optax schedule (update count -> learning rate).
+  """
+  if schedule not in SCHEDULES:
+    raise ValueError(f'Unknown config.optim.schedule {schedule!r}; known: {list(SCHEDULES)}.')
+  if schedule == 'constant':
+    return learning_rate
+  start = int(num_updates * decay_start)
+  length = max(1, num_updates - start)
+  decay = (optax.linear_schedule(learning_rate, 0.0, length) if schedule == 'linear'
+           else optax.cosine_decay_schedule(learning_rate, length))
+  return optax.join_schedules([optax.constant_schedule(learning_rate), decay], [start])
+
+
+def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_start=0.5):
   """An optax transformation from an optimiser config (`config.optim.g` / `.d`).
 
   Args:
     opt_config: ConfigDict with name ('adam' | 'rmsprop' | 'sgd'),
       learning_rate, b1, b2, eps. RMSprop uses b2 as its decay (PyTorch alpha),
       SGD uses b1 as momentum (0 = plain SGD).
+    schedule, num_updates, decay_start: see `learning_rate_schedule`.
 
   Returns:
     An `optax.GradientTransformation`.
   """
   name = opt_config.name
-  lr = opt_config.learning_rate
+  lr = learning_rate_schedule(opt_config.learning_rate, schedule=schedule,
+                              num_updates=num_updates, decay_start=decay_start)
   if name == 'adam':
     return optax.adam(lr, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps)
   if name == 'rmsprop':
@@ -71,6 +100,18 @@ def make_optimizer(opt_config):
   if name == 'sgd':
     return optax.sgd(lr, momentum=opt_config.b1 or None)
   raise ValueError(f'Unknown optimizer {name!r}; known: {list(OPTIMIZERS)}.')
+
+
+def make_optimizers(config):
+  """(generator optimiser, discriminator optimiser) of a config, schedules included.
+
+  The discriminator makes `n_critic` updates per train step, so its schedule
+  spans `num_steps * n_critic` updates.
+  """
+  o, t = config.optim, config.train
+  common = dict(schedule=o.get('schedule', 'constant'), decay_start=o.get('decay_start', 0.5))
+  return (make_optimizer(o.g, num_updates=t.num_steps, **common),
+          make_optimizer(o.d, num_updates=t.num_steps * t.n_critic, **common))
 
 
 def validate_config(config):
@@ -88,6 +129,9 @@ def validate_config(config):
     if name not in OPTIMIZERS:
       raise ValueError(f'Unknown config.optim.{which}.name {name!r}; '
                        f'known: {list(OPTIMIZERS)}.')
+  if config.optim.get('schedule', 'constant') not in SCHEDULES:
+    raise ValueError(f'Unknown config.optim.schedule {config.optim.schedule!r}; '
+                     f'known: {list(SCHEDULES)}.')
   if config.parallel.mode not in parallel.MODES:
     raise ValueError(f'Unknown config.parallel.mode {config.parallel.mode!r}; '
                      f'known: {list(parallel.MODES)}.')
@@ -118,7 +162,7 @@ def create_state(config, key):
   g_vars = generator.init({'params': g_key}, z, train=False)
   d_vars = discriminator.init({'params': d_key}, x, train=False)
   g_params, d_params = g_vars['params'], d_vars['params']
-  g_tx, d_tx = make_optimizer(config.optim.g), make_optimizer(config.optim.d)
+  g_tx, d_tx = make_optimizers(config)
   hist = config.loss.hist_avg_weight > 0
   return GANState(
       step=jnp.zeros((), jnp.int32),
@@ -173,7 +217,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
   sync_bn = config.parallel.sync_batch_stats
   generator, discriminator = models.build(
       config.model, bn_axis_name=axis_name if sync_bn else None)
-  g_tx, d_tx = make_optimizer(config.optim.g), make_optimizer(config.optim.d)
+  g_tx, d_tx = make_optimizers(config)
   loss_type = config.loss.type
   smoothing = config.loss.label_smoothing
   gp_weight, r1_weight = config.loss.gp_weight, config.loss.r1_weight
