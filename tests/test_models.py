@@ -317,11 +317,11 @@ def numpy_conv(x, w):
   return out
 
 
-@pytest.mark.parametrize('impl', ['subpixel', 'lax'])
+@pytest.mark.parametrize('impl', ['fast', 'subpixel', 'lax'])
 def test_conv_transpose_matches_pytorch_definition_and_flax(impl):
   rng = np.random.default_rng(0)
   x = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
-  w = rng.standard_normal((4, 4, 3, 7)).astype(np.float32)
+  w = (rng.standard_normal((4, 4, 3, 7)) / np.sqrt(12)).astype(np.float32)
   g = rng.standard_normal((2, 10, 12, 7)).astype(np.float32)
   layer = layers.ConvTranspose2x(7, impl=impl)
   out = layer.apply({'params': {'kernel': w}}, x)
@@ -347,23 +347,46 @@ def test_conv_transpose_matches_pytorch_definition_and_flax(impl):
   np.testing.assert_allclose(dw, flax_dw, atol=1e-5)
 
 
-@pytest.mark.parametrize('impl', ['lax', 'space_to_depth'])
-def test_conv_down_matches_pytorch_definition(impl):
+@pytest.mark.parametrize('impl', ['fast', 'lax', 'space_to_depth'])
+@pytest.mark.parametrize('cin', [3, 12])  # 'fast' has an im2col weight gradient for few channels
+def test_conv_down_matches_pytorch_definition(impl, cin):
   rng = np.random.default_rng(1)
-  x = rng.standard_normal((2, 6, 8, 3)).astype(np.float32)
-  w = rng.standard_normal((4, 4, 3, 5)).astype(np.float32)
+  # Unit-scale outputs, so the 1e-5 tolerance is about 1e-5 relative too.
+  x = rng.standard_normal((2, 6, 8, cin)).astype(np.float32)
+  w = (rng.standard_normal((4, 4, cin, 5)) / np.sqrt(16 * cin)).astype(np.float32)
   layer = layers.Conv2x(5, impl=impl)
   out = layer.apply({'params': {'kernel': w}}, x)
   np.testing.assert_allclose(out, numpy_conv(x, w), atol=1e-5)
-  # Gradients agree with the plain strided convolution (checked against numpy above).
-  g = rng.standard_normal(out.shape).astype(np.float32)
-  loss = lambda impl_: lambda x, w: jnp.sum(layers.conv_4x4_s2(x, w, impl=impl_) * g)
-  grads = jax.grad(loss(impl), argnums=(0, 1))(x, w)
-  ref_grads = jax.grad(loss('lax'), argnums=(0, 1))(x, w)
-  for a, b in zip(grads, ref_grads):
-    np.testing.assert_allclose(a, b, atol=1e-5)
   flax_layer = nn.Conv(5, (4, 4), strides=(2, 2), padding=1, use_bias=False)
   np.testing.assert_allclose(out, flax_layer.apply({'params': {'kernel': w}}, x), atol=1e-5)
+  # Gradients from the definition: the strided convolution's adjoint is the
+  # transposed convolution with in/out swapped, so the scatter reference serves.
+  g = rng.standard_normal(out.shape).astype(np.float32)
+  dx, dw = jax.grad(lambda x, w: jnp.sum(layers.conv_4x4_s2(x, w, impl=impl) * g),
+                    argnums=(0, 1))(x, w)
+  np.testing.assert_allclose(dx, numpy_conv_transpose(g, w.transpose(0, 1, 3, 2)), atol=1e-5)
+  ref_dw = numpy_conv_transpose_grads(g, w.transpose(0, 1, 3, 2), x)[1]
+  np.testing.assert_allclose(dw, ref_dw.transpose(0, 1, 3, 2), atol=1e-5)
+
+
+def test_fast_convs_second_order_gradients():
+  """Gradient penalties differentiate D's input gradient again: the custom VJPs must match."""
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+  w_down = rng.standard_normal((4, 4, 3, 6)).astype(np.float32) * 0.3
+  w_up = rng.standard_normal((4, 4, 6, 4)).astype(np.float32) * 0.3
+
+  def penalty(impl_down, impl_up):
+    def net(x, w_down, w_up):
+      h = jnp.tanh(layers.conv_4x4_s2(x, w_down, impl=impl_down))
+      return jnp.sum(jnp.sin(layers.conv_transpose_4x4_s2(h, w_up, impl=impl_up)))
+
+    def gp(x, w_down, w_up):
+      return jnp.sum(jax.grad(net)(x, w_down, w_up) ** 2)
+    return jax.grad(gp, argnums=(1, 2))(x, w_down, w_up)
+
+  for fast, reference in zip(penalty('fast', 'fast'), penalty('lax', 'lax')):
+    np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_depth_to_space_inverts_space_to_depth():

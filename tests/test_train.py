@@ -256,3 +256,33 @@ def test_bad_config_names_are_rejected_with_the_known_names():
     train.validate_config(tiny_config(**{'parallel.mode': 'nope'}))
   with pytest.raises(ValueError, match='BCE'):
     train.validate_config(tiny_config(**{'loss.type': 'hinge', 'loss.label_smoothing': 0.1}))
+
+
+def test_learning_rate_schedules_decay_to_zero_after_decay_start():
+  constant = train.learning_rate_schedule(2e-4)
+  assert constant == 2e-4
+  linear = train.learning_rate_schedule(2e-4, schedule='linear', num_updates=100,
+                                        decay_start=0.5)
+  np.testing.assert_allclose([float(linear(i)) for i in (0, 50, 75, 100)],
+                             [2e-4, 2e-4, 1e-4, 0.0], atol=1e-10)
+  cosine = train.learning_rate_schedule(1.0, schedule='cosine', num_updates=10, decay_start=0.0)
+  np.testing.assert_allclose(float(cosine(5)), 0.5 * (1 + np.cos(np.pi * 0.5)), rtol=1e-6)
+  with pytest.raises(ValueError, match='linear'):
+    train.learning_rate_schedule(1.0, schedule='step')
+
+
+def test_discriminator_schedule_spans_n_critic_updates_per_step():
+  config = tiny_config(**{'optim.schedule': 'linear', 'optim.decay_start': 0.0,
+                          'train.num_steps': 10, 'train.n_critic': 5})
+  g_tx, d_tx = train.make_optimizers(config)
+  params = {'w': jnp.zeros(())}
+  grads = {'w': jnp.ones(())}
+  # Half way through each schedule (D: 50 updates, G: 10) the rate is half the peak.
+  def lr_after(tx, n):
+    state = tx.init(params)
+    for _ in range(n):
+      updates, state = tx.update(grads, state, params)
+    return -float(updates['w'])
+  # Adam's first-moment-normalised step is ~lr for a constant gradient.
+  assert abs(lr_after(d_tx, 26) - 2e-4 * (1 - 25 / 50)) < 2e-6
+  assert abs(lr_after(g_tx, 6) - 2e-4 * (1 - 5 / 10)) < 2e-6

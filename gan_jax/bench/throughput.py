@@ -18,9 +18,11 @@ memory and allocator state do not interfere; the parent interleaves the workers'
 timed rounds (A B A B ...) so slow phases of a shared machine hit all of them. Per
 row: iterations/s (median and min-max over rounds), images/s (= it/s * batch),
 compile time (gan_jax: lower + compile; torch: its first, warm-up iteration), peak
-memory (the worker's peak RSS above its RSS after start-up; gan_jax also reports
-XLA's own buffer estimate), GFLOP per iteration (XLA cost analysis / torch's
-FlopCounterMode) and the share of wall time spent waiting for input. The ratio to
+memory (the worker's peak RSS above its RSS once the framework is loaded; gan_jax
+also reports XLA's own buffer estimate), GFLOP per iteration (XLA cost analysis /
+torch's FlopCounterMode), CPU seconds per iteration (all threads; a load-robust
+measure of work, since wall time on a shared machine depends on what else runs)
+and the share of wall time spent waiting for input. The ratio to
 torch eager is the median over rounds of the per-round ratio (paired, so it is
 robust to load changes between rounds).
 
@@ -163,15 +165,15 @@ class _JaxRunner:
     self.first_step_s = time.perf_counter() - start
 
   def run(self, iterations):
-    """Runs `iterations` steps; returns (wall seconds, seconds waiting for input)."""
+    """Runs `iterations` steps; returns (wall s, s waiting for input, CPU s of all threads)."""
     waited = 0.0
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for _ in range(iterations):
       batch, _, wait = self._prefetch.get()
       waited += wait
       self.state, _ = self.step(self.state, batch, self.key)
     self._jax.block_until_ready(self.state)
-    return time.perf_counter() - start, waited
+    return time.perf_counter() - start, waited, time.process_time() - cpu
 
   def profile(self, iterations, top):
     """Per-op share of step time from a jax.profiler trace (see `summarise_trace`)."""
@@ -331,13 +333,13 @@ class _TorchRunner:
 
   def run(self, iterations):
     waited = 0.0
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for _ in range(iterations):
       t = time.perf_counter()
       real = next(self.batches)
       waited += time.perf_counter() - t
       self._iteration(real)
-    return time.perf_counter() - start, waited
+    return time.perf_counter() - start, waited, time.process_time() - cpu
 
   def profile(self, iterations, top):
     del iterations, top
@@ -380,10 +382,10 @@ class _InceptionRunner:
     self.xla_mem_mb = None
 
   def run(self, iterations):
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for _ in range(iterations):
       self._inception.extract_features(self.variables, self.images, batch_size=self.batch)
-    return time.perf_counter() - start, 0.0
+    return time.perf_counter() - start, 0.0, time.process_time() - cpu
 
   def profile(self, iterations, top):
     del iterations, top
@@ -402,6 +404,13 @@ def _worker(conn, spec):
     if spec.get('xla_flags'):
       os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' '
                                  + spec['xla_flags']).strip()
+    # Import the framework (and start XLA's CPU client) before the memory baseline,
+    # so peak memory counts the model, its buffers and compilation, not libraries.
+    if spec['framework'] == 'torch':
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
+    else:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.devices()
     base_mb = _rss_mb()
     runner = _RUNNERS[spec['framework']](spec)
     conn.send(('ready', dict(compile_s=runner.compile_s, first_step_s=runner.first_step_s,
@@ -481,18 +490,22 @@ def torch_available():
 
 
 def _measure(workers, rounds, round_seconds, min_iters):
-  """Interleaved timed rounds; returns {worker index: list of (it/s, wait share)}."""
+  """Interleaved timed rounds.
+
+  Returns:
+    {worker index: [(it/s, input-wait share, CPU s per iteration) per round]}.
+  """
   # Size every worker's round from one warm iteration so a round lasts about
   # `round_seconds` whatever the model's speed.
   iters = []
   for worker in workers:
-    seconds, _ = worker.call('run', 1)
+    seconds = worker.call('run', 1)[0]
     iters.append(max(min_iters, int(round_seconds / max(seconds, 1e-3))))
   results = collections.defaultdict(list)
   for _ in range(rounds):
     for index, worker in enumerate(workers):
-      seconds, waited = worker.call('run', iters[index])
-      results[index].append((iters[index] / seconds, waited / seconds))
+      seconds, waited, cpu = worker.call('run', iters[index])
+      results[index].append((iters[index] / seconds, waited / seconds, cpu / iters[index]))
   return results
 
 
@@ -502,13 +515,14 @@ def _log(message):
 
 def _row(spec, info, final, measured, batch):
   """One JSON row from a worker's start-up info, final info and round results."""
-  speeds = [speed for speed, _ in measured]
+  speeds = [speed for speed, _, _ in measured]
   median = statistics.median(speeds)
   return dict(
       framework=spec['framework'], variant=spec['variant'], width=spec.get('width'),
       batch=batch, it_per_s=median, it_per_s_min=min(speeds), it_per_s_max=max(speeds),
       images_per_s=median * batch, per_round_it_per_s=speeds,
-      input_wait_share=statistics.median(wait for _, wait in measured),
+      input_wait_share=statistics.median(wait for _, wait, _ in measured),
+      cpu_s_per_iter=statistics.median(cpu for _, _, cpu in measured),
       compile_s=info['compile_s'], first_step_s=info['first_step_s'],
       peak_mem_mb=final['peak_mem_mb'], xla_mem_mb=info['xla_mem_mb'],
       gflop_per_iter=info['gflop'])
@@ -599,8 +613,8 @@ def run_benchmark(args):
 def markdown_table(report):
   """The report's rows as a Markdown table (one line per row)."""
   lines = ['| framework | variant | width | it/s (median) | min-max | images/s | '
-           'compile s | peak MB | GFLOP/it | input wait |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           'compile s | peak MB | GFLOP/it | CPU s/it | input wait |',
+           '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in report['rows']:
     width = '-' if r['width'] is None else r['width']
     gflop = '-' if r['gflop_per_iter'] != r['gflop_per_iter'] else f'{r["gflop_per_iter"]:.1f}'
@@ -608,7 +622,7 @@ def markdown_table(report):
         f'| {r["framework"]} | {r["variant"]} | {width} | {r["it_per_s"]:.2f} | '
         f'{r["it_per_s_min"]:.2f}-{r["it_per_s_max"]:.2f} | {r["images_per_s"]:.0f} | '
         f'{r["compile_s"]:.1f} | {r["peak_mem_mb"]:.0f} | {gflop} | '
-        f'{100 * r["input_wait_share"]:.1f}% |')
+        f'{r["cpu_s_per_iter"]:.2f} | {100 * r["input_wait_share"]:.1f}% |')
   for width, ratio in report['ratio_vs_torch_eager'].items():
     lines.append(f'\nwidth {width}: gan_jax float32 / torch eager = {ratio:.2f}x '
                  '(median of per-round ratios)')
