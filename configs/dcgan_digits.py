@@ -1,11 +1,17 @@
 """python -m gan_jax.main --config=configs/dcgan_digits.py
 
 DCGAN on scikit-learn's bundled handwritten digits (1,797 8x8 images, no
-download), upsampled to 32x32 grey images. The offline default: it trains in a
-few minutes on a 2-core CPU and its samples pass the digits classifier check
-(`python -m gan_jax.bench.digits_check --workdir=runs/dcgan_digits`).
+download) at their native 8x8 resolution: the offline default. It trains in a
+few minutes on a 2-core CPU; check its samples with
+`python -m gan_jax.bench.digits_check --workdir=runs/dcgan_digits`.
 
-Variants: `:smoke` (a seconds-long run for tests).
+Choices (measured with that check, see README): LSGAN loss, batch 128, widths
+ngf=128 / ndf=64, EMA 0.99 of G, learning rate decayed linearly to 0 over the
+second half. At 16 or 32 px the same step budget gave clearly less
+classifiable samples (confident share 0.62 vs 0.75).
+
+Variants: `:smoke` (seconds; 32x32 with widths 8, so every DCGAN layer type,
+BatchNorm in G and D included, runs; the tests use it).
 """
 
 from configs import default as default_lib
@@ -19,20 +25,27 @@ def get_config(arg=None):
   config.data.source = 'digits'
   config.data.split = 'train'
   config.model.name = 'dcgan'
-  config.model.resolution = 32
+  config.model.resolution = 8
   config.model.channels = 1
   config.model.z_dim = 64
-  config.model.ngf = 32
-  config.model.ndf = 32
-  config.train.batch_size = 64
-  config.train.num_steps = 3000
-  config.train.ema_decay = 0.999
-  config.train.log_every = 100
-  config.train.sample_every = 500
-  config.train.checkpoint_every = 500
-  config.eval.every = 1000
+  config.model.ngf = 128
+  config.model.ndf = 64
+  config.loss.type = 'least_squares'
+  config.optim.schedule = 'linear'
+  config.optim.decay_start = 0.5
+  config.train.batch_size = 128
+  config.train.num_steps = 15000
+  config.train.ema_decay = 0.99
+  config.train.log_every = 500
+  config.train.sample_every = 2500
+  config.train.checkpoint_every = 2500
+  config.eval.every = 5000
   config.eval.metrics = 'proxy'
   config.eval.num_samples = 1000
   if args.smoke:
     default_lib.shrink_for_smoke(config, batch_size=16, num_steps=6)
+    config.model.resolution = 32
+    config.model.z_dim = 16
+    config.loss.type = 'non_saturating'
+    config.optim.schedule = 'constant'
   return config

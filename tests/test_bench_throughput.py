@@ -14,7 +14,7 @@ from gan_jax.bench import throughput
 ROW_FIELDS = {
     'framework', 'variant', 'width', 'batch', 'it_per_s', 'it_per_s_min', 'it_per_s_max',
     'images_per_s', 'per_round_it_per_s', 'input_wait_share', 'cpu_s_per_iter',
-    'compile_s', 'first_step_s', 'peak_mem_mb', 'xla_mem_mb', 'gflop_per_iter'}
+    'compile_s', 'compile_cpu_s', 'first_step_s', 'peak_mem_mb', 'xla_mem_mb', 'gflop_per_iter'}
 
 
 def test_harness_smoke_writes_json(tmp_path, capsys):

@@ -17,7 +17,8 @@ Each (framework, variant) runs in its own worker process, so thread pools, peak
 memory and allocator state do not interfere; the parent interleaves the workers'
 timed rounds (A B A B ...) so slow phases of a shared machine hit all of them. Per
 row: iterations/s (median and min-max over rounds), images/s (= it/s * batch),
-compile time (gan_jax: lower + compile; torch: its first, warm-up iteration), peak
+compile time (gan_jax: lower + compile; torch: its first, warm-up iteration; wall
+and CPU seconds, the latter being what a busy machine does not inflate), peak
 memory (the worker's peak RSS above its RSS once the framework is loaded; gan_jax
 also reports XLA's own buffer estimate), GFLOP per iteration (XLA cost analysis /
 torch's FlopCounterMode), CPU seconds per iteration (all threads; a load-robust
@@ -149,10 +150,11 @@ class _JaxRunner:
     self._prefetch = train._Prefetcher(  # pylint: disable=protected-access
         _SyntheticImages(spec['batch']), self.dp.put_batch, config.data.prefetch)
     batch, _, _ = self._prefetch.get()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     self.step = self.dp.compile(train.make_train_step(config)).lower(
         self.state, batch, self.key).compile()
     self.compile_s = time.perf_counter() - start
+    self.compile_cpu_s = time.process_time() - cpu
     cost = self.step.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     self.gflop = float(cost.get('flops', float('nan'))) / 1e9
@@ -304,9 +306,10 @@ class _TorchRunner:
     self.batches = iter([torch.from_numpy(np.ascontiguousarray(
         b[0].transpose(0, 3, 1, 2))) for b in images._batches] * 10**6)  # pylint: disable=protected-access
     self.batch = batch
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     self.run(1)
     self.compile_s = time.perf_counter() - start
+    self.compile_cpu_s = time.process_time() - cpu
     self.first_step_s = self.compile_s
     from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=g-import-not-at-top
     counter = FlopCounterMode(display=False)
@@ -374,9 +377,10 @@ class _InceptionRunner:
     self.batch = spec['batch']
     self.images = rng.uniform(-1, 1, (self.batch, RESOLUTION, RESOLUTION, CHANNELS)).astype(
         np.float32)
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     self.run(1)
     self.compile_s = time.perf_counter() - start
+    self.compile_cpu_s = time.process_time() - cpu
     self.first_step_s = self.compile_s
     self.gflop = float('nan')
     self.xla_mem_mb = None
@@ -413,7 +417,8 @@ def _worker(conn, spec):
       jax.devices()
     base_mb = _rss_mb()
     runner = _RUNNERS[spec['framework']](spec)
-    conn.send(('ready', dict(compile_s=runner.compile_s, first_step_s=runner.first_step_s,
+    conn.send(('ready', dict(compile_s=runner.compile_s, compile_cpu_s=runner.compile_cpu_s,
+                             first_step_s=runner.first_step_s,
                              gflop=runner.gflop, xla_mem_mb=runner.xla_mem_mb)))
     while True:
       command, *args = conn.recv()
@@ -509,8 +514,11 @@ def _measure(workers, rounds, round_seconds, min_iters):
   return results
 
 
+_START = time.perf_counter()
+
+
 def _log(message):
-  print(f'[bench] {message}', file=sys.stderr, flush=True)
+  print(f'[bench {time.perf_counter() - _START:6.0f}s] {message}', file=sys.stderr, flush=True)
 
 
 def _row(spec, info, final, measured, batch):
@@ -523,7 +531,8 @@ def _row(spec, info, final, measured, batch):
       images_per_s=median * batch, per_round_it_per_s=speeds,
       input_wait_share=statistics.median(wait for _, wait, _ in measured),
       cpu_s_per_iter=statistics.median(cpu for _, _, cpu in measured),
-      compile_s=info['compile_s'], first_step_s=info['first_step_s'],
+      compile_s=info['compile_s'], compile_cpu_s=info['compile_cpu_s'],
+      first_step_s=info['first_step_s'],
       peak_mem_mb=final['peak_mem_mb'], xla_mem_mb=info['xla_mem_mb'],
       gflop_per_iter=info['gflop'])
 
@@ -539,6 +548,7 @@ def _run_group(specs, args):
     for spec in specs:
       _log(f'starting {spec["framework"]}/{spec["variant"]} width {spec.get("width")}')
       workers.append(_Worker(spec))
+    _log('timed rounds')
     measured = _measure(workers, args.rounds, args.round_seconds, args.min_iters)
     profiles = {}
     if args.profile:
@@ -590,6 +600,7 @@ def run_benchmark(args):
     if ratio is not None:
       ratios[str(width)] = ratio
   if args.inception:
+    _log('inception')
     inception_rows, _ = _run_group(
         [dict(framework='inception', variant='float32', batch=args.batch,
               xla_flags=args.xla_flags)], args)
@@ -613,7 +624,7 @@ def run_benchmark(args):
 def markdown_table(report):
   """The report's rows as a Markdown table (one line per row)."""
   lines = ['| framework | variant | width | it/s (median) | min-max | images/s | '
-           'compile s | peak MB | GFLOP/it | CPU s/it | input wait |',
+           'compile s (CPU s) | peak MB | GFLOP/it | CPU s/it | input wait |',
            '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in report['rows']:
     width = '-' if r['width'] is None else r['width']
@@ -621,7 +632,7 @@ def markdown_table(report):
     lines.append(
         f'| {r["framework"]} | {r["variant"]} | {width} | {r["it_per_s"]:.2f} | '
         f'{r["it_per_s_min"]:.2f}-{r["it_per_s_max"]:.2f} | {r["images_per_s"]:.0f} | '
-        f'{r["compile_s"]:.1f} | {r["peak_mem_mb"]:.0f} | {gflop} | '
+        f'{r["compile_s"]:.1f} ({r["compile_cpu_s"]:.1f}) | {r["peak_mem_mb"]:.0f} | {gflop} | '
         f'{r["cpu_s_per_iter"]:.2f} | {100 * r["input_wait_share"]:.1f}% |')
   for width, ratio in report['ratio_vs_torch_eager'].items():
     lines.append(f'\nwidth {width}: gan_jax float32 / torch eager = {ratio:.2f}x '
@@ -649,9 +660,9 @@ def parse_args(argv=None):
   parser.add_argument('--widths', default='16,32,64', help='comma list of ngf = ndf')
   parser.add_argument('--batch', type=int, default=64, help='batch size')
   parser.add_argument('--rounds', type=int, default=5, help='interleaved timed rounds')
-  parser.add_argument('--round_seconds', type=float, default=4.0,
+  parser.add_argument('--round_seconds', type=float, default=3.0,
                       help='target length of one timed round per worker')
-  parser.add_argument('--min_iters', type=int, default=2,
+  parser.add_argument('--min_iters', type=int, default=1,
                       help='fewest iterations in one timed round')
   parser.add_argument('--jax_variants', default='float32',
                       help="comma list of gan_jax compute dtypes: float32, bfloat16")
