@@ -83,6 +83,7 @@ def shared_cache(tmp_path_factory):
 @pytest.fixture(scope='module')
 def digits_config():
   config = dcgan_digits.get_config()
+  config.model.resolution = 32  # these tests use 32x32 digits images
   config.model.z_dim = 4
   config.eval.metrics = 'proxy'
   config.eval.num_samples = 300

@@ -348,7 +348,7 @@ def test_conv_transpose_matches_pytorch_definition_and_flax(impl):
 
 
 @pytest.mark.parametrize('impl', ['fast', 'lax', 'space_to_depth'])
-@pytest.mark.parametrize('cin', [3, 12])  # 'fast' has an im2col weight gradient for few channels
+@pytest.mark.parametrize('cin', [3, 20])  # 'fast': matmul weight gradient up to 16 channels
 def test_conv_down_matches_pytorch_definition(impl, cin):
   rng = np.random.default_rng(1)
   # Unit-scale outputs, so the 1e-5 tolerance is about 1e-5 relative too.

@@ -35,6 +35,7 @@ in images/s. `--profile` prints where gan_jax's step time goes, per XLA op, from
 
 import argparse
 import collections
+import itertools
 import json
 import math
 import multiprocessing
@@ -301,10 +302,10 @@ class _TorchRunner:
     self.loss = torch.nn.BCEWithLogitsLoss()
     self.ones = torch.ones(batch)
     self.zeros = torch.zeros(batch)
-    images = _SyntheticImages(batch)
     # NCHW host batches, as a torch DataLoader would yield them.
-    self.batches = iter([torch.from_numpy(np.ascontiguousarray(
-        b[0].transpose(0, 3, 1, 2))) for b in images._batches] * 10**6)  # pylint: disable=protected-access
+    self.batches = itertools.cycle(
+        [torch.from_numpy(np.ascontiguousarray(next(images)[0].transpose(0, 3, 1, 2)))
+         for images in [_SyntheticImages(batch)] for _ in range(4)])
     self.batch = batch
     cpu, start = time.process_time(), time.perf_counter()
     self.run(1)
@@ -373,7 +374,8 @@ class _InceptionRunner:
       fan_in = math.prod(leaf.shape[:-1]) or 1
       return (rng.standard_normal(leaf.shape) / math.sqrt(fan_in)).astype(np.float32)
 
-    self.variables = jax.tree_util.tree_map_with_path(random_leaf, shapes)
+    # On the device once, as the evaluator holds them; not re-sent every call.
+    self.variables = jax.device_put(jax.tree_util.tree_map_with_path(random_leaf, shapes))
     self.batch = spec['batch']
     self.images = rng.uniform(-1, 1, (self.batch, RESOLUTION, RESOLUTION, CHANNELS)).astype(
         np.float32)
@@ -447,6 +449,7 @@ class _Worker:
                      if not f.startswith('--xla_force_host_platform_device_count'))
     saved = dict(os.environ)
     os.environ['XLA_FLAGS'] = flags
+    # A CPU benchmark (the baseline is PyTorch on CPU), also on a machine with a GPU.
     os.environ['JAX_PLATFORMS'] = 'cpu'
     try:
       self._process = context.Process(target=_worker, args=(child, spec), daemon=True)
@@ -521,10 +524,11 @@ def _log(message):
   print(f'[bench {time.perf_counter() - _START:6.0f}s] {message}', file=sys.stderr, flush=True)
 
 
-def _row(spec, info, final, measured, batch):
+def _row(spec, info, final, measured):
   """One JSON row from a worker's start-up info, final info and round results."""
   speeds = [speed for speed, _, _ in measured]
   median = statistics.median(speeds)
+  batch = spec['batch']
   return dict(
       framework=spec['framework'], variant=spec['variant'], width=spec.get('width'),
       batch=batch, it_per_s=median, it_per_s_min=min(speeds), it_per_s_max=max(speeds),
@@ -563,7 +567,7 @@ def _run_group(specs, args):
   finally:
     for worker in workers:
       worker.kill()
-  rows = [_row(spec, info, final, measured[index], args.batch)
+  rows = [_row(spec, info, final, measured[index])
           for index, (spec, info, final) in enumerate(zip(specs, infos, finals))]
   return rows, profiles
 
@@ -600,10 +604,13 @@ def run_benchmark(args):
     if ratio is not None:
       ratios[str(width)] = ratio
   if args.inception:
+    # InceptionV3 at 299 px is ~6 GFLOP per image: fewer images and rounds keep it
+    # to a minute or two on a laptop-class CPU.
     _log('inception')
+    inception_args = argparse.Namespace(**{**vars(args), 'rounds': min(args.rounds, 3)})
     inception_rows, _ = _run_group(
-        [dict(framework='inception', variant='float32', batch=args.batch,
-              xla_flags=args.xla_flags)], args)
+        [dict(framework='inception', variant='float32', batch=args.inception_batch,
+              xla_flags=args.xla_flags)], inception_args)
     rows += inception_rows
   torch_version = None
   if have_torch:
@@ -672,6 +679,8 @@ def parse_args(argv=None):
                       help='skip the PyTorch baseline even when torch is installed')
   parser.add_argument('--inception', action='store_true',
                       help='also time FID Inception feature extraction (images/s)')
+  parser.add_argument('--inception_batch', type=int, default=16,
+                      help='images per Inception extract_features call')
   parser.add_argument('--profile', type=int, default=0, metavar='STEPS',
                       help='trace STEPS gan_jax steps and print per-op time')
   parser.add_argument('--xla_flags', default='',
