@@ -63,6 +63,7 @@ def get_config():
   m.ndf = 64                        # discriminator base width (channels of the first conv)
   m.g_norm = 'batch'                # generator normalisation: 'batch' or 'none'
   m.d_norm = 'batch'                # discriminator normalisation: 'batch', 'layer' or 'none'
+  m.extra_layers = 0                # dcgan: extra stride-1 3x3 conv layers in G and D (WGAN code's n_extra_layers)
   m.spectral_norm = False           # spectral normalisation of every D weight (SNGAN)
   m.bn_momentum = 0.9               # BatchNorm running-average decay (PyTorch momentum 0.1)
   m.hidden = 512                    # mlp: hidden width of G and D

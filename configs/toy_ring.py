@@ -3,17 +3,18 @@
 2-D ring of 8 Gaussians (unit circle, std 0.01), the PacGAN mode-collapse
 benchmark. Variants: `:baseline` (plain non-saturating GAN, the honest
 reference row), `:smoke` (seconds), combinable as `:baseline,smoke`.
-Benchmark (10 seeds, mean +- s.e.; docs/toy_benchmark.md):
+Benchmark (10 seeds, mean +- s.e.; README "Mode-collapse benchmark"):
   python -m gan_jax.bench.toy --configs=toy_ring,toy_ring:baseline
 
 What makes the best config precise (3 std = 0.03 around each mode):
   * the generator learns 6x faster than the discriminator (6e-3 vs 1e-3): the
     thin bridges between modes shrink only as G's transitions in z-space get
     steep, which needs large G weights, i.e. large G steps;
-  * EMA of G (0.995) averages the noise those large steps cause;
+  * EMA of G (0.995) averages the noise those large steps cause, and both
+    learning rates decay linearly to 0 over the second half of training;
   * batch 512 for low-noise gradients, PacGAN packing (pack=2) for coverage.
 The baseline keeps the network, batch, steps and Adam settings, and drops
-packing, the fast G learning rate and EMA.
+packing, the fast G learning rate, the decay and EMA.
 """
 
 from configs import default as default_lib
@@ -38,11 +39,11 @@ def get_config(arg=None):
   config.optim.d.learning_rate = 1e-3
   config.optim.g.b1 = config.optim.d.b1 = 0.5
   config.train.batch_size = 512
-  config.train.num_steps = 5000
+  config.train.num_steps = 10000
   config.train.ema_decay = 0.0
   config.train.log_every = 500
-  config.train.sample_every = 5000
-  config.train.checkpoint_every = 5000
+  config.train.sample_every = 10000
+  config.train.checkpoint_every = 10000
   config.train.max_to_keep = 1
   config.train.num_sample_images = 2500
   config.eval.every = -1
@@ -52,6 +53,8 @@ def get_config(arg=None):
     config.model.pack = 2
     config.optim.g.learning_rate = 6e-3
     config.train.ema_decay = 0.995
+    config.optim.schedule = 'linear'
+    config.optim.decay_start = 0.5
   else:
     config.name = 'toy_ring_baseline'
   if args.smoke:

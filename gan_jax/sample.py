@@ -14,14 +14,21 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from configs import default as default_lib
+
 def load_config(workdir):
   """Reads `<workdir>/config.json` into a ConfigDict.
+
+  The saved values are laid over `configs/default.py`, so a run saved before a
+  field existed gets that field's default (which reproduces the old behaviour),
+  and fields unknown to the defaults are kept as saved.
 
   Raises:
     FileNotFoundError: when the folder holds no run, saying what was expected.
@@ -31,7 +38,19 @@ def load_config(workdir):
     raise FileNotFoundError(
         f'{path} does not exist: {workdir!r} is not a gan_jax run folder. Pass the '
         '--workdir a training run wrote (it holds config.json and checkpoints/).')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return ml_collections.ConfigDict(
+      _overlay(default_lib.get_config().to_dict(), json.loads(path.read_text())))
+
+
+def _overlay(defaults, saved):
+  """The nested dict `defaults` with every value of the nested dict `saved` over it."""
+  merged = dict(defaults)
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key] = _overlay(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
 
 
 def load_generator(workdir, step=None, *, ema=True):
@@ -120,6 +139,7 @@ def _define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   f = flags.FLAGS
   if not f.workdir or not f.output:
     raise app.UsageError('--workdir and --output are required.')

@@ -137,3 +137,20 @@ def test_harness_writes_json_table_and_png(tmp_path):
   # the trial's workdir was temporary
   assert sorted(os.listdir(tmp_path)) == ['toy_benchmark.json', 'toy_benchmark.md',
                                           'toy_ring-smoke_seed3.png']
+
+
+def test_interrupted_trial_stops_the_benchmark(tmp_path, monkeypatch):
+  # train_and_evaluate returns normally after SIGTERM (it saves and exits); the
+  # harness must not score that half-trained generator or go on to the next seed.
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
+  real_train = train.train_and_evaluate
+
+  def interrupted_after_two_steps(config, workdir):
+    config = config.copy_and_resolve_references()
+    config.train.num_steps = 2
+    return real_train(config, workdir)
+
+  monkeypatch.setattr(train, 'train_and_evaluate', interrupted_after_two_steps)
+  config = toy_ring.get_config('smoke')
+  with pytest.raises(KeyboardInterrupt, match='stopped at step 2 of 4'):
+    bench.run_trial(config, seed=0, workdir=str(tmp_path / 'run'))

@@ -109,6 +109,24 @@ def test_missing_run_folder_for_sampling(tmp_path):
     sample.load_generator(str(tmp_path))
 
 
+def test_saved_config_from_an_older_version_gets_new_fields_defaults(tmp_path):
+  # A run saved before a field existed (here: model.extra_layers, dropped from
+  # the saved JSON) loads with that field's default; saved values win.
+  workdir = str(tmp_path / 'run')
+  train.prepare_workdir(smoke_config(**{'model.ngf': 12}), workdir)
+  path = os.path.join(workdir, 'config.json')
+  with open(path, encoding='utf-8') as f:
+    saved = json.load(f)
+  del saved['model']['extra_layers']
+  saved['model']['a_field_from_the_future'] = 3
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(saved, f)
+  config = sample.load_config(workdir)
+  assert config.model.extra_layers == 0
+  assert config.model.ngf == 12 and config.model.a_field_from_the_future == 3
+  assert config.model.resolution == 32 and config.name == 'dcgan_digits'
+
+
 # ---------------------------------------------------------------------------
 # Slow: real runs
 # ---------------------------------------------------------------------------

@@ -115,6 +115,38 @@ def test_dcgan_param_counts_match_pytorch_example():
   assert models.param_count(d_vars['params']) == expected_d
 
 
+def test_dcgan_extra_layers_match_wgan_reference_counts_and_run_at_8px():
+  # The WGAN reference DCGAN (n_extra_layers) adds, per extra layer, a 3x3 conv
+  # without bias (C * C * 9 weights) and a BatchNorm2d (2 * C) at width ngf in G
+  # and ndf in D; written from that definition, not from our code.
+  base_g, base_d = pytorch_dcgan_counts(nz=100, ngf=64, ndf=64, nc=3)
+  extra = 2
+  config = model_config(resolution=64, channels=3, ngf=64, ndf=64, z_dim=100,
+                        extra_layers=extra)
+  generator, discriminator = models.build(config)
+  g_vars = jax.eval_shape(
+      lambda: generator.init(jax.random.key(0), jnp.zeros((2, 100)), train=False))
+  d_vars = jax.eval_shape(
+      lambda: discriminator.init(jax.random.key(0), jnp.zeros((2, 64, 64, 3)), train=False))
+  assert models.param_count(g_vars['params']) == base_g + extra * (64 * 64 * 9 + 2 * 64)
+  assert models.param_count(d_vars['params']) == base_d + extra * (64 * 64 * 9 + 2 * 64)
+
+  # 8x8 digits layout: one stride-2 layer each, the extra layers at 4x4.
+  config = model_config(resolution=8, channels=1, ngf=8, ndf=4, z_dim=6, extra_layers=1)
+  generator, discriminator = models.build(config)
+  g_vars, d_vars = init(generator, discriminator, z_dim=6)
+  assert g_vars['params']['extra0']['kernel'].shape == (3, 3, 8, 8)
+  assert d_vars['params']['extra0']['kernel'].shape == (3, 3, 4, 4)
+  assert 'bn_extra0' in g_vars['batch_stats'] and 'bn_extra0' in d_vars['batch_stats']
+  z = jax.random.normal(jax.random.key(1), (4, 6))
+  images, _ = apply(generator, g_vars, z, train=True, mutable=['batch_stats'])
+  assert images.shape == (4, 8, 8, 1) and np.all(np.abs(np.asarray(images)) <= 1)
+  logits, _ = apply(discriminator, d_vars, images, train=True, mutable=['batch_stats'])
+  assert logits.shape == (4,) and np.all(np.isfinite(np.asarray(logits)))
+  with pytest.raises(ValueError, match='extra_layers'):
+    models.build(model_config(resolution=8, extra_layers=-1))
+
+
 def test_dcgan_init_statistics():
   config = model_config(resolution=32, ngf=32, ndf=32)
   generator, discriminator = models.build(config)

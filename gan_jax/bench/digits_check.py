@@ -21,6 +21,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import numpy as np
 
 def to_digits_scale(images):
@@ -121,6 +122,7 @@ def _define_flags():
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   f = flags.FLAGS
   result = run_check(f.workdir, num_samples=f.num_samples, seed=f.seed, threshold=f.threshold)
   print(format_report(result))

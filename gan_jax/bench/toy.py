@@ -275,6 +275,10 @@ def run_trial(config, *, seed, workdir, num_samples=NUM_SAMPLES):
     (record, samples): record = {'seed', 'step', 'modes_captured',
     'high_quality' in [0, 1], 'reverse_kl' (nats), 'train_seconds'};
     samples f32[num_samples, 2].
+
+  Raises:
+    KeyboardInterrupt: training was interrupted (SIGTERM / SIGINT) before
+      `config.train.num_steps`.
   """
   from gan_jax import sample  # pylint: disable=g-import-not-at-top
   from gan_jax import train  # pylint: disable=g-import-not-at-top
@@ -286,6 +290,13 @@ def run_trial(config, *, seed, workdir, num_samples=NUM_SAMPLES):
   train.train_and_evaluate(config, workdir)
   train_seconds = time.perf_counter() - start
   saved_config, generate = sample.load_generator(workdir)
+  if generate.step != config.train.num_steps:
+    # train_and_evaluate returns early (after saving) on SIGTERM / SIGINT; a
+    # half-trained trial must not enter the table, and the benchmark stops.
+    raise KeyboardInterrupt(
+        f'Trial seed {seed} stopped at step {generate.step} of '
+        f'{config.train.num_steps} (interrupted); the benchmark stops here. The JSON '
+        'in --out holds the trials finished so far.')
   samples = sample.generate_samples(generate, z_dim=saved_config.model.z_dim,
                                     num_samples=num_samples, seed=seed)
   centers, std = toy.mixture(config.data.toy)

@@ -15,6 +15,12 @@ stride 1, padding 0 on a 1x1 input, which is exactly a dense layer, so we use
 one logit. Widths double away from the image: the layer at 2^k * S px has
 ngf * 2^(n-1-k) (G) or ndf * 2^(n-1-k) (D) channels.
 
+`extra_layers` = E adds E stride-1 3x3 convolutions (padding 1, BatchNorm, ReLU in G /
+LeakyReLU in D) at the last hidden resolution of G (ngf channels, before the output
+layer) and after D's first conv (ndf channels), as the `n_extra_layers` option of the
+WGAN reference DCGAN (Arjovsky et al. 2017): depth without another stride-2 layer,
+which small images (8x8 digits: one stride-2 layer each) otherwise cannot get.
+
 Like the PyTorch example no layer has a bias (BatchNorm follows almost every one), and
 weights are initialised N(0, 0.02), BatchNorm scales N(1, 0.02), shifts 0.
 """
@@ -68,6 +74,8 @@ class Generator(nn.Module):
     channels: output channels (1 or 3).
     ngf: channels of the last hidden layer; earlier layers have ngf * 2^k.
     norm: 'batch' (BatchNorm + ReLU after every hidden layer) or 'none'.
+    extra_layers: stride-1 3x3 conv layers (ngf channels) added at the last
+      hidden resolution, before the output layer.
     bn_momentum: BatchNorm running-average decay (0.9 = PyTorch momentum 0.1).
     bn_axis_name: mapped axis to synchronise BatchNorm statistics over, or None.
     dtype: compute dtype; params are float32 and the output is float32.
@@ -76,6 +84,7 @@ class Generator(nn.Module):
   channels: int = 3
   ngf: int = 64
   norm: str = 'batch'
+  extra_layers: int = 0
   bn_momentum: float = 0.9
   bn_axis_name: Any = None
   dtype: Any = jnp.float32
@@ -110,6 +119,11 @@ class Generator(nn.Module):
       h = layers.ConvTranspose2x(self.ngf * 2 ** (num_up - 1 - k), dtype=self.dtype,
                                  name=f'up{k}')(h)
       h = norm_relu(h, k)
+    for e in range(self.extra_layers):
+      h = nn.Conv(h.shape[-1], (3, 3), padding=1, use_bias=False,
+                  kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
+                  param_dtype=jnp.float32, name=f'extra{e}')(h)
+      h = norm_relu(h, f'_extra{e}')
     h = layers.ConvTranspose2x(self.channels, dtype=self.dtype, name=f'up{num_up}')(h)
     # tanh in float32: bf16 has ~3 significant digits, too coarse near +-1.
     return jnp.tanh(h.astype(jnp.float32))
@@ -123,6 +137,8 @@ class Discriminator(nn.Module):
     ndf: channels of the first conv; later layers have ndf * 2^k.
     norm: 'batch', 'layer' (over H, W, C per sample; for WGAN-GP) or 'none',
       applied after every conv but the first and the last.
+    extra_layers: stride-1 3x3 conv layers (ndf channels) added after the first
+      conv, at half the input resolution.
     spectral_norm: spectrally normalise every conv kernel (SNGAN); the power-iteration
       state lives in `batch_stats` and is updated when `train`.
     pack: PacGAN packing degree; `pack` consecutive images are concatenated along
@@ -135,6 +151,7 @@ class Discriminator(nn.Module):
   resolution: int = 64
   ndf: int = 64
   norm: str = 'batch'
+  extra_layers: int = 0
   spectral_norm: bool = False
   pack: int = 1
   minibatch_std: bool = False
@@ -168,16 +185,25 @@ class Discriminator(nn.Module):
         return nn.SpectralNorm(module, name=f'sn_{module.name}')(h, update_stats=train)
       return module(h)
 
+    def norm_lrelu(h, k):
+      if self.norm == 'batch':
+        h = _batch_norm(self, train=train, momentum=self.bn_momentum,
+                        axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}')(h)
+      elif self.norm == 'layer':
+        h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), feature_axes=-1,
+                         dtype=self.dtype, param_dtype=jnp.float32, name=f'ln{k}')(h)
+      return layers.leaky_relu(h)
+
     h = layers.pack_inputs(x, self.pack).astype(self.dtype)
     for k in range(num_down):
       h = conv(layers.Conv2x(self.ndf * 2 ** k, dtype=self.dtype, name=f'conv{k}'), h)
-      if k > 0 and self.norm == 'batch':
-        h = _batch_norm(self, train=train, momentum=self.bn_momentum,
-                        axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}')(h)
-      elif k > 0 and self.norm == 'layer':
-        h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), feature_axes=-1,
-                         dtype=self.dtype, param_dtype=jnp.float32, name=f'ln{k}')(h)
-      h = layers.leaky_relu(h)
+      h = norm_lrelu(h, k) if k > 0 else layers.leaky_relu(h)
+      if k == 0:
+        for e in range(self.extra_layers):
+          h = conv(nn.Conv(self.ndf, (3, 3), padding=1, use_bias=False,
+                           kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
+                           param_dtype=jnp.float32, name=f'extra{e}'), h)
+          h = norm_lrelu(h, f'_extra{e}')
     if self.minibatch_std:
       h = layers.minibatch_stddev(h)
     h = conv(nn.Conv(1, (start, start), padding='VALID', use_bias=False,
@@ -191,7 +217,7 @@ def build(model_config, *, bn_axis_name=None):
 
   Args:
     model_config: ConfigDict with resolution, channels, ngf, ndf, g_norm, d_norm,
-      spectral_norm, bn_momentum, pack, minibatch_std, dtype (z_dim is implied by
+      extra_layers, spectral_norm, bn_momentum, pack, minibatch_std, dtype (z_dim is implied by
       the z passed to the generator).
     bn_axis_name: mapped axis name for synchronised BatchNorm, or None.
 
@@ -201,14 +227,17 @@ def build(model_config, *, bn_axis_name=None):
   dtype = layers.compute_dtype(model_config.dtype)
   if model_config.pack < 1:
     raise ValueError(f'model.pack must be >= 1, got {model_config.pack}.')
+  if model_config.extra_layers < 0:
+    raise ValueError(f'model.extra_layers must be >= 0, got {model_config.extra_layers}.')
   layout(model_config.resolution)  # fail early with the resolution error
   generator = Generator(
       resolution=model_config.resolution, channels=model_config.channels,
-      ngf=model_config.ngf, norm=model_config.g_norm, bn_momentum=model_config.bn_momentum,
+      ngf=model_config.ngf, norm=model_config.g_norm,
+      extra_layers=model_config.extra_layers, bn_momentum=model_config.bn_momentum,
       bn_axis_name=bn_axis_name, dtype=dtype)
   discriminator = Discriminator(
       resolution=model_config.resolution, ndf=model_config.ndf, norm=model_config.d_norm,
-      spectral_norm=model_config.spectral_norm, pack=model_config.pack,
+      extra_layers=model_config.extra_layers, spectral_norm=model_config.spectral_norm, pack=model_config.pack,
       minibatch_std=model_config.minibatch_std, bn_momentum=model_config.bn_momentum,
       bn_axis_name=bn_axis_name, dtype=dtype)
   return generator, discriminator
