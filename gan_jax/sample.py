@@ -23,6 +23,7 @@ import numpy as np
 
 from configs import default as default_lib
 
+
 def load_config(workdir):
   """Reads `<workdir>/config.json` into a ConfigDict.
 

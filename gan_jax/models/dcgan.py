@@ -217,8 +217,8 @@ def build(model_config, *, bn_axis_name=None):
 
   Args:
     model_config: ConfigDict with resolution, channels, ngf, ndf, g_norm, d_norm,
-      extra_layers, spectral_norm, bn_momentum, pack, minibatch_std, dtype (z_dim is implied by
-      the z passed to the generator).
+      extra_layers, spectral_norm, bn_momentum, pack, minibatch_std, dtype (z_dim is
+      implied by the z passed to the generator).
     bn_axis_name: mapped axis name for synchronised BatchNorm, or None.
 
   Returns:
@@ -237,7 +237,8 @@ def build(model_config, *, bn_axis_name=None):
       bn_axis_name=bn_axis_name, dtype=dtype)
   discriminator = Discriminator(
       resolution=model_config.resolution, ndf=model_config.ndf, norm=model_config.d_norm,
-      extra_layers=model_config.extra_layers, spectral_norm=model_config.spectral_norm, pack=model_config.pack,
+      extra_layers=model_config.extra_layers, spectral_norm=model_config.spectral_norm,
+      pack=model_config.pack,
       minibatch_std=model_config.minibatch_std, bn_momentum=model_config.bn_momentum,
       bn_axis_name=bn_axis_name, dtype=dtype)
   return generator, discriminator
