@@ -19,6 +19,9 @@ def get_config(arg=None):
       name='dcgan_celeba', dataset='celeb_a', resolution=64, channels=3, num_steps=30000,
       arg=arg)
   config.data.crop = 'celeba'
+  # As the PyTorch example: G runs forward once per iteration and the G update
+  # back-propagates through the D update's fake batch (~10% less work per step).
+  config.train.reuse_fake = True
   if not default_lib.parse_arg(arg, smoke=False).smoke:
     config.eval.every = 10000
     config.eval.metrics = 'fid'

@@ -79,6 +79,7 @@ def get_config():
   l.gp_weight = 0.0                 # WGAN-GP weight lambda (0 = off)
   l.r1_weight = 0.0                 # R1 penalty weight gamma; the loss adds gamma/2 * R1 (0 = off)
   l.hist_avg_weight = 0.0           # historical-averaging weight for G and D (0 = off)
+  l.g_top_k = 1.0                   # top-k training: G's loss uses this share of the fakes D rates highest (1 = all)
 
   # ---- optimisers ------------------------------------------------------------
   config.optim = o = ml_collections.ConfigDict()
@@ -97,6 +98,10 @@ def get_config():
   t.num_steps = 2000                # G updates (each preceded by n_critic D updates)
   t.batch_size = 64                 # global batch size per D update (split over all devices)
   t.n_critic = 1                    # D updates per G update
+  # True: one G forward per iteration; the G update reuses the D update's fake batch
+  # (same z) through G's saved VJP, as the PyTorch DCGAN example does (needs n_critic 1).
+  # False: the G update draws a fresh z and runs G again.
+  t.reuse_fake = False
   t.ema_decay = 0.999               # EMA of G params used for sampling/eval (0 = off)
   t.log_every = 50                  # steps between metric fetches / log lines
   t.sample_every = 500              # steps between sample grids

@@ -21,4 +21,5 @@ def get_config(arg=None):
   smoke = default_lib.parse_arg(arg, smoke=False).smoke
   config.train.batch_size = 8 if smoke else 64
   config.train.n_critic = 2 if smoke else 5
+  config.train.reuse_fake = False  # a fresh G forward after the n_critic D updates
   return config

@@ -110,6 +110,33 @@ def discriminator_loss(*, real_logits, fake_logits, loss_type, label_smoothing=0
   return 0.5 * jnp.mean(jnp.square(real - 1.0)) + 0.5 * jnp.mean(jnp.square(fake))
 
 
+def top_k_logits(fake_logits, fraction):
+  """The highest `fraction` of D's logits on a fake batch (top-k training).
+
+  Top-k training (Sinha et al. 2020, "Top-k Training of GANs: Improving GAN
+  Performance by Throwing Away Bad Samples"): G's loss uses only the generated
+  samples D rates most real, so the samples D rejects (e.g. the thin bridges a
+  continuous G draws between the modes of a mixture) do not pull G around.
+
+  Args:
+    fake_logits: f[B] raw D outputs on generated data (any real values).
+    fraction: share of the batch to keep, in (0, 1]; 1 returns the logits as is.
+
+  Returns:
+    f[k] with k = max(1, round(fraction * B)), the k largest logits (descending).
+
+  Raises:
+    ValueError: if `fraction` is outside (0, 1].
+  """
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f'config.loss.g_top_k must be in (0, 1], got {fraction}.')
+  logits = _as_logits(fake_logits, 'fake_logits')
+  if fraction == 1.0:
+    return logits
+  k = max(1, int(round(fraction * logits.shape[0])))
+  return jax.lax.top_k(logits, k)[0]
+
+
 def generator_loss(*, fake_logits, loss_type):
   """The generator's loss for one batch of generated samples.
 

@@ -137,6 +137,13 @@ def validate_config(config):
                      f'known: {list(parallel.MODES)}.')
   if config.train.n_critic < 1:
     raise ValueError(f'config.train.n_critic must be >= 1, got {config.train.n_critic}.')
+  if config.train.get('reuse_fake', False) and config.train.n_critic != 1:
+    raise ValueError(
+        'config.train.reuse_fake needs config.train.n_critic == 1 (the G update reuses '
+        f'the one D update\'s fake batch), got n_critic={config.train.n_critic}. Set '
+        'train.reuse_fake=False or train.n_critic=1.')
+  if not 0.0 < config.loss.get('g_top_k', 1.0) <= 1.0:
+    raise ValueError(f'config.loss.g_top_k must be in (0, 1], got {config.loss.g_top_k}.')
   if not 0.0 <= config.train.ema_decay < 1.0:
     raise ValueError(f'config.train.ema_decay must be in [0, 1), got {config.train.ema_decay}.')
   if config.loss.label_smoothing and config.loss.type not in ('minimax', 'non_saturating'):
@@ -222,10 +229,12 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
   smoothing = config.loss.label_smoothing
   gp_weight, r1_weight = config.loss.gp_weight, config.loss.r1_weight
   hist_weight = config.loss.hist_avg_weight
+  g_top_k = config.loss.get('g_top_k', 1.0)
   weight_clip = config.optim.weight_clip
   ema_decay = config.train.ema_decay
   n_critic = config.train.n_critic
   z_dim = config.model.z_dim
+  reuse_fake = config.train.get('reuse_fake', False)
   bce = loss_type in ('minimax', 'non_saturating')
 
   def pmean(tree):
@@ -236,11 +245,12 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
     z = jax.random.normal(key, (local_batch * n, z_dim), jnp.float32)
     return parallel.global_slice(z, axis_name)
 
-  def d_update(state, real, key):
+  def d_update(state, real, key, fake=None, g_batch_stats=None):
     z_key, gp_key = jax.random.split(key)
-    z = sample_z(z_key, real.shape[0])
-    fake, g_batch_stats = _apply(generator, state.g_params, state.g_batch_stats,
-                                 z, train=True)
+    if fake is None:
+      z = sample_z(z_key, real.shape[0])
+      fake, g_batch_stats = _apply(generator, state.g_params, state.g_batch_stats,
+                                   z, train=True)
     fake = jax.lax.stop_gradient(fake)
 
     def loss_fn(d_params):
@@ -291,24 +301,55 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
                           d_batch_stats=d_batch_stats, g_batch_stats=g_batch_stats)
     return state, pmean(aux)
 
-  def g_update(state, local_batch, key):
+  def g_loss_of_fake(d_params, d_batch_stats, fake):
+    # D runs in train mode (its statistics update), as in the PyTorch DCGAN example.
+    fake_logits, d_bs = _apply(discriminator, d_params, d_batch_stats, fake, train=True)
+    fake_logits = losses.top_k_logits(fake_logits, g_top_k)
+    return losses.generator_loss(fake_logits=fake_logits, loss_type=loss_type), d_bs
+
+  def g_hist_penalty(g_params, state):
+    return losses.historical_averaging_penalty(g_params, state.g_params_avg)
+
+  def g_grads_fresh_fake(state, local_batch, key):
+    """G gradients through a new fake batch G(z), z drawn from `key`."""
     z = sample_z(key, local_batch)
 
     def loss_fn(g_params):
       fake, g_bs = _apply(generator, g_params, state.g_batch_stats, z, train=True)
-      # D runs in train mode (its statistics update), as in the PyTorch DCGAN example.
-      fake_logits, d_bs = _apply(discriminator, state.d_params, state.d_batch_stats,
-                                 fake, train=True)
-      loss = losses.generator_loss(fake_logits=fake_logits, loss_type=loss_type)
+      loss, d_bs = g_loss_of_fake(state.d_params, state.d_batch_stats, fake)
       aux = {}
       if hist_weight:
-        hist = losses.historical_averaging_penalty(g_params, state.g_params_avg)
+        hist = g_hist_penalty(g_params, state)
         loss = loss + hist_weight * hist
         aux['g_hist_avg'] = hist
       aux['g_loss'] = loss
       return loss, (g_bs, d_bs, aux)
 
     grads, (g_bs, d_bs, aux) = jax.grad(loss_fn, has_aux=True)(state.g_params)
+    return grads, g_bs, d_bs, aux
+
+  def g_grads_reused_fake(state, fake, g_vjp):
+    """G gradients through the D update's fake batch: D (already updated) is
+    differentiated with respect to the fake images, then G's saved VJP maps that
+    to G's parameters, so G runs forward once per iteration."""
+    (loss, d_bs), d_fake = jax.value_and_grad(
+        lambda f: g_loss_of_fake(state.d_params, state.d_batch_stats, f),
+        has_aux=True)(fake)
+    (grads,) = g_vjp(d_fake)
+    aux = {}
+    if hist_weight:
+      hist, hist_grads = jax.value_and_grad(g_hist_penalty)(state.g_params, state)
+      grads = jax.tree.map(lambda g, h: g + hist_weight * h, grads, hist_grads)
+      loss = loss + hist_weight * hist
+      aux['g_hist_avg'] = hist
+    aux['g_loss'] = loss
+    return grads, state.g_batch_stats, d_bs, aux
+
+  def g_update(state, local_batch, key, fake=None, g_vjp=None):
+    if fake is None:
+      grads, g_bs, d_bs, aux = g_grads_fresh_fake(state, local_batch, key)
+    else:
+      grads, g_bs, d_bs, aux = g_grads_reused_fake(state, fake, g_vjp)
     grads = pmean(grads)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
@@ -328,14 +369,25 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
     key = jax.random.fold_in(key, state.step)
     d_keys = jax.random.split(jax.random.fold_in(key, 0), n_critic)
     g_key = jax.random.fold_in(key, 1)
-    if n_critic == 1:
+    if reuse_fake:
+      # One G forward per iteration (PyTorch DCGAN example): its output feeds the D
+      # update (as a constant) and, through the saved VJP, the G update. z comes
+      # from the G update's key, so the G update sees the z it would draw itself.
+      z = sample_z(g_key, batch.shape[1])
+      fake, g_vjp, g_batch_stats = jax.vjp(
+          lambda p: _apply(generator, p, state.g_batch_stats, z, train=True),
+          state.g_params, has_aux=True)
+      state, d_aux = d_update(state, batch[0], d_keys[0], fake, g_batch_stats)
+      state, g_aux = g_update(state, batch.shape[1], g_key, fake, g_vjp)
+    elif n_critic == 1:
       state, d_aux = d_update(state, batch[0], d_keys[0])
     else:
       # scan keeps the compiled program one D update long whatever n_critic is.
       state, d_aux = jax.lax.scan(
           lambda s, xs: d_update(s, xs[0], xs[1]), state, (batch, d_keys))
       d_aux = jax.tree.map(lambda v: v[-1], d_aux)
-    state, g_aux = g_update(state, batch.shape[1], g_key)
+    if not reuse_fake:
+      state, g_aux = g_update(state, batch.shape[1], g_key)
     if hist_weight:
       state = state.replace(
           g_params_avg=losses.update_historical_average(

@@ -485,3 +485,19 @@ def test_update_historical_average_is_running_mean():
   first = losses.update_historical_average(
       {'w': jnp.full(3, 9.0), 'b': jnp.zeros(())}, snapshots[0], 0)
   np.testing.assert_array_equal(first['w'], snapshots[0]['w'])
+
+
+def test_top_k_logits_keeps_the_fakes_d_rates_most_real():
+  logits = jnp.array([0.3, -2.0, 1.5, 0.0, -0.7, 2.2, -1.1, 0.9])
+  kept = losses.top_k_logits(logits, 0.5)
+  np.testing.assert_allclose(np.asarray(kept), [2.2, 1.5, 0.9, 0.3])
+  np.testing.assert_array_equal(np.asarray(losses.top_k_logits(logits, 1.0)), np.asarray(logits))
+  assert losses.top_k_logits(logits, 0.01).shape == (1,)
+  # G's gradient reaches only the kept samples.
+  grad = jax.grad(lambda l: losses.generator_loss(
+      fake_logits=losses.top_k_logits(l, 0.5), loss_type='non_saturating'))(logits)
+  expected = np.where(np.asarray(logits) >= 0.3, -jax.nn.sigmoid(-logits) / 4, 0.0)
+  np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-6)
+  for bad in (0.0, 1.5, -0.2):
+    with pytest.raises(ValueError, match='g_top_k must be in'):
+      losses.top_k_logits(logits, bad)

@@ -286,3 +286,30 @@ def test_discriminator_schedule_spans_n_critic_updates_per_step():
   # Adam's first-moment-normalised step is ~lr for a constant gradient.
   assert abs(lr_after(d_tx, 26) - 2e-4 * (1 - 25 / 50)) < 2e-6
   assert abs(lr_after(g_tx, 6) - 2e-4 * (1 - 5 / 10)) < 2e-6
+
+
+def test_reuse_fake_g_update_equals_a_fresh_g_forward_on_the_same_z(state0):
+  # With D frozen (learning rate 0), D's outputs do not depend on which fakes its
+  # update saw (train-mode BatchNorm normalises with batch statistics), so the G
+  # update through the reused fake batch (G's saved VJP) must equal the G update
+  # that runs G again on the same z; only G's running statistics differ (one G
+  # forward per iteration instead of two).
+  dp = parallel.DataParallel('shard_map')
+  batch = random_batch(tiny_config())
+  results = {}
+  for reuse in (False, True):
+    config = tiny_config(**{'train.reuse_fake': reuse, 'optim.d.learning_rate': 0.0})
+    results[reuse], metrics = run_steps(config, dp, state0, [batch], jax.random.key(3))
+    assert np.isfinite(metrics['g_loss'])
+  fresh, reused = results[False], results[True]
+  assert max_rel_diff(reused.d_params, fresh.d_params) == 0.0
+  assert max_rel_diff(reused.g_params, fresh.g_params) < 1e-5
+  changed = max_rel_diff(reused.g_params, state0.g_params)
+  assert changed > 1e-3  # the comparison above is not vacuous
+  assert max_rel_diff(reused.g_batch_stats, fresh.g_batch_stats) > 1e-4
+
+
+def test_reuse_fake_with_several_critic_updates_is_rejected():
+  config = tiny_config(**{'train.reuse_fake': True, 'train.n_critic': 2})
+  with pytest.raises(ValueError, match='reuse_fake needs config.train.n_critic == 1'):
+    train.validate_config(config)

@@ -6,7 +6,9 @@ What is measured: the DCGAN training iteration of the PyTorch DCGAN example at 6
 RGB (ngf = ndf = width, z_dim 100, Adam(2e-4, 0.5, 0.999), non-saturating G loss,
 BatchNorm in both nets, no EMA), as
 
-  * gan_jax: the real `train.make_train_step` compiled by `parallel.DataParallel`
+  * gan_jax: the real `train.make_train_step` (with `train.reuse_fake`: G runs
+    forward once per iteration and the G update back-propagates through the D
+    update's fake batch, as the PyTorch example does) compiled by `parallel.DataParallel`
     (shard_map over this process's one CPU device, donated state), fed by the
     trainer's own prefetch thread from a host iterator of pre-made batches, so
     "input wait" is the time the step waited for the prefetcher (not decoding);
@@ -94,6 +96,9 @@ def jax_config(width, batch, dtype='float32'):
                            ngf=width, ndf=width, dtype=dtype))
   config.train.batch_size = batch
   config.train.ema_decay = 0.0  # the PyTorch example keeps no EMA
+  # The PyTorch example runs G forward once per iteration and its G update
+  # back-propagates through that same fake batch: the same algorithm here.
+  config.train.reuse_fake = True
   return config
 
 
