@@ -307,49 +307,42 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
     fake_logits = losses.top_k_logits(fake_logits, g_top_k)
     return losses.generator_loss(fake_logits=fake_logits, loss_type=loss_type), d_bs
 
-  def g_hist_penalty(g_params, state):
-    return losses.historical_averaging_penalty(g_params, state.g_params_avg)
-
   def g_grads_fresh_fake(state, local_batch, key):
-    """G gradients through a new fake batch G(z), z drawn from `key`."""
+    """G loss gradients through a new fake batch G(z), z drawn from `key`."""
     z = sample_z(key, local_batch)
 
     def loss_fn(g_params):
       fake, g_bs = _apply(generator, g_params, state.g_batch_stats, z, train=True)
       loss, d_bs = g_loss_of_fake(state.d_params, state.d_batch_stats, fake)
-      aux = {}
-      if hist_weight:
-        hist = g_hist_penalty(g_params, state)
-        loss = loss + hist_weight * hist
-        aux['g_hist_avg'] = hist
-      aux['g_loss'] = loss
-      return loss, (g_bs, d_bs, aux)
+      return loss, (g_bs, d_bs)
 
-    grads, (g_bs, d_bs, aux) = jax.grad(loss_fn, has_aux=True)(state.g_params)
-    return grads, g_bs, d_bs, aux
+    (loss, (g_bs, d_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.g_params)
+    return loss, grads, g_bs, d_bs
 
   def g_grads_reused_fake(state, fake, g_vjp):
-    """G gradients through the D update's fake batch: D (already updated) is
+    """G loss gradients through the D update's fake batch: D (already updated) is
     differentiated with respect to the fake images, then G's saved VJP maps that
     to G's parameters, so G runs forward once per iteration."""
     (loss, d_bs), d_fake = jax.value_and_grad(
         lambda f: g_loss_of_fake(state.d_params, state.d_batch_stats, f),
         has_aux=True)(fake)
     (grads,) = g_vjp(d_fake)
+    return loss, grads, state.g_batch_stats, d_bs
+
+  def g_update(state, local_batch, key, fake=None, g_vjp=None):
+    if fake is None:
+      loss, grads, g_bs, d_bs = g_grads_fresh_fake(state, local_batch, key)
+    else:
+      loss, grads, g_bs, d_bs = g_grads_reused_fake(state, fake, g_vjp)
     aux = {}
     if hist_weight:
-      hist, hist_grads = jax.value_and_grad(g_hist_penalty)(state.g_params, state)
+      hist, hist_grads = jax.value_and_grad(losses.historical_averaging_penalty)(
+          state.g_params, state.g_params_avg)
       grads = jax.tree.map(lambda g, h: g + hist_weight * h, grads, hist_grads)
       loss = loss + hist_weight * hist
       aux['g_hist_avg'] = hist
     aux['g_loss'] = loss
-    return grads, state.g_batch_stats, d_bs, aux
-
-  def g_update(state, local_batch, key, fake=None, g_vjp=None):
-    if fake is None:
-      grads, g_bs, d_bs, aux = g_grads_fresh_fake(state, local_batch, key)
-    else:
-      grads, g_bs, d_bs, aux = g_grads_reused_fake(state, fake, g_vjp)
     grads = pmean(grads)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
@@ -369,6 +362,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
     key = jax.random.fold_in(key, state.step)
     d_keys = jax.random.split(jax.random.fold_in(key, 0), n_critic)
     g_key = jax.random.fold_in(key, 1)
+    fake = g_vjp = None
     if reuse_fake:
       # One G forward per iteration (PyTorch DCGAN example): its output feeds the D
       # update (as a constant) and, through the saved VJP, the G update. z comes
@@ -378,7 +372,6 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
           lambda p: _apply(generator, p, state.g_batch_stats, z, train=True),
           state.g_params, has_aux=True)
       state, d_aux = d_update(state, batch[0], d_keys[0], fake, g_batch_stats)
-      state, g_aux = g_update(state, batch.shape[1], g_key, fake, g_vjp)
     elif n_critic == 1:
       state, d_aux = d_update(state, batch[0], d_keys[0])
     else:
@@ -386,8 +379,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       state, d_aux = jax.lax.scan(
           lambda s, xs: d_update(s, xs[0], xs[1]), state, (batch, d_keys))
       d_aux = jax.tree.map(lambda v: v[-1], d_aux)
-    if not reuse_fake:
-      state, g_aux = g_update(state, batch.shape[1], g_key)
+    state, g_aux = g_update(state, batch.shape[1], g_key, fake, g_vjp)
     if hist_weight:
       state = state.replace(
           g_params_avg=losses.update_historical_average(
