@@ -135,6 +135,7 @@ def validate_config(config):
   if config.parallel.mode not in parallel.MODES:
     raise ValueError(f'Unknown config.parallel.mode {config.parallel.mode!r}; '
                      f'known: {list(parallel.MODES)}.')
+  parallel.cpu_compiler_options(config.parallel.get('cpu_conv_kernels', 'eigen'))
   if config.train.n_critic < 1:
     raise ValueError(f'config.train.n_critic must be >= 1, got {config.train.n_critic}.')
   if config.train.get('reuse_fake', False) and config.train.n_critic != 1:
@@ -561,7 +562,7 @@ def train_and_evaluate(config, workdir):
                jax.device_count(), jax.devices()[0].platform)
   prepare_workdir(config, workdir)
 
-  dp = parallel.DataParallel(config.parallel.mode)
+  dp = parallel.DataParallel.from_config(config.parallel)
   n_critic = config.train.n_critic
   global_batch = config.train.batch_size
   if global_batch % (dp.num_devices) or global_batch % jax.process_count():

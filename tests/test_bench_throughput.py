@@ -61,6 +61,17 @@ def test_jax_config_matches_pytorch_example():
 def test_bad_variant_is_a_usage_error():
   with pytest.raises(SystemExit):
     throughput.parse_args(['--jax_variants', 'float16'])
+  with pytest.raises(SystemExit):
+    throughput.parse_args(['--jax_variants', 'float32/mkl'])
+
+
+def test_variants_pick_dtype_and_cpu_conv_kernels():
+  assert throughput.parse_jax_variant('float32') == ('float32', 'eigen')
+  assert throughput.parse_jax_variant('bfloat16/xla_default') == ('bfloat16', 'xla_default')
+  config = throughput.jax_config(16, 8, 'float32/xla_default')
+  assert config.parallel.cpu_conv_kernels == 'xla_default'
+  assert config.model.dtype == 'float32'
+  assert throughput.jax_config(16, 8).parallel.cpu_conv_kernels == 'eigen'
 
 
 @pytest.mark.skipif(not throughput.torch_available(), reason='torch not installed')

@@ -313,3 +313,46 @@ def test_reuse_fake_with_several_critic_updates_is_rejected():
   config = tiny_config(**{'train.reuse_fake': True, 'train.n_critic': 2})
   with pytest.raises(ValueError, match='reuse_fake needs config.train.n_critic == 1'):
     train.validate_config(config)
+
+
+def ynn_convolutions(hlo_text):
+  """How many convolutions of a compiled module XLA handed to YNNPACK."""
+  bodies, name = {}, None
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(' ') and line.endswith('{'):
+      name = line.split()[0].lstrip('%')
+      bodies[name] = []
+    elif name is not None:
+      bodies[name].append(line)
+  callees = [line.split('calls=%')[1].split(',')[0].split()[0]
+             for line in hlo_text.splitlines() if '__ynn_fusion' in line and 'calls=%' in line]
+  return sum(any('convolution(' in b for b in bodies.get(c, [])) for c in callees)
+
+
+@pytest.mark.parametrize('mode', ['shard_map', 'pmap'])
+def test_cpu_conv_kernels_option_reaches_xla_and_keeps_the_numbers(config, state0, mode):
+  key = jax.random.key(3)
+  batch = random_batch(config, seed=0)
+  results = {}
+  for kernels in ('eigen', 'xla_default'):
+    dp = parallel.DataParallel(mode, devices=jax.devices()[:1], cpu_conv_kernels=kernels)
+    step = dp.compile(train.make_train_step(config), donate=False)
+    state = dp.put_state(state0)
+    text = step.lower(state, dp.put_batch(batch), key).compile().as_text()
+    results[kernels] = (ynn_convolutions(text), text.count('convolution('))
+    new_state, _ = step(state, dp.put_batch(batch), key)
+    results[kernels] += (jax.device_get(dp.get_state(new_state)),)
+  eigen_ynn, eigen_convs, eigen_state = results['eigen']
+  default_ynn, _, default_state = results['xla_default']
+  assert eigen_convs > 10 and eigen_ynn == 0  # every convolution left to Eigen
+  assert default_ynn > 0  # XLA's default gives (some of) them to YNNPACK
+  assert max_rel_diff(eigen_state.g_params, default_state.g_params) < 1e-5
+  assert max_rel_diff(eigen_state.d_params, default_state.d_params) < 1e-5
+
+
+def test_unknown_cpu_conv_kernels_is_rejected_with_the_known_names():
+  config = tiny_config(**{'parallel.cpu_conv_kernels': 'mkl'})
+  with pytest.raises(ValueError, match=r"cpu_conv_kernels 'mkl'.*eigen.*xla_default"):
+    train.validate_config(config)
+  with pytest.raises(ValueError, match='cpu_conv_kernels'):
+    parallel.DataParallel('shard_map', cpu_conv_kernels='mkl')

@@ -9,7 +9,8 @@ BatchNorm in both nets, no EMA), as
   * gan_jax: the real `train.make_train_step` (with `train.reuse_fake`: G runs
     forward once per iteration and the G update back-propagates through the D
     update's fake batch, as the PyTorch example does) compiled by `parallel.DataParallel`
-    (shard_map over this process's one CPU device, donated state), fed by the
+    (shard_map over this process's one CPU device, donated state, XLA's Eigen
+    convolution kernels: `config.parallel.cpu_conv_kernels`), fed by the
     trainer's own prefetch thread from a host iterator of pre-made batches, so
     "input wait" is the time the step waited for the prefetcher (not decoding);
   * torch eager: the example's loop body (D on real, D on G(z).detach(), D step;
@@ -17,7 +18,7 @@ BatchNorm in both nets, no EMA), as
 
 Each (framework, variant) runs in its own worker process, so thread pools, peak
 memory and allocator state do not interfere; the parent interleaves the workers'
-timed rounds (A B A B ...) so slow phases of a shared machine hit all of them. Per
+timed rounds (A B C, C B A, ...) so slow phases of a shared machine hit all of them. Per
 row: iterations/s (median and min-max over rounds), images/s (= it/s * batch),
 compile time (gan_jax: lower + compile; torch: its first, warm-up iteration; wall
 and CPU seconds, the latter being what a busy machine does not inflate), peak
@@ -80,18 +81,42 @@ def _peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def jax_config(width, batch, dtype='float32'):
+JAX_DTYPES = ('float32', 'bfloat16')
+
+
+def parse_jax_variant(variant):
+  """'DTYPE' or 'DTYPE/KERNELS' -> (compute dtype, config.parallel.cpu_conv_kernels).
+
+  Raises:
+    ValueError: for an unknown dtype or kernel name.
+  """
+  from gan_jax import parallel  # pylint: disable=g-import-not-at-top
+  dtype, _, kernels = variant.partition('/')
+  kernels = kernels or 'eigen'
+  if dtype not in JAX_DTYPES or kernels not in parallel.CPU_CONV_KERNELS:
+    raise ValueError(
+        f'unknown gan_jax variant {variant!r}: use DTYPE or DTYPE/KERNELS with DTYPE in '
+        f'{list(JAX_DTYPES)} and KERNELS in {list(parallel.CPU_CONV_KERNELS)}, '
+        'e.g. float32 or float32/xla_default')
+  return dtype, kernels
+
+
+def jax_config(width, batch, variant='float32'):
   """The default config at 64x64 RGB with the PyTorch DCGAN example's settings.
 
   Args:
     width: ngf = ndf.
     batch: global batch size.
-    dtype: model compute dtype ('float32' or 'bfloat16').
+    variant: 'DTYPE[/KERNELS]' (see `parse_jax_variant`): the model compute
+      dtype ('float32' or 'bfloat16') and, optionally, the CPU convolution
+      kernels ('eigen', the default, or 'xla_default').
 
   Returns:
     A ConfigDict for `train.create_state` / `train.make_train_step`.
   """
+  dtype, kernels = parse_jax_variant(variant)
   config = _default_config_module().get_config()
+  config.parallel.cpu_conv_kernels = kernels
   config.model.update(dict(resolution=RESOLUTION, channels=CHANNELS, z_dim=Z_DIM,
                            ngf=width, ndf=width, dtype=dtype))
   config.train.batch_size = batch
@@ -150,7 +175,7 @@ class _JaxRunner:
     from gan_jax import parallel, train  # pylint: disable=g-import-not-at-top
     self._jax = jax
     config = jax_config(spec['width'], spec['batch'], spec['variant'])
-    self.dp = parallel.DataParallel(config.parallel.mode)
+    self.dp = parallel.DataParallel.from_config(config.parallel)
     self.state = self.dp.put_state(train.create_state(config, jax.random.key(0)))
     self.key = jax.random.key(1)
     self._prefetch = train._Prefetcher(  # pylint: disable=protected-access
@@ -515,8 +540,10 @@ def _measure(workers, rounds, round_seconds, min_iters):
     seconds = worker.call('run', 1)[0]
     iters.append(max(min_iters, int(round_seconds / max(seconds, 1e-3))))
   results = collections.defaultdict(list)
-  for _ in range(rounds):
-    for index, worker in enumerate(workers):
+  order = list(enumerate(workers))
+  for round_index in range(rounds):
+    # A B C, C B A, ...: no worker always runs right after another one.
+    for index, worker in (order if round_index % 2 == 0 else order[::-1]):
       seconds, waited, cpu = worker.call('run', iters[index])
       results[index].append((iters[index] / seconds, waited / seconds, cpu / iters[index]))
   return results
@@ -677,7 +704,9 @@ def parse_args(argv=None):
   parser.add_argument('--min_iters', type=int, default=1,
                       help='fewest iterations in one timed round')
   parser.add_argument('--jax_variants', default='float32',
-                      help="comma list of gan_jax compute dtypes: float32, bfloat16")
+                      help='comma list of gan_jax variants DTYPE[/KERNELS]: float32, '
+                           'bfloat16, and e.g. float32/xla_default for XLA\'s default '
+                           '(YNNPACK) CPU convolution kernels instead of Eigen')
   parser.add_argument('--torch_variants', default='eager,channels_last',
                       help='comma list of PyTorch variants: eager, channels_last')
   parser.add_argument('--no_torch', dest='torch', action='store_false',
@@ -696,8 +725,10 @@ def parse_args(argv=None):
   args.jax_variants = [v for v in args.jax_variants.split(',') if v]
   args.torch_variants = [v for v in args.torch_variants.split(',') if v]
   for variant in args.jax_variants:
-    if variant not in ('float32', 'bfloat16'):
-      parser.error(f'--jax_variants: unknown {variant!r}; use float32 and/or bfloat16')
+    try:
+      parse_jax_variant(variant)
+    except ValueError as e:
+      parser.error(f'--jax_variants: {e}')
   for variant in args.torch_variants:
     if variant not in ('eager', 'channels_last'):
       parser.error(f'--torch_variants: unknown {variant!r}; use eager and/or channels_last')

@@ -35,6 +35,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax import parallel
 from gan_jax.metrics import cache
 
 WEIGHTS_NAME = 'pt_inception-2015-12-05-6726825d.pth'
@@ -792,11 +793,18 @@ def resize_bilinear(images, size):
   return along(along(images, 2, w, out_w), 1, h, out_h)
 
 
-@functools.partial(jax.jit, static_argnames=('precision',))
-def _forward(variables, images, precision=Precision.HIGHEST):
+def _forward_fn(variables, images, precision=Precision.HIGHEST):
   """images f[B, H, W, 3] (already in the compute dtype) -> (pool3, logits)."""
   return FIDInceptionV3(precision=precision).apply(
       variables, resize_bilinear(images, (INPUT_SIZE, INPUT_SIZE)))
+
+
+_forward = jax.jit(_forward_fn, static_argnames=('precision',))
+# On CPU, XLA's Eigen convolution kernels ran this network 2.0x faster than
+# XLA's default YNNPACK ones (11.0 vs 5.5 images/s, batch 16, 64 px inputs,
+# 2-core AVX-512 CPU); see `parallel.cpu_compiler_options`.
+_forward_cpu = jax.jit(_forward_fn, static_argnames=('precision',),
+                       compiler_options=parallel.cpu_compiler_options('eigen'))
 
 
 def _variables_dtype(variables):
@@ -853,6 +861,7 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   variables = jax.device_put(jax.tree.map(lambda a: np.asarray(a, dtype), variables), replicated)
 
+  forward = _forward_cpu if all(d.platform == 'cpu' for d in devices) else _forward
   pool3, logits = [], []
 
   def collect(pending):
@@ -868,7 +877,7 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
     valid = chunk.shape[0]
     if valid < batch:  # pad with zeros; their features are dropped
       chunk = np.concatenate([chunk, np.zeros((batch - valid,) + chunk.shape[1:], dtype)])
-    result = (_forward(variables, jax.device_put(chunk, data_sharding), precision=precision),
+    result = (forward(variables, jax.device_put(chunk, data_sharding), precision=precision),
               valid)
     # Dispatch is asynchronous: fetching the previous batch overlaps this one,
     # and at most two batches of outputs are on the device at a time.

@@ -2,12 +2,12 @@
 
 The 4x4 / stride-2 / padding-1 convolution and transposed convolution of DCGAN keep
 the parameter layout of a plain 4x4 kernel (parameter counts equal the PyTorch DCGAN
-example's) but are computed, forward and backward, with formulations that XLA:CPU
-runs well. Measured on this project's 2-core CPU (batch 64, width 32):
+example's) but are computed, forward and backward, with formulations that XLA
+runs well:
 
   * `lax.conv_general_dilated` with `lhs_dilation` (what `flax.linen.ConvTranspose`
-    and the input gradient of a strided convolution lower to) takes a slow generic
-    path; stride-1 and strided convolutions go to the fast YNNPACK kernels.
+    and XLA's input gradient of a strided convolution lower to) was 2-4x slower on
+    XLA:CPU than the sub-pixel form below on 16-32 px outputs (on par on 8-16 px).
   * The weight gradient XLA derives for a stride-1 "sub-pixel" convolution (a
     convolution whose window is the whole image) is 2-5x slower than the weight
     gradient of the equivalent strided convolution.
@@ -18,12 +18,14 @@ each other's adjoints (with the kernel's in/out axes swapped):
   conv_4x4_s2(x, w)    forward: strided conv   dx: conv_transpose(dy, w^T)   dw: wgrad
   conv_transpose(x, w) forward: sub-pixel conv dx: conv_4x4_s2(dy, w^T)      dw: wgrad^T
 
-where wgrad is XLA's strided-convolution weight gradient, or four matmuls where
-those are faster (few input channels, or many channels on a large map), summed
-over small batch chunks on large maps (`_WEIGHT_GRAD_CHUNK_ROWS`). Per layer
-this is 1.5-4x faster than XLA's own derivatives; the whole DCGAN training step
-several times faster than with `nn.ConvTranspose`. The VJPs are differentiable
-again (gradient penalties), but forward-mode (`jax.jvp`) is not available.
+where wgrad is XLA's filter gradient of the strided convolution. The VJPs are
+differentiable again (gradient penalties), but forward-mode (`jax.jvp`) is not
+available. On CPU the training step is compiled with XLA's Eigen convolution
+kernels (`parallel.cpu_compiler_options`); measured per layer at batch 64 on a
+2-core AVX-512 CPU they ran 1.3-3.6x faster than the YNNPACK kernels XLA 0.10
+picks by default for the strided convolutions and their weight gradients.
+With them, XLA's own weight gradient beat every matmul formulation we tried
+(space-to-depth taps, im2col, shifted dy, sums over batch chunks).
 
 Kernel orientation (both layers) follows PyTorch: `kernel[a, b, c, o]` multiplies
 input channel `c` into output channel `o` at kernel tap `(a, b)`, i.e. it equals
@@ -132,60 +134,10 @@ def _subpixel_conv_transpose(x, kernel):
   return y[:, 1:-1, 1:-1, :]
 
 
-def _use_matmul_weight_grad(x):
-  """Whether `_weight_grad` should use matmuls rather than XLA's convolution gradient.
-
-  Measured (batch 64, min of repeated runs on the 2-core CPU): matmuls win for few
-  input channels (3 channels: 111 -> 30 ms; 16: 31 -> 22 ms) and for many channels
-  on a large map (32x32x64 -> 128: 309 -> 198 ms), where XLA's convolution gradient
-  scales badly; XLA's wins in between (32x32x32 -> 64: 41 vs 82 ms; 16x16x128 -> 256:
-  132 vs 152 ms).
-  """
-  cin = x.shape[-1]
-  return cin <= 16 or (cin >= 64 and x.shape[1] >= 32)
-
-
-# Batch rows per weight-gradient chunk, by input height. XLA:CPU's kernels for the
-# weight gradient of a 4x4 stride-2 convolution slow down on large batches of
-# large maps; summing the gradients of small batch chunks was faster. Measured on
-# this project's 2-core CPU, batch 64, standalone (min of repeats): 32x32x32 -> 64
-# 30-38 ms -> 19 ms (chunks of 4 rows), 64x64x3 -> 32 8.7 -> 4.3 ms (8 rows),
-# 16x16x64 -> 128 16 -> 11 ms (16 rows); in the whole width-32 DCGAN step, paired
-# interleaved rounds gave +11% it/s (q25-q75 +5% to +17%), the width-64 step +1%.
-_WEIGHT_GRAD_CHUNK_ROWS = {64: 8, 32: 4, 16: 16}
-
-
-def _weight_grad_chunks(x):
-  """How many batch chunks `_weight_grad` splits x: f[B, H, W, C] into (1 = none)."""
-  rows = _WEIGHT_GRAD_CHUNK_ROWS.get(x.shape[1])
-  batch = x.shape[0]
-  if rows is None or batch <= rows or batch % rows:
-    return 1
-  return batch // rows
-
-
 def _weight_grad(x, dy):
   """Gradient of `sum(_strided_conv(x, w) * dy)` with respect to w.
 
-  Args:
-    x: f[B, H, W, Cin], H and W even.
-    dy: f[B, H/2, W/2, Cout].
-
-  Returns:
-    f[4, 4, Cin, Cout]: `sum over n, i, j of pad1(x)[n, 2i+a, 2j+b, c] * dy[n, i, j, o]`,
-    computed as the sum of the gradients of batch chunks (`_weight_grad_chunks`).
-  """
-  chunks = _weight_grad_chunks(x)
-  if chunks == 1:
-    return _weight_grad_one(x, dy)
-  rows = x.shape[0] // chunks
-  grads = [_weight_grad_one(x[i * rows:(i + 1) * rows], dy[i * rows:(i + 1) * rows])
-           for i in range(chunks)]
-  return sum(grads[1:], grads[0])
-
-
-def _weight_grad_one(x, dy):
-  """`_weight_grad` of one batch chunk.
+  XLA's own filter-gradient convolution (see the module docstring for why).
 
   Args:
     x: f[B, H, W, Cin], H and W even.
@@ -194,24 +146,9 @@ def _weight_grad_one(x, dy):
   Returns:
     f[4, 4, Cin, Cout]: `sum over n, i, j of pad1(x)[n, 2i+a, 2j+b, c] * dy[n, i, j, o]`.
   """
-  cin, cout = x.shape[-1], dy.shape[-1]
-  if not _use_matmul_weight_grad(x):
-    kernel = jax.ShapeDtypeStruct((4, 4, cin, cout), x.dtype)
-    (grad,) = jax.linear_transpose(lambda k: _strided_conv(x, k), kernel)(dy)
-    return grad
-  # Space-to-depth makes the 4x4 stride-2 window a 2x2 stride-1 window over 4 Cin
-  # channels; each of its 4 taps is one matmul contracting batch and space. Separate
-  # matmuls rather than one on concatenated patches: the concatenation costs a large
-  # transposed copy.
-  h, w = x.shape[1] // 2, x.shape[2] // 2
-  xs = space_to_depth(_pad1(x))                    # [B, h+1, w+1, (sy, sx, c)]
-  contract = (((0, 1, 2), (0, 1, 2)), ((), ()))
-  grad = jnp.stack([
-      lax.dot_general(xs[:, u:u + h, v:v + w], dy, contract,
-                      preferred_element_type=jnp.float32)
-      for u in (0, 1) for v in (0, 1)])            # [(uy, ux), (sy, sx, c), o]
-  grad = grad.reshape(2, 2, 2, 2, cin, cout)       # (uy, ux, sy, sx, c, o)
-  return grad.transpose(0, 2, 1, 3, 4, 5).reshape(4, 4, cin, cout).astype(x.dtype)
+  kernel = jax.ShapeDtypeStruct((4, 4, x.shape[-1], dy.shape[-1]), x.dtype)
+  (grad,) = jax.linear_transpose(lambda k: _strided_conv(x, k), kernel)(dy)
+  return grad
 
 
 @jax.custom_vjp
