@@ -7,7 +7,8 @@ runs well:
 
   * `lax.conv_general_dilated` with `lhs_dilation` (what `flax.linen.ConvTranspose`
     and XLA's input gradient of a strided convolution lower to) was 2-4x slower on
-    XLA:CPU than the sub-pixel form below on 16-32 px outputs (on par on 8-16 px).
+    XLA:CPU than the sub-pixel form below on 32-64 px outputs (on par or faster on
+    8-16 px outputs).
   * The weight gradient XLA derives for a stride-1 "sub-pixel" convolution (a
     convolution whose window is the whole image) is 2-5x slower than the weight
     gradient of the equivalent strided convolution.
