@@ -34,13 +34,14 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 DATA_AXIS = 'data'
 MODES = ('shard_map', 'pmap')
 CPU_CONV_KERNELS = ('eigen', 'xla_default')
+DEFAULT_CPU_CONV_KERNELS = 'eigen'
 
 # XLA:CPU (jaxlib 0.10) hands dots, convolutions and reductions to YNNPACK by
 # default. Dropping only the convolutions leaves them to XLA's Eigen kernels.
 _YNN_WITHOUT_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'
 
 
-def cpu_compiler_options(cpu_conv_kernels='eigen'):
+def cpu_compiler_options(cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS):
   """XLA compiler options for a CPU training step.
 
   Args:
@@ -66,6 +67,11 @@ def cpu_compiler_options(cpu_conv_kernels='eigen'):
   if cpu_conv_kernels == 'xla_default':
     return {}
   return {'xla_cpu_experimental_ynn_fusion_type': _YNN_WITHOUT_CONVOLUTIONS}
+
+
+def all_cpu(devices):
+  """Whether every device in `devices` is a CPU (where `cpu_compiler_options` apply)."""
+  return all(d.platform == 'cpu' for d in devices)
 
 
 def initialize_distributed(*, distributed='off', coordinator_address=None,
@@ -319,14 +325,14 @@ class DataParallel:
       `cpu_compiler_options`; empty on GPU and TPU).
   """
 
-  def __init__(self, mode='shard_map', devices=None, *, cpu_conv_kernels='eigen'):
+  def __init__(self, mode='shard_map', devices=None, *,
+               cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS):
     if mode not in MODES:
       raise ValueError(f'Unknown parallel mode {mode!r}; known: {list(MODES)}.')
     self.mode = mode
     self.mesh = make_mesh(devices)
-    on_cpu = all(d.platform == 'cpu' for d in self.mesh.devices.flat)
     options = cpu_compiler_options(cpu_conv_kernels)  # validates the name everywhere
-    self.compiler_options = options if on_cpu else {}
+    self.compiler_options = options if all_cpu(self.mesh.devices.flat) else {}
     self.num_devices = self.mesh.size
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(None, DATA_AXIS))
@@ -340,7 +346,8 @@ class DataParallel:
   def from_config(cls, parallel_config, devices=None):
     """The DataParallel of `config.parallel` (mode, cpu_conv_kernels)."""
     return cls(parallel_config.mode, devices,
-               cpu_conv_kernels=parallel_config.get('cpu_conv_kernels', 'eigen'))
+               cpu_conv_kernels=parallel_config.get('cpu_conv_kernels',
+                                                    DEFAULT_CPU_CONV_KERNELS))
 
   def compile(self, step_fn, *, donate=True):
     """Compiles `step_fn(state, batch, key) -> (state, metrics)` for this mode.

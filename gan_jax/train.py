@@ -135,7 +135,8 @@ def validate_config(config):
   if config.parallel.mode not in parallel.MODES:
     raise ValueError(f'Unknown config.parallel.mode {config.parallel.mode!r}; '
                      f'known: {list(parallel.MODES)}.')
-  parallel.cpu_compiler_options(config.parallel.get('cpu_conv_kernels', 'eigen'))
+  parallel.cpu_compiler_options(
+      config.parallel.get('cpu_conv_kernels', parallel.DEFAULT_CPU_CONV_KERNELS))
   if config.train.n_critic < 1:
     raise ValueError(f'config.train.n_critic must be >= 1, got {config.train.n_critic}.')
   if config.train.get('reuse_fake', False) and config.train.n_critic != 1:

@@ -92,7 +92,7 @@ def parse_jax_variant(variant):
   """
   from gan_jax import parallel  # pylint: disable=g-import-not-at-top
   dtype, _, kernels = variant.partition('/')
-  kernels = kernels or 'eigen'
+  kernels = kernels or parallel.DEFAULT_CPU_CONV_KERNELS
   if dtype not in JAX_DTYPES or kernels not in parallel.CPU_CONV_KERNELS:
     raise ValueError(
         f'unknown gan_jax variant {variant!r}: use DTYPE or DTYPE/KERNELS with DTYPE in '

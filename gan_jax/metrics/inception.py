@@ -804,7 +804,7 @@ _forward = jax.jit(_forward_fn, static_argnames=('precision',))
 # XLA's default YNNPACK ones (11.0 vs 5.5 images/s, batch 16, 64 px inputs,
 # 2-core AVX-512 CPU); see `parallel.cpu_compiler_options`.
 _forward_cpu = jax.jit(_forward_fn, static_argnames=('precision',),
-                       compiler_options=parallel.cpu_compiler_options('eigen'))
+                       compiler_options=parallel.cpu_compiler_options())
 
 
 def _variables_dtype(variables):
@@ -861,7 +861,7 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   variables = jax.device_put(jax.tree.map(lambda a: np.asarray(a, dtype), variables), replicated)
 
-  forward = _forward_cpu if all(d.platform == 'cpu' for d in devices) else _forward
+  forward = _forward_cpu if parallel.all_cpu(devices) else _forward
   pool3, logits = [], []
 
   def collect(pending):
