@@ -1,6 +1,7 @@
-"""python -m gan_jax.main --config=configs/dcgan_celeba.py
+"""DCGAN (Radford et al. 2015) on CelebA 64x64, as the PyTorch DCGAN example.
 
-DCGAN (Radford et al. 2015) on CelebA at 64x64, as in the PyTorch DCGAN example.
+  python -m gan_jax.main --config=dcgan_celeba
+
 CelebA (TFDS `celeb_a`, aligned 218x178 faces) gets the DCGAN preprocessing: the
 central 108x108 crop, resized to 64x64. Prepare once with
 `tfds build celeb_a --file_format=array_record`, or train from a folder of the
@@ -10,19 +11,19 @@ aligned JPEGs:
 Variants: `:smoke` (a seconds-long run; tests use it under tfds.testing.mock_data).
 """
 
-from configs import default as default_lib
+from configs import common
 
 
 def get_config(arg=None):
   """Returns the config; `arg` is None or 'smoke'."""
-  config = default_lib.tfds_dcgan_config(
+  config = common.tfds_image_config(
       name='dcgan_celeba', dataset='celeb_a', resolution=64, channels=3, num_steps=30000,
       arg=arg)
   config.data.crop = 'celeba'
   # As the PyTorch example: G runs forward once per iteration and the G update
   # back-propagates through the D update's fake batch (~10% less work per step).
   config.train.reuse_fake = True
-  if not default_lib.parse_arg(arg, smoke=False).smoke:
+  if not common.parse_arg(arg, smoke=False).smoke:
     config.eval.every = 10000
     config.eval.metrics = 'fid'
   return config

@@ -13,24 +13,47 @@ each process its own (a one-process checkpoint stays a plain state).
 Restoring tries the newest checkpoint first. One that cannot be read (a
 truncated file, a crash mid-write) is moved aside to
 `<workdir>/checkpoints_corrupt/<step>-<time>/` with a warning (never deleted),
-and the next older one is tried.
+and the next older one is tried. A save interrupted before orbax renamed its
+temporary folder leaves a `*.orbax-checkpoint-tmp*` folder: it is never a
+checkpoint, and is ignored with a warning.
+
+`BestCheckpoint` keeps the checkpoint with the lowest evaluation metric (FID,
+or the offline proxy's Frechet distance) in `<workdir>/best/`.
+
+Folders may be local paths or URLs (`gs://bucket/run/checkpoints`).
 """
 
 import json
 import logging
 import os
-import shutil
+import signal
 import time
 
+from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from gan_jax import errors
 
 PER_PROCESS = 'per_process'
 
 
-class CheckpointError(RuntimeError):
+TMP_MARKER = 'orbax-checkpoint-tmp'
+# Tests set this to N to kill the process (no clean-up, as a preempted VM) right
+# after the checkpoint of step N is on disk.
+KILL_AT_STEP_ENV = 'GAN_JAX_SIGKILL_AT_STEP'
+
+
+class CheckpointError(errors.WorkdirError):
   """No checkpoint in a directory could be restored."""
+
+
+def absolute(path):
+  """`path` made absolute if local; URLs (`gs://...`) are returned unchanged."""
+  path = os.fspath(path)
+  return path if '://' in path else os.path.abspath(path)
 
 
 class Checkpointer:
@@ -43,11 +66,22 @@ class Checkpointer:
   """
 
   def __init__(self, directory, *, max_to_keep=3, async_save=True):
-    self.directory = os.path.abspath(directory)
+    self.directory = absolute(directory)
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
         enable_async_checkpointing=async_save)
     self._manager = self._new_manager()
+    self._kill_at_step = int(os.environ.get(KILL_AT_STEP_ENV, '-1'))
+    self._warn_about_unfinished_saves()
+
+  def _warn_about_unfinished_saves(self):
+    folder = epath.Path(self.directory)
+    leftovers = sorted(p.name for p in folder.iterdir() if TMP_MARKER in p.name)
+    if leftovers:
+      logging.warning(
+          'Ignoring %d unfinished checkpoint save(s) in %s (%s): a save was '
+          'interrupted before it completed; they are not checkpoints and can be '
+          'deleted.', len(leftovers), self.directory, ', '.join(leftovers))
 
   def _new_manager(self):
     return ocp.CheckpointManager(
@@ -80,6 +114,9 @@ class Checkpointer:
         step, force=force,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                 data=ocp.args.JsonSave(data_state)))
+    if step == self._kill_at_step:  # fault injection for the resume tests
+      self.wait()
+      os.kill(os.getpid(), signal.SIGKILL)
 
   def restore(self, abstract_state, step=None):
     """Restores the newest readable checkpoint (or exactly `step`).
@@ -132,14 +169,13 @@ class Checkpointer:
   def _move_aside(self, step):
     """Renames an unreadable checkpoint out of the manager's way (keeps its files)."""
     self._manager.wait_until_finished()
-    source = os.path.join(self.directory, str(step))
-    target_root = self.directory.rstrip('/') + '_corrupt'
-    target = os.path.join(target_root, f'{step}-{int(time.time())}')
-    if jax.process_index() == 0 and os.path.exists(source):
-      os.makedirs(target_root, exist_ok=True)
-      shutil.move(source, target)
+    source = epath.Path(self.directory) / str(step)
+    target_root = epath.Path(self.directory.rstrip('/') + '_corrupt')
+    target = target_root / f'{step}-{int(time.time())}'
+    if jax.process_index() == 0 and source.exists():
+      target_root.mkdir(parents=True, exist_ok=True)
+      source.rename(target)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f'gan_jax_move_aside_{step}')
     self._manager.close()
     self._manager = self._new_manager()
@@ -163,7 +199,6 @@ def _gather_json(value):
 
   A collective: all processes must call it (they all save together).
   """
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   encoded = np.frombuffer(json.dumps(value, sort_keys=True).encode('utf-8'), np.uint8)
   sizes = np.asarray(multihost_utils.process_allgather(np.int32(encoded.size))).reshape(-1)
   # Padded to a multiple of 256 bytes, so the gather compiles once, not per length.
@@ -189,5 +224,45 @@ def _on_any_process(flag):
   """Whether `flag` is true on at least one process (a collective when several)."""
   if jax.process_count() == 1:
     return bool(flag)
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   return bool(np.any(multihost_utils.process_allgather(np.array([bool(flag)]))))
+
+
+class BestCheckpoint:
+  """The checkpoint with the lowest evaluation metric, in `<workdir>/best/`.
+
+  `best/best.json` records {'step', 'metric', 'value', 'results'}; the state is
+  an orbax checkpoint beside it (the data item holds the results).
+
+  Args:
+    directory: the `best` folder (usually `<workdir>/best`).
+  """
+
+  METRICS = ('fid', 'proxy_fd')  # lower is better; the first one present is used
+
+  def __init__(self, directory):
+    self.directory = absolute(directory)
+    record = epath.Path(self.directory) / 'best.json'
+    self.best = json.loads(record.read_text()) if record.exists() else None
+
+  def update(self, step, state, results):
+    """Saves `state` if its metric beats the best so far.
+
+    Args:
+      step: the train step of `state`.
+      state: the GANState (a collective when several processes run).
+      results: the evaluation's {name: float}.
+
+    Returns:
+      True when `state` became the best checkpoint.
+    """
+    metric = next((k for k in self.METRICS if k in results), None)
+    if metric is None or (self.best is not None and results[metric] >= self.best['value']):
+      return False
+    saver = Checkpointer(self.directory, max_to_keep=1, async_save=False)
+    saver.save(step, state, {'results': results})
+    saver.close()
+    self.best = {'step': step, 'metric': metric, 'value': results[metric],
+                 'results': results}
+    if jax.process_index() == 0:
+      (epath.Path(self.directory) / 'best.json').write_text(json.dumps(self.best))
+    return True

@@ -1,4 +1,8 @@
-"""Pure GAN losses and regularisers: adversarial losses, WGAN-GP, R1, historical averaging.
+"""Pure GAN losses: what D and G minimise for a batch of logits or features.
+
+Adversarial losses (`discriminator_loss`, `generator_loss`), the classification
+loss of class logits (ACGAN, semi-supervised GAN), the semi-supervised GAN's
+unsupervised loss, and feature matching.
 
 Every function is pure, returns a float32 scalar, and works inside or outside
 `jax.jit` / `shard_map` (the `loss_type` string and `label_smoothing` must be
@@ -24,27 +28,64 @@ log then gives -inf.
 import jax
 import jax.numpy as jnp
 
+from gan_jax import errors
+
 LOSS_TYPES = ('minimax', 'non_saturating', 'wasserstein', 'hinge', 'least_squares')
 # The two losses whose discriminator is a binary classifier with cross-entropy;
-# only these have targets that one-sided label smoothing can soften.
-_BCE_TYPES = ('minimax', 'non_saturating')
+# only these have targets that one-sided label smoothing can soften, and only
+# their logits have a probability reading (sigmoid).
+BCE_LOSS_TYPES = ('minimax', 'non_saturating')
 
 __all__ = [
+    'BCE_LOSS_TYPES',
     'LOSS_TYPES',
+    'check_loss_config',
+    'class_cross_entropy',
     'discriminator_loss',
+    'feature_matching_loss',
     'generator_loss',
-    'gradient_penalty',
-    'r1_penalty',
-    'historical_averaging_penalty',
-    'update_historical_average',
+    'semi_supervised_logit',
+    'semi_supervised_unsupervised_loss',
+    'top_k_logits',
 ]
 
 
 def _check_loss_type(loss_type):
   if loss_type not in LOSS_TYPES:
-    raise ValueError(
-        f'Unknown loss_type {loss_type!r}; known: {", ".join(LOSS_TYPES)}. '
-        'Set config.loss.type to one of them.')
+    raise errors.ConfigError(
+        f'Unknown config.loss.type {loss_type!r}; known: {", ".join(LOSS_TYPES)}.')
+
+
+def check_loss_config(loss_config):
+  """Checks `config.loss` before anything is built (names and ranges).
+
+  Raises:
+    ConfigError: naming the bad field, its value and what is allowed.
+  """
+  _check_loss_type(loss_config.type)
+  _check_label_smoothing(loss_config.label_smoothing, loss_config.type)
+  if not 0.0 < loss_config.g_top_k <= 1.0:
+    raise errors.ConfigError(
+        f'config.loss.g_top_k must be in (0, 1], got {loss_config.g_top_k}.')
+  for name in ('gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
+               'aux_weight', 'feature_matching_weight', 'ortho_weight', 'bcr_real_weight',
+               'bcr_fake_weight'):
+    if loss_config[name] < 0:
+      raise errors.ConfigError(f'config.loss.{name} must be >= 0, got {loss_config[name]}.')
+
+
+def _check_label_smoothing(label_smoothing, loss_type):
+  label_smoothing = float(label_smoothing)
+  if label_smoothing != 0.0 and loss_type not in BCE_LOSS_TYPES:
+    raise errors.ConfigError(
+        f'config.loss.label_smoothing={label_smoothing} only applies to the cross-entropy '
+        f'losses {list(BCE_LOSS_TYPES)}, not {loss_type!r}. Set '
+        'config.loss.label_smoothing=0.0 or use a cross-entropy loss.')
+  if not 0.0 <= label_smoothing < 1.0:
+    raise errors.ConfigError(
+        'config.loss.label_smoothing must be in [0, 1) (real targets become 1 - s), got '
+        f'{label_smoothing}.')
+  return label_smoothing
 
 
 def _as_logits(logits, name):
@@ -85,18 +126,9 @@ def discriminator_loss(*, real_logits, fake_logits, loss_type, label_smoothing=0
   _check_loss_type(loss_type)
   real = _as_logits(real_logits, 'real_logits')
   fake = _as_logits(fake_logits, 'fake_logits')
-  label_smoothing = float(label_smoothing)
-  if label_smoothing != 0.0 and loss_type not in _BCE_TYPES:
-    raise ValueError(
-        f'label_smoothing={label_smoothing} only applies to the cross-entropy '
-        f'losses {list(_BCE_TYPES)}, not {loss_type!r}. Set '
-        'config.loss.label_smoothing=0.0 or use a cross-entropy loss.')
-  if not 0.0 <= label_smoothing < 1.0:
-    raise ValueError(
-        f'label_smoothing must be in [0, 1) (real targets become 1 - s), got '
-        f'{label_smoothing}.')
+  label_smoothing = _check_label_smoothing(label_smoothing, loss_type)
 
-  if loss_type in _BCE_TYPES:
+  if loss_type in BCE_LOSS_TYPES:
     # BCE with target t on logit l: t * softplus(-l) + (1 - t) * softplus(l).
     target = 1.0 - label_smoothing
     real_term = target * jax.nn.softplus(-real) + (1.0 - target) * jax.nn.softplus(real)
@@ -129,7 +161,7 @@ def top_k_logits(fake_logits, fraction):
     ValueError: if `fraction` is outside (0, 1].
   """
   if not 0.0 < fraction <= 1.0:
-    raise ValueError(f'config.loss.g_top_k must be in (0, 1], got {fraction}.')
+    raise errors.ConfigError(f'config.loss.g_top_k must be in (0, 1], got {fraction}.')
   logits = _as_logits(fake_logits, 'fake_logits')
   if fraction == 1.0:
     return logits
@@ -170,139 +202,73 @@ def generator_loss(*, fake_logits, loss_type):
   return 0.5 * jnp.mean(jnp.square(fake - 1.0))
 
 
-def _safe_norm(x, axes):
-  """L2 norm over `axes` whose gradient is 0 (not NaN) where the norm is 0."""
-  squared = jnp.sum(jnp.square(x), axis=axes)
-  positive = squared > 0
-  # The inner where keeps sqrt's infinite derivative at 0 out of the backward
-  # pass; the outer one puts the exact 0 back.
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+def class_cross_entropy(*, logits, labels):
+  """Mean softmax cross-entropy of class logits over the labelled examples.
 
-
-def _input_gradients(d_fn, x):
-  """grad_x sum(d_fn(x)): f32[B, ...], each sample's gradient of its own logit."""
-  # Summing makes one backward pass give every sample's gradient, as samples do
-  # not interact in D. With PacGAN packing a sample's gradient is that of its
-  # group's logit; BatchNorm in train mode would couple samples, so call D in
-  # eval mode (or without BN) inside d_fn.
-  return jax.grad(lambda inputs: jnp.sum(d_fn(inputs).astype(jnp.float32)))(x)
-
-
-def _check_batch(x, name):
-  x = jnp.asarray(x)
-  if x.ndim < 1:
-    raise ValueError(f'{name} must be f32[B, ...] with a batch axis, got a scalar.')
-  return x.astype(jnp.float32)
-
-
-def gradient_penalty(d_fn, real, fake, key):
-  """WGAN-GP penalty (Gulrajani et al., 2017), unweighted.
-
-  E_i[(||grad_x D(x_hat_i)||_2 - 1)^2] with x_hat_i = eps_i * real_i + (1 - eps_i) * fake_i.
-
-  eps is drawn exactly as
-  `jax.random.uniform(key, (B,) + (1,) * (real.ndim - 1), dtype=jnp.float32)`
-  (one eps ~ U[0, 1) per sample, broadcast over its features), so a test can
-  reproduce it from the same key.
+  The classification loss of an auxiliary-classifier D (ACGAN, Odena et al.
+  2017) and the supervised loss of the semi-supervised GAN (Salimans et al.
+  2016). Examples with label -1 (unlabelled) are left out of the mean.
 
   Args:
-    d_fn: maps f32[B, ...] -> logits f32[B'] (B' = B, or B // pack with PacGAN
-      packing). The penalty differentiates sum(d_fn(x)) wrt x and takes each
-      sample's norm over its own features, so with packing each sample's
-      gradient is that of its group's logit. Close over D's variables; samples
-      must not interact (use D's eval mode if it has BatchNorm).
-    real: f32[B, ...] real batch.
-    fake: f32[B, ...] generated batch, same shape as `real`.
-    key: a PRNG key (typed `jax.random.key` or raw uint32) for eps.
+    logits: f32[B, K] class logits (any real values; bf16 is upcast).
+    labels: int32[B] in [0, K), or -1 for unlabelled examples.
 
   Returns:
-    f32[] penalty; multiply by the weight lambda (e.g. 10) yourself.
-
-  Raises:
-    ValueError: if `real` and `fake` differ in shape or have no batch axis.
+    f32[] mean of -log softmax(logits)[label] over labelled examples (0 when
+    there is none).
   """
-  real = _check_batch(real, 'real')
-  fake = _check_batch(fake, 'fake')
-  if real.shape != fake.shape:
-    raise ValueError(
-        f'real and fake must have the same shape for interpolation, got '
-        f'{real.shape} and {fake.shape}.')
-  eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1),
-                           dtype=jnp.float32)
-  interpolates = eps * real + (1.0 - eps) * fake
-  grads = _input_gradients(d_fn, interpolates)
-  norms = _safe_norm(grads, tuple(range(1, grads.ndim)))
-  return jnp.mean(jnp.square(norms - 1.0)).astype(jnp.float32)
+  logits = jnp.asarray(logits).astype(jnp.float32)
+  labels = jnp.asarray(labels)
+  labelled = labels >= 0
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  picked = jnp.take_along_axis(log_probs, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0]
+  count = jnp.sum(labelled)
+  return -jnp.sum(jnp.where(labelled, picked, 0.0)) / jnp.maximum(count, 1)
 
 
-def r1_penalty(d_fn, real):
-  """R1 penalty (Mescheder et al., 2018), unweighted: E_i[||grad_x D(real_i)||_2^2].
+def semi_supervised_logit(class_logits):
+  """The real-vs-fake logit of a K-class discriminator whose fake class has logit 0.
+
+  With Z(x) = sum_k exp(l_k), D(x) = Z / (Z + 1) = sigmoid(log Z) (Salimans et
+  al. 2016, section 5), so the binary cross-entropy losses on `logsumexp(l)`
+  are exactly the paper's unsupervised loss -log D(real) - log(1 - D(fake)).
 
   Args:
-    d_fn: maps f32[B, ...] -> logits f32[B'] (see `gradient_penalty` for
-      packing and BatchNorm).
-    real: f32[B, ...] real batch.
+    class_logits: f32[B, K].
 
   Returns:
-    f32[] penalty; the usual regulariser adds gamma / 2 times it to D's loss.
-
-  Raises:
-    ValueError: if `real` has no batch axis.
+    f32[B] = logsumexp over the K logits (float32, stable for any logits).
   """
-  real = _check_batch(real, 'real')
-  grads = _input_gradients(d_fn, real)
-  squared_norms = jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim)))
-  return jnp.mean(squared_norms).astype(jnp.float32)
+  return jax.nn.logsumexp(jnp.asarray(class_logits).astype(jnp.float32), axis=-1)
 
 
-def historical_averaging_penalty(params, averaged_params):
-  """Historical averaging (Salimans et al., 2016): ||theta - mean of past theta||^2.
+def semi_supervised_unsupervised_loss(*, real_class_logits, fake_class_logits):
+  """-E[log D(real)] - E[log(1 - D(fake))] of the K+1-class discriminator.
 
   Args:
-    params: a pytree of arrays, the current parameters theta.
-    averaged_params: a pytree of the same structure, the running mean of past
-      parameters (see `update_historical_average`). Treated as a constant only
-      if the caller passes it through `jax.lax.stop_gradient` or keeps it out
-      of the differentiated arguments (the usual case).
+    real_class_logits: f32[B, K] class logits of (unlabelled) real examples.
+    fake_class_logits: f32[B', K] class logits of generated examples.
 
   Returns:
-    f32[] the squared L2 distance summed over all leaves (0 for empty trees).
-
-  Raises:
-    ValueError: if the two trees differ in structure.
+    f32[] = mean softplus(-lse(real)) + mean softplus(lse(fake)), with lse the
+    logsumexp over classes (`semi_supervised_logit`).
   """
-  if jax.tree.structure(params) != jax.tree.structure(averaged_params):
-    raise ValueError(
-        'params and averaged_params must have the same tree structure; got '
-        f'{jax.tree.structure(params)} and {jax.tree.structure(averaged_params)}.')
-  squares = jax.tree.map(
-      lambda p, a: jnp.sum(jnp.square(jnp.asarray(p, jnp.float32) - jnp.asarray(a, jnp.float32))),
-      params, averaged_params)
-  return sum(jax.tree.leaves(squares), jnp.zeros((), jnp.float32))
+  real = semi_supervised_logit(real_class_logits)
+  fake = semi_supervised_logit(fake_class_logits)
+  return jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))
 
 
-def update_historical_average(averaged_params, params, step):
-  """Adds one parameter snapshot to a running mean.
-
-  If `averaged_params` is the mean of `step` snapshots theta_0 .. theta_{step-1},
-  the result is the mean of those and `params`:
-  averaged * step / (step + 1) + params / (step + 1). With step = 0 the result is
-  `params` itself for any finite `averaged_params`, so the average can start as a
-  copy of (or zeros like) the initial parameters.
+def feature_matching_loss(*, real_features, fake_features):
+  """Feature matching (Salimans et al. 2016): ||E f(real) - E f(fake)||^2.
 
   Args:
-    averaged_params: pytree, the mean of the `step` snapshots so far.
-    params: pytree of the same structure, the snapshot to add.
-    step: int or int32[] (may be traced), the number of snapshots already in
-      `averaged_params`, e.g. `state.step` when the average starts from the
-      initial parameters and is updated once after every update.
+    real_features: f32[B, F] an intermediate D layer on real examples (treated
+      as a constant by the caller: G's gradient flows through the fakes only).
+    fake_features: f32[B', F] the same layer on generated examples.
 
   Returns:
-    A pytree like `params` (same dtypes) holding the mean of step + 1 snapshots.
+    f32[] squared L2 distance between the batch means.
   """
-  count = jnp.asarray(step, jnp.float32)
-  keep = count / (count + 1.0)
-  new = 1.0 / (count + 1.0)
-  return jax.tree.map(
-      lambda a, p: (keep * a + new * p).astype(jnp.asarray(p).dtype),
-      averaged_params, params)
+  real = jnp.asarray(real_features).astype(jnp.float32)
+  fake = jnp.asarray(fake_features).astype(jnp.float32)
+  return jnp.sum(jnp.square(jnp.mean(real, axis=0) - jnp.mean(fake, axis=0)))

@@ -1,35 +1,48 @@
-"""Command-line entry point: `python -m gan_jax.main --config=configs/NAME.py[:ARG]`.
+"""Train a GAN: `python -m gan_jax.main --config=NAME[:VARIANT] [--workdir=DIR] [--config.FIELD=VALUE ...]`.
 
-Parses flags only; all work happens in `gan_jax.train.train_and_evaluate`.
-
-  --config        an ml-collections config file, optionally with `:ARG`
-                  (e.g. `configs/dcgan_digits.py:smoke`); fields can be
-                  overridden, e.g. `--config.train.num_steps=100 --config.seed=3`.
-  --workdir       output folder (default `runs/NAME[-ARG]`); a run already
+  --config        a config by name (`dcgan_digits`, `configs/dcgan_digits.py`) or
+                  any config file path, optionally with `:VARIANT` (e.g.
+                  `dcgan_digits:smoke`); fields can be overridden, e.g.
+                  `--config.train.num_steps=100 --config.seed=3`.
+  --workdir       output folder (default `runs/NAME[-VARIANT]`); a run already
                   there is resumed from its latest checkpoint.
+  --list_configs  lists the configs with one line each; --print_config prints
+                  the resolved config and exits.
+  --allow_config_change
+                  resume a workdir with a changed training config (recorded in
+                  its config_history.jsonl).
   --distributed   'off' (default), 'auto' (TPU VM pods, SLURM: detected by JAX)
                   or 'explicit' (with --coordinator_address, --num_processes,
-                  --process_id).
-  --distributed_timeout
-                  seconds (default 120) after which a process that never joined,
-                  or stopped sending heartbeats, ends the whole run with an
-                  error naming it (see launch/README.md for the messages).
+                  --process_id); --distributed_timeout seconds before a missing
+                  process ends the run with an error naming it.
+
+Exit status: 0 when training finished, 2 for a usage / config / data error, and
+128 + signal number (130 Ctrl-C, 143 SIGTERM) when a signal stopped the run
+after saving a checkpoint (rerun the same command to resume).
 """
 
-import logging as py_logging
 import os
 import re
+import sys
+import time
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gan_jax import cli
+from gan_jax import config_files
+
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file, e.g. configs/dcgan_digits.py[:smoke].',
+    'config', None, 'Config name or file, e.g. dcgan_digits or configs/dcgan_digits.py[:smoke].',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Output folder; defaults to runs/<config name>. Resumes a run found there.')
+_LIST = flags.DEFINE_bool('list_configs', False, 'List the configs and exit.')
+_PRINT = flags.DEFINE_bool('print_config', False, 'Print the resolved config and exit.')
+_ALLOW_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False,
+    'Resume a workdir although the training config changed (recorded in the workdir).')
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'off', ['off', 'auto', 'explicit'],
     "Multi-process start-up: 'auto' calls jax.distributed.initialize() and lets JAX "
@@ -46,7 +59,7 @@ _TIMEOUT = flags.DEFINE_integer(
 
 
 def default_workdir(config_arg):
-  """`runs/<file stem>[-<arg>]` for `--config=configs/<file stem>.py[:<arg>]`."""
+  """`runs/<config name>[-<variant>]` for `--config=<...>/<name>.py[:<variant>]`."""
   path, _, arg = (config_arg or 'default').partition(':')
   name = os.path.splitext(os.path.basename(path))[0]
   if arg:
@@ -54,54 +67,67 @@ def default_workdir(config_arg):
   return os.path.join('runs', name)
 
 
-class _QuietLibraries(py_logging.Filter):
-  """Drops INFO chatter of orbax / grain / tensorstore; keeps their warnings."""
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or not any(
-        part in record.pathname for part in ('/orbax/', '/grain/', '/tensorstore/'))
+def _start_processes():
+  """Joins a multi-process job when the flags ask for one."""
+  from gan_jax import distributed  # pylint: disable=g-import-not-at-top
+  mode = _DISTRIBUTED.value
+  if _COORDINATOR.value and mode == 'off':
+    mode = 'explicit'
+  if mode == 'off' and ((_NUM_PROCESSES.value or 1) > 1 or _PROCESS_ID.value):
+    cli.fail('--num_processes / --process_id need --coordinator_address=HOST:PORT of '
+             'process 0 (or --distributed=auto on Cloud TPU / SLURM).')
+  distributed.initialize_distributed(
+      distributed=mode, coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+      timeout_s=_TIMEOUT.value)
 
 
 def main(argv):
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
+  if _LIST.value:
+    print(config_files.describe_all())
+    return
   if _CONFIG.value is None:
-    raise app.UsageError('Pass --config=configs/NAME.py, e.g. --config=configs/dcgan_digits.py')
-  # Imported here so that --help is fast and XLA flags set by the caller apply.
+    cli.fail('pass --config=NAME, e.g. --config=dcgan_digits (list them with --list_configs).')
+  if _PRINT.value:
+    print(_CONFIG.value.to_json_best_effort(indent=2, sort_keys=True))
+    return
+  # Imported here so that --help and --list_configs do not wait for JAX.
   import jax  # pylint: disable=g-import-not-at-top
-  from gan_jax import parallel  # pylint: disable=g-import-not-at-top
+  from gan_jax import distributed  # pylint: disable=g-import-not-at-top
+  from gan_jax import preemption  # pylint: disable=g-import-not-at-top
   from gan_jax import train  # pylint: disable=g-import-not-at-top
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  distributed = _DISTRIBUTED.value
-  if _COORDINATOR.value and distributed == 'off':
-    distributed = 'explicit'
-  if distributed == 'off' and ((_NUM_PROCESSES.value or 1) > 1 or _PROCESS_ID.value):
-    raise app.UsageError(
-        '--num_processes / --process_id need --coordinator_address=HOST:PORT of process 0 '
-        '(or --distributed=auto on Cloud TPU / SLURM).')
-  parallel.initialize_distributed(
-      distributed=distributed, coordinator_address=_COORDINATOR.value,
-      num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
-      timeout_s=_TIMEOUT.value)
-  if jax.process_index() != 0:
+  _start_processes()
+  chief = jax.process_index() == 0
+  if not chief:
     logging.set_verbosity(logging.WARNING)
-  flag_value = flags.FLAGS['config'].serialize().partition('=')[2]
-  workdir = _WORKDIR.value or default_workdir(flag_value)
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize().partition('=')[2])
   logging.info('gan_jax: process %d/%d, %d local devices, %d global devices, workdir %s',
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), workdir)
+  start = time.monotonic()
   try:
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    train.train_and_evaluate(_CONFIG.value, workdir,
+                             allow_config_change=_ALLOW_CHANGE.value)
+  except preemption.Interrupted as e:
+    if chief:
+      print(workdir_lib.summary(workdir, stopped=str(e), seconds=time.monotonic() - start))
+    sys.exit(128 + e.signum)
   except Exception as e:  # pylint: disable=broad-except
     if jax.process_count() == 1:
       raise
-    parallel.exit_after_failure(e, timeout_s=_TIMEOUT.value)
+    distributed.exit_after_failure(e, timeout_s=_TIMEOUT.value)
+  if chief:
+    print(workdir_lib.summary(workdir, seconds=time.monotonic() - start))
 
 
 def run():
   """Console entry point."""
-  app.run(main)
+  sys.argv = config_files.resolve_argv(sys.argv)
+  cli.run(main)
 
 
 if __name__ == '__main__':

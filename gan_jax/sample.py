@@ -1,57 +1,35 @@
-"""Samples from a trained generator: `python -m gan_jax.sample --workdir=DIR ...`.
+"""Samples from a trained generator: `python -m gan_jax.sample --workdir=DIR --output=...`.
 
   python -m gan_jax.sample --workdir=runs/dcgan_digits --num_samples=1000 \
       --seed=0 --output=samples.npz        # key 'samples': f32[N, H, W, C] in [-1, 1]
   ... --output=grid.png                    # one PNG grid (scatter plot for 2-D data)
   ... --output=folder/                     # one PNG per sample (for external FID tools)
+  ... --labels=3 / --labels=0,2,5          # class-conditional runs: these classes, cycled
+  ... --truncation=1.0                     # BigGAN's truncation trick
+  ... --interpolate=8 --output=interp.png  # rows of 8-step interpolations between latents
 
-Toy (2-D) runs write `samples` of shape [N, 2]. The EMA generator is used unless
---noema; the newest checkpoint unless --step.
+Toy (2-D) runs write `samples` of shape [N, 2]. Class-conditional runs also write
+`labels` (int32[N]) and cycle over every class unless --labels is given (N = 1000
+on 10 classes gives 100 of each). The EMA generator is used unless --noema; the
+newest checkpoint unless --step.
 """
 
-import json
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
-from etils import epath
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from configs import default as default_lib
+from gan_jax import checkpoint
+from gan_jax import cli
+from gan_jax import errors
+from gan_jax import state as state_lib
+from gan_jax import step as step_lib
+from gan_jax import workdir as workdir_lib
+from gan_jax import writers
 
-
-def load_config(workdir):
-  """Reads `<workdir>/config.json` into a ConfigDict.
-
-  The saved values are laid over `configs/default.py`, so a run saved before a
-  field existed gets that field's default (which reproduces the old behaviour),
-  and fields unknown to the defaults are kept as saved.
-
-  Raises:
-    FileNotFoundError: when the folder holds no run, saying what was expected.
-  """
-  path = epath.Path(workdir) / 'config.json'
-  if not path.exists():
-    raise FileNotFoundError(
-        f'{path} does not exist: {workdir!r} is not a gan_jax run folder. Pass the '
-        '--workdir a training run wrote (it holds config.json and checkpoints/).')
-  return ml_collections.ConfigDict(
-      _overlay(default_lib.get_config().to_dict(), json.loads(path.read_text())))
-
-
-def _overlay(defaults, saved):
-  """The nested dict `defaults` with every value of the nested dict `saved` over it."""
-  merged = dict(defaults)
-  for key, value in saved.items():
-    if isinstance(value, dict) and isinstance(merged.get(key), dict):
-      merged[key] = _overlay(merged[key], value)
-    else:
-      merged[key] = value
-  return merged
+OUTPUT_KINDS = '.npz file, .png file, or folder/'
 
 
 def load_generator(workdir, step=None, *, ema=True):
@@ -63,95 +41,200 @@ def load_generator(workdir, step=None, *, ema=True):
     ema: use the EMA parameters (True) or the raw generator parameters.
 
   Returns:
-    (config, generate): `generate(z: f32[N, z_dim]) -> np.float32[N, ...]`
-    runs the generator in eval mode (images in [-1, 1], or [N, 2] points);
-    `generate.step` is the checkpoint's step.
+    (config, generate): `generate(z: f32[N, z_dim], labels: int32[N] | None = None)
+    -> np.float32[N, ...]` runs the generator in eval mode (images in [-1, 1],
+    or [N, 2] points); `generate.step` is the checkpoint's step.
 
   Raises:
-    FileNotFoundError: no run or no checkpoint in `workdir`.
+    MissingFileError: no run or no checkpoint in `workdir`.
   """
-  from gan_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from gan_jax import train  # pylint: disable=g-import-not-at-top
-  config = load_config(workdir)
-  ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
-                                     max_to_keep=None)
+  config = workdir_lib.load_config(workdir)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
+                                 max_to_keep=None)
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = ckpt.restore(train.abstract_state(config, sharding), step=step)
+  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step)
   ckpt.close()
   if restored is None:
-    raise FileNotFoundError(
-        f'No checkpoint in {os.path.join(workdir, "checkpoints")}; train first with '
+    raise errors.MissingFileError(
+        f'No checkpoint in {os.path.join(workdir, "checkpoints")} yet; train first with '
         f'python -m gan_jax.main --config=... --workdir={workdir}')
   state, _, restored_step = restored
   params = state.ema_g_params if ema else state.g_params
-  generate_fn = jax.jit(train.make_generate_fn(config))
+  generate_fn = jax.jit(step_lib.make_generate_fn(config))
 
-  def generate(z):
-    return np.asarray(generate_fn(params, state.g_batch_stats, jnp.asarray(z, jnp.float32)))
+  def generate(z, labels=None):
+    labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+    return np.asarray(generate_fn(params, state.g_batch_stats,
+                                  jnp.asarray(z, jnp.float32), labels))
 
   generate.step = restored_step
   return config, generate
 
 
-def generate_samples(generate, *, z_dim, num_samples, seed, batch_size=500):
-  """Draws z ~ N(0, I) from `seed` and generates `num_samples` samples in batches.
+def latents(seed, num_samples, z_dim, *, truncation=None):
+  """z ~ N(0, I) f32[num_samples, z_dim] from `seed`.
+
+  With `truncation` T > 0, every entry with |z| > T is redrawn until it is inside
+  (BigGAN's truncation trick: a truncated normal, trading variety for quality).
+  """
+  key = jax.random.key(seed)
+  if truncation is None:
+    return np.asarray(jax.random.normal(key, (num_samples, z_dim)), np.float32)
+  if truncation <= 0:
+    raise errors.ConfigError(f'--truncation must be > 0, got {truncation}.')
+  # Redrawing entries outside [-T, T] until they fall inside is exactly sampling
+  # the normal truncated to [-T, T].
+  return np.asarray(jax.random.truncated_normal(key, -truncation, truncation,
+                                                (num_samples, z_dim)), np.float32)
+
+
+def cycled_labels(num_samples, num_classes, classes=None):
+  """int32[num_samples]: `classes` (default all of 0..K-1) repeated in order."""
+  classes = list(range(num_classes)) if not classes else list(classes)
+  bad = [c for c in classes if not 0 <= c < num_classes]
+  if bad:
+    raise errors.ConfigError(f'--labels: classes {bad} are outside [0, {num_classes}).')
+  return np.resize(np.asarray(classes, np.int32), num_samples)
+
+
+def generate_samples(generate, *, z_dim, num_samples, seed, batch_size=500, labels=None,
+                     truncation=None):
+  """Draws z from `seed` and generates `num_samples` samples in batches.
+
+  Args:
+    generate: `load_generator`'s function.
+    z_dim, num_samples, seed: the latents.
+    batch_size: latents per call.
+    labels: int32[num_samples] for a class-conditional generator, else None.
+    truncation: see `latents`.
 
   Returns:
     np.float32[num_samples, ...].
   """
-  z = np.asarray(jax.random.normal(jax.random.key(seed), (num_samples, z_dim)), np.float32)
-  return np.concatenate([generate(z[i:i + batch_size])
-                         for i in range(0, num_samples, batch_size)], axis=0)
+  z = latents(seed, num_samples, z_dim, truncation=truncation)
+  return generate_in_batches(generate, z, labels, batch_size=batch_size)
 
 
-def write_samples(samples, output):
-  """Writes samples to `.npz` (key 'samples'), a `.png` grid, or a folder of PNGs."""
-  from gan_jax import writers  # pylint: disable=g-import-not-at-top
+def generate_in_batches(generate, z, labels=None, *, batch_size=500):
+  """`generate` over z f32[N, z_dim] (and labels int32[N]) in chunks: np.float32[N, ...]."""
+  outputs = []
+  for i in range(0, len(z), batch_size):
+    chunk = z[i:i + batch_size]
+    outputs.append(generate(chunk) if labels is None else
+                   generate(chunk, labels[i:i + batch_size]))
+  return np.concatenate(outputs, axis=0)
+
+
+def slerp(a, b, t):
+  """Spherical interpolation between latents a and b (f32[D]) at fractions t f[K]."""
+  a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  cos = np.dot(a64, b64) / max(np.linalg.norm(a64) * np.linalg.norm(b64), 1e-12)
+  omega = np.arccos(np.clip(cos, -1.0, 1.0))
+  t = np.asarray(t, np.float64)[:, None]
+  if omega < 1e-6:  # (nearly) parallel: linear is the limit
+    return ((1 - t) * a64 + t * b64).astype(np.float32)
+  return ((np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64)
+          / np.sin(omega)).astype(np.float32)
+
+
+def interpolation_latents(seed, z_dim, *, rows, steps, truncation=None):
+  """f32[rows * steps, z_dim]: per row, `steps` spherical steps between two latents."""
+  ends = latents(seed, 2 * rows, z_dim, truncation=truncation)
+  fractions = np.linspace(0.0, 1.0, steps)
+  return np.concatenate([slerp(ends[2 * r], ends[2 * r + 1], fractions) for r in range(rows)])
+
+
+def output_kind(output):
+  """'npz', 'png' or 'folder' for an --output path.
+
+  Raises:
+    ConfigError: for any other suffix.
+  """
   if output.endswith('.npz'):
+    return 'npz'
+  if output.endswith('.png'):
+    return 'png'
+  if output.endswith('/') or not os.path.splitext(output)[1]:
+    return 'folder'
+  raise errors.ConfigError(f'--output={output!r}: use a {OUTPUT_KINDS}.')
+
+
+def write_samples(samples, output, *, labels=None, columns=None):
+  """Writes samples to `.npz` ('samples', and 'labels' when given), a `.png` grid
+  (`columns` images per row), or a folder of PNGs."""
+  kind = output_kind(output)
+  if kind == 'npz':
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    np.savez(output, samples=samples.astype(np.float32))
-  elif output.endswith('.png'):
-    writers.save_png(output, writers.samples_to_image(samples))
-  elif output.endswith('/') or not os.path.splitext(output)[1]:
+    arrays = {'samples': samples.astype(np.float32)}
+    if labels is not None:
+      arrays['labels'] = np.asarray(labels, np.int32)
+    np.savez(output, **arrays)
+  elif kind == 'png':
+    writers.save_png(output, writers.samples_to_image(samples, columns=columns))
+  else:
     if samples.ndim != 4:
-      raise ValueError('A folder of PNG files needs image samples; use .npz or .png for 2-D data.')
+      raise errors.ConfigError('A folder of PNG files needs image samples; use .npz or .png '
+                               'for 2-D data.')
     os.makedirs(output, exist_ok=True)
     for i, image in enumerate(samples):
       pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
       writers.save_png(os.path.join(output, f'{i:06d}.png'),
                        pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-  else:
-    raise ValueError(f'Unknown output kind {output!r}: use a .npz file, a .png file or a folder/.')
 
 
 def _define_flags():
   """Command-line flags, defined only when run as a program (so importing is free)."""
-  flags.DEFINE_string('workdir', None, 'Run folder holding config.json and checkpoints/.')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
-  flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
-  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z.')
-  flags.DEFINE_string(
-      'output', None,
-      'Output: a .npz file, a .png grid, or a folder (ends with / or has no suffix).')
-  flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.')
+  flags.DEFINE_string('workdir', None, 'Run folder holding config.json and checkpoints/.',
+                      required=True)
+  flags.DEFINE_string('output', None, f'Output: a {OUTPUT_KINDS} (ends with / or has no '
+                      'suffix).', required=True)
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)
+  flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1)
+  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z.', lower_bound=0)
+  flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.', lower_bound=1)
   flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
+  flags.DEFINE_list('labels', [], 'Class-conditional runs: classes to sample, cycled '
+                    '(default: every class).')
+  flags.DEFINE_float('truncation', None, 'Redraw latent entries with |z| > T (BigGAN).')
+  flags.DEFINE_integer('interpolate', 0, 'Write rows of this many interpolation steps '
+                       'between random latents (per class for conditional runs).',
+                       lower_bound=0)
+
+
+def _requested(config, f):
+  """(z, labels, columns) the flags ask for."""
+  num_classes = config.model.num_classes
+  classes = [int(c) for c in f.labels]
+  if classes and not num_classes:
+    raise errors.ConfigError('--labels needs a class-conditional run (model.num_classes > 0).')
+  if f.interpolate:
+    rows = max(1, f.num_samples // f.interpolate)
+    if num_classes:
+      # One row of the same latent path per class.
+      classes = classes or list(range(num_classes))
+      z = np.tile(interpolation_latents(f.seed, config.model.z_dim, rows=1,
+                                        steps=f.interpolate, truncation=f.truncation),
+                  (len(classes), 1))
+      return z, np.repeat(np.asarray(classes, np.int32), f.interpolate), f.interpolate
+    return (interpolation_latents(f.seed, config.model.z_dim, rows=rows, steps=f.interpolate,
+                                  truncation=f.truncation), None, f.interpolate)
+  labels = cycled_labels(f.num_samples, num_classes, classes) if num_classes else None
+  return latents(f.seed, f.num_samples, config.model.z_dim, truncation=f.truncation), labels, None
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
-  if not f.workdir or not f.output:
-    raise app.UsageError('--workdir and --output are required.')
+  output_kind(f.output)  # a bad --output fails before anything loads
   config, generate = load_generator(f.workdir, f.step, ema=f.ema)
-  samples = generate_samples(generate, z_dim=config.model.z_dim,
-                             num_samples=f.num_samples, seed=f.seed, batch_size=f.batch_size)
-  write_samples(samples, f.output)
+  z, labels, columns = _requested(config, f)
+  samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
+  write_samples(samples, f.output, labels=labels, columns=columns)
   print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step '
         f'{generate.step} to {f.output}')
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main, quiet=True)

@@ -1,4 +1,4 @@
-"""Outputs of a run on the host: TensorBoard events, metrics.jsonl, PNG images.
+"""Outputs of a run on the host: TensorBoard events, metrics.jsonl, eval.jsonl, PNG images.
 
 Paths go through `etils.epath`, so a workdir may be local or remote (`gs://...`,
 with the `[gcs]` extra); remote files are rewritten whole instead of appended.
@@ -13,22 +13,48 @@ import math
 from etils import epath
 import numpy as np
 from PIL import Image
+from tensorboardX import SummaryWriter
+
+# Sample grids are upscaled (nearest neighbour) until each tile is at least this
+# many pixels wide, so that 8x8 digits are visible in an image viewer.
+MIN_TILE_PX = 48
 
 
-def image_grid(images, *, columns=None, padding=2):
-  """Tiles images into one grid.
+def append_line(path, line):
+  """Appends one line of text to a file (created if missing), local or remote.
+
+  Object stores (gs://) cannot append, so there the file is rewritten whole;
+  for the small, rarely written files this is used for that costs little.
+  """
+  path = epath.Path(path)
+  if '://' in str(path):
+    previous = path.read_text() if path.exists() else ''
+    path.write_text(previous + line + '\n')
+  else:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(line + '\n')
+
+
+def image_grid(images, *, columns=None, padding=2, min_tile=MIN_TILE_PX):
+  """Tiles images into one grid, upscaling small images to a viewable size.
 
   Args:
     images: f32[N, H, W, C] in [-1, 1] (C = 1 or 3).
     columns: images per row (default: ceil(sqrt(N))).
     padding: pixels of black border between images.
+    min_tile: small images are repeated by the smallest integer factor s that
+      makes s * W >= min_tile (nearest neighbour, so pixels stay sharp).
 
   Returns:
-    uint8[rows*(H+p)+p, columns*(W+p)+p, 3] RGB image.
+    uint8[rows*(s*H+p)+p, columns*(s*W+p)+p, 3] RGB image.
   """
   images = np.asarray(images, np.float32)
   if images.ndim != 4:
     raise ValueError(f'image_grid expects f32[N, H, W, C], got shape {images.shape}.')
+  scale = max(1, -(-min_tile // images.shape[2]))
+  if scale > 1:
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
   n, h, w, c = images.shape
   if c == 1:
     images = np.repeat(images, 3, axis=-1)
@@ -92,16 +118,28 @@ def save_png(path, image):
   path.write_bytes(buffer.getvalue())
 
 
-def samples_to_image(samples, *, reference=None):
-  """A PNG-ready picture of samples: an image grid, or a scatter plot for 2-D points."""
+def samples_to_image(samples, *, reference=None, columns=None):
+  """A PNG-ready picture of samples: an image grid, or a scatter plot for 2-D points.
+
+  Args:
+    samples: f32[N, H, W, C] images in [-1, 1], or f32[N, 2] points.
+    reference: optional f32[M, 2] real points under a scatter plot.
+    columns: images per grid row (default: a square grid).
+
+  Returns:
+    uint8[h, w, 3].
+  """
   samples = np.asarray(samples)
   if samples.ndim == 2:
     return scatter_image(samples, reference=reference)
-  return image_grid(samples)
+  return image_grid(samples, columns=columns)
 
 
 class MetricWriter:
-  """Writes scalars and images to TensorBoard and `metrics.jsonl` in a workdir.
+  """Writes scalars and images to TensorBoard, `metrics.jsonl` and `eval.jsonl`.
+
+  Files are opened on the first write, so a rerun of a finished run (which
+  trains nothing) adds no empty event file.
 
   Args:
     workdir: the run's folder; events go to `<workdir>/tensorboard`.
@@ -110,45 +148,53 @@ class MetricWriter:
 
   def __init__(self, workdir, *, enabled=True):
     self.enabled = enabled
+    self._workdir = epath.Path(workdir)
     self._tb = None
     self._jsonl = None
-    if not enabled:
-      return
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    workdir = epath.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    self._tb = SummaryWriter(str(workdir / 'tensorboard'))
-    path = workdir / 'metrics.jsonl'
-    if '://' in str(workdir):
-      # Object stores cannot append: keep the lines and rewrite the file on flush.
-      self._jsonl = _RewrittenFile(path)
-    else:
-      self._jsonl = open(path, 'a', encoding='utf-8')
+
+  def _open(self):
+    if self._tb is None:
+      self._workdir.mkdir(parents=True, exist_ok=True)
+      self._tb = SummaryWriter(str(self._workdir / 'tensorboard'))
+      path = self._workdir / 'metrics.jsonl'
+      if '://' in str(path):
+        # Object stores cannot append: keep the lines and rewrite the file on flush.
+        self._jsonl = _RewrittenFile(path)
+      else:
+        self._jsonl = open(path, 'a', encoding='utf-8')
 
   def write_scalars(self, step, scalars):
-    """Logs {name: float} at `step` to TensorBoard and one JSON line."""
+    """Logs {name: float} at `step` to TensorBoard and one line of metrics.jsonl."""
     if not self.enabled:
       return
+    self._open()
     for name, value in scalars.items():
       self._tb.add_scalar(name, value, step)
     record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
 
+  def write_eval(self, step, results):
+    """Logs evaluation results as `eval/<name>` scalars and one line of eval.jsonl."""
+    if not self.enabled:
+      return
+    self._open()
+    for name, value in results.items():
+      self._tb.add_scalar(f'eval/{name}', value, step)
+    append_line(self._workdir / 'eval.jsonl', json.dumps({'step': int(step), **results}))
+
   def write_image(self, step, name, image):
     """Logs a uint8[H, W, 3] image to TensorBoard."""
     if self.enabled:
+      self._open()
       self._tb.add_image(name, np.asarray(image), step, dataformats='HWC')
 
-  def flush(self):
-    if self.enabled:
-      self._tb.flush()
-      self._jsonl.flush()
-
   def close(self):
-    if self.enabled:
+    """Flushes and closes the files (if any were opened)."""
+    if self._tb is not None:
       self._tb.close()
       self._jsonl.close()
+      self._tb = self._jsonl = None
 
 
 class _RewrittenFile:

@@ -42,7 +42,7 @@ Options (each also read from the environment variable shown; flags win):
                           v5p: v2-alpha-tpuv5, v6e: v2-alpha-tpuv6e]
   --spot                  create a Spot slice (preemptible, cheaper) [GAN_SPOT=1]
   --bucket=gs://B         bucket for workdir and data [GAN_BUCKET]
-  --config=PATH[:ARG]     config, relative to the repo [GAN_CONFIG; default configs/default.py]
+  --config=PATH[:ARG]     config, relative to the repo [GAN_CONFIG; default configs/dcgan_digits.py]
   --workdir=gs://...      run directory              [GAN_WORKDIR; default BUCKET/runs/TPU_NAME]
   --data-dir=gs://...     TFDS data_dir              [GAN_DATA_DIR; default BUCKET/tfds]
   --git-url=URL           copy: clone URL on the workers instead of copying [GAN_GIT_URL]
@@ -58,7 +58,7 @@ Example (v4-32 = 4 workers x 4 chips):
   launch/tpu_pod.sh --accelerator-type=v4-32 --tpu-name=gan-v4 create
   launch/tpu_pod.sh --tpu-name=gan-v4 copy
   launch/tpu_pod.sh --tpu-name=gan-v4 setup
-  launch/tpu_pod.sh --tpu-name=gan-v4 --config=configs/default.py run -- --config.seed=1
+  launch/tpu_pod.sh --tpu-name=gan-v4 --config=configs/dcgan_digits.py run -- --config.seed=1
   launch/tpu_pod.sh --tpu-name=gan-v4 logs
   launch/tpu_pod.sh --tpu-name=gan-v4 delete
 EOF
@@ -79,7 +79,7 @@ accelerator_type=${GAN_ACCELERATOR_TYPE:-v4-32}
 tpu_version=${GAN_TPU_VERSION:-}
 spot=${GAN_SPOT:-0}
 bucket=${GAN_BUCKET:-}
-config=${GAN_CONFIG:-configs/default.py}
+config=${GAN_CONFIG:-configs/dcgan_digits.py}
 workdir=${GAN_WORKDIR:-}
 data_dir=${GAN_DATA_DIR:-}
 git_url=${GAN_GIT_URL:-}

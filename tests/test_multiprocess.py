@@ -118,8 +118,8 @@ parallel.DataParallel.put_state = recording_put_state
 train_and_evaluate = train.train_and_evaluate
 
 
-def recording_train_and_evaluate(config, workdir):
-  state = train_and_evaluate(config, workdir)
+def recording_train_and_evaluate(config, workdir, **kwargs):
+  state = train_and_evaluate(config, workdir, **kwargs)
   arrays = {'final' + k: v for k, v in copies({'g': state.g_params, 'd': state.d_params}).items()}
   arrays.update({'init' + k: v for k, v in saved.get('init', {}).items()})
   np.savez(dump_path + '.npz', **arrays)
@@ -140,7 +140,8 @@ if shards:
     def __iter__(self):
       return self
     def __next__(self):
-      return np.concatenate([next(it) for it in self.iterators])
+      batches = [next(it) for it in self.iterators]
+      return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     def get_state(self):
       return self.iterators[0].get_state()
     def set_state(self, state):
@@ -149,11 +150,13 @@ if shards:
       for it in self.iterators:
         it.close()
 
-  def concatenated(data_config, *, data_shape, batch_size, seed, shard_index=0, shard_count=1):
+  def concatenated(data_config, *, data_shape, batch_size, seed, shard_index=0, shard_count=1,
+                   labels=False):
     assert shard_count == 1 and batch_size % shards == 0
     return Concatenated([
         create_iterator(data_config, data_shape=data_shape, batch_size=batch_size // shards,
-                        seed=seed, shard_index=i, shard_count=shards) for i in range(shards)])
+                        seed=seed, shard_index=i, shard_count=shards, labels=labels)
+        for i in range(shards)])
 
   data_lib.create_train_iterator = concatenated
 
@@ -269,12 +272,12 @@ def restore(workdir, step):
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from gan_jax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from gan_jax import sample  # pylint: disable=g-import-not-at-top
-  from gan_jax import train  # pylint: disable=g-import-not-at-top
-  config = sample.load_config(workdir)
+  from gan_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = workdir_lib.load_config(workdir)
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
-  state, _, _ = ckpt.restore(train.abstract_state(config, sharding), step)
+  state, _, _ = ckpt.restore(state_lib.abstract_state(config, sharding), step)
   ckpt.close()
   manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('data',))
   data = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))['data']

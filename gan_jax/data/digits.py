@@ -5,16 +5,18 @@ split is fixed: `sklearn.model_selection.train_test_split(test_size=0.25,
 stratify=labels, random_state=0)` over the original order, giving 1,347
 'train' and 450 'test' images (each index list sorted); 'all' is every image.
 For training the images are resized once (antialiased bilinear, see
-`images.resize_bilinear`) and scaled by x / 8 - 1 to [-1, 1].
+`images.resize_antialiased`) and scaled by x / 8 - 1 to [-1, 1].
 """
 
 import functools
 
 import numpy as np
 
+from gan_jax import errors
 from gan_jax.data import images as images_lib
 
 SPLITS = ('train', 'test', 'all')
+CLASS_NAMES = tuple(str(digit) for digit in range(10))
 _TEST_FRACTION = 0.25
 _SPLIT_SEED = 0
 
@@ -46,10 +48,10 @@ def digits_split(split):
     in 0..9. Fresh copies: callers may modify them.
 
   Raises:
-    ValueError: for an unknown split, listing the known ones.
+    errors.ConfigError: for an unknown split, listing the known ones.
   """
   if split not in SPLITS:
-    raise ValueError(
+    raise errors.ConfigError(
         f'Unknown digits split {split!r}; known: {list(SPLITS)}. '
         'Set --config.data.split.')
   images, labels, indices = _load()
@@ -69,7 +71,7 @@ def digits_images(split, *, size):
   """
   images, _ = digits_split(split)
   if tuple(size) != images.shape[1:]:
-    images = images_lib.resize_bilinear(images, size)
+    images = images_lib.resize_antialiased(images, size)
   # Values stay in 0..16 after the (convex) resize; the clip only guards
   # against rounding.
   scaled = np.clip(images / 8.0 - 1.0, -1.0, 1.0).astype(np.float32)

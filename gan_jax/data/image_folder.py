@@ -1,20 +1,24 @@
 """A folder of JPEG/PNG files (searched recursively) as a dataset, decoded with Pillow.
 
 Files are listed once, sorted by relative path (so the order, and with it the
-shuffle, is the same on every host and run). Decoding happens in grain threads
-or worker processes (see pipeline.py: once into RAM, or every batch). A file
-Pillow cannot read is skipped: left out of the in-RAM cache or, when decoding
-every batch, replaced by the next readable file of the same shard. Each
-process logs a warning with the running count of unreadable files and a few
-of their names.
+shuffle, is the same on every host and run). The class of a file is its
+first-level sub-folder (`root/<class>/.../x.jpg`), class names sorted; a folder
+with images directly in its root has no classes. Decoding happens in grain
+threads or worker processes (see decode.py: once into RAM, or every batch). A
+file Pillow cannot read is skipped: left out of the in-RAM cache or, when
+decoding every batch, replaced by the next readable file of the same shard.
+Each process logs a warning with the running count of unreadable files and a
+few of their names; a folder where nothing can be read is an error.
 """
 
 import os
 import threading
 
 from absl import logging
+import numpy as np
 from PIL import Image
 
+from gan_jax import errors
 from gan_jax.data import images as images_lib
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png')
@@ -36,15 +40,15 @@ def list_images(root):
     (case-insensitive).
 
   Raises:
-    ValueError: when root is ''.
-    FileNotFoundError: when root is missing or holds no such file.
+    errors.ConfigError: when root is ''.
+    errors.MissingFileError: when root is missing or holds no such file.
   """
   if not root:
-    raise ValueError(
+    raise errors.ConfigError(
         'data.source=image_folder needs a folder: '
         '--config.data.path=/path/to/images (e.g. img_align_celeba).')
   if not os.path.isdir(root):
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f'Image folder {root!r} does not exist or is not a folder; set '
         '--config.data.path to a folder of JPEG/PNG files.')
   paths = []
@@ -53,10 +57,36 @@ def list_images(root):
       if name.lower().endswith(EXTENSIONS):
         paths.append(os.path.relpath(os.path.join(folder, name), root))
   if not paths:
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f'Image folder {root!r} holds no {"/".join(EXTENSIONS)} files (searched '
         'recursively); set --config.data.path to a folder of images.')
   return sorted(paths)
+
+
+def class_labels(root, relpaths):
+  """Returns the classes of a folder's images: their first-level sub-folders.
+
+  Args:
+    root: the image folder (for the error message).
+    relpaths: paths relative to root, as from `list_images`.
+
+  Returns:
+    (class_names, labels): the sorted sub-folder names that hold images, and
+    int32[len(relpaths)] in 0..len(class_names)-1.
+
+  Raises:
+    errors.ConfigError: when some images lie directly in root (no class).
+  """
+  parts = [path.split(os.sep, 1) for path in relpaths]
+  loose = [path for path, part in zip(relpaths, parts) if len(part) == 1]
+  if loose:
+    raise errors.ConfigError(
+        f'Image folder {root!r} has {len(loose)} image(s) directly in it (e.g. '
+        f'{loose[0]}), so they have no class. For class labels put each '
+        "class's images in its own sub-folder: <path>/<class name>/*.jpg "
+        '(the class is the first-level sub-folder).')
+  names, labels = np.unique([part[0] for part in parts], return_inverse=True)
+  return [str(name) for name in names], labels.astype(np.int32)
 
 
 def record_unreadable(root, relpath, error):
@@ -75,12 +105,6 @@ def record_unreadable(root, relpath, error):
         'Image folder %s: skipped %d unreadable file(s) so far (e.g. %s); '
         'latest %s: %s: %s', root, count, ', '.join(examples), relpath,
         type(error).__name__, error)
-
-
-def unreadable_count(root):
-  """Returns how many distinct unreadable files this process has met under root."""
-  with _unreadable_lock:
-    return len(_unreadable.get(root, ()))
 
 
 def decode(root, relpath, *, size, channels, crop):
@@ -106,3 +130,35 @@ def decode(root, relpath, *, size, channels, crop):
   except Exception as error:  # pylint: disable=broad-except
     record_unreadable(root, relpath, error)
     return None
+
+
+class FolderReader:
+  """index -> uint8[H, W, C], or None for an unreadable file (picklable).
+
+  Attributes:
+    root: the image folder.
+  """
+
+  def __init__(self, root, relpaths, fit):
+    self.root = root
+    self._relpaths = relpaths
+    self._fit = fit
+
+  def __call__(self, index):
+    return decode(self.root, self._relpaths[int(index)], **self._fit)
+
+  def unreadable_error(self, indices):
+    """The error for files that were all unreadable.
+
+    Args:
+      indices: int[n] the files tried, none of them readable.
+
+    Returns:
+      An `errors.MissingFileError` naming the folder, the count and an example.
+    """
+    return errors.MissingFileError(
+        f'Image folder {self.root!r}: none of {len(indices)} image files tried '
+        f'(of {len(self._relpaths)}) could be read, e.g. '
+        f'{self._relpaths[int(indices[0])]} (the warnings above give the '
+        "decoder's errors). Replace the broken files, or set "
+        '--config.data.path to a folder of readable JPEG/PNG images.')

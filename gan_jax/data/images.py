@@ -3,8 +3,8 @@
 Two resizers, both bilinear with half-pixel centres and a triangle filter that
 is widened by the downscale factor (so downscaling is antialiased, upscaling
 is plain bilinear interpolation):
-  * `resize_bilinear`: float numpy, separable weight matrices, vectorised over a
-    batch. Equal to `jax.image.resize(x, shape, 'linear', antialias=True)`.
+  * `resize_antialiased`: float numpy, separable weight matrices, vectorised
+    over a batch. Equal to `jax.image.resize(x, shape, 'linear', antialias=True)`.
     Used once per iterator for the bundled digits.
   * `fit_image`: one uint8 PIL image -> uint8 numpy at the target size, using
     Pillow's `Image.BILINEAR` (the same filter family). Used per example for
@@ -21,6 +21,8 @@ Crops (`data_config.crop`):
 
 import numpy as np
 from PIL import Image
+
+from gan_jax import errors
 
 CROPS = ('center', 'celeba', 'none')
 CELEBA_CROP_SIZE = 108
@@ -39,7 +41,7 @@ def _linear_weights(in_size, out_size):
   return weights / weights.sum(axis=1, keepdims=True)
 
 
-def resize_bilinear(images, size):
+def resize_antialiased(images, size):
   """Resizes a batch of float images with an antialiased bilinear filter.
 
   Args:
@@ -59,6 +61,13 @@ def resize_bilinear(images, size):
   return np.einsum('yh,nhwc,xw->nyxc', rows, images, cols)
 
 
+def check_crop(crop):
+  """Raises `errors.ConfigError` unless `crop` is one of CROPS."""
+  if crop not in CROPS:
+    raise errors.ConfigError(
+        f'Unknown crop {crop!r}; known: {list(CROPS)}. Set --config.data.crop.')
+
+
 def crop_box(image_size, target_size, crop):
   """Returns the crop box for an image, in PIL's (left, top, right, bottom).
 
@@ -71,8 +80,9 @@ def crop_box(image_size, target_size, crop):
     A 4-tuple of ints inside the image.
 
   Raises:
-    ValueError: for an unknown crop name.
+    errors.ConfigError: for an unknown crop name.
   """
+  check_crop(crop)
   width, height = image_size
   out_h, out_w = target_size
   if crop == 'none':
@@ -80,14 +90,11 @@ def crop_box(image_size, target_size, crop):
   if crop == 'celeba':
     # Images smaller than the DCGAN crop fall back to their centre square.
     crop_w = crop_h = min(CELEBA_CROP_SIZE, width, height)
-  elif crop == 'center':
+  else:  # 'center'
     if width * out_h > height * out_w:  # too wide for the target aspect
       crop_h, crop_w = height, max(1, round(height * out_w / out_h))
     else:
       crop_w, crop_h = width, max(1, round(width * out_h / out_w))
-  else:
-    raise ValueError(
-        f'Unknown crop {crop!r}; known: {list(CROPS)}. Set --config.data.crop.')
   left = (width - crop_w) // 2
   top = (height - crop_h) // 2
   return (left, top, left + crop_w, top + crop_h)

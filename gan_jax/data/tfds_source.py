@@ -8,35 +8,46 @@ prepares it (TFDS' own download path can spend minutes retrying without a
 network, so it is never reached).
 
 Tested names: mnist, fashion_mnist, cifar10, svhn_cropped, celeb_a; any TFDS
-dataset with an 'image' feature works.
+dataset with an 'image' feature works. Class labels come from a 'label'
+feature (a `tfds.features.ClassLabel`: mnist, cifar10, svhn_cropped, ... but
+not celeb_a).
+
+tensorflow_datasets is imported inside the functions that need it: it takes
+seconds to import and only this source uses it.
 """
 
 import difflib
+import re
+
+from gan_jax import errors
+from gan_jax.data import images as images_lib
 
 TESTED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'svhn_cropped',
                    'celeb_a')
 IMAGE_KEY = 'image'
+LABEL_KEY = 'label'
 
 
-class TfdsImages:
-  """Indexable view of one split's images (picklable for grain workers).
+class ImageReader:
+  """index -> uint8[H, W, C]: one record's image, cropped and resized (picklable)."""
 
-  Attributes:
-    name: the TFDS dataset name.
-    split: the split string (TFDS slicing such as 'train[:90%]' works).
-  """
-
-  def __init__(self, source, *, name, split):
+  def __init__(self, source, fit):
     self._source = source
-    self.name = name
-    self.split = split
+    self._fit = fit
 
-  def __len__(self):
-    return len(self._source)
+  def __call__(self, index):
+    return images_lib.fit_image(self._source[int(index)][IMAGE_KEY],
+                                **self._fit)
 
-  def __getitem__(self, index):
-    """Returns uint8[h, w, c] (c = 1 or 3 for the tested datasets)."""
-    return self._source[int(index)][IMAGE_KEY]
+
+class LabelReader:
+  """index -> int: one record's class label (decodes the whole record)."""
+
+  def __init__(self, source):
+    self._source = source
+
+  def __call__(self, index):
+    return int(self._source[int(index)][LABEL_KEY])
 
 
 def _base_name(name):
@@ -67,15 +78,52 @@ def _prepare_help(name, data_dir):
   return '\n'.join(lines)
 
 
-def _unknown_name_error(name):
+def _builder(name, data_dir):
+  """Returns the TFDS builder of `name`, never preparing or downloading."""
+  if not name:
+    raise errors.ConfigError(
+        'data.source=tfds needs a dataset name: --config.data.name=mnist '
+        f'(tested: {list(TESTED_DATASETS)}).')
+  # Lazy: TFDS takes seconds to import and only this source needs it.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  known = tfds.list_builders(with_community_datasets=False)
-  close = difflib.get_close_matches(_base_name(name), known, n=5)
-  return ValueError(
-      f'Unknown TFDS dataset {name!r}. Close matches: {close}; datasets tested '
-      f'with gan_jax: {list(TESTED_DATASETS)}; all {len(known)} names: '
-      'python -c "import tensorflow_datasets as tfds; '
-      'print(tfds.list_builders())". Set --config.data.name.')
+  try:
+    return tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    known = tfds.list_builders(with_community_datasets=False)
+    close = difflib.get_close_matches(_base_name(name), known, n=5)
+    raise errors.ConfigError(
+        f'Unknown TFDS dataset {name!r}. Close matches: {close}; datasets '
+        f'tested with gan_jax: {list(TESTED_DATASETS)}; all {len(known)} '
+        'names: python -c "import tensorflow_datasets as tfds; '
+        'print(tfds.list_builders())". Set --config.data.name.') from None
+
+
+def _open_error(builder, *, name, split, data_dir):
+  """Says why a split of a known dataset would not open (None: not known)."""
+  if not builder.is_prepared():
+    return errors.MissingFileError(
+        f'TFDS dataset {name!r} is not prepared under {builder.data_dir} '
+        f'(data_dir={data_dir or "TFDS default"}); gan_jax never downloads '
+        'data itself.\n' + _prepare_help(name, data_dir))
+  file_format = getattr(builder.info.file_format, 'value',
+                        builder.info.file_format)
+  if str(file_format) != 'array_record':
+    return errors.MissingFileError(
+        f'TFDS dataset {name!r} at {builder.data_dir} is prepared as '
+        f'{file_format}, but random access (tfds.data_source) needs '
+        'array_record. Convert it in place with:\n'
+        f'  tfds convert_format --dataset_version_dir={builder.data_dir} '
+        '--out_file_format=array_record\n'
+        'or prepare it again:\n' + _prepare_help(name, data_dir))
+  known = list(builder.info.splits.keys())
+  # TFDS split strings combine names with '+' and slice them with [..].
+  asked = [re.sub(r'\[.*?\]', '', part).strip() for part in split.split('+')]
+  if any(part not in known for part in asked):
+    return errors.ConfigError(
+        f'TFDS dataset {name!r} has no split {split!r}; its splits: {known} '
+        "(slices such as 'train[:90%]' work too). Set --config.data.split "
+        '(or --config.eval.reference_split for evaluation).')
+  return None
 
 
 def open_split(name, *, split, data_dir=''):
@@ -88,51 +136,67 @@ def open_split(name, *, split, data_dir=''):
       ~/tensorflow_datasets).
 
   Returns:
-    A `TfdsImages` with len() examples of uint8[h, w, c] images.
+    A picklable TFDS data source: len() records, `source[i]` a dict of numpy
+    features with 'image' uint8[h, w, c] (c = 1 or 3 for the tested datasets),
+    `source.dataset_info` its metadata.
 
   Raises:
-    ValueError: for an empty or unknown name (listing close and tested
-      names), or a dataset without an 'image' feature.
-    FileNotFoundError: when the dataset is not prepared as array_record under
-      data_dir; the message gives the commands that prepare or convert it.
+    errors.ConfigError: for an empty or unknown name (listing close and tested
+      names), an unknown split, or a dataset without an 'image' feature.
+    errors.MissingFileError: when the dataset is not prepared as array_record
+      under data_dir; the message gives the commands that prepare or convert it.
   """
-  if not name:
-    raise ValueError(
-        'data.source=tfds needs a dataset name: --config.data.name=mnist '
-        f'(tested: {list(TESTED_DATASETS)}).')
-  # TFDS is imported lazily: it is slow to import and only this source needs it.
+  # Lazy, as in _builder.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  data_dir = data_dir or None
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise _unknown_name_error(name) from None
+  builder = _builder(name, data_dir)
   try:
     # download=False: only opens files that exist; it cannot reach the network.
-    source = tfds.data_source(name, split=split, data_dir=data_dir,
+    source = tfds.data_source(name, split=split, data_dir=data_dir or None,
                               download=False)
   except Exception as error:  # pylint: disable=broad-except
-    if not builder.is_prepared():
-      raise FileNotFoundError(
-          f'TFDS dataset {name!r} is not prepared under {builder.data_dir} '
-          f'(data_dir={data_dir or "TFDS default"}); gan_jax never downloads '
-          'data itself.\n' + _prepare_help(name, data_dir)) from error
-    file_format = getattr(builder.info.file_format, 'value',
-                          builder.info.file_format)
-    if str(file_format) != 'array_record':
-      raise FileNotFoundError(
-          f'TFDS dataset {name!r} at {builder.data_dir} is prepared as '
-          f'{file_format}, but random access (tfds.data_source) needs '
-          'array_record. Convert it in place with:\n'
-          f'  tfds convert_format --dataset_version_dir={builder.data_dir} '
-          '--out_file_format=array_record\n'
-          'or prepare it again:\n' + _prepare_help(name, data_dir)
-      ) from error
-    raise
+    reason = _open_error(builder, name=name, split=split, data_dir=data_dir)
+    if reason is None:
+      raise
+    raise reason from error
   features = source.dataset_info.features
   if IMAGE_KEY not in features.keys():
-    raise ValueError(
+    raise errors.ConfigError(
         f'TFDS dataset {name!r} has no {IMAGE_KEY!r} feature (it has '
         f'{list(features.keys())}); gan_jax needs an image dataset such as '
-        f'{list(TESTED_DATASETS)}.')
-  return TfdsImages(source, name=name, split=split)
+        f'{list(TESTED_DATASETS)}. Set --config.data.name.')
+  return source
+
+
+def no_labels_message(name, features):
+  """Returns why a dataset cannot give class labels, or '' when it can.
+
+  Args:
+    name: the TFDS name (for the message).
+    features: the dataset's `tfds.features.FeaturesDict`.
+  """
+  if LABEL_KEY in features.keys() and hasattr(features[LABEL_KEY], 'names'):
+    return ''
+  return (f'TFDS dataset {name!r} has no class-label feature {LABEL_KEY!r} '
+          f'(it has {list(features.keys())}), so it cannot give class labels. '
+          'Train it without labels, or pick a labelled dataset such as mnist, '
+          'cifar10 or svhn_cropped (--config.data.name).')
+
+
+def label_names(name, *, data_dir=''):
+  """Returns a dataset's class names (from its metadata; no data is read).
+
+  Args:
+    name: TFDS name.
+    data_dir: TFDS data_dir ('' = TFDS' default).
+
+  Returns:
+    list[str], the name of class i at position i (mnist: ['0', ..., '9']).
+
+  Raises:
+    errors.ConfigError: unknown name, or a dataset without a 'label' feature.
+  """
+  features = _builder(name, data_dir).info.features
+  message = no_labels_message(name, features)
+  if message:
+    raise errors.ConfigError(message)
+  return [str(label) for label in features[LABEL_KEY].names]

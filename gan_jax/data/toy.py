@@ -6,6 +6,8 @@ grid: 25 modes at {-4, -2, 0, 2, 4}^2, std 0.05.
 
 import numpy as np
 
+from gan_jax import errors
+
 MIXTURES = ('ring', 'grid')
 
 
@@ -19,7 +21,7 @@ def mixture(name):
     (centers, std): centers f64[K, 2] (K = 8 for ring, 25 for grid), std a float.
 
   Raises:
-    ValueError: for an unknown mixture name, listing the known ones.
+    errors.ConfigError: for an unknown mixture name, listing the known ones.
   """
   if name == 'ring':
     angles = 2 * np.pi * np.arange(8) / 8
@@ -28,7 +30,9 @@ def mixture(name):
     axis = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])
     xs, ys = np.meshgrid(axis, axis, indexing='ij')
     return np.stack([xs.ravel(), ys.ravel()], axis=1), 0.05
-  raise ValueError(f'Unknown toy mixture {name!r}; known: {list(MIXTURES)}.')
+  raise errors.ConfigError(
+      f'Unknown toy mixture {name!r}; known: {list(MIXTURES)}. '
+      'Set --config.data.toy.')
 
 
 def sample_mixture(name, num_samples, rng):

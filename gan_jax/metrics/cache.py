@@ -1,10 +1,10 @@
 """The on-disk cache of the metrics: where it lives, and keyed `.npz` files in it.
 
-Three things are cached: the FID Inception weights (downloaded by the user), the
-digits proxy classifier (trained once), and the features / statistics of each
-reference data set. A cached `.npz` stores the JSON of the key it was computed
-under, and a file whose stored key differs from the requested one is recomputed,
-so a changed setting can never reuse a stale result.
+Two things live there: the FID Inception weights (downloaded by the user) and
+the features / statistics of each reference data set. A cached `.npz` stores the
+JSON of the key it was computed under, and a file whose stored key differs from
+the requested one is recomputed, so a changed setting can never reuse a stale
+result.
 """
 
 import hashlib

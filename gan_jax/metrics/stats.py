@@ -1,4 +1,4 @@
-"""FID, KID, Inception Score and improved precision / recall on feature arrays.
+"""FID, KID, Inception Score, improved precision / recall; KL of a histogram to uniform.
 
 Pure functions of features (numpy, float64 where it matters); the Inception
 network that produces the features lives in `inception.py`. Reference
@@ -123,20 +123,77 @@ def _kid_all_subsets(x, y, rows_x, rows_y):
                          diag_x @ mask_x, diag_y @ mask_y, m)
 
 
+def kid_subsets(num_real, num_fake, *, subset_size, num_subsets, seed):
+  """The rows of every KID subset, drawn as torch-fidelity draws them.
+
+  For each subset, `rng.choice(n, subset_size, replace=False)` from one
+  `np.random.RandomState(seed)`, real rows first, then fake rows.
+
+  Args:
+    num_real, num_fake: sizes of the two feature sets (>= 2 each).
+    subset_size: rows per subset; when larger than min(num_real, num_fake) it
+      is clipped to that (with a warning) instead of failing as torch-fidelity does.
+    num_subsets: number of subsets (>= 1).
+    seed: RandomState seed of the draws.
+
+  Returns:
+    (rows_real int[S, m], rows_fake int[S, m]), m the (clipped) subset size.
+  """
+  limit = min(num_real, num_fake)
+  if limit < 2:
+    raise ValueError(f'KID needs at least 2 samples in each set, got {num_real} and {num_fake}')
+  if subset_size > limit:
+    logging.warning('KID subset size %d > available samples (real %d, fake %d): using %d.',
+                    subset_size, num_real, num_fake, limit)
+    subset_size = limit
+  if subset_size < 2 or num_subsets < 1:
+    raise ValueError(f'need subset_size >= 2 and num_subsets >= 1, got {subset_size}, '
+                     f'{num_subsets}')
+  rng = np.random.RandomState(seed)
+  rows = [(rng.choice(num_real, subset_size, replace=False),
+           rng.choice(num_fake, subset_size, replace=False)) for _ in range(num_subsets)]
+  return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def kid_subset_values(real, fake, rows_real, rows_fake, *, whole_sets):
+  """Unbiased MMD^2 (kernel (x.y / d + 1)^3) of the given subsets.
+
+  Args:
+    real: f[N_r, D]; fake: f[N_f, D] features (cast to float64).
+    rows_real, rows_fake: int[S, m] rows of each subset (`kid_subsets`).
+    whole_sets: build the kernels of the whole sets once (cheaper for small
+      sets) instead of per subset; the same values up to rounding.
+      `kernel_inception_distance` chooses by cost over *all* its subsets, so
+      callers that compute some of them pass that same choice.
+
+  Returns:
+    f64[S].
+  """
+  x = np.asarray(real, np.float64)
+  y = np.asarray(fake, np.float64)
+  if len(rows_real) == 0:
+    return np.zeros(0)
+  if whole_sets:
+    return _kid_all_subsets(x, y, rows_real, rows_fake)
+  return np.array([_polynomial_mmd2(x[rx], y[ry]) for rx, ry in zip(rows_real, rows_fake)])
+
+
+def kid_whole_sets(num_real, num_fake, subset_size, num_subsets):
+  """Whether whole-set kernels ((N_r + N_f)^2 entries once) are cheaper than per-subset ones."""
+  return (num_real + num_fake) ** 2 <= 3 * num_subsets * subset_size ** 2
+
+
 def kernel_inception_distance(real, fake, *, subset_size=1000, num_subsets=100, seed=0):
   """Kernel Inception Distance (Binkowski et al. 2018) as torch-fidelity computes it.
 
-  For each subset, rows are drawn with
-  `rng.choice(n, subset_size, replace=False)` from one
-  `np.random.RandomState(seed)`, real rows first, then fake rows; each subset's
-  unbiased MMD^2 uses the kernel (x.y / d + 1)^3. torch-fidelity's default seed
-  is 2020 (pass seed=2020 to reproduce its numbers).
+  Subsets are drawn by `kid_subsets`; each subset's unbiased MMD^2 uses the
+  kernel (x.y / d + 1)^3. torch-fidelity's default seed is 2020 (pass
+  seed=2020 to reproduce its numbers).
 
   Args:
     real: f[N_r, D] features.
     fake: f[N_f, D] features.
-    subset_size: rows per subset; when larger than min(N_r, N_f) it is clipped
-      to that (with a warning) instead of failing as torch-fidelity does.
+    subset_size: rows per subset (clipped to min(N_r, N_f), with a warning).
     num_subsets: number of subsets.
     seed: RandomState seed of the subset draws.
 
@@ -147,28 +204,28 @@ def kernel_inception_distance(real, fake, *, subset_size=1000, num_subsets=100, 
   y = np.asarray(fake, np.float64)
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
     raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
-  limit = min(len(x), len(y))
-  if limit < 2:
-    raise ValueError(f'KID needs at least 2 samples in each set, got {len(x)} and {len(y)}')
-  if subset_size > limit:
-    logging.warning('KID subset size %d > available samples (real %d, fake %d): using %d.',
-                    subset_size, len(x), len(y), limit)
-    subset_size = limit
-  if subset_size < 2 or num_subsets < 1:
-    raise ValueError(f'need subset_size >= 2 and num_subsets >= 1, got {subset_size}, '
-                     f'{num_subsets}')
-  rng = np.random.RandomState(seed)
-  rows = [(rng.choice(len(x), subset_size, replace=False),
-           rng.choice(len(y), subset_size, replace=False)) for _ in range(num_subsets)]
-  rows_x = np.stack([r[0] for r in rows])
-  rows_y = np.stack([r[1] for r in rows])
-  # Whole-set kernels cost (N_r + N_f)^2 entries once; per-subset kernels cost
-  # 3 * subset_size^2 per subset. Take the cheaper (same value up to rounding).
-  if (len(x) + len(y)) ** 2 <= 3 * num_subsets * subset_size ** 2:
-    values = _kid_all_subsets(x, y, rows_x, rows_y)
-  else:
-    values = np.array([_polynomial_mmd2(x[rx], y[ry]) for rx, ry in zip(rows_x, rows_y)])
+  rows_x, rows_y = kid_subsets(len(x), len(y), subset_size=subset_size,
+                               num_subsets=num_subsets, seed=seed)
+  values = kid_subset_values(
+      x, y, rows_x, rows_y,
+      whole_sets=kid_whole_sets(len(x), len(y), rows_x.shape[1], num_subsets))
   return float(values.mean()), float(values.std())
+
+
+def kl_to_uniform(counts):
+  """KL divergence of a histogram from the uniform distribution over its bins.
+
+  Args:
+    counts: f[K] or int[K], non-negative with a positive sum.
+
+  Returns:
+    KL(counts / sum || uniform over K) in nats, a Python float in [0, log K];
+    empty bins contribute nothing (0 log 0 = 0).
+  """
+  q = np.asarray(counts, np.float64)
+  q = q / q.sum()
+  nonzero = q > 0
+  return float(np.sum(q[nonzero] * np.log(q[nonzero] * len(q))))
 
 
 def _log_softmax(logits):
@@ -235,7 +292,7 @@ def _kth_neighbour(rows, points, k):
   d2 = _sq_distances(rows, points)
   index = jnp.arange(d2.shape[0])
   # k passes of "drop the row minimum" (k is small) instead of lax.top_k, which
-  # XLA:CPU lowers to a full sort and is ~40x slower here.
+  # XLA:CPU lowers to a full sort (far slower here).
   for _ in range(k):
     d2 = d2.at[index, jnp.argmin(d2, axis=1)].set(jnp.inf)
   return jnp.min(d2, axis=1)
@@ -246,19 +303,47 @@ def _covered(rows, support, radii):
   return jnp.any(_sq_distances(rows, support) <= radii[None, :], axis=1)
 
 
-def _knn_radii(x, k, block):
-  """Squared distance of every row of x to its k-th nearest other row."""
-  points = jnp.asarray(x)
-  return np.concatenate([np.asarray(_kth_neighbour(jnp.asarray(rows), points, k))[:valid]
-                         for rows, valid in _blocks(x, block)])
+def pr_dtype():
+  """The dtype precision / recall distances run in: float64 under x64, else float32."""
+  return jnp.result_type(float)
 
 
-def _inside_any(queries, support, radii, block):
-  """Share of query rows within the radius of at least one support row."""
+def pr_block(num_real, num_fake, block_size=1024):
+  """Query rows per distance block for sets of these sizes (one compiled shape per run)."""
+  return min(block_size, max(num_real, num_fake))
+
+
+def knn_radii(queries, points, *, k, block):
+  """Squared distance of every query row to its k-th nearest *other* row of `points`.
+
+  Args:
+    queries: f[Q, D], each row also a row of `points` (its own distance 0 is skipped).
+    points: f[N, D].
+    k: neighbourhood size.
+    block: query rows per compiled call (`pr_block`).
+
+  Returns:
+    np[Q] in the dtype of the inputs.
+  """
+  points = jnp.asarray(points)
+  out = [np.asarray(_kth_neighbour(jnp.asarray(rows), points, k))[:valid]
+         for rows, valid in _blocks(np.asarray(queries), block)]
+  return np.concatenate(out) if out else np.zeros(0, np.asarray(queries).dtype)
+
+
+def covered(queries, support, radii, *, block):
+  """bool[Q]: whether each query row lies within the radius of at least one support row.
+
+  Args:
+    queries: f[Q, D]; support: f[S, D]; radii: f[S] squared radii.
+    block: query rows per compiled call.
+  """
+  if len(support) == 0:
+    return np.zeros(len(queries), bool)
   support, radii = jnp.asarray(support), jnp.asarray(radii)
-  hits = sum(int(np.asarray(_covered(jnp.asarray(rows), support, radii))[:valid].sum())
-             for rows, valid in _blocks(queries, block))
-  return hits / len(queries)
+  out = [np.asarray(_covered(jnp.asarray(rows), support, radii))[:valid]
+         for rows, valid in _blocks(np.asarray(queries), block)]
+  return np.concatenate(out) if out else np.zeros(0, bool)
 
 
 def precision_recall(real, fake, *, k=3, block_size=1024):
@@ -279,17 +364,14 @@ def precision_recall(real, fake, *, k=3, block_size=1024):
   Returns:
     (precision, recall), Python floats in [0, 1].
   """
-  dtype = jnp.result_type(float)  # float64 under x64, else float32
-  x = np.asarray(real, dtype)
-  y = np.asarray(fake, dtype)
+  x = np.asarray(real, pr_dtype())
+  y = np.asarray(fake, pr_dtype())
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
     raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
   if min(len(x), len(y)) <= k:
     raise ValueError(f'precision/recall with k={k} needs more than {k} samples per set, '
                      f'got {len(x)} real and {len(y)} fake')
-  block = min(block_size, max(len(x), len(y)))
-  real_radii = _knn_radii(x, k, block)
-  fake_radii = _knn_radii(y, k, block)
-  precision = _inside_any(y, x, real_radii, block)
-  recall = _inside_any(x, y, fake_radii, block)
+  block = pr_block(len(x), len(y), block_size)
+  precision = covered(y, x, knn_radii(x, x, k=k, block=block), block=block).mean()
+  recall = covered(x, y, knn_radii(y, y, k=k, block=block), block=block).mean()
   return float(precision), float(recall)

@@ -3,30 +3,50 @@
 `build(config.model)` returns a (generator, discriminator) pair of flax linen modules;
 the family is picked by `config.model.name`. Contracts (see DESIGN.md):
 
-  G.apply(vars, z, train=bool, mutable=['batch_stats'] if train else False)
-      z: f32[B, z_dim] -> f32[B, H, W, C] in [-1, 1]   (mlp: f32[B, channels])
-  D.apply(vars, x, train=bool, mutable=...)
-      x -> logits f32[B // pack] (no sigmoid)
+  G.apply(vars, z, labels=None, *, train, mutable=['batch_stats'] if train else False)
+      z: f32[B, z_dim], labels: int32[B] in [0, num_classes) (conditional models only)
+      -> f32[B, H, W, C] in [-1, 1]   (mlp: f32[B, channels])
+  D.apply(vars, x, labels=None, *, train, mutable=...)
+      x -> logits f32[B // pack] (no sigmoid); with 'intermediates' mutable, D also
+      sows 'features' f32[B // pack, F] (its last hidden features, pooled) and, with
+      an ACGAN or semi-supervised head (model.d_cond 'acgan' / 'semi_supervised'),
+      'class_logits' f32[B, num_classes]. The semi-supervised D's logits are the
+      logsumexp of its class logits, it ignores labels, and its G is unconditional.
 
 BatchNorm statistics and spectral-norm power-iteration state share the `batch_stats`
 collection; a model with neither has no such collection.
 
-Families:
+Each family is a module with `build(model_config, *, bn_axis_name=None, remat=False)`
+and `data_shape(model_config) -> tuple`:
   dcgan   DCGAN of Radford et al. (also SNGAN-style D with spectral_norm=True,
-          d_norm='none', and WGAN-GP-style D with d_norm='layer').
+          d_norm='none', and WGAN-GP-style D with d_norm='layer'); class-conditional
+          with model.num_classes > 0.
   mlp     MLPs for 2-D toy mixtures (PacGAN / minibatch-stddev switches).
+  resnet  ResNet SNGAN / cGAN-PD of torch_mimicry (32, 48, 64, 128 px).
+  biggan  BigGAN of Brock et al. as StudioGAN's big_resnet (32-512 px).
+  sagan   SAGAN of Zhang et al. as StudioGAN trains it (its resnet + self-attention).
 """
 
 import math
 
 import jax
+import jax.numpy as jnp
 
+from gan_jax import errors
+from gan_jax.models import biggan
+from gan_jax.models import conditional
 from gan_jax.models import dcgan
 from gan_jax.models import mlp
+from gan_jax.models import resnet
+from gan_jax.models import sagan
 
+# name -> family module (with `build` and `data_shape`).
 _FAMILIES = {
-    'dcgan': dcgan.build,
-    'mlp': mlp.build,
+    'biggan': biggan,
+    'dcgan': dcgan,
+    'mlp': mlp,
+    'resnet': resnet,
+    'sagan': sagan,
 }
 
 
@@ -35,31 +55,81 @@ def names():
   return sorted(_FAMILIES)
 
 
-def get(name):
-  """Returns the builder `build(model_config, *, bn_axis_name=None)` of a family.
-
-  Raises:
-    ValueError: for an unknown name, listing the known ones.
-  """
+def _family(name):
   if name not in _FAMILIES:
-    raise ValueError(f'Unknown model {name!r}; known models: {names()}. Set model.name.')
+    raise errors.ConfigError(f'Unknown model {name!r}; known models: {names()}. Set model.name.')
   return _FAMILIES[name]
 
 
-def build(model_config, *, bn_axis_name=None):
+def get(name):
+  """Returns the builder `build(model_config, *, bn_axis_name=None, remat=False)` of a family.
+
+  Raises:
+    ConfigError: for an unknown name, listing the known ones.
+  """
+  return _family(name).build
+
+
+def build(model_config, *, bn_axis_name=None, remat=False):
   """Builds (generator, discriminator) for `model_config.name`.
 
   Args:
-    model_config: the `config.model` ConfigDict (see configs/default.py).
+    model_config: the `config.model` ConfigDict (see gan_jax/defaults.py).
     bn_axis_name: when set, every BatchNorm averages its batch statistics over this
       mapped axis (e.g. 'data' under shard_map / pmap): synchronised BatchNorm.
+    remat: rematerialise G's and D's layers / blocks in the backward pass
+      (`config.train.remat`): less activation memory, more compute, the same
+      parameters, statistics and numbers.
 
   Returns:
-    (generator, discriminator) flax linen modules.
+    (generator, discriminator) flax modules.
+
+  Raises:
+    ConfigError: an unknown name or a bad field of the family.
   """
-  return get(model_config.name)(model_config, bn_axis_name=bn_axis_name)
+  return get(model_config.name)(model_config, bn_axis_name=bn_axis_name, remat=remat)
+
+
+def data_shape(model_config):
+  """Shape of one example: (H, W, C) for image families, (channels,) for 'mlp'."""
+  return tuple(_family(model_config.name).data_shape(model_config))
+
+
+def generator_is_conditional(model_config):
+  """Whether G takes labels: num_classes > 0 and D's head is not 'semi_supervised'
+  (the semi-supervised GAN's generator is unconditional; labels train D only)."""
+  return bool(conditional.generator_classes(model_config))
+
+
+def check_loss(model_config, loss_config):
+  """Raises ConfigError (naming loss.type) when the loss does not suit D's head."""
+  conditional.check_loss(model_config, loss_config)
 
 
 def param_count(params):
-  """Number of scalars in a pytree of arrays."""
+  """Number of scalars in a pytree of arrays (or of shape-dtype structs)."""
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+def count_params(model_config):
+  """Trainable parameters of the pair `model_config` builds, without allocating them.
+
+  Counts the 'params' collection (what the optimisers update), not BatchNorm
+  statistics or spectral-norm vectors; shapes come from `jax.eval_shape` of `init`.
+
+  Returns:
+    (generator_count, discriminator_count) ints.
+  """
+  generator, discriminator = build(model_config)
+  batch = 2 * model_config.pack
+  labels = jnp.zeros((batch,), jnp.int32) if model_config.num_classes else None
+
+  def init():
+    key_g, key_d = jax.random.split(jax.random.key(0))
+    g_vars = generator.init(key_g, jnp.zeros((batch, model_config.z_dim)), labels,
+                            train=False)
+    x = jnp.zeros((batch,) + data_shape(model_config))
+    return g_vars, discriminator.init(key_d, x, labels, train=False)
+
+  g_vars, d_vars = jax.eval_shape(init)
+  return param_count(g_vars['params']), param_count(d_vars['params'])

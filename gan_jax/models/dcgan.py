@@ -23,14 +23,24 @@ which small images (8x8 digits: one stride-2 layer each) otherwise cannot get.
 
 Like the PyTorch example no layer has a bias (BatchNorm follows almost every one), and
 weights are initialised N(0, 0.02), BatchNorm scales N(1, 0.02), shifts 0.
+
+With `model.num_classes` > 0 every BatchNorm of G is a conditional BatchNorm (per-class
+gain and bias) and D adds a projection or ACGAN head (`conditional.py`) on phi(x), the
+flattened input of its last conv, as StudioGAN's DCGAN does. D sows
+`intermediates/features`: its last hidden feature map averaged over space.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gan_jax import errors
+from gan_jax.models import compute
+from gan_jax.models import conditional
 from gan_jax.models import layers
+from gan_jax.models import minibatch
 
 
 def layout(resolution):
@@ -43,31 +53,21 @@ def layout(resolution):
     (start, num_up): R = start * 2**num_up, start >= 4 as small as halving allows.
 
   Raises:
-    ValueError: if R cannot be halved at least once to a size >= 4.
+    ConfigError: if R cannot be halved at least once to a size >= 4.
   """
   start, num_up = resolution, 0
   while start % 2 == 0 and start // 2 >= 4:
     start //= 2
     num_up += 1
   if num_up < 1:
-    raise ValueError(
+    raise errors.ConfigError(
         f'dcgan cannot build resolution {resolution}: it must be an even size >= 8 '
         'such as 28, 32, 64 or 128 (R = S * 2^n, S >= 4). Set model.resolution.')
   return start, num_up
 
 
-def _batch_norm(module, *, train, momentum, axis_name, dtype, name):
-  # During init there is no mapped axis to average over (init runs outside
-  # shard_map/pmap), and the statistics are zeros anyway.
-  return nn.BatchNorm(
-      use_running_average=not train, momentum=momentum, epsilon=1e-5,
-      axis_name=None if module.is_initializing() else axis_name,
-      dtype=dtype, param_dtype=jnp.float32, scale_init=layers.dcgan_scale_init,
-      name=name)
-
-
 class Generator(nn.Module):
-  """DCGAN generator: z -> image.
+  """DCGAN generator: z (and labels) -> image.
 
   Attributes:
     resolution: output side in px (see `layout`).
@@ -76,61 +76,85 @@ class Generator(nn.Module):
     norm: 'batch' (BatchNorm + ReLU after every hidden layer) or 'none'.
     extra_layers: stride-1 3x3 conv layers (ngf channels) added at the last
       hidden resolution, before the output layer.
+    num_classes: > 0: every BatchNorm is a conditional BatchNorm (needs labels).
     bn_momentum: BatchNorm running-average decay (0.9 = PyTorch momentum 0.1).
     bn_axis_name: mapped axis to synchronise BatchNorm statistics over, or None.
     dtype: compute dtype; params are float32 and the output is float32.
+    remat: recompute each layer (conv, norm, ReLU) in the backward pass instead of
+      storing its activations (`compute.remat_call`).
   """
   resolution: int = 64
   channels: int = 3
   ngf: int = 64
   norm: str = 'batch'
   extra_layers: int = 0
+  num_classes: int = 0
   bn_momentum: float = 0.9
   bn_axis_name: Any = None
   dtype: Any = jnp.float32
+  remat: bool = False
+
+  def _norm_relu(self, h, labels, k, train):
+    if self.num_classes:
+      h = conditional.ConditionalBatchNorm(
+          self.num_classes, momentum=self.bn_momentum, axis_name=self.bn_axis_name,
+          dtype=self.dtype, name=f'bn{k}')(h, labels, train=train)
+    elif self.norm == 'batch':
+      h = layers.batch_norm(self, train=train, momentum=self.bn_momentum,
+                            axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}',
+                            scale_init=layers.dcgan_scale_init)(h)
+    return nn.relu(h)
+
+  def _project(self, z, labels, start, width, train):
+    """z -> the first start x start x width map (dense layer `project`, bn0, ReLU)."""
+    h = nn.Dense(start * start * width, use_bias=False, kernel_init=layers.dcgan_kernel_init,
+                 dtype=self.dtype, param_dtype=jnp.float32, name='project')(z)
+    return self._norm_relu(h.reshape(z.shape[0], start, start, width), labels, 0, train)
+
+  def _up(self, h, labels, k, features, last, train):
+    """Transposed conv `up<k>` (2x), then norm and ReLU unless it is the `last` layer."""
+    h = layers.ConvTranspose2x(features, dtype=self.dtype, name=f'up{k}')(h)
+    return h if last else self._norm_relu(h, labels, k, train)
+
+  def _extra(self, h, labels, e, train):
+    h = nn.Conv(h.shape[-1], (3, 3), padding=1, use_bias=False,
+                kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
+                param_dtype=jnp.float32, name=f'extra{e}')(h)
+    return self._norm_relu(h, labels, f'_extra{e}', train)
 
   @nn.compact
-  def __call__(self, z, *, train):
+  def __call__(self, z, labels=None, *, train):
     """Generates images.
 
     Args:
       z: f32[B, z_dim] latent codes.
+      labels: int32[B] in [0, num_classes) when conditional; ignored otherwise.
       train: use batch statistics and update the running ones (needs
         `mutable=['batch_stats']` when norm == 'batch').
 
     Returns:
       f32[B, resolution, resolution, channels] in [-1, 1].
     """
-    if self.norm not in ('batch', 'none'):
-      raise ValueError(f"model.g_norm must be 'batch' or 'none' for dcgan, got {self.norm!r}.")
+    labels = conditional.check_labels(labels, batch=z.shape[0], num_classes=self.num_classes,
+                                      who='generator')
     start, num_up = layout(self.resolution)
-
-    def norm_relu(h, k):
-      if self.norm == 'batch':
-        h = _batch_norm(self, train=train, momentum=self.bn_momentum,
-                        axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}')(h)
-      return nn.relu(h)
-
-    width = self.ngf * 2 ** (num_up - 1)
-    h = nn.Dense(start * start * width, use_bias=False, kernel_init=layers.dcgan_kernel_init,
-                 dtype=self.dtype, param_dtype=jnp.float32, name='project')(z)
-    h = norm_relu(h.reshape(z.shape[0], start, start, width), 0)
+    call = functools.partial(compute.remat_call, remat=self.remat)
+    h = call(self._project, z, labels, start, self.ngf * 2 ** (num_up - 1), train)
     for k in range(1, num_up):
-      h = layers.ConvTranspose2x(self.ngf * 2 ** (num_up - 1 - k), dtype=self.dtype,
-                                 name=f'up{k}')(h)
-      h = norm_relu(h, k)
+      h = call(self._up, h, labels, k, self.ngf * 2 ** (num_up - 1 - k), False, train)
     for e in range(self.extra_layers):
-      h = nn.Conv(h.shape[-1], (3, 3), padding=1, use_bias=False,
-                  kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
-                  param_dtype=jnp.float32, name=f'extra{e}')(h)
-      h = norm_relu(h, f'_extra{e}')
-    h = layers.ConvTranspose2x(self.channels, dtype=self.dtype, name=f'up{num_up}')(h)
+      h = call(self._extra, h, labels, e, train)
+    h = call(self._up, h, labels, num_up, self.channels, True, train)
     # tanh in float32: bf16 has ~3 significant digits, too coarse near +-1.
     return jnp.tanh(h.astype(jnp.float32))
 
 
 class Discriminator(nn.Module):
-  """DCGAN discriminator: image -> one logit per (packed) image.
+  """DCGAN discriminator: image (and labels) -> one logit per (packed) image.
+
+  Sows `intermediates/features` f32[B // pack, C] (the last hidden feature map
+  averaged over space) and, with an ACGAN or semi-supervised head,
+  `intermediates/class_logits`.
 
   Attributes:
     resolution: input side in px (see `layout`).
@@ -144,9 +168,16 @@ class Discriminator(nn.Module):
     pack: PacGAN packing degree; `pack` consecutive images are concatenated along
       channels, so D sees B // pack inputs.
     minibatch_std: append the minibatch-stddev feature map before the last conv.
+    minibatch_kernels: > 0: append this many minibatch-discrimination features
+      (`minibatch.py`, from the flattened last feature map) before the last conv.
+    minibatch_kernel_dim: dimension of each minibatch-discrimination kernel.
+    num_classes: > 0: class-conditional head `d_cond` (needs labels, but for
+      'semi_supervised', which ignores them).
+    d_cond: 'projection', 'acgan' or 'semi_supervised' (K-class head, no logit conv).
     bn_momentum: BatchNorm running-average decay.
     bn_axis_name: mapped axis to synchronise BatchNorm statistics over, or None.
     dtype: compute dtype; params are float32 and the logits are float32.
+    remat: recompute each layer (conv, norm, LeakyReLU) in the backward pass.
   """
   resolution: int = 64
   ndf: int = 64
@@ -155,91 +186,147 @@ class Discriminator(nn.Module):
   spectral_norm: bool = False
   pack: int = 1
   minibatch_std: bool = False
+  minibatch_kernels: int = 0
+  minibatch_kernel_dim: int = 5
+  num_classes: int = 0
+  d_cond: str = 'projection'
   bn_momentum: float = 0.9
   bn_axis_name: Any = None
   dtype: Any = jnp.float32
+  remat: bool = False
+
+  def _conv(self, module, h, train):
+    return layers.maybe_spectral_normalized(module, h, spectral_norm=self.spectral_norm,
+                                            train=train)
+
+  def _norm_lrelu(self, h, k, train):
+    if self.norm == 'batch':
+      h = layers.batch_norm(self, train=train, momentum=self.bn_momentum,
+                            axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}',
+                            scale_init=layers.dcgan_scale_init)(h)
+    elif self.norm == 'layer':
+      h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), feature_axes=-1,
+                       dtype=self.dtype, param_dtype=jnp.float32,
+                       force_float32_reductions=True, name=f'ln{k}')(h)
+    return layers.leaky_relu(h)
+
+  def _down(self, h, k, train):
+    """Strided conv `conv<k>` (H / 2), then norm (not after the first) and LeakyReLU."""
+    h = self._conv(layers.Conv2x(self.ndf * 2 ** k, dtype=self.dtype, name=f'conv{k}'), h,
+                   train)
+    return self._norm_lrelu(h, k, train) if k > 0 else layers.leaky_relu(h)
+
+  def _extra(self, h, e, train):
+    h = self._conv(nn.Conv(self.ndf, (3, 3), padding=1, use_bias=False,
+                           kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
+                           param_dtype=jnp.float32, name=f'extra{e}'), h, train)
+    return self._norm_lrelu(h, f'_extra{e}', train)
 
   @nn.compact
-  def __call__(self, x, *, train):
+  def __call__(self, x, labels=None, *, train):
     """Scores images.
 
     Args:
       x: f32[B, resolution, resolution, C] in [-1, 1], B divisible by `pack`.
+      labels: int32[B] in [0, num_classes) when conditional; ignored otherwise.
       train: use batch statistics / update running statistics and spectral-norm
         vectors (needs `mutable=['batch_stats']` when the model has that collection).
 
     Returns:
       f32[B // pack] logits (no sigmoid).
     """
-    if self.norm not in ('batch', 'layer', 'none'):
-      raise ValueError(
-          f"model.d_norm must be 'batch', 'layer' or 'none' for dcgan, got {self.norm!r}.")
     start, num_down = layout(self.resolution)
     if x.ndim != 4 or x.shape[1:3] != (self.resolution, self.resolution):
       raise ValueError(
           f'dcgan discriminator expects f32[B, {self.resolution}, {self.resolution}, C] '
           f'images (model.resolution), got shape {x.shape}.')
+    labels = conditional.check_labels(labels, batch=x.shape[0] // self.pack,
+                                      num_classes=self.num_classes, who='discriminator',
+                                      d_cond=self.d_cond)
 
-    def conv(module, h):
-      if self.spectral_norm:
-        return nn.SpectralNorm(module, name=f'sn_{module.name}')(h, update_stats=train)
-      return module(h)
-
-    def norm_lrelu(h, k):
-      if self.norm == 'batch':
-        h = _batch_norm(self, train=train, momentum=self.bn_momentum,
-                        axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}')(h)
-      elif self.norm == 'layer':
-        h = nn.LayerNorm(epsilon=1e-5, reduction_axes=(-3, -2, -1), feature_axes=-1,
-                         dtype=self.dtype, param_dtype=jnp.float32, name=f'ln{k}')(h)
-      return layers.leaky_relu(h)
-
+    call = functools.partial(compute.remat_call, remat=self.remat)
     h = layers.pack_inputs(x, self.pack).astype(self.dtype)
     for k in range(num_down):
-      h = conv(layers.Conv2x(self.ndf * 2 ** k, dtype=self.dtype, name=f'conv{k}'), h)
-      h = norm_lrelu(h, k) if k > 0 else layers.leaky_relu(h)
+      h = call(self._down, h, k, train)
       if k == 0:
         for e in range(self.extra_layers):
-          h = conv(nn.Conv(self.ndf, (3, 3), padding=1, use_bias=False,
-                           kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
-                           param_dtype=jnp.float32, name=f'extra{e}'), h)
-          h = norm_lrelu(h, f'_extra{e}')
+          h = call(self._extra, h, e, train)
+    self.sow('intermediates', 'features', jnp.mean(h.astype(jnp.float32), axis=(1, 2)))
     if self.minibatch_std:
       h = layers.minibatch_stddev(h)
-    h = conv(nn.Conv(1, (start, start), padding='VALID', use_bias=False,
-                     kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
-                     param_dtype=jnp.float32, name='logit'), h)
-    return h.reshape(h.shape[0]).astype(jnp.float32)
+    if self.minibatch_kernels:
+      h = minibatch.append_to_map(h, minibatch.MinibatchDiscrimination(
+          self.minibatch_kernels, self.minibatch_kernel_dim, dtype=self.dtype,
+          name='minibatch')(h.reshape(h.shape[0], -1)))
+    logits = None
+    if conditional.has_logit_layer(self.num_classes, self.d_cond):
+      logits = self._conv(nn.Conv(1, (start, start), padding='VALID', use_bias=False,
+                                  kernel_init=layers.dcgan_kernel_init, dtype=self.dtype,
+                                  param_dtype=jnp.float32,
+                                  conv_general_dilated=compute.conv_f32_output, name='logit'),
+                          h, train)
+      logits = logits.reshape(h.shape[0]).astype(jnp.float32)
+    # phi(x) of the class heads: the input of the SxS logit conv, i.e. of a linear layer.
+    # The heads and the logit conv give float32 results (bf16 would round the logits).
+    return conditional.discriminator_output(
+        self, h.reshape(h.shape[0], -1), logits, labels, num_classes=self.num_classes,
+        d_cond=self.d_cond, spectral_norm=self.spectral_norm, train=train, dtype=jnp.float32)
 
 
-def build(model_config, *, bn_axis_name=None):
+def _validate(model_config):
+  m = model_config
+  layout(m.resolution)
+  if m.g_norm not in ('batch', 'none'):
+    raise errors.ConfigError(f"model.g_norm must be 'batch' or 'none' for dcgan, got {m.g_norm!r}.")
+  if m.d_norm not in ('batch', 'layer', 'none'):
+    raise errors.ConfigError(
+        f"model.d_norm must be 'batch', 'layer' or 'none' for dcgan, got {m.d_norm!r}.")
+  if m.pack < 1:
+    raise errors.ConfigError(f'model.pack must be >= 1, got {m.pack}.')
+  if m.extra_layers < 0:
+    raise errors.ConfigError(f'model.extra_layers must be >= 0, got {m.extra_layers}.')
+  conditional.validate(m, semi_supervised=True)
+  minibatch.validate(m)
+  if conditional.generator_classes(m) and m.g_norm != 'batch':
+    raise errors.ConfigError(
+        "model.g_norm must be 'batch' for a class-conditional dcgan (its generator is "
+        f'conditioned through conditional BatchNorm), got {m.g_norm!r}.')
+
+
+def data_shape(model_config):
+  """(resolution, resolution, channels): the shape of one image."""
+  return (model_config.resolution, model_config.resolution, model_config.channels)
+
+
+def build(model_config, *, bn_axis_name=None, remat=False):
   """Builds the DCGAN pair from `config.model`.
 
   Args:
     model_config: ConfigDict with resolution, channels, ngf, ndf, g_norm, d_norm,
-      extra_layers, spectral_norm, bn_momentum, pack, minibatch_std, dtype (z_dim is
+      extra_layers, spectral_norm, num_classes, d_cond, bn_momentum, pack,
+      minibatch_std, minibatch_discrimination, minibatch_kernel_dim, dtype (z_dim is
       implied by the z passed to the generator).
     bn_axis_name: mapped axis name for synchronised BatchNorm, or None.
+    remat: rematerialise every layer of G and D (`config.train.remat`); the
+      parameters are the same either way.
 
   Returns:
     (generator, discriminator) flax modules.
+
+  Raises:
+    ConfigError: naming the first bad field.
   """
   dtype = layers.compute_dtype(model_config.dtype)
-  if model_config.pack < 1:
-    raise ValueError(f'model.pack must be >= 1, got {model_config.pack}.')
-  if model_config.extra_layers < 0:
-    raise ValueError(f'model.extra_layers must be >= 0, got {model_config.extra_layers}.')
-  layout(model_config.resolution)  # fail early with the resolution error
+  _validate(model_config)
+  m = model_config
   generator = Generator(
-      resolution=model_config.resolution, channels=model_config.channels,
-      ngf=model_config.ngf, norm=model_config.g_norm,
-      extra_layers=model_config.extra_layers, bn_momentum=model_config.bn_momentum,
-      bn_axis_name=bn_axis_name, dtype=dtype)
+      resolution=m.resolution, channels=m.channels, ngf=m.ngf, norm=m.g_norm,
+      extra_layers=m.extra_layers, num_classes=conditional.generator_classes(m),
+      bn_momentum=m.bn_momentum, bn_axis_name=bn_axis_name, dtype=dtype, remat=remat)
   discriminator = Discriminator(
-      resolution=model_config.resolution, ndf=model_config.ndf, norm=model_config.d_norm,
-      extra_layers=model_config.extra_layers, spectral_norm=model_config.spectral_norm,
-      pack=model_config.pack,
-      minibatch_std=model_config.minibatch_std, bn_momentum=model_config.bn_momentum,
-      bn_axis_name=bn_axis_name, dtype=dtype)
+      resolution=m.resolution, ndf=m.ndf, norm=m.d_norm, extra_layers=m.extra_layers,
+      spectral_norm=m.spectral_norm, pack=m.pack, minibatch_std=m.minibatch_std,
+      minibatch_kernels=m.minibatch_discrimination, minibatch_kernel_dim=m.minibatch_kernel_dim,
+      num_classes=m.num_classes, d_cond=m.d_cond, bn_momentum=m.bn_momentum,
+      bn_axis_name=bn_axis_name, dtype=dtype, remat=remat)
   return generator, discriminator
-

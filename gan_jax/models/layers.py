@@ -1,32 +1,19 @@
-"""Layers shared by the model families: fast stride-2 convolutions, initialisers, packing.
+"""Layers shared by the model families: DCGAN's stride-2 convolutions, PyTorch-style
+initialisers and layers, BatchNorm, spectral norm, packing. Parameters are float32
+in every compute dtype (the mixed-precision policy is in `compute.py`).
 
 The 4x4 / stride-2 / padding-1 convolution and transposed convolution of DCGAN keep
 the parameter layout of a plain 4x4 kernel (parameter counts equal the PyTorch DCGAN
-example's) but are computed, forward and backward, with formulations that XLA
-runs well:
-
-  * `lax.conv_general_dilated` with `lhs_dilation` (what `flax.linen.ConvTranspose`
-    and XLA's input gradient of a strided convolution lower to) was 2-4x slower on
-    XLA:CPU than the sub-pixel form below on 32-64 px outputs (on par or faster on
-    8-16 px outputs).
-  * The weight gradient XLA derives for a stride-1 "sub-pixel" convolution (a
-    convolution whose window is the whole image) is 2-5x slower than the weight
-    gradient of the equivalent strided convolution.
-
-So both layers use a custom VJP built from the two fast forward kernels, which are
-each other's adjoints (with the kernel's in/out axes swapped):
+example's). The transposed convolution is computed as a sub-pixel convolution and
+both layers carry a custom VJP made of the two forward kernels (each other's
+adjoints), because XLA lowers the textbook forms (input-dilated convolutions) to
+much slower kernels:
 
   conv_4x4_s2(x, w)    forward: strided conv   dx: conv_transpose(dy, w^T)   dw: wgrad
   conv_transpose(x, w) forward: sub-pixel conv dx: conv_4x4_s2(dy, w^T)      dw: wgrad^T
 
 where wgrad is XLA's filter gradient of the strided convolution. The VJPs are
-differentiable again (gradient penalties), but forward-mode (`jax.jvp`) is not
-available. On CPU the training step is compiled with XLA's Eigen convolution
-kernels (`parallel.cpu_compiler_options`); measured per layer at batch 64 on a
-2-core AVX-512 CPU they ran 1.3-3.6x faster than the YNNPACK kernels XLA 0.10
-picks by default for the strided convolutions and their weight gradients.
-With them, XLA's own weight gradient beat every matmul formulation we tried
-(space-to-depth taps, im2col, shifted dy, sums over batch chunks).
+differentiable again (gradient penalties); forward mode (`jax.jvp`) is not available.
 
 Kernel orientation (both layers) follows PyTorch: `kernel[a, b, c, o]` multiplies
 input channel `c` into output channel `o` at kernel tap `(a, b)`, i.e. it equals
@@ -42,16 +29,45 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-def normal_init(stddev, mean=0.0):
-  """Initialiser drawing N(mean, stddev^2) values.
+from gan_jax import errors
+from gan_jax.models import compute
 
-  The values are drawn as a flat vector and reshaped: with the (default) partitionable
-  threefry PRNG, XLA:CPU takes seconds to compile `jax.random.normal` of a 4-D shape
-  such as (4, 4, 32, 16) (0.6 s flat), which dominated model init and test time.
-  """
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+
+# ---- initialisers ----------------------------------------------------------------
+# Values are drawn as a flat vector and reshaped: with the (default) partitionable
+# threefry PRNG, XLA:CPU takes seconds to compile a draw of a 4-D shape such as
+# (4, 4, 32, 16), which dominated model init and test time.
+
+
+def normal_init(stddev, mean=0.0):
+  """Initialiser drawing N(mean, stddev^2) values."""
   def init(key, shape, dtype=jnp.float32):
     flat = jax.random.normal(key, (math.prod(shape),), dtype)
     return (mean + stddev * flat).reshape(shape)
+  return init
+
+
+def uniform_init(bound):
+  """Initialiser drawing U(-bound, bound) values."""
+  def init(key, shape, dtype=jnp.float32):
+    flat = jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound)
+    return flat.reshape(shape)
+  return init
+
+
+def xavier_uniform(gain=1.0):
+  """PyTorch's `nn.init.xavier_uniform_(weight, gain)` for flax layouts.
+
+  For a kernel f32[..., Cin, Cout] (Dense: [Cin, Cout]; Conv: [kh, kw, Cin, Cout];
+  Embed: [num_embeddings, features]) the bound is
+  gain * sqrt(6 / (fan_in + fan_out)), fan_in = Cin * kh * kw, fan_out = Cout * kh * kw.
+  """
+  def init(key, shape, dtype=jnp.float32):
+    receptive = math.prod(shape[:-2])
+    bound = gain * math.sqrt(6.0 / (receptive * (shape[-2] + shape[-1])))
+    return uniform_init(bound)(key, shape, dtype)
   return init
 
 
@@ -61,13 +77,84 @@ dcgan_kernel_init = normal_init(0.02)
 dcgan_scale_init = normal_init(0.02, mean=1.0)
 
 
-def leaky_relu(x):
-  """LeakyReLU with the DCGAN slope 0.2."""
-  return nn.leaky_relu(x, negative_slope=0.2)
+# ---- PyTorch-style layers ------------------------------------------------------------
 
 
-def _dimension_numbers():
-  return ('NHWC', 'HWIO', 'NHWC')
+def torch_conv(features, kernel_size, *, in_features, gain=1.0, dtype=jnp.float32,
+               name=None):
+  """PyTorch `Conv2d(in, out, k, stride=1, padding=k // 2)` re-initialised by xavier_uniform_.
+
+  Weights ~ xavier_uniform(gain); the bias keeps PyTorch's default U(+-1/sqrt(fan_in)),
+  fan_in = in_features * k * k (as torch_mimicry). Params are float32, compute in `dtype`
+  (the bias is added in float32: `compute.Conv`).
+
+  Returns:
+    A `compute.Conv` mapping f[B, H, W, in_features] -> f[B, H, W, features].
+  """
+  return compute.Conv(
+      features, (kernel_size, kernel_size), padding=kernel_size // 2,
+      kernel_init=xavier_uniform(gain),
+      bias_init=uniform_init(1.0 / math.sqrt(in_features * kernel_size ** 2)),
+      dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def torch_dense(features, *, in_features, gain=1.0, dtype=jnp.float32, name=None):
+  """PyTorch `Linear(in, out)` re-initialised by xavier_uniform_(gain); bias as PyTorch's.
+
+  Returns:
+    A `compute.Dense` mapping f[..., in_features] -> f[..., features].
+  """
+  return compute.Dense(
+      features, kernel_init=xavier_uniform(gain),
+      bias_init=uniform_init(1.0 / math.sqrt(in_features)),
+      dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def batch_norm(module, *, train, momentum, axis_name, dtype, name,
+               scale_init=nn.initializers.ones, affine=True):
+  """An `nn.BatchNorm` over the last axis (epsilon 1e-5, as PyTorch) created inside `module`.
+
+  `module` is the calling module: while it initialises (outside shard_map / pmap, where
+  the mapped axis does not exist; the statistics are zeros then anyway) the statistics
+  are not synchronised over `axis_name`. `train` uses and updates batch statistics;
+  `momentum` is the running-average decay (0.9 = PyTorch momentum 0.1); `affine=False`
+  drops the scale and shift (conditional BatchNorm). Params and statistics are float32,
+  and so are the batch mean and variance (and the normalisation) for any `dtype`:
+  the output alone is cast to `dtype`.
+  """
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=momentum, epsilon=1e-5,
+      axis_name=None if module.is_initializing() else axis_name,
+      dtype=dtype, param_dtype=jnp.float32, scale_init=scale_init,
+      use_scale=affine, use_bias=affine, force_float32_reductions=True, name=name)
+
+
+def spectral_normalized(module, x, *, train, name=None):
+  """Applies `module` to `x` with its weight spectrally normalised (Miyato et al. 2018).
+
+  The one spectral-norm implementation of every model family: flax's
+  `nn.SpectralNorm` with one power iteration per call, its state (the vector `u` and
+  the last `sigma`) in the `batch_stats` collection, stored only when `train`.
+  `module` is a layer with one weight (Dense, Conv, Conv2x, Embed ...); the wrapper is
+  named `name` (default `sn_<module name>`); the layer's params keep their place.
+  The power iteration runs on the float32 kernel and u, sigma are stored in float32
+  whatever the layer's compute dtype: the layer casts the normalised kernel itself.
+
+  Returns:
+    The layer's output computed with weight / sigma.
+  """
+  return nn.SpectralNorm(module, param_dtype=jnp.float32, name=name or f'sn_{module.name}')(
+      x, update_stats=train)
+
+
+def maybe_spectral_normalized(module, x, *, spectral_norm, train):
+  """`spectral_normalized(module, x, train=train)` if `spectral_norm`, else `module(x)`."""
+  if spectral_norm:
+    return spectral_normalized(module, x, train=train)
+  return module(x)
+
+
+# ---- DCGAN's fast stride-2 convolutions ----------------------------------------------
 
 
 def depth_to_space(x, block=2):
@@ -86,27 +173,15 @@ def depth_to_space(x, block=2):
   return x.reshape(b, h * block, w * block, c_out)
 
 
-def space_to_depth(x, block=2):
-  """Inverse of `depth_to_space`: f[B, H, W, C] -> f[B, H/block, W/block, block*block*C]."""
-  b, h, w, c = x.shape
-  x = x.reshape(b, h // block, block, w // block, block, c)
-  x = x.transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, h // block, w // block, block * block * c)
-
-
 def _swap_io(kernel):
   return kernel.transpose(0, 1, 3, 2)
-
-
-def _pad1(x):
-  return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
 def _strided_conv(x, kernel):
   """PyTorch Conv2d(k=4, s=2, p=1) as one strided convolution."""
   return lax.conv_general_dilated(
       x, kernel, window_strides=(2, 2), padding=((1, 1), (1, 1)),
-      dimension_numbers=_dimension_numbers())
+      dimension_numbers=_DIMENSION_NUMBERS)
 
 
 def _subpixel_kernel(kernel):
@@ -128,17 +203,16 @@ def _subpixel_conv_transpose(x, kernel):
   All four output phases come from one stride-1 convolution of the 1-padded input
   into 4 * Cout channels; every kernel tap is used exactly once (no wasted FLOPs).
   """
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   y = lax.conv_general_dilated(
-      _pad1(x), _subpixel_kernel(kernel), window_strides=(1, 1), padding='VALID',
-      dimension_numbers=_dimension_numbers())      # [B, H+1, W+1, 4 Cout]
+      padded, _subpixel_kernel(kernel), window_strides=(1, 1), padding='VALID',
+      dimension_numbers=_DIMENSION_NUMBERS)       # [B, H+1, W+1, 4 Cout]
   y = depth_to_space(y)                            # [B, 2H+2, 2W+2, Cout], starts at -1
   return y[:, 1:-1, 1:-1, :]
 
 
 def _weight_grad(x, dy):
-  """Gradient of `sum(_strided_conv(x, w) * dy)` with respect to w.
-
-  XLA's own filter-gradient convolution (see the module docstring for why).
+  """Gradient of `sum(_strided_conv(x, w) * dy)` with respect to w (XLA's filter gradient).
 
   Args:
     x: f[B, H, W, Cin], H and W even.
@@ -188,7 +262,7 @@ def _fast_conv_transpose_bwd(residuals, dy):
 _fast_conv_transpose.defvjp(_fast_conv_transpose_fwd, _fast_conv_transpose_bwd)
 
 
-def conv_transpose_4x4_s2(x, kernel, *, impl='fast'):
+def conv_transpose_4x4_s2(x, kernel):
   """PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` without bias.
 
   Definition: `out[n, 2i + a - 1, 2j + b - 1, o] += x[n, i, j, c] * kernel[a, b, c, o]`,
@@ -197,29 +271,16 @@ def conv_transpose_4x4_s2(x, kernel, *, impl='fast'):
   Args:
     x: f[B, H, W, Cin].
     kernel: f[4, 4, Cin, Cout] in PyTorch orientation (see module docstring).
-    impl: 'fast' (default): sub-pixel forward with the custom VJP of the module
-      docstring. 'subpixel': the same forward, XLA's derivatives. 'lax': the
-      textbook input-dilated convolution (what flax.linen.ConvTranspose does).
 
   Returns:
     f[B, 2H, 2W, Cout].
   """
   if kernel.shape[:2] != (4, 4):
     raise ValueError(f'conv_transpose_4x4_s2 needs a 4x4 kernel, got {kernel.shape}.')
-  if impl == 'fast':
-    return _fast_conv_transpose(x, kernel)
-  if impl == 'subpixel':
-    return _subpixel_conv_transpose(x, kernel)
-  if impl == 'lax':
-    # Input-dilated correlation with the spatially flipped kernel; PyTorch padding p=1
-    # becomes k - 1 - p = 2 on the dilated input.
-    return lax.conv_general_dilated(
-        x, kernel[::-1, ::-1], window_strides=(1, 1), padding=((2, 2), (2, 2)),
-        lhs_dilation=(2, 2), dimension_numbers=_dimension_numbers())
-  raise ValueError(f"Unknown impl {impl!r}; expected 'fast', 'subpixel' or 'lax'.")
+  return _fast_conv_transpose(x, kernel)
 
 
-def conv_4x4_s2(x, kernel, *, impl='fast'):
+def conv_4x4_s2(x, kernel):
   """PyTorch `Conv2d(kernel_size=4, stride=2, padding=1)` without bias.
 
   Definition: `out[n, i, j, o] = sum x[n, 2i + a - 1, 2j + b - 1, c] * kernel[a, b, c, o]`.
@@ -227,9 +288,6 @@ def conv_4x4_s2(x, kernel, *, impl='fast'):
   Args:
     x: f[B, H, W, Cin] with H, W even.
     kernel: f[4, 4, Cin, Cout].
-    impl: 'fast' (default): the strided convolution with the custom VJP of the
-      module docstring. 'lax': the strided convolution with XLA's derivatives.
-      'space_to_depth': pad, fold 2x2 pixel blocks into channels, 2x2 VALID conv.
 
   Returns:
     f[B, H/2, W/2, Cout].
@@ -238,83 +296,69 @@ def conv_4x4_s2(x, kernel, *, impl='fast'):
     raise ValueError(f'conv_4x4_s2 needs a 4x4 kernel, got {kernel.shape}.')
   if x.shape[1] % 2 or x.shape[2] % 2:
     raise ValueError(f'conv_4x4_s2 needs even height and width, got {x.shape}.')
-  if impl == 'fast':
-    return _fast_conv(x, kernel)
-  if impl == 'lax':
-    return _strided_conv(x, kernel)
-  if impl == 'space_to_depth':
-    cin, cout = kernel.shape[2:]
-    # Tap a = 2u + s: block offset u, phase s inside the block; channels (sy, sx, c).
-    k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
-    return lax.conv_general_dilated(
-        space_to_depth(_pad1(x)), k.reshape(2, 2, 4 * cin, cout), window_strides=(1, 1),
-        padding='VALID', dimension_numbers=_dimension_numbers())
-  raise ValueError(
-      f"Unknown impl {impl!r}; expected 'fast', 'lax' or 'space_to_depth'.")
+  return _fast_conv(x, kernel)
 
 
-class ConvTranspose2x(nn.Module):
+class _Stride2Conv(nn.Module):
+  """Shared body of Conv2x / ConvTranspose2x: a 4x4 kernel, an optional bias.
+
+  Attributes:
+    features: output channels Cout.
+    use_bias: add a bias (off in DCGAN, where BatchNorm follows).
+    kernel_init: kernel initialiser.
+    dtype: compute dtype; params are `param_dtype`.
+  """
+  features: int
+  use_bias: bool = False
+  kernel_init: Any = dcgan_kernel_init
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _convolve(self, x, op):
+    kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features),
+                        self.param_dtype)
+    y = op(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      # Added in float32, as `compute.Conv`: its gradient sums over B x H x W.
+      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+      y = (y + bias).astype(self.dtype)
+    return y
+
+
+class ConvTranspose2x(_Stride2Conv):
   """4x4, stride-2, padding-1 transposed convolution that doubles H and W.
 
   Same parameters as `nn.ConvTranspose(features, (4, 4), strides=(2, 2),
   padding=((2, 2), (2, 2)), transpose_kernel=True)` up to the kernel layout: this
   kernel is f32[4, 4, Cin, Cout] (PyTorch orientation), flax's is its
-  `.transpose(0, 1, 3, 2)`.
-
-  Attributes:
-    features: output channels Cout.
-    use_bias: add a bias (off in DCGAN, where BatchNorm follows).
-    dtype: compute dtype; params are `param_dtype`.
-    impl: see `conv_transpose_4x4_s2`.
+  `.transpose(0, 1, 3, 2)`. Attributes: see `_Stride2Conv`.
   """
-  features: int
-  use_bias: bool = False
-  kernel_init: Any = dcgan_kernel_init
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  impl: str = 'fast'
 
   @nn.compact
   def __call__(self, x):
     """x: f[B, H, W, Cin] -> f[B, 2H, 2W, Cout] in `dtype`."""
-    kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features),
-                        self.param_dtype)
-    y = conv_transpose_4x4_s2(x.astype(self.dtype), kernel.astype(self.dtype),
-                              impl=self.impl)
-    if self.use_bias:
-      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    return self._convolve(x, conv_transpose_4x4_s2)
 
 
-class Conv2x(nn.Module):
+class Conv2x(_Stride2Conv):
   """4x4, stride-2, padding-1 convolution that halves H and W (DCGAN discriminator).
 
   Parameters are those of `nn.Conv(features, (4, 4), strides=(2, 2), padding=1)`.
-
-  Attributes:
-    features: output channels Cout.
-    use_bias: add a bias.
-    dtype: compute dtype; params are `param_dtype`.
-    impl: see `conv_4x4_s2`.
+  Attributes: see `_Stride2Conv`.
   """
-  features: int
-  use_bias: bool = False
-  kernel_init: Any = dcgan_kernel_init
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  impl: str = 'fast'
 
   @nn.compact
   def __call__(self, x):
     """x: f[B, H, W, Cin] -> f[B, H/2, W/2, Cout] in `dtype`."""
-    kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features),
-                        self.param_dtype)
-    y = conv_4x4_s2(x.astype(self.dtype), kernel.astype(self.dtype), impl=self.impl)
-    if self.use_bias:
-      bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+    return self._convolve(x, conv_4x4_s2)
+
+
+# ---- activations, packing, minibatch statistics ------------------------------------------
+
+
+def leaky_relu(x):
+  """LeakyReLU with the DCGAN slope 0.2."""
+  return nn.leaky_relu(x, negative_slope=0.2)
 
 
 def minibatch_stddev(x):
@@ -364,8 +408,8 @@ def pack_inputs(x, pack):
 
 
 def compute_dtype(name):
-  """'float32' | 'bfloat16' -> jnp dtype; a clear error otherwise."""
+  """'float32' | 'bfloat16' -> jnp dtype; a ConfigError naming model.dtype otherwise."""
   dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
   if name not in dtypes:
-    raise ValueError(f'model.dtype must be one of {sorted(dtypes)}, got {name!r}.')
+    raise errors.ConfigError(f'model.dtype must be one of {sorted(dtypes)}, got {name!r}.')
   return dtypes[name]

@@ -1,62 +1,27 @@
 """Every configuration field of gan_jax, with its default and a one-line meaning.
 
-COMMAND: (not run directly) experiment files call `get_config()` here and override fields.
-
-Experiment configs (`configs/dcgan_digits.py` etc.) start from this and change what
-they need; any field can also be overridden on the command line, for example
-`--config.train.num_steps=100` or `--config.seed=3`.
+Experiment configs (`configs/*.py`) start from `get_config()` and change what
+they need; any field can also be overridden on the command line, e.g.
+`--config.train.num_steps=100` or `--config.seed=3`. A workdir's saved
+`config.json` is read back on top of these defaults (`workdir.load_config`), so
+a run saved before a field existed gets that field's default.
 """
 
 import ml_collections
 
 
-def parse_arg(arg, **defaults):
-  """Parses a config argument `"a=1,b=x"` or a bare variant name `"smoke"`.
-
-  Args:
-    arg: the text after `:` in `--config=configs/x.py:ARG`, or None.
-    **defaults: the known keys and their default values (types are kept).
-
-  Returns:
-    A ConfigDict with every key of `defaults`; a bare word `w` sets `w=True`.
-
-  Raises:
-    ValueError: for a key that is not in `defaults`.
-  """
-  result = ml_collections.ConfigDict(dict(defaults))
-  if not arg:
-    return result
-  for item in arg.split(','):
-    item = item.strip()
-    if not item:
-      continue
-    key, _, value = item.partition('=')
-    if key not in defaults:
-      raise ValueError(
-          f'Unknown config argument {key!r}; known: {sorted(defaults)}. '
-          'Use e.g. --config=configs/dcgan_digits.py:smoke')
-    default = defaults[key]
-    if not _:
-      result[key] = True
-    elif isinstance(default, bool):
-      result[key] = value.lower() in ('1', 'true', 'yes')
-    elif default is None:
-      result[key] = value
-    else:
-      result[key] = type(default)(value)
-  return result
-
-
 def get_config():
-  """Returns the default ConfigDict (a 32x32 DCGAN on bundled digits)."""
+  """Returns the default ConfigDict (a 32x32 DCGAN on the bundled digits)."""
+  # One flat list of every field with its comment: long on purpose, so that a
+  # reader finds every setting in one place.
   config = ml_collections.ConfigDict()
-  config.name = 'default'           # experiment name; the workdir defaults to runs/<name>
+  config.name = 'default'           # experiment name
   config.seed = 0                   # seeds params, noise, and data shuffling
 
   # ---- model ---------------------------------------------------------------
   config.model = m = ml_collections.ConfigDict()
   m.name = 'dcgan'                  # registry name: see gan_jax.models.names()
-  m.resolution = 32                 # output image side in px (dcgan: 28, 32, 64, 128)
+  m.resolution = 32                 # output image side in px (dcgan: 8, 28, 32, 64, 128)
   m.channels = 1                    # image channels (1 or 3); for 'mlp' the data dim
   m.z_dim = 100                     # latent dimension; z ~ N(0, I)
   m.ngf = 64                        # generator base width (dcgan: channels of the last hidden layer)
@@ -71,6 +36,16 @@ def get_config():
   m.pack = 1                        # PacGAN packing: D sees `pack` samples concatenated
   m.minibatch_std = False           # append the minibatch-stddev feature in D
   m.dtype = 'float32'               # compute dtype ('float32' or 'bfloat16'); params stay float32
+  m.num_classes = 0                 # classes of a class-conditional model (0 = unconditional)
+  m.d_cond = 'projection'           # conditional D: 'projection' (Miyato & Koyama), 'acgan' (auxiliary classifier) or 'semi_supervised' (K-class D, unconditional G; Salimans et al.)
+  m.minibatch_discrimination = 0    # dcgan D: minibatch-discrimination kernels B (Salimans et al. 2016; 0 = off)
+  m.minibatch_kernel_dim = 5        # dcgan D: dimension C of each minibatch-discrimination kernel
+  m.g_spectral_norm = False         # spectral normalisation of every G weight (SAGAN, BigGAN)
+  m.bottom_width = 4                # resnet / biggan: side of G's first feature map
+  m.upsample = 'bilinear'           # resnet G blocks' 2x upsampling: 'bilinear' (torch_mimicry) or 'nearest' (SNGAN Chainer code)
+  m.shared_dim = 128                # biggan: dim of the shared class embedding feeding G's conditional BNs (0 = one-hot labels)
+  m.hierarchical_z = True           # biggan: split z into one chunk for G's linear layer and one per G block
+  m.attention_resolution = -1       # biggan / sagan: feature-map side of the self-attention block in G and D (0 = none, -1 = resolution // 2)
 
   # ---- loss ----------------------------------------------------------------
   config.loss = l = ml_collections.ConfigDict()
@@ -80,6 +55,13 @@ def get_config():
   l.r1_weight = 0.0                 # R1 penalty weight gamma; the loss adds gamma/2 * R1 (0 = off)
   l.hist_avg_weight = 0.0           # historical-averaging weight for G and D (0 = off)
   l.g_top_k = 1.0                   # top-k training: G's loss uses this share of the fakes D rates highest (1 = all)
+  l.g_adversarial_weight = 1.0      # weight of G's adversarial loss (0 = feature matching only, as the semi-supervised GAN)
+  l.d_adversarial_weight = 1.0      # weight of D's adversarial loss (0 = D trained on its class loss only: a supervised baseline)
+  l.aux_weight = 1.0                # weight of D's class-logit loss: ACGAN (real + fake, and G's fakes), semi-supervised (labelled reals)
+  l.feature_matching_weight = 0.0   # G: ||mean D features(real) - mean D features(fake)||^2 (Salimans et al. 2016; 0 = off)
+  l.ortho_weight = 0.0              # BigGAN orthogonal regularisation of G's weights (0 = off; BigGAN: 1e-4)
+  l.bcr_real_weight = 0.0           # bCR: ||D(A(x)) - D(A'(x))||^2 on reals, two augmentations of config.augment.policy (0 = off)
+  l.bcr_fake_weight = 0.0           # bCR on generated images (0 = off)
 
   # ---- optimisers ------------------------------------------------------------
   config.optim = o = ml_collections.ConfigDict()
@@ -103,8 +85,10 @@ def get_config():
   # False: the G update draws a fresh z and runs G again.
   t.reuse_fake = False
   t.ema_decay = 0.999               # EMA of G params used for sampling/eval (0 = off)
+  t.ema_start = 0                   # step from which the EMA averages (before it, EMA = G's params; BigGAN: 20000)
+  t.remat = False                   # rematerialise G and D blocks in the backward pass (less memory, more compute)
   t.log_every = 50                  # steps between metric fetches / log lines
-  t.sample_every = 500              # steps between sample grids
+  t.sample_every = 500              # steps between sample grids (0 = only at the end)
   t.checkpoint_every = 500          # steps between checkpoints (and at the end)
   t.max_to_keep = 3                 # checkpoints kept on disk
   t.num_sample_images = 64          # images in each sample grid (fixed z)
@@ -122,6 +106,12 @@ def get_config():
   d.num_workers = 0                 # grain worker processes for decoding (0 = in-process)
   d.prefetch = 2                    # batches prefetched to the device
   d.cache = 'auto'                  # decoded-image cache: 'auto' (if it fits in RAM), 'memory' or 'none'
+  d.train_examples = 0              # train on N examples of the split, class-balanced, picked by config.seed (0 = all)
+  d.labels_per_class = 0            # with labels: keep N labels per class (seeded), the rest become -1 = unlabelled (0 = all)
+
+  # ---- differentiable augmentation (DiffAugment, Zhao et al. 2020) ---------------
+  config.augment = a = ml_collections.ConfigDict()
+  a.policy = ''                     # ops applied to every image D sees, e.g. 'color,translation,cutout' ('' = off)
 
   # ---- parallelism -------------------------------------------------------------
   config.parallel = p = ml_collections.ConfigDict()
@@ -137,67 +127,4 @@ def get_config():
   e.num_reference = 0               # real images for reference statistics (0 = num_samples)
   e.reference_split = ''            # split of the reference images ('' = data.split)
   e.inception_weights = ''          # path to pt_inception-2015-12-05-6726825d.pth ('' = search)
-  return config
-
-
-def shrink_for_smoke(config, *, batch_size=8, num_steps=4):
-  """Turns a config into a seconds-long smoke run (tiny widths, a few steps).
-
-  Args:
-    config: the ConfigDict to change in place.
-    batch_size: global batch of the smoke run.
-    num_steps: train steps; logs every 2 steps, samples and checkpoints at half way
-      and at the end.
-
-  Returns:
-    `config`, for chaining.
-  """
-  config.model.ngf = 8
-  config.model.ndf = 8
-  config.model.z_dim = 16
-  config.train.batch_size = batch_size
-  config.train.num_steps = num_steps
-  config.train.log_every = 2
-  config.train.sample_every = num_steps // 2
-  config.train.checkpoint_every = num_steps // 2
-  config.train.num_sample_images = batch_size
-  config.train.progress_bar = False
-  config.eval.every = -1
-  config.eval.metrics = ''
-  return config
-
-
-def tfds_dcgan_config(*, name, dataset, resolution, channels, num_steps, arg=None):
-  """A DCGAN config on a TFDS image dataset, with the `smoke` variant.
-
-  Args:
-    name: experiment name (the workdir defaults to runs/<config file>).
-    dataset: TFDS name (mnist, cifar10, svhn_cropped, celeb_a, ...).
-    resolution: image side in px.
-    channels: 1 or 3.
-    num_steps: train steps of the full run.
-    arg: the config argument (None or 'smoke').
-
-  Returns:
-    A ConfigDict evaluated with FID / IS every 5000 steps on 10k samples.
-  """
-  args = parse_arg(arg, smoke=False)
-  config = get_config()
-  config.name = name
-  config.data.source = 'tfds'
-  config.data.name = dataset
-  config.data.split = 'train'
-  config.model.name = 'dcgan'
-  config.model.resolution = resolution
-  config.model.channels = channels
-  config.train.batch_size = 128
-  config.train.num_steps = num_steps
-  config.train.log_every = 100
-  config.train.sample_every = 1000
-  config.train.checkpoint_every = 2000
-  config.eval.every = 5000
-  config.eval.metrics = 'fid,is'
-  config.eval.num_samples = 10000
-  if args.smoke:
-    shrink_for_smoke(config)
   return config

@@ -1,0 +1,55 @@
+"""BigGAN (Brock et al. 2019) on CIFAR-10, as PyTorch-StudioGAN's CIFAR10/BigGAN.yaml.
+
+  python -m gan_jax.main --config=biggan_cifar10
+  python -m gan_jax.main --config=biggan_cifar10:diffaug,data=10    # 10% of the data
+
+Networks: StudioGAN's `big_resnet` at 32 px (ngf = ndf = 96, z 80 split
+hierarchically, shared class embedding 128, self-attention at 16x16 in G and D,
+spectral norm in G and D, projection D, 10 classes). Training as StudioGAN's
+defaults: hinge loss, Adam 2e-4 / 2e-4 (0.5, 0.999), 5 D steps per G step, batch
+64, 100k G steps, EMA 0.9999 from step 1000. Published (docs/benchmarks.md):
+StudioGAN BigGAN CIFAR-10 FID 4.2 (50k).
+
+Variants (combinable, e.g. `:diffaug,data=20`):
+  `:diffaug`  DiffAugment 'translation,cutout' on every image D sees
+              (StudioGAN's BigGAN-DiffAug.yaml, 200k steps);
+  `:data=P`   train on P% of the training split (class-balanced, seeded): the
+              data-efficiency setting of Zhao et al. 2020, whose BigGAN FID-10k
+              with DiffAugment at 100 / 20 / 10% data was 8.70 / 14.04 / 22.40,
+              and without 9.59 / 21.58 / 39.78;
+  `:smoke`.
+"""
+
+from configs import common
+
+CIFAR10_TRAIN_EXAMPLES = 50000
+
+
+def get_config(arg=None):
+  """Returns the config; `arg`: 'smoke', 'diffaug', 'data=P' (comma-combined)."""
+  args = common.parse_arg(arg, smoke=False, diffaug=False, data=100)
+  config = common.tfds_image_config(name='biggan_cifar10', dataset='cifar10', resolution=32,
+                                    channels=3, num_steps=100000,
+                                    arg='smoke' if args.smoke else None)
+  common.biggan_model(config, name='biggan', resolution=32, ngf=96, ndf=96, z_dim=80,
+                      num_classes=10, smoke=args.smoke)
+  config.loss.type = 'hinge'
+  for opt in (config.optim.g, config.optim.d):
+    opt.update(name='adam', learning_rate=2e-4, b1=0.5, b2=0.999)
+  config.train.n_critic = 5
+  config.train.ema_decay = 0.9999
+  config.train.ema_start = 1000
+  if not 0 < args.data <= 100:
+    raise ValueError(f'biggan_cifar10:data=P needs 0 < P <= 100, got {args.data}.')
+  if args.data < 100:
+    config.data.train_examples = CIFAR10_TRAIN_EXAMPLES * args.data // 100
+  if args.diffaug:
+    config.augment.policy = 'translation,cutout'
+    config.train.num_steps = 200000
+  if args.smoke:
+    config.train.n_critic = 1
+    config.train.ema_start = 0
+    config.train.num_steps = 4
+  else:
+    config.train.batch_size = 64
+  return config

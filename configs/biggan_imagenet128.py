@@ -1,0 +1,38 @@
+"""BigGAN (Brock et al. 2019) on ImageNet 128x128, as StudioGAN's ImageNet/BigGAN-256.yaml.
+
+  python -m gan_jax.main --config=biggan_imagenet128 --config.data.data_dir=...
+
+Data: TFDS `imagenet2012`, which TFDS cannot download: prepare it yourself from
+the ILSVRC2012 tar files (`tfds build imagenet2012 --manual_dir=... 
+--file_format=array_record`), then pass its data_dir. Networks: StudioGAN's
+`big_resnet` at 128 px (ngf = ndf = 96, z 120, shared embedding 128, attention
+at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999), 2 D
+steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000. Published:
+BigGAN-PyTorch ImageNet 128 FID ~9 (StudioGAN: docs/benchmarks.md).
+
+Variants: `:smoke` (narrow networks at 128 px, a few steps).
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  """Returns the config; `arg` is None or 'smoke'."""
+  args = common.parse_arg(arg, smoke=False)
+  config = common.tfds_image_config(name='biggan_imagenet128', dataset='imagenet2012',
+                                    resolution=128, channels=3, num_steps=200000, arg=arg)
+  common.biggan_model(config, name='biggan', resolution=128, ngf=96, ndf=96, z_dim=120,
+                      num_classes=1000, smoke=args.smoke)
+  config.loss.type = 'hinge'
+  config.optim.g.update(name='adam', learning_rate=5e-5, b1=0.0, b2=0.999)
+  config.optim.d.update(name='adam', learning_rate=2e-4, b1=0.0, b2=0.999)
+  config.train.n_critic = 2
+  config.train.ema_decay = 0.9999
+  config.train.ema_start = 20000
+  if args.smoke:
+    config.model.num_classes = 10
+    config.train.n_critic = 1
+    config.train.ema_start = 0
+  else:
+    config.train.batch_size = 256
+  return config

@@ -1,0 +1,63 @@
+"""Semi-supervised GAN (Salimans et al. 2016) on the bundled 8x8 digits, 10 labels per class.
+
+  python -m gan_jax.main --config=semi_supervised_digits --workdir=runs/ssl_digits
+  python -m gan_jax.classify --workdir=runs/ssl_digits --input=x.npz --output=pred.npz
+  python -m gan_jax.bench.semi_supervised --seeds=0,1,2
+
+D is a K+1-class classifier (`model.d_cond='semi_supervised'`): its 10 class
+logits l give the real-vs-fake logit logsumexp(l), trained with the supervised
+cross-entropy on the 100 labelled training digits (`data.labels_per_class=10`,
+picked by `config.seed`) plus -log D(real) - log(1 - D(fake)) on all 1,347; G is
+unconditional and trained by feature matching alone. Results in docs/benchmarks.md.
+
+Variants: `:supervised_only` (the same D and labelled digits, no GAN terms: the
+baseline the GAN must beat), `:smoke` (seconds; the tests use it).
+"""
+
+from configs import common
+from gan_jax import defaults
+
+LABELS_PER_CLASS = 10
+
+
+def get_config(arg=None):
+  """Returns the config; `arg`: None or a comma list of 'smoke', 'supervised_only'."""
+  args = common.parse_arg(arg, smoke=False, supervised_only=False)
+  config = defaults.get_config()
+  config.name = 'semi_supervised_digits'
+  config.data.source = 'digits'
+  config.data.split = 'train'
+  config.data.labels_per_class = LABELS_PER_CLASS
+  m = config.model
+  m.name = 'dcgan'
+  m.resolution = 8
+  m.channels = 1
+  m.z_dim = 64
+  m.ngf = 64
+  m.ndf = 64
+  m.extra_layers = 1
+  m.d_norm = 'none'
+  m.num_classes = 10
+  m.d_cond = 'semi_supervised'
+  l = config.loss
+  l.type = 'non_saturating'
+  l.aux_weight = 1.0
+  l.feature_matching_weight = 1.0
+  l.g_adversarial_weight = 0.0
+  config.optim.schedule = 'linear'
+  config.optim.decay_start = 0.5
+  config.train.batch_size = 128
+  config.train.num_steps = 3000
+  config.train.ema_decay = 0.99
+  config.train.log_every = 500
+  config.train.sample_every = 0
+  config.train.checkpoint_every = 3000
+  config.eval.every = -1
+  config.eval.metrics = ''
+  if args.supervised_only:
+    config.name = 'semi_supervised_digits_supervised_only'
+    l.d_adversarial_weight = 0.0
+    l.feature_matching_weight = 0.0
+  if args.smoke:
+    common.shrink_for_smoke(config, batch_size=16, num_steps=6)
+  return config

@@ -1,0 +1,339 @@
+"""Differentiable augmentation (DiffAugment) and the bCR consistency term.
+
+DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient
+GAN Training", arXiv:2006.10738) applies the same kind of random, differentiable
+transform T to every image the discriminator sees, real or fake:
+
+  D update:  D sees T(x_real) and T(G(z))   (fresh parameters for each batch)
+  G update:  D sees T(G(z)); the generator's gradient flows back through T
+
+so D never sees an un-augmented image and G is not pushed to produce the
+augmentations themselves. The caller applies `augment` inside the compiled
+train step, to the real and the fake batch of each D update and to the fake
+batch of the G update; the policy comes from `config.augment.policy`.
+
+The policy is a comma-separated string of op names, applied left to right:
+
+| name          | what it does to each image (parameters drawn per sample)              |
+|---------------|------------------------------------------------------------------------|
+| 'color'       | brightness x + b, b ~ U[-0.5, 0.5); then saturation (x - m_px) s + m_px, |
+|               | s ~ U[0, 2), m_px the per-pixel channel mean; then contrast            |
+|               | (x - m_img) c + m_img, c ~ U[0.5, 1.5), m_img the mean over H, W, C    |
+| 'translation' | an integer shift of up to round(ratio * size) pixels in each axis     |
+|               | (ratio 1/8), uniform over those integers, zero fill                    |
+| 'cutout'      | a zeroed rectangle of round(ratio * H) x round(ratio * W) pixels      |
+|               | (ratio 1/2) at a random position; it may be clipped by the border      |
+
+'' is the identity. These are the ops, order, ranges and definitions of the
+authors' reference code (mit-han-lab/data-efficient-gans, `DiffAugment_tf.py`,
+`DiffAugment_pytorch.py`), which also works on images in [-1, 1]; "round" is
+round-half-up there (`int(size * ratio + 0.5)`) and here. The outputs are not
+clipped back to [-1, 1], as in the reference.
+
+Every function is pure and traceable: `jax.jit` with a static policy, `vmap`,
+and `shard_map` on a per-device slice of the batch (fold the device index into
+the key first, so that devices draw different parameters; nothing here calls a
+collective). Random parameters are drawn per sample from `key`: they depend on
+the key, the batch size and the image size only, never on the pixel values.
+Translation and cutout select pixels with gathers and masks, so the gradient
+w.r.t. the input is the upstream gradient shifted back or masked.
+
+`consistency_loss` is the balanced consistency regularisation term (bCR;
+Zhao et al. 2021, "Improved Consistency Regularization for GANs", AAAI,
+arXiv:2002.04724) between D's logits on images and on their augmentations.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from gan_jax.errors import ConfigError
+
+__all__ = [
+    'OPS',
+    'parse_policy',
+    'augment',
+    'color',
+    'translation',
+    'cutout',
+    'consistency_loss',
+]
+
+
+def _check_images(x, op):
+  """Checks that x is a batch of images NHWC; shapes are static, so this costs nothing."""
+  if jnp.ndim(x) != 4:
+    raise ValueError(
+        f'augment.{op} expects images f32[B, H, W, C], got shape {jnp.shape(x)}. '
+        'Add a channel axis to greyscale images and a batch axis to single images.')
+
+
+def _check_ratio(ratio, op):
+  if not 0.0 <= ratio <= 1.0:
+    raise ConfigError(f'augment.{op}: ratio must be in [0, 1], got {ratio!r}.')
+
+
+def _round_half_up(value):
+  """Round half up, as the reference's `int(value + 0.5)` (Python's round is half-even)."""
+  return int(math.floor(value + 0.5))
+
+
+def _per_sample_uniforms(key, batch, count):
+  """f32[count, B, 1, 1, 1]: independent U[0, 1) draws, `count` per sample.
+
+  One draw per op rather than one per parameter: every threefry call adds
+  noticeably to XLA:CPU compile time, and the draws are independent either way.
+  """
+  return jax.random.uniform(key, (count, batch, 1, 1, 1))
+
+
+def _integers(u, low, high):
+  """Maps u ~ U[0, 1) to the integers low, ..., high, each with probability 1 / (high - low + 1).
+
+  floor(u * n) is uniform up to float32 resolution (2^-24); the minimum guards the
+  one rounding case u * n == n.
+  """
+  n = high - low + 1
+  return low + jnp.minimum(jnp.floor(u * n).astype(jnp.int32), n - 1)
+
+
+def color(x, key):
+  """Random brightness, then saturation, then contrast, per sample (DiffAugment 'color').
+
+  With b ~ U[-0.5, 0.5), s ~ U[0, 2), c ~ U[0.5, 1.5) drawn independently for
+  each sample:
+
+    brightness:  x1 = x + b
+    saturation:  x2 = (x1 - m_px(x1)) * s + m_px(x1),  m_px = mean over C (per pixel)
+    contrast:    y  = (x2 - m_img(x2)) * c + m_img(x2), m_img = mean over H, W, C
+
+  Saturation leaves 1-channel images unchanged (each pixel is its own mean).
+  Affine in x for fixed parameters, so the gradient flows to every pixel.
+
+  Args:
+    x: f32[B, H, W, C] images, nominally in [-1, 1].
+    key: a PRNG key.
+
+  Returns:
+    f32[B, H, W, C] (x's dtype), not clipped: values may leave [-1, 1].
+  """
+  _check_images(x, 'color')
+  u = _per_sample_uniforms(key, x.shape[0], 3).astype(x.dtype)
+  x = x + (u[0] - 0.5)
+  pixel_mean = jnp.mean(x, axis=3, keepdims=True)
+  x = (x - pixel_mean) * (u[1] * 2) + pixel_mean
+  image_mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+  return (x - image_mean) * (u[2] + 0.5) + image_mean
+
+
+def _shift_axis(x, shift, axis):
+  """out[b, ..., i, ...] = x[b, ..., i - shift[b], ...] along `axis`, 0 where out of range.
+
+  A gather with clipped indices plus a mask rather than `jnp.roll` or dynamic
+  slices: it vectorises over per-sample shifts, and its transpose (scatter-add
+  of one source per target) sends the upstream gradient back exactly.
+  """
+  n = x.shape[axis]
+  source = jnp.arange(n)[None, :] - shift[:, None]             # [B, n]
+  inside = (source >= 0) & (source < n)
+  shape = [x.shape[0], 1, 1, 1]
+  shape[axis] = n
+  source = jnp.clip(source, 0, n - 1).reshape(shape)
+  gathered = jnp.take_along_axis(x, source, axis=axis, mode='clip')
+  return jnp.where(inside.reshape(shape), gathered, jnp.zeros((), x.dtype))
+
+
+def translation(x, key, *, ratio=0.125):
+  """Shifts each image by a random whole number of pixels, zero fill (DiffAugment 'translation').
+
+  For each sample dy and dx are drawn uniformly from the integers in
+  [-round(ratio * H), round(ratio * H)] and [-round(ratio * W), round(ratio * W)]
+  (round half up, as the reference), and
+
+    y[b, i, j, :] = x[b, i - dy, j - dx, :]  if 0 <= i - dy < H and 0 <= j - dx < W,
+                    0                        otherwise
+
+  i.e. content moves down by dy and right by dx and the uncovered border is the
+  value 0 (mid-grey in [-1, 1]), as the reference pads with zeros. The
+  gradient w.r.t. x is the upstream gradient shifted back by (-dy, -dx), zero
+  where the content left the image.
+
+  Args:
+    x: f32[B, H, W, C] images, nominally in [-1, 1].
+    key: a PRNG key.
+    ratio: the largest shift as a fraction of each side, in [0, 1] (Python float).
+
+  Returns:
+    f32[B, H, W, C] (x's dtype), in the range of x and 0.
+
+  Raises:
+    ConfigError: ratio outside [0, 1].
+  """
+  _check_images(x, 'translation')
+  _check_ratio(ratio, 'translation')
+  batch, height, width, _ = x.shape
+  max_dy = _round_half_up(ratio * height)
+  max_dx = _round_half_up(ratio * width)
+  u = _per_sample_uniforms(key, batch, 2).reshape(2, batch)
+  dy = _integers(u[0], -max_dy, max_dy)
+  dx = _integers(u[1], -max_dx, max_dx)
+  return _shift_axis(_shift_axis(x, dy, axis=1), dx, axis=2)
+
+
+def cutout(x, key, *, ratio=0.5):
+  """Zeroes a random rectangle of each image (DiffAugment 'cutout').
+
+  The rectangle has side h = round(ratio * H) rows by w = round(ratio * W)
+  columns (round half up). Per sample a centre row cy is drawn uniformly from
+  {0, ..., H - 1} when h is odd and from {0, ..., H} when h is even (likewise cx
+  with W and w), and the zeroed pixels are
+
+    rows    cy - h // 2 <= i < cy - h // 2 + h    (intersected with [0, H))
+    columns cx - w // 2 <= j < cx - w // 2 + w    (intersected with [0, W))
+
+  in every channel. The rectangle may stick out of the image and is then clipped
+  (only the part inside is zeroed), but at least ceil(h / 2) of its rows and
+  ceil(w / 2) of its columns are always inside, the same at both borders. Zero is
+  the value 0, as the reference multiplies by a 0/1 mask. The gradient w.r.t. x
+  is the upstream gradient with the zeroed pixels set to 0.
+
+  Args:
+    x: f32[B, H, W, C] images, nominally in [-1, 1].
+    key: a PRNG key.
+    ratio: side of the rectangle as a fraction of each side, in [0, 1] (Python float).
+
+  Returns:
+    f32[B, H, W, C] (x's dtype), in the range of x and 0.
+
+  Raises:
+    ConfigError: ratio outside [0, 1].
+  """
+  _check_images(x, 'cutout')
+  _check_ratio(ratio, 'cutout')
+  batch, height, width, _ = x.shape
+  size_y = _round_half_up(ratio * height)
+  size_x = _round_half_up(ratio * width)
+  u = _per_sample_uniforms(key, batch, 2).reshape(2, batch)
+  # With an even side the centre is the pixel just after the middle, so it may
+  # also sit one past the last pixel: that keeps the clipping symmetric.
+  top = _integers(u[0], 0, height - size_y % 2) - size_y // 2
+  left = _integers(u[1], 0, width - size_x % 2) - size_x // 2
+  rows = jnp.arange(height)[None, :]
+  cols = jnp.arange(width)[None, :]
+  in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size_y)   # [B, H]
+  in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size_x)  # [B, W]
+  hole = in_rows[:, :, None, None] & in_cols[:, None, :, None]
+  return jnp.where(hole, jnp.zeros((), x.dtype), x)
+
+
+# name -> op(x, key); the reference's AUGMENT_FNS, with color's three steps in one op.
+OPS = {
+    'color': color,
+    'translation': translation,
+    'cutout': cutout,
+}
+
+
+def parse_policy(policy):
+  """Splits and validates a policy string, before anything is built or traced.
+
+  Args:
+    policy: comma-separated op names, e.g. 'color,translation,cutout'; spaces
+      around names are ignored; '' (or only spaces) means no augmentation. A
+      tuple or list of names is accepted too (as returned here). Names may repeat.
+
+  Returns:
+    tuple of str, the op names in the order they are applied; () for ''.
+
+  Raises:
+    ConfigError: a name that is not in `OPS` (the message names it and the known
+      ones), an empty name (e.g. 'color,,cutout'), or a policy that is not a string.
+  """
+  if isinstance(policy, str):
+    names = tuple(name.strip() for name in policy.split(',')) if policy.strip() else ()
+  elif isinstance(policy, (tuple, list)) and all(isinstance(n, str) for n in policy):
+    names = tuple(policy)
+  else:
+    raise ConfigError(
+        f'config.augment.policy must be a string such as "color,translation,cutout", '
+        f'got {policy!r}.')
+  known = ', '.join(OPS)
+  for name in names:
+    if name not in OPS:
+      what = 'an empty name' if not name else f'unknown name {name!r}'
+      raise ConfigError(
+          f'config.augment.policy {policy!r} has {what}; known: {known}. '
+          'Use comma-separated names from these, or "" for no augmentation.')
+  return names
+
+
+def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5):
+  """Applies the ops of a DiffAugment policy in order, each with its own key.
+
+  Op number i of the policy (counting from 0) uses `jax.random.fold_in(key, i)`,
+  so appending an op leaves the parameters of the earlier ones unchanged.
+
+  Args:
+    x: f32[B, H, W, C] images, nominally in [-1, 1]; any B >= 1, H, W, C.
+    key: a PRNG key (typed or raw). Under shard_map / pmap fold the device
+      index in first, or every device draws the same parameters.
+    policy: a policy string such as 'color,translation,cutout' (see
+      `parse_policy`); must be static (a Python value) under `jax.jit`.
+    translation_ratio: largest shift as a fraction of each side (see `translation`).
+    cutout_ratio: side of the cut-out rectangle as a fraction of each side (see `cutout`).
+
+  Returns:
+    f32[B, H, W, C] augmented images; for the policy '' the input x itself.
+
+  Raises:
+    ConfigError: an unknown name in the policy (see `parse_policy`) or a ratio
+      outside [0, 1].
+  """
+  names = parse_policy(policy)
+  ratios = {'translation': {'ratio': translation_ratio}, 'cutout': {'ratio': cutout_ratio}}
+  for i, name in enumerate(names):
+    x = OPS[name](x, jax.random.fold_in(key, i), **ratios.get(name, {}))
+  return x
+
+
+def consistency_loss(logits, augmented_logits):
+  """The consistency term ||D(x) - D(T(x))||^2, averaged over the batch.
+
+  bCR (Zhao et al. 2021, "Improved Consistency Regularization for GANs", AAAI,
+  arXiv:2002.04724, Algorithm 1) adds to D's loss
+
+    lambda_real * ||D(x) - D(T(x))||^2 + lambda_fake * ||D(G(z)) - D(T(G(z)))||^2
+
+  (lambda_real = lambda_fake = 10 in the paper), where D is the last layer
+  before the activation (the logit, as in CR-GAN, Zhang et al. 2020,
+  arXiv:1910.12027) and T a random augmentation; the weights are the caller's.
+  With one logit per sample the squared norm of a sample is the squared
+  difference, and its batch mean is the mean of squares, as
+  `torch.mean((D_real_aug - D_real) ** 2)` in the DiffAugment-CR reference
+  (data-efficient-gans, DiffAugment-biggan-cifar/train_fns.py). For logits with
+  more axes each sample's squared L2 norm is summed over them, then averaged
+  over the batch. Symmetric in its two arguments; gradients flow to both, as
+  in that reference (neither side is detached).
+
+  Args:
+    logits: f32[B] (or f32[B, ...]) D's raw outputs on the un-augmented images.
+    augmented_logits: D's raw outputs on their augmentations, same shape.
+
+  Returns:
+    f32[] scalar, >= 0.
+
+  Raises:
+    ValueError: the two shapes differ (broadcasting would pair wrong samples).
+  """
+  logits = jnp.asarray(logits)
+  augmented_logits = jnp.asarray(augmented_logits)
+  if logits.shape != augmented_logits.shape or logits.ndim < 1:
+    raise ValueError(
+        f'consistency_loss needs two logit arrays of the same shape f32[B, ...], got '
+        f'{logits.shape} and {augmented_logits.shape}. Pass D(x) and D(T(x)) for '
+        'the same batch.')
+  # Accumulate in float32 even when D computes in bfloat16.
+  diff = logits.astype(jnp.float32) - augmented_logits.astype(jnp.float32)
+  per_sample = jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)
+  return jnp.mean(per_sample)

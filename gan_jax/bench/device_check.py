@@ -1,0 +1,358 @@
+"""One prepared device check: step throughput against the device's bf16 matmul rate, FID speed.
+
+  python -m gan_jax.bench.device_check --json=device_check.json     # GPU / TPU, < 5 min
+  python -m gan_jax.bench.device_check --quick --json=check.json    # CPU-sized, to try it
+
+In one process, on the first device:
+
+  1. the device's bf16 matmul rate: a chain of `--matmul_size`^2 bf16 matrix
+     products (float32 accumulation) in one compiled loop, in TFLOP/s;
+  2. for each model (`presets`: dcgan = DCGAN-64, resnet = SNGAN-32, biggan =
+     BigGAN-32) the real training step (`throughput_runners.JaxRunner`: the
+     trainer's step, prefetcher and donated state) at `--batch` and at the largest
+     batch, in float32 and bfloat16: it/s, images/s (it/s * batch), the step's
+     FLOPs (XLA's cost analysis of the step as written) times it/s as achieved
+     TFLOP/s, and that as a fraction of the matmul rate. The largest batch is the
+     largest power of two <= `--max_batch` whose float32 step fits `--fraction` of
+     the device's memory by XLA's estimate (`memory.step_memory`, extrapolated from
+     `--batch` and checked by compiling); bfloat16 runs at the same batch;
+  3. the dtypes of every convolution of each step, as written (lowered HLO) and as
+     compiled (XLA:CPU runs bf16 convolutions in float32; a GPU should keep bf16);
+  4. FID Inception feature extraction (random weights, 64 px inputs resized to
+     299, as the evaluator) in images/s, and the projected time of FID-50k's
+     features: 50k generated + 50k reference images.
+
+Targets on one H100 / H200-class GPU: DCGAN-64 in bfloat16 at the largest batch
+>= 50% of the measured bf16 matmul rate, and FID-50k features in under 60 s.
+Runs start in order of importance (matmul, DCGAN, Inception, SNGAN, BigGAN) and
+none starts once `--budget_s` has passed: those rows say 'skipped'.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import platform
+import re
+import time
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from gan_jax import cli
+from gan_jax import errors
+from gan_jax.bench import memory
+from gan_jax.bench import presets
+from gan_jax.bench import throughput_runners
+
+MODELS = ('dcgan', 'resnet', 'biggan')
+FID_IMAGES = 100_000                  # FID-50k: 50k generated + 50k reference images
+TARGET_MATMUL_FRACTION = 0.5          # DCGAN-64 bf16, largest batch
+TARGET_FID50K_SECONDS = 60.0
+# --quick: CPU-sized widths (ngf = ndf) of each model.
+QUICK_WIDTHS = {'dcgan': 16, 'resnet': 32, 'biggan': 16}
+
+_DEFINITION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*([a-z]+[0-9]*)\[')
+_CALL = re.compile(r'\s(convolution|custom-call)\(([^)]*)\)')
+
+
+def hlo_conv_dtypes(hlo_text):
+  """Counts the convolutions of an HLO module by their operands' element types.
+
+  Counts `convolution` instructions and cuDNN convolution custom calls (how
+  XLA:GPU compiles them), keyed by the element types of the first two operands:
+  {'bf16/bf16': n, 'f32/f32': m, ...}. Operand types are read inline when the text
+  has them, else from the operands' definitions (names are unique in a module).
+  """
+  defined = {}
+  lines = hlo_text.splitlines()
+  for line in lines:
+    match = _DEFINITION.match(line)
+    if match:
+      defined[match.group(1)] = match.group(2)
+  counts = collections.Counter()
+  for line in lines:
+    call = _CALL.search(line)
+    if not call or not _DEFINITION.match(line):
+      continue
+    if call.group(1) == 'custom-call' and 'cudnn$conv' not in line:
+      continue
+    types = []
+    for operand in call.group(2).split(',')[:2]:
+      operand = operand.strip()
+      inline = re.match(r'([a-z]+[0-9]*)\[', operand)
+      types.append(inline.group(1) if inline else
+                   defined.get(operand.split()[-1].lstrip('%'), '?'))
+    counts['/'.join(types)] += 1
+  return dict(counts)
+
+
+def matmul_rate(size, iterations, device):
+  """The device's bf16 matmul rate: TFLOP/s of `iterations` chained size^2 products."""
+  keys = jax.random.split(jax.random.key(0))
+  a, b = (jax.device_put(jax.random.normal(k, (size, size), jnp.bfloat16), device)
+          for k in keys)
+  b = (b / size ** 0.5).astype(jnp.bfloat16)   # keeps the chain's scale about constant
+
+  @jax.jit
+  def chain(x, w):
+    # Each product depends on the last, so XLA cannot hoist it out of the loop.
+    body = lambda _, y: jnp.dot(y, w, preferred_element_type=jnp.float32).astype(y.dtype)
+    return jax.lax.fori_loop(0, iterations, body, x)
+
+  jax.block_until_ready(chain(a, b))
+  start = time.perf_counter()
+  jax.block_until_ready(chain(a, b))
+  seconds = time.perf_counter() - start
+  return dict(size=size, iterations=iterations, seconds=seconds,
+              tflops=2 * size ** 3 * iterations / seconds / 1e12)
+
+
+def _time_runner(runner, seconds, rounds=2):
+  """Median it/s and input-wait share over `rounds` rounds of about seconds / rounds."""
+  wall, _, _ = runner.run(1)
+  iterations = max(2, int(seconds / rounds / max(wall, 1e-4)))
+  speeds, waits = [], []
+  for _ in range(rounds):
+    wall, waited, _ = runner.run(iterations)
+    speeds.append(iterations / wall)
+    waits.append(waited / wall)
+  return sorted(speeds)[len(speeds) // 2], max(waits)
+
+
+def time_step(model, *, dtype, batch, width, seconds, matmul_tflops, device):
+  """One row: the training step of `model` timed on `device`."""
+  spec = dict(model=model, variant=dtype, batch=batch, width=width)
+  runner = throughput_runners.JaxRunner(spec, devices=[device])
+  try:
+    it_per_s, wait = _time_runner(runner, seconds)
+    tflops = runner.model_gflop * it_per_s / 1e3
+    return dict(
+        model=model, dtype=dtype, batch=batch, width=width or None,
+        n_critic=runner.config.train.n_critic, it_per_s=it_per_s,
+        images_per_s=it_per_s * batch, input_wait_share=wait,
+        gflop_per_step=runner.model_gflop, tflops=tflops,
+        matmul_fraction=tflops / matmul_tflops, compile_s=runner.compile_s,
+        xla_mem_mb=runner.xla_mem_mb,
+        conv_dtypes_lowered=hlo_conv_dtypes(runner.lowered.as_text(dialect='hlo')),
+        conv_dtypes_compiled=hlo_conv_dtypes(runner.step.as_text()))
+  finally:
+    runner.close()
+
+
+def largest_power_of_two_batch(model, *, batch, width, max_batch, budget, device,
+                               estimate_at_batch=None):
+  """The largest power-of-two batch <= max_batch whose float32 step fits `budget` bytes.
+
+  The line through XLA's estimates at `batch` and 2 * batch (a fixed state plus
+  memory per example) picks the candidate; compiling at the candidate checks it
+  (halving until it fits).
+
+  Args:
+    estimate_at_batch: the peak estimate at `batch` in bytes, if already known.
+
+  Returns:
+    (batch, the estimate there in bytes).
+  """
+  def estimate(b):
+    config = presets.model_config(model, batch=b, width=width)
+    return memory.step_memory(memory.compile_step(config, devices=[device]))['peak']
+
+  small = estimate_at_batch or estimate(batch)
+  double = estimate(2 * batch)
+  per_example = max(double - small, 1) / batch
+  fitting = batch + (budget - small) / per_example
+  candidate = batch
+  while candidate * 2 <= min(fitting, max_batch):
+    candidate *= 2
+  peak = small if candidate == batch else estimate(candidate)
+  while peak > budget and candidate > 1:
+    candidate //= 2
+    peak = estimate(candidate)
+  return candidate, peak
+
+
+def inception_rate(batch, seconds):
+  """FID Inception features: images/s at `batch` images per call (random weights)."""
+  runner = throughput_runners.InceptionRunner({'batch': batch})
+  it_per_s, _ = _time_runner(runner, seconds)
+  images_per_s = it_per_s * batch
+  return dict(batch=batch, images_per_s=images_per_s, compile_s=runner.compile_s,
+              fid50k_projected_s=FID_IMAGES / images_per_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What the check runs (the flags; `--quick` replaces the sizes by QUICK_SETTINGS)."""
+  models: tuple = MODELS
+  dtypes: tuple = ('float32', 'bfloat16')
+  widths: tuple = ()                  # ((model, ngf = ndf), ...); absent: reference widths
+  batch: int = 64
+  max_batch: int = 4096
+  seconds: float = 4.0
+  matmul_size: int = 8192
+  matmul_iterations: int = 100
+  inception: bool = True
+  inception_batch: int = 500
+  memory_gb: float = 0.0
+  fraction: float = 0.85
+  budget_s: float = 270.0
+
+  def __post_init__(self):
+    for model in self.models:
+      if model not in MODELS:
+        raise errors.ConfigError(f'--models: unknown {model!r}; use some of {list(MODELS)}.')
+    for dtype in self.dtypes:
+      presets.parse_jax_variant(dtype)
+
+
+QUICK_SETTINGS = dict(widths=tuple(QUICK_WIDTHS.items()), batch=8, max_batch=32, seconds=2.0,
+                      matmul_size=512, matmul_iterations=8, inception_batch=8)
+
+
+def _ordered(models, inception):
+  """Work items in order of importance: DCGAN, Inception, then the other models."""
+  items = [('model', m) for m in models if m == 'dcgan']
+  items += [('inception', None)] if inception else []
+  return items + [('model', m) for m in models if m != 'dcgan']
+
+
+def _model_rows(model, settings, *, width, budget, matmul, device, over_budget):
+  """Rows of one model at --batch and at its largest batch, and that batch's record."""
+  rows, skipped = [], []
+
+  def timed(dtype, batch):
+    if over_budget():
+      skipped.append(f'{model} {dtype} batch {batch}')
+      return
+    rows.append(time_step(model, dtype=dtype, batch=batch, width=width,
+                          seconds=settings.seconds, matmul_tflops=matmul['tflops'],
+                          device=device))
+
+  for dtype in settings.dtypes:
+    timed(dtype, settings.batch)
+  if over_budget():
+    return rows, skipped + [f'{model} largest batch'], None
+  known = [r['xla_mem_mb'] * 2**20 for r in rows if r['dtype'] == 'float32']
+  largest, peak = largest_power_of_two_batch(
+      model, batch=settings.batch, width=width, max_batch=settings.max_batch, budget=budget,
+      device=device, estimate_at_batch=known[0] if known else None)
+  if largest != settings.batch:
+    for dtype in settings.dtypes:
+      timed(dtype, largest)
+  return rows, skipped, dict(batch=largest, estimate_mb=peak / 2**20)
+
+
+def _targets(rows, largest, inception, platform_name):
+  dcgan = [r for r in rows if r['model'] == 'dcgan' and r['dtype'] == 'bfloat16'
+           and r['batch'] == largest.get('dcgan', {}).get('batch')]
+  fraction = dcgan[0]['matmul_fraction'] if dcgan else None
+  fid_s = inception['fid50k_projected_s'] if inception else None
+  return dict(
+      applies=platform_name == 'gpu',
+      dcgan_bf16_largest_matmul_fraction=fraction,
+      dcgan_met=None if fraction is None else fraction >= TARGET_MATMUL_FRACTION,
+      fid50k_seconds=fid_s, fid50k_met=None if fid_s is None else fid_s < TARGET_FID50K_SECONDS)
+
+
+def run_check(settings, log=print):
+  """Runs the check (see the module docstring); returns the JSON-serialisable report."""
+  start = time.perf_counter()
+  over_budget = lambda: time.perf_counter() - start > settings.budget_s
+  device = jax.devices()[0]
+  budget, source = memory.device_budget(device, settings.memory_gb, settings.fraction)
+  matmul = matmul_rate(settings.matmul_size, settings.matmul_iterations, device)
+  log(f'bf16 matmul {settings.matmul_size}^2: {matmul["tflops"]:.3f} TFLOP/s')
+  widths = dict(settings.widths)
+  rows, skipped, largest, inception = [], [], {}, None
+  for kind, model in _ordered(settings.models, settings.inception):
+    if kind == 'inception':
+      if over_budget():
+        skipped.append('inception')
+        continue
+      inception = inception_rate(settings.inception_batch, settings.seconds)
+      log(f'inception: {inception["images_per_s"]:.1f} images/s, FID-50k features '
+          f'{inception["fid50k_projected_s"]:.0f} s')
+      continue
+    model_rows, model_skipped, record = _model_rows(
+        model, settings, width=widths.get(model, 0), budget=budget, matmul=matmul,
+        device=device, over_budget=over_budget)
+    rows += model_rows
+    skipped += model_skipped
+    if record:
+      largest[model] = record
+    for r in model_rows:
+      log(f'{r["model"]} {r["dtype"]} batch {r["batch"]}: {r["it_per_s"]:.2f} it/s, '
+          f'{r["tflops"]:.3f} TFLOP/s ({100 * r["matmul_fraction"]:.1f}% of matmul)')
+  return dict(
+      benchmark='device_check', device=device.device_kind, platform=device.platform,
+      machine=dict(platform=platform.platform(), cpu_count=os.cpu_count()),
+      versions=dict(jax=jax.__version__), settings=dataclasses.asdict(settings),
+      memory_budget_mb=budget / 2**20, memory_budget_source=source, matmul=matmul,
+      rows=rows, largest_batch=largest, inception=inception, skipped=skipped,
+      targets=_targets(rows, largest, inception, device.platform),
+      seconds=time.perf_counter() - start)
+
+
+def markdown_table(report):
+  """The report's step rows as a Markdown table, then Inception and the targets."""
+  lines = ['| model | dtype | batch | it/s | images/s | GFLOP/step | TFLOP/s | '
+           'of bf16 matmul | convs (lowered / compiled) |', '|---|---|---:|---:|---:|---:|'
+           '---:|---:|---|']
+  for r in report['rows']:
+    lines.append(
+        f'| {r["model"]} | {r["dtype"]} | {r["batch"]} | {r["it_per_s"]:.2f} | '
+        f'{r["images_per_s"]:.0f} | {r["gflop_per_step"]:.1f} | {r["tflops"]:.3f} | '
+        f'{100 * r["matmul_fraction"]:.1f}% | {r["conv_dtypes_lowered"]} / '
+        f'{r["conv_dtypes_compiled"]} |')
+  inception = report['inception']
+  if inception:
+    lines.append(f'\nInception (batch {inception["batch"]}): '
+                 f'{inception["images_per_s"]:.1f} images/s; FID-50k features '
+                 f'{inception["fid50k_projected_s"]:.0f} s projected.')
+  lines.append(f'Targets: {report["targets"]}')
+  if report['skipped']:
+    lines.append(f'Skipped (--budget_s): {report["skipped"]}')
+  return '\n'.join(lines)
+
+
+def _define_flags():
+  flags.DEFINE_list('models', ','.join(MODELS), 'Models: dcgan, resnet and/or biggan.')
+  flags.DEFINE_list('dtypes', 'float32,bfloat16', 'Compute dtypes.')
+  flags.DEFINE_integer('batch', 64, 'Reference batch size.', lower_bound=1)
+  flags.DEFINE_integer('max_batch', 4096, 'Cap of the largest batch.', lower_bound=1)
+  flags.DEFINE_float('seconds', 4.0, 'Timed seconds per run.')
+  flags.DEFINE_integer('matmul_size', 8192, 'Side of the bf16 matmul.', lower_bound=16)
+  flags.DEFINE_integer('matmul_iterations', 100, 'Chained matmuls timed.', lower_bound=1)
+  flags.DEFINE_bool('inception', True, 'Time FID Inception feature extraction.')
+  flags.DEFINE_integer('inception_batch', 500, 'Images per Inception call.', lower_bound=1)
+  flags.DEFINE_float('memory_gb', 0.0, 'Memory budget in GiB (0: the device limit).')
+  flags.DEFINE_float('fraction', 0.85, 'Share of the memory the largest batch may fill.')
+  flags.DEFINE_float('budget_s', 270.0, 'No run starts after this many seconds.')
+  flags.DEFINE_bool('quick', False, f'CPU-sized run: {QUICK_SETTINGS}.')
+  flags.DEFINE_string('json', '', 'Write the JSON report to this path.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
+  f = flags.FLAGS
+  settings = Settings(
+      models=tuple(f.models), dtypes=tuple(f.dtypes), batch=f.batch, max_batch=f.max_batch,
+      seconds=f.seconds, matmul_size=f.matmul_size, matmul_iterations=f.matmul_iterations,
+      inception=f.inception, inception_batch=f.inception_batch, memory_gb=f.memory_gb,
+      fraction=f.fraction, budget_s=f.budget_s)
+  if f.quick:
+    settings = dataclasses.replace(settings, **QUICK_SETTINGS)
+  report = run_check(settings, log=lambda line: print(line, flush=True))
+  print(markdown_table(report))
+  if f.json:
+    os.makedirs(os.path.dirname(os.path.abspath(f.json)), exist_ok=True)
+    with open(f.json, 'w', encoding='utf-8') as out:
+      json.dump(report, out, indent=1)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  cli.run(main, quiet=True)

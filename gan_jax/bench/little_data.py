@@ -1,0 +1,337 @@
+"""Learning from little data: digits GANs on 10% and 25% of the training split (issue 15).
+
+  python -m gan_jax.bench.little_data --trials=3 --fractions=0.1,0.25 \\
+      --configs=dcgan_digits:few,dcgan_digits:few,noaug --out=runs/bench_little_data
+
+For every training fraction F, config C and seed S (S = first_seed, first_seed + 1, ...):
+  1. C with `data.train_examples = floor(F x 1,347)` (the class-balanced subset of
+     the digits 'train' split that `config.seed = S` picks) and `config.seed = S`
+     trains through `gan_jax.train.train_and_evaluate`, as `python -m gan_jax.main
+     --config=C --config.seed=S --config.data.train_examples=N` would;
+  2. the final EMA generator (`gan_jax.sample.load_generator`) is scored by the
+     evaluator with `eval.metrics = 'proxy'` on `--num_samples` samples of the
+     evaluation latents of seed S (what `python -m gan_jax.evaluate --seed=S
+     --metrics=proxy` reports): `proxy_fd`, the Frechet distance of the digits
+     judge's features to those of the WHOLE 'train' split (the subset's digits
+     and the ones the run never saw), `proxy_confident` and `proxy_coverage_kl`.
+Each row reports mean, sample standard deviation (ddof = 1) and the worst seed of
+every metric (highest FD / KL, lowest confident share) with that seed's number.
+For each fraction the table also gives the change of the mean FD of every
+augmented config relative to the same fraction's config without augmentation
+(`augment.policy` '').
+
+Outputs in --out: `little_data.json` (every trial, the summaries, the machine and
+the command; rewritten after each trial, so an interrupted run keeps what it
+measured) and `little_data.md` (the table).
+"""
+
+import datetime
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+from absl import flags
+import numpy as np
+
+from gan_jax import cli
+from gan_jax import config_files
+from gan_jax import data as data_lib
+from gan_jax import errors
+from gan_jax import metrics
+from gan_jax import models
+from gan_jax import sample
+from gan_jax import train
+from gan_jax.bench import toy as toy_bench
+
+DEFAULT_CONFIGS = 'dcgan_digits:few,dcgan_digits:few,noaug'
+DEFAULT_FRACTIONS = '0.1,0.25'
+METRICS = ('proxy_fd', 'proxy_confident', 'proxy_coverage_kl')
+# Which value of each metric is the worst seed's: lower FD / KL and more
+# confident samples are better.
+WORST = {'proxy_fd': max, 'proxy_confident': min, 'proxy_coverage_kl': max,
+         'train_seconds': max}
+_JSON_NAME = 'little_data.json'
+_TABLE_NAME = 'little_data.md'
+
+
+def load_config(spec):
+  """The ConfigDict of a digits config spec 'name[:arg]' or 'path.py[:arg]'.
+
+  Raises:
+    ConfigError: an unknown config, or one that does not train on the digits.
+  """
+  try:
+    config = config_files.load(spec)
+  except KeyError as e:
+    raise errors.ConfigError(e.args[0]) from None
+  if config.data.source != 'digits':
+    raise errors.ConfigError(
+        f'Config {spec!r} trains on data.source={config.data.source!r}; the little-data '
+        "benchmark needs data.source='digits' (e.g. --configs=dcgan_digits:few).")
+  return config
+
+
+def examples_for(fraction, *, split='train'):
+  """floor(fraction x size of the digits `split`): the training examples kept.
+
+  Raises:
+    ConfigError: a fraction outside (0, 1] or one that keeps fewer than 10
+      examples (one per class).
+  """
+  count = len(data_lib.digits_split(split)[1])
+  if not 0.0 < fraction <= 1.0:
+    raise errors.ConfigError(f'--fractions must be in (0, 1], got {fraction}.')
+  num = int(fraction * count)
+  if num < 10:
+    raise errors.ConfigError(
+        f'--fractions {fraction} keeps {num} of {count} digits; at least 10 (one per class) '
+        'are needed.')
+  return num
+
+
+def summarize(trials):
+  """Per-metric {'mean', 'std', 'worst', 'worst_seed'} over trial records.
+
+  Args:
+    trials: non-empty list of dicts with 'seed' and every key of `WORST`.
+
+  Returns:
+    {metric: {'mean', 'std' (ddof=1; None for one trial), 'worst' (the value of
+    the worst trial: see `WORST`), 'worst_seed'}}.
+  """
+  summary = {}
+  for key, pick in WORST.items():
+    values = np.asarray([t[key] for t in trials], np.float64)
+    worst = int(np.argmax(values) if pick is max else np.argmin(values))
+    summary[key] = {'mean': float(values.mean()),
+                    'std': float(values.std(ddof=1)) if len(values) > 1 else None,
+                    'worst': float(values[worst]), 'worst_seed': int(trials[worst]['seed'])}
+  return summary
+
+
+def fd_changes(rows):
+  """{row index: relative change of the mean FD vs the same fraction's un-augmented row}.
+
+  A value of -0.3 means the row's mean `proxy_fd` is 30% lower than that of the
+  row with the same fraction and `augment.policy` ''. Rows without such a
+  partner (or un-augmented rows) are left out.
+  """
+  plain = {r['fraction']: r for r in rows if not r['policy'] and r['summary']}
+  changes = {}
+  for i, r in enumerate(rows):
+    base = plain.get(r['fraction'])
+    if r['policy'] and r['summary'] and base is not None:
+      changes[i] = (r['summary']['proxy_fd']['mean'] / base['summary']['proxy_fd']['mean']
+                    - 1.0)
+  return changes
+
+
+def _slug(spec, examples):
+  name, _, arg = spec.partition(':')
+  name = os.path.splitext(os.path.basename(name))[0]
+  return re.sub(r'[^A-Za-z0-9_.=-]+', '_', f"{name}-{arg or 'default'}-{examples}")
+
+
+def _cell(stat, *, digits):
+  if stat['std'] is None:
+    return f"{stat['mean']:.{digits}f} (worst {stat['worst']:.{digits}f}, seed {stat['worst_seed']})"
+  return (f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f} "
+          f"(worst {stat['worst']:.{digits}f}, seed {stat['worst_seed']})")
+
+
+def format_table(rows):
+  """The Markdown table: one line per (fraction, config) with mean ± std (worst seed).
+
+  Args:
+    rows: result rows with 'config', 'fraction', 'train_examples', 'policy',
+      'trials' and 'summary' (`summarize`; rows without trials yet are skipped).
+
+  Returns:
+    str: a Markdown table ending with a newline.
+  """
+  changes = fd_changes(rows)
+  lines = ['| data | config | augment.policy | seeds | proxy FD | FD vs no aug '
+           '| confident share | coverage KL | train s / seed |',
+           '|---|---|---|---|---:|---:|---:|---:|---:|']
+  for i, r in enumerate(rows):
+    s = r['summary']
+    if not s:
+      continue
+    change = f'{100 * changes[i]:+.1f}%' if i in changes else '–'
+    seeds = ','.join(str(t['seed']) for t in r['trials'])
+    lines.append(
+        f"| {100 * r['fraction']:g}% ({r['train_examples']}) | `{r['config']}` "
+        f"| {r['policy'] or '(none)'} | {seeds} | {_cell(s['proxy_fd'], digits=3)} | {change} "
+        f"| {_cell(s['proxy_confident'], digits=3)} "
+        f"| {_cell(s['proxy_coverage_kl'], digits=3)} "
+        f"| {s['train_seconds']['mean']:.0f} |")
+  return '\n'.join(lines) + '\n'
+
+
+def run_trial(config, *, seed, workdir, num_samples):
+  """Trains one seed in `workdir` and scores its final EMA generator.
+
+  Args:
+    config: a digits ConfigDict (changed in place: seed, evaluation, progress bar).
+    seed: config.seed and the seed of the evaluation latents.
+    workdir: an empty folder for the run (an existing run there is resumed).
+    num_samples: generated samples to score.
+
+  Returns:
+    {'seed', 'step', 'train_seconds', 'proxy_fd', 'proxy_confident',
+     'proxy_coverage_kl'}.
+
+  Raises:
+    preemption.Interrupted: SIGTERM / SIGINT stopped the trial.
+  """
+  config.seed = seed
+  config.train.progress_bar = False
+  config.eval.every = -1  # scored once below, not during training
+  start = time.perf_counter()
+  train.train_and_evaluate(config, workdir)
+  train_seconds = time.perf_counter() - start
+  saved_config, generate = sample.load_generator(workdir)
+  saved_config.eval.metrics = 'proxy'
+  saved_config.eval.num_samples = num_samples
+  evaluator = metrics.make_evaluator(saved_config,
+                                     data_shape=models.data_shape(saved_config.model))
+  scores = evaluator(generate, seed=seed)
+  record = {'seed': int(seed), 'step': int(generate.step), 'train_seconds': float(train_seconds)}
+  record.update({key: float(scores[key]) for key in METRICS})
+  return record
+
+
+def _new_result(command, num_samples):
+  return {
+      'benchmark': 'learning from little data (digits, DiffAugment)',
+      'protocol': {
+          'metrics': 'evaluator proxy metrics (gan_jax.metrics.digits_judge) of the final '
+                     "EMA generator; proxy_fd against the whole digits 'train' split",
+          'num_samples': num_samples,
+          'latents': 'evaluation latents of the trial seed (gan_jax.evaluate --seed=S)',
+          'std': 'sample std over seeds (ddof=1)',
+          'worst': 'max over seeds (proxy_fd, proxy_coverage_kl, train_seconds), '
+                   'min (proxy_confident)',
+          'fd_change': 'mean proxy_fd / that of the same fraction without augmentation - 1',
+      },
+      'command': command or ' '.join([os.path.basename(sys.executable), '-m',
+                                      'gan_jax.bench.little_data'] + sys.argv[1:]),
+      'machine': toy_bench.machine_description(),
+      'created': datetime.datetime.now().isoformat(timespec='seconds'),
+      'rows': [],
+  }
+
+
+def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
+                  out_dir='runs/bench_little_data', num_steps=None, num_samples=1000,
+                  keep_workdirs=False, command=None, log=print):
+  """Trains and scores every (fraction, config, seed); writes the JSON and the table.
+
+  Args:
+    specs: digits config specs, e.g. ['dcgan_digits:few', 'dcgan_digits:few,noaug'].
+    fractions: shares of the digits 'train' split to train on (`examples_for`).
+    trials: seeds per row (first_seed, first_seed + 1, ...).
+    first_seed: the first seed.
+    out_dir: output folder (created).
+    num_steps: if set, overrides config.train.num_steps (quick checks).
+    num_samples: generated samples per score.
+    keep_workdirs: keep each run in `<out_dir>/workdirs/<config>-<examples>/seed_<S>`
+      (an existing run there is resumed); otherwise a temporary folder, deleted after.
+    command: the command line recorded in the JSON (default: this process's).
+    log: called with one progress line per trial.
+
+  Returns:
+    The JSON-ready result: {'benchmark', 'protocol', 'command', 'machine',
+    'created', 'rows': [{'config', 'fraction', 'train_examples', 'policy',
+    'num_steps', 'trials', 'summary'}], 'fd_change' {row index: change},
+    'table'}.
+  """
+  if trials < 1:
+    raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
+  configs = [(spec, load_config(spec)) for spec in specs]  # fail fast on bad names
+  plan = [(f, examples_for(f), spec, config) for f in fractions for spec, config in configs]
+  os.makedirs(out_dir, exist_ok=True)
+  result = _new_result(command, num_samples)
+  for fraction, examples, spec, config in plan:
+    config = config.copy_and_resolve_references()
+    config.data.train_examples = examples
+    if num_steps is not None:
+      config.train.num_steps = int(num_steps)
+    row = {'config': spec, 'fraction': fraction, 'train_examples': examples,
+           'policy': config.augment.policy, 'num_steps': int(config.train.num_steps),
+           'trials': [], 'summary': None}
+    result['rows'].append(row)
+    for seed in range(first_seed, first_seed + trials):
+      slug = _slug(spec, examples)
+      workdir = (os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}') if keep_workdirs
+                 else tempfile.mkdtemp(prefix=f'bench_little_{slug}_{seed}_'))
+      try:
+        record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir,
+                           num_samples=num_samples)
+      finally:
+        if not keep_workdirs:
+          shutil.rmtree(workdir, ignore_errors=True)
+      row['trials'].append(record)
+      row['summary'] = summarize(row['trials'])
+      log(f"{spec} on {examples} digits, seed {seed}: proxy FD {record['proxy_fd']:.3f}, "
+          f"confident {record['proxy_confident']:.3f}, coverage KL "
+          f"{record['proxy_coverage_kl']:.3f}, {record['train_seconds']:.0f} s")
+      result['fd_change'] = {str(i): c for i, c in fd_changes(result['rows']).items()}
+      result['table'] = format_table(result['rows'])
+      _write_outputs(result, out_dir)
+  return result
+
+
+def _write_outputs(result, out_dir):
+  for name, text in ((_JSON_NAME, json.dumps(result, indent=2) + '\n'),
+                     (_TABLE_NAME, result['table'])):
+    path = os.path.join(out_dir, name)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def _parse_fractions(text):
+  try:
+    return tuple(float(p) for p in text.split(',') if p.strip())
+  except ValueError:
+    raise errors.ConfigError(f'--fractions must be comma-separated numbers such as '
+                             f'0.1,0.25, got {text!r}.') from None
+
+
+def _define_flags():
+  flags.DEFINE_string('configs', DEFAULT_CONFIGS,
+                      "Comma-separated digits config names, each with an optional ':variant'.")
+  flags.DEFINE_string('fractions', DEFAULT_FRACTIONS,
+                      "Shares of the digits 'train' split to train on (data.train_examples).")
+  flags.DEFINE_integer('trials', 3, 'Seeds per (fraction, config).', lower_bound=1)
+  flags.DEFINE_integer('first_seed', 0, 'The first seed.', lower_bound=0)
+  flags.DEFINE_string('out', 'runs/bench_little_data', 'Output folder (JSON and table).')
+  flags.DEFINE_integer('num_steps', None,
+                       "Override every config's train.num_steps (quick checks only).")
+  flags.DEFINE_integer('num_samples', 1000, 'Generated samples per score.', lower_bound=2)
+  flags.DEFINE_bool('keep_workdirs', False,
+                    'Keep each run in <out>/workdirs/ (default: a temp folder).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
+  f = flags.FLAGS
+  result = run_benchmark(
+      toy_bench.split_config_names(f.configs), fractions=_parse_fractions(f.fractions),
+      trials=f.trials, first_seed=f.first_seed, out_dir=f.out, num_steps=f.num_steps,
+      num_samples=f.num_samples, keep_workdirs=f.keep_workdirs,
+      log=lambda line: print(line, flush=True))
+  print()
+  print(result['table'], end='')
+  print(f"\nWrote {os.path.join(f.out, _JSON_NAME)} and {os.path.join(f.out, _TABLE_NAME)}.")
+
+
+if __name__ == '__main__':
+  _define_flags()
+  cli.run(main, quiet=True)

@@ -1,0 +1,123 @@
+"""The models the benchmarks time, as configs: `model_config(model, batch=...)`.
+
+  dcgan      DCGAN 64x64 RGB as the PyTorch DCGAN example (`jax_config`; the default)
+  resnet     SNGAN-32 as torch_mimicry's CIFAR-10 SNGAN: ResNet G (ngf 256), SN D
+             (ndf 128), z 128, hinge loss, Adam(2e-4, 0.0, 0.9), n_critic 5, no EMA
+  biggan     BigGAN-32 as StudioGAN's CIFAR-10 BigGAN: ngf = ndf = 96, z 80, shared
+             embedding 128, 10 classes, attention at 16x16, hinge loss,
+             Adam(2e-4, 0.5, 0.999), n_critic 5, EMA 0.9999
+  biggan128  BigGAN-128 as StudioGAN's ImageNet BigGAN-256: ngf = ndf = 96, z 120,
+             1000 classes, attention at 64x64, Adam(G 5e-5, D 2e-4, 0.0, 0.999),
+             n_critic 2, EMA 0.9999
+
+Used by the throughput benchmark (`throughput_runners.JaxRunner`), the memory
+benchmark and the device check. A variant 'DTYPE[/KERNELS]' picks the compute
+dtype (`model.dtype`) and, on CPU, the convolution kernels
+(`parallel.cpu_conv_kernels`).
+"""
+
+from gan_jax import defaults
+from gan_jax import errors
+from gan_jax import parallel
+
+RESOLUTION = 64
+CHANNELS = 3
+Z_DIM = 100
+
+JAX_DTYPES = ('float32', 'bfloat16')
+MODELS = ('dcgan', 'resnet', 'biggan', 'biggan128')
+
+
+def parse_jax_variant(variant):
+  """'DTYPE' or 'DTYPE/KERNELS' -> (compute dtype, config.parallel.cpu_conv_kernels).
+
+  Raises:
+    ConfigError: for an unknown dtype or kernel name.
+  """
+  dtype, _, kernels = variant.partition('/')
+  kernels = kernels or parallel.DEFAULT_CPU_CONV_KERNELS
+  if dtype not in JAX_DTYPES or kernels not in parallel.CPU_CONV_KERNELS:
+    raise errors.ConfigError(
+        f'unknown gan_jax variant {variant!r}: use DTYPE or DTYPE/KERNELS with DTYPE in '
+        f'{list(JAX_DTYPES)} and KERNELS in {list(parallel.CPU_CONV_KERNELS)}, '
+        'e.g. float32 or float32/xla_default')
+  return dtype, kernels
+
+
+def _zoo_config(model, variant):
+  """SNGAN-32 / BigGAN-32 / BigGAN-128 as the module docstring lists them."""
+  dtype, kernels = parse_jax_variant(variant)
+  config = defaults.get_config()
+  config.parallel.cpu_conv_kernels = kernels
+  m, t, o = config.model, config.train, config.optim
+  m.update(dict(channels=3, dtype=dtype, g_norm='batch', d_norm='none', spectral_norm=True))
+  config.loss.type = 'hinge'
+  t.n_critic = 5
+  if model == 'resnet':
+    m.update(dict(name='resnet', resolution=32, z_dim=128, ngf=256, ndf=128))
+    t.ema_decay = 0.0
+    for opt in (o.g, o.d):
+      opt.update(dict(b1=0.0, b2=0.9))
+    return config
+  m.update(dict(name='biggan', ngf=96, ndf=96, shared_dim=128, hierarchical_z=True,
+                d_cond='projection', g_spectral_norm=True))
+  t.ema_decay = 0.9999
+  if model == 'biggan':
+    m.update(dict(resolution=32, z_dim=80, num_classes=10, attention_resolution=16))
+    t.ema_start = 1000
+    return config
+  m.update(dict(resolution=128, z_dim=120, num_classes=1000, attention_resolution=64))
+  t.update(dict(n_critic=2, ema_start=20000))
+  o.g.learning_rate = 5e-5
+  for opt in (o.g, o.d):
+    opt.update(dict(b1=0.0, b2=0.999))
+  return config
+
+
+def model_config(model, *, batch, variant='float32', width=0):
+  """The config a benchmark times for `model` (see the module docstring).
+
+  Args:
+    model: 'dcgan', 'resnet', 'biggan' or 'biggan128' (MODELS).
+    batch: global batch size (of each D update).
+    variant: 'DTYPE[/KERNELS]' (see `parse_jax_variant`).
+    width: > 0 sets ngf = ndf = width; 0 keeps the reference widths (DCGAN: 64).
+
+  Raises:
+    ConfigError: for an unknown model or variant.
+  """
+  if model not in MODELS:
+    raise errors.ConfigError(f'unknown benchmark model {model!r}; known: {list(MODELS)}.')
+  if model == 'dcgan':
+    return jax_config(width or 64, batch, variant)
+  config = _zoo_config(model, variant)
+  config.train.batch_size = batch
+  if width:
+    config.model.update(dict(ngf=width, ndf=width))
+  return config
+
+
+def jax_config(width, batch, variant='float32'):
+  """The default config at 64x64 RGB with the PyTorch DCGAN example's settings.
+
+  Args:
+    width: ngf = ndf.
+    batch: global batch size.
+    variant: 'DTYPE[/KERNELS]' (see `parse_jax_variant`): the model compute
+      dtype ('float32' or 'bfloat16') and, optionally, the CPU convolution
+      kernels ('eigen', the default, or 'xla_default').
+
+  Returns:
+    A ConfigDict for `state.create_state` / `step.make_train_step`.
+  """
+  dtype, kernels = parse_jax_variant(variant)
+  config = defaults.get_config()
+  config.parallel.cpu_conv_kernels = kernels
+  config.model.update(dict(resolution=RESOLUTION, channels=CHANNELS, z_dim=Z_DIM,
+                           ngf=width, ndf=width, dtype=dtype))
+  config.train.batch_size = batch
+  config.train.ema_decay = 0.0  # the PyTorch example keeps no EMA
+  # The PyTorch example runs G forward once per iteration and its G update
+  # back-propagates through that same fake batch: the same algorithm here.
+  config.train.reuse_fake = True
+  return config

@@ -1,0 +1,224 @@
+"""Semi-supervised GAN benchmark (Salimans et al. 2016) on the bundled digits, issue 15.
+
+  python -m gan_jax.bench.semi_supervised --seeds=0,1,2 --out=runs/bench_semi_supervised
+
+For each seed S and each config (default: `semi_supervised_digits` and its
+`:supervised_only` baseline, the same D and labelled digits without the GAN
+terms):
+  1. train through the real code path, `gan_jax.train.train_and_evaluate(config,
+     workdir)` with `config.seed = S` (what `python -m gan_jax.main
+     --config=<name> --config.seed=S` does); the seed also picks the labelled
+     digits (`data.labels_per_class` per class), so both configs of a seed learn
+     from the same labels;
+  2. score the final discriminator as a classifier with
+     `gan_jax.classify.test_accuracy`: accuracy on the fixed 450-digit 'test'
+     split (never trained on).
+Each row reports the mean, the sample std (ddof=1) and the worst seed, and the
+training time of one trial (wall and this process's CPU seconds; compilation and
+checkpoint writes included). The last line compares the first two configs seed by
+seed (same labels). Outputs in --out: `semi_supervised_benchmark.json` (every trial,
+the summary, the machine) and `semi_supervised_benchmark.md` (the table), rewritten
+after every trial.
+"""
+
+import datetime
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+from absl import flags
+import numpy as np
+
+from gan_jax import classify
+from gan_jax import cli
+from gan_jax import config_files
+from gan_jax import errors
+from gan_jax import train
+from gan_jax.bench import toy
+
+DEFAULT_CONFIGS = 'semi_supervised_digits,semi_supervised_digits:supervised_only'
+_JSON_NAME = 'semi_supervised_benchmark.json'
+_TABLE_NAME = 'semi_supervised_benchmark.md'
+
+
+def parse_seeds(text):
+  """'0,1,2' -> [0, 1, 2].
+
+  Raises:
+    ConfigError: for an empty list, a non-integer or a negative seed.
+  """
+  try:
+    seeds = [int(s) for s in text.split(',') if s.strip()]
+  except ValueError:
+    raise errors.ConfigError(f'--seeds must be comma-separated integers, got {text!r}.') from None
+  if not seeds or min(seeds) < 0:
+    raise errors.ConfigError(f'--seeds must list integers >= 0, got {text!r}.')
+  return seeds
+
+
+def load_config(spec):
+  """The ConfigDict of a spec 'name[:arg]'; it must train a classifier D.
+
+  Raises:
+    ConfigError: an unknown config, or one whose D has no class logits.
+  """
+  try:
+    config = config_files.load(spec)
+  except KeyError as e:
+    raise errors.ConfigError(e.args[0]) from None
+  classify.check_classifier(config, spec)
+  return config
+
+
+def _slug(spec):
+  return re.sub(r'[^A-Za-z0-9_.=-]+', '_', spec.replace(':', '-'))
+
+
+def run_trial(config, *, seed, workdir):
+  """Trains one seed in `workdir` and scores its discriminator on the 'test' split.
+
+  Returns:
+    {'seed', 'accuracy' in [0, 1], 'train_seconds', 'train_cpu_seconds'}.
+  """
+  config.seed = seed
+  config.train.progress_bar = False
+  start, cpu_start = time.perf_counter(), time.process_time()
+  train.train_and_evaluate(config, workdir)
+  train_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+  return {'seed': int(seed), 'accuracy': classify.test_accuracy(workdir),
+          'train_seconds': float(train_seconds), 'train_cpu_seconds': float(cpu_seconds)}
+
+
+def summarize(trials):
+  """Mean, sample std (ddof=1; 0 for one trial), worst seed and mean times of a row."""
+  acc = np.array([t['accuracy'] for t in trials], np.float64)
+  worst = trials[int(np.argmin(acc))]
+  return {'mean': float(acc.mean()), 'std': float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+          'worst': float(worst['accuracy']), 'worst_seed': worst['seed'],
+          'train_seconds': float(np.mean([t['train_seconds'] for t in trials])),
+          'train_cpu_seconds': float(np.mean([t['train_cpu_seconds'] for t in trials]))}
+
+
+def paired_gain(first, second):
+  """Accuracy of `first` minus `second` on their common seeds: (mean, min) or None."""
+  other = {t['seed']: t['accuracy'] for t in second['trials']}
+  gains = [t['accuracy'] - other[t['seed']] for t in first['trials'] if t['seed'] in other]
+  return (float(np.mean(gains)), float(np.min(gains))) if gains else None
+
+
+def format_table(rows):
+  """The Markdown table of the rows (accuracies in percent)."""
+  lines = ['| config | labels / class | steps | accuracy (mean ± std) | worst (seed) | '
+           'per seed | train time / trial (wall, CPU) |',
+           '| --- | --- | --- | --- | --- | --- | --- |']
+  for row in rows:
+    s = row['summary']
+    if s is None:
+      continue
+    per_seed = ', '.join(f"{t['seed']}: {100 * t['accuracy']:.2f}" for t in row['trials'])
+    lines.append(
+        f"| `{row['config']}` | {row['labels_per_class']} | {row['num_steps']} | "
+        f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} % | {100 * s['worst']:.2f} % "
+        f"({s['worst_seed']}) | {per_seed} | {s['train_seconds']:.0f} s, "
+        f"{s['train_cpu_seconds']:.0f} s |")
+  if len(rows) >= 2 and rows[0]['trials'] and rows[1]['trials']:
+    gain = paired_gain(rows[0], rows[1])
+    if gain is not None:
+      lines.append('')
+      lines.append(f"`{rows[0]['config']}` - `{rows[1]['config']}`, seed by seed: "
+                   f'{100 * gain[0]:+.2f} points on average, {100 * gain[1]:+.2f} at least.')
+  return '\n'.join(lines) + '\n'
+
+
+def run_benchmark(specs, *, seeds, out_dir, num_steps=None, keep_workdirs=False, log=print):
+  """Trains and scores every config for every seed; writes the JSON and the table.
+
+  Args:
+    specs: config specs, e.g. ['semi_supervised_digits',
+      'semi_supervised_digits:supervised_only'].
+    seeds: trial seeds (each picks the labelled subset and the initialisation).
+    out_dir: output folder (created).
+    num_steps: if set, overrides config.train.num_steps (quick checks).
+    keep_workdirs: keep each run in `<out_dir>/workdirs/<config>/seed_<S>` (an
+      existing run there is resumed); otherwise a temporary folder, deleted after.
+    log: called with one progress line per trial.
+
+  Returns:
+    The JSON-ready result: {'benchmark', 'command', 'machine', 'created',
+    'rows': [{'config', 'labels_per_class', 'num_steps', 'trials', 'summary'}],
+    'table'}.
+  """
+  configs = [(spec, load_config(spec)) for spec in specs]  # fail fast on bad names
+  os.makedirs(out_dir, exist_ok=True)
+  result = {
+      'benchmark': 'semi-supervised GAN: test accuracy of D as a classifier',
+      'command': ' '.join([os.path.basename(sys.executable), '-m',
+                           'gan_jax.bench.semi_supervised'] + sys.argv[1:]),
+      'machine': toy.machine_description(),
+      'created': datetime.datetime.now().isoformat(timespec='seconds'),
+      'rows': [], 'table': ''}
+  for spec, config in configs:
+    if num_steps is not None:
+      config.train.num_steps = int(num_steps)
+    result['rows'].append({'config': spec, 'labels_per_class': int(config.data.labels_per_class),
+                           'num_steps': int(config.train.num_steps), 'trials': [],
+                           'summary': None})
+  # Seeds outermost: an interrupted run still compares both configs on the same seeds.
+  for seed in seeds:
+    for (spec, config), row in zip(configs, result['rows']):
+      workdir = (os.path.join(out_dir, 'workdirs', _slug(spec), f'seed_{seed}')
+                 if keep_workdirs else tempfile.mkdtemp(prefix='bench_semi_supervised_'))
+      try:
+        record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir)
+      finally:
+        if not keep_workdirs:
+          shutil.rmtree(workdir, ignore_errors=True)
+      row['trials'].append(record)
+      row['summary'] = summarize(row['trials'])
+      log(f"{spec} seed {seed}: test accuracy {100 * record['accuracy']:.2f}%, "
+          f"{record['train_seconds']:.0f} s ({record['train_cpu_seconds']:.0f} s CPU)")
+      result['table'] = format_table(result['rows'])
+      _write_outputs(result, out_dir)
+  return result
+
+
+def _write_outputs(result, out_dir):
+  for name, text in ((_JSON_NAME, json.dumps(result, indent=2) + '\n'),
+                     (_TABLE_NAME, result['table'])):
+    path = os.path.join(out_dir, name)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def _define_flags():
+  flags.DEFINE_string('configs', DEFAULT_CONFIGS,
+                      "Comma-separated config names, each with an optional ':variant'; "
+                      'the first two are compared seed by seed.')
+  flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated trial seeds.')
+  flags.DEFINE_string('out', 'runs/bench_semi_supervised', 'Output folder (JSON, table).')
+  flags.DEFINE_integer('num_steps', None,
+                       "Override every config's train.num_steps (quick checks only).")
+  flags.DEFINE_bool('keep_workdirs', False,
+                    'Keep each trial run in <out>/workdirs/ (default: a temp folder).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
+  f = flags.FLAGS
+  result = run_benchmark(toy.split_config_names(f.configs), seeds=parse_seeds(f.seeds),
+                         out_dir=f.out, num_steps=f.num_steps, keep_workdirs=f.keep_workdirs,
+                         log=lambda line: print(line, flush=True))
+  print()
+  print(result['table'], end='')
+  print(f'\nWrote {os.path.join(f.out, _JSON_NAME)} and {os.path.join(f.out, _TABLE_NAME)}.')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  cli.run(main, quiet=True)

@@ -1,0 +1,196 @@
+"""A trained discriminator as a classifier: `python -m gan_jax.classify --workdir=DIR ...`.
+
+  python -m gan_jax.classify --workdir=runs/semi_supervised_digits \
+      --input=images.npz --output=predictions.npz
+
+`--input` holds `images`: f32[N, H, W, C] in [-1, 1] at the run's resolution
+(`model.resolution`, `model.channels`), preprocessed as the run's training data.
+`--output` gets `labels` (int32[N], the most probable class) and `probs`
+(f32[N, K], the softmax over the K real classes). The run's discriminator must
+have class logits: `model.d_cond` 'semi_supervised' (the semi-supervised GAN of
+Salimans et al. 2016, whose K+1-th "fake" class is left out of the softmax) or
+'acgan'. D runs in eval mode (running BatchNorm statistics); the newest
+checkpoint unless --step.
+
+`test_accuracy(workdir)` is the same classifier's accuracy on the data's test
+split (what `gan_jax.bench.semi_supervised` reports).
+"""
+
+import os
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gan_jax import checkpoint
+from gan_jax import cli
+from gan_jax import data as data_lib
+from gan_jax import errors
+from gan_jax import models
+from gan_jax import state as state_lib
+from gan_jax import workdir as workdir_lib
+
+CLASSIFIER_HEADS = ('semi_supervised', 'acgan')
+# Images per compiled call (bounds memory). The last, shorter chunk is not padded:
+# with minibatch discrimination D's output depends on the other rows of its batch.
+_CHUNK = 500
+# Inputs may overshoot [-1, 1] by float rounding of the user's own scaling.
+_RANGE_TOLERANCE = 1e-3
+
+
+def check_classifier(config, where):
+  """Raises ConfigError unless the config's D has class logits (`CLASSIFIER_HEADS`).
+
+  Args:
+    config: an experiment config.
+    where: the run folder or config name, for the message.
+  """
+  m = config.model
+  if not m.num_classes or m.d_cond not in CLASSIFIER_HEADS:
+    raise errors.ConfigError(
+        f'{where} has no classifier head: the discriminator needs class '
+        f"logits (model.num_classes > 0 and model.d_cond in {list(CLASSIFIER_HEADS)}), got "
+        f'num_classes={m.num_classes}, d_cond={m.d_cond!r}.')
+
+
+def load_classifier(workdir, step=None):
+  """Restores a checkpoint's discriminator as a classifier.
+
+  Args:
+    workdir: a run folder whose D has class logits (see `CLASSIFIER_HEADS`).
+    step: checkpoint step (None: the newest readable one).
+
+  Returns:
+    (config, classify): `classify(images: f32[N, H, W, C] in [-1, 1]) ->
+    np.float32[N, K]` class probabilities (softmax over the K class logits, D
+    in eval mode); `classify.step` is the checkpoint's step.
+
+  Raises:
+    MissingFileError: no run or no checkpoint in `workdir`.
+    ConfigError: the run's D has no class logits.
+  """
+  config = workdir_lib.load_config(workdir)
+  check_classifier(config, workdir)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
+                                 max_to_keep=None)
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step)
+  ckpt.close()
+  if restored is None:
+    raise errors.MissingFileError(
+        f'No checkpoint in {os.path.join(workdir, "checkpoints")} yet; train first with '
+        f'python -m gan_jax.main --config=... --workdir={workdir}')
+  state, _, restored_step = restored
+  _, discriminator = models.build(config.model)
+  variables = {'params': state.d_params}
+  if state.d_batch_stats:
+    variables['batch_stats'] = state.d_batch_stats
+
+  @jax.jit
+  def probabilities(variables, x):
+    _, extras = discriminator.apply(variables, x, train=False, mutable=['intermediates'])
+    return jax.nn.softmax(extras['intermediates']['class_logits'][0].astype(jnp.float32))
+
+  shape = models.data_shape(config.model)
+  # Minibatch features are sums over the batch: classify in batches of the
+  # training batch size, so that their scale is the trained one (on one device).
+  chunk_size = config.train.batch_size if config.model.minibatch_discrimination else _CHUNK
+
+  def classify(images):
+    images = check_images(images, shape)
+    out = [np.asarray(probabilities(variables, images[i:i + chunk_size]))
+           for i in range(0, len(images), chunk_size)]
+    return (np.concatenate(out) if out else
+            np.zeros((0, config.model.num_classes), np.float32))
+
+  classify.step = restored_step
+  return config, classify
+
+
+def check_images(images, shape):
+  """Returns `images` as np.float32[N, *shape] or raises a ConfigError saying what is wrong.
+
+  Args:
+    images: array-like, expected f[N, H, W, C] in [-1, 1].
+    shape: (H, W, C) of the run's model.
+  """
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[1:] != tuple(shape):
+    raise errors.ConfigError(
+        f'images must be f32[N, {", ".join(map(str, shape))}] (NHWC at the run\'s '
+        f'model.resolution / model.channels), got shape {list(images.shape)}.')
+  if not np.issubdtype(images.dtype, np.floating):
+    raise errors.ConfigError(
+        f'images must be floats in [-1, 1] (x / 127.5 - 1 for 8-bit pixels), got '
+        f'{images.dtype}.')
+  if images.size and (not np.all(np.isfinite(images))
+                      or np.abs(images).max() > 1 + _RANGE_TOLERANCE):
+    raise errors.ConfigError(
+        f'images must be in [-1, 1] (x / 127.5 - 1 for 8-bit pixels); got values in '
+        f'[{np.nanmin(images):.3g}, {np.nanmax(images):.3g}].')
+  return images.astype(np.float32)
+
+
+def test_accuracy(workdir, *, split='test', step=None, num_examples=None):
+  """Accuracy of the run's discriminator-classifier on a labelled split of its data.
+
+  Args:
+    workdir: a run folder whose D has class logits.
+    split: the data split ('test': digits' fixed 450-image split, TFDS 'test').
+    step: checkpoint step (None: the newest).
+    num_examples: the first N of the split's fixed evaluation order (None: all).
+
+  Returns:
+    float in [0, 1]: share of the split's examples whose most probable class is
+    their label.
+  """
+  config, classify = load_classifier(workdir, step)
+  count = np.iinfo(np.int32).max if num_examples is None else num_examples
+  images, labels = data_lib.load_eval_data(
+      config.data, data_shape=models.data_shape(config.model), split=split,
+      num_examples=count, labels=True)
+  return float(np.mean(np.argmax(classify(images), axis=-1) == np.asarray(labels)))
+
+
+def read_input(path):
+  """The `images` array of an .npz file (see the module docstring)."""
+  if not os.path.exists(path):
+    raise errors.MissingFileError(f'--input={path}: no such file.')
+  with np.load(path) as arrays:
+    if 'images' not in arrays:
+      raise errors.ConfigError(
+          f'--input={path} has no key "images" (keys: {sorted(arrays.files)}); save the '
+          'images with np.savez(path, images=x), x f32[N, H, W, C] in [-1, 1].')
+    return arrays['images']
+
+
+def _define_flags():
+  """Command-line flags, defined only when run as a program (so importing is free)."""
+  flags.DEFINE_string('workdir', None, 'Run folder holding config.json and checkpoints/.',
+                      required=True)
+  flags.DEFINE_string('input', None, '.npz file with key "images": f32[N, H, W, C] in '
+                      '[-1, 1].', required=True)
+  flags.DEFINE_string('output', None, '.npz file to write "labels" and "probs" to.',
+                      required=True)
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
+  f = flags.FLAGS
+  if not f.output.endswith('.npz'):
+    raise errors.ConfigError(f'--output={f.output!r}: use a .npz file.')
+  images = read_input(f.input)
+  _, classify = load_classifier(f.workdir, f.step)
+  probs = classify(images)
+  labels = np.argmax(probs, axis=-1).astype(np.int32)
+  os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
+  np.savez(f.output, labels=labels, probs=probs.astype(np.float32))
+  print(f'Wrote {len(labels)} predictions of step {classify.step} to {f.output}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  cli.run(main, quiet=True)

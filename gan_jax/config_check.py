@@ -1,0 +1,64 @@
+"""Checks a whole experiment config before anything is loaded, built or compiled.
+
+Each name is validated by the module that owns it (models, losses, optim,
+parallel, data, metrics); this module calls them and adds the checks of counts
+and intervals that belong to no single module. Every failure is a
+`gan_jax.errors.ConfigError` naming the field, its value and what is allowed.
+"""
+
+from gan_jax import augment
+from gan_jax import errors
+from gan_jax import losses
+from gan_jax import metrics
+from gan_jax import models
+from gan_jax import optim
+from gan_jax import parallel
+from gan_jax.data import sources as data_sources
+from gan_jax.metrics import class_metrics
+
+# (field, smallest allowed value): counts and intervals of config.train / .eval.
+_MINIMA = (
+    ('train.num_steps', 0), ('train.batch_size', 1), ('train.n_critic', 1),
+    ('train.log_every', 1), ('train.sample_every', 0), ('train.checkpoint_every', 1),
+    ('train.max_to_keep', 1), ('train.num_sample_images', 1), ('eval.every', -1),
+    ('train.ema_start', 0), ('eval.num_samples', 2), ('eval.num_reference', 0),
+    ('data.prefetch', 1),
+    ('data.num_workers', 0), ('seed', 0))
+
+
+def _get(config, dotted):
+  value = config
+  for name in dotted.split('.'):
+    value = value[name]
+  return value
+
+
+def validate(config):
+  """Raises ConfigError for the first bad field of `config`; returns None if it is fine."""
+  for field, minimum in _MINIMA:
+    value = _get(config, field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+      raise errors.ConfigError(f'config.{field} must be an integer >= {minimum}, got {value!r}.')
+  t = config.train
+  if not 0.0 <= t.ema_decay < 1.0:
+    raise errors.ConfigError(f'config.train.ema_decay must be in [0, 1), got {t.ema_decay}.')
+  if t.reuse_fake and t.n_critic != 1:
+    raise errors.ConfigError(
+        'config.train.reuse_fake needs config.train.n_critic == 1 (the G update reuses '
+        f'the one D update\'s fake batch), got n_critic={t.n_critic}. Set '
+        'train.reuse_fake=False or train.n_critic=1.')
+  losses.check_loss_config(config.loss)
+  augment.parse_policy(config.augment.policy)
+  if (config.loss.bcr_real_weight or config.loss.bcr_fake_weight) and not config.augment.policy:
+    raise errors.ConfigError(
+        'config.loss.bcr_real_weight / bcr_fake_weight compare D on two augmentations of '
+        "the same images: set config.augment.policy (e.g. 'translation').")
+  optim.make_optimizers(config)
+  parallel.cpu_compiler_options(config.parallel.cpu_conv_kernels)
+  if config.parallel.mode not in parallel.MODES:
+    raise errors.ConfigError(f'Unknown config.parallel.mode {config.parallel.mode!r}; '
+                             f'known: {list(parallel.MODES)}.')
+  models.build(config.model)
+  data_sources.get(config.data.source)
+  class_metrics.check_config(metrics.parse_metrics(config.eval.metrics),
+                             source=config.data.source, num_classes=config.model.num_classes)

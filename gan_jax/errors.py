@@ -1,0 +1,27 @@
+"""Errors a user can act on, and nothing else.
+
+The command-line tools (`gan_jax.cli.run`) print a `UserError` as one short
+`error:` paragraph and exit with status 2, without a traceback; every other
+exception is a bug or an environment failure and keeps its traceback. The
+message of a `UserError` says what was wrong and what to do about it.
+
+The subclasses also derive from the built-in exception a caller would expect
+(`ValueError` for bad values, `FileNotFoundError` for missing files), so code
+that catches those keeps working.
+"""
+
+
+class UserError(Exception):
+  """An expected error caused by the user's input, config, data or files."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config field, flag or argument has a value that cannot work."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+  """A file, folder, data set or weights file the run needs is not there."""
+
+
+class WorkdirError(UserError, ValueError):
+  """A workdir holds a run that this command cannot continue or read."""

@@ -1,0 +1,195 @@
+"""What one D update and one G update minimise: the config's loss terms, assembled.
+
+D's objective, for a real batch x (labels y) and a fake batch G(z) (labels y'):
+
+  adversarial loss of D(A(x)) and D(A(G(z)))           (`loss.type`)
+  + aux_weight * [CE(D_cls(A(x)), y) + CE(D_cls(A(G(z))), y')]   (ACGAN)
+  + aux_weight * CE(D_cls(A(x)), y) over labelled x               (semi-supervised)
+  + bcr_real_weight * ||D(A(x)) - D(A'(x))||^2 + bcr_fake_weight * (same for G(z))
+  + gp_weight * GP + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
+
+G's objective, through the fakes:
+
+  g_adversarial_weight * generator loss of D(A(G(z)))   (top-k of `loss.g_top_k`)
+  + aux_weight * CE(D_cls(A(G(z))), y')                  (ACGAN)
+  + feature_matching_weight * ||mean f(A(x)) - mean f(A(G(z)))||^2
+  and, on G's parameters (`generator_regularizer`): hist_avg_weight * historical
+  averaging + ortho_weight / 2 * orthogonal regularisation.
+
+A is DiffAugment with `augment.policy` (the identity when ''), each application
+with its own key; D_cls are the class logits and f the features D sows.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from gan_jax import augment
+from gan_jax import losses
+from gan_jax import parallel
+from gan_jax import penalties
+
+# The shared class embedding of BigGAN is left out of orthogonal regularisation,
+# as in BigGAN-PyTorch.
+_ORTHO_EXCLUDE = ('shared',)
+
+
+def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False):
+  """D in train mode: (logits f32[B], sown extras {'features', 'class_logits'}, batch_stats).
+
+  `labels` go to D for a class-conditional model and are ignored otherwise.
+  """
+  variables = {'params': d_params}
+  if batch_stats:
+    variables['batch_stats'] = batch_stats
+  args = (x, labels) if setup.num_classes else (x,)
+  mutable = ['batch_stats'] + (['intermediates'] if collect else [])
+  logits, updates = setup.discriminator.apply(variables, *args, train=True, mutable=mutable)
+  extras = {name: value[0] for name, value in updates.get('intermediates', {}).items()}
+  return logits, extras, updates.get('batch_stats', batch_stats)
+
+
+def _augment(setup, x, key):
+  """DiffAugment of this device's rows with per-example keys of the global batch.
+
+  Every example's augmentation comes from its own key, split from `key` for the
+  whole global batch and sliced like the noise, so it does not depend on how
+  the batch is split over devices.
+  """
+  if not setup.augment_policy:
+    return x
+  devices = jax.lax.psum(1, setup.axis_name)
+  keys = parallel.global_slice(jax.random.split(key, x.shape[0] * devices), setup.axis_name)
+  one = lambda example, k: augment.augment(example[None], k, setup.augment_policy)[0]
+  return jax.vmap(one)(x, keys)
+
+
+def _class_terms_wanted(setup):
+  return setup.d_cond in ('acgan', 'semi_supervised')
+
+
+def _mean_sigmoid(logits):
+  return jnp.mean(jax.nn.sigmoid(logits.astype(jnp.float32)))
+
+
+def _consistency(setup, d_params, bs, x, logits, labels, key):
+  """bCR: D on a second augmentation of `x` against D on the first (`logits`)."""
+  other, _, bs = run_discriminator(setup, d_params, bs, _augment(setup, x, key), labels)
+  return augment.consistency_loss(logits.astype(jnp.float32), other.astype(jnp.float32)), bs
+
+
+def discriminator_objective(setup, d_params, state, real, real_labels, fake, fake_labels, key):
+  """D's loss for one update (see the module docstring).
+
+  Args:
+    setup: the step's `StepSetup`.
+    d_params: D's parameters (differentiated).
+    state: the `GANState` (D's statistics and historical average).
+    real: f32[B, ...] real examples; real_labels int32[B] (-1 = unlabelled) or None.
+    fake: f32[B, ...] generated examples (constants); fake_labels int32[B] or None.
+    key: this update's key (augmentations, gradient-penalty interpolation).
+
+  Returns:
+    (loss f32[], (D's batch_stats after the calls, metrics dict)).
+  """
+  keys = jax.random.split(key, 5)
+  real_in, fake_in = _augment(setup, real, keys[0]), _augment(setup, fake, keys[1])
+  collect = _class_terms_wanted(setup)
+  real_logits, real_x, bs = run_discriminator(setup, d_params, state.d_batch_stats, real_in,
+                                              real_labels, collect=collect)
+  fake_logits, fake_x, bs = run_discriminator(setup, d_params, bs, fake_in, fake_labels,
+                                              collect=collect)
+  loss = losses.discriminator_loss(real_logits=real_logits, fake_logits=fake_logits,
+                                   loss_type=setup.loss_type,
+                                   label_smoothing=setup.label_smoothing)
+  aux = {'d_real': jnp.mean(real_logits.astype(jnp.float32)),
+         'd_fake': jnp.mean(fake_logits.astype(jnp.float32))}
+  if setup.loss_type in losses.BCE_LOSS_TYPES:
+    aux['d_real_prob'] = _mean_sigmoid(real_logits)
+    aux['d_fake_prob'] = _mean_sigmoid(fake_logits)
+  if setup.d_cond == 'acgan':
+    aux['d_class'] = (losses.class_cross_entropy(logits=real_x['class_logits'], labels=real_labels)
+                      + losses.class_cross_entropy(logits=fake_x['class_logits'],
+                                                   labels=fake_labels))
+    loss = loss + setup.aux_weight * aux['d_class']
+  elif setup.d_cond == 'semi_supervised':
+    aux['d_class'] = losses.class_cross_entropy(logits=real_x['class_logits'], labels=real_labels)
+    loss = loss + setup.aux_weight * aux['d_class']
+  if setup.bcr_real_weight:
+    aux['bcr_real'], bs = _consistency(setup, d_params, bs, real, real_logits, real_labels, keys[2])
+    loss = loss + setup.bcr_real_weight * aux['bcr_real']
+  if setup.bcr_fake_weight:
+    aux['bcr_fake'], bs = _consistency(setup, d_params, bs, fake, fake_logits, fake_labels, keys[3])
+    loss = loss + setup.bcr_fake_weight * aux['bcr_fake']
+  loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
+                             loss, aux)
+  aux['d_loss'] = loss
+  return loss, (bs, aux)
+
+
+def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, key, loss, aux):
+  # Penalties see D with its current statistics, without updating them.
+  d_fn = lambda x: run_discriminator(setup, d_params, bs, x, real_labels)[0]
+  if setup.gp_weight:
+    # Interpolation weights are per device (key folded with the device index).
+    aux['gp'] = penalties.gradient_penalty(
+        d_fn, real, fake, jax.random.fold_in(key, jax.lax.axis_index(setup.axis_name)))
+    loss = loss + setup.gp_weight * aux['gp']
+  if setup.r1_weight:
+    aux['r1'] = penalties.r1_penalty(d_fn, real)
+    loss = loss + 0.5 * setup.r1_weight * aux['r1']
+  if setup.hist_weight:
+    aux['d_hist_avg'] = penalties.historical_averaging_penalty(d_params, state.d_params_avg)
+    loss = loss + setup.hist_weight * aux['d_hist_avg']
+  return loss, aux
+
+
+def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real, real_labels,
+                        key):
+  """G's loss as a function of the fake batch (see the module docstring).
+
+  Args:
+    setup: the step's `StepSetup`.
+    d_params, d_batch_stats: D after its updates (D runs in train mode, as the
+      PyTorch DCGAN example does).
+    fake: f32[B, ...] generated examples (differentiated); fake_labels or None.
+    real, real_labels: a real batch, for feature matching.
+    key: the key of the augmentations.
+
+  Returns:
+    (loss f32[], (D's batch_stats after the calls, metrics dict)).
+  """
+  fake_key, real_key = jax.random.split(key)
+  collect = setup.d_cond == 'acgan' or bool(setup.fm_weight)
+  fake_logits, fake_x, bs = run_discriminator(setup, d_params, d_batch_stats,
+                                              _augment(setup, fake, fake_key), fake_labels,
+                                              collect=collect)
+  aux = {}
+  loss = jnp.zeros((), jnp.float32)
+  if setup.g_adv_weight:
+    top = losses.top_k_logits(fake_logits, setup.g_top_k)
+    loss = setup.g_adv_weight * losses.generator_loss(fake_logits=top, loss_type=setup.loss_type)
+  if setup.d_cond == 'acgan':
+    aux['g_class'] = losses.class_cross_entropy(logits=fake_x['class_logits'],
+                                                labels=fake_labels)
+    loss = loss + setup.aux_weight * aux['g_class']
+  if setup.fm_weight:
+    _, real_x, bs = run_discriminator(setup, d_params, bs, _augment(setup, real, real_key),
+                                      real_labels, collect=True)
+    aux['feature_matching'] = losses.feature_matching_loss(
+        real_features=jax.lax.stop_gradient(real_x['features']),
+        fake_features=fake_x['features'])
+    loss = loss + setup.fm_weight * aux['feature_matching']
+  return loss, (bs, aux)
+
+
+def generator_regularizer(setup, g_params, g_params_avg):
+  """The terms of G's loss that depend on its parameters only: (value f32[], metrics)."""
+  value, aux = jnp.zeros((), jnp.float32), {}
+  if setup.hist_weight:
+    aux['g_hist_avg'] = penalties.historical_averaging_penalty(g_params, g_params_avg)
+    value = value + setup.hist_weight * aux['g_hist_avg']
+  if setup.ortho_weight:
+    # Half the penalty: its gradient is BigGAN-PyTorch's ortho(strength=ortho_weight).
+    aux['g_ortho'] = penalties.orthogonal_regularization(g_params, exclude=_ORTHO_EXCLUDE)
+    value = value + 0.5 * setup.ortho_weight * aux['g_ortho']
+  return value, aux

@@ -1,0 +1,93 @@
+"""Learning-rate schedules and the optimisers of G and D, built from `config.optim`.
+
+`make_optimizers(config)` is the only entry point the rest of gan_jax uses; the
+names it accepts (`OPTIMIZERS`, `SCHEDULES`) are checked here and nowhere else.
+"""
+
+import optax
+
+from gan_jax import errors
+
+OPTIMIZERS = ('adam', 'rmsprop', 'sgd')
+SCHEDULES = ('constant', 'linear', 'cosine')
+
+
+def learning_rate_schedule(learning_rate, *, schedule='constant', num_updates=None,
+                           decay_start=0.5):
+  """A learning rate, constant or decaying to 0 over the end of training.
+
+  Args:
+    learning_rate: the peak (initial) learning rate, >= 0.
+    schedule: 'constant', 'linear' or 'cosine' (decay to 0 at `num_updates`).
+    num_updates: optimiser updates in the whole run (needed unless constant).
+    decay_start: fraction in [0, 1] of `num_updates` trained at the full rate first.
+
+  Returns:
+    A float or an optax schedule (update count -> learning rate).
+
+  Raises:
+    ConfigError: for an unknown schedule.
+  """
+  if schedule not in SCHEDULES:
+    raise errors.ConfigError(
+        f'Unknown config.optim.schedule {schedule!r}; known: {list(SCHEDULES)}.')
+  if schedule == 'constant':
+    return learning_rate
+  start = int(num_updates * decay_start)
+  length = max(1, num_updates - start)
+  decay = (optax.linear_schedule(learning_rate, 0.0, length) if schedule == 'linear'
+           else optax.cosine_decay_schedule(learning_rate, length))
+  return optax.join_schedules([optax.constant_schedule(learning_rate), decay], [start])
+
+
+def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_start=0.5,
+                   field='config.optim'):
+  """An optax transformation from an optimiser config (`config.optim.g` / `.d`).
+
+  Args:
+    opt_config: ConfigDict with name ('adam' | 'rmsprop' | 'sgd'),
+      learning_rate, b1, b2, eps. RMSprop uses b2 as its decay (PyTorch alpha),
+      SGD uses b1 as momentum (0 = plain SGD).
+    schedule, num_updates, decay_start: see `learning_rate_schedule`.
+    field: the config path of `opt_config`, for error messages.
+
+  Returns:
+    An `optax.GradientTransformation`.
+
+  Raises:
+    ConfigError: for an unknown optimiser name or a negative learning rate.
+  """
+  name = opt_config.name
+  if name not in OPTIMIZERS:
+    raise errors.ConfigError(f'Unknown {field}.name {name!r}; known: {list(OPTIMIZERS)}.')
+  if not opt_config.learning_rate >= 0:
+    raise errors.ConfigError(
+        f'{field}.learning_rate must be >= 0 (0 freezes the network), got '
+        f'{opt_config.learning_rate}.')
+  lr = learning_rate_schedule(opt_config.learning_rate, schedule=schedule,
+                              num_updates=num_updates, decay_start=decay_start)
+  if name == 'adam':
+    return optax.adam(lr, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps)
+  if name == 'rmsprop':
+    # PyTorch's RMSprop adds eps outside the square root, like optax's eps.
+    return optax.rmsprop(lr, decay=opt_config.b2, eps=opt_config.eps)
+  return optax.sgd(lr, momentum=opt_config.b1 or None)
+
+
+def make_optimizers(config):
+  """(generator optimiser, discriminator optimiser) of a config, schedules included.
+
+  The discriminator makes `n_critic` updates per train step, so its schedule
+  spans `num_steps * n_critic` updates.
+
+  Raises:
+    ConfigError: for unknown names or bad values in `config.optim`.
+  """
+  o, t = config.optim, config.train
+  if not 0.0 <= o.decay_start <= 1.0:
+    raise errors.ConfigError(
+        f'config.optim.decay_start must be in [0, 1], got {o.decay_start}.')
+  common = dict(schedule=o.schedule, decay_start=o.decay_start)
+  return (make_optimizer(o.g, num_updates=t.num_steps, field='config.optim.g', **common),
+          make_optimizer(o.d, num_updates=t.num_steps * t.n_critic, field='config.optim.d',
+                         **common))

@@ -1,0 +1,101 @@
+"""Stopping a run cleanly on SIGTERM / SIGINT (preemption, Ctrl-C).
+
+The first signal sets a flag that the training loop checks after each step:
+it saves a checkpoint and stops, and the run raises `Interrupted`, which the
+command line turns into exit status 128 + signal number (130 for Ctrl-C, 143
+for SIGTERM), so `train && next` does not go on as if training had finished.
+Further signals while that checkpoint is being written are reported and
+ignored: an interrupted save would lose every step since the previous
+checkpoint. (SIGKILL still stops the process at once; the run then resumes from
+the previous checkpoint.)
+"""
+
+import logging
+import signal
+import threading
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(Exception):
+  """The run stopped early on a signal, after saving a checkpoint.
+
+  Attributes:
+    signum: the signal number (exit status 128 + signum).
+    step: the step of the checkpoint that was saved.
+  """
+
+  def __init__(self, signum, step):
+    super().__init__(f'Stopped by {signal.Signals(signum).name} at step {step} after '
+                     'saving a checkpoint; rerun the same command to resume.')
+    self.signum = signum
+    self.step = step
+
+
+class StopSignal:
+  """Turns SIGTERM / SIGINT into a flag the loop checks (save, then stop).
+
+  Use as a context manager around the loop *and* the final checkpoint save, so
+  that a second Ctrl-C cannot abort the save. Outside the main thread (where
+  Python cannot install handlers) it does nothing.
+
+  Attributes:
+    signum: the first signal received, or None.
+  """
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  @property
+  def received(self):
+    """Whether a stop signal has arrived."""
+    return self.signum is not None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    name = signal.Signals(signum).name
+    if self.signum is None:
+      self.signum = signum
+      logging.warning(
+          'Received %s: finishing this step, saving a checkpoint and stopping. A second '
+          'Ctrl-C is ignored until the checkpoint is on disk (kill -9 stops at once; the '
+          'run then resumes from the previous checkpoint).', name)
+    else:
+      logging.warning('Received %s again: still saving the checkpoint; the run stops as '
+                      'soon as it is on disk.', name)
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
+
+
+def agree(flag, step, every):
+  """Whether to stop now; with several processes, all of them agree.
+
+  Processes exchange their flags every `every` steps (a collective), so all
+  stop at the same step; a single process answers at once.
+
+  Args:
+    flag: this process's wish to stop.
+    step: the current step.
+    every: steps between exchanges (the log interval).
+
+  Returns:
+    True when the run stops after this step.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  if step % every:
+    return False
+  return bool(np.any(multihost_utils.process_allgather(np.array([bool(flag)]))))

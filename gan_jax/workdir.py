@@ -1,0 +1,270 @@
+"""A run's workdir: its saved config, the history of accepted config changes, paths.
+
+`config.json` is written once, when the run starts, and never overwritten: it
+says how the first checkpoints were trained. Resuming with a different config
+compares the two field by field:
+
+  * fields in `FREE_FIELDS` (how long to train, how often to log / sample /
+    checkpoint / evaluate, where the data lives, throughput knobs) may change;
+  * any other change (loss, learning rates, batch size, ...) is refused unless
+    the user passes `--allow_config_change`;
+  * a change of the networks' parameter shapes is always refused.
+
+Every accepted change is appended to `config_history.jsonl` with the step it
+took effect, and `load_config(workdir)` replays them, so the workdir always
+says how its checkpoints were trained. Before the first checkpoint nothing has
+been trained, so every change is accepted (and recorded).
+
+Paths may be local or URLs (`gs://...`): everything goes through `etils.epath`.
+"""
+
+import datetime
+import json
+
+from etils import epath
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+
+from gan_jax import data
+from gan_jax import defaults
+from gan_jax import errors
+from gan_jax import state as state_lib
+from gan_jax import writers
+
+CONFIG_FILE = 'config.json'
+HISTORY_FILE = 'config_history.jsonl'
+CHECKPOINTS = 'checkpoints'
+CLASS_NAMES_FILE = 'class_names.json'
+# Fields that change neither the networks nor the optimisation, so a resumed run
+# may change them freely. train.num_steps is free only with a constant learning
+# rate: with a decaying schedule it changes every later learning rate.
+FREE_FIELDS = (
+    'name', 'train.num_steps', 'train.log_every', 'train.sample_every',
+    'train.checkpoint_every', 'train.max_to_keep', 'train.num_sample_images',
+    'train.progress_bar', 'data.num_workers', 'data.prefetch', 'data.cache',
+    'data.data_dir', 'data.path', 'parallel.mode', 'parallel.cpu_conv_kernels')
+FREE_PREFIXES = ('eval.',)
+
+
+def flatten(tree, prefix=''):
+  """{'a': {'b': 1}} -> {'a.b': 1} (lists and scalars are leaves)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def _overlay(base, saved):
+  """The nested dict `base` with every value of the nested dict `saved` over it."""
+  merged = dict(base)
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key] = _overlay(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
+
+
+def _set_path(tree, dotted, value):
+  *parents, leaf = dotted.split('.')
+  for name in parents:
+    tree = tree.setdefault(name, {})
+  tree[leaf] = value
+
+
+def _as_json(config):
+  """A ConfigDict as the plain dict its JSON file holds (tuples become lists)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _read_json(path):
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise errors.WorkdirError(
+        f'{path} is not valid JSON ({e}); the workdir is damaged. Restore the file '
+        'from a backup or use another --workdir.') from None
+
+
+def history(workdir):
+  """The accepted config changes of a run, oldest first (a list of dicts)."""
+  path = epath.Path(workdir) / HISTORY_FILE
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_config(workdir):
+  """The config a workdir's latest checkpoints were trained with.
+
+  `config.json` laid over `gan_jax.defaults` (so a run saved before a field
+  existed gets that field's default, which reproduces the old behaviour), then
+  every change of `config_history.jsonl` replayed in order.
+
+  Raises:
+    MissingFileError: when the folder holds no run.
+  """
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise errors.MissingFileError(
+        f'{workdir!r} is not a gan_jax run folder (no {CONFIG_FILE} in it). Pass the '
+        '--workdir of a training run (it holds config.json and checkpoints/).')
+  values = _overlay(defaults.get_config().to_dict(), _read_json(path))
+  for entry in history(workdir):
+    for field, change in entry['changes'].items():
+      _set_path(values, field, change['to'])
+  return ml_collections.ConfigDict(values)
+
+
+def checkpoint_steps(workdir):
+  """Steps of the finished checkpoints in `<workdir>/checkpoints` (sorted)."""
+  folder = epath.Path(workdir) / CHECKPOINTS
+  if not folder.exists():
+    return []
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def config_changes(saved, config):
+  """{field: {'from': old, 'to': new}} for every leaf that differs (new fields included)."""
+  old, new = flatten(_as_json(saved)), flatten(_as_json(config))
+  return {field: {'from': old.get(field), 'to': new[field]}
+          for field in sorted(new) if old.get(field) != new[field]}
+
+
+def _is_free(field, config):
+  if field == 'train.num_steps':
+    return config.optim.schedule == 'constant'
+  return field in FREE_FIELDS or field.startswith(FREE_PREFIXES)
+
+
+def _state_shapes(config):
+  return jax.tree.map(lambda s: (s.shape, str(s.dtype)), state_lib.abstract_state(config))
+
+
+def _describe(changes):
+  return '\n  '.join(f'{field}: saved {c["from"]!r}, now {c["to"]!r}'
+                     for field, c in changes.items())
+
+
+def prepare(config, workdir, *, allow_changes=False):
+  """Creates the workdir or checks that `config` may continue the run in it.
+
+  Args:
+    config: the config of this invocation.
+    workdir: the run folder (local path or URL).
+    allow_changes: accept changes of training fields (`--allow_config_change`).
+
+  Returns:
+    The accepted changes, {'changes': {field: {'from', 'to'}}, 'accepted': why},
+    or None when nothing changed; record them with `record_changes` once the
+    resumed step is known.
+
+  Raises:
+    WorkdirError: when the workdir's run cannot be continued with `config`.
+  """
+  folder = epath.Path(workdir)
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / CONFIG_FILE
+  accepted = None
+  if path.exists():
+    saved = load_config(workdir)
+    changes = config_changes(saved, config)
+    trained = bool(checkpoint_steps(workdir))
+    if changes:
+      accepted = {'changes': changes, 'accepted': 'before the first checkpoint'}
+    if changes and trained:
+      model_changes = {f: c for f, c in changes.items() if f.startswith('model.')}
+      if model_changes and _state_shapes(saved) != _state_shapes(config):
+        raise errors.WorkdirError(
+            f'The workdir {workdir} holds a run of a different model, so it cannot be '
+            'resumed with this config:\n  ' + _describe(model_changes) +
+            '\nUse another --workdir, or the config the run was started with.')
+      blocked = {f: c for f, c in changes.items() if not _is_free(f, config)}
+      if blocked and not allow_changes:
+        raise errors.WorkdirError(
+            f'The workdir {workdir} was trained with a different config; resuming with '
+            'this one would change how its checkpoints are trained:\n  ' +
+            _describe(blocked) + '\nUse another --workdir, the config the run was '
+            'started with, or --allow_config_change to continue anyway (the change is '
+            f'recorded in {HISTORY_FILE}).')
+      accepted['accepted'] = '--allow_config_change' if blocked else 'free fields'
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('gan_jax_workdir_checked')
+  if jax.process_index() == 0 and not path.exists():
+    path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  return accepted
+
+
+def record_changes(workdir, accepted, *, step):
+  """Appends accepted config changes to `config_history.jsonl` (process 0 only).
+
+  Args:
+    workdir: the run folder.
+    accepted: what `prepare` returned (None records nothing).
+    step: the step from which the changes apply (the resumed checkpoint's step).
+  """
+  if not accepted or jax.process_index() != 0:
+    return
+  entry = dict(accepted, step=int(step),
+               time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+  writers.append_line(epath.Path(workdir) / HISTORY_FILE, json.dumps(entry, sort_keys=True))
+
+
+
+def summary(workdir, *, seconds, stopped=None):
+  """A few lines for the end of a run: where its outputs are and what to run next.
+
+  Args:
+    workdir: the run folder.
+    seconds: wall time of this invocation.
+    stopped: the reason the run stopped early (a signal), or None when it finished.
+
+  Returns:
+    The text to print.
+  """
+  folder = epath.Path(workdir)
+  steps = checkpoint_steps(workdir)
+  grids = sorted((folder / 'samples').glob('*.png')) if (folder / 'samples').exists() else []
+  minutes, secs = divmod(int(round(seconds)), 60)
+  head = stopped or f'Finished: {workdir} is at step {steps[-1] if steps else 0}.'
+  lines = [f'{head} ({minutes} min {secs} s)', 'Outputs:']
+  if steps:
+    lines.append(f'  checkpoints  {folder / CHECKPOINTS} (steps {", ".join(map(str, steps))})')
+  if grids:
+    lines.append(f'  samples      {grids[-1]}')
+  for name in ('metrics.jsonl', 'eval.jsonl', 'best', HISTORY_FILE):
+    if (folder / name).exists():
+      lines.append(f'  {name:<12} {folder / name}')
+  evaluation = load_config(workdir).eval
+  lines += ['Next:',
+            f'  python -m gan_jax.sample --workdir={workdir} --num_samples=64 --output=grid.png',
+            f'  python -m gan_jax.evaluate --workdir={workdir} '
+            f'--metrics={evaluation.metrics or "fid"} --num_samples={evaluation.num_samples}',
+            f"  tensorboard --logdir={workdir}   (pip install -e '.[tensorboard]')"]
+  if stopped:
+    lines.insert(1, '  Rerun the same command to resume from the last checkpoint.')
+  return '\n'.join(lines)
+
+
+def record_class_names(config, workdir):
+  """Checks a conditional model's class count against its data and saves the names.
+
+  Writes `<workdir>/class_names.json` (class i at position i; process 0 only) so
+  that samples of class i can be named without the data.
+
+  Raises:
+    ConfigError: when `config.model.num_classes` differs from the data's classes.
+  """
+  names = data.class_names(config.data)
+  if len(names) != config.model.num_classes:
+    raise errors.ConfigError(
+        f'config.model.num_classes={config.model.num_classes}, but the data '
+        f'({config.data.source}) has {len(names)} classes: {names[:12]}. Set '
+        f'--config.model.num_classes={len(names)}.')
+  if jax.process_index() == 0:
+    (epath.Path(workdir) / CLASS_NAMES_FILE).write_text(json.dumps(names))
+  return names

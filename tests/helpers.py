@@ -1,0 +1,45 @@
+"""Helpers shared by the tests of the step, the state and the training loop."""
+
+import jax
+import numpy as np
+
+from configs import dcgan_digits
+from gan_jax import models
+from gan_jax import step as step_lib
+
+
+def tiny_config(**overrides):
+  """A 32x32 DCGAN small enough for a CPU test (widths 8, batch 16)."""
+  config = dcgan_digits.get_config('smoke')
+  config.train.ema_decay = 0.5
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def random_batch(config, seed=0, n_critic=None):
+  """{'images': f32[n_critic, batch, *data_shape]} uniform in [-1, 1] (+ labels if conditional)."""
+  n_critic = n_critic or config.train.n_critic
+  rng = np.random.default_rng(seed)
+  shape = (n_critic, config.train.batch_size) + models.data_shape(config.model)
+  batch = {'images': rng.uniform(-1, 1, shape).astype(np.float32)}
+  if config.model.num_classes:
+    batch['labels'] = rng.integers(0, config.model.num_classes, shape[:2]).astype(np.int32)
+  return batch
+
+
+def run_steps(config, dp, state, batches, key):
+  """Runs the compiled step over `batches`; returns (host state, last metrics)."""
+  step = dp.compile(step_lib.make_train_step(config))
+  state = dp.put_state(state)
+  metrics = None
+  for batch in batches:
+    state, metrics = step(state, dp.put_batch(batch), key)
+  return jax.device_get(dp.get_state(state)), dp.get_metrics(metrics)
+
+
+def max_rel_diff(a, b):
+  """max |a - b| / max |b| over every leaf of two pytrees."""
+  diffs = jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))
+                         / max(float(np.max(np.abs(np.asarray(y, np.float64)))), 1e-12)), a, b))
+  return max(diffs)

@@ -1,0 +1,85 @@
+"""Tests of gan_jax.bench.digits_check: the calibrated check passes real held-out
+digits and fails noise and a one-class generator, and reports the same confident
+share as the evaluator's digits proxy for the same samples.
+"""
+
+import numpy as np
+import pytest
+
+from configs import dcgan_digits
+from gan_jax import metrics
+from gan_jax import sample
+from gan_jax.bench import digits_check
+from gan_jax.data import digits as digits_lib
+from gan_jax.metrics import digits_judge
+
+
+def _as_images(digits):
+  """f[N, 8, 8] on the 0..16 scale -> f32[N, 8, 8, 1] in [-1, 1]."""
+  return digits_judge.from_digits_scale(digits)
+
+
+@pytest.fixture(scope='module')
+def real_test():
+  return _as_images(digits_lib.digits_split('test')[0])
+
+
+def test_real_held_out_digits_pass(real_test):
+  # The 'test' split as a "generator", upsampled to 32x32 as a 32 px run's data is.
+  as_generated = digits_lib.digits_images('test', size=(32, 32))
+  result = digits_check.check_samples(as_generated, real_test=real_test, logistic=False)
+  assert result['passed'] and result['judge']['classes_balanced']
+  assert result['judge']['ratio'] >= digits_check.MIN_RATIO
+
+
+def test_noise_fails(real_test):
+  noise = np.random.default_rng(0).uniform(-1, 1, (500, 8, 8, 1)).astype(np.float32)
+  result = digits_check.check_samples(noise, real_test=real_test, logistic=False)
+  assert not result['passed'] and result['judge']['generated_confident_share'] < 0.02
+
+
+def test_a_confident_one_class_generator_fails(real_test):
+  images, labels = digits_lib.digits_split('train')
+  threes = _as_images(images[labels == 3])
+  result = digits_check.check_samples(threes, real_test=real_test, logistic=False)
+  assert result['judge']['ratio'] >= digits_check.MIN_RATIO  # confident enough ...
+  assert result['judge']['class_shares'][3] > 0.95               # ... but all threes
+  assert not result['judge']['classes_balanced'] and not result['passed']
+
+
+def _pool_generator(pool):
+  """Returns pool images chosen deterministically from z."""
+  def generate(z):
+    return pool[(np.abs(z[:, 0]) * 1e6).astype(np.int64) % len(pool)]
+  generate.step = 1234
+  return generate
+
+
+def test_the_check_and_the_digits_proxy_report_the_same_confident_share(tmp_path, monkeypatch):
+  config = dcgan_digits.get_config()
+  config.eval.num_samples = 300
+  images, _ = digits_lib.digits_split('test')
+  # Real digits, blurred a little so that some are not confident.
+  pool = _as_images(0.6 * images + 0.2 * np.roll(images, 1, axis=2) +
+                    0.2 * np.roll(images, 1, axis=1))
+  generate = _pool_generator(pool)
+  monkeypatch.setattr(sample, 'load_generator', lambda workdir, step=None: (config, generate))
+  result = digits_check.run_check(str(tmp_path), num_samples=300, seed=0, logistic=False)
+  evaluator = metrics.make_evaluator(config, data_shape=(8, 8, 1), cache_dir=tmp_path)
+  proxy = evaluator(generate, seed=0)
+  share = result['judge']['generated_confident_share']
+  assert 0.05 < share < 0.95  # a share that can differ between two computations
+  assert proxy['proxy_confident'] == share
+  assert evaluator.protocol['proxy']['judge_test_confident_share'] == pytest.approx(
+      result['judge']['real_confident_share'])  # at 8x8 both are the raw 'test' split
+
+
+def test_the_report_names_the_classifiers_and_splits(real_test):
+  result = digits_check.check_samples(real_test, real_test=real_test)
+  result.update(workdir='runs/x', step=10, seed=0, resolution=[8, 8, 1])
+  report = digits_check.format_report(result)
+  assert "real 'test' split (450 digits at 8x8)" in report
+  assert 'RBF SVC' in report and "'train' split" in report
+  assert 'secondary (not part of the check): LogisticRegression' in report
+  logistic = result['logistic_regression']['generated_confident_share']
+  assert report.endswith(f'generated {logistic:.4f}') and 'PASSED: True' in report

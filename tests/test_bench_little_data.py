@@ -1,0 +1,110 @@
+"""Tests of the little-data benchmark harness (`gan_jax.bench.little_data`)."""
+
+import json
+
+import pytest
+
+from configs import dcgan_digits
+from gan_jax import errors
+from gan_jax.bench import little_data as bench
+
+
+def _trial(seed, fd, confident, kl, seconds=10.0):
+  return {'seed': seed, 'step': 6, 'train_seconds': seconds, 'proxy_fd': fd,
+          'proxy_confident': confident, 'proxy_coverage_kl': kl}
+
+
+def test_summarize_reports_mean_std_and_the_worst_seed_of_each_metric():
+  trials = [_trial(4, 1.0, 0.5, 0.1, 10.0), _trial(5, 3.0, 0.7, 0.05, 14.0),
+            _trial(6, 2.0, 0.6, 0.2, 12.0)]
+  summary = bench.summarize(trials)
+  # FD 1, 3, 2: mean 2, sample std sqrt(((-1)^2 + 1^2 + 0) / 2) = 1; worst = highest.
+  assert summary['proxy_fd'] == {'mean': pytest.approx(2.0), 'std': pytest.approx(1.0),
+                                 'worst': 3.0, 'worst_seed': 5}
+  # The worst confident share is the lowest one.
+  assert summary['proxy_confident']['worst'] == 0.5
+  assert summary['proxy_confident']['worst_seed'] == 4
+  assert summary['proxy_coverage_kl']['worst_seed'] == 6
+  assert summary['train_seconds']['worst'] == 14.0
+
+
+def test_one_trial_has_no_std():
+  summary = bench.summarize([_trial(0, 2.5, 0.6, 0.1)])
+  assert summary['proxy_fd'] == {'mean': 2.5, 'std': None, 'worst': 2.5, 'worst_seed': 0}
+
+
+def test_fd_change_compares_with_the_same_fraction_without_augmentation():
+  rows = [
+      {'fraction': 0.1, 'policy': '', 'summary': {'proxy_fd': {'mean': 8.0}}},
+      {'fraction': 0.1, 'policy': 'translation', 'summary': {'proxy_fd': {'mean': 6.0}}},
+      {'fraction': 0.25, 'policy': 'translation', 'summary': {'proxy_fd': {'mean': 5.0}}},
+  ]
+  # 6 / 8 - 1 = -25%; the 25% row has no un-augmented partner.
+  assert bench.fd_changes(rows) == {1: pytest.approx(-0.25)}
+
+
+def test_examples_for_takes_the_floor_of_the_share_of_the_train_split():
+  assert bench.examples_for(0.1) == 134      # 1,347 x 0.1 = 134.7
+  assert bench.examples_for(0.25) == 336     # 1,347 x 0.25 = 336.75
+  assert bench.examples_for(0.1) == dcgan_digits.FEW_EXAMPLES
+  with pytest.raises(errors.ConfigError, match='--fractions'):
+    bench.examples_for(0.0)
+  with pytest.raises(errors.ConfigError, match='at least 10'):
+    bench.examples_for(0.005)
+
+
+def test_load_config_rejects_non_digits_configs():
+  with pytest.raises(errors.ConfigError, match="data.source='digits'"):
+    bench.load_config('toy_ring')
+
+
+def test_few_variants_differ_only_in_the_augmentation():
+  few, noaug = dcgan_digits.get_config('few'), dcgan_digits.get_config('few,noaug')
+  assert few.data.train_examples == noaug.data.train_examples == dcgan_digits.FEW_EXAMPLES
+  assert few.augment.policy and not noaug.augment.policy
+  few.augment.policy = noaug.augment.policy
+  few.loss.bcr_real_weight = noaug.loss.bcr_real_weight
+  few.loss.bcr_fake_weight = noaug.loss.bcr_fake_weight
+  assert few.to_dict() == noaug.to_dict()
+
+
+def test_harness_reports_the_worse_seed_as_the_worst(tmp_path, monkeypatch):
+  # Seed 1 is the worse one on every metric; the trials are faked (no training).
+  fake = {0: (2.0, 0.8, 0.01), 1: (5.0, 0.4, 0.3)}
+  monkeypatch.setattr(bench, 'run_trial', lambda config, *, seed, workdir, num_samples: _trial(
+      seed, *fake[seed]))
+  result = bench.run_benchmark(['dcgan_digits:few'], fractions=(0.1,), trials=2,
+                               out_dir=str(tmp_path), log=lambda line: None)
+  saved = json.loads((tmp_path / 'little_data.json').read_text())
+  assert saved == json.loads(json.dumps(result))
+  (row,) = saved['rows']
+  assert [t['seed'] for t in row['trials']] == [0, 1]
+  assert row['summary']['proxy_fd']['worst_seed'] == 1
+  assert row['summary']['proxy_fd']['worst'] == 5.0
+  assert row['summary']['proxy_confident']['worst'] == 0.4
+  table = (tmp_path / 'little_data.md').read_text()
+  assert table == saved['table']
+  assert '3.500 ± 2.121 (worst 5.000, seed 1)' in table  # FD mean 3.5, std 3 / sqrt(2)
+  assert '0.600 ± 0.283 (worst 0.400, seed 1)' in table
+
+
+def test_smoke_run_trains_scores_and_writes_outputs(tmp_path, monkeypatch):
+  monkeypatch.setenv('GAN_JAX_CACHE_DIR', str(tmp_path / 'cache'))
+  result = bench.run_benchmark(['dcgan_digits:few,smoke', 'dcgan_digits:few,noaug,smoke'],
+                               fractions=(0.1,), trials=1, first_seed=3,
+                               out_dir=str(tmp_path / 'out'), num_samples=50,
+                               log=lambda line: None)
+  saved = json.loads((tmp_path / 'out' / 'little_data.json').read_text())
+  assert set(saved) >= {'benchmark', 'protocol', 'command', 'machine', 'rows', 'table',
+                        'fd_change'}
+  assert saved['machine']['cpu_count'] >= 1
+  aug, plain = saved['rows']
+  assert aug['train_examples'] == plain['train_examples'] == 134
+  assert aug['policy'] and plain['policy'] == ''
+  for row in (aug, plain):
+    (trial,) = row['trials']
+    assert trial['seed'] == 3 and trial['step'] == row['num_steps']
+    assert trial['proxy_fd'] >= 0 and 0 <= trial['proxy_confident'] <= 1
+  assert saved['fd_change'] == {'0': pytest.approx(
+      aug['summary']['proxy_fd']['mean'] / plain['summary']['proxy_fd']['mean'] - 1)}
+  assert '`dcgan_digits:few,smoke`' in result['table']

@@ -1,0 +1,97 @@
+"""Tests of checkpoints: fallback past unreadable ones, unfinished saves, paths, the best one."""
+
+import glob
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import checkpoint
+
+
+def _state(value):
+  return {'w': jnp.full((3,), value, jnp.float32), 'step': jnp.int32(value)}
+
+
+def _abstract():
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      _state(0))
+
+
+def _save(directory, steps):
+  ckpt = checkpoint.Checkpointer(directory, async_save=False, max_to_keep=None)
+  for step in steps:
+    ckpt.save(step, _state(step), {'next_batch': step})
+  ckpt.close()
+
+
+def test_restore_returns_the_newest_checkpoint_and_its_data_state(tmp_path):
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2, 4])
+  state, data_state, step = checkpoint.Checkpointer(directory).restore(_abstract())
+  assert step == 4 and data_state == {'next_batch': 4}
+  np.testing.assert_array_equal(state['w'], np.full(3, 4.0))
+
+
+def test_an_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_path, caplog):
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2, 4])
+  for path in glob.glob(os.path.join(directory, '4', 'state', '**', '*'), recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'wb') as f:
+        f.write(b'garbage')
+  with caplog.at_level(logging.WARNING):
+    _, _, step = checkpoint.Checkpointer(directory).restore(_abstract())
+  assert step == 2
+  assert any('could not be restored' in r.message for r in caplog.records)
+  assert glob.glob(str(tmp_path / 'checkpoints_corrupt' / '4-*')), 'kept, not deleted'
+
+
+def test_an_unfinished_save_is_ignored_with_a_warning(tmp_path, caplog):
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2])
+  os.makedirs(os.path.join(directory, '4.orbax-checkpoint-tmp-1733100000', 'state'))
+  with caplog.at_level(logging.WARNING):
+    ckpt = checkpoint.Checkpointer(directory)
+  assert any('unfinished checkpoint save' in r.message and '4.orbax-checkpoint-tmp' in r.message
+             for r in caplog.records)
+  assert ckpt.all_steps() == [2]
+  assert ckpt.restore(_abstract())[2] == 2
+
+
+def test_url_paths_are_kept_and_local_paths_made_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert checkpoint.absolute('gs://bucket/run/checkpoints') == 'gs://bucket/run/checkpoints'
+  assert checkpoint.absolute('runs/x/checkpoints') == str(tmp_path / 'runs/x/checkpoints')
+
+
+def test_a_restore_of_a_missing_step_names_the_available_ones(tmp_path):
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2])
+  with pytest.raises(checkpoint.CheckpointError, match=r'step 3.*\[2\]'):
+    checkpoint.Checkpointer(directory).restore(_abstract(), step=3)
+
+
+def test_best_checkpoint_keeps_the_lowest_metric(tmp_path):
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert best.update(2, _state(2), {'fid': 30.0, 'is_mean': 2.0})
+  assert not best.update(4, _state(4), {'fid': 35.0})
+  assert best.update(6, _state(6), {'fid': 20.0})
+  with open(tmp_path / 'best' / 'best.json', encoding='utf-8') as f:
+    record = json.load(f)
+  assert (record['step'], record['metric'], record['value']) == (6, 'fid', 20.0)
+  # A new instance (a resumed run) continues from the record on disk.
+  assert not checkpoint.BestCheckpoint(str(tmp_path / 'best')).update(8, _state(8), {'fid': 25.0})
+  _, _, step = checkpoint.Checkpointer(str(tmp_path / 'best')).restore(_abstract())
+  assert step == 6
+
+
+def test_best_checkpoint_ignores_results_without_a_distance(tmp_path):
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert not best.update(2, _state(2), {'modes_captured': 8.0})
+  assert not (tmp_path / 'best' / 'best.json').exists()

@@ -1,0 +1,75 @@
+"""Tests of `python -m gan_jax.classify` (gan_jax/classify.py): input checks, and a
+round trip through a tiny trained semi-supervised run."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import dcgan_digits
+from configs import semi_supervised_digits
+from gan_jax import classify
+from gan_jax import data as data_lib
+from gan_jax import errors
+from gan_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (8, 8, 1)
+
+
+def test_images_of_the_wrong_shape_are_refused():
+  with pytest.raises(errors.ConfigError, match=r'f32\[N, 8, 8, 1\].*\[3, 8, 8\]'):
+    classify.check_images(np.zeros((3, 8, 8), np.float32), SHAPE)
+  with pytest.raises(errors.ConfigError, match=r'\[3, 16, 16, 1\]'):
+    classify.check_images(np.zeros((3, 16, 16, 1), np.float32), SHAPE)
+
+
+def test_images_outside_minus_one_to_one_or_not_floats_are_refused():
+  with pytest.raises(errors.ConfigError, match=r'\[-1, 1\].*255'):
+    classify.check_images(np.full((2,) + SHAPE, 255.0, np.float32), SHAPE)
+  with pytest.raises(errors.ConfigError, match='uint8'):
+    classify.check_images(np.zeros((2,) + SHAPE, np.uint8), SHAPE)
+
+
+def test_input_without_images_or_missing_is_a_user_error(tmp_path):
+  np.savez(tmp_path / 'x.npz', samples=np.zeros((2,) + SHAPE, np.float32))
+  with pytest.raises(errors.ConfigError, match='no key "images".*samples'):
+    classify.read_input(str(tmp_path / 'x.npz'))
+  with pytest.raises(errors.MissingFileError, match='--input'):
+    classify.read_input(str(tmp_path / 'missing.npz'))
+
+
+def test_a_run_without_class_logits_is_refused():
+  with pytest.raises(errors.ConfigError, match='classifier head'):
+    classify.check_classifier(dcgan_digits.get_config('smoke'), 'runs/x')
+
+
+@pytest.fixture(scope='module')
+def trained_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('ssl') / 'run')
+  train.train_and_evaluate(semi_supervised_digits.get_config('smoke'), workdir)
+  return workdir
+
+
+@pytest.mark.slow
+def test_command_line_round_trip_agrees_with_test_accuracy(trained_workdir, tmp_path):
+  images, labels = data_lib.load_eval_data(
+      semi_supervised_digits.get_config('smoke').data, data_shape=SHAPE, split='test',
+      num_examples=10**6, labels=True)
+  np.savez(tmp_path / 'in.npz', images=images)
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.pop('XLA_FLAGS', None)
+  result = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.classify', f'--workdir={trained_workdir}',
+       f'--input={tmp_path / "in.npz"}', f'--output={tmp_path / "out.npz"}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = np.load(tmp_path / 'out.npz')
+  assert out['labels'].dtype == np.int32 and out['labels'].shape == (450,)
+  assert out['probs'].dtype == np.float32 and out['probs'].shape == (450, 10)
+  np.testing.assert_allclose(out['probs'].sum(axis=1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(out['labels'], out['probs'].argmax(axis=1))
+  accuracy = classify.test_accuracy(trained_workdir)
+  assert accuracy == pytest.approx(np.mean(out['labels'] == labels))

@@ -1,0 +1,51 @@
+"""Tests of the whole-config check that runs before anything is loaded (gan_jax.config_check)."""
+
+import pytest
+
+from gan_jax import config_check
+from gan_jax import errors
+from tests.helpers import tiny_config
+
+
+def test_shipped_smoke_config_passes():
+  assert config_check.validate(tiny_config()) is None
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('model.name', 'nope', r"'nope'.*dcgan"),
+    ('loss.type', 'nope', r"config.loss.type 'nope'.*non_saturating"),
+    ('optim.g.name', 'nope', r"config.optim.g.name 'nope'.*adam"),
+    ('parallel.mode', 'nope', r"config.parallel.mode 'nope'.*shard_map"),
+    ('parallel.cpu_conv_kernels', 'mkl', r"cpu_conv_kernels 'mkl'.*eigen.*xla_default"),
+    ('data.source', 'nope', r"'nope'.*digits"),
+    ('eval.metrics', 'fid,nope', r"nope.*fid"),
+])
+def test_unknown_names_list_the_known_ones(field, value, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(tiny_config(**{field: value}))
+
+
+@pytest.mark.parametrize('field,value', [
+    ('train.batch_size', 0), ('train.batch_size', -4), ('train.num_steps', -1),
+    ('train.n_critic', 0), ('train.log_every', 0), ('train.checkpoint_every', 0),
+    ('eval.num_samples', 0), ('seed', -1),
+])
+def test_bad_counts_name_the_field_and_the_minimum(field, value):
+  with pytest.raises(errors.ConfigError, match=rf'config.{field} must be an integer >='):
+    config_check.validate(tiny_config(**{field: value}))
+
+
+def test_label_smoothing_needs_a_cross_entropy_loss():
+  with pytest.raises(errors.ConfigError, match='label_smoothing'):
+    config_check.validate(tiny_config(**{'loss.type': 'hinge', 'loss.label_smoothing': 0.1}))
+
+
+def test_reuse_fake_with_several_critic_updates_is_rejected():
+  config = tiny_config(**{'train.reuse_fake': True, 'train.n_critic': 2})
+  with pytest.raises(errors.ConfigError, match='reuse_fake needs config.train.n_critic == 1'):
+    config_check.validate(config)
+
+
+def test_ema_decay_outside_the_unit_interval_is_rejected():
+  with pytest.raises(errors.ConfigError, match='ema_decay'):
+    config_check.validate(tiny_config(**{'train.ema_decay': 1.0}))

@@ -1,0 +1,56 @@
+"""Every shipped config: it loads, passes the config check, and its `:smoke` variant trains.
+
+TFDS configs run under `tfds.testing.mock_data` (random examples with the
+dataset's features, labels included); nothing touches the network.
+"""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from gan_jax import config_check
+from gan_jax import config_files
+from gan_jax import models
+from gan_jax import train
+from gan_jax import workdir as workdir_lib
+
+ZOO = ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10', 'acgan_cifar10',
+       'sagan_cifar10', 'biggan_cifar10', 'biggan_imagenet128')
+
+
+@pytest.mark.parametrize('name', config_files.names())
+def test_config_and_its_smoke_variant_pass_the_check(name):
+  full, smoke = config_files.load(name), config_files.load(name + ':smoke')
+  config_check.validate(full)
+  config_check.validate(smoke)
+  assert smoke.train.num_steps <= 20 and not smoke.train.progress_bar
+  assert smoke.train.num_steps < full.train.num_steps
+  g, d = models.count_params(smoke.model)
+  assert g + d < 2_000_000, 'a smoke variant must be small enough for a CPU test'
+
+
+def test_zoo_configs_have_the_reference_parameter_counts():
+  # torch_mimicry (SNGAN / cGAN-PD) and PyTorch-StudioGAN (SAGAN, BigGAN) counts,
+  # as read off the reference code (tests/test_resnet.py, tests/test_biggan.py).
+  expected = {'sngan_cifar10': (4_276_739, 1_053_825), 'cgan_pd_cifar10': (4_304_387, 1_055_105),
+              'sngan_stl10': (4_878_083, 10_141_441), 'sngan_celeba': (12_220_675, 10_141_441),
+              'sagan_cifar10': (4_386_308, 1_075_586), 'biggan_cifar10': (9_416_196, 2_415_170),
+              'biggan_imagenet128': (70_433_988, 87_982_370)}
+  for name, counts in expected.items():
+    assert models.count_params(config_files.load(name).model) == counts, name
+
+
+@pytest.mark.parametrize('name', ZOO + ('cgan_digits', 'dcgan_digits:few'))
+def test_smoke_variant_trains(tmp_path, name):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  spec = name + (',smoke' if ':' in name else ':smoke')
+  config = config_files.load(spec)
+  workdir = str(tmp_path / 'run')
+  with tfds.testing.mock_data(num_examples=24):
+    state = train.train_and_evaluate(config, workdir)
+  assert int(jax.device_get(state.step)) == config.train.num_steps
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.g_params)))
+  if config.model.num_classes:
+    assert os.path.exists(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE))

@@ -1,0 +1,170 @@
+"""Tests for data.train_examples and data.labels_per_class (gan_jax.data.subset and
+their use by the training iterator): counts per class, seeding, resumption, shards."""
+
+import numpy as np
+import pytest
+
+import data_helpers as h
+from gan_jax import data
+from gan_jax import errors
+from gan_jax.data import subset
+
+def _epoch(n, *, seed=0, batch_size=None, **fields):
+  """One epoch of the digits subset at 8x8 (one batch), with labels."""
+  batch, = h.first_batches(h.config(**fields), 1, data_shape=(8, 8, 1),
+                           batch_size=batch_size or n, seed=seed, labels=True)
+  return batch
+
+
+def _rows(images):
+  """Hashable rows, to compare which examples two batches hold."""
+  return {row.tobytes() for row in images.reshape(len(images), -1)}
+
+
+@pytest.mark.parametrize('sizes,total,quotas', [
+    ([5, 10, 10], 15, [5, 5, 5]),
+    ([5, 10, 10], 16, [5, 6, 5]),     # one left over: the lowest open class
+    ([2, 10, 10], 12, [2, 5, 5]),     # a small class: the rest share its part
+    ([3, 3, 3], 9, [3, 3, 3]),
+    ([4, 0, 7], 5, [3, 0, 2]),
+])
+def test_balanced_quotas(sizes, total, quotas):
+  np.testing.assert_array_equal(subset.balanced_quotas(sizes, total), quotas)
+
+
+def test_select_examples_is_sorted_and_stratified():
+  labels = np.repeat([0, 1, 2], [10, 20, 30])
+  chosen = subset.select_examples(60, num=12, labels=labels, seed=0)
+  assert np.all(np.diff(chosen) > 0)
+  np.testing.assert_array_equal(np.bincount(labels[chosen]), [4, 4, 4])
+
+
+def test_select_examples_without_labels_picks_distinct_indices():
+  chosen = subset.select_examples(50, num=7, labels=None, seed=3)
+  assert len(set(chosen)) == 7 and chosen.min() >= 0 and chosen.max() < 50
+
+
+def test_keep_labels_per_class_keeps_true_labels_of_the_chosen():
+  labels = np.repeat([0, 1, 2], [5, 2, 6])
+  kept = subset.keep_labels_per_class(labels, per_class=3, seed=0)
+  assert kept.dtype == np.int32
+  # All of class 1 (only 2), 3 of each other class; the rest unlabelled.
+  np.testing.assert_array_equal(np.bincount(kept + 1), [5, 3, 2, 3])
+  labelled = kept >= 0
+  np.testing.assert_array_equal(kept[labelled], labels[labelled])
+
+
+def test_train_examples_are_equal_per_class():
+  batch = _epoch(100, train_examples=100)
+  np.testing.assert_array_equal(np.bincount(batch['labels']), [10] * 10)
+
+
+def test_train_examples_give_the_remainder_to_the_lowest_classes():
+  batch = _epoch(105, train_examples=105)
+  np.testing.assert_array_equal(np.bincount(batch['labels']),
+                                [11] * 5 + [10] * 5)
+
+
+def test_train_examples_are_one_epoch_of_distinct_examples():
+  batch = _epoch(100, train_examples=100)
+  assert len(_rows(batch['images'])) == 100  # no example twice
+
+
+def test_train_examples_are_stratified_without_labels_in_batches():
+  with_labels = _epoch(30, train_examples=30)
+  plain, = h.first_batches(h.config(train_examples=30), 1,
+                           data_shape=(8, 8, 1), batch_size=30, seed=0)
+  assert _rows(plain['images']) == _rows(with_labels['images'])
+
+
+def test_train_examples_are_the_same_for_a_seed():
+  assert _rows(_epoch(50, train_examples=50, seed=4)['images']) == _rows(
+      _epoch(50, train_examples=50, seed=4)['images'])
+
+
+def test_train_examples_differ_between_seeds():
+  assert _rows(_epoch(50, train_examples=50, seed=0)['images']) != _rows(
+      _epoch(50, train_examples=50, seed=1)['images'])
+
+
+def test_train_examples_over_the_split_size_is_a_config_error():
+  with pytest.raises(errors.ConfigError, match='only 1347 examples'):
+    data.create_train_iterator(h.config(train_examples=1348),
+                               data_shape=(8, 8, 1), batch_size=2, seed=0)
+
+
+def test_negative_subset_sizes_are_config_errors():
+  for field in ['train_examples', 'labels_per_class']:
+    with pytest.raises(errors.ConfigError, match='>= 0'):
+      data.create_train_iterator(h.config(**{field: -1}), data_shape=(8, 8, 1),
+                                 batch_size=2, seed=0)
+
+
+def test_labels_per_class_counts():
+  labels = _epoch(100, train_examples=100, labels_per_class=3)['labels']
+  # 3 labelled per class, the other 70 examples unlabelled (-1).
+  np.testing.assert_array_equal(np.bincount(labels + 1), [70] + [3] * 10)
+
+
+def test_labels_per_class_over_the_whole_split():
+  labels = _epoch(1347, labels_per_class=5)['labels']
+  # Every digit has >= 100 training examples, so each keeps 5 labels.
+  np.testing.assert_array_equal(np.bincount(labels + 1),
+                                [1347 - 50] + [5] * 10)
+
+
+def test_labels_per_class_keep_true_labels():
+  unmasked = _epoch(100, train_examples=100)
+  masked = _epoch(100, train_examples=100, labels_per_class=2)
+  # Same examples in the same order; labels only removed, never changed.
+  np.testing.assert_array_equal(unmasked['images'], masked['images'])
+  labelled = masked['labels'] >= 0
+  np.testing.assert_array_equal(masked['labels'][labelled],
+                                unmasked['labels'][labelled])
+
+
+def test_labelled_examples_are_the_same_for_a_seed():
+  first = _epoch(100, train_examples=100, labels_per_class=2, seed=5)
+  again = _epoch(100, train_examples=100, labels_per_class=2, seed=5)
+  np.testing.assert_array_equal(first['labels'], again['labels'])
+
+
+def test_labelled_examples_differ_between_seeds():
+  def labelled(seed):
+    batch = _epoch(1347, labels_per_class=2, seed=seed)
+    return _rows(batch['images'][batch['labels'] >= 0])
+  assert labelled(0) != labelled(1)
+
+
+def test_labels_per_class_leave_batches_without_labels_alone():
+  plain, = h.first_batches(h.config(labels_per_class=2), 1,
+                           data_shape=(8, 8, 1), batch_size=8, seed=0)
+  assert list(plain) == ['images']
+
+
+def test_resume_with_a_subset():
+  state = h.check_resume(h.config(train_examples=30, labels_per_class=1),
+                         data_shape=(8, 8, 1), batch_size=7, skip=5, more=4,
+                         labels=True)
+  assert state['examples_per_shard'] == 30 and state['train_examples'] == 30
+
+
+def test_subset_shards_are_disjoint_and_cover_the_subset():
+  whole = _rows(_epoch(60, train_examples=60)['images'])
+  shards = [
+      _rows(h.first_batches(h.config(train_examples=60), 1,
+                            data_shape=(8, 8, 1), batch_size=20, seed=0,
+                            shard_index=index, shard_count=3)[0]['images'])
+      for index in range(3)
+  ]
+  assert all(len(s) == 20 for s in shards)
+  assert not (shards[0] & shards[1] or shards[0] & shards[2] or
+              shards[1] & shards[2])
+  assert set.union(*shards) == whole  # chosen before sharding
+
+
+def test_eval_data_ignores_subsets():
+  kwargs = dict(data_shape=(8, 8, 1), split='train', num_examples=200)
+  np.testing.assert_array_equal(
+      data.load_eval_data(h.config(train_examples=10), **kwargs),
+      data.load_eval_data(h.config(), **kwargs))

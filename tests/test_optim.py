@@ -1,0 +1,59 @@
+"""Tests of the learning-rate schedules and optimisers (gan_jax.optim)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import errors
+from gan_jax import optim
+from tests.helpers import tiny_config
+
+
+def test_constant_schedule_is_the_learning_rate():
+  assert optim.learning_rate_schedule(2e-4) == 2e-4
+
+
+def test_linear_schedule_decays_to_zero_after_decay_start():
+  linear = optim.learning_rate_schedule(2e-4, schedule='linear', num_updates=100,
+                                        decay_start=0.5)
+  np.testing.assert_allclose([float(linear(i)) for i in (0, 50, 75, 100)],
+                             [2e-4, 2e-4, 1e-4, 0.0], atol=1e-10)
+
+
+def test_cosine_schedule_follows_the_half_cosine():
+  cosine = optim.learning_rate_schedule(1.0, schedule='cosine', num_updates=10, decay_start=0.0)
+  np.testing.assert_allclose(float(cosine(5)), 0.5 * (1 + np.cos(np.pi * 0.5)), rtol=1e-6)
+
+
+def test_unknown_schedule_lists_the_known_ones():
+  with pytest.raises(errors.ConfigError, match='linear'):
+    optim.learning_rate_schedule(1.0, schedule='step')
+
+
+def test_discriminator_schedule_spans_n_critic_updates_per_step():
+  config = tiny_config(**{'optim.schedule': 'linear', 'optim.decay_start': 0.0,
+                          'train.num_steps': 10, 'train.n_critic': 5})
+  g_tx, d_tx = optim.make_optimizers(config)
+  params = {'w': jnp.zeros(())}
+  grads = {'w': jnp.ones(())}
+
+  def lr_after(tx, n):
+    state = tx.init(params)
+    for _ in range(n):
+      updates, state = tx.update(grads, state, params)
+    return -float(updates['w'])
+
+  # Adam's first-moment-normalised step is ~lr for a constant gradient; half way
+  # through each schedule (D: 50 updates, G: 10) the rate is half the peak.
+  assert abs(lr_after(d_tx, 26) - 2e-4 * (1 - 25 / 50)) < 2e-6
+  assert abs(lr_after(g_tx, 6) - 2e-4 * (1 - 5 / 10)) < 2e-6
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('optim.g.name', 'nope', r"config.optim.g.name 'nope'.*adam"),
+    ('optim.d.learning_rate', -1.0, r'config.optim.d.learning_rate must be >= 0'),
+    ('optim.decay_start', 1.5, r'config.optim.decay_start must be in \[0, 1\]'),
+])
+def test_bad_optimiser_settings_name_the_field(field, value, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    optim.make_optimizers(tiny_config(**{field: value}))

@@ -1,0 +1,41 @@
+"""Tests of stopping on SIGTERM / SIGINT (gan_jax.preemption)."""
+
+import os
+import signal
+
+import pytest
+
+from gan_jax import preemption
+
+
+def test_first_signal_sets_the_flag_and_a_second_does_not_interrupt(caplog):
+  with preemption.StopSignal() as stop:
+    assert not stop.received
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.received and stop.signum == signal.SIGINT
+    # A second Ctrl-C (e.g. while the checkpoint is being saved) must not raise.
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.signum == signal.SIGINT
+  messages = ' '.join(r.message for r in caplog.records)
+  assert 'A second Ctrl-C is ignored until the checkpoint is on disk' in messages
+  assert 'still saving the checkpoint' in messages
+
+
+def test_handlers_are_restored_after_the_block():
+  before = signal.getsignal(signal.SIGINT)
+  with preemption.StopSignal():
+    assert signal.getsignal(signal.SIGINT) is not before
+  assert signal.getsignal(signal.SIGINT) is before
+  with pytest.raises(KeyboardInterrupt):
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_interrupted_carries_the_exit_status_and_the_step():
+  error = preemption.Interrupted(signal.SIGTERM, 12)
+  assert 128 + error.signum == 143 and error.step == 12
+  assert 'SIGTERM at step 12' in str(error) and 'rerun the same command' in str(error)
+
+
+def test_one_process_agrees_with_itself_at_every_step():
+  assert preemption.agree(True, 3, 50) and not preemption.agree(False, 50, 50)

@@ -1,0 +1,87 @@
+"""Tests of the sampling controls of `python -m gan_jax.sample` (gan_jax/sample.py)."""
+
+import types
+
+import numpy as np
+import pytest
+
+from gan_jax import errors
+from gan_jax import sample
+from tests.helpers import tiny_config
+
+
+def test_truncated_latents_stay_inside_the_bound_and_keep_their_spread():
+  z = sample.latents(0, 4000, 16, truncation=0.5)
+  assert np.abs(z).max() <= 0.5
+  # A normal truncated to [-0.5, 0.5] has std 0.2859 (closed form).
+  assert abs(z.std() - 0.2859) < 0.01
+  plain = sample.latents(0, 4000, 16)
+  assert np.abs(plain).max() > 3.0
+  with pytest.raises(errors.ConfigError, match='truncation'):
+    sample.latents(0, 4, 2, truncation=0.0)
+
+
+def test_labels_cycle_over_the_requested_classes():
+  np.testing.assert_array_equal(sample.cycled_labels(7, 3), [0, 1, 2, 0, 1, 2, 0])
+  np.testing.assert_array_equal(sample.cycled_labels(4, 10, [3]), [3, 3, 3, 3])
+  np.testing.assert_array_equal(sample.cycled_labels(5, 10, [0, 5]), [0, 5, 0, 5, 0])
+  assert np.bincount(sample.cycled_labels(1000, 10)).tolist() == [100] * 10
+  with pytest.raises(errors.ConfigError, match=r'\[12\]'):
+    sample.cycled_labels(4, 10, [1, 12])
+
+
+def test_slerp_ends_at_its_endpoints_and_keeps_the_norm_of_equal_norm_latents():
+  a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
+  path = sample.slerp(a, b, np.linspace(0, 1, 5))
+  np.testing.assert_allclose(path[0], a, atol=1e-6)
+  np.testing.assert_allclose(path[-1], b, atol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-6)
+  np.testing.assert_allclose(path[2], [np.sqrt(0.5), np.sqrt(0.5), 0.0], atol=1e-6)
+
+
+def test_interpolation_rows_start_and_end_at_independent_latents():
+  z = sample.interpolation_latents(0, 4, rows=3, steps=5)
+  ends = sample.latents(0, 6, 4)
+  assert z.shape == (15, 4)
+  np.testing.assert_allclose(z[0], ends[0], atol=1e-5)
+  np.testing.assert_allclose(z[4], ends[1], atol=1e-5)
+  np.testing.assert_allclose(z[10], ends[4], atol=1e-5)
+
+
+def _flags(**values):
+  base = dict(labels=[], interpolate=0, num_samples=10, seed=0, truncation=None)
+  return types.SimpleNamespace(**{**base, **values})
+
+
+def test_conditional_requests_cycle_classes_and_interpolate_per_class():
+  config = tiny_config(**{'model.num_classes': 10})
+  z, labels, columns = sample._requested(config, _flags(labels=['3', '5']))  # pylint: disable=protected-access
+  assert z.shape == (10, 16) and labels.tolist() == [3, 5] * 5 and columns is None
+  z, labels, columns = sample._requested(config, _flags(interpolate=4))  # pylint: disable=protected-access
+  assert z.shape == (40, 16) and columns == 4
+  assert labels.tolist() == [c for c in range(10) for _ in range(4)]
+  np.testing.assert_array_equal(z[:4], z[4:8])  # the same latent path for every class
+
+
+def test_labels_for_an_unconditional_run_are_refused():
+  with pytest.raises(errors.ConfigError, match='--labels needs a class-conditional run'):
+    sample._requested(tiny_config(), _flags(labels=['1']))  # pylint: disable=protected-access
+
+
+def test_npz_output_carries_the_labels(tmp_path):
+  samples = np.zeros((4, 8, 8, 1), np.float32)
+  sample.write_samples(samples, str(tmp_path / 's.npz'), labels=np.array([1, 2, 1, 2]))
+  saved = np.load(tmp_path / 's.npz')
+  assert saved['labels'].dtype == np.int32 and saved['labels'].tolist() == [1, 2, 1, 2]
+
+
+def test_generate_in_batches_passes_each_chunk_its_labels():
+  calls = []
+
+  def generate(z, labels=None):
+    calls.append((len(z), None if labels is None else labels.tolist()))
+    return np.zeros((len(z), 2), np.float32)
+
+  out = sample.generate_in_batches(generate, np.zeros((5, 3)), np.arange(5), batch_size=2)
+  assert out.shape == (5, 2)
+  assert calls == [(2, [0, 1]), (2, [2, 3]), (1, [4])]

@@ -1,0 +1,305 @@
+"""Tests of the per-device train step (gan_jax.step) on one and many devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import toy_ring
+from gan_jax import parallel
+from gan_jax import state as state_lib
+from gan_jax import step as step_lib
+from tests.helpers import max_rel_diff
+from tests.helpers import random_batch
+from tests.helpers import run_steps
+from tests.helpers import tiny_config
+
+
+@pytest.fixture(scope='module')
+def config():
+  return tiny_config()
+
+
+@pytest.fixture(scope='module')
+def state0(config):
+  return state_lib.create_state(config, jax.random.key(0))
+
+
+def test_train_step_updates_g_and_d_and_stays_finite(config, state0):
+  dp = parallel.DataParallel('shard_map')
+  new, metrics = run_steps(config, dp, state0, [random_batch(config)], jax.random.key(1))
+  assert int(new.step) == 1
+  for name in ('g_params', 'd_params', 'ema_g_params', 'g_batch_stats', 'd_batch_stats'):
+    before, after = getattr(state0, name), getattr(new, name)
+    changed = [not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(before), jax.tree.leaves(after))]
+    assert all(changed), f'{name}: some leaves did not change'
+  assert jax.tree.all(jax.tree.map(lambda x: bool(np.all(np.isfinite(x))), new))
+  for key in ('d_loss', 'g_loss', 'd_real', 'd_fake', 'd_real_prob', 'd_fake_prob',
+              'd_grad_norm', 'g_grad_norm'):
+    assert np.isfinite(metrics[key]), key
+  assert 0 < metrics['d_real_prob'] < 1 and metrics['d_grad_norm'] > 0
+  assert metrics['finite'] == 1.0
+  # EMA with decay 0.5 from equal starts: ema = (g0 + g1) / 2 exactly.
+  for e, g0, g1 in zip(jax.tree.leaves(new.ema_g_params), jax.tree.leaves(state0.g_params),
+                       jax.tree.leaves(new.g_params)):
+    np.testing.assert_allclose(e, 0.5 * np.asarray(g0) + 0.5 * np.asarray(g1), rtol=1e-6, atol=1e-7)
+
+
+def test_n_critic_runs_that_many_d_updates_per_g_update(state0):
+  config = tiny_config(**{'train.n_critic': 3})
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
+  new, metrics = run_steps(config, dp, state0, [random_batch(config, n_critic=3)] * 2,
+                           jax.random.key(1))
+  assert int(new.step) == 2
+  # optax Adam keeps its update count: 3 D updates and 1 G update per train step.
+  assert int(new.d_opt_state[0].count) == 6
+  assert int(new.g_opt_state[0].count) == 2
+  assert np.isfinite(metrics['d_loss'])
+
+
+def test_n_critic_uses_each_critic_slice():
+  # The D update only sees critic slice i at iteration i: changing slice 1 of 2 changes D.
+  config = tiny_config(**{'train.n_critic': 2})
+  state = state_lib.create_state(config, jax.random.key(0))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  batch = random_batch(config, n_critic=2)
+  other = {'images': batch['images'].copy()}
+  other['images'][1] = -other['images'][1]
+  a, _ = run_steps(config, dp, state, [batch], jax.random.key(1))
+  b, _ = run_steps(config, dp, state, [other], jax.random.key(1))
+  assert max_rel_diff(a.d_params, b.d_params) > 1e-4
+
+
+@pytest.mark.parametrize('mode', ['shard_map', 'pmap'])
+def test_eight_devices_equal_one_device_with_synchronised_bn(config, state0, mode):
+  # One train step, as the acceptance asks. (Over several Adam steps float32
+  # rounding differences in near-cancelling moments grow past 1e-5; with SGD
+  # several steps stay within 1e-6: see the next test.)
+  assert jax.device_count() >= 8
+  batches = [random_batch(config, seed=0)]
+  key = jax.random.key(3)
+  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
+                         state0, batches, key)
+  multi, m8 = run_steps(config, parallel.DataParallel(mode, devices=jax.devices()[:8]),
+                        state0, batches, key)
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+  assert max_rel_diff(multi.d_batch_stats, single.d_batch_stats) < 1e-5
+  assert max_rel_diff(multi.ema_g_params, single.ema_g_params) < 1e-5
+  np.testing.assert_allclose(m8['d_loss'], m1['d_loss'], rtol=1e-5)
+
+
+def test_several_sgd_steps_on_eight_devices_equal_one_device():
+  config = tiny_config(**{'optim.g.name': 'sgd', 'optim.d.name': 'sgd',
+                          'optim.g.b1': 0.0, 'optim.d.b1': 0.0})
+  state = state_lib.create_state(config, jax.random.key(0))
+  batches = [random_batch(config, seed=s) for s in range(3)]
+  key = jax.random.key(3)
+  single, _ = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
+                        state, batches, key)
+  multi, _ = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
+                       state, batches, key)
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+
+
+def test_per_device_bn_differs_only_through_bn_statistics(state0):
+  key = jax.random.key(3)
+  batches = [random_batch(tiny_config(), seed=0)]
+  eight = jax.devices()[:8]
+
+  def run(config, devices):
+    state = state_lib.create_state(config, jax.random.key(0))
+    return run_steps(config, parallel.DataParallel('shard_map', devices=devices), state,
+                     batches, key)[0]
+
+  # Without any normalisation, per-device and synchronised settings are identical.
+  no_norm = {'model.g_norm': 'none', 'model.d_norm': 'none'}
+  a = run(tiny_config(**no_norm, **{'parallel.sync_batch_stats': False}), eight)
+  b = run(tiny_config(**no_norm, **{'parallel.sync_batch_stats': True}), eight)
+  assert max_rel_diff(a.g_params, b.g_params) == 0.0
+  assert max_rel_diff(a.d_params, b.d_params) == 0.0
+
+  # With BatchNorm, per-device statistics change the result ...
+  per_device = run(tiny_config(**{'parallel.sync_batch_stats': False}), eight)
+  synced = run(tiny_config(**{'parallel.sync_batch_stats': True}), eight)
+  assert max_rel_diff(per_device.g_params, synced.g_params) > 1e-4
+  # ... and equal normalising each device's 2 rows on its own (vmap over 8 groups on one device).
+  config = tiny_config(**{'parallel.sync_batch_stats': False})
+  step = step_lib.make_train_step(config)
+  images = batches[0]['images']
+  batch = {'images': jnp.asarray(images).reshape((1, 8, 2) + images.shape[2:]).transpose(
+      1, 0, 2, 3, 4, 5)}
+  states = jax.tree.map(lambda x: jnp.stack([x] * 8), state0)
+  grouped, _ = jax.jit(jax.vmap(step, in_axes=(0, 0, None), axis_name='data'))(
+      states, batch, key)
+  grouped = jax.tree.map(lambda x: x[0], grouped)
+  assert max_rel_diff(per_device.g_params, grouped.g_params) < 1e-5
+  assert max_rel_diff(per_device.d_batch_stats, grouped.d_batch_stats) < 1e-5
+
+
+def test_compiled_step_is_traced_once_and_reused(config, state0):
+  traces = []
+  inner = step_lib.make_train_step(config)
+
+  def counted(state, batch, key):
+    traces.append(1)
+    return inner(state, batch, key)
+
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
+  step = dp.compile(counted)
+  state = dp.put_state(state0)
+  for i in range(4):
+    state, _ = step(state, dp.put_batch(random_batch(config, seed=i)), jax.random.key(0))
+  assert len(traces) == 1
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_no_host_transfers_inside_the_step(config, state0):
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
+  step = dp.compile(step_lib.make_train_step(config))
+  state = dp.put_state(state0)
+  batches = [dp.put_batch(random_batch(config, seed=i)) for i in range(3)]
+  key = jax.device_put(jax.random.key(0), dp.replicated)
+  state, metrics = step(state, batches[0], key)  # compile outside the guard
+  jax.block_until_ready(state)
+  with jax.transfer_guard('disallow'):
+    for batch in batches[1:]:
+      state, metrics = step(state, batch, key)
+    jax.block_until_ready((state, metrics))
+  assert int(jax.device_get(state.step)) == 3
+
+
+def test_toy_mlp_step_with_penalties_and_historical_averaging():
+  config = toy_ring.get_config('smoke')
+  config.loss.gp_weight = 1.0
+  config.loss.r1_weight = 1.0
+  config.loss.hist_avg_weight = 0.1
+  state = state_lib.create_state(config, jax.random.key(0))
+  assert state.g_params_avg and state.d_params_avg
+  batch = {'images': np.random.default_rng(0).normal(
+      size=(1, config.train.batch_size, 2)).astype(np.float32)}
+  new, metrics = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:2]),
+                           state, [batch, batch], jax.random.key(0))
+  for key in ('gp', 'r1', 'd_hist_avg', 'g_hist_avg'):
+    assert np.isfinite(metrics[key]) and metrics[key] >= 0, key
+  # After 2 steps the average holds 3 snapshots: initial, after step 1, after step 2.
+  assert max_rel_diff(new.g_params_avg, new.g_params) > 0
+
+
+def test_reuse_fake_g_update_equals_a_fresh_g_forward_on_the_same_z(state0):
+  # With D frozen (learning rate 0), D's outputs do not depend on which fakes its
+  # update saw (train-mode BatchNorm normalises with batch statistics), so the G
+  # update through the reused fake batch (G's saved VJP) must equal the G update
+  # that runs G again on the same z; only G's running statistics differ (one G
+  # forward per iteration instead of two).
+  dp = parallel.DataParallel('shard_map')
+  batch = random_batch(tiny_config())
+  results = {}
+  for reuse in (False, True):
+    config = tiny_config(**{'train.reuse_fake': reuse, 'optim.d.learning_rate': 0.0})
+    results[reuse], metrics = run_steps(config, dp, state0, [batch], jax.random.key(3))
+    assert np.isfinite(metrics['g_loss'])
+  fresh, reused = results[False], results[True]
+  assert max_rel_diff(reused.d_params, fresh.d_params) == 0.0
+  assert max_rel_diff(reused.g_params, fresh.g_params) < 1e-5
+  changed = max_rel_diff(reused.g_params, state0.g_params)
+  assert changed > 1e-3  # the comparison above is not vacuous
+  assert max_rel_diff(reused.g_batch_stats, fresh.g_batch_stats) > 1e-4
+
+
+def _conditional_config(d_cond, **overrides):
+  return tiny_config(**{'model.num_classes': 10, 'model.d_cond': d_cond, **overrides})
+
+
+@pytest.mark.parametrize('d_cond', ['projection', 'acgan'])
+def test_conditional_step_on_eight_devices_equals_one_device(d_cond):
+  config = _conditional_config(d_cond)
+  state = state_lib.create_state(config, jax.random.key(0))
+  batches = [random_batch(config, seed=0)]
+  key = jax.random.key(3)
+  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
+                         state, batches, key)
+  multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
+                        state, batches, key)
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+  assert max_rel_diff(multi.g_params, state.g_params) > 1e-4  # not vacuous
+  if d_cond == 'acgan':
+    assert np.isfinite(m1['d_class']) and np.isfinite(m1['g_class'])
+    np.testing.assert_allclose(m8['d_class'], m1['d_class'], rtol=1e-5)
+
+
+def test_conditional_step_is_traced_once():
+  config = _conditional_config('projection')
+  traces = []
+  inner = step_lib.make_train_step(config)
+
+  def counted(state, batch, key):
+    traces.append(1)
+    return inner(state, batch, key)
+
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
+  step = dp.compile(counted)
+  state = dp.put_state(state_lib.create_state(config, jax.random.key(0)))
+  for i in range(3):
+    state, _ = step(state, dp.put_batch(random_batch(config, seed=i)), jax.random.key(0))
+  assert len(traces) == 1
+
+
+def test_labels_of_the_real_batch_reach_a_projection_discriminator():
+  config = _conditional_config('projection')
+  state = state_lib.create_state(config, jax.random.key(0))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  batch = random_batch(config, seed=0)
+  other = {'images': batch['images'], 'labels': (batch['labels'] + 1) % 10}
+  a, _ = run_steps(config, dp, state, [batch], jax.random.key(3))
+  b, _ = run_steps(config, dp, state, [other], jax.random.key(3))
+  assert max_rel_diff(a.d_params, b.d_params) > 1e-5
+
+
+def test_augmented_step_with_consistency_on_eight_devices_equals_one_device():
+  config = tiny_config(**{'augment.policy': 'color,translation,cutout',
+                          'loss.bcr_real_weight': 10.0, 'loss.bcr_fake_weight': 10.0})
+  state = state_lib.create_state(config, jax.random.key(0))
+  batches = [random_batch(config, seed=0)]
+  key = jax.random.key(3)
+  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
+                         state, batches, key)
+  multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
+                        state, batches, key)
+  assert m1['bcr_real'] > 0 and m1['bcr_fake'] > 0
+  np.testing.assert_allclose(m8['bcr_real'], m1['bcr_real'], rtol=1e-5)
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+
+
+def test_augmentation_changes_what_d_sees():
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  plain = tiny_config()
+  state = state_lib.create_state(plain, jax.random.key(0))
+  batch = random_batch(plain, seed=0)
+  a, _ = run_steps(plain, dp, state, [batch], jax.random.key(3))
+  b, _ = run_steps(tiny_config(**{'augment.policy': 'translation'}), dp, state, [batch],
+                   jax.random.key(3))
+  assert max_rel_diff(a.d_params, b.d_params) > 1e-5
+
+
+def test_ema_follows_the_generator_until_ema_start():
+  config = tiny_config(**{'train.ema_start': 2, 'train.ema_decay': 0.9})
+  state = state_lib.create_state(config, jax.random.key(0))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  one, _ = run_steps(config, dp, state, [random_batch(config)], jax.random.key(1))
+  assert max_rel_diff(one.ema_g_params, one.g_params) == 0.0  # step 0 < ema_start
+  three, _ = run_steps(config, dp, state, [random_batch(config, seed=s) for s in range(3)],
+                       jax.random.key(1))
+  assert max_rel_diff(three.ema_g_params, three.g_params) > 1e-6  # averaging from step 2
+
+
+def test_feature_matching_and_orthogonal_regularisation_are_reported():
+  config = tiny_config(**{'loss.feature_matching_weight': 1.0, 'loss.ortho_weight': 1e-4})
+  state = state_lib.create_state(config, jax.random.key(0))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
+  _, metrics = run_steps(config, dp, state, [random_batch(config)], jax.random.key(1))
+  assert metrics['feature_matching'] > 0 and metrics['g_ortho'] > 0

@@ -1,0 +1,133 @@
+"""Tests of a run's workdir: the saved config, refused and recorded config changes."""
+
+import json
+import os
+
+import pytest
+
+from gan_jax import errors
+from gan_jax import workdir as workdir_lib
+from tests.helpers import tiny_config
+
+
+@pytest.fixture(name='run')
+def _run(tmp_path):
+  """A workdir that holds a run with a checkpoint (step 4)."""
+  workdir = str(tmp_path / 'run')
+  assert workdir_lib.prepare(tiny_config(), workdir) is None
+  os.makedirs(os.path.join(workdir, 'checkpoints', '4'))
+  return workdir
+
+
+def _config_bytes(workdir):
+  with open(os.path.join(workdir, 'config.json'), 'rb') as f:
+    return f.read()
+
+
+def test_a_new_run_saves_its_config(tmp_path):
+  workdir = str(tmp_path / 'new')
+  assert workdir_lib.prepare(tiny_config(**{'seed': 5}), workdir) is None
+  assert workdir_lib.load_config(workdir).seed == 5
+
+
+def test_the_same_config_resumes_without_changes(run):
+  assert workdir_lib.prepare(tiny_config(), run) is None
+
+
+def test_a_changed_training_field_is_refused_with_a_diff(run):
+  before = _config_bytes(run)
+  with pytest.raises(errors.WorkdirError, match=r"loss.type: saved 'non_saturating', now 'hinge'"
+                     ) as error:
+    workdir_lib.prepare(tiny_config(**{'loss.type': 'hinge'}), run)
+  assert '--allow_config_change' in str(error.value)
+  assert _config_bytes(run) == before
+
+
+def test_an_allowed_change_is_recorded_with_its_step_and_replayed(run):
+  before = _config_bytes(run)
+  accepted = workdir_lib.prepare(tiny_config(**{'loss.type': 'hinge'}), run, allow_changes=True)
+  workdir_lib.record_changes(run, accepted, step=4)
+  assert _config_bytes(run) == before  # the original config is never overwritten
+  entries = workdir_lib.history(run)
+  assert [(e['step'], e['accepted']) for e in entries] == [(4, '--allow_config_change')]
+  assert entries[0]['changes'] == {'loss.type': {'from': 'non_saturating', 'to': 'hinge'}}
+  assert workdir_lib.load_config(run).loss.type == 'hinge'
+  # The next resume compares against the replayed config: no change left.
+  assert workdir_lib.prepare(tiny_config(**{'loss.type': 'hinge'}), run) is None
+
+
+def test_free_fields_change_without_the_flag_and_are_recorded(run):
+  accepted = workdir_lib.prepare(
+      tiny_config(**{'train.num_steps': 50, 'train.log_every': 7}), run)
+  assert accepted['accepted'] == 'free fields'
+  assert {'train.num_steps', 'train.log_every'} <= set(accepted['changes'])
+
+
+def test_more_steps_with_a_decaying_learning_rate_needs_the_flag(tmp_path):
+  workdir = str(tmp_path / 'run')
+  decaying = {'optim.schedule': 'linear'}
+  workdir_lib.prepare(tiny_config(**decaying), workdir)
+  os.makedirs(os.path.join(workdir, 'checkpoints', '2'))
+  with pytest.raises(errors.WorkdirError, match='train.num_steps'):
+    workdir_lib.prepare(tiny_config(**decaying, **{'train.num_steps': 60}), workdir)
+
+
+def test_a_different_network_is_refused_even_with_the_flag(run):
+  with pytest.raises(errors.WorkdirError, match='different model') as error:
+    workdir_lib.prepare(tiny_config(**{'model.ngf': 16}), run, allow_changes=True)
+  assert 'model.ngf: saved 8, now 16' in str(error.value)
+
+
+def test_a_model_field_that_keeps_the_shapes_needs_only_the_flag(run):
+  with pytest.raises(errors.WorkdirError, match='model.bn_momentum'):
+    workdir_lib.prepare(tiny_config(**{'model.bn_momentum': 0.5}), run)
+  accepted = workdir_lib.prepare(tiny_config(**{'model.bn_momentum': 0.5}), run,
+                                 allow_changes=True)
+  assert set(accepted['changes']) == {'model.bn_momentum'}
+
+
+def test_before_the_first_checkpoint_every_change_is_accepted_and_recorded(tmp_path):
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(tiny_config(), workdir)
+  accepted = workdir_lib.prepare(tiny_config(**{'model.ngf': 16}), workdir)
+  workdir_lib.record_changes(workdir, accepted, step=0)
+  assert workdir_lib.history(workdir)[0]['accepted'] == 'before the first checkpoint'
+  assert workdir_lib.load_config(workdir).model.ngf == 16
+
+
+def test_missing_run_folder_is_a_missing_file_error(tmp_path):
+  with pytest.raises(errors.MissingFileError, match='config.json'):
+    workdir_lib.load_config(str(tmp_path))
+
+
+def test_a_damaged_config_file_is_a_workdir_error(run):
+  with open(os.path.join(run, 'config.json'), 'w', encoding='utf-8') as f:
+    f.write('{"model": ')
+  with pytest.raises(errors.WorkdirError, match='not valid JSON'):
+    workdir_lib.load_config(run)
+
+
+def test_saved_config_from_an_older_version_gets_new_fields_defaults(tmp_path):
+  # A run saved before a field existed (here: model.extra_layers, dropped from
+  # the saved JSON) loads with that field's default; saved values win.
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(tiny_config(**{'model.ngf': 12}), workdir)
+  path = os.path.join(workdir, 'config.json')
+  with open(path, encoding='utf-8') as f:
+    saved = json.load(f)
+  del saved['model']['extra_layers']
+  saved['model']['a_field_from_the_future'] = 3
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(saved, f)
+  config = workdir_lib.load_config(workdir)
+  assert config.model.extra_layers == 0
+  assert config.model.ngf == 12 and config.model.a_field_from_the_future == 3
+  assert config.model.resolution == 32 and config.name == 'dcgan_digits'
+
+
+def test_summary_names_the_outputs_and_the_next_commands(run):
+  text = workdir_lib.summary(run, seconds=75)
+  assert 'step 4' in text and '1 min 15 s' in text
+  assert 'python -m gan_jax.sample' in text and 'tensorboard' in text
+  stopped = workdir_lib.summary(run, seconds=1, stopped='Stopped by SIGINT at step 4')
+  assert 'Rerun the same command to resume' in stopped

@@ -1,0 +1,66 @@
+"""Tests of the run outputs: image grids, scatter plots, metric and eval files."""
+
+import json
+import os
+
+import numpy as np
+
+from gan_jax import writers
+
+
+def test_small_images_are_upscaled_to_a_viewable_grid():
+  images = np.full((64, 8, 8, 1), -1.0, np.float32)  # black
+  images[:, 0, 0, 0] = 1.0  # one white pixel in the corner of each digit
+  grid = writers.image_grid(images, padding=2)
+  scale = -(-writers.MIN_TILE_PX // 8)  # 6: 8 px -> 48 px tiles
+  assert grid.shape == (8 * (8 * scale + 2) + 2,) * 2 + (3,)
+  # The corner pixel became a scale x scale white block (nearest neighbour).
+  assert np.all(grid[2:2 + scale, 2:2 + scale] == 255)
+  assert np.all(grid[2 + scale, 2:2 + scale] == 0)
+
+
+def test_large_images_keep_their_size():
+  grid = writers.image_grid(np.zeros((4, 64, 64, 3), np.float32), padding=2)
+  assert grid.shape == (2 * 66 + 2, 2 * 66 + 2, 3)
+
+
+def test_grid_columns_can_be_set_for_one_row_per_class():
+  grid = writers.image_grid(np.zeros((6, 64, 64, 1), np.float32), columns=3, padding=0)
+  assert grid.shape[:2] == (2 * 64, 3 * 64)
+
+
+def test_scatter_plot_draws_points_over_the_reference():
+  image = writers.scatter_image(np.array([[0.5, -0.5]]), reference=np.array([[-0.5, 0.5]]),
+                                extent=1.0, size=101)
+  assert tuple(image[75, 75]) == (40, 90, 220)     # generated point down and right
+  assert tuple(image[25, 25]) == (220, 60, 60)     # reference point up and left
+  assert tuple(image[10, 90]) == (255, 255, 255)   # background
+
+
+def test_no_files_until_the_first_write(tmp_path):
+  writer = writers.MetricWriter(str(tmp_path))
+  writer.close()
+  assert not (tmp_path / 'tensorboard').exists() and not (tmp_path / 'metrics.jsonl').exists()
+
+
+def test_scalars_and_evaluations_append_json_lines(tmp_path):
+  for step in (1, 2):
+    writer = writers.MetricWriter(str(tmp_path))
+    writer.write_scalars(step, {'d_loss': 0.5 * step})
+    writer.write_eval(step, {'fid': 10.0 / step})
+    writer.close()
+  with open(tmp_path / 'metrics.jsonl', encoding='utf-8') as f:
+    assert [json.loads(line) for line in f] == [{'step': 1, 'd_loss': 0.5},
+                                                 {'step': 2, 'd_loss': 1.0}]
+  with open(tmp_path / 'eval.jsonl', encoding='utf-8') as f:
+    assert [json.loads(line) for line in f] == [{'step': 1, 'fid': 10.0},
+                                                 {'step': 2, 'fid': 5.0}]
+  assert os.listdir(tmp_path / 'tensorboard')
+
+
+def test_a_disabled_writer_writes_nothing(tmp_path):
+  writer = writers.MetricWriter(str(tmp_path), enabled=False)
+  writer.write_scalars(1, {'d_loss': 1.0})
+  writer.write_eval(1, {'fid': 1.0})
+  writer.close()
+  assert os.listdir(tmp_path) == []
