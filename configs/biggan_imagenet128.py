@@ -30,7 +30,6 @@ def get_config(arg=None):
   config.train.ema_decay = 0.9999
   config.train.ema_start = 20000
   if args.smoke:
-    config.model.num_classes = 10
     config.train.n_critic = 1
     config.train.ema_start = 0
   else:

@@ -34,13 +34,22 @@ DEFAULT_CPU_CONV_KERNELS = 'eigen'
 _YNN_WITHOUT_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'
 
 
-def cpu_compiler_options(cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS):
+# XLA:CPU drops the optimisation barriers of `jax.checkpoint` before its CSE pass,
+# which then merges the recomputation with the forward pass: rematerialisation
+# saves nothing on CPU unless that pass is skipped (XLA:GPU expands the barriers
+# after scheduling). Harmless for programs without barriers.
+CPU_REMAT_COMPILER_OPTIONS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
+
+
+def cpu_compiler_options(cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS, *, remat=False):
   """XLA compiler options for a CPU training step.
 
   Args:
     cpu_conv_kernels: 'eigen' compiles convolutions with XLA's Eigen kernels
       (dots and reductions stay with YNNPACK, as XLA's default); 'xla_default'
       leaves XLA's choice (YNNPACK), and any XLA_FLAGS, untouched.
+    remat: the step rematerialises (`config.train.remat`): keep its
+      recomputation apart from the forward pass (`CPU_REMAT_COMPILER_OPTIONS`).
 
   Returns:
     A dict for `jax.jit(..., compiler_options=...)` (empty for 'xla_default').
@@ -55,9 +64,10 @@ def cpu_compiler_options(cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS):
     raise errors.ConfigError(
         f'Unknown config.parallel.cpu_conv_kernels {cpu_conv_kernels!r}; '
         f'known: {list(CPU_CONV_KERNELS)}.')
-  if cpu_conv_kernels == 'xla_default':
-    return {}
-  return {'xla_cpu_experimental_ynn_fusion_type': _YNN_WITHOUT_CONVOLUTIONS}
+  options = dict(CPU_REMAT_COMPILER_OPTIONS) if remat else {}
+  if cpu_conv_kernels == 'eigen':
+    options['xla_cpu_experimental_ynn_fusion_type'] = _YNN_WITHOUT_CONVOLUTIONS
+  return options
 
 
 def all_cpu(devices):
@@ -93,13 +103,13 @@ class DataParallel:
   """
 
   def __init__(self, mode='shard_map', devices=None, *,
-               cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS):
+               cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS, remat=False):
     if mode not in MODES:
       raise errors.ConfigError(
           f'Unknown config.parallel.mode {mode!r}; known: {list(MODES)}.')
     self.mode = mode
     self.mesh = make_mesh(devices)
-    options = cpu_compiler_options(cpu_conv_kernels)  # validates the name everywhere
+    options = cpu_compiler_options(cpu_conv_kernels, remat=remat)  # validates the name
     self.compiler_options = options if all_cpu(self.mesh.devices.flat) else {}
     self.num_devices = self.mesh.size
     self.replicated = NamedSharding(self.mesh, P())
@@ -111,10 +121,10 @@ class DataParallel:
         jax.sharding.Mesh(np.array(self.local_devices), ('local',)), P('local'))
 
   @classmethod
-  def from_config(cls, parallel_config, devices=None):
-    """The DataParallel of `config.parallel` (mode, cpu_conv_kernels)."""
+  def from_config(cls, parallel_config, devices=None, *, remat=False):
+    """The DataParallel of `config.parallel` (mode, cpu_conv_kernels); `remat`: `config.train.remat`."""
     return cls(parallel_config.mode, devices,
-               cpu_conv_kernels=parallel_config.cpu_conv_kernels)
+               cpu_conv_kernels=parallel_config.cpu_conv_kernels, remat=remat)
 
   def compile(self, step_fn, *, donate=True):
     """Compiles `step_fn(state, batch, key) -> (state, metrics)` for this mode.

@@ -113,11 +113,16 @@ class MetricLogger:
       self._bar.close()
 
 
+# A grid row per class stays readable (and cheap to generate) up to this many classes.
+MAX_GRID_CLASSES = 20
+
+
 class SampleGrids:
   """Sample grids of the EMA generator from a fixed z, written as PNG and to TensorBoard.
 
   For a class-conditional model the grid has one row per class (labels 0, 1, ...
-  repeated along each row). 2-D samples (toy data) become scatter plots over
+  repeated along each row); with more than `MAX_GRID_CLASSES` classes (ImageNet),
+  rows show that many classes evenly spread over the label range. 2-D samples (toy data) become scatter plots over
   1,000 real points of the data.
 
   Args:
@@ -131,9 +136,11 @@ class SampleGrids:
     num_classes = config.model.num_classes
     count = config.train.num_sample_images
     if num_classes:
-      per_class = max(1, count // num_classes)
-      count = per_class * num_classes
-      self._labels = np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+      rows = min(num_classes, MAX_GRID_CLASSES)
+      classes = np.linspace(0, num_classes - 1, rows).round().astype(np.int32)
+      per_class = max(1, count // rows)
+      count = per_class * rows
+      self._labels = np.repeat(classes, per_class)
       self._columns = per_class
     else:
       self._labels, self._columns = None, None

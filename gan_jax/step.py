@@ -293,7 +293,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
   """
   sync_bn = config.parallel.sync_batch_stats
   generator, discriminator = models.build(
-      config.model, bn_axis_name=axis_name if sync_bn else None)
+      config.model, bn_axis_name=axis_name if sync_bn else None, remat=config.train.remat)
   g_tx, d_tx = optim.make_optimizers(config)
   l, t, m = config.loss, config.train, config.model
   setup = StepSetup(

@@ -62,7 +62,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   config_check.validate(config)
   accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
   t, chief = config.train, jax.process_index() == 0
-  dp = parallel.DataParallel.from_config(config.parallel)
+  dp = parallel.DataParallel.from_config(config.parallel, remat=config.train.remat)
   local_batch = dp.local_batch_size(t.batch_size)
   shape = models.data_shape(config.model)
   iterator = data.create_train_iterator(

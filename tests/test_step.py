@@ -215,7 +215,12 @@ def _conditional_config(d_cond, **overrides):
 
 @pytest.mark.parametrize('d_cond', ['projection', 'acgan'])
 def test_conditional_step_on_eight_devices_equals_one_device(d_cond):
-  config = _conditional_config(d_cond)
+  # SGD: Adam's first step, lr * g / (|g| + eps), turns float32 rounding in the
+  # near-zero gradients of rarely drawn classes' embeddings into large relative
+  # differences (see the unconditional tests above).
+  config = _conditional_config(d_cond, **{'optim.g.name': 'sgd', 'optim.d.name': 'sgd',
+                                          'optim.g.learning_rate': 0.1,
+                                          'optim.d.learning_rate': 0.1})
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=0)]
   key = jax.random.key(3)

@@ -40,12 +40,6 @@ from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax.bench import presets
 
-# XLA:CPU drops the optimisation barriers of `jax.checkpoint` before its CSE pass,
-# which then merges the recomputation with the forward pass: rematerialisation
-# saves nothing on CPU unless that pass is skipped (XLA:GPU expands the barriers
-# after scheduling). Harmless for programs without barriers.
-CPU_REMAT_COMPILER_OPTIONS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
-
 _MB = 2.0 ** 20
 
 
@@ -60,9 +54,7 @@ def compile_step(config, *, devices=None):
     A `jax.stages.Compiled` of `train_step(state, batch, key)`.
   """
   devices = devices or jax.devices()[:1]
-  dp = parallel.DataParallel.from_config(config.parallel, devices)
-  if config.train.remat and parallel.all_cpu(devices):
-    dp.compiler_options = {**dp.compiler_options, **CPU_REMAT_COMPILER_OPTIONS}
+  dp = parallel.DataParallel.from_config(config.parallel, devices, remat=config.train.remat)
   state = state_lib.abstract_state(config, sharding=dp.replicated)
   lead = (config.train.n_critic, config.train.batch_size)
   batch = {'images': jax.ShapeDtypeStruct(lead + models.data_shape(config.model), jnp.float32,
@@ -163,7 +155,7 @@ def measured_peak_mb(config, device):
   """Runs one step of `config` on `device`; the allocator's peak (MB), or None on CPU."""
   if device.platform == 'cpu':
     return None
-  dp = parallel.DataParallel.from_config(config.parallel, [device])
+  dp = parallel.DataParallel.from_config(config.parallel, [device], remat=config.train.remat)
   state = dp.put_state(state_lib.create_state(config, jax.random.key(0)))
   lead = (config.train.n_critic, config.train.batch_size)
   batch = {'images': np.zeros(lead + models.data_shape(config.model), np.float32)}

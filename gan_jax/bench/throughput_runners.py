@@ -84,7 +84,7 @@ class JaxRunner:
     config = presets.model_config(spec.get('model', 'dcgan'), batch=spec['batch'],
                                   variant=spec['variant'], width=spec['width'] or 0)
     self.config = config
-    self.dp = parallel.DataParallel.from_config(config.parallel, devices)
+    self.dp = parallel.DataParallel.from_config(config.parallel, devices, remat=config.train.remat)
     self.state = self.dp.put_state(state_lib.create_state(config, jax.random.key(0)))
     self.key = jax.random.key(1)
     self._prefetch = data.Prefetcher(

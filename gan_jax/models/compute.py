@@ -75,7 +75,7 @@ def remat_call(method, *args, remat):
 
   XLA:CPU merges the recomputation back into the forward pass (its CSE runs after
   it drops remat's optimisation barriers) unless the step is compiled with
-  `gan_jax.bench.memory.CPU_REMAT_COMPILER_OPTIONS`; XLA:GPU keeps the barriers.
+  `parallel.CPU_REMAT_COMPILER_OPTIONS` (`DataParallel(remat=True)`); XLA:GPU keeps the barriers.
   """
   if not remat:
     return method(*args)
