@@ -204,3 +204,29 @@ def toy_config(*, mixture, smoke):
     config.train.log_every = 2
     config.train.progress_bar = False
   return config
+
+
+def semi_supervised(config, *, supervised_only):
+  """Makes `config` the semi-supervised GAN of Salimans et al. 2016 (in place).
+
+  D gets K class logits with the fake class's logit fixed at 0 (`d_cond=
+  'semi_supervised'`, one extra stride-1 layer, no normalisation); G is trained by
+  feature matching only. `supervised_only` keeps the network and the labelled
+  subset but drops every GAN term: the baseline.
+  """
+  m, l = config.model, config.loss
+  m.extra_layers = 1
+  m.d_norm = 'none'
+  m.num_classes = 10
+  m.d_cond = 'semi_supervised'
+  l.type = 'non_saturating'
+  l.aux_weight = 1.0
+  l.feature_matching_weight = 1.0
+  l.g_adversarial_weight = 0.0
+  config.eval.every = -1
+  config.eval.metrics = ''
+  if supervised_only:
+    config.name += '_supervised_only'
+    l.d_adversarial_weight = 0.0
+    l.feature_matching_weight = 0.0
+  return config

@@ -35,15 +35,6 @@ def get_config(arg=None):
   m.z_dim = 64
   m.ngf = 64
   m.ndf = 64
-  m.extra_layers = 1
-  m.d_norm = 'none'
-  m.num_classes = 10
-  m.d_cond = 'semi_supervised'
-  l = config.loss
-  l.type = 'non_saturating'
-  l.aux_weight = 1.0
-  l.feature_matching_weight = 1.0
-  l.g_adversarial_weight = 0.0
   config.optim.schedule = 'linear'
   config.optim.decay_start = 0.5
   config.train.batch_size = 128
@@ -52,12 +43,7 @@ def get_config(arg=None):
   config.train.log_every = 500
   config.train.sample_every = 0
   config.train.checkpoint_every = 3000
-  config.eval.every = -1
-  config.eval.metrics = ''
-  if args.supervised_only:
-    config.name = 'semi_supervised_digits_supervised_only'
-    l.d_adversarial_weight = 0.0
-    l.feature_matching_weight = 0.0
+  common.semi_supervised(config, supervised_only=args.supervised_only)
   if args.smoke:
     common.shrink_for_smoke(config, batch_size=16, num_steps=6)
   return config

@@ -54,15 +54,6 @@ def paper_config(*, name, dataset, labels_per_class, ndf, num_steps, arg=None):
   m = config.model
   if not args.smoke:
     m.ngf, m.ndf, m.z_dim = 128, ndf, 100
-  m.extra_layers = 1
-  m.d_norm = 'none'
-  m.num_classes = 10
-  m.d_cond = 'semi_supervised'
-  l = config.loss
-  l.type = 'non_saturating'
-  l.aux_weight = 1.0
-  l.feature_matching_weight = 1.0
-  l.g_adversarial_weight = 0.0
   for opt in (config.optim.g, config.optim.d):
     opt.update(name='adam', learning_rate=3e-4, b1=0.5, b2=0.999)
   config.optim.schedule = 'linear'
@@ -70,12 +61,7 @@ def paper_config(*, name, dataset, labels_per_class, ndf, num_steps, arg=None):
   if not args.smoke:
     config.train.batch_size = 100
   config.train.ema_decay = 0.0
-  config.eval.every = -1
-  config.eval.metrics = ''
-  if args.supervised_only:
-    config.name = f'{name}_supervised_only'
-    l.d_adversarial_weight = 0.0
-    l.feature_matching_weight = 0.0
+  common.semi_supervised(config, supervised_only=args.supervised_only)
   return config
 
 

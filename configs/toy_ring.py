@@ -8,11 +8,14 @@ non-saturating GAN with the same network, batch and steps: the honest reference
 row), `:smoke` (seconds), combinable as `:baseline,smoke`.
 
 What makes the best config precise (3 std = 0.03 around each mode):
-  * the generator learns 6x faster than the discriminator (6e-3 vs 1e-3): the
+  * the generator learns 3x faster than the discriminator (3e-3 vs 1e-3): the
     thin bridges between modes shrink only as G's transitions in z-space get
-    steep, which needs large G weights, i.e. large G steps;
-  * EMA of G (0.995) averages the noise those large steps cause, and both
-    learning rates decay linearly to 0 over the second half of training;
+    steep, which needs large G weights, i.e. large G steps. At 6x (the earlier
+    setting) some seeds end with modes of very unequal mass (one of 20 seeds:
+    63% high quality, reverse KL 0.70): G's steps are then large enough to keep
+    moving mass between modes late in training;
+  * EMA of G (0.995) averages the noise of G's steps, and both learning rates
+    decay linearly to 0 over the whole run, so the late steps are small;
   * PacGAN packing (pack=2) for coverage.
 """
 
@@ -27,8 +30,8 @@ def get_config(arg=None):
     config.name = 'toy_ring_baseline'
     return config
   config.model.pack = 2
-  config.optim.g.learning_rate = 6e-3
+  config.optim.g.learning_rate = 3e-3
   config.train.ema_decay = 0.995
   config.optim.schedule = 'linear'
-  config.optim.decay_start = 0.5
+  config.optim.decay_start = 0.0
   return config

@@ -23,12 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan_jax import checkpoint
 from gan_jax import cli
 from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import models
-from gan_jax import state as state_lib
 from gan_jax import workdir as workdir_lib
 
 CLASSIFIER_HEADS = ('semi_supervised', 'acgan')
@@ -70,18 +68,8 @@ def load_classifier(workdir, step=None):
     MissingFileError: no run or no checkpoint in `workdir`.
     ConfigError: the run's D has no class logits.
   """
-  config = workdir_lib.load_config(workdir)
-  check_classifier(config, workdir)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
-                                 max_to_keep=None)
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step)
-  ckpt.close()
-  if restored is None:
-    raise errors.MissingFileError(
-        f'No checkpoint in {os.path.join(workdir, "checkpoints")} yet; train first with '
-        f'python -m gan_jax.main --config=... --workdir={workdir}')
-  state, _, restored_step = restored
+  check_classifier(workdir_lib.load_config(workdir), workdir)
+  config, state, restored_step = workdir_lib.restore_state(workdir, step)
   _, discriminator = models.build(config.model)
   variables = {'params': state.d_params}
   if state.d_batch_stats:

@@ -21,10 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan_jax import checkpoint
 from gan_jax import cli
 from gan_jax import errors
-from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
@@ -48,17 +46,7 @@ def load_generator(workdir, step=None, *, ema=True):
   Raises:
     MissingFileError: no run or no checkpoint in `workdir`.
   """
-  config = workdir_lib.load_config(workdir)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
-                                 max_to_keep=None)
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step)
-  ckpt.close()
-  if restored is None:
-    raise errors.MissingFileError(
-        f'No checkpoint in {os.path.join(workdir, "checkpoints")} yet; train first with '
-        f'python -m gan_jax.main --config=... --workdir={workdir}')
-  state, _, restored_step = restored
+  config, state, restored_step = workdir_lib.restore_state(workdir, step)
   params = state.ema_g_params if ema else state.g_params
   generate_fn = jax.jit(step_lib.make_generate_fn(config))
 

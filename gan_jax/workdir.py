@@ -20,12 +20,14 @@ Paths may be local or URLs (`gs://...`): everything goes through `etils.epath`.
 
 import datetime
 import json
+import os
 
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
 
+from gan_jax import checkpoint
 from gan_jax import data
 from gan_jax import defaults
 from gan_jax import errors
@@ -96,6 +98,33 @@ def history(workdir):
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def restore_state(workdir, step=None):
+  """The run's config and its checkpointed state, on the first local device.
+
+  Args:
+    workdir: a run folder of `python -m gan_jax.main`.
+    step: the checkpoint step to restore (None: the latest).
+
+  Returns:
+    (config, GANState, restored step).
+
+  Raises:
+    MissingFileError: no run or no checkpoint in `workdir`.
+  """
+  config = load_config(workdir)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
+                                 max_to_keep=None)
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step)
+  ckpt.close()
+  if restored is None:
+    raise errors.MissingFileError(
+        f'No checkpoint in {os.path.join(workdir, "checkpoints")} yet; train first with '
+        f'python -m gan_jax.main --config=... --workdir={workdir}')
+  state, _, restored_step = restored
+  return config, state, restored_step
 
 
 def load_config(workdir):

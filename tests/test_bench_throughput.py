@@ -8,6 +8,7 @@ field. PyTorch is exercised when it is installed.
 import pytest
 
 from gan_jax import errors
+from gan_jax.bench import presets
 from gan_jax.bench import throughput
 from gan_jax.bench import throughput_runners
 
@@ -45,7 +46,7 @@ def test_harness_smoke_reports_every_field():
 
 
 def test_jax_config_matches_pytorch_example():
-  config = throughput_runners.jax_config(32, 64)
+  config = presets.jax_config(32, 64)
   assert (config.model.resolution, config.model.channels, config.model.z_dim) == (64, 3, 100)
   assert config.model.ngf == config.model.ndf == 32
   assert config.train.batch_size == 64 and config.train.ema_decay == 0.0
@@ -62,13 +63,13 @@ def test_bad_variants_are_config_errors(settings):
 
 
 def test_variants_pick_dtype_and_cpu_conv_kernels():
-  assert throughput_runners.parse_jax_variant('float32') == ('float32', 'eigen')
-  assert throughput_runners.parse_jax_variant('bfloat16/xla_default') == (
+  assert presets.parse_jax_variant('float32') == ('float32', 'eigen')
+  assert presets.parse_jax_variant('bfloat16/xla_default') == (
       'bfloat16', 'xla_default')
-  config = throughput_runners.jax_config(16, 8, 'float32/xla_default')
+  config = presets.jax_config(16, 8, 'float32/xla_default')
   assert config.parallel.cpu_conv_kernels == 'xla_default'
   assert config.model.dtype == 'float32'
-  assert throughput_runners.jax_config(16, 8).parallel.cpu_conv_kernels == 'eigen'
+  assert presets.jax_config(16, 8).parallel.cpu_conv_kernels == 'eigen'
 
 
 @pytest.mark.skipif(not throughput.torch_available(), reason='torch not installed')

@@ -139,7 +139,8 @@ def test_per_device_bn_differs_only_through_bn_statistics(state0):
   assert max_rel_diff(per_device.d_batch_stats, grouped.d_batch_stats) < 1e-5
 
 
-def test_compiled_step_is_traced_once_and_reused(config, state0):
+def run_counting_traces(config, state, steps):
+  """Runs `steps` compiled steps on 2 devices; returns (times traced, compiled step)."""
   traces = []
   inner = step_lib.make_train_step(config)
 
@@ -149,10 +150,15 @@ def test_compiled_step_is_traced_once_and_reused(config, state0):
 
   dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
   step = dp.compile(counted)
-  state = dp.put_state(state0)
-  for i in range(4):
+  state = dp.put_state(state)
+  for i in range(steps):
     state, _ = step(state, dp.put_batch(random_batch(config, seed=i)), jax.random.key(0))
-  assert len(traces) == 1
+  return len(traces), step
+
+
+def test_compiled_step_is_traced_once_and_reused(config, state0):
+  traces, step = run_counting_traces(config, state0, steps=4)
+  assert traces == 1
   assert step._cache_size() == 1  # pylint: disable=protected-access
 
 
@@ -238,19 +244,9 @@ def test_conditional_step_on_eight_devices_equals_one_device(d_cond):
 
 def test_conditional_step_is_traced_once():
   config = _conditional_config('projection')
-  traces = []
-  inner = step_lib.make_train_step(config)
-
-  def counted(state, batch, key):
-    traces.append(1)
-    return inner(state, batch, key)
-
-  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
-  step = dp.compile(counted)
-  state = dp.put_state(state_lib.create_state(config, jax.random.key(0)))
-  for i in range(3):
-    state, _ = step(state, dp.put_batch(random_batch(config, seed=i)), jax.random.key(0))
-  assert len(traces) == 1
+  traces, _ = run_counting_traces(config, state_lib.create_state(config, jax.random.key(0)),
+                                  steps=3)
+  assert traces == 1
 
 
 def test_labels_of_the_real_batch_reach_a_projection_discriminator():

@@ -30,7 +30,6 @@ none starts once `--budget_s` has passed: those rows say 'skipped'.
 
 import collections
 import dataclasses
-import json
 import os
 import platform
 import re
@@ -44,6 +43,7 @@ from gan_jax import cli
 from gan_jax import errors
 from gan_jax.bench import memory
 from gan_jax.bench import presets
+from gan_jax.bench import report_files
 from gan_jax.bench import throughput_runners
 
 MODELS = ('dcgan', 'resnet', 'biggan')
@@ -53,8 +53,10 @@ TARGET_FID50K_SECONDS = 60.0
 # --quick: CPU-sized widths (ngf = ndf) of each model.
 QUICK_WIDTHS = {'dcgan': 16, 'resnet': 32, 'biggan': 16}
 
-_DEFINITION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*([a-z]+[0-9]*)\[')
-_CALL = re.compile(r'\s(convolution|custom-call)\(([^)]*)\)')
+# `name = type[...` or, for calls that return a tuple (cuDNN), `name = (type[...`.
+_DEFINITION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\(?([a-z]+[0-9]*)\[')
+_CALL = re.compile(r'\s(convolution|custom-call)\((.*?)\)(?:,|$)')
+_OPERAND_SPLIT = re.compile(r',\s*(?![^\[{]*[\]}])')   # commas outside [...] and {...}
 
 
 def hlo_conv_dtypes(hlo_text):
@@ -63,7 +65,8 @@ def hlo_conv_dtypes(hlo_text):
   Counts `convolution` instructions and cuDNN convolution custom calls (how
   XLA:GPU compiles them), keyed by the element types of the first two operands:
   {'bf16/bf16': n, 'f32/f32': m, ...}. Operand types are read inline when the text
-  has them, else from the operands' definitions (names are unique in a module).
+  has them (`f32[8,3]{1,0} %x`), else from the operands' definitions (names are
+  unique in a module).
   """
   defined = {}
   lines = hlo_text.splitlines()
@@ -79,7 +82,7 @@ def hlo_conv_dtypes(hlo_text):
     if call.group(1) == 'custom-call' and 'cudnn$conv' not in line:
       continue
     types = []
-    for operand in call.group(2).split(',')[:2]:
+    for operand in _OPERAND_SPLIT.split(call.group(2))[:2]:
       operand = operand.strip()
       inline = re.match(r'([a-z]+[0-9]*)\[', operand)
       types.append(inline.group(1) if inline else
@@ -348,9 +351,7 @@ def main(argv):
   report = run_check(settings, log=lambda line: print(line, flush=True))
   print(markdown_table(report))
   if f.json:
-    os.makedirs(os.path.dirname(os.path.abspath(f.json)), exist_ok=True)
-    with open(f.json, 'w', encoding='utf-8') as out:
-      json.dump(report, out, indent=1)
+    report_files.write_json(f.json, report)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,6 @@ measured) and `little_data.md` (the table).
 """
 
 import datetime
-import json
 import os
 import re
 import shutil
@@ -45,6 +44,7 @@ from gan_jax import metrics
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import train
+from gan_jax.bench import report_files
 from gan_jax.bench import toy as toy_bench
 
 DEFAULT_CONFIGS = 'dcgan_digits:few,dcgan_digits:few,noaug'
@@ -282,17 +282,8 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
           f"{record['proxy_coverage_kl']:.3f}, {record['train_seconds']:.0f} s")
       result['fd_change'] = {str(i): c for i, c in fd_changes(result['rows']).items()}
       result['table'] = format_table(result['rows'])
-      _write_outputs(result, out_dir)
+      report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)
   return result
-
-
-def _write_outputs(result, out_dir):
-  for name, text in ((_JSON_NAME, json.dumps(result, indent=2) + '\n'),
-                     (_TABLE_NAME, result['table'])):
-    path = os.path.join(out_dir, name)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
 
 
 def _parse_fractions(text):

@@ -22,7 +22,6 @@ program would exceed about 75% of the device's memory, so the estimate of a very
 large batch is what the compiler managed to fit.
 """
 
-import json
 import os
 import platform
 import time
@@ -39,6 +38,7 @@ from gan_jax import parallel
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax.bench import presets
+from gan_jax.bench import report_files
 
 _MB = 2.0 ** 20
 
@@ -266,9 +266,7 @@ def main(argv):
       versions=dict(jax=jax.__version__), rows=rows)
   print(markdown_table(rows))
   if f.json:
-    os.makedirs(os.path.dirname(os.path.abspath(f.json)), exist_ok=True)
-    with open(f.json, 'w', encoding='utf-8') as out:
-      json.dump(report, out, indent=1)
+    report_files.write_json(f.json, report)
 
 
 if __name__ == '__main__':

@@ -22,7 +22,6 @@ after every trial.
 """
 
 import datetime
-import json
 import os
 import re
 import shutil
@@ -38,6 +37,7 @@ from gan_jax import cli
 from gan_jax import config_files
 from gan_jax import errors
 from gan_jax import train
+from gan_jax.bench import report_files
 from gan_jax.bench import toy
 
 DEFAULT_CONFIGS = 'semi_supervised_digits,semi_supervised_digits:supervised_only'
@@ -182,17 +182,8 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, keep_workdirs=False,
       log(f"{spec} seed {seed}: test accuracy {100 * record['accuracy']:.2f}%, "
           f"{record['train_seconds']:.0f} s ({record['train_cpu_seconds']:.0f} s CPU)")
       result['table'] = format_table(result['rows'])
-      _write_outputs(result, out_dir)
+      report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)
   return result
-
-
-def _write_outputs(result, out_dir):
-  for name, text in ((_JSON_NAME, json.dumps(result, indent=2) + '\n'),
-                     (_TABLE_NAME, result['table'])):
-    path = os.path.join(out_dir, name)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
 
 
 def _define_flags():

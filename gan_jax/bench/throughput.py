@@ -46,7 +46,6 @@ import collections
 import dataclasses
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -59,6 +58,7 @@ import jax
 from gan_jax import cli
 from gan_jax import errors
 from gan_jax.bench import presets
+from gan_jax.bench import report_files
 from gan_jax.bench import worker_process
 
 TORCH_VARIANTS = ('eager', 'channels_last')
@@ -315,9 +315,7 @@ def main(argv):
   for key, profile in report['profile'].items():
     print(f'\nprofile gan_jax {key}:\n{format_profile(profile)}')
   if f.json:
-    os.makedirs(os.path.dirname(os.path.abspath(f.json)), exist_ok=True)
-    with open(f.json, 'w', encoding='utf-8') as out:
-      json.dump(report, out, indent=1)
+    report_files.write_json(f.json, report)
 
 
 if __name__ == '__main__':

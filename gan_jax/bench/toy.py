@@ -29,7 +29,6 @@ rewritten after every trial, so an interrupted run keeps what it measured.
 """
 
 import datetime
-import json
 import os
 import platform
 import re
@@ -49,6 +48,7 @@ from gan_jax import metrics
 from gan_jax import sample
 from gan_jax import train
 from gan_jax import writers
+from gan_jax.bench import report_files
 from gan_jax.bench import toy_table
 from gan_jax.data import toy
 
@@ -249,17 +249,8 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
           f"{100 * record['high_quality']:.1f}% high quality, reverse KL "
           f"{record['reverse_kl']:.3f}, {record['train_seconds']:.1f} s")
       result['table'] = toy_table.format_table(result['rows'])
-      _write_outputs(result, out_dir)
+      report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)
   return result
-
-
-def _write_outputs(result, out_dir):
-  for name, text in ((_JSON_NAME, json.dumps(result, indent=2) + '\n'),
-                     (_TABLE_NAME, result['table'])):
-    path = os.path.join(out_dir, name)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.write(text)
-    os.replace(path + '.tmp', path)
 
 
 def _define_flags():
