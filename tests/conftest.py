@@ -1,12 +1,29 @@
 """Test set-up: 8 fake CPU devices (before JAX starts) and shared helpers."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 _flags = os.environ.get('XLA_FLAGS', '')
 if '--xla_force_host_platform_device_count' not in _flags:
   os.environ['XLA_FLAGS'] = (_flags + ' --xla_force_host_platform_device_count=8').strip()
+
+# One persistent XLA compilation cache for the test runs and the processes they start:
+# many tests (and their `python -m gan_jax.main` subprocesses), and the fast and slow
+# suites, compile the same small programs, which XLA then compiles once. Entries are
+# keyed by the program, JAX version and flags, so a stale entry is never used. JAX's
+# own size cap needs the `filelock` package, so the folder is emptied here once it
+# outgrows CACHE_LIMIT_BYTES. A user's own JAX_COMPILATION_CACHE_DIR wins.
+CACHE_LIMIT_BYTES = 2 << 30
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _cache_dir = os.path.join(tempfile.gettempdir(), f'gan_jax_tests_xla_cache_{os.getuid()}')
+  if os.path.isdir(_cache_dir) and sum(
+      e.stat().st_size for e in os.scandir(_cache_dir) if e.is_file()) > CACHE_LIMIT_BYTES:
+    shutil.rmtree(_cache_dir, ignore_errors=True)
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache_dir
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.3')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:

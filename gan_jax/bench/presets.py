@@ -1,14 +1,9 @@
 """The models the benchmarks time, as configs: `model_config(model, batch=...)`.
 
   dcgan      DCGAN 64x64 RGB as the PyTorch DCGAN example (`jax_config`; the default)
-  resnet     SNGAN-32 as torch_mimicry's CIFAR-10 SNGAN: ResNet G (ngf 256), SN D
-             (ndf 128), z 128, hinge loss, Adam(2e-4, 0.0, 0.9), n_critic 5, no EMA
-  biggan     BigGAN-32 as StudioGAN's CIFAR-10 BigGAN: ngf = ndf = 96, z 80, shared
-             embedding 128, 10 classes, attention at 16x16, hinge loss,
-             Adam(2e-4, 0.5, 0.999), n_critic 5, EMA 0.9999
-  biggan128  BigGAN-128 as StudioGAN's ImageNet BigGAN-256: ngf = ndf = 96, z 120,
-             1000 classes, attention at 64x64, Adam(G 5e-5, D 2e-4, 0.0, 0.999),
-             n_critic 2, EMA 0.9999
+  resnet     SNGAN-32: `configs/sngan_cifar10.py` (torch_mimicry's CIFAR-10 SNGAN)
+  biggan     BigGAN-32: `configs/biggan_cifar10.py` (StudioGAN's CIFAR-10 BigGAN)
+  biggan128  BigGAN-128: `configs/biggan_imagenet128.py` (StudioGAN's ImageNet BigGAN)
 
 Used by the throughput benchmark (`throughput_runners.JaxRunner`), the memory
 benchmark and the device check. A variant 'DTYPE[/KERNELS]' picks the compute
@@ -16,6 +11,7 @@ dtype (`model.dtype`) and, on CPU, the convolution kernels
 (`parallel.cpu_conv_kernels`).
 """
 
+from gan_jax import config_files
 from gan_jax import defaults
 from gan_jax import errors
 from gan_jax import parallel
@@ -44,33 +40,18 @@ def parse_jax_variant(variant):
   return dtype, kernels
 
 
+# The zoo models are the shipped configs' networks and training settings, so a
+# benchmark times exactly what `python -m gan_jax.main --config=NAME` trains.
+ZOO_CONFIGS = {'resnet': 'sngan_cifar10', 'biggan': 'biggan_cifar10',
+               'biggan128': 'biggan_imagenet128'}
+
+
 def _zoo_config(model, variant):
-  """SNGAN-32 / BigGAN-32 / BigGAN-128 as the module docstring lists them."""
+  """SNGAN-32 / BigGAN-32 / BigGAN-128: the config file of ZOO_CONFIGS, in `variant`."""
   dtype, kernels = parse_jax_variant(variant)
-  config = defaults.get_config()
+  config = config_files.load(ZOO_CONFIGS[model])
   config.parallel.cpu_conv_kernels = kernels
-  m, t, o = config.model, config.train, config.optim
-  m.update(dict(channels=3, dtype=dtype, g_norm='batch', d_norm='none', spectral_norm=True))
-  config.loss.type = 'hinge'
-  t.n_critic = 5
-  if model == 'resnet':
-    m.update(dict(name='resnet', resolution=32, z_dim=128, ngf=256, ndf=128))
-    t.ema_decay = 0.0
-    for opt in (o.g, o.d):
-      opt.update(dict(b1=0.0, b2=0.9))
-    return config
-  m.update(dict(name='biggan', ngf=96, ndf=96, shared_dim=128, hierarchical_z=True,
-                d_cond='projection', g_spectral_norm=True))
-  t.ema_decay = 0.9999
-  if model == 'biggan':
-    m.update(dict(resolution=32, z_dim=80, num_classes=10, attention_resolution=16))
-    t.ema_start = 1000
-    return config
-  m.update(dict(resolution=128, z_dim=120, num_classes=1000, attention_resolution=64))
-  t.update(dict(n_critic=2, ema_start=20000))
-  o.g.learning_rate = 5e-5
-  for opt in (o.g, o.d):
-    opt.update(dict(b1=0.0, b2=0.999))
+  config.model.dtype = dtype
   return config
 
 
