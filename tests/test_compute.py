@@ -165,13 +165,15 @@ def test_zoo_remat_changes_no_numbers_and_lowers_temp_memory(model):
   plain = memory.step_memory(memory.compile_step(config))
   remat = memory.step_memory(memory.compile_step(remat_config))
   assert remat['temp'] < plain['temp'], (remat, plain)
-  state, _ = train(config, steps=2)
-  remat_state, _ = train(remat_config, steps=2)
-  # The recomputed blocks sum in another order inside XLA's fusions. In a process
-  # with one CPU device the two runs agree to 1e-6; with the suite's 8 fake devices
-  # the convolution kernels split their sums differently, and D's first-layer kernel
-  # gradient (a sum over every pixel of the batch that nearly cancels) differs by up
-  # to ~5e-5 of the kernel after two steps.
-  assert_trees_close(remat_state.g_params, state.g_params, rtol=1e-4)
-  assert_trees_close(remat_state.d_params, state.d_params, rtol=1e-4)
+  # One step: the gradients remat recomputes. The remat step compiles with other XLA
+  # options (parallel.CPU_REMAT_COMPILER_OPTIONS), so its recomputed blocks fuse and
+  # sum in another float32 order: measured on an AMD EPYC VM, ResNet's leaves agree to
+  # ~1e-6 and one BigGAN G kernel differs by 1.2e-4 of its largest entry; a wrong
+  # recomputation differs at O(1). A second step would amplify the rounding in
+  # near-zero gradients (conv biases before BatchNorm) by an amount that depends on
+  # the CPU's kernels, so the comparison stops after one.
+  state, _ = train(config, steps=1)
+  remat_state, _ = train(remat_config, steps=1)
+  assert_trees_close(remat_state.g_params, state.g_params, rtol=5e-4)
+  assert_trees_close(remat_state.d_params, state.d_params, rtol=5e-4)
   assert max_rel_diff(state.g_params, small_state_at_init(config).g_params) > 1e-4
