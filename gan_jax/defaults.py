@@ -40,6 +40,8 @@ def get_config():
   m.d_cond = 'projection'           # conditional D: 'projection' (Miyato & Koyama), 'acgan' (auxiliary classifier) or 'semi_supervised' (K-class D, unconditional G; Salimans et al.)
   m.minibatch_discrimination = 0    # dcgan D: minibatch-discrimination kernels B (Salimans et al. 2016; 0 = off)
   m.minibatch_kernel_dim = 5        # dcgan D: dimension C of each minibatch-discrimination kernel
+  m.d_input_noise = 0.0             # dcgan D: std of Gaussian noise on its input in training (Salimans et al. 2016; 0 = off)
+  m.d_hidden_noise = 0.0            # dcgan D: std of Gaussian noise on each hidden layer's output in training (0 = off)
   m.g_spectral_norm = False         # spectral normalisation of every G weight (SAGAN, BigGAN)
   m.bottom_width = 4                # resnet / biggan: side of G's first feature map
   m.upsample = 'bilinear'           # resnet G blocks' 2x upsampling: 'bilinear' (torch_mimicry) or 'nearest' (SNGAN Chainer code)

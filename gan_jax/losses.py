@@ -68,8 +68,8 @@ def check_loss_config(loss_config):
     raise errors.ConfigError(
         f'config.loss.g_top_k must be in (0, 1], got {loss_config.g_top_k}.')
   for name in ('gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
-               'aux_weight', 'feature_matching_weight', 'ortho_weight', 'bcr_real_weight',
-               'bcr_fake_weight'):
+               'd_adversarial_weight', 'aux_weight', 'feature_matching_weight',
+               'ortho_weight', 'bcr_real_weight', 'bcr_fake_weight'):
     if loss_config[name] < 0:
       raise errors.ConfigError(f'config.loss.{name} must be >= 0, got {loss_config[name]}.')
 

@@ -52,6 +52,8 @@ class StepSetup:
   aux_weight: float
   fm_weight: float
   g_adv_weight: float
+  d_adv_weight: float
+  d_noise: bool           # D draws Gaussian noise (model.d_input_noise / d_hidden_noise)
   bcr_real_weight: float
   bcr_fake_weight: float
   g_top_k: float
@@ -301,10 +303,12 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       axis_name=axis_name, z_dim=m.z_dim, num_classes=m.num_classes,
       g_conditional=bool(m.num_classes) and m.d_cond != 'semi_supervised',
       d_cond=m.d_cond if m.num_classes else 'none', augment_policy=config.augment.policy,
+      d_noise=models.has_discriminator_noise(m),
       loss_type=l.type, label_smoothing=l.label_smoothing, gp_weight=l.gp_weight,
       r1_weight=l.r1_weight, hist_weight=l.hist_avg_weight, ortho_weight=l.ortho_weight,
       aux_weight=l.aux_weight, fm_weight=l.feature_matching_weight,
-      g_adv_weight=l.g_adversarial_weight, bcr_real_weight=l.bcr_real_weight,
+      g_adv_weight=l.g_adversarial_weight, d_adv_weight=l.d_adversarial_weight,
+      bcr_real_weight=l.bcr_real_weight,
       bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,
       n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn)

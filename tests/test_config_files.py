@@ -76,3 +76,12 @@ def test_overriding_an_interval_leaves_the_step_count_alone(name):
   assert (config.train.checkpoint_every, config.train.sample_every) == (2, 3)
   config.train.num_steps = steps + 1  # and the step count still moves only itself
   assert (config.train.checkpoint_every, config.train.sample_every) == (2, 3)
+
+
+def test_dcgan_digits_few_takes_another_augmentation_policy():
+  assert config_files.load('dcgan_digits:few').augment.policy == 'cutout'
+  assert config_files.load('dcgan_digits:few,noaug').augment.policy == ''
+  few_color = config_files.load('dcgan_digits:few,policy=color')
+  assert few_color.augment.policy == 'color' and few_color.data.train_examples == 134
+  with pytest.raises(ValueError, match="variant of ':few'"):
+    config_files.load('dcgan_digits:policy=color')

@@ -260,3 +260,63 @@ def test_conditional_heads_see_the_flattened_last_map():
 def test_conditional_generator_needs_batch_norm():
   with pytest.raises(errors.ConfigError, match='model.g_norm'):
     models.build(model_config(num_classes=10, g_norm='none'))
+
+
+# ---- Gaussian noise in D (semi-supervised GAN regulariser) --------------------------------
+
+
+def _conv_outputs(discriminator, d_vars, x, *, rngs, train=True):
+  """(logits, {'conv0': f32[B, H, W, C], 'conv1': ...}) of one D call."""
+  logits, state = discriminator.apply(d_vars, x, train=train, rngs=rngs,
+                                      mutable=['intermediates'], capture_intermediates=True)
+  convs = {name: np.asarray(state['intermediates'][name]['__call__'][0])
+           for name in ('conv0', 'conv1')}
+  return np.asarray(logits), convs
+
+
+@pytest.mark.parametrize('layer,input_noise,hidden_noise', [
+    ('conv0', 0.3, 0.0), ('conv1', 0.0, 0.5)])
+def test_discriminator_noise_has_the_stated_std(layer, input_noise, hidden_noise):
+  # No norm and no bias: conv_k(h + n) - conv_k(h) = conv_k(n), whose std per output
+  # channel c is std(n) * ||kernel[..., c]||.
+  config = model_config(resolution=32, d_norm='none', ndf=8)
+  _, clean_d, _, d_vars = init(config)
+  _, noisy_d = models.build(model_config(resolution=32, d_norm='none', ndf=8,
+                                         d_input_noise=input_noise,
+                                         d_hidden_noise=hidden_noise))
+  x = jax.random.uniform(jax.random.key(2), (64, 32, 32, 1), minval=-1, maxval=1)
+  _, clean = _conv_outputs(clean_d, d_vars, x, rngs={})
+  _, noisy = _conv_outputs(noisy_d, d_vars, x, rngs={'noise': jax.random.key(3)})
+  if layer == 'conv1':   # input noise off: the first layer is untouched
+    np.testing.assert_array_equal(noisy['conv0'], clean['conv0'])
+  kernel = np.asarray(d_vars['params'][layer]['kernel'])
+  kernel_norm = np.sqrt((kernel ** 2).sum(axis=(0, 1, 2)))
+  # Away from the border, where the zero padding adds no noise.
+  diff = (noisy[layer] - clean[layer])[:, 1:-1, 1:-1]
+  measured = diff.std(axis=(0, 1, 2)) / kernel_norm
+  np.testing.assert_allclose(measured, input_noise or hidden_noise, rtol=0.05)
+
+
+def test_discriminator_noise_only_in_training_calls_with_a_noise_rng():
+  config = model_config(resolution=32, d_norm='none', d_input_noise=0.3, d_hidden_noise=0.5)
+  _, discriminator, _, d_vars = init(config)
+  _, clean_d, _, _ = init(model_config(resolution=32, d_norm='none'))
+  x = jax.random.uniform(jax.random.key(2), (4, 32, 32, 1), minval=-1, maxval=1)
+  clean, _ = _conv_outputs(clean_d, d_vars, x, rngs={})
+  first, _ = _conv_outputs(discriminator, d_vars, x, rngs={'noise': jax.random.key(1)})
+  again, _ = _conv_outputs(discriminator, d_vars, x, rngs={'noise': jax.random.key(1)})
+  other, _ = _conv_outputs(discriminator, d_vars, x, rngs={'noise': jax.random.key(2)})
+  np.testing.assert_array_equal(first, again)
+  assert np.abs(first - other).max() > 1e-4 and np.abs(first - clean).max() > 1e-4
+  # Evaluation, and training calls without the rng (the penalties'), are noise-free.
+  for train, rngs in ((False, {'noise': jax.random.key(1)}), (True, {})):
+    logits, _ = _conv_outputs(discriminator, d_vars, x, rngs=rngs, train=train)
+    np.testing.assert_array_equal(logits, clean)
+
+
+@pytest.mark.parametrize('overrides,match', [
+    (dict(d_input_noise=-0.1), 'model.d_input_noise'),
+    (dict(name='resnet', resolution=32, d_hidden_noise=0.5), 'dcgan discriminator only')])
+def test_bad_discriminator_noise_is_a_config_error(overrides, match):
+  with pytest.raises(errors.ConfigError, match=match):
+    models.build(model_config(**overrides))

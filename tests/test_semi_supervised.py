@@ -26,6 +26,13 @@ def smoke_config(arg='smoke'):
   return config
 
 
+def on_one_device(setup, fn, *args):
+  """fn(*args) mapped over a one-device axis, as the step runs (D's noise key is
+  folded with the device index, which needs the mapped axis)."""
+  out = jax.vmap(lambda _: fn(*args), axis_name=setup.axis_name)(np.zeros(1))
+  return jax.tree.map(lambda v: v[0], out)
+
+
 def partly_labelled_batch(seed=0):
   """{'images': f32[1, 16, 8, 8, 1], 'labels': int32[1, 16]}, every other label -1."""
   rng = np.random.default_rng(seed)
@@ -64,8 +71,9 @@ def _supervised_gradient(config, state, batch):
   grads = []
   for weight in (1.0, 0.0):
     grad_fn = jax.grad(objectives.discriminator_objective, argnums=1, has_aux=True)
-    grad, _ = grad_fn(dataclasses.replace(setup, aux_weight=weight), state.d_params, state,
-                      batch['images'][0], batch['labels'][0], fake, None, jax.random.key(2))
+    grad, _ = on_one_device(setup, grad_fn, dataclasses.replace(setup, aux_weight=weight),
+                            state.d_params, state, batch['images'][0], batch['labels'][0],
+                            fake, None, jax.random.key(2))
     grads.append(grad)
   return jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), *grads)
 
@@ -96,3 +104,43 @@ def test_supervised_only_variant_has_no_gan_terms():
   assert loss.g_adversarial_weight == 0 and loss.aux_weight > 0
   full = smoke_config()
   assert config.model == full.model and config.data == full.data
+
+
+def test_supervised_only_d_ignores_the_fakes_and_its_loss_is_the_class_loss(state0):
+  config = smoke_config('smoke,supervised_only')
+  setup = step_lib.make_train_step(config).args[0]
+  batch = partly_labelled_batch()
+  grad_fn = jax.grad(objectives.discriminator_objective, argnums=1, has_aux=True)
+  results = []
+  for fake_seed in (3, 4):
+    fake = np.random.default_rng(fake_seed).uniform(-1, 1, batch['images'][0].shape)
+    results.append(on_one_device(setup, grad_fn, setup, state0.d_params, state0,
+                                 batch['images'][0], batch['labels'][0],
+                                 fake.astype(np.float32), None, jax.random.key(2)))
+  (grad_a, (_, aux_a)), (grad_b, _) = results
+  # d_adversarial_weight = 0: the real-vs-fake term is gone, only the class loss is left.
+  np.testing.assert_allclose(aux_a['d_loss'], aux_a['d_class'], rtol=1e-6)
+  assert max(np.abs(leaf).max() for leaf in jax.tree.leaves(grad_a)) > 1e-4
+  for a, b in zip(jax.tree.leaves(grad_a), jax.tree.leaves(grad_b)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize('noise', [0.0, 0.3])
+def test_d_objective_draws_noise_from_its_key_only_when_noise_is_on(state0, noise):
+  config = smoke_config()
+  config.model.d_input_noise = config.model.d_hidden_noise = noise
+  setup = step_lib.make_train_step(config).args[0]
+  assert setup.d_noise == bool(noise)
+  batch = partly_labelled_batch()
+  fake = np.random.default_rng(3).uniform(-1, 1, batch['images'][0].shape).astype(np.float32)
+  losses = []
+  for key in (jax.random.key(2), jax.random.key(7)):
+    # Augmentation is off, so the key can only matter through D's noise. The step
+    # runs mapped over devices (the noise key is folded with the device index): one here.
+    loss, _ = on_one_device(setup, objectives.discriminator_objective, setup, state0.d_params,
+                            state0, batch['images'][0], batch['labels'][0], fake, None, key)
+    losses.append(float(loss))
+  if noise:
+    assert abs(losses[0] - losses[1]) > 1e-4
+  else:
+    assert losses[0] == losses[1]

@@ -87,7 +87,17 @@ def build(model_config, *, bn_axis_name=None, remat=False):
   Raises:
     ConfigError: an unknown name or a bad field of the family.
   """
-  return get(model_config.name)(model_config, bn_axis_name=bn_axis_name, remat=remat)
+  family = _family(model_config.name)
+  if has_discriminator_noise(model_config) and family is not dcgan:
+    raise errors.ConfigError(
+        'model.d_input_noise / model.d_hidden_noise are implemented for the dcgan '
+        f'discriminator only; set them to 0 for model.name={model_config.name!r}.')
+  return family.build(model_config, bn_axis_name=bn_axis_name, remat=remat)
+
+
+def has_discriminator_noise(model_config):
+  """Whether D adds Gaussian noise in training (model.d_input_noise / d_hidden_noise > 0)."""
+  return any(model_config.get(name, 0.0) > 0 for name in ('d_input_noise', 'd_hidden_noise'))
 
 
 def data_shape(model_config):

@@ -28,12 +28,18 @@ With `model.num_classes` > 0 every BatchNorm of G is a conditional BatchNorm (pe
 gain and bias) and D adds a projection or ACGAN head (`conditional.py`) on phi(x), the
 flattened input of its last conv, as StudioGAN's DCGAN does. D sows
 `intermediates/features`: its last hidden feature map averaged over space.
+
+`model.d_input_noise` / `model.d_hidden_noise` add Gaussian noise of that standard
+deviation to D's input and to the output of each hidden layer in training calls that
+pass a 'noise' rng (the step does): the regulariser of the semi-supervised GAN's
+discriminator (Salimans et al. 2016, MNIST: 0.3 and 0.5). Evaluation is noise-free.
 """
 
 import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gan_jax import errors
@@ -178,6 +184,10 @@ class Discriminator(nn.Module):
     bn_axis_name: mapped axis to synchronise BatchNorm statistics over, or None.
     dtype: compute dtype; params are float32 and the logits are float32.
     remat: recompute each layer (conv, norm, LeakyReLU) in the backward pass.
+    input_noise: std of the Gaussian noise added to the input in training calls
+      with a 'noise' rng (0 = none).
+    hidden_noise: the same for the output of every hidden layer (after the
+      features are sown, before the heads).
   """
   resolution: int = 64
   ndf: int = 64
@@ -194,6 +204,15 @@ class Discriminator(nn.Module):
   bn_axis_name: Any = None
   dtype: Any = jnp.float32
   remat: bool = False
+  input_noise: float = 0.0
+  hidden_noise: float = 0.0
+
+  def _noisy(self, h, std, train):
+    """h + N(0, std^2) in a training call given a 'noise' rng; else h."""
+    if not (train and std and self.has_rng('noise')):
+      return h
+    noise = jax.random.normal(self.make_rng('noise'), h.shape, jnp.float32)
+    return h + (std * noise).astype(h.dtype)
 
   def _conv(self, module, h, train):
     return layers.maybe_spectral_normalized(module, h, spectral_norm=self.spectral_norm,
@@ -246,12 +265,17 @@ class Discriminator(nn.Module):
 
     call = functools.partial(compute.remat_call, remat=self.remat)
     h = layers.pack_inputs(x, self.pack).astype(self.dtype)
+    h = self._noisy(h, self.input_noise, train)
     for k in range(num_down):
+      if k:
+        h = self._noisy(h, self.hidden_noise, train)
       h = call(self._down, h, k, train)
       if k == 0:
         for e in range(self.extra_layers):
+          h = self._noisy(h, self.hidden_noise, train)
           h = call(self._extra, h, e, train)
     self.sow('intermediates', 'features', jnp.mean(h.astype(jnp.float32), axis=(1, 2)))
+    h = self._noisy(h, self.hidden_noise, train)
     if self.minibatch_std:
       h = layers.minibatch_stddev(h)
     if self.minibatch_kernels:
@@ -283,6 +307,10 @@ def _validate(model_config):
         f"model.d_norm must be 'batch', 'layer' or 'none' for dcgan, got {m.d_norm!r}.")
   if m.pack < 1:
     raise errors.ConfigError(f'model.pack must be >= 1, got {m.pack}.')
+  for name in ('d_input_noise', 'd_hidden_noise'):
+    if m.get(name, 0.0) < 0:
+      raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '
+                               f'got {m[name]}.')
   if m.extra_layers < 0:
     raise errors.ConfigError(f'model.extra_layers must be >= 0, got {m.extra_layers}.')
   conditional.validate(m, semi_supervised=True)
@@ -304,8 +332,9 @@ def build(model_config, *, bn_axis_name=None, remat=False):
   Args:
     model_config: ConfigDict with resolution, channels, ngf, ndf, g_norm, d_norm,
       extra_layers, spectral_norm, num_classes, d_cond, bn_momentum, pack,
-      minibatch_std, minibatch_discrimination, minibatch_kernel_dim, dtype (z_dim is
-      implied by the z passed to the generator).
+      minibatch_std, minibatch_discrimination, minibatch_kernel_dim, dtype and
+      (optional, default 0) d_input_noise, d_hidden_noise (z_dim is implied by the
+      z passed to the generator).
     bn_axis_name: mapped axis name for synchronised BatchNorm, or None.
     remat: rematerialise every layer of G and D (`config.train.remat`); the
       parameters are the same either way.
@@ -328,5 +357,7 @@ def build(model_config, *, bn_axis_name=None, remat=False):
       spectral_norm=m.spectral_norm, pack=m.pack, minibatch_std=m.minibatch_std,
       minibatch_kernels=m.minibatch_discrimination, minibatch_kernel_dim=m.minibatch_kernel_dim,
       num_classes=m.num_classes, d_cond=m.d_cond, bn_momentum=m.bn_momentum,
+      input_noise=float(m.get('d_input_noise', 0.0)),
+      hidden_noise=float(m.get('d_hidden_noise', 0.0)),
       bn_axis_name=bn_axis_name, dtype=dtype, remat=remat)
   return generator, discriminator
