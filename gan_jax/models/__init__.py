@@ -50,6 +50,10 @@ _FAMILIES = {
 }
 
 
+# D's Gaussian noise (Salimans et al. 2016), implemented by the dcgan family.
+_NOISE_FIELDS = ('d_input_noise', 'd_hidden_noise')
+
+
 def names():
   """Registered model family names, sorted."""
   return sorted(_FAMILIES)
@@ -88,6 +92,10 @@ def build(model_config, *, bn_axis_name=None, remat=False):
     ConfigError: an unknown name or a bad field of the family.
   """
   family = _family(model_config.name)
+  for name in _NOISE_FIELDS:
+    if model_config.get(name, 0.0) < 0:
+      raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '
+                               f'got {model_config[name]}.')
   if has_discriminator_noise(model_config) and family is not dcgan:
     raise errors.ConfigError(
         'model.d_input_noise / model.d_hidden_noise are implemented for the dcgan '
@@ -97,7 +105,7 @@ def build(model_config, *, bn_axis_name=None, remat=False):
 
 def has_discriminator_noise(model_config):
   """Whether D adds Gaussian noise in training (model.d_input_noise / d_hidden_noise > 0)."""
-  return any(model_config.get(name, 0.0) > 0 for name in ('d_input_noise', 'd_hidden_noise'))
+  return any(model_config.get(name, 0.0) > 0 for name in _NOISE_FIELDS)
 
 
 def data_shape(model_config):

@@ -307,10 +307,6 @@ def _validate(model_config):
         f"model.d_norm must be 'batch', 'layer' or 'none' for dcgan, got {m.d_norm!r}.")
   if m.pack < 1:
     raise errors.ConfigError(f'model.pack must be >= 1, got {m.pack}.')
-  for name in ('d_input_noise', 'd_hidden_noise'):
-    if m.get(name, 0.0) < 0:
-      raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '
-                               f'got {m[name]}.')
   if m.extra_layers < 0:
     raise errors.ConfigError(f'model.extra_layers must be >= 0, got {m.extra_layers}.')
   conditional.validate(m, semi_supervised=True)
