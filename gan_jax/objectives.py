@@ -33,19 +33,20 @@ from gan_jax import penalties
 # The shared class embedding of BigGAN is left out of orthogonal regularisation,
 # as in BigGAN-PyTorch.
 _ORTHO_EXCLUDE = ('shared',)
-# Folded into a D call's augmentation key to get the key of its Gaussian noise.
+# Folded into a D call's augmentation key to get the key of its Gaussian noise, so
+# the augmentation keys stay what they are without noise.
 _NOISE = 0x6e6f6973
 
 
-def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False,
-                      noise_key=None):
+def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False, key=None):
   """D in train mode: (logits f32[B], sown extras {'features', 'class_logits'}, batch_stats).
 
   `labels` go to D for a class-conditional model and are ignored otherwise.
-  `noise_key` feeds D's Gaussian noise (`model.d_input_noise` / `d_hidden_noise`);
-  without it (the penalties' calls) D runs noise-free. The noise is drawn per
-  device (the key is folded with the device index), so unlike the rest of the step
-  it depends on how the batch is split.
+  `key`, the call's augmentation key, also seeds D's Gaussian noise
+  (`model.d_input_noise` / `d_hidden_noise`; folded with `_NOISE`); without it
+  (the penalties' calls) D runs noise-free. The noise is drawn per device (the key
+  is folded with the device index), so unlike the rest of the step it depends on
+  how the batch is split.
   """
   variables = {'params': d_params}
   if batch_stats:
@@ -53,8 +54,9 @@ def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False,
   args = (x, labels) if setup.num_classes else (x,)
   mutable = ['batch_stats'] + (['intermediates'] if collect else [])
   rngs = {}
-  if setup.d_noise and noise_key is not None:
-    rngs['noise'] = jax.random.fold_in(noise_key, jax.lax.axis_index(setup.axis_name))
+  if setup.d_noise and key is not None:
+    rngs['noise'] = jax.random.fold_in(jax.random.fold_in(key, _NOISE),
+                                       jax.lax.axis_index(setup.axis_name))
   logits, updates = setup.discriminator.apply(variables, *args, train=True, mutable=mutable,
                                               rngs=rngs)
   extras = {name: value[0] for name, value in updates.get('intermediates', {}).items()}
@@ -86,8 +88,7 @@ def _mean_sigmoid(logits):
 
 def _consistency(setup, d_params, bs, x, logits, labels, key):
   """bCR: D on a second augmentation of `x` against D on the first (`logits`)."""
-  other, _, bs = run_discriminator(setup, d_params, bs, _augment(setup, x, key), labels,
-                                   noise_key=jax.random.fold_in(key, _NOISE))
+  other, _, bs = run_discriminator(setup, d_params, bs, _augment(setup, x, key), labels, key=key)
   return augment.consistency_loss(logits.astype(jnp.float32), other.astype(jnp.float32)), bs
 
 
@@ -108,13 +109,10 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
   keys = jax.random.split(key, 5)
   real_in, fake_in = _augment(setup, real, keys[0]), _augment(setup, fake, keys[1])
   collect = _class_terms_wanted(setup)
-  # Noise keys are folded from `key` so the keys above stay what they were without noise.
   real_logits, real_x, bs = run_discriminator(setup, d_params, state.d_batch_stats, real_in,
-                                              real_labels, collect=collect,
-                                              noise_key=jax.random.fold_in(keys[0], _NOISE))
+                                              real_labels, collect=collect, key=keys[0])
   fake_logits, fake_x, bs = run_discriminator(setup, d_params, bs, fake_in, fake_labels,
-                                              collect=collect,
-                                              noise_key=jax.random.fold_in(keys[1], _NOISE))
+                                              collect=collect, key=keys[1])
   loss = setup.d_adv_weight * losses.discriminator_loss(
       real_logits=real_logits, fake_logits=fake_logits, loss_type=setup.loss_type,
       label_smoothing=setup.label_smoothing)
@@ -179,8 +177,7 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
   collect = setup.d_cond == 'acgan' or bool(setup.fm_weight)
   fake_logits, fake_x, bs = run_discriminator(setup, d_params, d_batch_stats,
                                               _augment(setup, fake, fake_key), fake_labels,
-                                              collect=collect,
-                                              noise_key=jax.random.fold_in(fake_key, _NOISE))
+                                              collect=collect, key=fake_key)
   aux = {}
   loss = jnp.zeros((), jnp.float32)
   if setup.g_adv_weight:
@@ -192,8 +189,7 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
     loss = loss + setup.aux_weight * aux['g_class']
   if setup.fm_weight:
     _, real_x, bs = run_discriminator(setup, d_params, bs, _augment(setup, real, real_key),
-                                      real_labels, collect=True,
-                                      noise_key=jax.random.fold_in(real_key, _NOISE))
+                                      real_labels, collect=True, key=real_key)
     aux['feature_matching'] = losses.feature_matching_loss(
         real_features=jax.lax.stop_gradient(real_x['features']),
         fake_features=fake_x['features'])

@@ -308,8 +308,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       r1_weight=l.r1_weight, hist_weight=l.hist_avg_weight, ortho_weight=l.ortho_weight,
       aux_weight=l.aux_weight, fm_weight=l.feature_matching_weight,
       g_adv_weight=l.g_adversarial_weight, d_adv_weight=l.d_adversarial_weight,
-      bcr_real_weight=l.bcr_real_weight,
-      bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
+      bcr_real_weight=l.bcr_real_weight, bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,
       n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn)
   return functools.partial(train_step, setup)
