@@ -212,7 +212,8 @@ def semi_supervised(config, *, supervised_only):
   D gets K class logits with the fake class's logit fixed at 0 (`d_cond=
   'semi_supervised'`, one extra stride-1 layer, no normalisation); G is trained by
   feature matching only. `supervised_only` keeps the network and the labelled
-  subset but drops every GAN term: the baseline.
+  subset but drops every GAN term and the entropy term (`loss.entropy_weight`,
+  which uses the unlabelled images): the baseline.
   """
   m, l = config.model, config.loss
   m.extra_layers = 1
@@ -229,4 +230,5 @@ def semi_supervised(config, *, supervised_only):
     config.name += '_supervised_only'
     l.d_adversarial_weight = 0.0
     l.feature_matching_weight = 0.0
+    l.entropy_weight = 0.0
   return config

@@ -60,6 +60,7 @@ def get_config():
   l.g_adversarial_weight = 1.0      # weight of G's adversarial loss (0 = feature matching only, as the semi-supervised GAN)
   l.d_adversarial_weight = 1.0      # weight of D's adversarial loss (0 = D trained on its class loss only: a supervised baseline)
   l.aux_weight = 1.0                # weight of D's class-logit loss: ACGAN (real + fake, and G's fakes), semi-supervised (labelled reals)
+  l.entropy_weight = 0.0            # semi-supervised D: mean entropy of its K-class softmax on the real batch (entropy minimisation; 0 = off)
   l.feature_matching_weight = 0.0   # G: ||mean D features(real) - mean D features(fake)||^2 (Salimans et al. 2016; 0 = off)
   l.ortho_weight = 0.0              # BigGAN orthogonal regularisation of G's weights (0 = off; BigGAN: 1e-4)
   l.bcr_real_weight = 0.0           # bCR: ||D(A(x)) - D(A'(x))||^2 on reals, two augmentations of config.augment.policy (0 = off)

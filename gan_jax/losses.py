@@ -41,6 +41,7 @@ __all__ = [
     'LOSS_TYPES',
     'check_loss_config',
     'class_cross_entropy',
+    'class_entropy',
     'discriminator_loss',
     'feature_matching_loss',
     'generator_loss',
@@ -69,7 +70,7 @@ def check_loss_config(loss_config):
         f'config.loss.g_top_k must be in (0, 1], got {loss_config.g_top_k}.')
   for name in ('gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
                'd_adversarial_weight', 'aux_weight', 'feature_matching_weight',
-               'ortho_weight', 'bcr_real_weight', 'bcr_fake_weight'):
+               'ortho_weight', 'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight'):
     if loss_config[name] < 0:
       raise errors.ConfigError(f'config.loss.{name} must be >= 0, got {loss_config[name]}.')
 
@@ -224,6 +225,26 @@ def class_cross_entropy(*, logits, labels):
   picked = jnp.take_along_axis(log_probs, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0]
   count = jnp.sum(labelled)
   return -jnp.sum(jnp.where(labelled, picked, 0.0)) / jnp.maximum(count, 1)
+
+
+def class_entropy(*, logits):
+  """Mean entropy of the softmax over K class logits: the entropy-minimisation term.
+
+  Added to the semi-supervised discriminator's loss on its real batch (labelled
+  and unlabelled), it pushes the class boundaries away from the data: entropy
+  minimisation (Grandvalet & Bengio 2005), the conditional-entropy term that Dai et
+  al. 2017 ("Good Semi-supervised Learning that Requires a Bad GAN") add to the
+  semi-supervised GAN of Salimans et al. 2016.
+
+  Args:
+    logits: f32[B, K] class logits (any real values; bf16 is upcast).
+
+  Returns:
+    f32[] mean over the batch of -sum_k p_k log p_k, p = softmax(logits); in
+    [0, log K] (0: one-hot predictions, log K: uniform).
+  """
+  log_probs = jax.nn.log_softmax(jnp.asarray(logits).astype(jnp.float32), axis=-1)
+  return -jnp.mean(jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
 
 
 def semi_supervised_logit(class_logits):

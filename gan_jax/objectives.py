@@ -5,6 +5,7 @@ D's objective, for a real batch x (labels y) and a fake batch G(z) (labels y'):
   d_adversarial_weight * adversarial loss of D(A(x)) and D(A(G(z)))   (`loss.type`)
   + aux_weight * [CE(D_cls(A(x)), y) + CE(D_cls(A(G(z))), y')]   (ACGAN)
   + aux_weight * CE(D_cls(A(x)), y) over labelled x               (semi-supervised)
+  + entropy_weight * mean entropy of softmax(D_cls(A(x))) over all x  (semi-supervised)
   + bcr_real_weight * ||D(A(x)) - D(A'(x))||^2 + bcr_fake_weight * (same for G(z))
   + gp_weight * GP + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
 
@@ -129,6 +130,9 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
   elif setup.d_cond == 'semi_supervised':
     aux['d_class'] = losses.class_cross_entropy(logits=real_x['class_logits'], labels=real_labels)
     loss = loss + setup.aux_weight * aux['d_class']
+    if setup.entropy_weight:
+      aux['d_class_entropy'] = losses.class_entropy(logits=real_x['class_logits'])
+      loss = loss + setup.entropy_weight * aux['d_class_entropy']
   if setup.bcr_real_weight:
     aux['bcr_real'], bs = _consistency(setup, d_params, bs, real, real_logits, real_labels, keys[2])
     loss = loss + setup.bcr_real_weight * aux['bcr_real']

@@ -51,6 +51,7 @@ class StepSetup:
   ortho_weight: float
   aux_weight: float
   fm_weight: float
+  entropy_weight: float   # semi-supervised D: entropy of its class softmax on the reals
   g_adv_weight: float
   d_adv_weight: float
   d_noise: bool           # D draws Gaussian noise (model.d_input_noise / d_hidden_noise)
@@ -307,6 +308,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       loss_type=l.type, label_smoothing=l.label_smoothing, gp_weight=l.gp_weight,
       r1_weight=l.r1_weight, hist_weight=l.hist_avg_weight, ortho_weight=l.ortho_weight,
       aux_weight=l.aux_weight, fm_weight=l.feature_matching_weight,
+      entropy_weight=l.entropy_weight,
       g_adv_weight=l.g_adversarial_weight, d_adv_weight=l.d_adversarial_weight,
       bcr_real_weight=l.bcr_real_weight, bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,

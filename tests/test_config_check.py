@@ -35,6 +35,16 @@ def test_bad_counts_name_the_field_and_the_minimum(field, value):
     config_check.validate(tiny_config(**{field: value}))
 
 
+def test_entropy_weight_needs_the_semi_supervised_discriminator():
+  with pytest.raises(errors.ConfigError, match="entropy_weight=0.5.*d_cond='semi_supervised'"):
+    config_check.validate(tiny_config(**{'loss.entropy_weight': 0.5}))
+
+
+def test_negative_entropy_weight_is_refused():
+  with pytest.raises(errors.ConfigError, match='config.loss.entropy_weight must be >= 0'):
+    config_check.validate(tiny_config(**{'loss.entropy_weight': -1.0}))
+
+
 def test_label_smoothing_needs_a_cross_entropy_loss():
   with pytest.raises(errors.ConfigError, match='label_smoothing'):
     config_check.validate(tiny_config(**{'loss.type': 'hinge', 'loss.label_smoothing': 0.1}))

@@ -382,6 +382,26 @@ def test_class_cross_entropy_without_labelled_examples_is_zero_with_zero_gradien
   assert float(value) == 0.0 and not np.any(np.asarray(grad))
 
 
+def test_class_entropy_closed_form():
+  # Softmax probabilities written out: (0.25, 0.75) and uniform over 4 classes.
+  two = np.log([[0.25, 0.75]])
+  want_two = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))
+  np.testing.assert_allclose(float(losses.class_entropy(logits=_f32(two))), want_two, rtol=1e-6)
+  uniform = np.full((3, 4), 7.0)
+  np.testing.assert_allclose(float(losses.class_entropy(logits=_f32(uniform))), np.log(4),
+                             rtol=1e-6)
+  # The mean over the batch: both rows together.
+  both = np.log([[0.25, 0.75], [0.5, 0.5]])
+  np.testing.assert_allclose(float(losses.class_entropy(logits=_f32(both))),
+                             (want_two + np.log(2)) / 2, rtol=1e-6)
+
+
+def test_class_entropy_of_confident_logits_is_near_zero_and_finite():
+  huge = _f32([[300.0, -300.0, 0.0], [-300.0, -300.0, 300.0]])
+  value, grad = jax.value_and_grad(lambda l: losses.class_entropy(logits=l))(huge)
+  assert 0.0 <= float(value) < 1e-6 and np.all(np.isfinite(np.asarray(grad)))
+
+
 def test_semi_supervised_logit_gives_d_equal_z_over_z_plus_one():
   z = np.exp(CLASS_LOGITS).sum(axis=1)
   d = _sigmoid(np.asarray(losses.semi_supervised_logit(_f32(CLASS_LOGITS)), np.float64))

@@ -102,8 +102,22 @@ def test_supervised_only_variant_has_no_gan_terms():
   loss = config.loss
   assert loss.d_adversarial_weight == 0 and loss.feature_matching_weight == 0
   assert loss.g_adversarial_weight == 0 and loss.aux_weight > 0
+  assert loss.entropy_weight == 0  # it uses the unlabelled images
   full = smoke_config()
   assert config.model == full.model and config.data == full.data
+  assert full.loss.entropy_weight > 0
+
+
+def test_entropy_only_variant_keeps_the_entropy_term_but_no_gan_terms():
+  config = smoke_config('smoke,entropy_only')
+  full = smoke_config()
+  loss = config.loss
+  assert loss.d_adversarial_weight == 0 and loss.feature_matching_weight == 0
+  assert loss.g_adversarial_weight == 0
+  assert loss.entropy_weight == full.loss.entropy_weight > 0
+  assert config.model == full.model and config.data == full.data
+  with pytest.raises(ValueError, match='Pick one'):
+    smoke_config('smoke,supervised_only,entropy_only')
 
 
 def test_supervised_only_d_ignores_the_fakes_and_its_loss_is_the_class_loss(state0):
@@ -144,3 +158,51 @@ def test_d_objective_draws_noise_from_its_key_only_when_noise_is_on(state0, nois
     assert abs(losses[0] - losses[1]) > 1e-4
   else:
     assert losses[0] == losses[1]
+
+
+def _entropy(logits):
+  """Mean entropy of softmax(logits) in numpy (float64)."""
+  logits = np.asarray(logits, np.float64)
+  p = np.exp(logits - logits.max(axis=1, keepdims=True))
+  p /= p.sum(axis=1, keepdims=True)
+  return float(np.mean(-np.sum(p * np.log(p), axis=1)))
+
+
+def test_entropy_term_adds_the_mean_class_entropy_of_every_real(state0):
+  config = smoke_config()
+  config.model.d_input_noise = config.model.d_hidden_noise = 0.0  # D's logits below are noise-free
+  setup = step_lib.make_train_step(config).args[0]
+  batch = partly_labelled_batch()
+  real = batch['images'][0]
+  fake = np.random.default_rng(3).uniform(-1, 1, real.shape).astype(np.float32)
+  _, extras = setup.discriminator.apply({'params': state0.d_params}, real, train=True,
+                                        mutable=['intermediates'])
+  want = _entropy(extras['intermediates']['class_logits'][0])
+  assert want > 0.1  # an untrained D is unsure: the term is not vacuous
+  results = {}
+  for weight in (0.0, 2.0):
+    results[weight] = on_one_device(
+        setup, objectives.discriminator_objective, dataclasses.replace(setup, entropy_weight=weight),
+        state0.d_params, state0, real, batch['labels'][0], fake, None, jax.random.key(2))
+  (loss_off, (_, aux_off)), (loss_on, (_, aux_on)) = results[0.0], results[2.0]
+  assert 'd_class_entropy' not in aux_off
+  np.testing.assert_allclose(aux_on['d_class_entropy'], want, rtol=1e-5)
+  np.testing.assert_allclose(loss_on - loss_off, 2.0 * want, rtol=1e-4)
+
+
+def test_entropy_term_sees_the_unlabelled_examples(state0):
+  # Unlike the supervised term, the entropy term's gradient changes with the
+  # pixels of unlabelled rows (label -1).
+  config = smoke_config()
+  setup = step_lib.make_train_step(config).args[0]
+  setup = dataclasses.replace(setup, entropy_weight=1.0, d_adv_weight=0.0, aux_weight=0.0)
+  batch = partly_labelled_batch()
+  other = batch['images'][0].copy()
+  other[1::2] = np.random.default_rng(5).uniform(-1, 1, other[1::2].shape)
+  fake = np.zeros_like(other)
+  grad_fn = jax.grad(objectives.discriminator_objective, argnums=1, has_aux=True)
+  grads = [on_one_device(setup, grad_fn, setup, state0.d_params, state0, images,
+                         batch['labels'][0], fake, None, jax.random.key(2))[0]
+           for images in (batch['images'][0], other)]
+  assert max(np.abs(np.asarray(a) - np.asarray(b)).max()
+             for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]))) > 1e-4
