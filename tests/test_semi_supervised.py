@@ -105,19 +105,22 @@ def test_supervised_only_variant_has_no_gan_terms():
   assert loss.entropy_weight == 0  # it uses the unlabelled images
   full = smoke_config()
   assert config.model == full.model and config.data == full.data
-  assert full.loss.entropy_weight > 0
 
 
-def test_entropy_only_variant_keeps_the_entropy_term_but_no_gan_terms():
-  config = smoke_config('smoke,entropy_only')
-  full = smoke_config()
-  loss = config.loss
-  assert loss.d_adversarial_weight == 0 and loss.feature_matching_weight == 0
-  assert loss.g_adversarial_weight == 0
-  assert loss.entropy_weight == full.loss.entropy_weight > 0
-  assert config.model == full.model and config.data == full.data
+def test_entropy_variants_add_the_entropy_term_with_and_without_the_gan():
+  plain, gan, alone = (smoke_config(arg) for arg in
+                       ('smoke', 'smoke,entropy', 'smoke,entropy_only'))
+  assert plain.loss.entropy_weight == 0
+  assert gan.loss.entropy_weight == alone.loss.entropy_weight > 0
+  # ':entropy' is the GAN plus the term; ':entropy_only' has no GAN terms.
+  for name in ('d_adversarial_weight', 'feature_matching_weight', 'aux_weight'):
+    assert gan.loss[name] == plain.loss[name]
+  assert alone.loss.d_adversarial_weight == 0 and alone.loss.feature_matching_weight == 0
+  assert alone.loss.aux_weight > 0
+  for config in (gan, alone):
+    assert config.model == plain.model and config.data == plain.data
   with pytest.raises(ValueError, match='Pick one'):
-    smoke_config('smoke,supervised_only,entropy_only')
+    smoke_config('smoke,entropy,entropy_only')
 
 
 def test_supervised_only_d_ignores_the_fakes_and_its_loss_is_the_class_loss(state0):
