@@ -53,18 +53,13 @@ def validate(config):
     raise errors.ConfigError(
         'config.loss.bcr_real_weight / bcr_fake_weight compare D on two augmentations of '
         "the same images: set config.augment.policy (e.g. 'translation').")
-  if config.loss.entropy_weight and not (config.model.num_classes
-                                         and config.model.d_cond == 'semi_supervised'):
-    raise errors.ConfigError(
-        f'config.loss.entropy_weight={config.loss.entropy_weight} is the entropy of the '
-        "semi-supervised discriminator's class softmax; it needs model.num_classes > 0 and "
-        "model.d_cond='semi_supervised' (configs/semi_supervised_digits.py). Set it to 0.")
   optim.make_optimizers(config)
   parallel.cpu_compiler_options(config.parallel.cpu_conv_kernels)
   if config.parallel.mode not in parallel.MODES:
     raise errors.ConfigError(f'Unknown config.parallel.mode {config.parallel.mode!r}; '
                              f'known: {list(parallel.MODES)}.')
   models.build(config.model)
+  models.check_loss(config.model, config.loss)
   data_sources.get(config.data.source)
   class_metrics.check_config(metrics.parse_metrics(config.eval.metrics),
                              source=config.data.source, num_classes=config.model.num_classes)

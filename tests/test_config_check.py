@@ -2,6 +2,7 @@
 
 import pytest
 
+from configs import semi_supervised_digits
 from gan_jax import config_check
 from gan_jax import errors
 from tests.helpers import tiny_config
@@ -38,6 +39,13 @@ def test_bad_counts_name_the_field_and_the_minimum(field, value):
 def test_entropy_weight_needs_the_semi_supervised_discriminator():
   with pytest.raises(errors.ConfigError, match="entropy_weight=0.5.*d_cond='semi_supervised'"):
     config_check.validate(tiny_config(**{'loss.entropy_weight': 0.5}))
+
+
+def test_semi_supervised_discriminator_needs_a_cross_entropy_loss():
+  config = semi_supervised_digits.get_config('smoke')
+  config.loss.type = 'hinge'
+  with pytest.raises(errors.ConfigError, match="d_cond='semi_supervised' needs a cross-entropy"):
+    config_check.validate(config)
 
 
 def test_negative_entropy_weight_is_refused():

@@ -120,7 +120,8 @@ def generator_is_conditional(model_config):
 
 
 def check_loss(model_config, loss_config):
-  """Raises ConfigError (naming loss.type) when the loss does not suit D's head."""
+  """Raises ConfigError (naming loss.type or loss.entropy_weight) when the loss does not
+  suit D's head."""
   conditional.check_loss(model_config, loss_config)
 
 

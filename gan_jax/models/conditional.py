@@ -81,15 +81,22 @@ def check_loss(model_config, loss_config):
   """Checks that the loss suits the discriminator head.
 
   The semi-supervised head's logit is log Z(x), so only the cross-entropy losses
-  give the paper's -log D(real) - log(1 - D(fake)).
+  give the paper's -log D(real) - log(1 - D(fake)); `loss.entropy_weight` is the
+  entropy of that head's class softmax, so no other head has it.
 
   Raises:
-    ConfigError: naming loss.type.
+    ConfigError: naming loss.type or loss.entropy_weight.
   """
-  if is_semi_supervised(model_config) and loss_config.type not in losses.BCE_LOSS_TYPES:
+  semi_supervised = is_semi_supervised(model_config)
+  if semi_supervised and loss_config.type not in losses.BCE_LOSS_TYPES:
     raise errors.ConfigError(
         f"model.d_cond='semi_supervised' needs a cross-entropy loss.type "
         f'({" or ".join(losses.BCE_LOSS_TYPES)}), got {loss_config.type!r}.')
+  if loss_config.entropy_weight and not semi_supervised:
+    raise errors.ConfigError(
+        f'config.loss.entropy_weight={loss_config.entropy_weight} is the entropy of the '
+        "semi-supervised discriminator's class softmax; it needs model.num_classes > 0 and "
+        "model.d_cond='semi_supervised' (configs/semi_supervised_digits.py). Set it to 0.")
 
 
 def check_labels(labels, *, batch, num_classes, who, d_cond=None):
