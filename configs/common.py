@@ -210,14 +210,12 @@ def semi_supervised(config, *, supervised_only):
   """Makes `config` the semi-supervised GAN of Salimans et al. 2016 (in place).
 
   D gets K class logits with the fake class's logit fixed at 0 (`d_cond=
-  'semi_supervised'`, one extra stride-1 layer, no normalisation); G is trained by
-  feature matching only. `supervised_only` keeps the network and the labelled
+  'semi_supervised'`); G is trained by feature matching only. The networks are the
+  caller's (dcgan or image_mlp). `supervised_only` keeps the network and the labelled
   subset but drops every GAN term and the entropy term (`loss.entropy_weight`,
   which uses the unlabelled images): the baseline.
   """
   m, l = config.model, config.loss
-  m.extra_layers = 1
-  m.d_norm = 'none'
   m.num_classes = 10
   m.d_cond = 'semi_supervised'
   l.type = 'non_saturating'

@@ -12,16 +12,17 @@ openai/improved-gan, mnist_svhn_cifar10/train_svhn_feature_matching.py):
   same: K = 10 class logits with the fake class at logit 0, D trained on the
   labelled cross-entropy plus -log D(real) - log(1 - D(fake)), G by feature matching
   alone; G z (100) -> 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3 with BatchNorm and
-  tanh; Adam 3e-4 (b1 0.5), batch 100, the learning rate decayed linearly to 0 over
+  tanh; Adam 3e-4 (b1 0.5), 100 labelled and 100 other images per D update
+  (`data.labelled_fraction=0.5`, batch 200), the learning rate decayed linearly to 0 over
   the last third; 900 epochs of the 73,257 'train' images (660k steps).
   different: D is our DCGAN D (4x4 stride-2 convs 64 -> 128 -> 256, one extra 3x3
   conv, the class layer on the flattened 4x4 map) instead of the paper's 3x3 convs
   64-64-64/2-128-128-128/2-128, two NIN layers and global pooling; no dropout (0.2 on
   the input, 0.5 twice) and no weight normalisation in D (our step gives D no random
   key); feature matching is the squared L2 distance of the mean spatially pooled last
-  hidden map (the paper: mean absolute difference of the pooled features); labelled
-  examples come at their natural rate in each batch (the paper draws a separate
-  labelled batch of 100 every step); the final D is evaluated, not a Polyak average
+  hidden map (the paper: mean absolute difference of the pooled features); the
+  other 100 rows of a batch are drawn from all images (labelled ones included), and
+  the unsupervised loss sees all 200 real rows; the final D is evaluated, not a Polyak average
   (decay 0.9999) of D's parameters.
 
 Variants: `:supervised_only` (no GAN terms), `:smoke`.
@@ -59,9 +60,14 @@ def paper_config(*, name, dataset, labels_per_class, ndf, num_steps, arg=None):
   config.optim.schedule = 'linear'
   config.optim.decay_start = 2 / 3
   if not args.smoke:
-    config.train.batch_size = 100
+    # Each D update sees 100 labelled and 100 other images, as the paper's code draws
+    # a labelled batch of 100 next to an unlabelled one.
+    config.train.batch_size = 200
+    config.data.labelled_fraction = 0.5
   config.train.ema_decay = 0.0
   common.semi_supervised(config, supervised_only=args.supervised_only)
+  m.extra_layers = 1   # D: one stride-1 layer, no normalisation
+  m.d_norm = 'none'
   return config
 
 

@@ -27,12 +27,13 @@ def get_config():
   m.ngf = 64                        # generator base width (dcgan: channels of the last hidden layer)
   m.ndf = 64                        # discriminator base width (channels of the first conv)
   m.g_norm = 'batch'                # generator normalisation: 'batch' or 'none'
-  m.d_norm = 'batch'                # discriminator normalisation: 'batch', 'layer' or 'none'
+  m.d_norm = 'batch'                # discriminator normalisation: 'batch', 'layer' or 'none' (image_mlp: 'weight' or 'none')
   m.extra_layers = 0                # dcgan: extra stride-1 3x3 conv layers in G and D (WGAN code's n_extra_layers)
   m.spectral_norm = False           # spectral normalisation of every D weight (SNGAN)
   m.bn_momentum = 0.9               # BatchNorm running-average decay (PyTorch momentum 0.1)
-  m.hidden = 512                    # mlp: hidden width of G and D
-  m.num_layers = 3                  # mlp: hidden layers of G and D
+  m.hidden = 512                    # mlp: hidden width of G and D; image_mlp: of G
+  m.num_layers = 3                  # mlp: hidden layers of G and D; image_mlp: of G
+  m.d_widths = '1000,500,250,250,250'  # image_mlp: D's hidden layer widths, input to output (Salimans et al. MNIST)
   m.pack = 1                        # PacGAN packing: D sees `pack` samples concatenated
   m.minibatch_std = False           # append the minibatch-stddev feature in D
   m.dtype = 'float32'               # compute dtype ('float32' or 'bfloat16'); params stay float32
@@ -40,8 +41,8 @@ def get_config():
   m.d_cond = 'projection'           # conditional D: 'projection' (Miyato & Koyama), 'acgan' (auxiliary classifier) or 'semi_supervised' (K-class D, unconditional G; Salimans et al.)
   m.minibatch_discrimination = 0    # dcgan D: minibatch-discrimination kernels B (Salimans et al. 2016; 0 = off)
   m.minibatch_kernel_dim = 5        # dcgan D: dimension C of each minibatch-discrimination kernel
-  m.d_input_noise = 0.0             # dcgan D: std of Gaussian noise on its input in training (Salimans et al. 2016; 0 = off)
-  m.d_hidden_noise = 0.0            # dcgan D: std of Gaussian noise on each hidden layer's output in training (0 = off)
+  m.d_input_noise = 0.0             # dcgan / image_mlp D: std of Gaussian noise on its input in training (Salimans et al. 2016; 0 = off)
+  m.d_hidden_noise = 0.0            # dcgan / image_mlp D: std of Gaussian noise on each hidden layer's output in training (0 = off)
   m.g_spectral_norm = False         # spectral normalisation of every G weight (SAGAN, BigGAN)
   m.bottom_width = 4                # resnet / biggan: side of G's first feature map
   m.upsample = 'bilinear'           # resnet G blocks' 2x upsampling: 'bilinear' (torch_mimicry) or 'nearest' (SNGAN Chainer code)
@@ -111,6 +112,7 @@ def get_config():
   d.cache = 'auto'                  # decoded-image cache: 'auto' (if it fits in RAM), 'memory' or 'none'
   d.train_examples = 0              # train on N examples of the split, class-balanced, picked by config.seed (0 = all)
   d.labels_per_class = 0            # with labels: keep N labels per class (seeded), the rest become -1 = unlabelled (0 = all)
+  d.labelled_fraction = 0.0         # share of every batch's rows drawn from the labelled examples, spread evenly (0 = batches drawn from all alike)
 
   # ---- differentiable augmentation (DiffAugment, Zhao et al. 2020) ---------------
   config.augment = a = ml_collections.ConfigDict()

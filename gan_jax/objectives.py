@@ -13,7 +13,7 @@ G's objective, through the fakes:
 
   g_adversarial_weight * generator loss of D(A(G(z)))   (top-k of `loss.g_top_k`)
   + aux_weight * CE(D_cls(A(G(z))), y')                  (ACGAN)
-  + feature_matching_weight * ||mean f(A(x)) - mean f(A(G(z)))||^2
+  + feature_matching_weight * ||mean f(A(x)) - mean f(A(G(z)))||^2  (means over the global batch)
   and, on G's parameters (`generator_regularizer`): hist_avg_weight * historical
   averaging + ortho_weight / 2 * orthogonal regularisation.
 
@@ -194,9 +194,13 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
   if setup.fm_weight:
     _, real_x, bs = run_discriminator(setup, d_params, bs, _augment(setup, real, real_key),
                                       real_labels, collect=True, key=real_key)
+    # Means over the global batch (all devices), so the term does not depend on how
+    # the batch is split; the step's gradient average then gives the global gradient.
+    global_mean = lambda f: jax.lax.pmean(jnp.mean(f.astype(jnp.float32), axis=0),
+                                          setup.axis_name)[None]
     aux['feature_matching'] = losses.feature_matching_loss(
-        real_features=jax.lax.stop_gradient(real_x['features']),
-        fake_features=fake_x['features'])
+        real_features=jax.lax.stop_gradient(global_mean(real_x['features'])),
+        fake_features=global_mean(fake_x['features']))
     loss = loss + setup.fm_weight * aux['feature_matching']
   return loss, (bs, aux)
 

@@ -7,6 +7,7 @@ import pytest
 import data_helpers as h
 from gan_jax import data
 from gan_jax import errors
+from gan_jax.data import iterator
 from gan_jax.data import subset
 
 def _epoch(n, *, seed=0, batch_size=None, **fields):
@@ -168,3 +169,74 @@ def test_eval_data_ignores_subsets():
   np.testing.assert_array_equal(
       data.load_eval_data(h.config(train_examples=10), **kwargs),
       data.load_eval_data(h.config(), **kwargs))
+
+
+def test_labelled_fraction_puts_labelled_examples_on_evenly_spread_rows():
+  config = h.config(labels_per_class=2, labelled_fraction=0.5)
+  batches = h.first_batches(config, 5, data_shape=(8, 8, 1), batch_size=16, seed=0,
+                            labels=True)
+  for batch in batches:
+    # Every second row (1, 3, ..., 15) is labelled; the others are drawn from all
+    # 1,347 digits, of which 20 are labelled too.
+    assert np.all(batch['labels'][1::2] >= 0)
+  # 5 batches x 8 rows = 40 labelled rows: two epochs over the 20 labelled digits,
+  # so each appears exactly twice, with its true label.
+  labelled = np.concatenate([b['images'][1::2] for b in batches])
+  rows = [row.tobytes() for row in labelled.reshape(len(labelled), -1)]
+  assert len(set(rows)) == 20 and all(rows.count(row) == 2 for row in set(rows))
+  chosen = _epoch(1347, labels_per_class=2)
+  truth = {img.tobytes(): label for img, label in zip(
+      chosen['images'].reshape(1347, -1), chosen['labels']) if label >= 0}
+  got = np.concatenate([b['labels'][1::2] for b in batches])
+  assert [truth[row] for row in rows] == list(got)
+
+
+def test_labelled_fraction_keeps_the_unlabelled_rows_a_shuffled_walk_of_all():
+  batch, = h.first_batches(h.config(labels_per_class=2, labelled_fraction=0.25), 1,
+                           data_shape=(8, 8, 1), batch_size=1348, seed=0, labels=True)
+  # 337 labelled rows (rows 3, 7, ...); the other 1,011 are distinct examples of
+  # the first epoch's permutation of all 1,347 (some of them labelled too).
+  assert np.all(batch['labels'][3::4] >= 0)
+  others = batch['images'][np.arange(1348) % 4 != 3]
+  assert len(_rows(others)) == 1011
+
+
+def test_resume_with_a_labelled_fraction():
+  state = h.check_resume(h.config(labels_per_class=1, labelled_fraction=0.5),
+                         data_shape=(8, 8, 1), batch_size=6, skip=7, more=4, labels=True)
+  assert state['labelled_fraction'] == 0.5
+
+
+def test_off_labelled_fraction_leaves_the_stream_and_its_state_alone():
+  plain = h.first_batches(h.config(labels_per_class=2), 3, data_shape=(8, 8, 1),
+                          batch_size=8, seed=0, labels=True)
+  zero = h.first_batches(h.config(labels_per_class=2, labelled_fraction=0.0), 3,
+                         data_shape=(8, 8, 1), batch_size=8, seed=0, labels=True)
+  for a, b in zip(plain, zero):
+    np.testing.assert_array_equal(a['images'], b['images'])
+    np.testing.assert_array_equal(a['labels'], b['labels'])
+
+
+@pytest.mark.parametrize('fields,labels,match', [
+    (dict(labels_per_class=2, labelled_fraction=1.0), True, r'in \[0, 1\)'),
+    (dict(labels_per_class=2, labelled_fraction=-0.5), True, r'in \[0, 1\)'),
+    (dict(labelled_fraction=0.5), False, 'needs labels'),
+    (dict(labels_per_class=2, labelled_fraction=0.01), True, '0 labelled rows'),
+])
+def test_bad_labelled_fractions_are_config_errors(fields, labels, match):
+  with pytest.raises(errors.ConfigError, match=match):
+    h.first_batches(h.config(**fields), 1, data_shape=(8, 8, 1), batch_size=8, seed=0,
+                    labels=labels)
+
+
+def test_labelled_mix_order_spreads_the_labelled_rows_and_walks_them_per_epoch():
+  labelled = np.array([100, 105, 107])
+  order = iterator.LabelledMixOrder(per_shard=200, labelled_positions=labelled, seed=3,
+                                    batch_size=8, num_labelled=2)
+  batches = np.stack([order(k) for k in range(3)])
+  # Rows 3 and 7 (floor((i + 1) * 2 / 8) steps up there); 6 rows = 2 epochs of 3.
+  assert np.isin(batches[:, [3, 7]], labelled).all()
+  assert sorted(batches[:, [3, 7]].ravel()) == [100, 100, 105, 105, 107, 107]
+  others = batches[:, [0, 1, 2, 4, 5, 6]].ravel()
+  assert len(set(others)) == 18 and others.min() >= 0 and others.max() < 200
+  np.testing.assert_array_equal(order(1), batches[1])  # a pure function of k

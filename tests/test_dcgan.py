@@ -317,7 +317,7 @@ def test_discriminator_noise_only_in_training_calls_with_a_noise_rng():
 @pytest.mark.parametrize('overrides,match', [
     (dict(d_input_noise=-0.1), 'model.d_input_noise'),
     (dict(name='resnet', resolution=32, d_hidden_noise=-0.5), 'model.d_hidden_noise'),
-    (dict(name='resnet', resolution=32, d_hidden_noise=0.5), 'dcgan discriminator only')])
+    (dict(name='resnet', resolution=32, d_hidden_noise=0.5), 'dcgan and image_mlp discriminators only')])
 def test_bad_discriminator_noise_is_a_config_error(overrides, match):
   with pytest.raises(errors.ConfigError, match=match):
     models.build(model_config(**overrides))

@@ -22,7 +22,7 @@ UNLABELLED = -1
 
 def smoke_config(arg='smoke'):
   config = semi_supervised_digits.get_config(arg)
-  assert config.train.batch_size == BATCH and config.model.d_norm == 'none'
+  assert config.train.batch_size == BATCH and config.model.name == 'image_mlp'
   return config
 
 
@@ -209,3 +209,47 @@ def test_entropy_term_sees_the_unlabelled_examples(state0):
            for images in (batch['images'][0], other)]
   assert max(np.abs(np.asarray(a) - np.asarray(b)).max()
              for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]))) > 1e-4
+
+
+def test_dcgan_variant_is_the_earlier_conv_discriminator_with_the_same_labels():
+  conv, mlp = semi_supervised_digits.get_config('smoke,dcgan'), smoke_config()
+  assert conv.model.name == 'dcgan' and conv.model.extra_layers == 1
+  assert conv.model.d_norm == 'none' and conv.model.d_cond == 'semi_supervised'
+  assert conv.data.labels_per_class == mlp.data.labels_per_class
+  assert conv.loss == mlp.loss
+
+
+def test_main_config_is_the_papers_mnist_recipe():
+  config = semi_supervised_digits.get_config()
+  m = config.model
+  assert (m.name, m.d_widths, m.d_input_noise, m.d_hidden_noise) == (
+      'image_mlp', '1000,500,250,250,250', 0.3, 0.5)
+  assert config.optim.d.learning_rate == config.optim.g.learning_rate == 0.003
+  # Each D update sees 100 labelled and 100 other training digits.
+  assert config.train.batch_size == 200 and config.data.labelled_fraction == 0.5
+
+
+def test_image_mlp_step_on_eight_devices_equals_one_device():
+  # Noise off (each device draws its own) and SGD (see tests/test_step.py); every
+  # device holds one labelled and one unlabelled row, as data.labelled_fraction=0.5
+  # spreads them, so the per-device class losses average to the global one.
+  config = smoke_config()
+  config.model.d_input_noise = config.model.d_hidden_noise = 0.0
+  for opt in (config.optim.g, config.optim.d):
+    opt.update(name='sgd', learning_rate=0.1)
+  state = state_lib.create_state(config, jax.random.key(0))
+  batches, key = [partly_labelled_batch()], jax.random.key(3)
+  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
+                         state, batches, key)
+  multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
+                        state, batches, key)
+  # atol: G's Dense biases sit before BatchNorm, so their gradient is 0 up to rounding
+  # (~1e-10), which a relative comparison would magnify.
+  for multi_params, single_params in ((multi.d_params, single.d_params),
+                                      (multi.g_params, single.g_params)):
+    for a, b in zip(jax.tree.leaves(multi_params), jax.tree.leaves(single_params)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+  assert max_rel_diff(multi.d_params, state.d_params) > 1e-4  # not vacuous
+  assert max_rel_diff(multi.g_params, state.g_params) > 1e-4
+  np.testing.assert_allclose(m8['d_class'], m1['d_class'], rtol=1e-5)
+  np.testing.assert_allclose(m8['feature_matching'], m1['feature_matching'], rtol=1e-5)

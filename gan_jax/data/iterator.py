@@ -38,9 +38,10 @@ class ShardOrder:
   """k -> int64[B] shard positions of training batch k, through per-epoch
   permutations of range(per_shard)."""
 
-  def __init__(self, *, per_shard, seed, batch_size):
+  def __init__(self, *, per_shard, seed, batch_size, stream=None):
     self._per_shard = per_shard
-    self._seed = seed
+    # `stream` (an int) gives an order independent of the plain one of the same seed.
+    self._seed = [seed] if stream is None else [seed, stream]
     self._batch_size = batch_size
     self._cache = {}
     self._lock = threading.Lock()
@@ -61,7 +62,7 @@ class ShardOrder:
       permutation = self._cache.get(epoch)
       if permutation is None:
         permutation = np.random.default_rng(
-            [self._seed, epoch]).permutation(self._per_shard)
+            self._seed + [epoch]).permutation(self._per_shard)
         # Batches are drawn in order, so only the latest epochs are needed.
         while len(self._cache) >= 2:
           del self._cache[min(self._cache)]
@@ -95,6 +96,11 @@ class ArrayBatch:
     self._images = images
     self._labels = labels
 
+  @property
+  def labels(self):
+    """int32[n] labels of the shard positions, or None."""
+    return self._labels
+
   def __call__(self, positions):
     images = self._images[positions]
     if images.dtype == np.uint8:
@@ -115,6 +121,11 @@ class DecodeBatch:
     self._ids = ids
     self._labels = labels
 
+  @property
+  def labels(self):
+    """int32[n] labels of the shard positions, or None."""
+    return self._labels
+
   def _example(self, position):
     """Returns (uint8 image, shard position it came from)."""
     tried = []
@@ -130,6 +141,39 @@ class DecodeBatch:
     images, used = zip(*(self._example(int(p)) for p in positions))
     return _batch(images_lib.to_float(np.stack(images)),
                   None if self._labels is None else self._labels[list(used)])
+
+
+class LabelledMixOrder:
+  """k -> int64[B] shard positions where a fixed share of the rows are labelled examples.
+
+  Row i of a batch is labelled when floor((i + 1) L / B) > floor(i L / B), L =
+  `num_labelled`: the L labelled rows are spread evenly, so an even split of the
+  batch over devices gives each device its share. Those rows walk the labelled
+  positions in their own per-epoch permutations (stream `LABELLED_STREAM` of the
+  seed); the other B - L rows walk all positions (labelled ones included) as a
+  `ShardOrder` of batch B - L. Batch k stays a pure function of k (exact resume).
+  This is how Salimans et al. 2016 train on few labels: every D update sees a
+  labelled batch next to the unlabelled one.
+  """
+
+  LABELLED_STREAM = 1
+
+  def __init__(self, *, per_shard, labelled_positions, seed, batch_size, num_labelled):
+    self._labelled_positions = np.asarray(labelled_positions, np.int64)
+    rows = np.arange(batch_size)
+    self._labelled_rows = ((rows + 1) * num_labelled // batch_size
+                           > rows * num_labelled // batch_size)
+    self._all = ShardOrder(per_shard=per_shard, seed=seed,
+                           batch_size=batch_size - num_labelled)
+    self._labelled = ShardOrder(per_shard=len(self._labelled_positions), seed=seed,
+                                batch_size=num_labelled, stream=self.LABELLED_STREAM)
+    self._batch_size = batch_size
+
+  def __call__(self, k):
+    out = np.empty(self._batch_size, np.int64)
+    out[~self._labelled_rows] = self._all(k)
+    out[self._labelled_rows] = self._labelled_positions[self._labelled(k)]
+    return out
 
 
 class TrainBatch:

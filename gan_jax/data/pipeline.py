@@ -166,8 +166,8 @@ def _example_iterator(split, data_config, *, labels, train_examples,
                'labels %s, %s.', split.description, per_shard,
                description['shard_index'], description['shard_count'],
                batch_size, tuple(description['data_shape']), labels, how)
-  order = iterator_lib.ShardOrder(per_shard=per_shard, seed=seed,
-                                  batch_size=batch_size)
+  order = _order(make_batch, data_config, per_shard=per_shard, seed=seed,
+                 batch_size=batch_size, description=description)
   return iterator_lib.DataIterator(
       iterator_lib.endless(iterator_lib.TrainBatch(order, make_batch)),
       read_options=decode.read_options(
@@ -177,6 +177,37 @@ def _example_iterator(split, data_config, *, labels, train_examples,
       num_workers=workers, description=description)
 
 
+def _order(make_batch, data_config, *, per_shard, seed, batch_size, description):
+  """The batch order: plain shuffling, or with `data.labelled_fraction` of every batch
+  drawn from the labelled examples (`iterator.LabelledMixOrder`)."""
+  fraction = float(sources.field(data_config, 'labelled_fraction'))
+  if not fraction:
+    return iterator_lib.ShardOrder(per_shard=per_shard, seed=seed, batch_size=batch_size)
+  if not 0 < fraction < 1:
+    raise errors.ConfigError(
+        f'data.labelled_fraction must be in [0, 1) (the share of every batch drawn '
+        f'from the labelled examples; 0 = off), got {fraction}.')
+  if make_batch.labels is None:
+    raise errors.ConfigError(
+        'data.labelled_fraction needs labels, and this model reads none: it is for '
+        'the semi-supervised GAN (model.num_classes > 0, data.labels_per_class > 0). '
+        'Set it to 0.')
+  labelled = np.flatnonzero(make_batch.labels >= 0)
+  num_labelled = round(fraction * batch_size)
+  if not len(labelled) or not 1 <= num_labelled < batch_size:
+    raise errors.ConfigError(
+        f'data.labelled_fraction={fraction} asks for {num_labelled} labelled rows in '
+        f'batches of {batch_size}, and this process has {len(labelled)} labelled '
+        'examples; it needs at least one of each and an unlabelled row. Raise '
+        'data.labels_per_class or train.batch_size, or change the fraction.')
+  description['labelled_fraction'] = fraction
+  logging.info('Data: %d of every %d rows drawn from the %d labelled examples.',
+               num_labelled, batch_size, len(labelled))
+  return iterator_lib.LabelledMixOrder(per_shard=per_shard, labelled_positions=labelled,
+                                       seed=seed, batch_size=batch_size,
+                                       num_labelled=num_labelled)
+
+
 def create_train_iterator(data_config, *, data_shape, batch_size, seed,
                           shard_index=0, shard_count=1, labels=False):
   """Creates this process's endless training-batch iterator.
@@ -184,7 +215,7 @@ def create_train_iterator(data_config, *, data_shape, batch_size, seed,
   Args:
     data_config: config.data (fields: source, name, split, data_dir, path,
       crop, toy, num_workers, prefetch, cache, train_examples,
-      labels_per_class; see gan_jax/defaults.py; missing fields take their
+      labels_per_class, labelled_fraction; see gan_jax/defaults.py; missing fields take their
       defaults).
     data_shape: (H, W, C) for image sources, (2,) for toy.
     batch_size: examples per batch on this process.

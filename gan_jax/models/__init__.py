@@ -22,6 +22,8 @@ and `data_shape(model_config) -> tuple`:
           d_norm='none', and WGAN-GP-style D with d_norm='layer'); class-conditional
           with model.num_classes > 0.
   mlp     MLPs for 2-D toy mixtures (PacGAN / minibatch-stddev switches).
+  image_mlp  MLP G and weight-normalised MLP D with Gaussian noise for small images:
+          the semi-supervised GAN of Salimans et al. 2016 (MNIST).
   resnet  ResNet SNGAN / cGAN-PD of torch_mimicry (32, 48, 64, 128 px).
   biggan  BigGAN of Brock et al. as StudioGAN's big_resnet (32-512 px).
   sagan   SAGAN of Zhang et al. as StudioGAN trains it (its resnet + self-attention).
@@ -36,6 +38,7 @@ from gan_jax import errors
 from gan_jax.models import biggan
 from gan_jax.models import conditional
 from gan_jax.models import dcgan
+from gan_jax.models import image_mlp
 from gan_jax.models import mlp
 from gan_jax.models import resnet
 from gan_jax.models import sagan
@@ -44,14 +47,16 @@ from gan_jax.models import sagan
 _FAMILIES = {
     'biggan': biggan,
     'dcgan': dcgan,
+    'image_mlp': image_mlp,
     'mlp': mlp,
     'resnet': resnet,
     'sagan': sagan,
 }
 
 
-# D's Gaussian noise (Salimans et al. 2016), implemented by the dcgan family.
+# D's Gaussian noise (Salimans et al. 2016), implemented by these families.
 _NOISE_FIELDS = ('d_input_noise', 'd_hidden_noise')
+_NOISY_FAMILIES = (dcgan, image_mlp)
 
 
 def names():
@@ -96,10 +101,10 @@ def build(model_config, *, bn_axis_name=None, remat=False):
     if model_config.get(name, 0.0) < 0:
       raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '
                                f'got {model_config[name]}.')
-  if has_discriminator_noise(model_config) and family is not dcgan:
+  if has_discriminator_noise(model_config) and family not in _NOISY_FAMILIES:
     raise errors.ConfigError(
-        'model.d_input_noise / model.d_hidden_noise are implemented for the dcgan '
-        f'discriminator only; set them to 0 for model.name={model_config.name!r}.')
+        'model.d_input_noise / model.d_hidden_noise are implemented for the dcgan and '
+        f'image_mlp discriminators only; set them to 0 for model.name={model_config.name!r}.')
   return family.build(model_config, bn_axis_name=bn_axis_name, remat=remat)
 
 

@@ -59,7 +59,7 @@ def validate(model_config, *, semi_supervised=False):
   if model_config.d_cond == SEMI_SUPERVISED and not semi_supervised:
     raise errors.ConfigError(
         f"model.d_cond='semi_supervised' is not available for model.name="
-        f"{model_config.name!r}; use model.name='dcgan'.")
+        f"{model_config.name!r}; use model.name='dcgan' or 'image_mlp'.")
   if model_config.pack != 1:
     raise errors.ConfigError(
         f'model.pack must be 1 for a class-conditional model (model.num_classes='
@@ -215,7 +215,7 @@ def has_logit_layer(num_classes, d_cond):
 
 
 def discriminator_output(discriminator, features, logits, labels, *, num_classes, d_cond,
-                         spectral_norm, train, dtype):
+                         spectral_norm, train, dtype, head=None):
   """Adds a discriminator's class-conditional head (call inside its compact `__call__`).
 
   Args:
@@ -231,6 +231,9 @@ def discriminator_output(discriminator, features, logits, labels, *, num_classes
     spectral_norm: spectrally normalise the head's weights.
     train: update the spectral-norm state.
     dtype: compute dtype of the classifier.
+    head: the layer giving the class logits f[B, F] -> f[B, K] for 'acgan' /
+      'semi_supervised' (a module of `discriminator`, such as a weight-normalised
+      Dense); None: a `ClassifierHead` (spectral-normalised when `spectral_norm`).
 
   Returns:
     f32[B] logits.
@@ -240,8 +243,11 @@ def discriminator_output(discriminator, features, logits, labels, *, num_classes
   if d_cond == 'projection':
     return logits + Projection(num_classes, spectral_norm=spectral_norm, name='projection')(
         features, labels, train=train)
-  class_logits = ClassifierHead(num_classes, spectral_norm=spectral_norm, dtype=dtype,
-                                name='classifier')(features, train=train)
+  if head is None:
+    class_logits = ClassifierHead(num_classes, spectral_norm=spectral_norm, dtype=dtype,
+                                  name='classifier')(features, train=train)
+  else:
+    class_logits = head(features).astype(jnp.float32)
   discriminator.sow('intermediates', 'class_logits', class_logits)
   if d_cond == SEMI_SUPERVISED:
     return losses.semi_supervised_logit(class_logits)
