@@ -208,11 +208,7 @@ class Discriminator(nn.Module):
   hidden_noise: float = 0.0
 
   def _noisy(self, h, std, train):
-    """h + N(0, std^2) in a training call given a 'noise' rng; else h."""
-    if not (train and std and self.has_rng('noise')):
-      return h
-    noise = jax.random.normal(self.make_rng('noise'), h.shape, jnp.float32)
-    return h + (std * noise).astype(h.dtype)
+    return layers.gaussian_noise(self, h, std, train=train)
 
   def _conv(self, module, h, train):
     return layers.maybe_spectral_normalized(module, h, spectral_norm=self.spectral_norm,

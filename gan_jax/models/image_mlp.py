@@ -27,13 +27,13 @@ either std is > 0); evaluation is noise-free.
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from gan_jax import errors
 from gan_jax.models import compute
 from gan_jax.models import conditional
 from gan_jax.models import layers
+from gan_jax.models import mlp
 
 # std of the weight-normalised layers' direction init (the paper's code).
 _DIRECTION_STD = 0.05
@@ -71,37 +71,23 @@ def dense(features, *, weight_norm, dtype, name):
                        name=f'wn_{name}')
 
 
-class Generator(nn.Module):
-  """MLP generator: z -> images.
+class Generator(mlp.Generator):
+  """MLP generator: z -> images; `mlp.Generator` with softplus and an image output.
 
   Attributes:
     resolution: image side H = W in px.
     channels: image channels C.
-    hidden: hidden width.
-    num_layers: hidden layers.
-    norm: 'batch' (BatchNorm before each softplus) or 'none'.
-    bn_momentum: BatchNorm running-average decay.
-    bn_axis_name: mapped axis for synchronised BatchNorm, or None.
-    dtype: compute dtype; params and images are float32.
-    remat: recompute each hidden layer in the backward pass.
+    (hidden, num_layers, norm, bn_momentum, bn_axis_name, dtype, remat: as
+    `mlp.Generator`; the defaults here are the paper's MNIST G.)
   """
   resolution: int = 8
   channels: int = 1
   hidden: int = 500
   num_layers: int = 2
   norm: str = 'batch'
-  bn_momentum: float = 0.9
-  bn_axis_name: Any = None
-  dtype: Any = jnp.float32
-  remat: bool = False
 
   def _layer(self, h, k, train):
-    h = compute.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                      name=f'dense{k}')(h)
-    if self.norm == 'batch':
-      h = layers.batch_norm(self, train=train, momentum=self.bn_momentum,
-                            axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}')(h)
-    return nn.softplus(h)
+    return mlp.generator_layer(self, h, k, train=train, activation=nn.softplus)
 
   @nn.compact
   def __call__(self, z, labels=None, *, train):
@@ -152,11 +138,7 @@ class Discriminator(nn.Module):
   remat: bool = False
 
   def _noisy(self, h, std, train):
-    """h + N(0, std^2) in a training call given a 'noise' rng; else h."""
-    if not (train and std and self.has_rng('noise')):
-      return h
-    noise = jax.random.normal(self.make_rng('noise'), h.shape, jnp.float32)
-    return h + (std * noise).astype(h.dtype)
+    return layers.gaussian_noise(self, h, std, train=train)
 
   def _layer(self, h, k, train):
     return nn.relu(dense(self.widths[k], weight_norm=self.weight_norm, dtype=self.dtype,

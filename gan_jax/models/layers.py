@@ -356,6 +356,28 @@ class Conv2x(_Stride2Conv):
 # ---- activations, packing, minibatch statistics ------------------------------------------
 
 
+def gaussian_noise(module, h, std, *, train):
+  """h + N(0, std^2) noise drawn from `module`'s 'noise' rng in a training call; else h.
+
+  The regulariser of the semi-supervised GAN's discriminator (Salimans et al. 2016):
+  without a 'noise' rng (evaluation, the penalties' calls), with std 0, or when not
+  `train`, `h` is returned unchanged.
+
+  Args:
+    module: the calling module (inside its compact call).
+    h: f[...] activations.
+    std: the noise's standard deviation (>= 0).
+    train: a training call.
+
+  Returns:
+    f[...] like `h`, in its dtype (the noise is drawn in float32).
+  """
+  if not (train and std and module.has_rng('noise')):
+    return h
+  noise = jax.random.normal(module.make_rng('noise'), h.shape, jnp.float32)
+  return h + (std * noise).astype(h.dtype)
+
+
 def leaky_relu(x):
   """LeakyReLU with the DCGAN slope 0.2."""
   return nn.leaky_relu(x, negative_slope=0.2)

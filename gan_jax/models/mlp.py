@@ -22,6 +22,29 @@ from gan_jax.models import compute
 from gan_jax.models import layers
 
 
+def generator_layer(generator, h, k, *, train, activation):
+  """One hidden layer of an MLP generator, made inside `generator`'s compact call.
+
+  Args:
+    generator: the calling module, with fields hidden, norm, bn_momentum,
+      bn_axis_name and dtype.
+    h: f[B, F] input.
+    k: the layer's index (names `dense<k>`, `bn<k>`).
+    train: BatchNorm mode.
+    activation: the nonlinearity (ReLU here, softplus in image_mlp).
+
+  Returns:
+    f[B, hidden]: activation(Dense(h) [then BatchNorm when norm == 'batch']).
+  """
+  h = compute.Dense(generator.hidden, dtype=generator.dtype, param_dtype=jnp.float32,
+                    name=f'dense{k}')(h)
+  if generator.norm == 'batch':
+    h = layers.batch_norm(generator, train=train, momentum=generator.bn_momentum,
+                          axis_name=generator.bn_axis_name, dtype=generator.dtype,
+                          name=f'bn{k}')(h)
+  return activation(h)
+
+
 class Generator(nn.Module):
   """MLP generator: z -> point.
 
@@ -45,12 +68,7 @@ class Generator(nn.Module):
   remat: bool = False
 
   def _layer(self, h, k, train):
-    h = compute.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                      name=f'dense{k}')(h)
-    if self.norm == 'batch':
-      h = layers.batch_norm(self, train=train, momentum=self.bn_momentum,
-                            axis_name=self.bn_axis_name, dtype=self.dtype, name=f'bn{k}')(h)
-    return nn.relu(h)
+    return generator_layer(self, h, k, train=train, activation=nn.relu)
 
   @nn.compact
   def __call__(self, z, labels=None, *, train):
