@@ -7,12 +7,13 @@
 D is a K+1-class classifier (`model.d_cond='semi_supervised'`): its 10 class
 logits l give the real-vs-fake logit logsumexp(l), trained with the supervised
 cross-entropy on the 100 labelled training digits (`data.labels_per_class=10`,
-picked by `config.seed`) plus -log D(real) - log(1 - D(fake)) on all 1,347; G is
-unconditional and trained by feature matching alone. D adds Gaussian noise in
-training, std 0.3 on its input and 0.1 on its hidden layers (`model.d_input_noise`,
-`model.d_hidden_noise`; the paper's MNIST D uses 0.3 / 0.5, which the
-unnormalised DCGAN layers here do not take as well: docs/benchmarks.md). Results
-in docs/benchmarks.md.
+picked by `config.seed`; half of every batch of 200, `data.labelled_fraction`)
+plus -log D(real) - log(1 - D(fake)) on all 1,347; G is unconditional and trained
+by feature matching alone. The networks and optimiser are the paper's MNIST ones
+(openai/improved-gan `train_mnist_feature_matching.py`): `model.name='image_mlp'`, a
+weight-normalised MLP D 1000-500-250-250-250 with Gaussian noise of std 0.3 on its
+input and 0.5 on each hidden layer, an MLP G 100-500-500, Adam 0.003 (beta1 0.5).
+Results in docs/benchmarks.md.
 
 Variants: `:supervised_only` (the same D and labelled digits, no GAN terms: the
 baseline the GAN must beat); `:entropy` adds to D's loss the mean entropy of its
@@ -20,7 +21,10 @@ class softmax on every real digit, weight 1 (`loss.entropy_weight`: entropy
 minimisation, the conditional-entropy term of Dai et al. 2017, "Good
 Semi-supervised Learning that Requires a Bad GAN"; not in Salimans et al.);
 `:entropy_only` is that term with the labelled loss and no GAN terms (what the GAN
-adds to it); `:smoke` (seconds; the tests use it).
+adds to it); `:translation` shifts every image D sees by up to one pixel
+(`augment.policy='translation'`; combine with `:supervised_only` for its fair
+baseline: it lifts the baseline more than the GAN, docs/benchmarks.md); `:dcgan`
+(the earlier conv D); `:smoke` (seconds; the tests use it).
 """
 
 from configs import common
@@ -73,10 +77,10 @@ def _dcgan(config):
 
 
 def get_config(arg=None):
-  """Returns the config; `arg`: None or a comma list of 'smoke', 'dcgan' and at most one
-  of 'supervised_only', 'entropy', 'entropy_only'."""
+  """Returns the config; `arg`: None or a comma list of 'smoke', 'dcgan', 'translation'
+  and at most one of 'supervised_only', 'entropy', 'entropy_only'."""
   args = common.parse_arg(arg, smoke=False, supervised_only=False, entropy=False,
-                          entropy_only=False, dcgan=False)
+                          entropy_only=False, dcgan=False, translation=False)
   if args.supervised_only + args.entropy + args.entropy_only > 1:
     raise ValueError("Pick one of ':supervised_only', ':entropy' and ':entropy_only'.")
   config = defaults.get_config()
@@ -100,8 +104,10 @@ def get_config(arg=None):
     _image_mlp(config)
   if args.entropy or args.entropy_only:
     config.loss.entropy_weight = ENTROPY_WEIGHT
-  variant = [name for name in ('supervised_only', 'entropy', 'entropy_only', 'dcgan')
-             if args[name]]
+  if args.translation:
+    config.augment.policy = 'translation'
+  variant = [name for name in ('supervised_only', 'entropy', 'entropy_only', 'dcgan',
+                               'translation') if args[name]]
   config.name = '_'.join(['semi_supervised_digits'] + variant)
   if args.smoke:
     common.shrink_for_smoke(config, batch_size=16, num_steps=6)

@@ -211,6 +211,22 @@ def test_entropy_term_sees_the_unlabelled_examples(state0):
              for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]))) > 1e-4
 
 
+def test_translation_variants_shift_the_labelled_digits_of_gan_and_baseline(state0):
+  gan, alone = smoke_config('smoke,translation'), smoke_config('smoke,translation,supervised_only')
+  plain = smoke_config()
+  assert plain.augment.policy == ''
+  assert gan.augment.policy == alone.augment.policy == 'translation'
+  # The same networks, labels and loss as without it: only the augmentation differs.
+  assert gan.model == plain.model and gan.data == plain.data and gan.loss == plain.loss
+  assert alone.loss == smoke_config('smoke,supervised_only').loss
+  # The shifted labelled digits change the class term's gradient (same key).
+  batch = partly_labelled_batch()
+  shifted = _supervised_gradient(alone, state0, batch)
+  unshifted = _supervised_gradient(smoke_config('smoke,supervised_only'), state0, batch)
+  assert max(np.abs(np.asarray(a) - np.asarray(b)).max()
+             for a, b in zip(jax.tree.leaves(shifted), jax.tree.leaves(unshifted))) > 1e-4
+
+
 def test_dcgan_variant_is_the_earlier_conv_discriminator_with_the_same_labels():
   conv, mlp = semi_supervised_digits.get_config('smoke,dcgan'), smoke_config()
   assert conv.model.name == 'dcgan' and conv.model.extra_layers == 1
