@@ -64,6 +64,12 @@ def test_smoke_step_trains_the_classifier_and_feature_matching(config, state0):
   assert max_rel_diff(new.g_params, state0.g_params) > 1e-5
 
 
+def _max_abs_diff(first, second):
+  """The largest absolute difference between two pytrees of the same structure."""
+  return max(np.abs(np.asarray(a) - np.asarray(b)).max()
+             for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)))
+
+
 def _supervised_gradient(config, state, batch):
   """D's gradient with aux_weight 1 minus the one with aux_weight 0: the class term's."""
   setup = step_lib.make_train_step(config).args[0]
@@ -207,8 +213,7 @@ def test_entropy_term_sees_the_unlabelled_examples(state0):
   grads = [on_one_device(setup, grad_fn, setup, state0.d_params, state0, images,
                          batch['labels'][0], fake, None, jax.random.key(2))[0]
            for images in (batch['images'][0], other)]
-  assert max(np.abs(np.asarray(a) - np.asarray(b)).max()
-             for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]))) > 1e-4
+  assert _max_abs_diff(grads[0], grads[1]) > 1e-4
 
 
 def test_translation_variants_shift_the_labelled_digits_of_gan_and_baseline(state0):
@@ -218,13 +223,13 @@ def test_translation_variants_shift_the_labelled_digits_of_gan_and_baseline(stat
   assert gan.augment.policy == alone.augment.policy == 'translation'
   # The same networks, labels and loss as without it: only the augmentation differs.
   assert gan.model == plain.model and gan.data == plain.data and gan.loss == plain.loss
-  assert alone.loss == smoke_config('smoke,supervised_only').loss
+  baseline = smoke_config('smoke,supervised_only')
+  assert alone.loss == baseline.loss
   # The shifted labelled digits change the class term's gradient (same key).
   batch = partly_labelled_batch()
   shifted = _supervised_gradient(alone, state0, batch)
-  unshifted = _supervised_gradient(smoke_config('smoke,supervised_only'), state0, batch)
-  assert max(np.abs(np.asarray(a) - np.asarray(b)).max()
-             for a, b in zip(jax.tree.leaves(shifted), jax.tree.leaves(unshifted))) > 1e-4
+  unshifted = _supervised_gradient(baseline, state0, batch)
+  assert _max_abs_diff(shifted, unshifted) > 1e-4
 
 
 def test_dcgan_variant_is_the_earlier_conv_discriminator_with_the_same_labels():
