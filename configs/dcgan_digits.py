@@ -13,7 +13,9 @@ Variants: `:smoke` (seconds; 32x32 with widths 8, so every DCGAN layer type,
 BatchNorm in G and D included, runs; the tests use it); `:few` (10% of the
 training split, 134 digits, with DiffAugment: learning from little data, see
 docs/benchmarks.md) and `:few,noaug` (the same without augmentation);
-`:few,policy=color` trains the 10% subset with another DiffAugment policy.
+`:few,policy=color` trains the 10% subset with another DiffAugment policy, and
+`:few,fill=-1` fills what translation and cutout remove with black (the digits'
+background) instead of the reference's grey 0 (no gain measured, docs/benchmarks.md).
 """
 
 from configs import common
@@ -27,8 +29,9 @@ FEW_POLICY = 'cutout'
 
 
 def get_config(arg=None):
-  """Returns the config; `arg`: None or a comma list of 'smoke', 'few', 'noaug', 'policy=P'."""
-  args = common.parse_arg(arg, smoke=False, few=False, noaug=False, policy=None)
+  """Returns the config; `arg`: None or a comma list of 'smoke', 'few', 'noaug', 'policy=P',
+  'fill=F'."""
+  args = common.parse_arg(arg, smoke=False, few=False, noaug=False, policy=None, fill=None)
   config = defaults.get_config()
   config.name = 'dcgan_digits'
   config.data.source = 'digits'
@@ -55,9 +58,11 @@ def get_config(arg=None):
   if args.few:
     config.data.train_examples = FEW_EXAMPLES
     config.augment.policy = '' if args.noaug else (args.policy or FEW_POLICY)
-  elif args.policy is not None:
-    raise ValueError("policy=P is a variant of ':few' (e.g. --config=dcgan_digits:few,"
-                     "policy=color); for the full split set --config.augment.policy.")
+    if args.fill is not None:
+      config.augment.fill = float(args.fill)
+  elif args.policy is not None or args.fill is not None:
+    raise ValueError("policy=P and fill=F are variants of ':few' (e.g. --config=dcgan_digits:"
+                     "few,policy=color); for the full split set --config.augment.policy / .fill.")
   if args.smoke:
     common.shrink_for_smoke(config, batch_size=16, num_steps=6)
     config.model.resolution = 32

@@ -24,7 +24,10 @@ The policy is a comma-separated string of op names, applied left to right:
 | 'cutout'      | a zeroed rectangle of round(ratio * H) x round(ratio * W) pixels      |
 |               | (ratio 1/2) at a random position; it may be clipped by the border      |
 
-'' is the identity. These are the ops, order, ranges and definitions of the
+'' is the identity. The value that translation and cutout write where they remove
+content is 0 as in the reference (`config.augment.fill` changes it; -1 is the black
+background of the digits, which grey borders and squares would not resemble).
+These are the ops, order, ranges and definitions of the
 authors' reference code (mit-han-lab/data-efficient-gans, `DiffAugment_tf.py`,
 `DiffAugment_pytorch.py`), which also works on images in [-1, 1]; "round" is
 round-half-up there (`int(size * ratio + 0.5)`) and here. The outputs are not
@@ -127,8 +130,8 @@ def color(x, key):
   return (x - image_mean) * (u[2] + 0.5) + image_mean
 
 
-def _shift_axis(x, shift, axis):
-  """out[b, ..., i, ...] = x[b, ..., i - shift[b], ...] along `axis`, 0 where out of range.
+def _shift_axis(x, shift, axis, fill):
+  """out[b, ..., i, ...] = x[b, ..., i - shift[b], ...] along `axis`, `fill` where out of range.
 
   A gather with clipped indices plus a mask rather than `jnp.roll` or dynamic
   slices: it vectorises over per-sample shifts, and its transpose (scatter-add
@@ -141,10 +144,10 @@ def _shift_axis(x, shift, axis):
   shape[axis] = n
   source = jnp.clip(source, 0, n - 1).reshape(shape)
   gathered = jnp.take_along_axis(x, source, axis=axis, mode='clip')
-  return jnp.where(inside.reshape(shape), gathered, jnp.zeros((), x.dtype))
+  return jnp.where(inside.reshape(shape), gathered, jnp.asarray(fill, x.dtype))
 
 
-def translation(x, key, *, ratio=0.125):
+def translation(x, key, *, ratio=0.125, fill=0.0):
   """Shifts each image by a random whole number of pixels, zero fill (DiffAugment 'translation').
 
   For each sample dy and dx are drawn uniformly from the integers in
@@ -152,10 +155,11 @@ def translation(x, key, *, ratio=0.125):
   (round half up, as the reference), and
 
     y[b, i, j, :] = x[b, i - dy, j - dx, :]  if 0 <= i - dy < H and 0 <= j - dx < W,
-                    0                        otherwise
+                    fill                     otherwise
 
   i.e. content moves down by dy and right by dx and the uncovered border is the
-  value 0 (mid-grey in [-1, 1]), as the reference pads with zeros. The
+  value `fill`: by default 0 (mid-grey in [-1, 1]), as the reference pads with
+  zeros; -1 is black, the background of the digits. The
   gradient w.r.t. x is the upstream gradient shifted back by (-dy, -dx), zero
   where the content left the image.
 
@@ -163,9 +167,10 @@ def translation(x, key, *, ratio=0.125):
     x: f32[B, H, W, C] images, nominally in [-1, 1].
     key: a PRNG key.
     ratio: the largest shift as a fraction of each side, in [0, 1] (Python float).
+    fill: the value of the uncovered pixels (Python float).
 
   Returns:
-    f32[B, H, W, C] (x's dtype), in the range of x and 0.
+    f32[B, H, W, C] (x's dtype), in the range of x and `fill`.
 
   Raises:
     ConfigError: ratio outside [0, 1].
@@ -178,11 +183,11 @@ def translation(x, key, *, ratio=0.125):
   u = _per_sample_uniforms(key, batch, 2).reshape(2, batch)
   dy = _integers(u[0], -max_dy, max_dy)
   dx = _integers(u[1], -max_dx, max_dx)
-  return _shift_axis(_shift_axis(x, dy, axis=1), dx, axis=2)
+  return _shift_axis(_shift_axis(x, dy, axis=1, fill=fill), dx, axis=2, fill=fill)
 
 
-def cutout(x, key, *, ratio=0.5):
-  """Zeroes a random rectangle of each image (DiffAugment 'cutout').
+def cutout(x, key, *, ratio=0.5, fill=0.0):
+  """Zeroes a random rectangle of each image (DiffAugment 'cutout'), or sets it to `fill`.
 
   The rectangle has side h = round(ratio * H) rows by w = round(ratio * W)
   columns (round half up). Per sample a centre row cy is drawn uniformly from
@@ -194,17 +199,18 @@ def cutout(x, key, *, ratio=0.5):
 
   in every channel. The rectangle may stick out of the image and is then clipped
   (only the part inside is zeroed), but at least ceil(h / 2) of its rows and
-  ceil(w / 2) of its columns are always inside, the same at both borders. Zero is
-  the value 0, as the reference multiplies by a 0/1 mask. The gradient w.r.t. x
+  ceil(w / 2) of its columns are always inside, the same at both borders. They
+  become `fill`: by default 0, as the reference multiplies by a 0/1 mask. The gradient w.r.t. x
   is the upstream gradient with the zeroed pixels set to 0.
 
   Args:
     x: f32[B, H, W, C] images, nominally in [-1, 1].
     key: a PRNG key.
     ratio: side of the rectangle as a fraction of each side, in [0, 1] (Python float).
+    fill: the value of the cut-out pixels (Python float).
 
   Returns:
-    f32[B, H, W, C] (x's dtype), in the range of x and 0.
+    f32[B, H, W, C] (x's dtype), in the range of x and `fill`.
 
   Raises:
     ConfigError: ratio outside [0, 1].
@@ -224,7 +230,7 @@ def cutout(x, key, *, ratio=0.5):
   in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size_y)   # [B, H]
   in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size_x)  # [B, W]
   hole = in_rows[:, :, None, None] & in_cols[:, None, :, None]
-  return jnp.where(hole, jnp.zeros((), x.dtype), x)
+  return jnp.where(hole, jnp.asarray(fill, x.dtype), x)
 
 
 # name -> op(x, key); the reference's AUGMENT_FNS, with color's three steps in one op.
@@ -268,7 +274,7 @@ def parse_policy(policy):
   return names
 
 
-def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5):
+def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0.0):
   """Applies the ops of a DiffAugment policy in order, each with its own key.
 
   Op number i of the policy (counting from 0) uses `jax.random.fold_in(key, i)`,
@@ -282,6 +288,8 @@ def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5):
       `parse_policy`); must be static (a Python value) under `jax.jit`.
     translation_ratio: largest shift as a fraction of each side (see `translation`).
     cutout_ratio: side of the cut-out rectangle as a fraction of each side (see `cutout`).
+    fill: the value translation and cutout write where they remove content (0, the
+      reference's, is mid-grey in [-1, 1]; -1 is the black background of digits).
 
   Returns:
     f32[B, H, W, C] augmented images; for the policy '' the input x itself.
@@ -291,7 +299,8 @@ def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5):
       outside [0, 1].
   """
   names = parse_policy(policy)
-  ratios = {'translation': {'ratio': translation_ratio}, 'cutout': {'ratio': cutout_ratio}}
+  ratios = {'translation': {'ratio': translation_ratio, 'fill': fill},
+            'cutout': {'ratio': cutout_ratio, 'fill': fill}}
   for i, name in enumerate(names):
     x = OPS[name](x, jax.random.fold_in(key, i), **ratios.get(name, {}))
   return x

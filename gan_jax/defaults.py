@@ -117,6 +117,7 @@ def get_config():
   # ---- differentiable augmentation (DiffAugment, Zhao et al. 2020) ---------------
   config.augment = a = ml_collections.ConfigDict()
   a.policy = ''                     # ops applied to every image D sees, e.g. 'color,translation,cutout' ('' = off)
+  a.fill = 0.0                      # value translation / cutout write where they remove content (0: the reference's; -1: black)
 
   # ---- parallelism -------------------------------------------------------------
   config.parallel = p = ml_collections.ConfigDict()

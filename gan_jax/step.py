@@ -43,6 +43,7 @@ class StepSetup:
   g_conditional: bool     # G takes labels (fakes get uniformly drawn labels)
   d_cond: str             # 'none', 'projection', 'acgan' or 'semi_supervised'
   augment_policy: str
+  augment_fill: float
   loss_type: str
   label_smoothing: float
   gp_weight: float
@@ -304,6 +305,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       axis_name=axis_name, z_dim=m.z_dim, num_classes=m.num_classes,
       g_conditional=bool(m.num_classes) and m.d_cond != 'semi_supervised',
       d_cond=m.d_cond if m.num_classes else 'none', augment_policy=config.augment.policy,
+      augment_fill=float(config.augment.fill),
       d_noise=models.has_discriminator_noise(m),
       loss_type=l.type, label_smoothing=l.label_smoothing, gp_weight=l.gp_weight,
       r1_weight=l.r1_weight, hist_weight=l.hist_avg_weight, ortho_weight=l.ortho_weight,

@@ -267,6 +267,31 @@ def test_cutout_gradient_is_the_masked_upstream_gradient():
   np.testing.assert_array_equal(grad, np.where(kept, g, 0.0))
 
 
+def test_fill_is_written_where_translation_and_cutout_remove_content():
+  # Content > 0 everywhere: the filled pixels are exactly those the zero fill leaves at 0,
+  # and they hold -1 there; the other pixels are untouched by the fill value.
+  height, width = SIZES[1]
+  x = jnp.asarray(_coordinate_image(BATCH, height, width, 3))
+  for op in (augment.translation, augment.cutout):
+    zero_filled = np.asarray(op(x, KEY))
+    black_filled = np.asarray(op(x, KEY, fill=-1.0))
+    removed = zero_filled == 0
+    assert 0 < removed.mean() < 1
+    np.testing.assert_array_equal(black_filled[removed], -1.0)
+    np.testing.assert_array_equal(black_filled[~removed], zero_filled[~removed])
+  through_policy = augment.augment(x, KEY, 'translation', fill=-1.0)
+  np.testing.assert_array_equal(through_policy,
+                                augment.translation(x, jax.random.fold_in(KEY, 0), fill=-1.0))
+
+
+def test_fill_leaves_the_gradient_unchanged():
+  x = jnp.asarray(_coordinate_image(BATCH, *SIZES[1], 3))
+  g = jnp.asarray(np.random.default_rng(4).normal(size=x.shape).astype(np.float32))
+  for op in (augment.translation, augment.cutout):
+    black = lambda images, k, op=op: op(images, k, fill=-1.0)
+    np.testing.assert_array_equal(_vjp(black, x, g), _vjp(op, x, g))
+
+
 # --- policies -----------------------------------------------------------------------
 
 

@@ -67,3 +67,9 @@ def test_reuse_fake_with_several_critic_updates_is_rejected():
 def test_ema_decay_outside_the_unit_interval_is_rejected():
   with pytest.raises(errors.ConfigError, match='ema_decay'):
     config_check.validate(tiny_config(**{'train.ema_decay': 1.0}))
+
+
+@pytest.mark.parametrize('fill', [float('nan'), float('inf')])
+def test_augment_fill_must_be_a_finite_number(fill):
+  with pytest.raises(errors.ConfigError, match='config.augment.fill must be a finite number'):
+    config_check.validate(tiny_config(**{'augment.fill': fill}))

@@ -83,5 +83,8 @@ def test_dcgan_digits_few_takes_another_augmentation_policy():
   assert config_files.load('dcgan_digits:few,noaug').augment.policy == ''
   few_color = config_files.load('dcgan_digits:few,policy=color')
   assert few_color.augment.policy == 'color' and few_color.data.train_examples == 134
-  with pytest.raises(ValueError, match="variant of ':few'"):
-    config_files.load('dcgan_digits:policy=color')
+  assert config_files.load('dcgan_digits:few').augment.fill == 0.0
+  assert config_files.load('dcgan_digits:few,fill=-1').augment.fill == -1.0
+  for arg in ('policy=color', 'fill=-1'):
+    with pytest.raises(ValueError, match="variants of ':few'"):
+      config_files.load(f'dcgan_digits:{arg}')

@@ -287,6 +287,18 @@ def test_augmentation_changes_what_d_sees():
   assert max_rel_diff(a.d_params, b.d_params) > 1e-5
 
 
+def test_augment_fill_reaches_the_step():
+  # The same keys and batch: only the value written into the uncovered border differs.
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  grey = tiny_config(**{'augment.policy': 'translation'})
+  state = state_lib.create_state(grey, jax.random.key(0))
+  batch = random_batch(grey, seed=0)
+  a, _ = run_steps(grey, dp, state, [batch], jax.random.key(3))
+  b, _ = run_steps(tiny_config(**{'augment.policy': 'translation', 'augment.fill': -1.0}), dp,
+                   state, [batch], jax.random.key(3))
+  assert max_rel_diff(a.d_params, b.d_params) > 1e-5
+
+
 def test_ema_follows_the_generator_until_ema_start():
   config = tiny_config(**{'train.ema_start': 2, 'train.ema_decay': 0.9})
   state = state_lib.create_state(config, jax.random.key(0))
