@@ -26,7 +26,8 @@ The policy is a comma-separated string of op names, applied left to right:
 
 '' is the identity. The value that translation and cutout write where they remove
 content is 0 as in the reference (`config.augment.fill` changes it; -1 is the black
-background of the digits, which grey borders and squares would not resemble).
+background of the digits, which grey borders and squares would not resemble);
+`config.augment.translation_ratio` and `cutout_ratio` set the two ops' sizes.
 These are the ops, order, ranges and definitions of the
 authors' reference code (mit-han-lab/data-efficient-gans, `DiffAugment_tf.py`,
 `DiffAugment_pytorch.py`), which also works on images in [-1, 1]; "round" is
@@ -56,6 +57,7 @@ from gan_jax.errors import ConfigError
 __all__ = [
     'OPS',
     'parse_policy',
+    'check_config',
     'augment',
     'color',
     'translation',
@@ -272,6 +274,24 @@ def parse_policy(policy):
           f'config.augment.policy {policy!r} has {what}; known: {known}. '
           'Use comma-separated names from these, or "" for no augmentation.')
   return names
+
+
+def check_config(augment_config):
+  """Checks `config.augment` (policy, fill, ratios) before anything is built.
+
+  Raises:
+    ConfigError: an unknown op name (see `parse_policy`), a fill that is not a
+      finite number, or a ratio outside [0, 1].
+  """
+  parse_policy(augment_config.policy)
+  if not math.isfinite(augment_config.fill):
+    raise ConfigError('config.augment.fill must be a finite number (0: grey, -1: black), '
+                      f'got {augment_config.fill!r}.')
+  for name in ('translation_ratio', 'cutout_ratio'):
+    value = augment_config[name]
+    if not 0.0 <= value <= 1.0:
+      raise ConfigError(f'config.augment.{name} must be in [0, 1] (a fraction of the '
+                        f'image side), got {value!r}.')
 
 
 def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0.0):

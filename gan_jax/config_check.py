@@ -6,8 +6,6 @@ and intervals that belong to no single module. Every failure is a
 `gan_jax.errors.ConfigError` naming the field, its value and what is allowed.
 """
 
-import math
-
 from gan_jax import augment
 from gan_jax import errors
 from gan_jax import losses
@@ -50,10 +48,7 @@ def validate(config):
         f'the one D update\'s fake batch), got n_critic={t.n_critic}. Set '
         'train.reuse_fake=False or train.n_critic=1.')
   losses.check_loss_config(config.loss)
-  augment.parse_policy(config.augment.policy)
-  if not math.isfinite(config.augment.fill):
-    raise errors.ConfigError('config.augment.fill must be a finite number (0: grey, -1: '
-                             f'black), got {config.augment.fill!r}.')
+  augment.check_config(config.augment)
   if (config.loss.bcr_real_weight or config.loss.bcr_fake_weight) and not config.augment.policy:
     raise errors.ConfigError(
         'config.loss.bcr_real_weight / bcr_fake_weight compare D on two augmentations of '

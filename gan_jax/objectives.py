@@ -75,8 +75,10 @@ def _augment(setup, x, key):
     return x
   devices = jax.lax.psum(1, setup.axis_name)
   keys = parallel.global_slice(jax.random.split(key, x.shape[0] * devices), setup.axis_name)
-  one = lambda example, k: augment.augment(example[None], k, setup.augment_policy,
-                                            fill=setup.augment_fill)[0]
+  one = lambda example, k: augment.augment(
+      example[None], k, setup.augment_policy, fill=setup.augment_fill,
+      translation_ratio=setup.augment_translation_ratio,
+      cutout_ratio=setup.augment_cutout_ratio)[0]
   return jax.vmap(one)(x, keys)
 
 

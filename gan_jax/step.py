@@ -44,6 +44,8 @@ class StepSetup:
   d_cond: str             # 'none', 'projection', 'acgan' or 'semi_supervised'
   augment_policy: str
   augment_fill: float
+  augment_translation_ratio: float
+  augment_cutout_ratio: float
   loss_type: str
   label_smoothing: float
   gp_weight: float
@@ -306,6 +308,8 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       g_conditional=bool(m.num_classes) and m.d_cond != 'semi_supervised',
       d_cond=m.d_cond if m.num_classes else 'none', augment_policy=config.augment.policy,
       augment_fill=float(config.augment.fill),
+      augment_translation_ratio=float(config.augment.translation_ratio),
+      augment_cutout_ratio=float(config.augment.cutout_ratio),
       d_noise=models.has_discriminator_noise(m),
       loss_type=l.type, label_smoothing=l.label_smoothing, gp_weight=l.gp_weight,
       r1_weight=l.r1_weight, hist_weight=l.hist_avg_weight, ortho_weight=l.ortho_weight,

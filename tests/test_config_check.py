@@ -69,7 +69,12 @@ def test_ema_decay_outside_the_unit_interval_is_rejected():
     config_check.validate(tiny_config(**{'train.ema_decay': 1.0}))
 
 
-@pytest.mark.parametrize('fill', [float('nan'), float('inf')])
-def test_augment_fill_must_be_a_finite_number(fill):
-  with pytest.raises(errors.ConfigError, match='config.augment.fill must be a finite number'):
-    config_check.validate(tiny_config(**{'augment.fill': fill}))
+@pytest.mark.parametrize('field,value,message', [
+    ('augment.fill', float('nan'), 'config.augment.fill must be a finite number'),
+    ('augment.fill', float('inf'), 'config.augment.fill must be a finite number'),
+    ('augment.cutout_ratio', 1.5, r'config.augment.cutout_ratio must be in \[0, 1\]'),
+    ('augment.translation_ratio', -0.1, r'config.augment.translation_ratio must be in \[0, 1\]'),
+])
+def test_bad_augment_settings_name_the_field(field, value, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(tiny_config(**{field: value}))

@@ -287,14 +287,16 @@ def test_augmentation_changes_what_d_sees():
   assert max_rel_diff(a.d_params, b.d_params) > 1e-5
 
 
-def test_augment_fill_reaches_the_step():
-  # The same keys and batch: only the value written into the uncovered border differs.
+@pytest.mark.parametrize('field,value', [
+    ('augment.fill', -1.0), ('augment.translation_ratio', 0.25), ('augment.cutout_ratio', 0.25)])
+def test_augment_settings_reach_the_step(field, value):
+  # The same keys and batch: only the fill value or the size of the ops differs.
   dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
-  grey = tiny_config(**{'augment.policy': 'translation'})
-  state = state_lib.create_state(grey, jax.random.key(0))
-  batch = random_batch(grey, seed=0)
-  a, _ = run_steps(grey, dp, state, [batch], jax.random.key(3))
-  b, _ = run_steps(tiny_config(**{'augment.policy': 'translation', 'augment.fill': -1.0}), dp,
+  base = tiny_config(**{'augment.policy': 'translation,cutout'})
+  state = state_lib.create_state(base, jax.random.key(0))
+  batch = random_batch(base, seed=0)
+  a, _ = run_steps(base, dp, state, [batch], jax.random.key(3))
+  b, _ = run_steps(tiny_config(**{'augment.policy': 'translation,cutout', field: value}), dp,
                    state, [batch], jax.random.key(3))
   assert max_rel_diff(a.d_params, b.d_params) > 1e-5
 
