@@ -74,9 +74,11 @@ def _check_images(x, op):
         'Add a channel axis to greyscale images and a batch axis to single images.')
 
 
-def _check_ratio(ratio, op):
+def _check_ratio(ratio, what):
+  """Raises ConfigError naming `what` unless 0 <= ratio <= 1."""
   if not 0.0 <= ratio <= 1.0:
-    raise ConfigError(f'augment.{op}: ratio must be in [0, 1], got {ratio!r}.')
+    raise ConfigError(f'{what} must be in [0, 1] (a fraction of the image side), '
+                      f'got {ratio!r}.')
 
 
 def _round_half_up(value):
@@ -178,7 +180,7 @@ def translation(x, key, *, ratio=0.125, fill=0.0):
     ConfigError: ratio outside [0, 1].
   """
   _check_images(x, 'translation')
-  _check_ratio(ratio, 'translation')
+  _check_ratio(ratio, 'augment.translation: ratio')
   batch, height, width, _ = x.shape
   max_dy = _round_half_up(ratio * height)
   max_dx = _round_half_up(ratio * width)
@@ -218,7 +220,7 @@ def cutout(x, key, *, ratio=0.5, fill=0.0):
     ConfigError: ratio outside [0, 1].
   """
   _check_images(x, 'cutout')
-  _check_ratio(ratio, 'cutout')
+  _check_ratio(ratio, 'augment.cutout: ratio')
   batch, height, width, _ = x.shape
   size_y = _round_half_up(ratio * height)
   size_x = _round_half_up(ratio * width)
@@ -288,10 +290,7 @@ def check_config(augment_config):
     raise ConfigError('config.augment.fill must be a finite number (0: grey, -1: black), '
                       f'got {augment_config.fill!r}.')
   for name in ('translation_ratio', 'cutout_ratio'):
-    value = augment_config[name]
-    if not 0.0 <= value <= 1.0:
-      raise ConfigError(f'config.augment.{name} must be in [0, 1] (a fraction of the '
-                        f'image side), got {value!r}.')
+    _check_ratio(augment_config[name], f'config.augment.{name}')
 
 
 def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0.0):
