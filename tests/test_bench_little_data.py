@@ -1,12 +1,14 @@
 """Tests of the little-data benchmark harness (`gan_jax.bench.little_data`)."""
 
 import json
+import os
 
 import pytest
 
 from configs import dcgan_digits
 from gan_jax import errors
 from gan_jax.bench import little_data as bench
+from gan_jax.bench import overrides
 
 
 def _trial(seed, fd, confident, kl, seconds=10.0):
@@ -108,3 +110,29 @@ def test_smoke_run_trains_scores_and_writes_outputs(tmp_path, monkeypatch):
   assert saved['fd_change'] == {'0': pytest.approx(
       aug['summary']['proxy_fd']['mean'] / plain['summary']['proxy_fd']['mean'] - 1)}
   assert '`dcgan_digits:few,smoke`' in result['table']
+
+
+def test_overrides_reach_every_trial_and_are_recorded(tmp_path, monkeypatch):
+  seen = []
+
+  def fake_trial(config, *, seed, workdir, num_samples):
+    seen.append((config.augment.policy, config.augment.cutout_ratio,
+                 config.data.train_examples, os.path.basename(os.path.dirname(workdir))))
+    return _trial(seed, 1.0, 0.5, 0.1)
+
+  monkeypatch.setattr(bench, 'run_trial', fake_trial)
+  pairs = overrides.parse(['augment.cutout_ratio=0.25'])
+  result = bench.run_benchmark(['dcgan_digits:few', 'dcgan_digits:few,noaug'], fractions=(0.1,),
+                               trials=1, out_dir=str(tmp_path), overrides=pairs,
+                               keep_workdirs=True, log=lambda line: None)
+  (aug_policy, aug_ratio, aug_n, aug_dir), (plain_policy, plain_ratio, _, plain_dir) = seen
+  assert aug_policy and plain_policy == ''
+  assert aug_ratio == plain_ratio == 0.25 and aug_n == 134
+  # Kept workdirs carry the overrides' tag, so they never resume a run without them.
+  assert aug_dir.endswith(overrides.slug(pairs)) and plain_dir.endswith(overrides.slug(pairs))
+  assert [row['overrides'] for row in result['rows']] == ['augment.cutout_ratio=0.25'] * 2
+  assert '`dcgan_digits:few` with `augment.cutout_ratio=0.25`' in result['table']
+  with pytest.raises(errors.ConfigError, match="augment has no field 'cutout'"):
+    bench.run_benchmark(['dcgan_digits:few'], fractions=(0.1,), trials=1,
+                        out_dir=str(tmp_path), overrides=overrides.parse(['augment.cutout=1']),
+                        log=lambda line: None)

@@ -23,6 +23,11 @@ augmented config relative to the same fraction's config without augmentation
 Outputs in --out: `little_data.json` (every trial, the summaries, the machine and
 the command; rewritten after each trial, so an interrupted run keeps what it
 measured) and `little_data.md` (the table).
+
+`--set=FIELD=VALUE` (repeatable) changes a field of every config of the run
+(`gan_jax.bench.overrides`), so a probe is a command too; rows record it. It applies
+to every config named in --configs: run configs that need different fields
+separately.
 """
 
 import datetime
@@ -44,6 +49,7 @@ from gan_jax import metrics
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import train
+from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import toy as toy_bench
 
@@ -143,12 +149,18 @@ def _cell(stat, *, digits):
           f"(worst {stat['worst']:.{digits}f}, seed {stat['worst_seed']})")
 
 
+def _label(row):
+  """'`spec`', or '`spec` with `field=value ...`' for a row run with overrides."""
+  extra = row.get('overrides', '')
+  return f"`{row['config']}`" + (f' with `{extra}`' if extra else '')
+
+
 def format_table(rows):
   """The Markdown table: one line per (fraction, config) with mean ± std (worst seed).
 
   Args:
     rows: result rows with 'config', 'fraction', 'train_examples', 'policy',
-      'trials' and 'summary' (`summarize`; rows without trials yet are skipped).
+      'trials', 'summary' and optionally 'overrides' (`summarize`; rows without trials yet are skipped).
 
   Returns:
     str: a Markdown table ending with a newline.
@@ -164,7 +176,7 @@ def format_table(rows):
     change = f'{100 * changes[i]:+.1f}%' if i in changes else '–'
     seeds = ','.join(str(t['seed']) for t in r['trials'])
     lines.append(
-        f"| {100 * r['fraction']:g}% ({r['train_examples']}) | `{r['config']}` "
+        f"| {100 * r['fraction']:g}% ({r['train_examples']}) | {_label(r)} "
         f"| {r['policy'] or '(none)'} | {seeds} | {_cell(s['proxy_fd'], digits=3)} | {change} "
         f"| {_cell(s['proxy_confident'], digits=3)} "
         f"| {_cell(s['proxy_coverage_kl'], digits=3)} "
@@ -228,7 +240,7 @@ def _new_result(command, num_samples):
 
 def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
                   out_dir='runs/bench_little_data', num_steps=None, num_samples=1000,
-                  keep_workdirs=False, command=None, log=print):
+                  overrides=(), keep_workdirs=False, command=None, log=print):
   """Trains and scores every (fraction, config, seed); writes the JSON and the table.
 
   Args:
@@ -239,6 +251,9 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     out_dir: output folder (created).
     num_steps: if set, overrides config.train.num_steps (quick checks).
     num_samples: generated samples per score.
+    overrides: (field, value text) pairs from `overrides.parse`, set in every
+      config before the fraction and `num_steps` (the `--set` flag); recorded in
+      each row.
     keep_workdirs: keep each run in `<out_dir>/workdirs/<config>-<examples>/seed_<S>`
       (an existing run there is resumed); otherwise a temporary folder, deleted after.
     command: the command line recorded in the JSON (default: this process's).
@@ -246,13 +261,14 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
 
   Returns:
     The JSON-ready result: {'benchmark', 'protocol', 'command', 'machine',
-    'created', 'rows': [{'config', 'fraction', 'train_examples', 'policy',
-    'num_steps', 'trials', 'summary'}], 'fd_change' {row index: change},
+    'created', 'rows': [{'config', 'overrides', 'fraction', 'train_examples',
+    'policy', 'num_steps', 'trials', 'summary'}], 'fd_change' {row index: change},
     'table'}.
   """
   if trials < 1:
     raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
-  configs = [(spec, load_config(spec)) for spec in specs]  # fail fast on bad names
+  # Fail fast on bad names and overrides, before any training.
+  configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
   plan = [(f, examples_for(f), spec, config) for f in fractions for spec, config in configs]
   os.makedirs(out_dir, exist_ok=True)
   result = _new_result(command, num_samples)
@@ -261,12 +277,12 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     config.data.train_examples = examples
     if num_steps is not None:
       config.train.num_steps = int(num_steps)
-    row = {'config': spec, 'fraction': fraction, 'train_examples': examples,
-           'policy': config.augment.policy, 'num_steps': int(config.train.num_steps),
-           'trials': [], 'summary': None}
+    row = {'config': spec, 'overrides': overrides_lib.describe(overrides),
+           'fraction': fraction, 'train_examples': examples, 'policy': config.augment.policy,
+           'num_steps': int(config.train.num_steps), 'trials': [], 'summary': None}
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
-      slug = _slug(spec, examples)
+      slug = _slug(spec, examples) + overrides_lib.slug(overrides)
       workdir = (os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}') if keep_workdirs
                  else tempfile.mkdtemp(prefix=f'bench_little_{slug}_{seed}_'))
       try:
@@ -305,6 +321,8 @@ def _define_flags():
   flags.DEFINE_integer('num_steps', None,
                        "Override every config's train.num_steps (quick checks only).")
   flags.DEFINE_integer('num_samples', 1000, 'Generated samples per score.', lower_bound=2)
+  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
+                            '--set=augment.cutout_ratio=0.25 (repeat for more).')
   flags.DEFINE_bool('keep_workdirs', False,
                     'Keep each run in <out>/workdirs/ (default: a temp folder).')
 
@@ -316,7 +334,8 @@ def main(argv):
   result = run_benchmark(
       toy_bench.split_config_names(f.configs), fractions=_parse_fractions(f.fractions),
       trials=f.trials, first_seed=f.first_seed, out_dir=f.out, num_steps=f.num_steps,
-      num_samples=f.num_samples, keep_workdirs=f.keep_workdirs,
+      num_samples=f.num_samples, overrides=overrides_lib.parse(f.set),
+      keep_workdirs=f.keep_workdirs,
       log=lambda line: print(line, flush=True))
   print()
   print(result['table'], end='')

@@ -19,6 +19,11 @@ checkpoint writes included). The last line compares the first two configs seed b
 seed (same labels). Outputs in --out: `semi_supervised_benchmark.json` (every trial,
 the summary, the machine) and `semi_supervised_benchmark.md` (the table), rewritten
 after every trial.
+
+`--set=FIELD=VALUE` (repeatable) changes a field of every config of the run
+(`gan_jax.bench.overrides`), so a probe is a command too; rows record it. It applies
+to every config named in --configs: run configs that need different fields
+separately.
 """
 
 import datetime
@@ -37,6 +42,7 @@ from gan_jax import cli
 from gan_jax import config_files
 from gan_jax import errors
 from gan_jax import train
+from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import toy
 
@@ -110,6 +116,12 @@ def paired_gain(first, second):
   return (float(np.mean(gains)), float(np.min(gains))) if gains else None
 
 
+def _label(row):
+  """'`spec`', or '`spec` with `field=value ...`' for a row run with overrides."""
+  extra = row.get('overrides', '')
+  return f"`{row['config']}`" + (f' with `{extra}`' if extra else '')
+
+
 def format_table(rows):
   """The Markdown table of the rows (accuracies in percent)."""
   lines = ['| config | labels / class | steps | accuracy (mean ± std) | worst (seed) | '
@@ -121,7 +133,7 @@ def format_table(rows):
       continue
     per_seed = ', '.join(f"{t['seed']}: {100 * t['accuracy']:.2f}" for t in row['trials'])
     lines.append(
-        f"| `{row['config']}` | {row['labels_per_class']} | {row['num_steps']} | "
+        f"| {_label(row)} | {row['labels_per_class']} | {row['num_steps']} | "
         f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} % | {100 * s['worst']:.2f} % "
         f"({s['worst_seed']}) | {per_seed} | {s['train_seconds']:.0f} s, "
         f"{s['train_cpu_seconds']:.0f} s |")
@@ -129,12 +141,13 @@ def format_table(rows):
     gain = paired_gain(rows[0], rows[1])
     if gain is not None:
       lines.append('')
-      lines.append(f"`{rows[0]['config']}` - `{rows[1]['config']}`, seed by seed: "
+      lines.append(f'{_label(rows[0])} - {_label(rows[1])}, seed by seed: '
                    f'{100 * gain[0]:+.2f} points on average, {100 * gain[1]:+.2f} at least.')
   return '\n'.join(lines) + '\n'
 
 
-def run_benchmark(specs, *, seeds, out_dir, num_steps=None, keep_workdirs=False, log=print):
+def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_workdirs=False,
+                  log=print):
   """Trains and scores every config for every seed; writes the JSON and the table.
 
   Args:
@@ -143,16 +156,20 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, keep_workdirs=False,
     seeds: trial seeds (each picks the labelled subset and the initialisation).
     out_dir: output folder (created).
     num_steps: if set, overrides config.train.num_steps (quick checks).
+    overrides: (field, value text) pairs from `overrides.parse`, set in every
+      config before `num_steps` (the `--set` flag); recorded in each row.
     keep_workdirs: keep each run in `<out_dir>/workdirs/<config>/seed_<S>` (an
       existing run there is resumed); otherwise a temporary folder, deleted after.
     log: called with one progress line per trial.
 
   Returns:
     The JSON-ready result: {'benchmark', 'command', 'machine', 'created',
-    'rows': [{'config', 'labels_per_class', 'num_steps', 'trials', 'summary'}],
+    'rows': [{'config', 'overrides', 'labels_per_class', 'num_steps', 'trials',
+    'summary'}],
     'table'}.
   """
-  configs = [(spec, load_config(spec)) for spec in specs]  # fail fast on bad names
+  # Fail fast on bad names and overrides, before any training.
+  configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
   os.makedirs(out_dir, exist_ok=True)
   result = {
       'benchmark': 'semi-supervised GAN: test accuracy of D as a classifier',
@@ -164,13 +181,15 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, keep_workdirs=False,
   for spec, config in configs:
     if num_steps is not None:
       config.train.num_steps = int(num_steps)
-    result['rows'].append({'config': spec, 'labels_per_class': int(config.data.labels_per_class),
+    result['rows'].append({'config': spec, 'overrides': overrides_lib.describe(overrides),
+                           'labels_per_class': int(config.data.labels_per_class),
                            'num_steps': int(config.train.num_steps), 'trials': [],
                            'summary': None})
   # Seeds outermost: an interrupted run still compares both configs on the same seeds.
   for seed in seeds:
     for (spec, config), row in zip(configs, result['rows']):
-      workdir = (os.path.join(out_dir, 'workdirs', _slug(spec), f'seed_{seed}')
+      workdir = (os.path.join(out_dir, 'workdirs', _slug(spec) + overrides_lib.slug(overrides),
+                              f'seed_{seed}')
                  if keep_workdirs else tempfile.mkdtemp(prefix='bench_semi_supervised_'))
       try:
         record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir)
@@ -194,6 +213,8 @@ def _define_flags():
   flags.DEFINE_string('out', 'runs/bench_semi_supervised', 'Output folder (JSON, table).')
   flags.DEFINE_integer('num_steps', None,
                        "Override every config's train.num_steps (quick checks only).")
+  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
+                            '--set=loss.d_adversarial_weight=2 (repeat for more).')
   flags.DEFINE_bool('keep_workdirs', False,
                     'Keep each trial run in <out>/workdirs/ (default: a temp folder).')
 
@@ -203,7 +224,8 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
   result = run_benchmark(toy.split_config_names(f.configs), seeds=parse_seeds(f.seeds),
-                         out_dir=f.out, num_steps=f.num_steps, keep_workdirs=f.keep_workdirs,
+                         out_dir=f.out, num_steps=f.num_steps,
+                         overrides=overrides_lib.parse(f.set), keep_workdirs=f.keep_workdirs,
                          log=lambda line: print(line, flush=True))
   print()
   print(result['table'], end='')

@@ -1,0 +1,83 @@
+"""Tests of the benchmarks' `--set=FIELD=VALUE` overrides (`gan_jax.bench.overrides`)."""
+
+import ml_collections
+import pytest
+
+from configs import semi_supervised_digits
+from gan_jax import errors
+from gan_jax.bench import overrides
+
+
+def _config():
+  return ml_collections.ConfigDict({
+      'loss': {'weight': 1.0, 'type': 'hinge', 'steps': 3, 'on': False},
+      'name': 'x'})
+
+
+def test_parse_keeps_order_and_splits_at_the_first_equals_sign():
+  assert overrides.parse(['loss.weight=2', 'name=a=b', ' loss.on = true ']) == (
+      ('loss.weight', '2'), ('name', 'a=b'), ('loss.on', 'true'))
+  assert overrides.parse(None) == ()
+
+
+@pytest.mark.parametrize('text', ['loss.weight', '=2', ' =1'])
+def test_parse_rejects_a_text_without_a_field_and_value(text):
+  with pytest.raises(errors.ConfigError, match='FIELD=VALUE'):
+    overrides.parse([text])
+
+
+def test_parse_rejects_a_field_named_twice():
+  with pytest.raises(errors.ConfigError, match='twice'):
+    overrides.parse(['loss.weight=2', 'loss.weight=3'])
+
+
+def test_apply_converts_to_each_fields_type():
+  config = overrides.apply(_config(), overrides.parse(
+      ['loss.weight=2', 'loss.type=hinge2', 'loss.steps=7', 'loss.on=yes', 'name=0.5']))
+  assert config.loss.weight == 2.0 and isinstance(config.loss.weight, float)
+  assert config.loss.type == 'hinge2'
+  assert config.loss.steps == 7 and isinstance(config.loss.steps, int)
+  assert config.loss.on is True
+  assert config.name == '0.5'  # a str field keeps the text
+  assert overrides.apply(config, overrides.parse(['loss.on=0'])).loss.on is False
+
+
+@pytest.mark.parametrize('text, message', [
+    ('loss.steps=2.5', 'loss.steps is an integer'),
+    ('loss.weight=big', 'loss.weight is a number'),
+    ('loss.on=maybe', 'loss.on is a bool'),
+])
+def test_apply_rejects_a_value_of_the_wrong_type(text, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    overrides.apply(_config(), overrides.parse([text]))
+
+
+def test_apply_names_the_fields_of_the_section_for_an_unknown_field():
+  with pytest.raises(errors.ConfigError, match=r"loss has no field 'wieght'; its fields: "
+                                               r'on, steps, type, weight'):
+    overrides.apply(_config(), overrides.parse(['loss.wieght=2']))
+  with pytest.raises(errors.ConfigError, match="the config has no field 'los'"):
+    overrides.apply(_config(), overrides.parse(['los.weight=2']))
+  with pytest.raises(errors.ConfigError, match='it is a value, not a section'):
+    overrides.apply(_config(), overrides.parse(['name.sub=2']))
+  with pytest.raises(errors.ConfigError, match='that is a section'):
+    overrides.apply(_config(), overrides.parse(['loss=2']))
+
+
+def test_apply_sets_fields_of_a_real_config():
+  config = semi_supervised_digits.get_config()
+  assert config.loss.d_adversarial_weight == 1.0 and config.model.d_input_noise == 0.3
+  overrides.apply(config, overrides.parse(
+      ['loss.d_adversarial_weight=2', 'model.d_input_noise=0.6']))
+  assert config.loss.d_adversarial_weight == 2.0
+  assert config.model.d_input_noise == 0.6
+
+
+def test_describe_and_slug():
+  pairs = overrides.parse(['loss.weight=2', 'name=a'])
+  assert overrides.describe(pairs) == 'loss.weight=2 name=a'
+  assert overrides.describe(()) == '' and overrides.slug(()) == ''
+  tag = overrides.slug(pairs)
+  assert tag.startswith('-set') and len(tag) == 12
+  assert tag == overrides.slug(overrides.parse(['loss.weight=2', 'name=a']))
+  assert tag != overrides.slug(overrides.parse(['loss.weight=3', 'name=a']))

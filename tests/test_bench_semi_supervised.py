@@ -1,0 +1,98 @@
+"""Tests of the semi-supervised benchmark harness (`gan_jax.bench.semi_supervised`)."""
+
+import json
+import os
+
+import pytest
+
+from gan_jax import errors
+from gan_jax.bench import overrides
+from gan_jax.bench import semi_supervised as bench
+
+
+def _trial(seed, accuracy, seconds=10.0):
+  return {'seed': seed, 'accuracy': accuracy, 'train_seconds': seconds,
+          'train_cpu_seconds': 2 * seconds}
+
+
+def test_parse_seeds():
+  assert bench.parse_seeds('0, 1,2') == [0, 1, 2]
+  for bad in ('', 'a,1', '-1'):
+    with pytest.raises(errors.ConfigError, match='--seeds'):
+      bench.parse_seeds(bad)
+
+
+def test_summarize_reports_mean_sample_std_and_the_worst_seed():
+  summary = bench.summarize([_trial(3, 0.9), _trial(4, 0.8), _trial(5, 1.0, seconds=40.0)])
+  assert summary['mean'] == pytest.approx(0.9)
+  assert summary['std'] == pytest.approx(0.1)  # ddof=1: sqrt((0.01 + 0 + 0.01) / 2)
+  assert (summary['worst'], summary['worst_seed']) == (0.8, 4)
+  assert summary['train_seconds'] == pytest.approx(20.0)
+  assert bench.summarize([_trial(0, 0.5)])['std'] == 0.0
+
+
+def test_paired_gain_compares_the_same_seeds_only():
+  first = {'trials': [_trial(0, 0.96), _trial(1, 0.95), _trial(2, 0.99)]}
+  second = {'trials': [_trial(0, 0.90), _trial(1, 0.92)]}
+  mean, worst = bench.paired_gain(first, second)
+  assert mean == pytest.approx(0.045) and worst == pytest.approx(0.03)
+  assert bench.paired_gain(first, {'trials': [_trial(7, 0.5)]}) is None
+
+
+def test_harness_runs_seeds_outermost_and_writes_the_table(tmp_path, monkeypatch):
+  calls = []
+  accuracy = {('semi_supervised_digits', 0): 0.96, ('semi_supervised_digits', 1): 0.97,
+              ('semi_supervised_digits_supervised_only', 0): 0.92,
+              ('semi_supervised_digits_supervised_only', 1): 0.90}
+
+  def fake_trial(config, *, seed, workdir):
+    calls.append((config.name, seed, config.loss.d_adversarial_weight, config.model.d_input_noise,
+                  config.train.num_steps))
+    return _trial(seed, accuracy[(config.name, seed)])
+
+  monkeypatch.setattr(bench, 'run_trial', fake_trial)
+  pairs = overrides.parse(['model.d_input_noise=0.6'])
+  result = bench.run_benchmark(
+      ['semi_supervised_digits', 'semi_supervised_digits:supervised_only'], seeds=[0, 1],
+      out_dir=str(tmp_path), num_steps=5, overrides=pairs, log=lambda line: None)
+  # Seeds outermost; every config gets the override and the step count; the
+  # baseline keeps its adversarial weight of 0.
+  assert calls == [('semi_supervised_digits', 0, 1.0, 0.6, 5),
+                   ('semi_supervised_digits_supervised_only', 0, 0.0, 0.6, 5),
+                   ('semi_supervised_digits', 1, 1.0, 0.6, 5),
+                   ('semi_supervised_digits_supervised_only', 1, 0.0, 0.6, 5)]
+  saved = json.loads((tmp_path / 'semi_supervised_benchmark.json').read_text())
+  assert saved == json.loads(json.dumps(result))
+  gan, baseline = saved['rows']
+  assert gan['overrides'] == baseline['overrides'] == 'model.d_input_noise=0.6'
+  assert gan['num_steps'] == 5 and gan['labels_per_class'] == 10
+  assert gan['summary']['mean'] == pytest.approx(0.965)
+  assert (baseline['summary']['worst'], baseline['summary']['worst_seed']) == (0.90, 1)
+  table = (tmp_path / 'semi_supervised_benchmark.md').read_text()
+  assert table == saved['table']
+  assert '| `semi_supervised_digits` with `model.d_input_noise=0.6` | 10 | 5 | 96.50 ± 0.71 %' in table
+  # Gains 4 and 7 points: mean 5.5, least 4.
+  assert 'seed by seed: +5.50 points on average, +4.00 at least.' in table
+
+
+def test_kept_workdirs_of_runs_with_different_overrides_are_apart(tmp_path, monkeypatch):
+  workdirs = []
+  monkeypatch.setattr(bench, 'run_trial', lambda config, *, seed, workdir: (
+      workdirs.append(workdir), _trial(seed, 0.5))[1])
+  for pairs in ((), overrides.parse(['loss.d_adversarial_weight=2'])):
+    bench.run_benchmark(['semi_supervised_digits'], seeds=[0], out_dir=str(tmp_path),
+                        overrides=pairs, keep_workdirs=True, log=lambda line: None)
+  plain, changed = workdirs
+  assert plain != changed
+  assert os.path.dirname(plain).startswith(str(tmp_path / 'workdirs'))
+  assert os.path.dirname(changed).startswith(str(tmp_path / 'workdirs'))
+
+
+def test_bad_names_and_overrides_fail_before_any_training(tmp_path, monkeypatch):
+  monkeypatch.setattr(bench, 'run_trial', lambda *a, **k: pytest.fail('trained'))
+  with pytest.raises(errors.ConfigError, match="loss has no field 'd_adv'"):
+    bench.run_benchmark(['semi_supervised_digits'], seeds=[0], out_dir=str(tmp_path),
+                        overrides=overrides.parse(['loss.d_adv=2']), log=lambda line: None)
+  with pytest.raises(errors.ConfigError):
+    bench.run_benchmark(['no_such_config'], seeds=[0], out_dir=str(tmp_path),
+                        log=lambda line: None)
