@@ -81,3 +81,9 @@ def test_describe_and_slug():
   assert tag.startswith('-set') and len(tag) == 12
   assert tag == overrides.slug(overrides.parse(['loss.weight=2', 'name=a']))
   assert tag != overrides.slug(overrides.parse(['loss.weight=3', 'name=a']))
+
+
+def test_row_label_names_the_overrides_only_when_there_are_some():
+  assert overrides.row_label({'config': 'a:b'}) == '`a:b`'
+  assert overrides.row_label({'config': 'a:b', 'overrides': ''}) == '`a:b`'
+  assert overrides.row_label({'config': 'a', 'overrides': 'x.y=1 z=2'}) == '`a` with `x.y=1 z=2`'

@@ -70,7 +70,8 @@ def test_harness_runs_seeds_outermost_and_writes_the_table(tmp_path, monkeypatch
   assert (baseline['summary']['worst'], baseline['summary']['worst_seed']) == (0.90, 1)
   table = (tmp_path / 'semi_supervised_benchmark.md').read_text()
   assert table == saved['table']
-  assert '| `semi_supervised_digits` with `model.d_input_noise=0.6` | 10 | 5 | 96.50 ± 0.71 %' in table
+  assert ('| `semi_supervised_digits` with `model.d_input_noise=0.6` | 10 | 5 | 96.50 ± 0.71 %'
+          in table)
   # Gains 4 and 7 points: mean 5.5, least 4.
   assert 'seed by seed: +5.50 points on average, +4.00 at least.' in table
 

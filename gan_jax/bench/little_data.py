@@ -149,18 +149,13 @@ def _cell(stat, *, digits):
           f"(worst {stat['worst']:.{digits}f}, seed {stat['worst_seed']})")
 
 
-def _label(row):
-  """'`spec`', or '`spec` with `field=value ...`' for a row run with overrides."""
-  extra = row.get('overrides', '')
-  return f"`{row['config']}`" + (f' with `{extra}`' if extra else '')
-
-
 def format_table(rows):
   """The Markdown table: one line per (fraction, config) with mean ± std (worst seed).
 
   Args:
     rows: result rows with 'config', 'fraction', 'train_examples', 'policy',
-      'trials', 'summary' and optionally 'overrides' (`summarize`; rows without trials yet are skipped).
+      'trials', 'summary' (`summarize`; rows without trials yet are skipped) and
+      optionally 'overrides'.
 
   Returns:
     str: a Markdown table ending with a newline.
@@ -176,7 +171,7 @@ def format_table(rows):
     change = f'{100 * changes[i]:+.1f}%' if i in changes else '–'
     seeds = ','.join(str(t['seed']) for t in r['trials'])
     lines.append(
-        f"| {100 * r['fraction']:g}% ({r['train_examples']}) | {_label(r)} "
+        f"| {100 * r['fraction']:g}% ({r['train_examples']}) | {overrides_lib.row_label(r)} "
         f"| {r['policy'] or '(none)'} | {seeds} | {_cell(s['proxy_fd'], digits=3)} | {change} "
         f"| {_cell(s['proxy_confident'], digits=3)} "
         f"| {_cell(s['proxy_coverage_kl'], digits=3)} "

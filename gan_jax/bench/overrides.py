@@ -106,6 +106,13 @@ def describe(overrides):
   return ' '.join(f'{field}={text}' for field, text in overrides)
 
 
+def row_label(row):
+  """A benchmark row's Markdown label: '`spec`', or '`spec` with `field=value ...`'
+  for a row run with overrides (`row['overrides']`, from `describe`)."""
+  extra = row.get('overrides', '')
+  return f"`{row['config']}`" + (f' with `{extra}`' if extra else '')
+
+
 def slug(overrides):
   """A short, stable folder-name tag for the overrides ('' for none): runs kept in
   workdirs with different overrides must not resume each other."""

@@ -116,12 +116,6 @@ def paired_gain(first, second):
   return (float(np.mean(gains)), float(np.min(gains))) if gains else None
 
 
-def _label(row):
-  """'`spec`', or '`spec` with `field=value ...`' for a row run with overrides."""
-  extra = row.get('overrides', '')
-  return f"`{row['config']}`" + (f' with `{extra}`' if extra else '')
-
-
 def format_table(rows):
   """The Markdown table of the rows (accuracies in percent)."""
   lines = ['| config | labels / class | steps | accuracy (mean ± std) | worst (seed) | '
@@ -133,7 +127,7 @@ def format_table(rows):
       continue
     per_seed = ', '.join(f"{t['seed']}: {100 * t['accuracy']:.2f}" for t in row['trials'])
     lines.append(
-        f"| {_label(row)} | {row['labels_per_class']} | {row['num_steps']} | "
+        f"| {overrides_lib.row_label(row)} | {row['labels_per_class']} | {row['num_steps']} | "
         f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} % | {100 * s['worst']:.2f} % "
         f"({s['worst_seed']}) | {per_seed} | {s['train_seconds']:.0f} s, "
         f"{s['train_cpu_seconds']:.0f} s |")
@@ -141,7 +135,8 @@ def format_table(rows):
     gain = paired_gain(rows[0], rows[1])
     if gain is not None:
       lines.append('')
-      lines.append(f'{_label(rows[0])} - {_label(rows[1])}, seed by seed: '
+      first, second = (overrides_lib.row_label(row) for row in rows[:2])
+      lines.append(f'{first} - {second}, seed by seed: '
                    f'{100 * gain[0]:+.2f} points on average, {100 * gain[1]:+.2f} at least.')
   return '\n'.join(lines) + '\n'
 
