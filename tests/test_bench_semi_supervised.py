@@ -69,7 +69,11 @@ def test_harness_runs_seeds_outermost_and_writes_the_table(tmp_path, monkeypatch
   assert gan['summary']['mean'] == pytest.approx(0.965)
   assert (baseline['summary']['worst'], baseline['summary']['worst_seed']) == (0.90, 1)
   table = (tmp_path / 'semi_supervised_benchmark.md').read_text()
-  assert table == saved['table']
+  # The table, then the line naming the machine (per-seed numbers depend on the CPU).
+  assert table.startswith(saved['table'])
+  machine_line = table[len(saved['table']):].strip()
+  assert machine_line.startswith('Machine: ') and saved['machine']['cpu'] in machine_line
+  assert f"JAX {saved['machine']['jax_version']}" in machine_line
   assert ('| `semi_supervised_digits` with `model.d_input_noise=0.6` | 10 | 5 | 96.50 ± 0.71 %'
           in table)
   # Gains 4 and 7 points: mean 5.5, least 4.

@@ -17,7 +17,31 @@ def write_json(path, report):
   write_text(path, json.dumps(report, indent=1) + '\n')
 
 
+def machine_note(machine):
+  """One markdown line naming where a result was measured.
+
+  GAN training is chaotic: the rounding of XLA's CPU code differs between CPU types
+  (AVX-512 or not), so the same seed gives other per-trial numbers on another CPU.
+
+  Args:
+    machine: `toy.machine_description()`'s dict ('cpu', 'cpu_count', 'jax_backend',
+      'jax_devices', 'jax_version', 'python', 'platform').
+
+  Returns:
+    '\nMachine: <cpu>, <n> CPUs, JAX <version> (<backend>, <d> devices), Python <v>, <platform>.\n'
+  """
+  return (f"\nMachine: {machine.get('cpu')}, {machine.get('cpu_count')} CPUs, "
+          f"JAX {machine.get('jax_version')} ({machine.get('jax_backend')}, "
+          f"{machine.get('jax_devices')} devices), Python {machine.get('python')}, "
+          f"{machine.get('platform')}.\n")
+
+
 def write_result(result, out_dir, *, json_name, table_name):
-  """A trial benchmark's outputs: `result` as JSON and `result['table']` as markdown."""
+  """A trial benchmark's outputs: `result` as JSON and `result['table']` as markdown.
+
+  The markdown ends with `machine_note(result['machine'])` when the result names its
+  machine, so a table copied into the docs says where it was measured.
+  """
   write_text(os.path.join(out_dir, json_name), json.dumps(result, indent=2) + '\n')
-  write_text(os.path.join(out_dir, table_name), result['table'])
+  note = machine_note(result['machine']) if result.get('machine') else ''
+  write_text(os.path.join(out_dir, table_name), result['table'] + note)
