@@ -95,3 +95,35 @@ def test_best_checkpoint_ignores_results_without_a_distance(tmp_path):
   best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
   assert not best.update(2, _state(2), {'modes_captured': 8.0})
   assert not (tmp_path / 'best' / 'best.json').exists()
+
+
+def test_saving_a_replicated_state_on_cpu_compiles_nothing(tmp_path):
+  # Orbax's default copies a replicated array to the host in one slice per device,
+  # and each array shape costs a compiled slice program: seconds for the first
+  # checkpoint of every model on CPU, where the devices share the host's memory.
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = {f'w{i}': jax.device_put(np.arange(8 * (i + 1), dtype=np.float32) + i, replicated)
+           for i in range(4)}
+  jax.block_until_ready(state)
+  compiles = []
+
+  def listener(event, _secs, **_):
+    if event == '/jax/core/compile/backend_compile_duration':
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    directory = str(tmp_path / 'checkpoints')
+    ckpt = checkpoint.Checkpointer(directory, async_save=False)
+    ckpt.save(1, state, {'next_batch': 1})
+    ckpt.close()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert jax.device_count() > 1 and compiles == []
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          state)
+  restored, _, step = checkpoint.Checkpointer(directory).restore(abstract)
+  assert step == 1
+  for name, value in state.items():
+    np.testing.assert_array_equal(restored[name], np.asarray(value))
