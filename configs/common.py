@@ -48,7 +48,7 @@ def parse_arg(arg, **known):
 
 
 def shrink_for_smoke(config, *, batch_size=8, num_steps=4, width=8):
-  """Turns a config into a seconds-long smoke run (tiny widths, a few steps).
+  """Turns a config into a smoke run (tiny widths, a few steps; compile-bound on CPU).
 
   The log, sample and checkpoint intervals follow `train.num_steps` (they are
   references to it), so `--config.train.num_steps=1000` on a smoke config logs

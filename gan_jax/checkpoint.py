@@ -68,12 +68,19 @@ def _save_replicated_arrays_from_one_copy():
   handler = ocp.type_handlers.get_type_handler(jax.Array)
   if jax.default_backend() != 'cpu' or not getattr(handler, '_use_replica_parallel', False):
     return
-  ocp.type_handlers.register_type_handler(
-      jax.Array,
-      ocp.type_handlers.ArrayHandler(
-          use_replica_parallel=False,
-          array_metadata_store=getattr(handler, '_array_metadata_store', None)),
-      override=True)
+  # Orbax warns about every override (through absl's logger); this one is intended.
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array,
+        ocp.type_handlers.ArrayHandler(
+            use_replica_parallel=False,
+            array_metadata_store=getattr(handler, '_array_metadata_store', None)),
+        override=True)
+  finally:
+    absl_logger.setLevel(level)
 
 
 class Checkpointer:
