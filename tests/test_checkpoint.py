@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gan_jax import checkpoint
+from gan_jax import parallel
 
 
 def _state(value):
@@ -101,8 +102,7 @@ def test_saving_a_replicated_state_on_cpu_compiles_nothing(tmp_path):
   # Orbax's default copies a replicated array to the host in one slice per device,
   # and each array shape costs a compiled slice program: seconds for the first
   # checkpoint of every model on CPU, where the devices share the host's memory.
-  mesh = jax.make_mesh((jax.device_count(),), ('data',))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  replicated = parallel.DataParallel().replicated
   state = {f'w{i}': jax.device_put(np.arange(8 * (i + 1), dtype=np.float32) + i, replicated)
            for i in range(4)}
   jax.block_until_ready(state)

@@ -30,18 +30,18 @@ def machine_note(machine):
   Returns:
     '\nMachine: <cpu>, <n> CPUs, JAX <version> (<backend>, <d> devices), Python <v>, <platform>.\n'
   """
-  return (f"\nMachine: {machine.get('cpu')}, {machine.get('cpu_count')} CPUs, "
-          f"JAX {machine.get('jax_version')} ({machine.get('jax_backend')}, "
-          f"{machine.get('jax_devices')} devices), Python {machine.get('python')}, "
-          f"{machine.get('platform')}.\n")
+  return (f"\nMachine: {machine['cpu']}, {machine['cpu_count']} CPUs, "
+          f"JAX {machine['jax_version']} ({machine['jax_backend']}, "
+          f"{machine['jax_devices']} devices), Python {machine['python']}, "
+          f"{machine['platform']}.\n")
 
 
 def write_result(result, out_dir, *, json_name, table_name):
   """A trial benchmark's outputs: `result` as JSON and `result['table']` as markdown.
 
-  The markdown ends with `machine_note(result['machine'])` when the result names its
-  machine, so a table copied into the docs says where it was measured.
+  The markdown ends with `machine_note(result['machine'])` (every trial benchmark's
+  result names its machine), so a table copied into the docs says where it was measured.
   """
   write_text(os.path.join(out_dir, json_name), json.dumps(result, indent=2) + '\n')
-  note = machine_note(result['machine']) if result.get('machine') else ''
-  write_text(os.path.join(out_dir, table_name), result['table'] + note)
+  write_text(os.path.join(out_dir, table_name),
+             result['table'] + machine_note(result['machine']))
