@@ -13,6 +13,7 @@
 """
 
 import logging as py_logging
+import re
 import sys
 
 from absl import app
@@ -58,12 +59,44 @@ def _parse_flags(argv):
   except flags.Error as e:
     fail(f'{e}\nSee --help for the flags of this command.')
   except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    # ml_collections' config flags raise these for an unknown field ('Did you
-    # mean ...'), a value of the wrong type, or a config file that fails to load.
+    # ml_collections' config flags raise these for an unknown field (an
+    # AttributeError or KeyError whose text is the quoted field and 'Did you mean
+    # ...'), a value of the wrong type, or a config file that fails to load.
     if _verbose(argv):
       raise
     text = str(e).strip().strip('\'"').replace('\\n', '\n').replace("\\'", "'")
+    if isinstance(e, (AttributeError, KeyError)) and re.fullmatch(r"'\w+'", text.split('\n')[0]):
+      fail(_unknown_field_message(text, argv))
     fail(f'{text}\nRun with --verbose for the traceback.')
+
+
+def _unknown_field_message(text, argv):
+  """Names the override that has an unknown config field, with ml_collections' hint.
+
+  Args:
+    text: the error's text, `'field'` and maybe a line 'Did you mean "x" ...?'.
+    argv: the command line.
+
+  Returns:
+    The error paragraph, e.g. `--config.model.nme=x: config.model has no field 'nme'.
+    Did you mean "name" instead of "nme"?` and where to see every field.
+  """
+  field, _, hint = text.partition('\n')
+  field = field.strip('\'"')
+  for arg in argv[1:]:
+    name = arg.split('=', 1)[0]
+    if not name.startswith('--config.'):
+      continue
+    path = name[len('--'):].split('.')
+    if field in path[1:]:
+      parent = '.'.join(path[:path.index(field, 1)])
+      message = f"{arg}: {parent} has no field '{field}'."
+      break
+  else:
+    message = f"unknown config field '{field}'."
+  hint = f'\n{hint.strip()}' if hint.strip() else ''
+  return (f'{message}{hint}\nEvery field and its default: python -m gan_jax.main '
+          '--config=NAME --print_config (or gan_jax/defaults.py).')
 
 
 def run(main, *, quiet=False):

@@ -44,7 +44,15 @@ def test_unknown_config_name_suggests_close_ones(tmp_path):
 def test_unknown_config_field_says_did_you_mean(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
                                        '--config.train.num_step=3'])
-  assert_short_error(result, 'num_step', 'Did you mean "num_steps"')
+  assert_short_error(result, "--config.train.num_step=3: config.train has no field 'num_step'.",
+                     'Did you mean "num_steps"', '--print_config')
+
+
+def test_an_unknown_config_section_names_the_override(tmp_path):
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
+                                       '--config.modl.ngf=4'])
+  assert_short_error(result, "--config.modl.ngf=4: config has no field 'modl'.",
+                     'Did you mean "model"')
 
 
 def test_a_value_of_the_wrong_type_is_a_short_error(tmp_path):
