@@ -120,7 +120,7 @@ def check_images(images, shape):
   return images.astype(np.float32)
 
 
-def test_accuracy(workdir, *, split='test', step=None, num_examples=None):
+def split_accuracy(workdir, *, split='test', step=None, num_examples=None):
   """Accuracy of the run's discriminator-classifier on a labelled split of its data.
 
   Args:
@@ -130,15 +130,23 @@ def test_accuracy(workdir, *, split='test', step=None, num_examples=None):
     num_examples: the first N of the split's fixed evaluation order (None: all).
 
   Returns:
-    float in [0, 1]: share of the split's examples whose most probable class is
-    their label.
+    {'accuracy': float in [0, 1], the share of the split's examples whose most
+    probable class is their label; 'num_examples': how many were classified;
+    'split'; 'step': the checkpoint's step}.
   """
   config, classify = load_classifier(workdir, step)
   count = np.iinfo(np.int32).max if num_examples is None else num_examples
   images, labels = data_lib.load_eval_data(
       config.data, data_shape=models.data_shape(config.model), split=split,
       num_examples=count, labels=True)
-  return float(np.mean(np.argmax(classify(images), axis=-1) == np.asarray(labels)))
+  correct = np.argmax(classify(images), axis=-1) == np.asarray(labels)
+  return {'accuracy': float(np.mean(correct)), 'num_examples': int(correct.size),
+          'split': split, 'step': int(classify.step)}
+
+
+def test_accuracy(workdir, *, split='test', step=None, num_examples=None):
+  """`split_accuracy(...)['accuracy']`: a float in [0, 1]."""
+  return split_accuracy(workdir, split=split, step=step, num_examples=num_examples)['accuracy']
 
 
 def read_input(path):

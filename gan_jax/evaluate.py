@@ -5,6 +5,8 @@
       --num_samples=50000
   # offline (no download): the digits judge (Frechet distance, confident share)
   python -m gan_jax.evaluate --workdir=runs/dcgan_digits --metrics=proxy --num_samples=1000
+  # a discriminator with class logits (semi-supervised, ACGAN): its test-split accuracy
+  python -m gan_jax.evaluate --workdir=runs/semi_supervised_digits --metrics=accuracy
 
 The checkpoint's EMA generator (newest step unless --step) draws --num_samples
 samples from z ~ N(0, I) (--seed) and is compared with reference features of the
@@ -15,6 +17,11 @@ number of samples), is printed as JSON and written to --output (default
 `<workdir>/eval/step_<step>.json`). Conditional models are sampled with the
 labels cycled over the classes; the class-aware metrics (`intra_fid`, `cas`)
 also record their per-class values under `per_class`.
+
+`accuracy` is not a sample metric: it classifies the labelled --accuracy_split
+(default 'test') with the checkpoint's discriminator (eval mode, the most probable
+of its K class logits), as `gan_jax.classify` does; the record's protocol says
+which split and how many images.
 
 Inception metrics need pytorch-fid's weights file; without it the error message
 says where to download it and where to put it.
@@ -29,22 +36,29 @@ from absl import flags
 import jax
 import ml_collections
 
+from gan_jax import classify
 from gan_jax import cli
+from gan_jax import errors
 from gan_jax import metrics as metrics_lib
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import workdir as workdir_lib
 
+# The discriminator's accuracy as a classifier (runs whose D has class logits).
+ACCURACY = 'accuracy'
+KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
+
 
 def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
-             output=None, cache_dir=None, **evaluator_kwargs):
+             output=None, cache_dir=None, accuracy_split='test', **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
 
   Args:
     workdir: run folder.
     step: checkpoint step (None: newest).
-    metrics: comma list of metric names (see `metrics.METRICS`).
+    metrics: comma list of metric names (`KNOWN_METRICS`: those of
+      `metrics.METRICS`, and 'accuracy').
     num_samples: generated samples (>= 2).
     num_reference: reference examples (None: num_samples).
     reference_split: reference split (None: config.data.split).
@@ -53,34 +67,53 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     batch_size: latents per generator call.
     output: JSON path (None: `<workdir>/eval/step_<step>.json`).
     cache_dir: cache root (None: default).
+    accuracy_split: the labelled split 'accuracy' classifies.
     **evaluator_kwargs: passed to `metrics.make_evaluator`.
 
   Returns:
     The record: {'workdir', 'step', 'results': {name: float}, 'per_class':
-    {metric: [K floats]} (class-aware metrics only), 'protocol': {...}, ...}.
+    {metric: [K floats]} (class-aware metrics only), 'protocol': {...}, ...};
+    'accuracy' is in [0, 1], its split and image count in protocol['accuracy'].
     With several processes every one returns it and process 0 writes it.
   """
-  metrics_lib.parse_metrics(metrics, flag='--metrics')  # fails before anything loads
-  # The evaluator is built before the checkpoint is restored, so that missing
-  # weights or data are reported before any restore work.
+  names = metrics_lib.parse_metrics(metrics, flag='--metrics', known=KNOWN_METRICS)
+  if not names:
+    raise errors.ConfigError(f'--metrics is empty; name one or more of {list(KNOWN_METRICS)}.')
+  sample_metrics = ','.join(name for name in names if name != ACCURACY)
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
-  config.eval.metrics = metrics
-  config.eval.num_samples = int(num_samples)
-  if inception_weights:
-    config.eval.inception_weights = inception_weights
+  if ACCURACY in names:  # fails before anything loads
+    classify.check_classifier(config, workdir)
   start = time.perf_counter()
-  evaluator = metrics_lib.make_evaluator(
-      config, data_shape=models.data_shape(config.model), num_reference=num_reference,
-      reference_split=reference_split, batch_size=batch_size, cache_dir=cache_dir,
-      **evaluator_kwargs)
-  _, generate = sample.load_generator(workdir, step)
-  evaluation = evaluator.run(generate, seed=seed)
-  restored_step = getattr(generate, 'step', step)
+  results, per_class, protocol, restored_step = {}, {}, {}, step
+  if sample_metrics:
+    # The evaluator is built before the checkpoint is restored, so that missing
+    # weights or data are reported before any restore work.
+    config.eval.metrics = sample_metrics
+    config.eval.num_samples = int(num_samples)
+    if inception_weights:
+      config.eval.inception_weights = inception_weights
+    evaluator = metrics_lib.make_evaluator(
+        config, data_shape=models.data_shape(config.model), num_reference=num_reference,
+        reference_split=reference_split, batch_size=batch_size, cache_dir=cache_dir,
+        **evaluator_kwargs)
+    _, generate = sample.load_generator(workdir, step)
+    evaluation = evaluator.run(generate, seed=seed)
+    restored_step = getattr(generate, 'step', step)
+    results.update(evaluation['results'])
+    per_class = evaluation['per_class']
+    protocol.update(evaluator.protocol, seed=seed)
+  protocol['metrics'] = list(names)
+  if ACCURACY in names:
+    accuracy = classify.split_accuracy(workdir, split=accuracy_split, step=restored_step)
+    restored_step = accuracy['step']
+    results[ACCURACY] = accuracy['accuracy']
+    protocol[ACCURACY] = dict(
+        split=accuracy['split'], num_examples=accuracy['num_examples'],
+        classifier="the discriminator in eval mode, argmax of its class logits")
   record = dict(
-      workdir=os.path.abspath(workdir), step=restored_step, generator='EMA',
-      results=evaluation['results'], per_class=evaluation['per_class'],
-      protocol=dict(evaluator.protocol, seed=seed, metrics=list(evaluator.metrics)),
-      seconds=round(time.perf_counter() - start, 2),
+      workdir=os.path.abspath(workdir), step=restored_step,
+      generator='EMA' if sample_metrics else None, results=results, per_class=per_class,
+      protocol=protocol, seconds=round(time.perf_counter() - start, 2),
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       jax=dict(version=jax.__version__, backend=jax.default_backend(),
                devices=jax.device_count()))
@@ -98,7 +131,7 @@ def _define_flags():
   """Command-line flags, defined only when run as a program (so importing is free)."""
   flags.DEFINE_string('workdir', None, 'Run folder (config.json, checkpoints/).', required=True)
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: newest).', lower_bound=0)
-  flags.DEFINE_string('metrics', 'fid', 'Comma list of: ' + ', '.join(metrics_lib.METRICS) + '.')
+  flags.DEFINE_string('metrics', 'fid', 'Comma list of: ' + ', '.join(KNOWN_METRICS) + '.')
   flags.DEFINE_integer('num_samples', 50000, 'Generated samples.', lower_bound=2)
   flags.DEFINE_integer('num_reference', None, 'Reference (real) examples (default: '
                        '--num_samples; fewer if the split is smaller).', lower_bound=2)
@@ -111,6 +144,9 @@ def _define_flags():
   flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
   flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json).')
   flags.DEFINE_string('cache_dir', None, 'Cache folder (default ~/.cache/gan_jax).')
+  flags.DEFINE_string('accuracy_split', 'test',
+                      "Labelled split that --metrics=accuracy classifies (digits: the fixed "
+                      "450-image 'test' split).")
 
 
 def main(argv):
@@ -120,7 +156,8 @@ def main(argv):
   record = evaluate(f.workdir, step=f.step, metrics=f.metrics, num_samples=f.num_samples,
                     num_reference=f.num_reference, reference_split=f.reference_split,
                     inception_weights=f.inception_weights, seed=f.seed,
-                    batch_size=f.batch_size, output=f.output, cache_dir=f.cache_dir)
+                    batch_size=f.batch_size, output=f.output, cache_dir=f.cache_dir,
+                    accuracy_split=f.accuracy_split)
   print(json.dumps(record, indent=2))
 
 

@@ -1,6 +1,7 @@
 """Tests of `python -m gan_jax.classify` (gan_jax/classify.py): input checks, and a
 round trip through a tiny trained semi-supervised run."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from configs import semi_supervised_digits
 from gan_jax import classify
 from gan_jax import data as data_lib
 from gan_jax import errors
+from gan_jax import evaluate
 from gan_jax import train
+from gan_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (8, 8, 1)
@@ -73,3 +76,26 @@ def test_command_line_round_trip_agrees_with_test_accuracy(trained_workdir, tmp_
   np.testing.assert_array_equal(out['labels'], out['probs'].argmax(axis=1))
   accuracy = classify.test_accuracy(trained_workdir)
   assert accuracy == pytest.approx(np.mean(out['labels'] == labels))
+  # `gan_jax.evaluate --metrics=accuracy` reports the same share, beside a sample metric.
+  result = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.evaluate', f'--workdir={trained_workdir}',
+       '--metrics=proxy,accuracy', '--num_samples=100', f'--output={tmp_path / "e.json"}',
+       f'--cache_dir={tmp_path / "cache"}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with open(tmp_path / 'e.json', encoding='utf-8') as f:
+    record = json.load(f)
+  assert record['results']['accuracy'] == pytest.approx(np.mean(out['labels'] == labels))
+  assert 'proxy_fd' in record['results']
+  assert record['protocol']['accuracy']['split'] == 'test'
+  assert record['protocol']['accuracy']['num_examples'] == 450
+  assert record['protocol']['metrics'] == ['proxy', 'accuracy']
+
+
+def test_evaluate_accuracy_needs_class_logits_and_says_so_before_loading(tmp_path):
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(dcgan_digits.get_config('smoke'), workdir)  # no checkpoint
+  with pytest.raises(errors.ConfigError, match='classifier head'):
+    evaluate.evaluate(workdir, metrics='accuracy')
+  with pytest.raises(errors.ConfigError, match='empty'):
+    evaluate.evaluate(workdir, metrics=' , ')

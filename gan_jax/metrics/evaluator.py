@@ -59,20 +59,21 @@ latents = sampling.latents
 generate_samples = sampling.generate_samples
 
 
-def parse_metrics(spec, *, flag='--config.eval.metrics'):
+def parse_metrics(spec, *, flag='--config.eval.metrics', known=METRICS):
   """'fid, kid' -> ('fid', 'kid'), lower-cased, duplicates dropped.
 
   Args:
     spec: comma-separated metric names (None or '' gives ()).
     flag: the flag or config field that passed `spec`, named in the error.
+    known: the accepted names (`gan_jax.evaluate` adds its 'accuracy').
 
   Raises:
     ConfigError: an unknown name; the message lists the known ones.
   """
   names = [m.strip().lower() for m in (spec or '').split(',') if m.strip()]
-  unknown = [m for m in names if m not in METRICS]
+  unknown = [m for m in names if m not in known]
   if unknown:
-    raise errors.ConfigError(f'{flag}: unknown metrics {unknown}; known: {list(METRICS)} '
+    raise errors.ConfigError(f'{flag}: unknown metrics {unknown}; known: {list(known)} '
                              '(e.g. "fid,kid", or "proxy" offline for digits and toy data).')
   return tuple(dict.fromkeys(names))
 
