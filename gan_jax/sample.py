@@ -214,7 +214,10 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
-  output_kind(f.output)  # a bad --output fails before anything loads
+  output_kind(f.output)  # a bad --output or --interpolate fails before anything loads
+  if f.interpolate == 1:
+    raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
+                             'two end points); pass K >= 2, or 0 for plain samples.')
   config, generate = load_generator(f.workdir, f.step, ema=f.ema)
   z, labels, columns = _requested(config, f)
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
