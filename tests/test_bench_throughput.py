@@ -77,3 +77,22 @@ def test_torch_dcgan_param_counts():
   net_g, net_d = throughput_runners.torch_dcgan(100, 64, 64, 3)
   assert sum(p.numel() for p in net_g.parameters()) == 3_576_704
   assert sum(p.numel() for p in net_d.parameters()) == 2_765_568
+
+
+@pytest.mark.parametrize('model,family,classes', [('toy_ring', 'mlp', 0),
+                                                  ('cgan_digits', 'dcgan', 10)])
+def test_model_flag_times_any_config(model, family, classes):
+  report = throughput.run_benchmark(throughput.Settings(
+      model=model, batch=8, rounds=1, round_seconds=0.05, torch=False))
+  config = presets.model_config(model, batch=8)
+  assert (config.model.name, config.model.num_classes) == (family, classes)
+  (row,) = report['rows']
+  assert row['framework'] == 'gan_jax' and row['batch'] == 8 and row['it_per_s'] > 0
+  assert report['benchmark'].startswith(f'{model}_')
+
+
+def test_zoo_model_names_load_their_config_files():
+  assert presets.model_config('sagan', batch=4).model.name == 'sagan'
+  assert presets.model_config('resnet', batch=4, width=8).model.ngf == 8
+  with pytest.raises(errors.ConfigError, match="'nope' is not one of the benchmark models"):
+    throughput.Settings(model='nope')

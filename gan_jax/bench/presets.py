@@ -2,8 +2,11 @@
 
   dcgan      DCGAN 64x64 RGB as the PyTorch DCGAN example (`jax_config`; the default)
   resnet     SNGAN-32: `configs/sngan_cifar10.py` (torch_mimicry's CIFAR-10 SNGAN)
+  sagan      SAGAN-32: `configs/sagan_cifar10.py` (StudioGAN's CIFAR-10 SAGAN)
   biggan     BigGAN-32: `configs/biggan_cifar10.py` (StudioGAN's CIFAR-10 BigGAN)
   biggan128  BigGAN-128: `configs/biggan_imagenet128.py` (StudioGAN's ImageNet BigGAN)
+  CONFIG     any other config name or file (`gan_jax.main --list_configs`), e.g.
+             `cgan_pd_cifar10`, `toy_ring` (the MLP family), `semi_supervised_digits`
 
 Used by the throughput benchmark (`throughput_runners.JaxRunner`), the memory
 benchmark and the device check. A variant 'DTYPE[/KERNELS]' picks the compute
@@ -21,7 +24,7 @@ CHANNELS = 3
 Z_DIM = 100
 
 JAX_DTYPES = ('float32', 'bfloat16')
-MODELS = ('dcgan', 'resnet', 'biggan', 'biggan128')
+MODELS = ('dcgan', 'resnet', 'sagan', 'biggan', 'biggan128')
 
 
 def parse_jax_variant(variant):
@@ -42,14 +45,18 @@ def parse_jax_variant(variant):
 
 # The zoo models are the shipped configs' networks and training settings, so a
 # benchmark times exactly what `python -m gan_jax.main --config=NAME` trains.
-ZOO_CONFIGS = {'resnet': 'sngan_cifar10', 'biggan': 'biggan_cifar10',
+ZOO_CONFIGS = {'resnet': 'sngan_cifar10', 'sagan': 'sagan_cifar10', 'biggan': 'biggan_cifar10',
                'biggan128': 'biggan_imagenet128'}
 
 
-def _zoo_config(model, variant):
-  """SNGAN-32 / BigGAN-32 / BigGAN-128: the config file of ZOO_CONFIGS, in `variant`."""
+def _config_model(model, variant):
+  """A config file's networks and training (ZOO_CONFIGS, or a config name), in `variant`."""
   dtype, kernels = parse_jax_variant(variant)
-  config = config_files.load(ZOO_CONFIGS[model])
+  try:
+    config = config_files.load(ZOO_CONFIGS.get(model, model))
+  except KeyError as e:
+    raise errors.ConfigError(f'{model!r} is not one of the benchmark models {list(MODELS)}, '
+                             f'and {str(e).strip(chr(34) + chr(39))}') from None
   config.parallel.cpu_conv_kernels = kernels
   config.model.dtype = dtype
   return config
@@ -59,7 +66,7 @@ def model_config(model, *, batch, variant='float32', width=0):
   """The config a benchmark times for `model` (see the module docstring).
 
   Args:
-    model: 'dcgan', 'resnet', 'biggan' or 'biggan128' (MODELS).
+    model: one of MODELS, or a config name / file whose model and training are timed.
     batch: global batch size (of each D update).
     variant: 'DTYPE[/KERNELS]' (see `parse_jax_variant`).
     width: > 0 sets ngf = ndf = width; 0 keeps the reference widths (DCGAN: 64).
@@ -67,11 +74,9 @@ def model_config(model, *, batch, variant='float32', width=0):
   Raises:
     ConfigError: for an unknown model or variant.
   """
-  if model not in MODELS:
-    raise errors.ConfigError(f'unknown benchmark model {model!r}; known: {list(MODELS)}.')
   if model == 'dcgan':
     return jax_config(width or 64, batch, variant)
-  config = _zoo_config(model, variant)
+  config = _config_model(model, variant)
   config.train.batch_size = batch
   if width:
     config.model.update(dict(ngf=width, ndf=width))

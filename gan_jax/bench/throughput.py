@@ -30,8 +30,9 @@ and the share of wall time spent waiting for input. The ratio to
 torch eager is the median over rounds of the per-round ratio (paired, so it is
 robust to load changes between rounds).
 
-`--model=resnet` (SNGAN-32) or `--model=biggan` (BigGAN-32, CIFAR-10 settings; see
-`presets`) times that model's training step instead, gan_jax only (the PyTorch
+`--model=resnet` (SNGAN-32), `sagan` (SAGAN-32) or `biggan` (BigGAN-32, CIFAR-10
+settings), or any config name (`--model=cgan_pd_cifar10`, `toy_ring` for the MLPs;
+see `presets`) times that model's training step instead, gan_jax only (the PyTorch
 baseline exists for DCGAN alone), at its reference widths unless `--widths` is
 given (then ngf = ndf = width). One iteration is one train step: n_critic D updates
 and one G update (SNGAN-32 and BigGAN-32: n_critic 5); images/s = it/s * batch.
@@ -64,8 +65,6 @@ from gan_jax.bench import worker_process
 TORCH_VARIANTS = ('eager', 'channels_last')
 
 
-# --model choices: the benchmark models with a training step worth timing here.
-MODELS = ('dcgan', 'resnet', 'biggan')
 DCGAN_WIDTHS = (16, 32, 64)
 
 
@@ -91,8 +90,11 @@ class Settings:
   xla_flags: str = ''
 
   def __post_init__(self):
-    if self.model not in MODELS:
-      raise errors.ConfigError(f'--model: unknown {self.model!r}; use one of {list(MODELS)}.')
+    if self.model != 'dcgan':
+      try:
+        presets.model_config(self.model, batch=self.batch)
+      except errors.ConfigError as e:
+        raise errors.ConfigError(f'--model: {e}') from None
     for variant in self.jax_variants:
       presets.parse_jax_variant(variant)
     for variant in self.torch_variants:
@@ -278,9 +280,10 @@ def format_profile(profile):
 
 
 def _define_flags():
-  flags.DEFINE_enum('model', 'dcgan', MODELS,
-                    'Model to time: dcgan (64 px, vs PyTorch), resnet (SNGAN-32) or biggan '
-                    '(BigGAN-32); see gan_jax/bench/presets.py.')
+  flags.DEFINE_string('model', 'dcgan',
+                      'Model to time: dcgan (64 px, vs PyTorch), resnet (SNGAN-32), sagan '
+                      '(SAGAN-32), biggan (BigGAN-32), or a config name; see '
+                      'gan_jax/bench/presets.py.')
   flags.DEFINE_list('widths', '', 'ngf = ndf of each timed model (default: dcgan 16,32,64; '
                     'the other models their reference widths).')
   flags.DEFINE_integer('batch', 64, 'Batch size.', lower_bound=1)
