@@ -24,7 +24,8 @@ def parse_arg(arg, **known):
     A ConfigDict with every key of `known`; a bare word `w` sets `w=True`.
 
   Raises:
-    ValueError: for a key that is not in `known` (listing the known ones).
+    ValueError: for a key that is not in `known` (listing the known ones), or a
+      value that is not of its default's type.
   """
   result = ml_collections.ConfigDict(dict(known))
   for item in (arg or '').split(','):
@@ -43,7 +44,11 @@ def parse_arg(arg, **known):
     elif default is None:
       result[key] = value
     else:
-      result[key] = type(default)(value)
+      try:
+        result[key] = type(default)(value)
+      except ValueError:
+        raise ValueError(f'config variant {key}={value!r}: {key} takes a value like '
+                         f'{key}={default} ({type(default).__name__})') from None
   return result
 
 

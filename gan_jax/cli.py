@@ -13,6 +13,7 @@
 """
 
 import logging as py_logging
+import os
 import re
 import sys
 
@@ -57,6 +58,8 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
+    if _CONFIG_FILE_ERROR in str(e) and not _verbose(argv):
+      fail(_config_file_message(str(e), argv))
     fail(f'{e}\nSee --help for the flags of this command.')
   except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
     # ml_collections' config flags raise these for an unknown field (an
@@ -68,6 +71,32 @@ def _parse_flags(argv):
     if isinstance(e, (AttributeError, KeyError)) and re.fullmatch(r"'\w+'", text.split('\n')[0]):
       fail(_unknown_field_message(text, argv))
     fail(f'{text}\nRun with --verbose for the traceback.')
+
+
+# ml_collections' flag error when a config file's get_config raises: its text
+# holds the whole traceback, of which the user needs the last line.
+_CONFIG_FILE_ERROR = 'Error whilst parsing config file'
+
+
+def _config_file_message(text, argv):
+  """'--config=NAME:ARG: <the error get_config raised>' without its traceback.
+
+  Args:
+    text: the flag error's text (a traceback ending in 'SomeError: message').
+    argv: the command line.
+
+  Returns:
+    The error paragraph.
+  """
+  from gan_jax import config_files  # pylint: disable=g-import-not-at-top (it imports cli)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  message = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1])
+  flag = next((arg for arg in argv[1:] if arg.startswith('--config=')), '--config')
+  # `gan_jax.main` resolved a shipped config's name to its file: show the name again.
+  shipped = str(config_files.configs_dir()) + os.sep
+  if flag.startswith('--config=' + shipped):
+    flag = '--config=' + flag[len('--config=' + shipped):].replace('.py', '', 1)
+  return f'{flag}: {message}\nRun with --verbose for the traceback.'
 
 
 def _unknown_field_message(text, argv):

@@ -55,6 +55,15 @@ def test_an_unknown_config_section_names_the_override(tmp_path):
                      'Did you mean "model"')
 
 
+@pytest.mark.parametrize('config,fragment', [
+    ('dcgan_digits:nope', "--config=dcgan_digits:nope: unknown config variant 'nope'"),
+    ('biggan_cifar10:data=0.1', "data='0.1': data takes a value like data=100"),
+])
+def test_a_bad_config_variant_is_a_short_error(tmp_path, config, fragment):
+  result = run_module('gan_jax.main', [f'--config={config}', f'--workdir={tmp_path}'])
+  assert_short_error(result, fragment)
+
+
 def test_a_value_of_the_wrong_type_is_a_short_error(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
                                        '--config.train.num_steps=abc'])
