@@ -117,3 +117,26 @@ def test_bn_axis_name_synchronises_statistics(overrides):
   np.testing.assert_allclose(logits_2.reshape(logits.shape), logits, atol=1e-4, rtol=1e-4)
   for stats, stats_2 in ((g_stats, g_stats_2), (d_stats, d_stats_2)):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(b[0], a, atol=1e-5), stats, stats_2)
+
+
+@pytest.mark.parametrize('name,field,value', [
+    ('resnet', 'minibatch_discrimination', 8), ('sagan', 'minibatch_discrimination', 8),
+    ('biggan', 'minibatch_discrimination', 8), ('mlp', 'minibatch_discrimination', 8),
+    ('resnet', 'pack', 2), ('sagan', 'minibatch_std', True), ('resnet', 'd_input_noise', 0.1),
+])
+def test_d_switches_a_family_does_not_implement_are_refused(name, field, value):
+  model_config = defaults.get_config().model
+  model_config.name = name
+  model_config[field] = value
+  with pytest.raises(errors.ConfigError, match=f'model.{field}.*would ignore it'):
+    models.build(model_config)
+
+
+def test_d_switches_are_accepted_by_the_families_that_implement_them():
+  for name, field, value in (('dcgan', 'minibatch_discrimination', 8), ('mlp', 'pack', 2),
+                             ('mlp', 'minibatch_std', True), ('image_mlp', 'd_input_noise', 0.1)):
+    model_config = defaults.get_config().model
+    model_config.name = name
+    model_config.d_norm = 'none'  # one every family here accepts
+    model_config[field] = value
+    models.build(model_config)

@@ -54,9 +54,18 @@ _FAMILIES = {
 }
 
 
-# D's Gaussian noise (Salimans et al. 2016), implemented by these families.
+# D's Gaussian noise (Salimans et al. 2016).
 _NOISE_FIELDS = ('d_input_noise', 'd_hidden_noise')
-_NOISY_FAMILIES = (dcgan, image_mlp)
+# D switches, when each is on, and the families whose discriminators implement
+# it: every other family refuses it rather than silently training without it.
+_D_SWITCHES = (
+    ('d_input_noise / model.d_hidden_noise', '0',
+     lambda m: has_discriminator_noise(m), (dcgan, image_mlp)),
+    ('pack', '1', lambda m: m.get('pack', 1) != 1, (dcgan, mlp)),
+    ('minibatch_std', 'False', lambda m: bool(m.get('minibatch_std', False)), (dcgan, mlp)),
+    ('minibatch_discrimination', '0', lambda m: bool(m.get('minibatch_discrimination', 0)),
+     (dcgan,)),
+)
 
 
 def names():
@@ -101,10 +110,12 @@ def build(model_config, *, bn_axis_name=None, remat=False):
     if model_config.get(name, 0.0) < 0:
       raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '
                                f'got {model_config[name]}.')
-  if has_discriminator_noise(model_config) and family not in _NOISY_FAMILIES:
-    raise errors.ConfigError(
-        'model.d_input_noise / model.d_hidden_noise are implemented for the dcgan and '
-        f'image_mlp discriminators only; set them to 0 for model.name={model_config.name!r}.')
+  for field, off, is_on, families in _D_SWITCHES:
+    if is_on(model_config) and family not in families:
+      implemented = ' and '.join(sorted(n for n, f in _FAMILIES.items() if f in families))
+      raise errors.ConfigError(
+          f'model.{field} is implemented for the {implemented} discriminators only; '
+          f'model.name={model_config.name!r} would ignore it: set it to {off}.')
   return family.build(model_config, bn_axis_name=bn_axis_name, remat=remat)
 
 
