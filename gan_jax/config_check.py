@@ -60,6 +60,12 @@ def validate(config):
                              f'known: {list(parallel.MODES)}.')
   models.build(config.model)
   models.check_loss(config.model, config.loss)
+  shape = models.data_shape(config.model)
+  if config.augment.policy and len(shape) != 3:
+    raise errors.ConfigError(
+        f'config.augment.policy={config.augment.policy!r} augments images (H, W, C); '
+        f'model.name={config.model.name!r} trains on points of shape {shape}. Set '
+        "augment.policy='' (and the bCR weights to 0).")
   data_sources.get(config.data.source)
   class_metrics.check_config(metrics.parse_metrics(config.eval.metrics),
                              source=config.data.source, num_classes=config.model.num_classes)

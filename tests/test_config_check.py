@@ -3,6 +3,7 @@
 import pytest
 
 from configs import semi_supervised_digits
+from gan_jax import config_files
 from gan_jax import config_check
 from gan_jax import errors
 from tests.helpers import tiny_config
@@ -78,3 +79,11 @@ def test_ema_decay_outside_the_unit_interval_is_rejected():
 def test_bad_augment_settings_name_the_field(field, value, message):
   with pytest.raises(errors.ConfigError, match=message):
     config_check.validate(tiny_config(**{field: value}))
+
+
+def test_augmenting_two_dimensional_points_is_refused():
+  config = config_files.load('toy_ring:smoke')
+  config_check.validate(config)
+  config.augment.policy = 'translation'
+  with pytest.raises(errors.ConfigError, match=r"augment.policy='translation' augments images"):
+    config_check.validate(config)
