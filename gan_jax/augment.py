@@ -282,10 +282,11 @@ def check_config(augment_config):
   """Checks `config.augment` (policy, fill, ratios) before anything is built.
 
   Raises:
-    ConfigError: an unknown op name (see `parse_policy`), a fill that is not a
-      finite number, or a ratio outside [0, 1].
+    ConfigError: an unknown op name in policy or bcr_policy (see `parse_policy`),
+      a fill that is not a finite number, or a ratio outside [0, 1].
   """
   parse_policy(augment_config.policy)
+  parse_policy(augment_config.bcr_policy)
   if not math.isfinite(augment_config.fill):
     raise ConfigError('config.augment.fill must be a finite number (0: grey, -1: black), '
                       f'got {augment_config.fill!r}.')

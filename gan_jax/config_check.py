@@ -49,10 +49,12 @@ def validate(config):
         'train.reuse_fake=False or train.n_critic=1.')
   losses.check_loss_config(config.loss)
   augment.check_config(config.augment)
-  if (config.loss.bcr_real_weight or config.loss.bcr_fake_weight) and not config.augment.policy:
+  if ((config.loss.bcr_real_weight or config.loss.bcr_fake_weight)
+      and not (config.augment.bcr_policy or config.augment.policy)):
     raise errors.ConfigError(
-        'config.loss.bcr_real_weight / bcr_fake_weight compare D on two augmentations of '
-        "the same images: set config.augment.policy (e.g. 'translation').")
+        'config.loss.bcr_real_weight / bcr_fake_weight compare D on images and on their '
+        "augmentations: set config.augment.bcr_policy (e.g. 'translation'; bCR alone) or "
+        'config.augment.policy (DiffAugment, whose ops bCR then also uses).')
   optim.make_optimizers(config)
   parallel.cpu_compiler_options(config.parallel.cpu_conv_kernels)
   if config.parallel.mode not in parallel.MODES:

@@ -64,7 +64,7 @@ def get_config():
   l.entropy_weight = 0.0            # semi-supervised D: mean entropy of its K-class softmax on the real batch (entropy minimisation; 0 = off)
   l.feature_matching_weight = 0.0   # G: ||mean D features(real) - mean D features(fake)||^2 (Salimans et al. 2016; 0 = off)
   l.ortho_weight = 0.0              # BigGAN orthogonal regularisation of G's weights (0 = off; BigGAN: 1e-4)
-  l.bcr_real_weight = 0.0           # bCR: ||D(A(x)) - D(A'(x))||^2 on reals, two augmentations of config.augment.policy (0 = off)
+  l.bcr_real_weight = 0.0           # bCR: ||D(x) - D(T(x))||^2 on the reals D's loss sees, T = augment.bcr_policy (0 = off)
   l.bcr_fake_weight = 0.0           # bCR on generated images (0 = off)
 
   # ---- optimisers ------------------------------------------------------------
@@ -120,6 +120,7 @@ def get_config():
   a.fill = 0.0                      # value translation / cutout write where they remove content (0: the reference's; -1: black)
   a.translation_ratio = 0.125       # largest 'translation' shift, a fraction of each side (the reference's 1/8)
   a.cutout_ratio = 0.5              # side of the 'cutout' square, a fraction of each side (the reference's 1/2)
+  a.bcr_policy = ''                 # bCR's augmentation T, applied on top of `policy` ('' = the same ops as `policy`)
 
   # ---- parallelism -------------------------------------------------------------
   config.parallel = p = ml_collections.ConfigDict()

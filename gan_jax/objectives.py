@@ -6,7 +6,7 @@ D's objective, for a real batch x (labels y) and a fake batch G(z) (labels y'):
   + aux_weight * [CE(D_cls(A(x)), y) + CE(D_cls(A(G(z))), y')]   (ACGAN)
   + aux_weight * CE(D_cls(A(x)), y) over labelled x               (semi-supervised)
   + entropy_weight * mean entropy of softmax(D_cls(A(x))) over all x  (semi-supervised)
-  + bcr_real_weight * ||D(A(x)) - D(A'(x))||^2 + bcr_fake_weight * (same for G(z))
+  + bcr_real_weight * ||D(A(x)) - D(T(A(x)))||^2 + bcr_fake_weight * (same for G(z))
   + gp_weight * GP + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
 
 G's objective, through the fakes:
@@ -18,7 +18,10 @@ G's objective, through the fakes:
   averaging + ortho_weight / 2 * orthogonal regularisation.
 
 A is DiffAugment with `augment.policy` (the identity when ''), each application
-with its own key; D_cls are the class logits and f the features D sows. D adds its
+with its own key; T, bCR's augmentation, is DiffAugment with `augment.bcr_policy`
+(default: the ops of `augment.policy`) applied on top of A, as in the DiffAugment
+authors' CR code, so without DiffAugment the bCR term is the paper's
+||D(x) - D(T(x))||^2. D_cls are the class logits and f the features D sows. D adds its
 Gaussian noise (`model.d_input_noise` / `d_hidden_noise`, off by default) in every
 call but the penalties'.
 """
@@ -64,19 +67,20 @@ def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False,
   return logits, extras, updates.get('batch_stats', batch_stats)
 
 
-def _augment(setup, x, key):
+def _augment(setup, x, key, policy=None):
   """DiffAugment of this device's rows with per-example keys of the global batch.
 
   Every example's augmentation comes from its own key, split from `key` for the
   whole global batch and sliced like the noise, so it does not depend on how
-  the batch is split over devices.
+  the batch is split over devices. `policy` defaults to `augment.policy`.
   """
-  if not setup.augment_policy:
+  policy = setup.augment_policy if policy is None else policy
+  if not policy:
     return x
   devices = jax.lax.psum(1, setup.axis_name)
   keys = parallel.global_slice(jax.random.split(key, x.shape[0] * devices), setup.axis_name)
   one = lambda example, k: augment.augment(
-      example[None], k, setup.augment_policy, fill=setup.augment_fill,
+      example[None], k, policy, fill=setup.augment_fill,
       translation_ratio=setup.augment_translation_ratio,
       cutout_ratio=setup.augment_cutout_ratio)[0]
   return jax.vmap(one)(x, keys)
@@ -91,8 +95,9 @@ def _mean_sigmoid(logits):
 
 
 def _consistency(setup, d_params, bs, x, logits, labels, key):
-  """bCR: D on a second augmentation of `x` against D on the first (`logits`)."""
-  other, _, bs = run_discriminator(setup, d_params, bs, _augment(setup, x, key), labels, key=key)
+  """bCR: D on T(x) against D on `x` (`logits`), x the images D's loss saw."""
+  augmented = _augment(setup, x, key, policy=setup.bcr_policy)
+  other, _, bs = run_discriminator(setup, d_params, bs, augmented, labels, key=key)
   return augment.consistency_loss(logits.astype(jnp.float32), other.astype(jnp.float32)), bs
 
 
@@ -137,10 +142,12 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
       aux['d_class_entropy'] = losses.class_entropy(logits=real_x['class_logits'])
       loss = loss + setup.entropy_weight * aux['d_class_entropy']
   if setup.bcr_real_weight:
-    aux['bcr_real'], bs = _consistency(setup, d_params, bs, real, real_logits, real_labels, keys[2])
+    aux['bcr_real'], bs = _consistency(setup, d_params, bs, real_in, real_logits, real_labels,
+                                       keys[2])
     loss = loss + setup.bcr_real_weight * aux['bcr_real']
   if setup.bcr_fake_weight:
-    aux['bcr_fake'], bs = _consistency(setup, d_params, bs, fake, fake_logits, fake_labels, keys[3])
+    aux['bcr_fake'], bs = _consistency(setup, d_params, bs, fake_in, fake_logits, fake_labels,
+                                       keys[3])
     loss = loss + setup.bcr_fake_weight * aux['bcr_fake']
   loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
                              loss, aux)

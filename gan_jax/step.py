@@ -43,6 +43,7 @@ class StepSetup:
   g_conditional: bool     # G takes labels (fakes get uniformly drawn labels)
   d_cond: str             # 'none', 'projection', 'acgan' or 'semi_supervised'
   augment_policy: str
+  bcr_policy: str         # bCR's T, on top of augment_policy (the config's, or augment_policy)
   augment_fill: float
   augment_translation_ratio: float
   augment_cutout_ratio: float
@@ -307,6 +308,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       axis_name=axis_name, z_dim=m.z_dim, num_classes=m.num_classes,
       g_conditional=bool(m.num_classes) and m.d_cond != 'semi_supervised',
       d_cond=m.d_cond if m.num_classes else 'none', augment_policy=config.augment.policy,
+      bcr_policy=config.augment.bcr_policy or config.augment.policy,
       augment_fill=float(config.augment.fill),
       augment_translation_ratio=float(config.augment.translation_ratio),
       augment_cutout_ratio=float(config.augment.cutout_ratio),

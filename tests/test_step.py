@@ -276,6 +276,45 @@ def test_augmented_step_with_consistency_on_eight_devices_equals_one_device():
   assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
 
 
+def _one_step_metrics(**overrides):
+  config = tiny_config(**overrides)
+  state = state_lib.create_state(config, jax.random.key(0))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  return run_steps(config, dp, state, [random_batch(config, seed=0)], jax.random.key(3))
+
+
+def test_bcr_alone_compares_d_on_the_images_and_on_their_augmentation():
+  bcr = {'augment.bcr_policy': 'translation', 'loss.bcr_real_weight': 10.0,
+         'loss.bcr_fake_weight': 10.0}
+  _, metrics = _one_step_metrics(**bcr)  # no DiffAugment on D's loss: the paper's bCR
+  assert metrics['bcr_real'] > 0 and metrics['bcr_fake'] > 0
+  # A translation of at most 0 pixels is the identity: D(x) and D(T(x)) agree.
+  _, metrics = _one_step_metrics(**bcr, **{'augment.translation_ratio': 0.0})
+  assert metrics['bcr_real'] == pytest.approx(0.0, abs=1e-10)
+  assert metrics['bcr_fake'] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_bcr_weights_scale_their_terms_in_d_loss():
+  base = {'augment.policy': 'translation,cutout'}
+  _, without = _one_step_metrics(**base)
+  _, weighted = _one_step_metrics(**base, **{'loss.bcr_real_weight': 10.0,
+                                             'loss.bcr_fake_weight': 3.0})
+  # The adversarial terms are computed before bCR's extra D calls, so they agree.
+  np.testing.assert_allclose(
+      weighted['d_loss'] - without['d_loss'],
+      10.0 * weighted['bcr_real'] + 3.0 * weighted['bcr_fake'], rtol=1e-4)
+
+
+def test_the_generator_update_sees_augmented_fakes():
+  # D does not move (learning rate 0), so G's update differs only through what D
+  # sees of G's fakes in the G update.
+  frozen_d = {'optim.d.learning_rate': 0.0}
+  plain, _ = _one_step_metrics(**frozen_d)
+  augmented, _ = _one_step_metrics(**frozen_d, **{'augment.policy': 'translation'})
+  assert max_rel_diff(augmented.d_params, plain.d_params) == 0.0
+  assert max_rel_diff(augmented.g_params, plain.g_params) > 1e-5
+
+
 def test_augmentation_changes_what_d_sees():
   dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
   plain = tiny_config()
