@@ -47,10 +47,20 @@ def test_smoke_variant_trains(tmp_path, name):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   spec = name + (',smoke' if ':' in name else ':smoke')
   config = config_files.load(spec)
+  config.train.checkpoint_every = config.train.num_steps - 1  # and the last step
   workdir = str(tmp_path / 'run')
   with tfds.testing.mock_data(num_examples=24):
     state = train.train_and_evaluate(config, workdir)
   assert int(jax.device_get(state.step)) == config.train.num_steps
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.g_params)))
+  # The last train step changed every parameter array of G and D (from the
+  # checkpoint one step before it).
+  _, before, step = workdir_lib.restore_state(workdir, config.train.num_steps - 1)
+  assert step == config.train.num_steps - 1
+  for params in ('g_params', 'd_params'):
+    earlier = jax.tree.leaves(getattr(before, params))
+    last = jax.tree.leaves(jax.device_get(getattr(state, params)))
+    unchanged = [i for i, (a, b) in enumerate(zip(earlier, last)) if np.array_equal(a, b)]
+    assert len(earlier) == len(last) and not unchanged, (params, unchanged)
   if config.model.num_classes:
     assert os.path.exists(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE))

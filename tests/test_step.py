@@ -242,8 +242,9 @@ def test_conditional_step_on_eight_devices_equals_one_device(d_cond):
     np.testing.assert_allclose(m8['d_class'], m1['d_class'], rtol=1e-5)
 
 
-def test_conditional_step_is_traced_once():
-  config = _conditional_config('projection')
+@pytest.mark.parametrize('d_cond', ['projection', 'acgan'])
+def test_conditional_step_is_traced_once(d_cond):
+  config = _conditional_config(d_cond)
   traces, _ = run_counting_traces(config, state_lib.create_state(config, jax.random.key(0)),
                                   steps=3)
   assert traces == 1
