@@ -189,10 +189,19 @@ def _define_flags():
                        lower_bound=0)
 
 
+def _parse_labels(values):
+  """--labels as a list of ints, or a ConfigError."""
+  try:
+    return [int(c) for c in values]
+  except ValueError:
+    raise errors.ConfigError(f'--labels must be class indices such as 3 or 0,2,5, got '
+                             f'{",".join(values)!r}.') from None
+
+
 def _requested(config, f):
   """(z, labels, columns) the flags ask for."""
   num_classes = config.model.num_classes
-  classes = [int(c) for c in f.labels]
+  classes = _parse_labels(f.labels)
   if classes and not num_classes:
     raise errors.ConfigError('--labels needs a class-conditional run (model.num_classes > 0).')
   if f.interpolate:
@@ -214,7 +223,8 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
-  output_kind(f.output)  # a bad --output or --interpolate fails before anything loads
+  output_kind(f.output)  # a bad --output, --labels or --interpolate fails before anything loads
+  _parse_labels(f.labels)
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')
