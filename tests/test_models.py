@@ -122,7 +122,7 @@ def test_bn_axis_name_synchronises_statistics(overrides):
 @pytest.mark.parametrize('name,field,value', [
     ('resnet', 'minibatch_discrimination', 8), ('sagan', 'minibatch_discrimination', 8),
     ('biggan', 'minibatch_discrimination', 8), ('mlp', 'minibatch_discrimination', 8),
-    ('resnet', 'pack', 2), ('sagan', 'minibatch_std', True), ('resnet', 'd_input_noise', 0.1),
+    ('sagan', 'pack', 2), ('sagan', 'minibatch_std', True), ('resnet', 'd_input_noise', 0.1),
 ])
 def test_d_switches_a_family_does_not_implement_are_refused(name, field, value):
   model_config = defaults.get_config().model
@@ -134,6 +134,7 @@ def test_d_switches_a_family_does_not_implement_are_refused(name, field, value):
 
 def test_d_switches_are_accepted_by_the_families_that_implement_them():
   for name, field, value in (('dcgan', 'minibatch_discrimination', 8), ('mlp', 'pack', 2),
+                             ('resnet', 'pack', 2), ('resnet', 'minibatch_std', True),
                              ('mlp', 'minibatch_std', True), ('image_mlp', 'd_input_noise', 0.1)):
     model_config = defaults.get_config().model
     model_config.name = name

@@ -302,8 +302,19 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
   assert images.dtype == jnp.float32 and logits.dtype == jnp.float32
   # The convolutions themselves run in bfloat16.
   jaxpr = jax.make_jaxpr(lambda v, x: discriminator.apply(v, x, train=False))(d_vars, images)
-  convs = [e for e in jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
+  convs = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == 'conv_general_dilated']
   assert convs and all(e.outvars[0].aval.dtype == jnp.bfloat16 for e in convs)
+
+
+def _equations(jaxpr):
+  """Every equation of a jaxpr, including those inside calls (e.g. the custom-VJP
+  convolutions of `layers.cpu_same_conv`)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      inner = getattr(value, 'jaxpr', value)
+      if hasattr(inner, 'eqns'):
+        yield from _equations(inner)
 
 
 @pytest.mark.slow

@@ -61,8 +61,9 @@ _NOISE_FIELDS = ('d_input_noise', 'd_hidden_noise')
 _D_SWITCHES = (
     ('d_input_noise / model.d_hidden_noise', '0',
      lambda m: has_discriminator_noise(m), (dcgan, image_mlp)),
-    ('pack', '1', lambda m: m.get('pack', 1) != 1, (dcgan, mlp)),
-    ('minibatch_std', 'False', lambda m: bool(m.get('minibatch_std', False)), (dcgan, mlp)),
+    ('pack', '1', lambda m: m.get('pack', 1) != 1, (dcgan, mlp, resnet)),
+    ('minibatch_std', 'False', lambda m: bool(m.get('minibatch_std', False)),
+     (dcgan, mlp, resnet)),
     ('minibatch_discrimination', '0', lambda m: bool(m.get('minibatch_discrimination', 0)),
      (dcgan,)),
 )

@@ -49,7 +49,8 @@ def sn_conv(x, features, kernel_size, *, train, use_bias, dtype, name):
     f[B, H, W, Cout] in `dtype`.
   """
   conv = compute.Conv(features, (kernel_size, kernel_size), padding=kernel_size // 2,
-                      use_bias=use_bias, kernel_init=orthogonal_init, dtype=dtype,
+                      conv_general_dilated=layers.cpu_same_conv, use_bias=use_bias,
+                      kernel_init=orthogonal_init, dtype=dtype,
                       param_dtype=jnp.float32, name=name)
   return layers.spectral_normalized(conv, x, train=train)
 

@@ -93,7 +93,7 @@ def torch_conv(features, kernel_size, *, in_features, gain=1.0, dtype=jnp.float3
   """
   return compute.Conv(
       features, (kernel_size, kernel_size), padding=kernel_size // 2,
-      kernel_init=xavier_uniform(gain),
+      conv_general_dilated=cpu_same_conv, kernel_init=xavier_uniform(gain),
       bias_init=uniform_init(1.0 / math.sqrt(in_features * kernel_size ** 2)),
       dtype=dtype, param_dtype=jnp.float32, name=name)
 
@@ -260,6 +260,93 @@ def _fast_conv_transpose_bwd(residuals, dy):
 
 
 _fast_conv_transpose.defvjp(_fast_conv_transpose_fwd, _fast_conv_transpose_bwd)
+
+
+def _same_padding(kernel_shape):
+  return tuple((k // 2, k // 2) for k in kernel_shape[:2])
+
+
+def _same_conv(x, kernel):
+  """Stride-1 'same' convolution of an odd k x k kernel (padding k // 2)."""
+  return lax.conv_general_dilated(x, kernel, (1, 1), _same_padding(kernel.shape),
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _same_conv_weight_grad(x, dy, kernel_shape):
+  """Gradient of `sum(_same_conv(x, w) * dy)` w.r.t. w, as one matrix product.
+
+  The k x k shifted copies of the padded input are stacked along the channels
+  (im2col), so the filter gradient is patches^T @ dy over the B x H x W positions:
+  one large GEMM instead of XLA:CPU's filter-gradient convolution with an H x W
+  window, which runs tens of times slower.
+
+  Args:
+    x: f[B, H, W, Cin].
+    dy: f[B, H, W, Cout].
+    kernel_shape: (k, k, Cin, Cout), k odd.
+
+  Returns:
+    f32[k, k, Cin, Cout] (float32 accumulation whatever the operands' dtype).
+  """
+  kh, kw = kernel_shape[:2]
+  h, w = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0),) + _same_padding(kernel_shape) + ((0, 0),))
+  patches = jnp.concatenate([padded[:, a:a + h, b:b + w, :]
+                             for a in range(kh) for b in range(kw)], axis=-1)
+  grad = lax.dot_general(patches, dy, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                         preferred_element_type=jnp.float32)
+  return grad.reshape(kernel_shape)
+
+
+@jax.custom_vjp
+def _same_conv_gemm_wgrad(x, kernel):
+  return _same_conv(x, kernel)
+
+
+def _same_conv_gemm_wgrad_fwd(x, kernel):
+  return _same_conv(x, kernel), (x, kernel)
+
+
+def _same_conv_gemm_wgrad_bwd(residuals, dy):
+  x, kernel = residuals
+  # The adjoint of a 'same' convolution is the 'same' convolution with the kernel
+  # flipped in space and its channel axes swapped: a forward convolution again,
+  # which XLA:CPU runs much faster than its own (reversed-kernel) input gradient.
+  dx = _same_conv_gemm_wgrad(dy, _swap_io(kernel[::-1, ::-1]))
+  dw = _same_conv_weight_grad(x, dy, kernel.shape).astype(kernel.dtype)
+  return dx, dw
+
+
+_same_conv_gemm_wgrad.defvjp(_same_conv_gemm_wgrad_fwd, _same_conv_gemm_wgrad_bwd)
+
+
+def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
+                  rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                  precision=None):
+  """`lax.conv_general_dilated` whose stride-1 'same' convolutions train fast on CPU.
+
+  For the convolutions of the ResNet families (NHWC, odd k x k kernel, stride 1,
+  padding k // 2, no dilation or groups) on the CPU backend, the filter gradient
+  is one matrix product (`_same_conv_weight_grad`) and the input gradient the
+  forward convolution with the flipped, channel-swapped kernel; the results equal
+  XLA's own gradients up to float rounding. The VJP is differentiable again (gradient penalties, R1); forward mode
+  (`jax.jvp`) is not available on that path. Anything else, and every other
+  backend (whose convolution libraries have fast filter gradients), is
+  `lax.conv_general_dilated` itself. Pass as `nn.Conv(conv_general_dilated=...)`.
+  """
+  plain = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+               dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+               precision=precision)
+  kh, kw = rhs.shape[:2]
+  same = (jax.default_backend() == 'cpu' and lhs.ndim == 4 and kh == kw and kh % 2 == 1
+          and tuple(window_strides) == (1, 1) and feature_group_count == 1
+          and precision is None and all(d in (None, (1, 1)) for d in (lhs_dilation, rhs_dilation))
+          and tuple(map(tuple, padding)) == ((kh // 2, kh // 2),) * 2
+          and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape,
+                                                              _DIMENSION_NUMBERS))
+  if not same:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **plain)
+  return _same_conv_gemm_wgrad(lhs, rhs)
 
 
 def conv_transpose_4x4_s2(x, kernel):
