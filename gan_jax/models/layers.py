@@ -15,6 +15,9 @@ much slower kernels:
 where wgrad is XLA's filter gradient of the strided convolution. The VJPs are
 differentiable again (gradient penalties); forward mode (`jax.jvp`) is not available.
 
+The stride-1 'same' convolutions of the ResNet families go through `cpu_same_conv`,
+which on the CPU backend computes their filter gradient as one matrix product.
+
 Kernel orientation (both layers) follows PyTorch: `kernel[a, b, c, o]` multiplies
 input channel `c` into output channel `o` at kernel tap `(a, b)`, i.e. it equals
 `torch_weight.permute(2, 3, 1, 0)` for `nn.Conv2d` (weight `[out, in, kh, kw]`) and
@@ -329,10 +332,12 @@ def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   padding k // 2, no dilation or groups) on the CPU backend, the filter gradient
   is one matrix product (`_same_conv_weight_grad`) and the input gradient the
   forward convolution with the flipped, channel-swapped kernel; the results equal
-  XLA's own gradients up to float rounding. The VJP is differentiable again (gradient penalties, R1); forward mode
-  (`jax.jvp`) is not available on that path. Anything else, and every other
-  backend (whose convolution libraries have fast filter gradients), is
-  `lax.conv_general_dilated` itself. Pass as `nn.Conv(conv_general_dilated=...)`.
+  XLA's own gradients up to float rounding. The VJP is differentiable again
+  (gradient penalties, R1); forward mode (`jax.jvp`) is not available on that
+  path. Anything else, and every other backend (whose convolution libraries have
+  fast filter gradients), is `lax.conv_general_dilated` itself. Pass as
+  `nn.Conv(conv_general_dilated=...)`; docs/performance.md has the speed-ups (and
+  SAGAN-32's slowdown).
   """
   plain = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
                dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
