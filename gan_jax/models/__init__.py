@@ -113,7 +113,8 @@ def build(model_config, *, bn_axis_name=None, remat=False):
                                f'got {model_config[name]}.')
   for field, off, is_on, families in _D_SWITCHES:
     if is_on(model_config) and family not in families:
-      implemented = ', '.join(sorted(n for n, f in _FAMILIES.items() if f in families))
+      names = sorted(n for n, f in _FAMILIES.items() if f in families)
+      implemented = ' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)
       raise errors.ConfigError(
           f'model.{field} is implemented for the {implemented} discriminators only; '
           f'model.name={model_config.name!r} would ignore it: set it to {off}.')
