@@ -58,6 +58,7 @@ __all__ = [
     'OPS',
     'parse_policy',
     'check_config',
+    'consistency_policy',
     'augment',
     'color',
     'translation',
@@ -276,6 +277,11 @@ def parse_policy(policy):
           f'config.augment.policy {policy!r} has {what}; known: {known}. '
           'Use comma-separated names from these, or "" for no augmentation.')
   return names
+
+
+def consistency_policy(augment_config):
+  """bCR's augmentation T: `config.augment.bcr_policy`, or '' for the ops of `policy`."""
+  return augment_config.bcr_policy or augment_config.policy
 
 
 def check_config(augment_config):

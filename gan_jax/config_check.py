@@ -50,7 +50,7 @@ def validate(config):
   losses.check_loss_config(config.loss)
   augment.check_config(config.augment)
   if ((config.loss.bcr_real_weight or config.loss.bcr_fake_weight)
-      and not (config.augment.bcr_policy or config.augment.policy)):
+      and not augment.consistency_policy(config.augment)):
     raise errors.ConfigError(
         'config.loss.bcr_real_weight / bcr_fake_weight compare D on images and on their '
         "augmentations: set config.augment.bcr_policy (e.g. 'translation'; bCR alone) or "

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gan_jax import augment
 from gan_jax import models
 from gan_jax import objectives
 from gan_jax import optim
@@ -308,7 +309,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       axis_name=axis_name, z_dim=m.z_dim, num_classes=m.num_classes,
       g_conditional=bool(m.num_classes) and m.d_cond != 'semi_supervised',
       d_cond=m.d_cond if m.num_classes else 'none', augment_policy=config.augment.policy,
-      bcr_policy=config.augment.bcr_policy or config.augment.policy,
+      bcr_policy=augment.consistency_policy(config.augment),
       augment_fill=float(config.augment.fill),
       augment_translation_ratio=float(config.augment.translation_ratio),
       augment_cutout_ratio=float(config.augment.cutout_ratio),
