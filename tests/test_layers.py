@@ -222,6 +222,37 @@ def test_cpu_same_conv_leaves_other_convolutions_to_xla():
                                          dimension_numbers=dn), (x,), (x,))
 
 
+@pytest.mark.parametrize('layer', ['same_3x3', 'conv_4x4_s2', 'conv_transpose_4x4_s2'])
+def test_gradients_inside_a_scan_compile_to_canonical_convolutions(layer):
+  # XLA:CPU runs a convolution with its Eigen kernels only in the canonical form
+  # (batch-spatial-feature input, spatial-in-out kernel). It rewrites other forms,
+  # e.g. its own filter gradients, in straight-line code but not inside a while
+  # loop, where they run tens of times slower: the n_critic D updates are a
+  # `lax.scan`. The layers must emit the canonical form themselves.
+  if jax.default_backend() != 'cpu':
+    pytest.skip('a property of the XLA:CPU compiler')
+  x = jnp.ones((2, 8, 8, 4))
+  conv, w, y_shape = {
+      'same_3x3': (_same(layers.cpu_same_conv, 3), jnp.ones((3, 3, 4, 5)), (2, 8, 8, 5)),
+      'conv_4x4_s2': (layers.conv_4x4_s2, jnp.ones((4, 4, 4, 5)), (2, 4, 4, 5)),
+      'conv_transpose_4x4_s2': (layers.conv_transpose_4x4_s2, jnp.ones((4, 4, 4, 5)),
+                                (2, 16, 16, 5)),
+  }[layer]
+  g = jnp.ones(y_shape)
+
+  def d_updates(x, w):
+    def body(w, _):
+      dx, dw = jax.grad(lambda x, w: jnp.sum(jnp.tanh(conv(x, w)) * g), argnums=(0, 1))(x, w)
+      return w - 0.1 * dw - 0.1 * jnp.mean(dx), None
+    return lax.scan(body, w, None, length=3)[0]
+
+  hlo = jax.jit(d_updates).lower(x, w).compile().as_text()
+  labels = [line.split('dim_labels=')[1].split(',')[0]
+            for line in hlo.splitlines() if ' convolution(' in line]
+  assert len(labels) >= 3, hlo   # forward, input gradient, filter gradient
+  assert set(labels) == {'b01f_01io->b01f'}, labels
+
+
 def test_depth_to_space_layout():
   x = np.arange(2 * 3 * 4 * 8, dtype=np.float32).reshape(2, 3, 4, 8)
   out = np.asarray(layers.depth_to_space(jnp.asarray(x)))

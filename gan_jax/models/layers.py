@@ -16,7 +16,7 @@ where wgrad is XLA's filter gradient of the strided convolution. The VJPs are
 differentiable again (gradient penalties); forward mode (`jax.jvp`) is not available.
 
 The stride-1 'same' convolutions of the ResNet families go through `cpu_same_conv`,
-which on the CPU backend computes their filter gradient as one matrix product.
+whose gradients on the CPU backend stay fast inside the n_critic loop.
 
 Kernel orientation (both layers) follows PyTorch: `kernel[a, b, c, o]` multiplies
 input channel `c` into output channel `o` at kernel tap `(a, b)`, i.e. it equals
@@ -24,6 +24,7 @@ input channel `c` into output channel `o` at kernel tap `(a, b)`, i.e. it equals
 `torch_weight.permute(2, 3, 0, 1)` for `nn.ConvTranspose2d` (weight `[in, out, kh, kw]`).
 """
 
+import functools
 import math
 from typing import Any
 
@@ -214,8 +215,14 @@ def _subpixel_conv_transpose(x, kernel):
   return y[:, 1:-1, 1:-1, :]
 
 
+@jax.custom_vjp
 def _weight_grad(x, dy):
-  """Gradient of `sum(_strided_conv(x, w) * dy)` with respect to w (XLA's filter gradient).
+  """Gradient of `sum(_strided_conv(x, w) * dy)` with respect to w.
+
+  Computed as the convolution of the padded x with dy as a 2-dilated window,
+  batch and channel roles swapped, written in the form XLA:CPU's Eigen kernels
+  take (see `_same_conv_weight_grad`: XLA's own filter gradient is slow inside
+  the n_critic loop).
 
   Args:
     x: f[B, H, W, Cin], H and W even.
@@ -224,9 +231,25 @@ def _weight_grad(x, dy):
   Returns:
     f[4, 4, Cin, Cout]: `sum over n, i, j of pad1(x)[n, 2i+a, 2j+b, c] * dy[n, i, j, o]`.
   """
-  kernel = jax.ShapeDtypeStruct((4, 4, x.shape[-1], dy.shape[-1]), x.dtype)
-  (grad,) = jax.linear_transpose(lambda k: _strided_conv(x, k), kernel)(dy)
-  return grad
+  grad = lax.conv_general_dilated(
+      x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1), ((1, 1), (1, 1)),
+      rhs_dilation=(2, 2), dimension_numbers=_DIMENSION_NUMBERS)   # [Cin, 4, 4, Cout]
+  return grad.transpose(1, 2, 0, 3)
+
+
+def _weight_grad_fwd(x, dy):
+  return _weight_grad(x, dy), (x, dy)
+
+
+def _weight_grad_bwd(residuals, g):
+  # The filter gradient is bilinear in (x, dy): its adjoints are the strided
+  # convolution's input gradient and forward pass with kernel g. Differentiating
+  # it by XLA's rules (gradient penalties) would bring back the slow forms.
+  x, dy = residuals
+  return _fast_conv_transpose(dy, _swap_io(g)), _fast_conv(x, g)
+
+
+_weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)
 
 
 @jax.custom_vjp
@@ -235,7 +258,10 @@ def _fast_conv(x, kernel):
 
 
 def _fast_conv_fwd(x, kernel):
-  return _strided_conv(x, kernel), (x, kernel)
+  # The primal through the custom function itself: a second derivative
+  # (gradient penalties) then differentiates it by these VJPs too, not by XLA's
+  # convolution rules, whose forms are slow in the n_critic loop.
+  return _fast_conv(x, kernel), (x, kernel)
 
 
 def _fast_conv_bwd(residuals, dy):
@@ -252,7 +278,7 @@ def _fast_conv_transpose(x, kernel):
 
 
 def _fast_conv_transpose_fwd(x, kernel):
-  return _subpixel_conv_transpose(x, kernel), (x, kernel)
+  return _fast_conv_transpose(x, kernel), (x, kernel)   # see _fast_conv_fwd
 
 
 def _fast_conv_transpose_bwd(residuals, dy):
@@ -275,13 +301,17 @@ def _same_conv(x, kernel):
                                   dimension_numbers=_DIMENSION_NUMBERS)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _same_conv_weight_grad(x, dy, kernel_shape):
-  """Gradient of `sum(_same_conv(x, w) * dy)` w.r.t. w, as one matrix product.
+  """Gradient of `sum(_same_conv(x, w) * dy)` w.r.t. w, as a convolution in XLA's canonical form.
 
-  The k x k shifted copies of the padded input are stacked along the channels
-  (im2col), so the filter gradient is patches^T @ dy over the B x H x W positions:
-  one large GEMM instead of XLA:CPU's filter-gradient convolution with an H x W
-  window, which runs tens of times slower.
+  The filter gradient is a convolution of x with dy as its (H x W) window, batch
+  and channel roles swapped. Written with that swap made explicit (x as
+  [Cin, H, W, B], dy as an [H, W, B, Cout] kernel), it has the dimension labels
+  XLA:CPU's Eigen kernels take. XLA's own filter gradient has other labels, which
+  XLA:CPU rewrites into these in straight-line code but not inside a while loop
+  (the `lax.scan` over the n_critic D updates), where it falls back to a naive
+  loop nest that runs tens of times slower.
 
   Args:
     x: f[B, H, W, Cin].
@@ -289,38 +319,52 @@ def _same_conv_weight_grad(x, dy, kernel_shape):
     kernel_shape: (k, k, Cin, Cout), k odd.
 
   Returns:
-    f32[k, k, Cin, Cout] (float32 accumulation whatever the operands' dtype).
+    f[k, k, Cin, Cout] in x's dtype.
   """
-  kh, kw = kernel_shape[:2]
-  h, w = x.shape[1:3]
-  padded = jnp.pad(x, ((0, 0),) + _same_padding(kernel_shape) + ((0, 0),))
-  patches = jnp.concatenate([padded[:, a:a + h, b:b + w, :]
-                             for a in range(kh) for b in range(kw)], axis=-1)
-  grad = lax.dot_general(patches, dy, (((0, 1, 2), (0, 1, 2)), ((), ())),
-                         preferred_element_type=jnp.float32)
-  return grad.reshape(kernel_shape)
+  grad = lax.conv_general_dilated(
+      x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1),
+      _same_padding(kernel_shape), dimension_numbers=_DIMENSION_NUMBERS)  # [Cin, k, k, Cout]
+  return grad.transpose(1, 2, 0, 3)
+
+
+def _same_conv_weight_grad_fwd(x, dy, kernel_shape):
+  return _same_conv_weight_grad(x, dy, kernel_shape), (x, dy)
+
+
+def _same_conv_weight_grad_bwd(kernel_shape, residuals, g):
+  # Bilinear in (x, dy): the adjoints are the 'same' convolution's input gradient
+  # and forward pass with kernel g (gradient penalties differentiate through here).
+  del kernel_shape
+  x, dy = residuals
+  g = g.astype(x.dtype)
+  return (_same_conv_canonical_grads(dy, _swap_io(g[::-1, ::-1])),
+          _same_conv_canonical_grads(x, g))
+
+
+_same_conv_weight_grad.defvjp(_same_conv_weight_grad_fwd, _same_conv_weight_grad_bwd)
 
 
 @jax.custom_vjp
-def _same_conv_gemm_wgrad(x, kernel):
+def _same_conv_canonical_grads(x, kernel):
   return _same_conv(x, kernel)
 
 
-def _same_conv_gemm_wgrad_fwd(x, kernel):
-  return _same_conv(x, kernel), (x, kernel)
+def _same_conv_canonical_grads_fwd(x, kernel):
+  return _same_conv_canonical_grads(x, kernel), (x, kernel)   # see _fast_conv_fwd
 
 
-def _same_conv_gemm_wgrad_bwd(residuals, dy):
+def _same_conv_canonical_grads_bwd(residuals, dy):
   x, kernel = residuals
   # The adjoint of a 'same' convolution is the 'same' convolution with the kernel
   # flipped in space and its channel axes swapped: a forward convolution again,
-  # which XLA:CPU runs much faster than its own (reversed-kernel) input gradient.
-  dx = _same_conv_gemm_wgrad(dy, _swap_io(kernel[::-1, ::-1]))
+  # in the canonical form (XLA's own input gradient, inside a loop, is not).
+  dx = _same_conv_canonical_grads(dy, _swap_io(kernel[::-1, ::-1]))
   dw = _same_conv_weight_grad(x, dy, kernel.shape).astype(kernel.dtype)
   return dx, dw
 
 
-_same_conv_gemm_wgrad.defvjp(_same_conv_gemm_wgrad_fwd, _same_conv_gemm_wgrad_bwd)
+_same_conv_canonical_grads.defvjp(_same_conv_canonical_grads_fwd,
+                                  _same_conv_canonical_grads_bwd)
 
 
 def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
@@ -329,15 +373,17 @@ def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   """`lax.conv_general_dilated` whose stride-1 'same' convolutions train fast on CPU.
 
   For the convolutions of the ResNet families (NHWC, odd k x k kernel, stride 1,
-  padding k // 2, no dilation or groups) on the CPU backend, the filter gradient
-  is one matrix product (`_same_conv_weight_grad`) and the input gradient the
-  forward convolution with the flipped, channel-swapped kernel; the results equal
-  XLA's own gradients up to float rounding. The VJP is differentiable again
-  (gradient penalties, R1); forward mode (`jax.jvp`) is not available on that
-  path. Anything else, and every other backend (whose convolution libraries have
-  fast filter gradients), is `lax.conv_general_dilated` itself. Pass as
-  `nn.Conv(conv_general_dilated=...)`; docs/performance.md has the speed-ups (and
-  SAGAN-32's slowdown).
+  padding k // 2, no dilation or groups) on the CPU backend, both gradients are
+  written as convolutions in the form XLA:CPU's Eigen kernels take: the input
+  gradient as the forward convolution with the flipped, channel-swapped kernel,
+  the filter gradient as `_same_conv_weight_grad`. XLA's own gradients are the
+  same convolutions with other dimension labels, which XLA:CPU does not rewrite
+  inside a while loop (the n_critic D updates run in a `lax.scan`), where they run
+  tens of times slower. The results equal XLA's own gradients. The VJP is
+  differentiable again (gradient penalties, R1); forward mode (`jax.jvp`) is not
+  available on that path. Anything else, and every other backend, is
+  `lax.conv_general_dilated` itself. Pass as `nn.Conv(conv_general_dilated=...)`;
+  docs/performance.md has the speed-ups.
   """
   plain = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
                dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
@@ -351,7 +397,7 @@ def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                                                               _DIMENSION_NUMBERS))
   if not same:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **plain)
-  return _same_conv_gemm_wgrad(lhs, rhs)
+  return _same_conv_canonical_grads(lhs, rhs)
 
 
 def conv_transpose_4x4_s2(x, kernel):
