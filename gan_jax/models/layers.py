@@ -12,11 +12,15 @@ much slower kernels:
   conv_4x4_s2(x, w)    forward: strided conv   dx: conv_transpose(dy, w^T)   dw: wgrad
   conv_transpose(x, w) forward: sub-pixel conv dx: conv_4x4_s2(dy, w^T)      dw: wgrad^T
 
-where wgrad is XLA's filter gradient of the strided convolution. The VJPs are
-differentiable again (gradient penalties); forward mode (`jax.jvp`) is not available.
+where wgrad is the strided convolution's filter gradient, itself such an op with the
+other two as its adjoints (`_bilinear_with_adjoints`). All of them are convolutions
+in the form XLA:CPU's Eigen kernels take, which XLA's own gradients are not: inside
+the n_critic loop (a while loop) XLA:CPU leaves those forms to a naive loop nest.
+The VJPs are differentiable again (gradient penalties); forward mode (`jax.jvp`) is
+not available.
 
 The stride-1 'same' convolutions of the ResNet families go through `cpu_same_conv`,
-whose gradients on the CPU backend stay fast inside the n_critic loop.
+built the same way on the CPU backend.
 
 Kernel orientation (both layers) follows PyTorch: `kernel[a, b, c, o]` multiplies
 input channel `c` into output channel `o` at kernel tap `(a, b)`, i.e. it equals
@@ -215,14 +219,26 @@ def _subpixel_conv_transpose(x, kernel):
   return y[:, 1:-1, 1:-1, :]
 
 
-@jax.custom_vjp
-def _weight_grad(x, dy):
+def _bilinear_with_adjoints(primal, adjoints):
+  """`primal(a, b)`, linear in each argument, differentiated by `adjoints(a, b, g) -> (da, db)`.
+
+  Every convolution below is such an op whose adjoints are again fast ops of this
+  kind, all in the form XLA:CPU's Eigen kernels take. The VJP's forward pass calls
+  the op itself, so a second derivative (gradient penalties) goes through the
+  adjoints too, never through XLA's own convolution rules: their forms run tens of
+  times slower inside a while loop (the n_critic `lax.scan`), where XLA:CPU does not
+  rewrite them into the canonical one.
+  """
+  op = jax.custom_vjp(primal)
+  op.defvjp(lambda a, b: (op(a, b), (a, b)), lambda residuals, g: adjoints(*residuals, g))
+  return op
+
+
+def _strided_conv_weight_grad(x, dy):
   """Gradient of `sum(_strided_conv(x, w) * dy)` with respect to w.
 
-  Computed as the convolution of the padded x with dy as a 2-dilated window,
-  batch and channel roles swapped, written in the form XLA:CPU's Eigen kernels
-  take (see `_same_conv_weight_grad`: XLA's own filter gradient is slow inside
-  the n_critic loop).
+  The convolution of the padded x with dy as a 2-dilated window, batch and channel
+  roles swapped, written in the canonical form (XLA's own filter gradient is not).
 
   Args:
     x: f[B, H, W, Cin], H and W even.
@@ -237,58 +253,18 @@ def _weight_grad(x, dy):
   return grad.transpose(1, 2, 0, 3)
 
 
-def _weight_grad_fwd(x, dy):
-  return _weight_grad(x, dy), (x, dy)
-
-
-def _weight_grad_bwd(residuals, g):
-  # The filter gradient is bilinear in (x, dy): its adjoints are the strided
-  # convolution's input gradient and forward pass with kernel g. Differentiating
-  # it by XLA's rules (gradient penalties) would bring back the slow forms.
-  x, dy = residuals
-  return _fast_conv_transpose(dy, _swap_io(g)), _fast_conv(x, g)
-
-
-_weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)
-
-
-@jax.custom_vjp
-def _fast_conv(x, kernel):
-  return _strided_conv(x, kernel)
-
-
-def _fast_conv_fwd(x, kernel):
-  # The primal through the custom function itself: a second derivative
-  # (gradient penalties) then differentiates it by these VJPs too, not by XLA's
-  # convolution rules, whose forms are slow in the n_critic loop.
-  return _fast_conv(x, kernel), (x, kernel)
-
-
-def _fast_conv_bwd(residuals, dy):
-  x, kernel = residuals
-  return _fast_conv_transpose(dy, _swap_io(kernel)), _weight_grad(x, dy)
-
-
-_fast_conv.defvjp(_fast_conv_fwd, _fast_conv_bwd)
-
-
-@jax.custom_vjp
-def _fast_conv_transpose(x, kernel):
-  return _subpixel_conv_transpose(x, kernel)
-
-
-def _fast_conv_transpose_fwd(x, kernel):
-  return _fast_conv_transpose(x, kernel), (x, kernel)   # see _fast_conv_fwd
-
-
-def _fast_conv_transpose_bwd(residuals, dy):
-  x, kernel = residuals
-  # The transposed convolution is the adjoint of the strided one, so its weight
-  # gradient is the strided convolution's with the roles of input and output swapped.
-  return _fast_conv(dy, _swap_io(kernel)), _swap_io(_weight_grad(dy, x))
-
-
-_fast_conv_transpose.defvjp(_fast_conv_transpose_fwd, _fast_conv_transpose_bwd)
+# The strided convolution, its adjoint (the transposed convolution) and its filter
+# gradient: each one's adjoints are the other two (the transposed convolution's
+# filter gradient is the strided one's with input and output swapped).
+_fast_conv = _bilinear_with_adjoints(
+    _strided_conv,
+    lambda x, kernel, dy: (_fast_conv_transpose(dy, _swap_io(kernel)), _weight_grad(x, dy)))
+_fast_conv_transpose = _bilinear_with_adjoints(
+    _subpixel_conv_transpose,
+    lambda x, kernel, dy: (_fast_conv(dy, _swap_io(kernel)), _swap_io(_weight_grad(dy, x))))
+_weight_grad = _bilinear_with_adjoints(
+    _strided_conv_weight_grad,
+    lambda x, dy, g: (_fast_conv_transpose(dy, _swap_io(g)), _fast_conv(x, g)))
 
 
 def _same_padding(kernel_shape):
@@ -301,70 +277,38 @@ def _same_conv(x, kernel):
                                   dimension_numbers=_DIMENSION_NUMBERS)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _same_conv_weight_grad(x, dy, kernel_shape):
-  """Gradient of `sum(_same_conv(x, w) * dy)` w.r.t. w, as a convolution in XLA's canonical form.
-
-  The filter gradient is a convolution of x with dy as its (H x W) window, batch
-  and channel roles swapped. Written with that swap made explicit (x as
-  [Cin, H, W, B], dy as an [H, W, B, Cout] kernel), it has the dimension labels
-  XLA:CPU's Eigen kernels take. XLA's own filter gradient has other labels, which
-  XLA:CPU rewrites into these in straight-line code but not inside a while loop
-  (the `lax.scan` over the n_critic D updates), where it falls back to a naive
-  loop nest that runs tens of times slower.
-
-  Args:
-    x: f[B, H, W, Cin].
-    dy: f[B, H, W, Cout].
-    kernel_shape: (k, k, Cin, Cout), k odd.
-
-  Returns:
-    f[k, k, Cin, Cout] in x's dtype.
-  """
-  grad = lax.conv_general_dilated(
-      x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1),
-      _same_padding(kernel_shape), dimension_numbers=_DIMENSION_NUMBERS)  # [Cin, k, k, Cout]
-  return grad.transpose(1, 2, 0, 3)
-
-
-def _same_conv_weight_grad_fwd(x, dy, kernel_shape):
-  return _same_conv_weight_grad(x, dy, kernel_shape), (x, dy)
-
-
-def _same_conv_weight_grad_bwd(kernel_shape, residuals, g):
-  # Bilinear in (x, dy): the adjoints are the 'same' convolution's input gradient
-  # and forward pass with kernel g (gradient penalties differentiate through here).
-  del kernel_shape
-  x, dy = residuals
-  g = g.astype(x.dtype)
-  return (_same_conv_canonical_grads(dy, _swap_io(g[::-1, ::-1])),
-          _same_conv_canonical_grads(x, g))
-
-
-_same_conv_weight_grad.defvjp(_same_conv_weight_grad_fwd, _same_conv_weight_grad_bwd)
-
-
-@jax.custom_vjp
-def _same_conv_canonical_grads(x, kernel):
-  return _same_conv(x, kernel)
-
-
-def _same_conv_canonical_grads_fwd(x, kernel):
-  return _same_conv_canonical_grads(x, kernel), (x, kernel)   # see _fast_conv_fwd
-
-
-def _same_conv_canonical_grads_bwd(residuals, dy):
-  x, kernel = residuals
+def _same_conv_adjoints(x, kernel, dy):
   # The adjoint of a 'same' convolution is the 'same' convolution with the kernel
-  # flipped in space and its channel axes swapped: a forward convolution again,
-  # in the canonical form (XLA's own input gradient, inside a loop, is not).
-  dx = _same_conv_canonical_grads(dy, _swap_io(kernel[::-1, ::-1]))
-  dw = _same_conv_weight_grad(x, dy, kernel.shape).astype(kernel.dtype)
+  # flipped in space and its channel axes swapped: a forward convolution again.
+  dx = _fast_same_conv(dy, _swap_io(kernel[::-1, ::-1]))
+  dw = _same_conv_weight_grad(kernel.shape[0])(x, dy).astype(kernel.dtype)
   return dx, dw
 
 
-_same_conv_canonical_grads.defvjp(_same_conv_canonical_grads_fwd,
-                                  _same_conv_canonical_grads_bwd)
+_fast_same_conv = _bilinear_with_adjoints(_same_conv, _same_conv_adjoints)
+
+
+@functools.cache
+def _same_conv_weight_grad(k):
+  """The filter gradient of the k x k 'same' convolution, as a fast bilinear op of (x, dy).
+
+  `(x: f[B, H, W, Cin], dy: f[B, H, W, Cout]) -> f[k, k, Cin, Cout]` (x's dtype): the
+  convolution of x with dy as its (H x W) window, batch and channel roles swapped,
+  written in the canonical form (x as [Cin, H, W, B], dy as an [H, W, B, Cout]
+  kernel). XLA's own filter gradient has other dimension labels. Its adjoints are
+  the 'same' convolution's input gradient and forward pass with kernel g.
+  """
+  def weight_grad(x, dy):
+    grad = lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1),
+        _same_padding((k, k)), dimension_numbers=_DIMENSION_NUMBERS)   # [Cin, k, k, Cout]
+    return grad.transpose(1, 2, 0, 3)
+
+  def adjoints(x, dy, g):
+    g = g.astype(x.dtype)
+    return _fast_same_conv(dy, _swap_io(g[::-1, ::-1])), _fast_same_conv(x, g)
+
+  return _bilinear_with_adjoints(weight_grad, adjoints)
 
 
 def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
@@ -397,7 +341,7 @@ def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
                                                               _DIMENSION_NUMBERS))
   if not same:
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **plain)
-  return _same_conv_canonical_grads(lhs, rhs)
+  return _fast_same_conv(lhs, rhs)
 
 
 def conv_transpose_4x4_s2(x, kernel):
