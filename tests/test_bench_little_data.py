@@ -3,17 +3,26 @@
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from configs import dcgan_digits
+from gan_jax import data
 from gan_jax import errors
+from gan_jax import models
+from gan_jax import sample
+from gan_jax import workdir as workdir_lib
 from gan_jax.bench import little_data as bench
+from gan_jax.bench import memorisation
 from gan_jax.bench import overrides
+from gan_jax.data import digits
 
 
-def _trial(seed, fd, confident, kl, seconds=10.0):
+def _trial(seed, fd, confident, kl, seconds=10.0, seen_vs_unseen=0.9, unseen_vs_fake=0.4):
   return {'seed': seed, 'step': 6, 'train_seconds': seconds, 'proxy_fd': fd,
-          'proxy_confident': confident, 'proxy_coverage_kl': kl}
+          'proxy_confident': confident, 'proxy_coverage_kl': kl,
+          'd_seen_vs_unseen': seen_vs_unseen, 'd_unseen_vs_fake': unseen_vs_fake}
 
 
 def test_summarize_reports_mean_std_and_the_worst_seed_of_each_metric():
@@ -72,7 +81,7 @@ def test_few_variants_differ_only_in_the_augmentation():
 
 def test_harness_reports_the_worse_seed_as_the_worst(tmp_path, monkeypatch):
   # Seed 1 is the worse one on every metric; the trials are faked (no training).
-  fake = {0: (2.0, 0.8, 0.01), 1: (5.0, 0.4, 0.3)}
+  fake = {0: (2.0, 0.8, 0.01, 10.0, 0.7, 0.6), 1: (5.0, 0.4, 0.3, 10.0, 0.95, 0.3)}
   monkeypatch.setattr(bench, 'run_trial', lambda config, *, seed, workdir, num_samples: _trial(
       seed, *fake[seed]))
   result = bench.run_benchmark(['dcgan_digits:few'], fractions=(0.1,), trials=2,
@@ -84,6 +93,10 @@ def test_harness_reports_the_worse_seed_as_the_worst(tmp_path, monkeypatch):
   assert row['summary']['proxy_fd']['worst_seed'] == 1
   assert row['summary']['proxy_fd']['worst'] == 5.0
   assert row['summary']['proxy_confident']['worst'] == 0.4
+  # More memorisation is worse: the higher seen-vs-unseen AUC, the lower unseen-vs-fake.
+  assert row['summary']['d_seen_vs_unseen']['worst'] == 0.95
+  assert row['summary']['d_unseen_vs_fake']['worst'] == 0.3
+  assert row['summary']['d_unseen_vs_fake']['worst_seed'] == 1
   table = (tmp_path / 'little_data.md').read_text()
   assert table.startswith(saved['table'])  # then the line naming the machine
   assert table[len(saved['table']):].strip().startswith(f"Machine: {saved['machine']['cpu']}, ")
@@ -96,7 +109,7 @@ def test_smoke_run_trains_scores_and_writes_outputs(tmp_path, monkeypatch):
   result = bench.run_benchmark(['dcgan_digits:few,smoke', 'dcgan_digits:few,noaug,smoke'],
                                fractions=(0.1,), trials=1, first_seed=3,
                                out_dir=str(tmp_path / 'out'), num_samples=50,
-                               log=lambda line: None)
+                               keep_workdirs=True, log=lambda line: None)
   saved = json.loads((tmp_path / 'out' / 'little_data.json').read_text())
   assert set(saved) >= {'benchmark', 'protocol', 'command', 'machine', 'rows', 'table',
                         'fd_change'}
@@ -108,9 +121,49 @@ def test_smoke_run_trains_scores_and_writes_outputs(tmp_path, monkeypatch):
     (trial,) = row['trials']
     assert trial['seed'] == 3 and trial['step'] == row['num_steps']
     assert trial['proxy_fd'] >= 0 and 0 <= trial['proxy_confident'] <= 1
+    assert 0 <= trial['d_seen_vs_unseen'] <= 1 and 0 <= trial['d_unseen_vs_fake'] <= 1
   assert saved['fd_change'] == {'0': pytest.approx(
       aug['summary']['proxy_fd']['mean'] / plain['summary']['proxy_fd']['mean'] - 1)}
   assert '`dcgan_digits:few,smoke`' in result['table']
+  # The un-augmented run's memorisation statistics, recomputed from its D directly.
+  workdir = next((tmp_path / 'out' / 'workdirs').glob('*noaug*')) / 'seed_3'
+  config, state, _ = workdir_lib.restore_state(str(workdir))
+  _, discriminator = models.build(config.model)
+  variables = {'params': state.d_params, 'batch_stats': state.d_batch_stats}
+  d = lambda x: np.asarray(discriminator.apply(variables, x, train=False)).reshape(-1)
+  (seen, _), (unseen, _) = bench.memorisation_sets(config)
+  _, generate = sample.load_generator(str(workdir), ema=False)
+  fakes = generate(np.asarray(jax.random.normal(jax.random.key(3), (1000, config.model.z_dim))))
+  pairs = lambda a, b: np.mean((a[:, None] > b[None]) + 0.5 * (a[:, None] == b[None]))
+  assert plain['trials'][0]['d_seen_vs_unseen'] == pytest.approx(pairs(d(seen), d(unseen)),
+                                                                 abs=1e-3)
+  assert plain['trials'][0]['d_unseen_vs_fake'] == pytest.approx(pairs(d(unseen), d(fakes)),
+                                                                 abs=1e-3)
+  # D is scored on its own training inputs: averaging over augmentations changes the
+  # scores of the augmented run and cannot change those of the un-augmented one.
+  aug_workdir = next(p for p in (tmp_path / 'out' / 'workdirs').glob('*') if 'noaug' not in p.name)
+  _, one_draw = memorisation.load_scorer(str(aug_workdir / 'seed_3'), draws=1)
+  _, eight_draws = memorisation.load_scorer(str(aug_workdir / 'seed_3'), draws=8)
+  assert np.abs(one_draw(unseen) - eight_draws(unseen)).max() > 1e-4
+  _, plain_scores = memorisation.load_scorer(str(workdir), draws=8)
+  np.testing.assert_allclose(plain_scores(unseen), d(unseen), rtol=1e-5, atol=1e-6)
+
+
+def test_memorisation_sets_are_the_digits_the_pipeline_trains_on_and_the_test_split():
+  config = dcgan_digits.get_config('few')
+  config.seed = 7
+  (seen, seen_labels), (unseen, unseen_labels) = bench.memorisation_sets(config)
+  assert seen.shape == (dcgan_digits.FEW_EXAMPLES, 8, 8, 1) and unseen.shape == (450, 8, 8, 1)
+  counts = np.bincount(seen_labels, minlength=10)
+  assert counts.sum() == 134 and counts.min() >= 13 and counts.max() <= 14  # class-balanced
+  np.testing.assert_array_equal(unseen, digits.digits_images('test', size=(8, 8)))
+  np.testing.assert_array_equal(unseen_labels, data.digits_split('test')[1])
+  # One epoch of the training iterator holds exactly these images (in another order).
+  iterator = data.create_train_iterator(config.data, data_shape=(8, 8, 1),
+                                        batch_size=dcgan_digits.FEW_EXAMPLES, seed=7)
+  epoch = np.asarray(next(iter(iterator))['images'])
+  key = lambda images: sorted(map(bytes, images.reshape(len(images), -1)))
+  assert key(epoch) == key(seen)
 
 
 def test_overrides_reach_every_trial_and_are_recorded(tmp_path, monkeypatch):

@@ -13,9 +13,16 @@ For every training fraction F, config C and seed S (S = first_seed, first_seed +
      evaluation latents of seed S (what `python -m gan_jax.evaluate --seed=S
      --metrics=proxy` reports): `proxy_fd`, the Frechet distance of the digits
      judge's features to those of the WHOLE 'train' split (the subset's digits
-     and the ones the run never saw), `proxy_confident` and `proxy_coverage_kl`.
+     and the ones the run never saw), `proxy_confident` and `proxy_coverage_kl`;
+  3. the final discriminator is checked for memorisation (`memorisation.measure`):
+     `d_seen_vs_unseen`, the AUC of D's score on the digits it trained on against
+     the 450 'test' digits it never saw (0.5: no memorisation, 1: complete), and
+     `d_unseen_vs_fake`, the AUC of those unseen digits against 1,000 samples of
+     the raw generator (below 0.5: D finds G's samples more real than real
+     digits it never saw).
 Each row reports mean, sample standard deviation (ddof = 1) and the worst seed of
-every metric (highest FD / KL, lowest confident share) with that seed's number.
+every metric (highest FD / KL / seen-vs-unseen AUC, lowest confident share /
+unseen-vs-fake AUC) with that seed's number.
 For each fraction the table also gives the change of the mean FD of every
 augmented config relative to the same fraction's config without augmentation
 (`augment.policy` '').
@@ -49,17 +56,22 @@ from gan_jax import metrics
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import train
+from gan_jax.bench import memorisation
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import toy as toy_bench
+from gan_jax.data import digits
+from gan_jax.data import subset
 
 DEFAULT_CONFIGS = 'dcgan_digits:few,dcgan_digits:few,noaug'
 DEFAULT_FRACTIONS = '0.1,0.25'
 METRICS = ('proxy_fd', 'proxy_confident', 'proxy_coverage_kl')
-# Which value of each metric is the worst seed's: lower FD / KL and more
-# confident samples are better.
+# The trial records of `memorisation.measure`'s two AUCs.
+MEMORISATION = ('d_seen_vs_unseen', 'd_unseen_vs_fake')
+# Which value of each metric is the worst seed's: lower FD / KL, more confident
+# samples and a D that memorises less are better.
 WORST = {'proxy_fd': max, 'proxy_confident': min, 'proxy_coverage_kl': max,
-         'train_seconds': max}
+         'd_seen_vs_unseen': max, 'd_unseen_vs_fake': min, 'train_seconds': max}
 _JSON_NAME = 'little_data.json'
 _TABLE_NAME = 'little_data.md'
 
@@ -162,8 +174,9 @@ def format_table(rows):
   """
   changes = fd_changes(rows)
   lines = ['| data | config | augment.policy | seeds | proxy FD | FD vs no aug '
-           '| confident share | coverage KL | train s / seed |',
-           '|---|---|---|---|---:|---:|---:|---:|---:|']
+           '| confident share | coverage KL | D: seen vs unseen | D: unseen vs fake '
+           '| train s / seed |',
+           '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
   for i, r in enumerate(rows):
     s = r['summary']
     if not s:
@@ -175,8 +188,42 @@ def format_table(rows):
         f"| {r['policy'] or '(none)'} | {seeds} | {_cell(s['proxy_fd'], digits=3)} | {change} "
         f"| {_cell(s['proxy_confident'], digits=3)} "
         f"| {_cell(s['proxy_coverage_kl'], digits=3)} "
+        f"| {_cell(s['d_seen_vs_unseen'], digits=2)} "
+        f"| {_cell(s['d_unseen_vs_fake'], digits=2)} "
         f"| {s['train_seconds']['mean']:.0f} |")
   return '\n'.join(lines) + '\n'
+
+
+def memorisation_sets(config):
+  """The digits a run trained on and real digits it never saw, as its D sees them.
+
+  Args:
+    config: a digits config; `data.split` ('train'), `data.train_examples` (0 =
+      the whole split), `seed` and `model.resolution` pick the images.
+
+  Returns:
+    (seen, unseen): each (images f32[n, R, R, C] in [-1, 1], labels int64[n]), C =
+    model.channels.
+    seen: the examples the input pipeline trains on (`subset.select_examples`
+    with the config's seed, as `data.create_train_iterator` picks them); unseen:
+    the 450 digits of the 'test' split, which no training run reads.
+  """
+  size = (config.model.resolution, config.model.resolution)
+  split = config.data.split
+  if split != 'train':
+    raise errors.ConfigError(f"The little-data benchmark trains on the digits 'train' split, "
+                             f'got data.split={split!r}.')
+  images = digits.digits_images(split, size=size)
+  _, labels = digits.digits_split(split)
+  ids = np.arange(len(labels))
+  if config.data.train_examples:
+    ids = subset.select_examples(len(labels), num=config.data.train_examples, labels=labels,
+                                 seed=config.seed)
+  test_images = digits.digits_images('test', size=size)
+  _, test_labels = digits.digits_split('test')
+  if config.model.channels == 3:  # as the input pipeline feeds grey digits to an RGB model
+    images, test_images = np.repeat(images, 3, axis=-1), np.repeat(test_images, 3, axis=-1)
+  return (images[ids], labels[ids]), (test_images, test_labels)
 
 
 def run_trial(config, *, seed, workdir, num_samples):
@@ -190,7 +237,7 @@ def run_trial(config, *, seed, workdir, num_samples):
 
   Returns:
     {'seed', 'step', 'train_seconds', 'proxy_fd', 'proxy_confident',
-     'proxy_coverage_kl'}.
+     'proxy_coverage_kl', 'd_seen_vs_unseen', 'd_unseen_vs_fake'}.
 
   Raises:
     preemption.Interrupted: SIGTERM / SIGINT stopped the trial.
@@ -209,6 +256,10 @@ def run_trial(config, *, seed, workdir, num_samples):
   scores = evaluator(generate, seed=seed)
   record = {'seed': int(seed), 'step': int(generate.step), 'train_seconds': float(train_seconds)}
   record.update({key: float(scores[key]) for key in METRICS})
+  seen, unseen = memorisation_sets(saved_config)
+  memorised = memorisation.measure(workdir, seen=seen, unseen=unseen, seed=seed,
+                                   step=generate.step)
+  record.update({name: memorised[name[len('d_'):]] for name in MEMORISATION})
   return record
 
 
@@ -221,9 +272,13 @@ def _new_result(command, num_samples):
           'num_samples': num_samples,
           'latents': 'evaluation latents of the trial seed (gan_jax.evaluate --seed=S)',
           'std': 'sample std over seeds (ddof=1)',
-          'worst': 'max over seeds (proxy_fd, proxy_coverage_kl, train_seconds), '
-                   'min (proxy_confident)',
+          'worst': 'max over seeds (proxy_fd, proxy_coverage_kl, d_seen_vs_unseen, '
+                   'train_seconds), min (proxy_confident, d_unseen_vs_fake)',
           'fd_change': 'mean proxy_fd / that of the same fraction without augmentation - 1',
+          'memorisation': "gan_jax.bench.memorisation.measure: AUCs of the final raw D's "
+                          "eval-mode score (mean over 8 draws of the run's augmentation): "
+                          "the training subset vs the 450 'test' digits (d_seen_vs_unseen), "
+                          'the test digits vs 1,000 raw-generator samples (d_unseen_vs_fake)',
       },
       'command': command or ' '.join([os.path.basename(sys.executable), '-m',
                                       'gan_jax.bench.little_data'] + sys.argv[1:]),
@@ -290,7 +345,8 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
       row['summary'] = summarize(row['trials'])
       log(f"{spec} on {examples} digits, seed {seed}: proxy FD {record['proxy_fd']:.3f}, "
           f"confident {record['proxy_confident']:.3f}, coverage KL "
-          f"{record['proxy_coverage_kl']:.3f}, {record['train_seconds']:.0f} s")
+          f"{record['proxy_coverage_kl']:.3f}, D seen vs unseen {record['d_seen_vs_unseen']:.2f}, "
+          f"unseen vs fake {record['d_unseen_vs_fake']:.2f}, {record['train_seconds']:.0f} s")
       result['fd_change'] = {str(i): c for i, c in fd_changes(result['rows']).items()}
       result['table'] = format_table(result['rows'])
       report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)
