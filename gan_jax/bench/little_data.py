@@ -60,8 +60,8 @@ from gan_jax.bench import memorisation
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import toy as toy_bench
-from gan_jax.data import digits
-from gan_jax.data import subset
+from gan_jax.data import pipeline
+from gan_jax.data import sources
 
 DEFAULT_CONFIGS = 'dcgan_digits:few,dcgan_digits:few,noaug'
 DEFAULT_FRACTIONS = '0.1,0.25'
@@ -197,33 +197,32 @@ def format_table(rows):
 def memorisation_sets(config):
   """The digits a run trained on and real digits it never saw, as its D sees them.
 
+  Both come from the input pipeline itself (`sources.open_split`, resized to the
+  model's resolution and channels; `pipeline.training_pool`, the subset that
+  `data.train_examples` and the config's seed pick), so they are the training
+  run's own examples.
+
   Args:
-    config: a digits config; `data.split` ('train'), `data.train_examples` (0 =
-      the whole split), `seed` and `model.resolution` pick the images.
+    config: a digits config training on the 'train' split.
 
   Returns:
-    (seen, unseen): each (images f32[n, R, R, C] in [-1, 1], labels int64[n]), C =
-    model.channels.
-    seen: the examples the input pipeline trains on (`subset.select_examples`
-    with the config's seed, as `data.create_train_iterator` picks them); unseen:
-    the 450 digits of the 'test' split, which no training run reads.
+    (seen, unseen): each (images f32[n, H, W, C] in [-1, 1], labels int32[n]).
+    seen: the examples the run trains on; unseen: the 450 digits of the 'test'
+    split, which no training run reads.
+
+  Raises:
+    ConfigError: a config whose data.split is not 'train'.
   """
-  size = (config.model.resolution, config.model.resolution)
-  split = config.data.split
-  if split != 'train':
+  if config.data.split != 'train':
     raise errors.ConfigError(f"The little-data benchmark trains on the digits 'train' split, "
-                             f'got data.split={split!r}.')
-  images = digits.digits_images(split, size=size)
-  _, labels = digits.digits_split(split)
-  ids = np.arange(len(labels))
-  if config.data.train_examples:
-    ids = subset.select_examples(len(labels), num=config.data.train_examples, labels=labels,
-                                 seed=config.seed)
-  test_images = digits.digits_images('test', size=size)
-  _, test_labels = digits.digits_split('test')
-  if config.model.channels == 3:  # as the input pipeline feeds grey digits to an RGB model
-    images, test_images = np.repeat(images, 3, axis=-1), np.repeat(test_images, 3, axis=-1)
-  return (images[ids], labels[ids]), (test_images, test_labels)
+                             f'got data.split={config.data.split!r}.')
+  shape = models.data_shape(config.model)
+  train_split = sources.open_split(config.data, split='train', data_shape=shape)
+  pool, _ = pipeline.training_pool(train_split, train_examples=config.data.train_examples,
+                                   labels_per_class=0, labels=False, seed=config.seed)
+  test_split = sources.open_split(config.data, split='test', data_shape=shape)
+  return ((train_split.images[pool], train_split.labels(pool)),
+          (test_split.images, test_split.labels(np.arange(test_split.count))))
 
 
 def run_trial(config, *, seed, workdir, num_samples):

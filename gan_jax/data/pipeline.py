@@ -53,11 +53,19 @@ def _subset_sizes(data_config):
   return sizes
 
 
-def _training_pool(split, *, train_examples, labels_per_class, labels, seed):
+def training_pool(split, *, train_examples, labels_per_class, labels, seed):
   """Returns (pool int64[n], labels int32[n] or None): the examples to train on.
 
+  Args:
+    split: a `sources.Split` with examples (not toy data).
+    train_examples: data.train_examples (0 = the whole split).
+    labels_per_class: data.labels_per_class (0 = every example keeps its label).
+    labels: whether labels are wanted (-1 marks those dropped by labels_per_class).
+    seed: config.seed.
+
   Labels of the whole split are read only for a class-balanced choice; plain
-  labels are read later for this process's shard only.
+  labels are read later for this process's shard only. Benchmarks call this to
+  know which examples a run trained on.
   """
   pool = np.arange(split.count)
   stratify = train_examples > 0 and split.read_labels is not None
@@ -141,7 +149,7 @@ def _example_iterator(split, data_config, *, labels, train_examples,
   if labels and split.read_labels is None:
     raise errors.ConfigError(split.no_labels)
   seed, batch_size = description['seed'], description['batch_size']
-  pool, pool_labels = _training_pool(
+  pool, pool_labels = training_pool(
       split, train_examples=train_examples, labels_per_class=labels_per_class,
       labels=labels, seed=seed)
   ids, shard_labels = _shard(split, pool, pool_labels, labels=labels,
