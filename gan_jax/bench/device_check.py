@@ -221,17 +221,23 @@ def _ordered(models, inception):
   return items + [('model', m) for m in models if m != 'dcgan']
 
 
-def _model_rows(model, settings, *, width, budget, matmul, device, over_budget):
-  """Rows of one model at --batch and at its largest batch, and that batch's record."""
+def _model_rows(model, settings, *, width, budget, matmul, device, over_budget, log):
+  """Rows of one model at --batch and at its largest batch, and that batch's record.
+
+  Each row is logged as soon as it is measured, so a run stopped from outside
+  (a device lease's time limit) still leaves the rows it finished in its output.
+  """
   rows, skipped = [], []
 
   def timed(dtype, batch):
     if over_budget():
       skipped.append(f'{model} {dtype} batch {batch}')
       return
-    rows.append(time_step(model, dtype=dtype, batch=batch, width=width,
-                          seconds=settings.seconds, matmul_tflops=matmul['tflops'],
-                          device=device))
+    row = time_step(model, dtype=dtype, batch=batch, width=width, seconds=settings.seconds,
+                    matmul_tflops=matmul['tflops'], device=device)
+    rows.append(row)
+    log(f'{row["model"]} {row["dtype"]} batch {row["batch"]}: {row["it_per_s"]:.2f} it/s, '
+        f'{row["tflops"]:.3f} TFLOP/s ({100 * row["matmul_fraction"]:.1f}% of matmul)')
 
   for dtype in settings.dtypes:
     timed(dtype, settings.batch)
@@ -280,14 +286,11 @@ def run_check(settings, log=print):
       continue
     model_rows, model_skipped, record = _model_rows(
         model, settings, width=widths.get(model, 0), budget=budget, matmul=matmul,
-        device=device, over_budget=over_budget)
+        device=device, over_budget=over_budget, log=log)
     rows += model_rows
     skipped += model_skipped
     if record:
       largest[model] = record
-    for r in model_rows:
-      log(f'{r["model"]} {r["dtype"]} batch {r["batch"]}: {r["it_per_s"]:.2f} it/s, '
-          f'{r["tflops"]:.3f} TFLOP/s ({100 * r["matmul_fraction"]:.1f}% of matmul)')
   return dict(
       benchmark='device_check', device=device.device_kind, platform=device.platform,
       machine=dict(platform=platform.platform(), cpu_count=os.cpu_count()),

@@ -71,13 +71,37 @@ def _flops(cost):
   return float((cost or {}).get('flops', float('nan')))
 
 
+def step_gflop(config):
+  """GFLOPs of one training step of `config` as written, counted on the CPU backend.
+
+  XLA's cost analysis of the step lowered for one CPU device, with abstract
+  inputs (no state is created, nothing is compiled): the step at the global batch
+  `config.train.batch_size` with its `n_critic` D updates. XLA:GPU returned no
+  count for the lowered step (JAX 0.11.2 on an H200), so runners on other
+  platforms take the count from here; the program is the same on every platform.
+  Returns a float (GFLOP per step; NaN when XLA reports none).
+  """
+  cpu = jax.devices('cpu')[:1]
+  dp = parallel.DataParallel.from_config(config.parallel, cpu, remat=config.train.remat)
+  state = jax.eval_shape(lambda: state_lib.create_state(config, jax.random.key(0)))
+  example = SyntheticImages(config.train.batch_size, distinct=1,
+                            shape=models.data_shape(config.model),
+                            n_critic=config.train.n_critic,
+                            num_classes=config.model.num_classes)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), next(example))
+  lowered = dp.compile(step_lib.make_train_step(config)).lower(
+      state, batch, jax.random.key(1))
+  return _flops(lowered.cost_analysis()) / 1e9
+
+
 class JaxRunner:
   """The real gan_jax training step, compiled once, run for timed rounds.
 
   `spec`: {'model' (default 'dcgan'), 'width', 'batch', 'variant'}; `devices`: the
   devices to run on (default: all; the workers have one CPU device each).
   `model_gflop` counts the step as written (XLA's cost analysis before
-  optimisation, the same on every platform); `gflop` after optimisation.
+  optimisation, the same on every platform; `step_gflop` where the platform
+  reports none); `gflop` after optimisation.
   """
 
   def __init__(self, spec, devices=None):
@@ -99,6 +123,8 @@ class JaxRunner:
     self.compile_s = time.perf_counter() - start
     self.compile_cpu_s = time.process_time() - cpu
     self.model_gflop = _flops(self.lowered.cost_analysis()) / 1e9
+    if math.isnan(self.model_gflop):
+      self.model_gflop = step_gflop(config)
     self.gflop = _flops(self.step.cost_analysis()) / 1e9
     memory = self.step.memory_analysis()
     self.xla_mem_mb = (memory.argument_size_in_bytes + memory.output_size_in_bytes
