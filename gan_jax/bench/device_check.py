@@ -1,6 +1,6 @@
 """One prepared device check: step throughput against the device's bf16 matmul rate, FID speed.
 
-  python -m gan_jax.bench.device_check --json=device_check.json     # GPU / TPU, < 5 min
+  python -m gan_jax.bench.device_check --json=device_check.json     # GPU / TPU, ~5 min
   python -m gan_jax.bench.device_check --quick --json=check.json    # CPU-sized, to try it
 
 In one process, on the first device:
