@@ -36,6 +36,56 @@ def test_unknown_model_or_dtype_is_a_config_error():
     device_check.Settings(dtypes=('float16',))
 
 
+def _fake_check(monkeypatch, budget_s, models=('dcgan', 'resnet', 'biggan')):
+  """run_check with every measurement replaced by a stub that records the call order."""
+  calls = []
+
+  def fake_time_step(model, *, dtype, batch, **unused):
+    calls.append(f'{model} {dtype} {batch}')
+    return dict(model=model, dtype=dtype, batch=batch, it_per_s=1.0, tflops=1.0,
+                matmul_fraction=0.5, xla_mem_mb=100.0)
+
+  def fake_largest(model, *, batch, estimate_at_batch, **unused):
+    calls.append(f'{model} largest (estimate at {batch}: {estimate_at_batch / 2**20:.0f} MB)')
+    return 4 * batch, 2**30
+
+  def fake_inception(batch, seconds):
+    calls.append('inception')
+    return dict(batch=batch, images_per_s=1000.0, compile_s=0.0, fid50k_projected_s=100.0)
+
+  monkeypatch.setattr(device_check, 'time_step', fake_time_step)
+  monkeypatch.setattr(device_check, 'largest_power_of_two_batch', fake_largest)
+  monkeypatch.setattr(device_check, 'inception_rate', fake_inception)
+  monkeypatch.setattr(device_check, 'matmul_rate', lambda *a: dict(tflops=2.0))
+  settings = device_check.Settings(models=models, batch=8, budget_s=budget_s)
+  lines = []
+  return device_check.run_check(settings, log=lines.append), calls, lines
+
+
+def test_every_model_at_the_reference_batch_before_any_largest_batch(monkeypatch):
+  report, calls, lines = _fake_check(monkeypatch, budget_s=1e9)
+  assert calls == [
+      'dcgan float32 8', 'dcgan bfloat16 8', 'inception',
+      'resnet float32 8', 'resnet bfloat16 8', 'biggan float32 8', 'biggan bfloat16 8',
+      'dcgan largest (estimate at 8: 100 MB)', 'dcgan float32 32', 'dcgan bfloat16 32',
+      'resnet largest (estimate at 8: 100 MB)', 'resnet float32 32', 'resnet bfloat16 32',
+      'biggan largest (estimate at 8: 100 MB)', 'biggan float32 32', 'biggan bfloat16 32']
+  assert report['largest_batch']['dcgan'] == {'batch': 32, 'estimate_mb': 1024.0}
+  assert report['targets']['dcgan_bf16_largest_matmul_fraction'] == 0.5
+  assert not report['skipped']
+  assert sum(line.endswith('(50.0% of matmul)') for line in lines) == 12
+
+
+def test_nothing_starts_after_the_budget(monkeypatch):
+  report, calls, _ = _fake_check(monkeypatch, budget_s=-1.0, models=('dcgan', 'biggan'))
+  assert calls == []
+  assert report['skipped'] == [
+      'dcgan float32 batch 8', 'dcgan bfloat16 batch 8', 'inception',
+      'biggan float32 batch 8', 'biggan bfloat16 batch 8',
+      'dcgan largest batch', 'biggan largest batch']
+  assert report['rows'] == [] and report['largest_batch'] == {}
+
+
 def test_step_flops_fall_back_to_the_cpu_count_when_the_platform_reports_none(monkeypatch):
   # XLA:GPU gave no FLOP count for the lowered step (an H200, JAX 0.11.2), which left
   # the device check's TFLOP/s columns NaN. Simulate that: the first count (the

@@ -24,8 +24,9 @@ In one process, on the first device:
 
 Targets on one H100 / H200-class GPU: DCGAN-64 in bfloat16 at the largest batch
 >= 50% of the measured bf16 matmul rate, and FID-50k features in under 60 s.
-Runs start in order of importance (matmul, DCGAN, Inception, SNGAN, BigGAN) and
-none starts once `--budget_s` has passed: those rows say 'skipped'.
+Runs start in order of importance: the matmul; DCGAN, Inception, SNGAN and BigGAN
+at `--batch`; then the largest batch of each model (DCGAN first). None starts once
+`--budget_s` has passed: those rows say 'skipped'. Each row is printed when measured.
 """
 
 import collections
@@ -221,36 +222,38 @@ def _ordered(models, inception):
   return items + [('model', m) for m in models if m != 'dcgan']
 
 
-def _model_rows(model, settings, *, width, budget, matmul, device, over_budget, log):
-  """Rows of one model at --batch and at its largest batch, and that batch's record.
+class _Rows:
+  """The timed rows of a check, each logged as soon as it is measured.
 
-  Each row is logged as soon as it is measured, so a run stopped from outside
-  (a device lease's time limit) still leaves the rows it finished in its output.
+  Logging at once means a run stopped from outside (a device lease's time limit)
+  still leaves the rows it finished in its output.
   """
-  rows, skipped = [], []
 
-  def timed(dtype, batch):
-    if over_budget():
-      skipped.append(f'{model} {dtype} batch {batch}')
-      return
-    row = time_step(model, dtype=dtype, batch=batch, width=width, seconds=settings.seconds,
-                    matmul_tflops=matmul['tflops'], device=device)
-    rows.append(row)
-    log(f'{row["model"]} {row["dtype"]} batch {row["batch"]}: {row["it_per_s"]:.2f} it/s, '
-        f'{row["tflops"]:.3f} TFLOP/s ({100 * row["matmul_fraction"]:.1f}% of matmul)')
+  def __init__(self, settings, *, matmul, device, over_budget, log):
+    self.settings, self.matmul, self.device = settings, matmul, device
+    self.over_budget, self.log = over_budget, log
+    self.rows, self.skipped = [], []
 
-  for dtype in settings.dtypes:
-    timed(dtype, settings.batch)
-  if over_budget():
-    return rows, skipped + [f'{model} largest batch'], None
-  known = [r['xla_mem_mb'] * 2**20 for r in rows if r['dtype'] == 'float32']
-  largest, peak = largest_power_of_two_batch(
-      model, batch=settings.batch, width=width, max_batch=settings.max_batch, budget=budget,
-      device=device, estimate_at_batch=known[0] if known else None)
-  if largest != settings.batch:
-    for dtype in settings.dtypes:
-      timed(dtype, largest)
-  return rows, skipped, dict(batch=largest, estimate_mb=peak / 2**20)
+  def time_all_dtypes(self, model, batch):
+    """Times `model` at `batch` in every dtype of the settings (or lists it as skipped)."""
+    for dtype in self.settings.dtypes:
+      if self.over_budget():
+        self.skipped.append(f'{model} {dtype} batch {batch}')
+        continue
+      row = time_step(model, dtype=dtype, batch=batch,
+                      width=dict(self.settings.widths).get(model, 0),
+                      seconds=self.settings.seconds, matmul_tflops=self.matmul['tflops'],
+                      device=self.device)
+      self.rows.append(row)
+      self.log(f'{row["model"]} {row["dtype"]} batch {row["batch"]}: {row["it_per_s"]:.2f} '
+               f'it/s, {row["tflops"]:.3f} TFLOP/s '
+               f'({100 * row["matmul_fraction"]:.1f}% of matmul)')
+
+  def float32_estimate(self, model, batch):
+    """XLA's memory estimate of a float32 row already timed, in bytes (or None)."""
+    known = [r['xla_mem_mb'] * 2**20 for r in self.rows
+             if r['model'] == model and r['batch'] == batch and r['dtype'] == 'float32']
+    return known[0] if known else None
 
 
 def _targets(rows, largest, inception, platform_name):
@@ -274,23 +277,37 @@ def run_check(settings, log=print):
   matmul = matmul_rate(settings.matmul_size, settings.matmul_iterations, device)
   log(f'bf16 matmul {settings.matmul_size}^2: {matmul["tflops"]:.3f} TFLOP/s')
   widths = dict(settings.widths)
-  rows, skipped, largest, inception = [], [], {}, None
-  for kind, model in _ordered(settings.models, settings.inception):
-    if kind == 'inception':
-      if over_budget():
-        skipped.append('inception')
-        continue
+  timed = _Rows(settings, matmul=matmul, device=device, over_budget=over_budget, log=log)
+  largest, inception = {}, None
+  items = _ordered(settings.models, settings.inception)
+  # Every model at the reference batch first, then the largest batches: finding
+  # a largest batch compiles the step at two or three more batches (tens of
+  # seconds per model on a GPU), so a short device lease gets every model's
+  # reference rows before any of that.
+  for kind, model in items:
+    if kind == 'model':
+      timed.time_all_dtypes(model, settings.batch)
+    elif over_budget():
+      timed.skipped.append('inception')
+    else:
       inception = inception_rate(settings.inception_batch, settings.seconds)
       log(f'inception: {inception["images_per_s"]:.1f} images/s, FID-50k features '
           f'{inception["fid50k_projected_s"]:.0f} s')
+  for kind, model in items:
+    if kind != 'model':
       continue
-    model_rows, model_skipped, record = _model_rows(
-        model, settings, width=widths.get(model, 0), budget=budget, matmul=matmul,
-        device=device, over_budget=over_budget, log=log)
-    rows += model_rows
-    skipped += model_skipped
-    if record:
-      largest[model] = record
+    if over_budget():
+      timed.skipped.append(f'{model} largest batch')
+      continue
+    batch, peak = largest_power_of_two_batch(
+        model, batch=settings.batch, width=widths.get(model, 0), max_batch=settings.max_batch,
+        budget=budget, device=device,
+        estimate_at_batch=timed.float32_estimate(model, settings.batch))
+    largest[model] = dict(batch=batch, estimate_mb=peak / 2**20)
+    log(f'{model}: largest batch {batch} (XLA estimate {peak / 2**20:.0f} MB)')
+    if batch != settings.batch:
+      timed.time_all_dtypes(model, batch)
+  rows, skipped = timed.rows, timed.skipped
   return dict(
       benchmark='device_check', device=device.device_kind, platform=device.platform,
       machine=dict(platform=platform.platform(), cpu_count=os.cpu_count()),
