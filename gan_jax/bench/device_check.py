@@ -231,6 +231,7 @@ class _Rows:
 
   def __init__(self, settings, *, matmul, device, over_budget, log):
     self.settings, self.matmul, self.device = settings, matmul, device
+    self.widths = dict(settings.widths)
     self.over_budget, self.log = over_budget, log
     self.rows, self.skipped = [], []
 
@@ -241,7 +242,7 @@ class _Rows:
         self.skipped.append(f'{model} {dtype} batch {batch}')
         continue
       row = time_step(model, dtype=dtype, batch=batch,
-                      width=dict(self.settings.widths).get(model, 0),
+                      width=self.widths.get(model, 0),
                       seconds=self.settings.seconds, matmul_tflops=self.matmul['tflops'],
                       device=self.device)
       self.rows.append(row)
@@ -276,7 +277,6 @@ def run_check(settings, log=print):
   budget, source = memory.device_budget(device, settings.memory_gb, settings.fraction)
   matmul = matmul_rate(settings.matmul_size, settings.matmul_iterations, device)
   log(f'bf16 matmul {settings.matmul_size}^2: {matmul["tflops"]:.3f} TFLOP/s')
-  widths = dict(settings.widths)
   timed = _Rows(settings, matmul=matmul, device=device, over_budget=over_budget, log=log)
   largest, inception = {}, None
   items = _ordered(settings.models, settings.inception)
@@ -300,8 +300,8 @@ def run_check(settings, log=print):
       timed.skipped.append(f'{model} largest batch')
       continue
     batch, peak = largest_power_of_two_batch(
-        model, batch=settings.batch, width=widths.get(model, 0), max_batch=settings.max_batch,
-        budget=budget, device=device,
+        model, batch=settings.batch, width=timed.widths.get(model, 0),
+        max_batch=settings.max_batch, budget=budget, device=device,
         estimate_at_batch=timed.float32_estimate(model, settings.batch))
     largest[model] = dict(batch=batch, estimate_mb=peak / 2**20)
     log(f'{model}: largest batch {batch} (XLA estimate {peak / 2**20:.0f} MB)')
