@@ -43,15 +43,15 @@ from gan_jax.bench import report_files
 _MB = 2.0 ** 20
 
 
-def compile_step(config, *, devices=None):
-  """The compiled training step of `config` for abstract inputs (nothing allocated).
+def lower_step(config, *, devices=None):
+  """The training step of `config` lowered for abstract inputs (nothing allocated).
 
   Args:
     config: an experiment ConfigDict (`config.train.batch_size` is the global batch).
-    devices: devices to compile for (default: the first device).
+    devices: devices to lower for (default: the first device).
 
   Returns:
-    A `jax.stages.Compiled` of `train_step(state, batch, key)`.
+    A `jax.stages.Lowered` of `train_step(state, batch, key)`.
   """
   devices = devices or jax.devices()[:1]
   dp = parallel.DataParallel.from_config(config.parallel, devices, remat=config.train.remat)
@@ -63,7 +63,12 @@ def compile_step(config, *, devices=None):
     batch['labels'] = jax.ShapeDtypeStruct(lead, jnp.int32, sharding=dp.batch_sharding)
   key = jax.eval_shape(lambda: jax.random.key(0))
   key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=dp.replicated)
-  return dp.compile(step_lib.make_train_step(config)).lower(state, batch, key).compile()
+  return dp.compile(step_lib.make_train_step(config)).lower(state, batch, key)
+
+
+def compile_step(config, *, devices=None):
+  """The compiled training step of `config` for abstract inputs: `lower_step(...).compile()`."""
+  return lower_step(config, devices=devices).compile()
 
 
 def step_memory(compiled):

@@ -27,6 +27,7 @@ from gan_jax import models
 from gan_jax import parallel
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
+from gan_jax.bench import memory
 from gan_jax.bench import presets
 from gan_jax.metrics import inception
 from gan_jax.metrics import inception_net
@@ -74,23 +75,14 @@ def _flops(cost):
 def step_gflop(config):
   """GFLOPs of one training step of `config` as written, counted on the CPU backend.
 
-  XLA's cost analysis of the step lowered for one CPU device, with abstract
-  inputs (no state is created, nothing is compiled): the step at the global batch
-  `config.train.batch_size` with its `n_critic` D updates. XLA:GPU returned no
-  count for the lowered step (JAX 0.11.2 on an H200), so runners on other
+  XLA's cost analysis of the step lowered for one CPU device with abstract inputs
+  (`memory.lower_step`: nothing is allocated or compiled): the step at the global
+  batch `config.train.batch_size` with its `n_critic` D updates. XLA:GPU returned
+  no count for the lowered step (JAX 0.11.2 on an H200), so runners on other
   platforms take the count from here; the program is the same on every platform.
   Returns a float (GFLOP per step; NaN when XLA reports none).
   """
-  cpu = jax.devices('cpu')[:1]
-  dp = parallel.DataParallel.from_config(config.parallel, cpu, remat=config.train.remat)
-  state = jax.eval_shape(lambda: state_lib.create_state(config, jax.random.key(0)))
-  example = SyntheticImages(config.train.batch_size, distinct=1,
-                            shape=models.data_shape(config.model),
-                            n_critic=config.train.n_critic,
-                            num_classes=config.model.num_classes)
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), next(example))
-  lowered = dp.compile(step_lib.make_train_step(config)).lower(
-      state, batch, jax.random.key(1))
+  lowered = memory.lower_step(config, devices=jax.devices('cpu')[:1])
   return _flops(lowered.cost_analysis()) / 1e9
 
 
