@@ -109,6 +109,7 @@ class MetricLogger:
                    ', '.join(f'{k}={v:.4g}' for k, v in sorted(values.items())))
 
   def close(self):
+    """Closes the progress bar (the writer is the caller's to close)."""
     if self._bar is not None:
       self._bar.close()
 

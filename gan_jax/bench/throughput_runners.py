@@ -64,6 +64,7 @@ class SyntheticImages:
     return self._batches[self._index % len(self._batches)]
 
   def get_state(self):
+    """The position in the cycle of batches, as a grain iterator's state."""
     return {'index': self._index}
 
 
@@ -147,6 +148,7 @@ class JaxRunner:
       return summarise_trace(paths[0], iterations, top) if paths else {}
 
   def close(self):
+    """Stops the input prefetch thread."""
     self._prefetch.close()
 
 
@@ -294,6 +296,7 @@ class TorchRunner:
     self.opt_g.step()
 
   def run(self, iterations):
+    """Runs `iterations` steps; returns (wall s, s waiting for input, CPU s of all threads)."""
     waited = 0.0
     cpu, start = time.process_time(), time.perf_counter()
     for _ in range(iterations):
@@ -304,10 +307,12 @@ class TorchRunner:
     return time.perf_counter() - start, waited, time.process_time() - cpu
 
   def profile(self, iterations, top):
+    """No per-op profile for this runner: returns {}."""
     del iterations, top
     return {}
 
   def close(self):
+    """Nothing to release."""
     pass
 
 
@@ -343,16 +348,19 @@ class InceptionRunner:
     self.xla_mem_mb = None
 
   def run(self, iterations):
+    """Extracts features of the batch `iterations` times; returns (wall s, 0, CPU s)."""
     cpu, start = time.process_time(), time.perf_counter()
     for _ in range(iterations):
       inception.extract_features(self.variables, self.images, batch_size=self.batch)
     return time.perf_counter() - start, 0.0, time.process_time() - cpu
 
   def profile(self, iterations, top):
+    """No per-op profile for this runner: returns {}."""
     del iterations, top
     return {}
 
   def close(self):
+    """Nothing to release."""
     pass
 
 

@@ -102,13 +102,16 @@ class Worker:
     return payload
 
   def call(self, *command):
+    """Sends a request, e.g. call('run', n), and returns the worker's reply."""
     self._conn.send(command)
     return self._receive()
 
   def stop(self):
+    """Closes the runner and waits up to 30 s for the worker to exit; returns {'peak_mem_mb'}."""
     result = self.call('stop')
     self._process.join(timeout=30)
     return result
 
   def kill(self):
+    """Ends the worker process at once (after a failure or a timeout)."""
     self._process.kill()
