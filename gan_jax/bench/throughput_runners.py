@@ -313,7 +313,6 @@ class TorchRunner:
 
   def close(self):
     """Nothing to release."""
-    pass
 
 
 class InceptionRunner:
@@ -361,7 +360,6 @@ class InceptionRunner:
 
   def close(self):
     """Nothing to release."""
-    pass
 
 
 RUNNERS = {'gan_jax': JaxRunner, 'torch': TorchRunner, 'inception': InceptionRunner}
