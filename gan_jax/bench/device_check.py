@@ -235,6 +235,10 @@ class _Rows:
     self.over_budget, self.log = over_budget, log
     self.rows, self.skipped = [], []
 
+  def width(self, model):
+    """ngf = ndf of `model` in this check (0: the reference width)."""
+    return self.widths.get(model, 0)
+
   def time_all_dtypes(self, model, batch):
     """Times `model` at `batch` in every dtype of the settings (or lists it as skipped)."""
     for dtype in self.settings.dtypes:
@@ -242,7 +246,7 @@ class _Rows:
         self.skipped.append(f'{model} {dtype} batch {batch}')
         continue
       row = time_step(model, dtype=dtype, batch=batch,
-                      width=self.widths.get(model, 0),
+                      width=self.width(model),
                       seconds=self.settings.seconds, matmul_tflops=self.matmul['tflops'],
                       device=self.device)
       self.rows.append(row)
@@ -300,7 +304,7 @@ def run_check(settings, log=print):
       timed.skipped.append(f'{model} largest batch')
       continue
     batch, peak = largest_power_of_two_batch(
-        model, batch=settings.batch, width=timed.widths.get(model, 0),
+        model, batch=settings.batch, width=timed.width(model),
         max_batch=settings.max_batch, budget=budget, device=device,
         estimate_at_batch=timed.float32_estimate(model, settings.batch))
     largest[model] = dict(batch=batch, estimate_mb=peak / 2**20)
