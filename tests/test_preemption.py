@@ -23,12 +23,17 @@ def test_first_signal_sets_the_flag_and_a_second_does_not_interrupt(caplog):
 
 
 def test_handlers_are_restored_after_the_block():
-  before = signal.getsignal(signal.SIGINT)
-  with preemption.StopSignal():
-    assert signal.getsignal(signal.SIGINT) is not before
-  assert signal.getsignal(signal.SIGINT) is before
-  with pytest.raises(KeyboardInterrupt):
-    os.kill(os.getpid(), signal.SIGINT)
+  # Start from Python's own Ctrl-C handler whatever pytest inherited: a shell that
+  # runs the suite as a background job (`cmd &`) starts it with SIGINT ignored.
+  inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with preemption.StopSignal():
+      assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+  finally:
+    signal.signal(signal.SIGINT, inherited)
 
 
 def test_interrupted_carries_the_exit_status_and_the_step():
