@@ -93,11 +93,33 @@ def _read_json(path):
 
 
 def history(workdir):
-  """The accepted config changes of a run, oldest first (a list of dicts)."""
+  """The accepted config changes of a run, oldest first (a list of dicts).
+
+  Each entry is `{'changes': {field: {'from': old, 'to': new}}, 'step': N, ...}`.
+
+  Raises:
+    WorkdirError: a line of `config_history.jsonl` is not such a record.
+  """
   path = epath.Path(workdir) / HISTORY_FILE
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  entries = []
+  for number, line in enumerate(path.read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      entry = json.loads(line)
+    except json.JSONDecodeError:
+      entry = None
+    changes = entry.get('changes') if isinstance(entry, dict) else None
+    if not isinstance(changes, dict) or not all(
+        isinstance(change, dict) and 'to' in change for change in changes.values()):
+      raise errors.WorkdirError(
+          f'{path}, line {number}, is not a config change record (expected '
+          '{"changes": {"FIELD": {"from": OLD, "to": NEW}}, "step": N}); the workdir is '
+          'damaged. Restore the file from a backup, or mend or delete that line.')
+    entries.append(entry)
+  return entries
 
 
 def restore_state(workdir, step=None):
@@ -244,6 +266,25 @@ def record_changes(workdir, accepted, *, step):
 
 
 
+def suggested_metrics(config):
+  """The `--metrics` of the evaluation a finished run of `config` should suggest.
+
+  The config's own `eval.metrics` when it names any; otherwise what works offline
+  for its data: 'accuracy' for a semi-supervised discriminator, 'proxy' (and
+  'cas' for a class-conditional model) on the digits, 'proxy' on toy data, and
+  'fid' (which needs the Inception weights) for image data sets.
+  """
+  if config.eval.metrics:
+    return config.eval.metrics
+  if config.model.num_classes and config.model.d_cond == 'semi_supervised':
+    return 'accuracy'
+  if config.data.source == 'digits':
+    return 'proxy,cas' if config.model.num_classes else 'proxy'
+  if config.data.source == 'toy':
+    return 'proxy'
+  return 'fid'
+
+
 def summary(workdir, *, seconds, stopped=None):
   """A few lines for the end of a run: where its outputs are and what to run next.
 
@@ -261,18 +302,24 @@ def summary(workdir, *, seconds, stopped=None):
   minutes, secs = divmod(int(round(seconds)), 60)
   head = stopped or f'Finished: {workdir} is at step {steps[-1] if steps else 0}.'
   lines = [f'{head} ({minutes} min {secs} s)', 'Outputs:']
+  outputs = []
   if steps:
-    lines.append(f'  checkpoints  {folder / CHECKPOINTS} (steps {", ".join(map(str, steps))})')
+    outputs.append(('checkpoints', f'{folder / CHECKPOINTS} (steps {", ".join(map(str, steps))})'))
   if grids:
-    lines.append(f'  samples      {grids[-1]}')
+    outputs.append(('samples', grids[-1]))
   for name in ('metrics.jsonl', 'eval.jsonl', 'best', HISTORY_FILE):
     if (folder / name).exists():
-      lines.append(f'  {name:<12} {folder / name}')
-  evaluation = load_config(workdir).eval
+      outputs.append((name, folder / name))
+  width = max((len(name) for name, _ in outputs), default=0)
+  lines += [f'  {name:<{width}}  {where}' for name, where in outputs]
+  config = load_config(workdir)
+  metrics = suggested_metrics(config)
+  evaluate = f'  python -m gan_jax.evaluate --workdir={workdir} --metrics={metrics}'
+  if metrics != 'accuracy':  # the only metric that classifies real images, not samples
+    evaluate += f' --num_samples={config.eval.num_samples}'
   lines += ['Next:',
             f'  python -m gan_jax.sample --workdir={workdir} --num_samples=64 --output=grid.png',
-            f'  python -m gan_jax.evaluate --workdir={workdir} '
-            f'--metrics={evaluation.metrics or "fid"} --num_samples={evaluation.num_samples}',
+            evaluate,
             f"  tensorboard --logdir={workdir}   (pip install -e '.[tensorboard]')"]
   if stopped:
     lines.insert(1, '  Rerun the same command to resume from the last checkpoint.')

@@ -131,3 +131,55 @@ def test_summary_names_the_outputs_and_the_next_commands(run):
   assert 'python -m gan_jax.sample' in text and 'tensorboard' in text
   stopped = workdir_lib.summary(run, seconds=1, stopped='Stopped by SIGINT at step 4')
   assert 'Rerun the same command to resume' in stopped
+
+
+def test_summary_aligns_the_outputs_column(run):
+  for name, line in (('metrics.jsonl', '{"step": 4}'),
+                     (workdir_lib.HISTORY_FILE, '{"changes": {}, "step": 4}')):
+    with open(os.path.join(run, name), 'w', encoding='utf-8') as f:
+      f.write(line + '\n')
+  text = workdir_lib.summary(run, seconds=1)
+  rows = text.split('Outputs:\n')[1].split('\nNext:')[0].splitlines()
+  assert [row.split()[0] for row in rows] == ['checkpoints', 'metrics.jsonl',
+                                              workdir_lib.HISTORY_FILE]
+  starts = {row.index(run) for row in rows}
+  assert starts == {2 + len(workdir_lib.HISTORY_FILE) + 2}, rows
+
+
+@pytest.mark.parametrize('overrides, metrics', [
+    ({}, 'proxy'),  # the digits, unconditional
+    ({'model.num_classes': 10}, 'proxy,cas'),
+    ({'model.num_classes': 10, 'model.d_cond': 'semi_supervised'}, 'accuracy'),
+    ({'data.source': 'toy'}, 'proxy'),
+    ({'data.source': 'tfds'}, 'fid'),
+    ({'data.source': 'tfds', 'eval.metrics': 'kid'}, 'kid'),  # the config's own choice wins
+])
+def test_suggested_metrics_work_offline_where_the_data_allows(overrides, metrics):
+  config = tiny_config(**overrides)
+  config.eval.metrics = overrides.get('eval.metrics', '')
+  assert workdir_lib.suggested_metrics(config) == metrics
+
+
+def test_summary_of_a_semi_supervised_run_suggests_its_accuracy(tmp_path):
+  workdir = str(tmp_path / 'ssl')
+  config = tiny_config(**{'model.num_classes': 10, 'model.d_cond': 'semi_supervised'})
+  config.eval.metrics = ''
+  workdir_lib.prepare(config, workdir)
+  text = workdir_lib.summary(workdir, seconds=1)
+  assert f'python -m gan_jax.evaluate --workdir={workdir} --metrics=accuracy\n' in text
+
+
+@pytest.mark.parametrize('line', ['{"changes": {"train.num_steps": {"to": 9', '[1, 2]',
+                                  '{"step": 4}', '{"changes": {"train.num_steps": 9}}'])
+def test_a_damaged_config_history_line_is_named_in_a_short_error(run, line):
+  with open(os.path.join(run, workdir_lib.HISTORY_FILE), 'w', encoding='utf-8') as f:
+    f.write('{"changes": {"train.num_steps": {"from": 4, "to": 8}}, "step": 4}\n' + line + '\n')
+  with pytest.raises(errors.WorkdirError, match=r'config_history.jsonl, line 2, is not a config'):
+    workdir_lib.load_config(run)
+
+
+def test_config_history_changes_are_replayed_in_order(run):
+  with open(os.path.join(run, workdir_lib.HISTORY_FILE), 'w', encoding='utf-8') as f:
+    f.write('{"changes": {"train.num_steps": {"from": 6, "to": 8}}, "step": 4}\n\n'
+            '{"changes": {"train.num_steps": {"from": 8, "to": 12}}, "step": 8}\n')
+  assert workdir_lib.load_config(run).train.num_steps == 12
