@@ -68,7 +68,9 @@ def _parse_flags(argv):
     if _verbose(argv):
       raise
     text = str(e).strip().strip('\'"').replace('\\n', '\n').replace("\\'", "'")
-    if isinstance(e, (AttributeError, KeyError)) and re.fullmatch(r"'\w+'", text.split('\n')[0]):
+    # The field is quoted when a 'Did you mean' line follows, bare after the strip above
+    # when none does.
+    if isinstance(e, (AttributeError, KeyError)) and re.fullmatch(r"'?\w+'?", text.split('\n')[0]):
       fail(_unknown_field_message(text, argv))
     fail(f'{text}\nRun with --verbose for the traceback.')
 

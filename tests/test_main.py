@@ -48,6 +48,13 @@ def test_unknown_config_field_says_did_you_mean(tmp_path):
                      'Did you mean "num_steps"', '--print_config')
 
 
+def test_an_unknown_config_field_with_no_near_name_still_names_the_override(tmp_path):
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
+                                       '--config.train.zzz=3'])
+  assert_short_error(result, "--config.train.zzz=3: config.train has no field 'zzz'.",
+                     '--print_config')
+
+
 def test_an_unknown_config_section_names_the_override(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
                                        '--config.modl.ngf=4'])
