@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gan_jax import errors
+from gan_jax import writers
 
 PER_PROCESS = 'per_process'
 
@@ -270,7 +271,15 @@ class BestCheckpoint:
   def __init__(self, directory):
     self.directory = absolute(directory)
     record = epath.Path(self.directory) / 'best.json'
-    self.best = json.loads(record.read_text()) if record.exists() else None
+    self.best = None
+    if record.exists():
+      try:
+        self.best = json.loads(record.read_text())
+      except json.JSONDecodeError as e:
+        raise errors.WorkdirError(
+            f'{record} is not valid JSON ({e}), so the best checkpoint beside it is '
+            'unknown. Restore the file from a backup, or move the folder away to start '
+            'tracking the best checkpoint afresh.') from None
 
   def update(self, step, state, results):
     """Saves `state` if its metric beats the best so far.
@@ -292,5 +301,5 @@ class BestCheckpoint:
     self.best = {'step': step, 'metric': metric, 'value': results[metric],
                  'results': results}
     if jax.process_index() == 0:
-      (epath.Path(self.directory) / 'best.json').write_text(json.dumps(self.best))
+      writers.write_text_atomic(epath.Path(self.directory) / 'best.json', json.dumps(self.best))
     return True

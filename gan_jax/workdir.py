@@ -246,7 +246,7 @@ def prepare(config, workdir, *, allow_changes=False):
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('gan_jax_workdir_checked')
   if jax.process_index() == 0 and not path.exists():
-    path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    writers.write_text_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True))
   return accepted
 
 
@@ -342,5 +342,5 @@ def record_class_names(config, workdir):
         f'({config.data.source}) has {len(names)} classes: {names[:12]}. Set '
         f'--config.model.num_classes={len(names)}.')
   if jax.process_index() == 0:
-    (epath.Path(workdir) / CLASS_NAMES_FILE).write_text(json.dumps(names))
+    writers.write_text_atomic(epath.Path(workdir) / CLASS_NAMES_FILE, json.dumps(names))
   return names

@@ -1,4 +1,5 @@
-"""Outputs of a run on the host: TensorBoard events, metrics.jsonl, eval.jsonl, PNG images.
+"""Outputs of a run on the host: TensorBoard events, metrics.jsonl, eval.jsonl, PNG images,
+and the small JSON records a workdir keeps (written whole: `write_text_atomic`).
 
 Paths go through `etils.epath`, so a workdir may be local or remote (`gs://...`,
 with the `[gcs]` extra); remote files are rewritten whole instead of appended.
@@ -9,6 +10,8 @@ others get a writer that does nothing, so callers need no `if`.
 import io
 import json
 import math
+import os
+import tempfile
 
 from etils import epath
 import numpy as np
@@ -34,6 +37,29 @@ def append_line(path, line):
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'a', encoding='utf-8') as f:
       f.write(line + '\n')
+
+
+def write_text_atomic(path, text):
+  """Writes `text` to `path` whole: a reader, or a run killed mid-write, sees the
+  old file (or none) or the new one, never part of it.
+
+  Local files are written to a temporary file beside `path`, then renamed over
+  it; object stores (gs://) replace an object whole already.
+  """
+  path = epath.Path(path)
+  if '://' in str(path):
+    path.write_text(text)
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def image_grid(images, *, columns=None, padding=2, min_tile=MIN_TILE_PX):

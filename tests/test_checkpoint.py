@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gan_jax import checkpoint
+from gan_jax import errors
 from gan_jax import parallel
 
 
@@ -90,6 +91,13 @@ def test_best_checkpoint_keeps_the_lowest_metric(tmp_path):
   assert not checkpoint.BestCheckpoint(str(tmp_path / 'best')).update(8, _state(8), {'fid': 25.0})
   _, _, step = checkpoint.Checkpointer(str(tmp_path / 'best')).restore(_abstract())
   assert step == 6
+
+
+def test_a_damaged_best_record_gets_a_short_error(tmp_path):
+  (tmp_path / 'best').mkdir()
+  (tmp_path / 'best' / 'best.json').write_text('{"step": 6, "met', encoding='utf-8')
+  with pytest.raises(errors.WorkdirError, match=r'best.json is not valid JSON .* move the folder'):
+    checkpoint.BestCheckpoint(str(tmp_path / 'best'))
 
 
 def test_best_checkpoint_ignores_results_without_a_distance(tmp_path):

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from gan_jax import writers
 
@@ -64,3 +65,24 @@ def test_a_disabled_writer_writes_nothing(tmp_path):
   writer.write_eval(1, {'fid': 1.0})
   writer.close()
   assert os.listdir(tmp_path) == []
+
+
+def test_write_text_atomic_replaces_the_file_and_leaves_nothing_beside_it(tmp_path):
+  path = tmp_path / 'sub' / 'record.json'
+  writers.write_text_atomic(path, '{"a": 1}')
+  writers.write_text_atomic(path, '{"b": 2}')
+  assert path.read_text(encoding='utf-8') == '{"b": 2}'
+  assert os.listdir(tmp_path / 'sub') == ['record.json']
+
+
+def test_write_text_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+  path = tmp_path / 'record.json'
+  path.write_text('old', encoding='utf-8')
+
+  def interrupted(src, dst):
+    raise KeyboardInterrupt  # e.g. Ctrl-C between writing and renaming
+  monkeypatch.setattr(os, 'replace', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    writers.write_text_atomic(path, 'new')
+  assert path.read_text(encoding='utf-8') == 'old'
+  assert os.listdir(tmp_path) == ['record.json']
