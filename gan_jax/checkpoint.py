@@ -189,6 +189,11 @@ class Checkpointer:
         'they were moved to checkpoints_corrupt/ beside it. Start a new run '
         'with a fresh --workdir, or restore a backup.')
 
+  def restore_data(self, step):
+    """This process's data state saved with checkpoint `step` (the state is not read)."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+    return _this_process(restored['data'])
+
   def _restore_step(self, abstract_state, step):
     restored = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
@@ -260,7 +265,8 @@ class BestCheckpoint:
   """The checkpoint with the lowest evaluation metric, in `<workdir>/best/`.
 
   `best/best.json` records {'step', 'metric', 'value', 'results'}; the state is
-  an orbax checkpoint beside it (the data item holds the results).
+  an orbax checkpoint beside it (the data item holds the results, from which a
+  missing, stale or damaged record is rebuilt).
 
   Args:
     directory: the `best` folder (usually `<workdir>/best`).
@@ -271,15 +277,38 @@ class BestCheckpoint:
   def __init__(self, directory):
     self.directory = absolute(directory)
     record = epath.Path(self.directory) / 'best.json'
-    self.best = None
+    self.best, damage = None, None
     if record.exists():
       try:
         self.best = json.loads(record.read_text())
       except json.JSONDecodeError as e:
-        raise errors.WorkdirError(
-            f'{record} is not valid JSON ({e}), so the best checkpoint beside it is '
-            'unknown. Restore the file from a backup, or move the folder away to start '
-            'tracking the best checkpoint afresh.') from None
+        damage = f'{record} is not valid JSON ({e})'
+      if damage is None and not (isinstance(self.best, dict) and 'value' in self.best):
+        self.best, damage = None, f'{record} is not a best-checkpoint record'
+    step = None
+    if epath.Path(self.directory).exists():
+      reader = Checkpointer(self.directory, max_to_keep=None, async_save=False)
+      step = reader.latest_step()
+      if step is not None and (self.best is None or self.best.get('step') != step):
+        # A run killed between saving the best checkpoint and writing its record, or a
+        # damaged record: the checkpoint's own results are the truth.
+        logging.warning('%s does not describe the best checkpoint (step %d) beside it; '
+                        'rebuilding it from that checkpoint.', record, step)
+        self._record(step, reader.restore_data(step)['results'])
+      reader.close()
+    if damage and step is None:
+      raise errors.WorkdirError(
+          f'{damage}, and there is no best checkpoint beside it to rebuild it from. '
+          'Restore the file from a backup, or move the folder away to start tracking '
+          'the best checkpoint afresh.')
+
+  def _record(self, step, results):
+    """Makes the checkpoint of `step` (with evaluation `results`) the best one."""
+    metric = next(k for k in self.METRICS if k in results)
+    self.best = {'step': step, 'metric': metric, 'value': results[metric],
+                 'results': results}
+    if jax.process_index() == 0:
+      writers.write_text_atomic(epath.Path(self.directory) / 'best.json', json.dumps(self.best))
 
   def update(self, step, state, results):
     """Saves `state` if its metric beats the best so far.
@@ -298,8 +327,5 @@ class BestCheckpoint:
     saver = Checkpointer(self.directory, max_to_keep=1, async_save=False)
     saver.save(step, state, {'results': results})
     saver.close()
-    self.best = {'step': step, 'metric': metric, 'value': results[metric],
-                 'results': results}
-    if jax.process_index() == 0:
-      writers.write_text_atomic(epath.Path(self.directory) / 'best.json', json.dumps(self.best))
+    self._record(step, results)
     return True

@@ -93,11 +93,36 @@ def test_best_checkpoint_keeps_the_lowest_metric(tmp_path):
   assert step == 6
 
 
-def test_a_damaged_best_record_gets_a_short_error(tmp_path):
+@pytest.mark.parametrize('text, problem', [('{"step": 6, "met', 'is not valid JSON'),
+                                           ('[6]', 'is not a best-checkpoint record')])
+def test_a_damaged_best_record_without_a_checkpoint_gets_a_short_error(tmp_path, text, problem):
   (tmp_path / 'best').mkdir()
-  (tmp_path / 'best' / 'best.json').write_text('{"step": 6, "met', encoding='utf-8')
-  with pytest.raises(errors.WorkdirError, match=r'best.json is not valid JSON .* move the folder'):
+  (tmp_path / 'best' / 'best.json').write_text(text, encoding='utf-8')
+  with pytest.raises(errors.WorkdirError, match=f'best.json {problem}.* move the folder'):
     checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+
+
+@pytest.mark.parametrize('record', ['stale', 'damaged', 'missing'])
+def test_the_best_record_is_rebuilt_from_the_checkpoint_it_should_describe(tmp_path, record):
+  # A run killed after saving a new best checkpoint but before writing best.json
+  # (or a damaged record) resumes with the checkpoint's own results as the best.
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert best.update(2, _state(2), {'fid': 30.0})
+  path = tmp_path / 'best' / 'best.json'
+  if record == 'damaged':
+    path.write_text('{"step": 2, "met', encoding='utf-8')
+  elif record == 'missing':
+    path.unlink()
+  saver = checkpoint.Checkpointer(str(tmp_path / 'best'), max_to_keep=1, async_save=False)
+  saver.save(6, _state(6), {'results': {'fid': 20.0, 'kid': 0.1}})
+  saver.close()
+  resumed = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert resumed.best == {'step': 6, 'metric': 'fid', 'value': 20.0,
+                          'results': {'fid': 20.0, 'kid': 0.1}}
+  with open(path, encoding='utf-8') as f:
+    assert json.load(f) == resumed.best
+  assert not resumed.update(8, _state(8), {'fid': 25.0})  # worse than step 6's
+  assert resumed.update(10, _state(10), {'fid': 15.0})
 
 
 def test_best_checkpoint_ignores_results_without_a_distance(tmp_path):
