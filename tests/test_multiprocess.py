@@ -83,6 +83,9 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
 
 
 def audit(event, args):
+  if event == 'os.rename':  # os.replace too: a file written whole under another name
+    writes.add(os.path.abspath(os.fsdecode(args[1])))
+    return
   if event != 'open' or not isinstance(args[0], (str, bytes, os.PathLike)):
     return
   mode, flags = args[1], args[2]
