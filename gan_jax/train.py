@@ -77,7 +77,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   state, start_step = _restore_or_create(config, ckpt, dp, iterator, init_key)
   workdir_lib.record_changes(workdir, accepted, step=start_step)
   step_fn = dp.compile(step_lib.make_train_step(config))
-  writer = writers.MetricWriter(workdir, enabled=chief)
+  writer = writers.MetricWriter(workdir, enabled=chief, start_step=start_step)
   grids = periodic.SampleGrids(config, workdir, writer, sample_key)
   evaluator = (metrics.make_evaluator(config, data_shape=shape)
                if config.eval.metrics and config.eval.every >= 0 else None)

@@ -9,6 +9,7 @@ others get a writer that does nothing, so callers need no `if`.
 
 import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -60,6 +61,43 @@ def write_text_atomic(path, text):
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def drop_lines_after(path, step):
+  """Drops the lines of a JSON-lines log whose 'step' is above `step`.
+
+  A torn last line (a run killed while writing it) is dropped too; other lines
+  that do not parse are kept. The file is rewritten whole, and only when a line
+  goes.
+
+  Args:
+    path: a `metrics.jsonl` / `eval.jsonl` (nothing happens if it is missing).
+    step: the last step to keep.
+
+  Returns:
+    The number of lines dropped.
+  """
+  path = epath.Path(path)
+  if not path.exists():
+    return 0
+  lines = path.read_text().splitlines()
+  kept = []
+  for number, line in enumerate(lines, start=1):
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      if number < len(lines):
+        kept.append(line)
+      continue
+    if not (isinstance(record, dict) and isinstance(record.get('step'), int)
+            and record['step'] > step):
+      kept.append(line)
+  dropped = len(lines) - len(kept)
+  if dropped:
+    write_text_atomic(path, ''.join(line + '\n' for line in kept))
+    logging.info('Dropped %d line(s) after step %d from %s: the resumed run logs those '
+                 'steps again.', dropped, step, path)
+  return dropped
 
 
 def image_grid(images, *, columns=None, padding=2, min_tile=MIN_TILE_PX):
@@ -165,23 +203,32 @@ class MetricWriter:
   """Writes scalars and images to TensorBoard, `metrics.jsonl` and `eval.jsonl`.
 
   Files are opened on the first write, so a rerun of a finished run (which
-  trains nothing) adds no empty event file.
+  trains nothing) adds no empty event file. A run resumed from the checkpoint of
+  `start_step` logs the steps after it again, so the lines that a killed run wrote
+  for them are dropped from metrics.jsonl and eval.jsonl, and TensorBoard hides
+  their events (`purge_step`): the record reads like an uninterrupted run's.
 
   Args:
     workdir: the run's folder; events go to `<workdir>/tensorboard`.
     enabled: False on processes other than 0 (then every call does nothing).
+    start_step: the step the run resumes from (0 for a new run).
   """
 
-  def __init__(self, workdir, *, enabled=True):
+  def __init__(self, workdir, *, enabled=True, start_step=0):
     self.enabled = enabled
     self._workdir = epath.Path(workdir)
+    self._start_step = int(start_step)
     self._tb = None
     self._jsonl = None
+    if enabled and self._start_step > 0:
+      for name in ('metrics.jsonl', 'eval.jsonl'):
+        drop_lines_after(self._workdir / name, self._start_step)
 
   def _open(self):
     if self._tb is None:
       self._workdir.mkdir(parents=True, exist_ok=True)
-      self._tb = SummaryWriter(str(self._workdir / 'tensorboard'))
+      self._tb = SummaryWriter(str(self._workdir / 'tensorboard'),
+                               purge_step=self._start_step + 1 if self._start_step else None)
       path = self._workdir / 'metrics.jsonl'
       if '://' in str(path):
         # Object stores cannot append: keep the lines and rewrite the file on flush.

@@ -117,6 +117,9 @@ def test_killed_run_resumes_exactly(tmp_path):
                       env={**env, checkpoint.KILL_AT_STEP_ENV: str(n)})
   assert killed.returncode == -signal.SIGKILL
   assert os.listdir(os.path.join(resumed, 'checkpoints')) == [str(n)]
+  # A kill later than the checkpoint would have left lines for the steps after it.
+  with open(os.path.join(resumed, 'metrics.jsonl'), 'a', encoding='utf-8') as f:
+    f.write(json.dumps({'step': n + 1, 'd_loss': 99.0}) + '\n{"step": ')
   result = run_module('gan_jax.main', args + [f'--workdir={resumed}'], env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f'Resumed from the checkpoint at step {n}' in result.stderr
@@ -124,6 +127,11 @@ def test_killed_run_resumes_exactly(tmp_path):
   b, data_b, step_b = restore_state(resumed)
   assert step_a == step_b == 2 * n and data_a == data_b
   assert_states_equal(a, b)
+  logged = []
+  for workdir in (straight, resumed):
+    with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+      logged.append([(r['step'], r['d_loss']) for r in map(json.loads, f)])
+  assert logged[0] == logged[1] and logged[0], logged  # the same lines, each step once
 
 
 @pytest.mark.parametrize('signals,status', [((signal.SIGTERM,), 143),

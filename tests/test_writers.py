@@ -59,6 +59,49 @@ def test_scalars_and_evaluations_append_json_lines(tmp_path):
   assert os.listdir(tmp_path / 'tensorboard')
 
 
+def _steps(path):
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line)['step'] for line in f]
+
+
+def test_a_resumed_writer_drops_what_the_killed_run_logged_after_its_checkpoint(tmp_path):
+  # The killed run logged steps 1-7 (and was writing step 8) after a checkpoint at 4.
+  writer = writers.MetricWriter(str(tmp_path))
+  for step in range(1, 8):
+    writer.write_scalars(step, {'d_loss': float(step)})
+    if step % 2 == 0:
+      writer.write_eval(step, {'fid': float(step)})
+  writer.close()
+  with open(tmp_path / 'metrics.jsonl', 'a', encoding='utf-8') as f:
+    f.write('{"step": 8, "d_lo')
+  resumed = writers.MetricWriter(str(tmp_path), start_step=4)
+  assert _steps(tmp_path / 'metrics.jsonl') == [1, 2, 3, 4]
+  assert _steps(tmp_path / 'eval.jsonl') == [2, 4]
+  for step in range(5, 9):  # the resumed run logs them again
+    resumed.write_scalars(step, {'d_loss': float(step)})
+  resumed.close()
+  assert _steps(tmp_path / 'metrics.jsonl') == list(range(1, 9))
+  assert sorted(os.listdir(tmp_path)) == ['eval.jsonl', 'metrics.jsonl', 'tensorboard']
+
+
+def test_dropping_lines_keeps_other_records_and_rewrites_only_when_a_line_goes(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  text = '{"step": 1}\nnot json\n{"note": "no step"}\n{"step": 2}\n'
+  path.write_text(text, encoding='utf-8')
+  before = os.stat(path).st_mtime_ns
+  assert writers.drop_lines_after(path, 2) == 0
+  assert os.stat(path).st_mtime_ns == before and path.read_text(encoding='utf-8') == text
+  assert writers.drop_lines_after(path, 1) == 1
+  assert path.read_text(encoding='utf-8') == '{"step": 1}\nnot json\n{"note": "no step"}\n'
+  assert writers.drop_lines_after(tmp_path / 'missing.jsonl', 1) == 0
+
+
+def test_a_disabled_resumed_writer_leaves_the_files_alone(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text('{"step": 9}\n', encoding='utf-8')
+  writers.MetricWriter(str(tmp_path), enabled=False, start_step=4).close()
+  assert _steps(tmp_path / 'metrics.jsonl') == [9]
+
+
 def test_a_disabled_writer_writes_nothing(tmp_path):
   writer = writers.MetricWriter(str(tmp_path), enabled=False)
   writer.write_scalars(1, {'d_loss': 1.0})
