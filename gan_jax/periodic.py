@@ -159,6 +159,10 @@ class SampleGrids:
     return parallel.to_host(self._generate(state.ema_g_params, state.g_batch_stats,
                                            jnp.asarray(z, jnp.float32), labels))
 
+  def path(self, step):
+    """Where the grid of `step` goes: `<workdir>/samples/step_XXXXXXX.png`."""
+    return epath.Path(self._workdir) / 'samples' / f'step_{step:07d}.png'
+
   def write(self, step, state):
     """Draws the grid of `state` and writes it (every process generates, 0 writes)."""
     samples = self.generate(state, self._z, self._labels)
@@ -166,6 +170,6 @@ class SampleGrids:
       return
     image = writers.samples_to_image(samples, reference=self._reference,
                                      columns=self._columns)
-    writers.save_png(epath.Path(self._workdir) / 'samples' / f'step_{step:07d}.png', image)
+    writers.save_png(self.path(step), image)
     self._writer.write_image(step, 'samples', image)
 

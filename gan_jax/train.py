@@ -11,6 +11,8 @@ import signal
 
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 from gan_jax import checkpoint
 from gan_jax import config_check
@@ -24,6 +26,13 @@ from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+
+
+def _from_process_zero(flags):
+  """Process 0's tuple of bools, on every process (so that all act alike)."""
+  if jax.process_count() == 1:
+    return tuple(flags)
+  return tuple(bool(x) for x in multihost_utils.broadcast_one_to_all(np.asarray(flags)))
 
 
 def _restore_or_create(config, ckpt, dp, iterator, key):
@@ -90,12 +99,38 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
     return dp.put_batch({k: v.reshape((t.n_critic, local_batch) + v.shape[1:])
                          for k, v in batch.items()})
 
+  def grid_due(step):
+    return periodic.is_time(step, t.sample_every, t.num_steps)
+
+  def eval_due(step):
+    return evaluator is not None and periodic.is_time(step, config.eval.every, t.num_steps)
+
+  def evaluate(step, state):
+    host_state = dp.get_state(state)
+    results = evaluator(lambda z, labels=None, s=host_state: grids.generate(s, z, labels),
+                        seed=config.seed)
+    logging.info('Evaluation at step %d: %s', step,
+                 ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
+    writer.write_eval(step, results)
+    best.update(step, host_state, results)
+
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:
     for resource in (iterator, ckpt, writer, logger):
       cleanup.callback(resource.close)
     # Entered last, so it is left first: a second Ctrl-C cannot abort the final save.
     stop = cleanup.enter_context(preemption.StopSignal())
+    if start_step:
+      # A run killed after saving the checkpoint of `start_step` but before writing
+      # that step's grid or evaluation writes them now, as the uninterrupted run did.
+      missing_grid, missing_eval = _from_process_zero((
+          grid_due(start_step) and chief and not grids.path(start_step).exists(),
+          eval_due(start_step) and chief
+          and start_step not in writers.logged_steps(epath.Path(workdir) / 'eval.jsonl')))
+      if missing_grid:
+        grids.write(start_step, dp.get_state(state))
+      if missing_eval:
+        evaluate(start_step, state)
     prefetch = cleanup.enter_context(data.Prefetcher(iterator, put_batch, config.data.prefetch))
     for step in range(start_step + 1, t.num_steps + 1):
       batch, data_state, waited = prefetch.get()
@@ -105,16 +140,10 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       if stop_now or periodic.is_time(step, t.checkpoint_every, t.num_steps):
         logger.check_finite()
         ckpt.save(step, dp.get_state(state), data_state)
-      if periodic.is_time(step, t.sample_every, t.num_steps):
+      if grid_due(step):
         grids.write(step, dp.get_state(state))
-      if evaluator is not None and periodic.is_time(step, config.eval.every, t.num_steps):
-        host_state = dp.get_state(state)
-        results = evaluator(lambda z, labels=None, s=host_state: grids.generate(s, z, labels),
-                            seed=config.seed)
-        logging.info('Evaluation at step %d: %s', step,
-                     ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
-        writer.write_eval(step, results)
-        best.update(step, host_state, results)
+      if eval_due(step):
+        evaluate(step, state)
       if stop_now:
         stopped = step < t.num_steps
         break

@@ -47,20 +47,41 @@ def write_text_atomic(path, text):
   Local files are written to a temporary file beside `path`, then renamed over
   it; object stores (gs://) replace an object whole already.
   """
+  _write_whole(path, text.encode('utf-8'))
+
+
+def _write_whole(path, content):
+  """`write_text_atomic` for bytes."""
   path = epath.Path(path)
   if '://' in str(path):
-    path.write_text(text)
+    path.write_bytes(content)
     return
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
   try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(content)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def logged_steps(path):
+  """The set of 'step' values in a JSON-lines log (empty if the file is missing;
+  lines that do not parse are skipped)."""
+  path = epath.Path(path)
+  steps = set()
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict) and isinstance(record.get('step'), int):
+        steps.add(record['step'])
+  return steps
 
 
 def drop_lines_after(path, step):
@@ -174,12 +195,11 @@ def scatter_image(points, *, reference=None, extent=None, size=400):
 
 
 def save_png(path, image):
-  """Writes a uint8[H, W, 3] (or [H, W]) image to `path` (local or remote), creating folders."""
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
+  """Writes a uint8[H, W, 3] (or [H, W]) image to `path` (local or remote, whole),
+  creating folders."""
   buffer = io.BytesIO()
   Image.fromarray(np.asarray(image)).save(buffer, format='PNG')
-  path.write_bytes(buffer.getvalue())
+  _write_whole(path, buffer.getvalue())  # a killed run leaves no half-written grid
 
 
 def samples_to_image(samples, *, reference=None, columns=None):

@@ -105,9 +105,12 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
 
 
 def test_killed_run_resumes_exactly(tmp_path):
+  # Killed right after saving the checkpoint of step n, before that step's grid and
+  # evaluation: the resumed run writes them, and its record equals the straight run's.
   n = 4
   args = [SMOKE, f'--config.train.num_steps={2 * n}', f'--config.train.checkpoint_every={n}',
-          '--config.train.sample_every=0']
+          f'--config.train.sample_every={n}', '--config.eval.metrics=proxy',
+          f'--config.eval.every={n}', '--config.eval.num_samples=200']
   env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   straight = str(tmp_path / 'straight')
   result = run_module('gan_jax.main', args + [f'--workdir={straight}'], env=env)
@@ -132,6 +135,19 @@ def test_killed_run_resumes_exactly(tmp_path):
     with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
       logged.append([(r['step'], r['d_loss']) for r in map(json.loads, f)])
   assert logged[0] == logged[1] and logged[0], logged  # the same lines, each step once
+  evaluations, grids, best = [], [], []
+  for workdir in (straight, resumed):
+    with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
+      evaluations.append([json.loads(line) for line in f])
+    grids.append({name: open(os.path.join(workdir, 'samples', name), 'rb').read()
+                  for name in os.listdir(os.path.join(workdir, 'samples'))})
+    with open(os.path.join(workdir, 'best', 'best.json'), encoding='utf-8') as f:
+      best.append(json.load(f))
+  assert [e['step'] for e in evaluations[0]] == [n, 2 * n]
+  assert evaluations[0] == evaluations[1]
+  assert sorted(grids[0]) == [f'step_{n:07d}.png', f'step_{2 * n:07d}.png']
+  assert grids[0] == grids[1]
+  assert best[0] == best[1]
 
 
 @pytest.mark.parametrize('signals,status', [((signal.SIGTERM,), 143),
