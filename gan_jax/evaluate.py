@@ -43,6 +43,7 @@ from gan_jax import metrics as metrics_lib
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import workdir as workdir_lib
+from gan_jax import writers
 
 # The discriminator's accuracy as a classifier (runs whose D has class logits).
 ACCURACY = 'accuracy'
@@ -120,9 +121,7 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   if output is None:
     output = os.path.join(workdir, 'eval', f'step_{restored_step}.json')
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output, 'w', encoding='utf-8') as f:
-      json.dump(record, f, indent=2)
+    writers.write_text_atomic(os.path.abspath(output), json.dumps(record, indent=2))
   record['output'] = output
   return record
 
