@@ -138,6 +138,10 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       logger.record(step, step_metrics, waited)
       stop_now = preemption.agree(stop.received, step, t.log_every)
       if stop_now or periodic.is_time(step, t.checkpoint_every, t.num_steps):
+        # The metrics of this step (when it is a log step) reach metrics.jsonl before
+        # its checkpoint: a run killed later resumes after this step and would never
+        # log it again.
+        logger.flush()
         logger.check_finite()
         ckpt.save(step, dp.get_state(state), data_state)
       if grid_due(step):

@@ -105,11 +105,13 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
 
 
 def test_killed_run_resumes_exactly(tmp_path):
-  # Killed right after saving the checkpoint of step n, before that step's grid and
-  # evaluation: the resumed run writes them, and its record equals the straight run's.
+  # Killed right after saving the checkpoint of step n (also a log step), before that
+  # step's grid and evaluation: the resumed run writes them, and its record equals
+  # the straight run's.
   n = 4
   args = [SMOKE, f'--config.train.num_steps={2 * n}', f'--config.train.checkpoint_every={n}',
-          f'--config.train.sample_every={n}', '--config.eval.metrics=proxy',
+          f'--config.train.sample_every={n}', '--config.train.log_every=2',
+          '--config.eval.metrics=proxy',
           f'--config.eval.every={n}', '--config.eval.num_samples=200']
   env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
   straight = str(tmp_path / 'straight')
@@ -134,7 +136,8 @@ def test_killed_run_resumes_exactly(tmp_path):
   for workdir in (straight, resumed):
     with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
       logged.append([(r['step'], r['d_loss']) for r in map(json.loads, f)])
-  assert logged[0] == logged[1] and logged[0], logged  # the same lines, each step once
+  assert [s for s, _ in logged[0]] == [2, 4, 6, 8]
+  assert logged[0] == logged[1], logged  # the same lines, each step once
   evaluations, grids, best = [], [], []
   for workdir in (straight, resumed):
     with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
