@@ -142,8 +142,10 @@ def test_killed_run_resumes_exactly(tmp_path):
   for workdir in (straight, resumed):
     with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
       evaluations.append([json.loads(line) for line in f])
-    grids.append({name: open(os.path.join(workdir, 'samples', name), 'rb').read()
-                  for name in os.listdir(os.path.join(workdir, 'samples'))})
+    grids.append({})
+    for name in os.listdir(os.path.join(workdir, 'samples')):
+      with open(os.path.join(workdir, 'samples', name), 'rb') as f:
+        grids[-1][name] = f.read()
     with open(os.path.join(workdir, 'best', 'best.json'), encoding='utf-8') as f:
       best.append(json.load(f))
   assert [e['step'] for e in evaluations[0]] == [n, 2 * n]
