@@ -302,9 +302,13 @@ class BestCheckpoint:
           'Restore the file from a backup, or move the folder away to start tracking '
           'the best checkpoint afresh.')
 
+  def _metric(self, results):
+    """The first of METRICS in `results`, or None."""
+    return next((k for k in self.METRICS if k in results), None)
+
   def _record(self, step, results):
     """Makes the checkpoint of `step` (with evaluation `results`) the best one."""
-    metric = next(k for k in self.METRICS if k in results)
+    metric = self._metric(results)
     self.best = {'step': step, 'metric': metric, 'value': results[metric],
                  'results': results}
     if jax.process_index() == 0:
@@ -321,7 +325,7 @@ class BestCheckpoint:
     Returns:
       True when `state` became the best checkpoint.
     """
-    metric = next((k for k in self.METRICS if k in results), None)
+    metric = self._metric(results)
     if metric is None or (self.best is not None and results[metric] >= self.best['value']):
       return False
     saver = Checkpointer(self.directory, max_to_keep=1, async_save=False)

@@ -68,20 +68,28 @@ def _write_whole(path, content):
     raise
 
 
+def _step_of(line):
+  """The 'step' of one JSON-lines record: an int, None for a record without one,
+  or `ValueError` when the line is not JSON."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ValueError(line) from e
+  step = record.get('step') if isinstance(record, dict) else None
+  return step if isinstance(step, int) else None
+
+
 def logged_steps(path):
   """The set of 'step' values in a JSON-lines log (empty if the file is missing;
   lines that do not parse are skipped)."""
   path = epath.Path(path)
   steps = set()
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if isinstance(record, dict) and isinstance(record.get('step'), int):
-        steps.add(record['step'])
-  return steps
+  for line in path.read_text().splitlines() if path.exists() else ():
+    try:
+      steps.add(_step_of(line))
+    except ValueError:
+      continue
+  return steps - {None}
 
 
 def drop_lines_after(path, step):
@@ -105,13 +113,10 @@ def drop_lines_after(path, step):
   kept = []
   for number, line in enumerate(lines, start=1):
     try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      if number < len(lines):
-        kept.append(line)
-      continue
-    if not (isinstance(record, dict) and isinstance(record.get('step'), int)
-            and record['step'] > step):
+      line_step = _step_of(line)
+    except ValueError:
+      line_step = None if number < len(lines) else math.inf  # a torn last line goes
+    if line_step is None or line_step <= step:
       kept.append(line)
   dropped = len(lines) - len(kept)
   if dropped:

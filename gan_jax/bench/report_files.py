@@ -3,13 +3,12 @@
 import json
 import os
 
+from gan_jax import writers
+
 
 def write_text(path, text):
   """Writes `text` to `path` through a temporary file and a rename (never half-written)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
+  writers.write_text_atomic(path, text)
 
 
 def write_json(path, report):
