@@ -130,6 +130,13 @@ def _unknown_field_message(text, argv):
           '--config=NAME --print_config (or gan_jax/defaults.py).')
 
 
+def _os_error_text(error):
+  """'No space left on device: runs/x/metrics.jsonl' for an OSError (its paths when known)."""
+  paths = [p for p in (error.filename, error.filename2) if p is not None]
+  text = error.strerror or str(error)
+  return f'{text}: {" -> ".join(map(str, paths))}' if paths else text
+
+
 def run(main, *, quiet=False):
   """Runs `main(argv)` under absl with gan_jax's error and logging conventions.
 
@@ -150,5 +157,11 @@ def run(main, *, quiet=False):
       if flags.FLAGS.verbose:
         raise
       fail(str(e))
+    except OSError as e:
+      # The file system refused something the run needed (a file where a folder
+      # belongs, no permission, a full disk): the user's setup to fix, not a bug.
+      if flags.FLAGS.verbose:
+        raise
+      fail(f'{_os_error_text(e)}\nRun with --verbose for the traceback.')
 
   app.run(wrapped, flags_parser=_parse_flags)

@@ -218,7 +218,14 @@ def prepare(config, workdir, *, allow_changes=False):
     WorkdirError: when the workdir's run cannot be continued with `config`.
   """
   folder = epath.Path(workdir)
-  folder.mkdir(parents=True, exist_ok=True)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except (FileExistsError, NotADirectoryError) as e:
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                    folder)
+    raise errors.WorkdirError(
+        f'--workdir={workdir} cannot be a run folder: {blocking} is a file. '
+        'Pass another --workdir (a new or existing folder).') from e
   path = folder / CONFIG_FILE
   accepted = None
   if path.exists():

@@ -135,6 +135,24 @@ def test_verbose_shows_the_traceback_of_an_expected_error(tmp_path):
   assert result.returncode != 0 and 'Traceback' in result.stderr
 
 
+def test_a_file_as_workdir_is_a_short_error(tmp_path):
+  (tmp_path / 'run').write_text('')
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke',
+                                       f'--workdir={tmp_path / "run"}'])
+  assert_short_error(result, 'cannot be a run folder', 'is a file', 'Pass another --workdir')
+
+
+def test_a_file_system_refusal_is_a_short_error_that_names_the_path(tmp_path):
+  # A file where the run's checkpoints/ folder belongs: found only when the
+  # checkpointer starts, after the config is saved.
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'checkpoints').write_text('')
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={workdir}'])
+  assert_short_error(result, 'Not a directory', str(workdir / 'checkpoints'),
+                     'Run with --verbose for the traceback.')
+
+
 def test_sample_of_a_missing_workdir_is_a_short_error(tmp_path):
   result = run_module('gan_jax.sample', [f'--workdir={tmp_path / "nope"}', '--output=x.npz'])
   assert_short_error(result, 'not a gan_jax run folder')

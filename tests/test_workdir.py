@@ -100,6 +100,17 @@ def test_missing_run_folder_is_a_missing_file_error(tmp_path):
     workdir_lib.load_config(str(tmp_path))
 
 
+@pytest.mark.parametrize('below', ['', 'sub'])
+def test_a_file_in_the_way_of_the_run_folder_is_a_workdir_error(tmp_path, below):
+  blocking = tmp_path / 'notes.txt'
+  blocking.write_text('mine')
+  workdir = os.path.join(str(blocking), below) if below else str(blocking)
+  with pytest.raises(errors.WorkdirError, match='cannot be a run folder') as raised:
+    workdir_lib.prepare(tiny_config(), workdir)
+  assert f'{blocking} is a file' in str(raised.value)
+  assert blocking.read_text() == 'mine'
+
+
 def test_a_damaged_config_file_is_a_workdir_error(run):
   with open(os.path.join(run, 'config.json'), 'w', encoding='utf-8') as f:
     f.write('{"model": ')
