@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-import tempfile
+import uuid
 
 from etils import epath
 import numpy as np
@@ -57,9 +57,11 @@ def _write_whole(path, content):
     path.write_bytes(content)
     return
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  # A unique name opened with 'xb' (not tempfile.mkstemp, whose files are private to
+  # their owner): the file gets the permissions any other output does under the umask.
+  tmp = os.path.join(path.parent, f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
   try:
-    with os.fdopen(fd, 'wb') as f:
+    with open(tmp, 'xb') as f:
       f.write(content)
     os.replace(tmp, path)
   except BaseException:

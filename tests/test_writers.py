@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -116,6 +117,17 @@ def test_write_text_atomic_replaces_the_file_and_leaves_nothing_beside_it(tmp_pa
   writers.write_text_atomic(path, '{"b": 2}')
   assert path.read_text(encoding='utf-8') == '{"b": 2}'
   assert os.listdir(tmp_path / 'sub') == ['record.json']
+
+
+def test_write_text_atomic_gives_the_permissions_of_a_plain_write(tmp_path):
+  old_umask = os.umask(0o022)  # the usual one: others may read a run's outputs
+  try:
+    writers.write_text_atomic(tmp_path / 'whole.json', '{}')
+    writers.save_png(tmp_path / 'grid.png', np.zeros((2, 2, 3), np.uint8))
+  finally:
+    os.umask(old_umask)
+  for name in ('whole.json', 'grid.png'):
+    assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
 def test_write_text_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
