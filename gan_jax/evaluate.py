@@ -121,7 +121,7 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   if output is None:
     output = os.path.join(workdir, 'eval', f'step_{restored_step}.json')
   if jax.process_index() == 0:
-    writers.write_text_atomic(os.path.abspath(output), json.dumps(record, indent=2))
+    writers.write_text_atomic(output, json.dumps(record, indent=2))
   record['output'] = output
   return record
 

@@ -6,14 +6,9 @@ import os
 from gan_jax import writers
 
 
-def write_text(path, text):
-  """Writes `text` to `path` through a temporary file and a rename (never half-written)."""
-  writers.write_text_atomic(path, text)
-
-
 def write_json(path, report):
   """Writes the JSON-serialisable `report` to `path` (indented, atomic)."""
-  write_text(path, json.dumps(report, indent=1) + '\n')
+  writers.write_text_atomic(path, json.dumps(report, indent=1) + '\n')
 
 
 def machine_note(machine):
@@ -41,6 +36,7 @@ def write_result(result, out_dir, *, json_name, table_name):
   The markdown ends with `machine_note(result['machine'])` (every trial benchmark's
   result names its machine), so a table copied into the docs says where it was measured.
   """
-  write_text(os.path.join(out_dir, json_name), json.dumps(result, indent=2) + '\n')
-  write_text(os.path.join(out_dir, table_name),
-             result['table'] + machine_note(result['machine']))
+  writers.write_text_atomic(os.path.join(out_dir, json_name),
+                            json.dumps(result, indent=2) + '\n')
+  writers.write_text_atomic(os.path.join(out_dir, table_name),
+                            result['table'] + machine_note(result['machine']))
