@@ -32,6 +32,21 @@ if REPO_ROOT not in sys.path:
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope='session', autouse=True)
+def _temporary_files_in_the_session_folder(tmp_path_factory):
+  """Points `tempfile` at this session's pytest folder, which pytest prunes.
+
+  Some libraries leave temporary folders behind: `tfds.builder` of a dataset that
+  is not prepared (every mock-data and missing-data test) makes an empty one for
+  metadata it would copy from GCS and never removes it. Subprocesses keep the
+  system default.
+  """
+  previous = tempfile.tempdir
+  tempfile.tempdir = str(tmp_path_factory.mktemp('tempfile'))
+  yield
+  tempfile.tempdir = previous
+
+
 @pytest.fixture(scope='session')
 def repo_root():
   """Absolute path of the repository root."""
