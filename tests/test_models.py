@@ -132,12 +132,31 @@ def test_d_switches_a_family_does_not_implement_are_refused(name, field, value):
     models.build(model_config)
 
 
-def test_d_switches_are_accepted_by_the_families_that_implement_them():
+def test_d_switches_are_accepted_and_used_by_the_families_that_implement_them():
   for name, field, value in (('dcgan', 'minibatch_discrimination', 8), ('mlp', 'pack', 2),
                              ('resnet', 'pack', 2), ('resnet', 'minibatch_std', True),
-                             ('mlp', 'minibatch_std', True), ('image_mlp', 'd_input_noise', 0.1)):
-    model_config = defaults.get_config().model
-    model_config.name = name
-    model_config.d_norm = 'none'  # one every family here accepts
-    model_config[field] = value
-    models.build(model_config)
+                             ('mlp', 'minibatch_std', True)):
+    off = defaults.get_config().model
+    off.name = name
+    off.d_norm = 'none'  # one every family here accepts
+    on = off.copy_and_resolve_references()
+    on[field] = value
+    models.build(on)
+    # Each of these switches gives D parameters of its own (or wider first-layer
+    # inputs), so a family that took the field and ignored it fails here.
+    assert models.count_params(on)[1] != models.count_params(off)[1], (name, field)
+
+
+def test_d_input_noise_is_used_by_image_mlp_in_training_calls_only():
+  config = model_config(name='image_mlp', resolution=8, d_widths='16,8', d_norm='weight',
+                        d_input_noise=0.1)
+  _, discriminator = models.build(config)
+  x = np.zeros((4, 8, 8, 1), np.float32)
+  variables = discriminator.init(jax.random.key(0), x, train=False)
+
+  def logits(seed, train):
+    return np.asarray(discriminator.apply(variables, x, train=train,
+                                          rngs={'noise': jax.random.key(seed)}))
+
+  assert not np.allclose(logits(1, True), logits(2, True))
+  np.testing.assert_array_equal(logits(1, False), logits(2, False))
