@@ -148,4 +148,3 @@ def test_d_switches_are_accepted_and_used_by_the_families_that_implement_them():
     # Each of these switches gives D parameters of its own (or wider first-layer
     # inputs), so a family that took the field and ignored it fails here.
     assert models.count_params(on)[1] != models.count_params(off)[1], (name, field)
-
