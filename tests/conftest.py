@@ -8,7 +8,8 @@ import tempfile
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 _flags = os.environ.get('XLA_FLAGS', '')
 if '--xla_force_host_platform_device_count' not in _flags:
-  os.environ['XLA_FLAGS'] = (_flags + ' --xla_force_host_platform_device_count=8').strip()
+  _flags += ' --xla_force_host_platform_device_count=8'
+os.environ['XLA_FLAGS'] = _flags.strip()
 
 # One persistent XLA compilation cache for the test runs and the processes they start:
 # many tests (and their `python -m gan_jax.main` subprocesses), and the fast and slow
@@ -30,6 +31,24 @@ if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
 import pytest  # noqa: E402
+
+from tests.compile_flags import FAST_COMPILE_XLA_FLAG  # noqa: E402
+
+
+def pytest_configure(config):
+  """The slow suite (`-m slow`) compiles with `FAST_COMPILE_XLA_FLAG`.
+
+  It is a few dozen large programs (zoo steps in float32, bfloat16 and with remat;
+  whole runs), each compiled once and run a few steps: without LLVM's optimisation
+  it took 7:01 instead of 9:34 with an empty compilation cache (2026-12-05). The
+  fast suite runs more than it compiles and keeps the default. JAX reads XLA_FLAGS
+  when it first uses a device, which no test module does at import.
+  """
+  flags = os.environ['XLA_FLAGS']
+  if config.getoption('markexpr') == 'slow' and '--xla_backend_optimization_level' not in flags:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    assert not xla_bridge.backends_are_initialized(), 'JAX started before XLA_FLAGS was set'
+    os.environ['XLA_FLAGS'] = f'{flags} {FAST_COMPILE_XLA_FLAG}'
 
 
 @pytest.fixture(scope='session', autouse=True)

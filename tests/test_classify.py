@@ -17,6 +17,7 @@ from gan_jax import errors
 from gan_jax import evaluate
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
+from tests.compile_flags import subprocess_xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (8, 8, 1)
@@ -62,8 +63,7 @@ def test_command_line_round_trip_agrees_with_test_accuracy(trained_workdir, tmp_
       semi_supervised_digits.get_config('smoke').data, data_shape=SHAPE, split='test',
       num_examples=10**6, labels=True)
   np.savez(tmp_path / 'in.npz', images=images)
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('XLA_FLAGS', None)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=subprocess_xla_flags())
   result = subprocess.run(
       [sys.executable, '-m', 'gan_jax.classify', f'--workdir={trained_workdir}',
        f'--input={tmp_path / "in.npz"}', f'--output={tmp_path / "out.npz"}'],

@@ -6,16 +6,22 @@ dataset's features, labels included); nothing touches the network.
 
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
+from gan_jax import checkpoint
 from gan_jax import config_check
 from gan_jax import config_files
 from gan_jax import models
-from gan_jax import train
+from gan_jax import state as state_lib
 from gan_jax import workdir as workdir_lib
+from tests.compile_flags import FAST_COMPILE_XLA_FLAG
+from tests.compile_flags import subprocess_xla_flags
+from tests.test_main import REPO
 
 ZOO = ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10', 'acgan_cifar10',
        'sagan_cifar10', 'biggan_cifar10', 'biggan_imagenet128')
@@ -43,17 +49,43 @@ def test_zoo_configs_have_the_reference_parameter_counts():
     assert models.count_params(config_files.load(name).model) == counts, name
 
 
+# Trains CONFIG into WORKDIR on TFDS mock data, checkpointing the step before the last.
+SMOKE_DRIVER = """
+import sys
+import tensorflow_datasets as tfds
+from gan_jax import config_files, train
+spec, workdir = sys.argv[1:]
+config = config_files.load(spec)
+config.train.checkpoint_every = config.train.num_steps - 1  # and the last step
+with tfds.testing.mock_data(num_examples=24):
+  train.train_and_evaluate(config, workdir)
+"""
+
+
 @pytest.mark.parametrize('name', ZOO + ('cgan_digits', 'dcgan_digits:few'))
 def test_smoke_variant_trains(tmp_path, name):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  # In a process of its own, on one CPU device and with LLVM unoptimised: these runs
+  # are XLA compiles (init, step, grids) more than training, and both make them faster
+  # (the step's 8-device equivalence is tests/test_step.py's job).
   spec = name + (',smoke' if ':' in name else ':smoke')
   config = config_files.load(spec)
-  config.train.checkpoint_every = config.train.num_steps - 1  # and the last step
   workdir = str(tmp_path / 'run')
-  with tfds.testing.mock_data(num_examples=24):
-    state = train.train_and_evaluate(config, workdir)
-  assert int(jax.device_get(state.step)) == config.train.num_steps
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(state.g_params)))
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'{subprocess_xla_flags()} {FAST_COMPILE_XLA_FLAG}'.strip())
+  result = subprocess.run([sys.executable, '-c', SMOKE_DRIVER, spec, workdir], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  # Both checkpoints, from one abstract state (tracing a 128 px init takes seconds).
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
+                                 max_to_keep=None)
+  abstract = state_lib.abstract_state(workdir_lib.load_config(workdir),
+                                      jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  (state, _, step), (before, _, step_before) = (
+      ckpt.restore(abstract, step=s) for s in (config.train.num_steps,
+                                               config.train.num_steps - 1))
+  ckpt.close()
+  assert (step, step_before) == (config.train.num_steps, config.train.num_steps - 1)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.g_params))
   # The last train step changed every parameter array of G and D (from the
   # checkpoint one step before it). One exception: under the hinge loss a bias
   # that shifts every example's output by the same amount gets the gradient
@@ -61,8 +93,6 @@ def test_smoke_variant_trains(tmp_path, name):
   # constant, exactly 0 while every output is inside, as at the start. That is
   # D's output bias, and the last block's conv2 / shortcut biases while the final
   # ReLU passes all of its inputs (seen with JAX 0.11.2 on sngan_celeba:smoke).
-  _, before, step = workdir_lib.restore_state(workdir, config.train.num_steps - 1)
-  assert step == config.train.num_steps - 1
   may_rest = set()
   if config.loss.type == 'hinge':
     blocks = sorted((k for k in before.d_params if re.fullmatch(r'block\d+', k)),

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from gan_jax import workdir as workdir_lib
+from tests.compile_flags import subprocess_xla_flags
 from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_module(module, args, *, cwd=REPO, env=None, timeout=300):
   """Runs `python -m MODULE ARGS` on the CPU; returns the CompletedProcess."""
-  full_env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
-  full_env.pop('XLA_FLAGS', None)
+  full_env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
+                  XLA_FLAGS=subprocess_xla_flags())
   full_env.update(env or {})
   return subprocess.run([sys.executable, '-m', module, *args], cwd=cwd, env=full_env,
                         capture_output=True, text=True, timeout=timeout)

@@ -35,6 +35,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.compile_flags import subprocess_xla_flags
+
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,7 +233,7 @@ def environment(cache_dir, devices, **extra):
   env = dict(os.environ)
   env.update(
       JAX_PLATFORMS='cpu',
-      XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+      XLA_FLAGS=subprocess_xla_flags(devices),
       JAX_COMPILATION_CACHE_DIR=cache_dir,
       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1',

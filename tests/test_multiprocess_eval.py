@@ -29,6 +29,7 @@ import pytest
 
 from gan_jax import metrics
 from gan_jax.metrics import inception
+from tests.compile_flags import subprocess_xla_flags
 
 import eval_fakes
 
@@ -111,7 +112,7 @@ def _run_driver(tmp_path):
   processes = []
   for index in range(2):
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
-               XLA_FLAGS='--xla_force_host_platform_device_count=2',
+               XLA_FLAGS=subprocess_xla_flags(devices=2),
                EVAL_PROCESS=str(index), EVAL_COORDINATOR=coordinator, EVAL_ROOT=str(tmp_path))
     with open(tmp_path / f'process{index}.log', 'w', encoding='utf-8') as log:
       processes.append(subprocess.Popen([sys.executable, str(driver)], cwd=REPO, env=env,

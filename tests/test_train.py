@@ -24,6 +24,7 @@ from gan_jax import sample
 from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
+from tests.compile_flags import subprocess_xla_flags
 from tests.helpers import tiny_config
 from tests.test_main import REPO
 from tests.test_main import assert_short_error
@@ -113,7 +114,7 @@ def test_killed_run_resumes_exactly(tmp_path):
           f'--config.train.sample_every={n}', '--config.train.log_every=2',
           '--config.eval.metrics=proxy',
           f'--config.eval.every={n}', '--config.eval.num_samples=200']
-  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  env = {'XLA_FLAGS': subprocess_xla_flags(devices=2)}
   straight = str(tmp_path / 'straight')
   result = run_module('gan_jax.main', args + [f'--workdir={straight}'], env=env)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -162,7 +163,7 @@ def test_a_signal_saves_then_exits_with_128_plus_its_number(tmp_path, signals, s
   proc = subprocess.Popen(
       [sys.executable, '-m', 'gan_jax.main', SMOKE, f'--workdir={workdir}',
        '--config.train.num_steps=100000', '--config.train.log_every=1'],
-      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=''),
+      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=subprocess_xla_flags()),
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300
