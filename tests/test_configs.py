@@ -13,11 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from gan_jax import checkpoint
 from gan_jax import config_check
 from gan_jax import config_files
 from gan_jax import models
-from gan_jax import state as state_lib
 from gan_jax import workdir as workdir_lib
 from tests.compile_flags import FAST_COMPILE_XLA_FLAG
 from tests.compile_flags import subprocess_xla_flags
@@ -75,15 +73,8 @@ def test_smoke_variant_trains(tmp_path, name):
   result = subprocess.run([sys.executable, '-c', SMOKE_DRIVER, spec, workdir], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  # Both checkpoints, from one abstract state (tracing a 128 px init takes seconds).
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
-                                 max_to_keep=None)
-  abstract = state_lib.abstract_state(workdir_lib.load_config(workdir),
-                                      jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  (state, _, step), (before, _, step_before) = (
-      ckpt.restore(abstract, step=s) for s in (config.train.num_steps,
-                                               config.train.num_steps - 1))
-  ckpt.close()
+  _, state, step = workdir_lib.restore_state(workdir, config.train.num_steps)
+  _, before, step_before = workdir_lib.restore_state(workdir, config.train.num_steps - 1)
   assert (step, step_before) == (config.train.num_steps, config.train.num_steps - 1)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.g_params))
   # The last train step changed every parameter array of G and D (from the
