@@ -240,11 +240,17 @@ def test_dcgan_variant_is_the_earlier_conv_discriminator_with_the_same_labels():
   assert conv.loss == mlp.loss
 
 
-def test_main_config_is_the_papers_mnist_recipe():
+def test_main_config_is_the_papers_mnist_recipe_with_a_narrower_generator():
   config = semi_supervised_digits.get_config()
   m = config.model
   assert (m.name, m.d_widths, m.d_input_noise, m.d_hidden_noise) == (
       'image_mlp', '1000,500,250,250,250', 0.3, 0.5)
+  # The paper's G: z of 100, two BatchNorm + softplus layers; 100 wide, not 500.
+  assert (m.z_dim, m.num_layers, m.g_norm, m.hidden) == (100, 2, 'batch', 100)
+  # The baseline has the same D and trains no G term, so G's width does not change it.
+  baseline = semi_supervised_digits.get_config('supervised_only').model
+  assert (baseline.d_widths, baseline.d_input_noise, baseline.d_hidden_noise) == (
+      m.d_widths, m.d_input_noise, m.d_hidden_noise)
   assert config.optim.d.learning_rate == config.optim.g.learning_rate == 0.003
   # Each D update sees 100 labelled and 100 other training digits.
   assert config.train.batch_size == 200 and config.data.labelled_fraction == 0.5
