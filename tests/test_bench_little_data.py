@@ -120,11 +120,14 @@ def test_smoke_run_trains_scores_and_writes_outputs(tmp_path, monkeypatch):
   for row in (aug, plain):
     (trial,) = row['trials']
     assert trial['seed'] == 3 and trial['step'] == row['num_steps']
+    # The FD's reference: as many 'train' digits as samples (all 1,347 from 1,347 up).
+    assert trial['num_samples'] == trial['num_reference'] == 50
     assert trial['proxy_fd'] >= 0 and 0 <= trial['proxy_confident'] <= 1
     assert 0 <= trial['d_seen_vs_unseen'] <= 1 and 0 <= trial['d_unseen_vs_fake'] <= 1
   assert saved['fd_change'] == {'0': pytest.approx(
       aug['summary']['proxy_fd']['mean'] / plain['summary']['proxy_fd']['mean'] - 1)}
   assert '`dcgan_digits:few,smoke`' in result['table']
+  assert '| proxy FD (50 samples) |' in result['table']
   # The un-augmented run's memorisation statistics, recomputed from its D directly.
   workdir = next((tmp_path / 'out' / 'workdirs').glob('*noaug*')) / 'seed_3'
   config, state, _ = workdir_lib.restore_state(str(workdir))

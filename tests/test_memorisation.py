@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
+from gan_jax import models
+from gan_jax import train
+from gan_jax import workdir as workdir_lib
 from gan_jax.bench import memorisation
+from tests.helpers import tiny_config
 
 
 @pytest.mark.parametrize('higher, lower, expected', [
@@ -35,3 +39,30 @@ def test_rank_auc_equals_the_share_of_ordered_pairs():
 def test_rank_auc_rejects_empty_or_non_finite_scores(higher, lower, match):
   with pytest.raises(ValueError, match=match):
     memorisation.rank_auc(higher, lower)
+
+
+def test_a_packed_discriminator_scores_groups_and_completes_the_last_one(tmp_path):
+  # A PacGAN D (pack 4; batch 32: 4 per fake device) sees 4 images at a time: 6
+  # images make 2 groups, the second completed with the first two (6 images used to
+  # raise a ValueError, and `--set=model.pack=4` crashed the little-data bench).
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(**{'train.num_steps': 1, 'model.pack': 4,
+                                          'train.batch_size': 32}), workdir)
+  config, score = memorisation.load_scorer(workdir)
+  assert config.model.pack == 4 and not config.augment.policy
+  images = np.random.default_rng(0).uniform(-1, 1, (6, 32, 32, 1)).astype(np.float32)
+  _, state, _ = workdir_lib.restore_state(workdir)
+  _, discriminator = models.build(config.model)
+  variables = {'params': state.d_params, 'batch_stats': state.d_batch_stats}
+  by_hand = discriminator.apply(variables, images[[0, 1, 2, 3, 4, 5, 0, 1]], train=False)
+  scores = score(images)
+  assert scores.shape == (2,)
+  np.testing.assert_allclose(scores, np.asarray(by_hand).reshape(-1), rtol=1e-5, atol=1e-6)
+  # Seen and unseen sets of sizes that are not multiples of 4 are ranked as groups.
+  rng = np.random.default_rng(1)
+  seen = (rng.uniform(-1, 1, (9, 32, 32, 1)).astype(np.float32), np.zeros(9, np.int32))
+  unseen = (rng.uniform(-1, 1, (5, 32, 32, 1)).astype(np.float32), np.zeros(5, np.int32))
+  result = memorisation.measure(workdir, seen=seen, unseen=unseen, num_fakes=10)
+  expected = memorisation.rank_auc(score(seen[0]), score(unseen[0]))
+  assert result['seen_vs_unseen'] == pytest.approx(expected)
+  assert len(score(seen[0])) == 3 and 0 <= result['unseen_vs_fake'] <= 1

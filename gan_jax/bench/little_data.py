@@ -12,8 +12,13 @@ For every training fraction F, config C and seed S (S = first_seed, first_seed +
      evaluator with `eval.metrics = 'proxy'` on `--num_samples` samples of the
      evaluation latents of seed S (what `python -m gan_jax.evaluate --seed=S
      --metrics=proxy` reports): `proxy_fd`, the Frechet distance of the digits
-     judge's features to those of the WHOLE 'train' split (the subset's digits
-     and the ones the run never saw), `proxy_confident` and `proxy_coverage_kl`;
+     judge's features to those of the first min(--num_samples, 1,347) digits of
+     the 'train' split (with the default 10,000 samples all 1,347: the subset's
+     digits and the ones the run never saw), `proxy_confident` and
+     `proxy_coverage_kl`. 10,000 samples is the FID-10k protocol of the published
+     DiffAugment numbers; at 1,000 (the default before 2026-12-05) one
+     generator's FD varies by about +-0.07 between latent draws, as much as
+     augmentation changes it (docs/benchmarks.md);
   3. the final discriminator is checked for memorisation (`memorisation.measure`):
      `d_seen_vs_unseen`, the AUC of D's score on the digits it trained on against
      the 450 'test' digits it never saw (0.5: no memorisation, 1: complete), and
@@ -173,7 +178,10 @@ def format_table(rows):
     str: a Markdown table ending with a newline.
   """
   changes = fd_changes(rows)
-  lines = ['| data | config | augment.policy | seeds | proxy FD | FD vs no aug '
+  # The FD's sample count matters (its bias and spread shrink with it): say it.
+  samples = sorted({t['num_samples'] for r in rows for t in r['trials'] if 'num_samples' in t})
+  fd = f"proxy FD ({', '.join(f'{n:,}' for n in samples)} samples)" if samples else 'proxy FD'
+  lines = [f'| data | config | augment.policy | seeds | {fd} | FD vs no aug '
            '| confident share | coverage KL | D: seen vs unseen | D: unseen vs fake '
            '| train s / seed |',
            '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
@@ -235,8 +243,9 @@ def run_trial(config, *, seed, workdir, num_samples):
     num_samples: generated samples to score.
 
   Returns:
-    {'seed', 'step', 'train_seconds', 'proxy_fd', 'proxy_confident',
-     'proxy_coverage_kl', 'd_seen_vs_unseen', 'd_unseen_vs_fake'}.
+    {'seed', 'step', 'train_seconds', 'num_samples', 'num_reference' (the
+     real 'train' digits of the FD's reference), 'proxy_fd',
+     'proxy_confident', 'proxy_coverage_kl', 'd_seen_vs_unseen', 'd_unseen_vs_fake'}.
 
   Raises:
     preemption.Interrupted: SIGTERM / SIGINT stopped the trial.
@@ -253,7 +262,9 @@ def run_trial(config, *, seed, workdir, num_samples):
   evaluator = metrics.make_evaluator(saved_config,
                                      data_shape=models.data_shape(saved_config.model))
   scores = evaluator(generate, seed=seed)
-  record = {'seed': int(seed), 'step': int(generate.step), 'train_seconds': float(train_seconds)}
+  record = {'seed': int(seed), 'step': int(generate.step), 'train_seconds': float(train_seconds),
+            'num_samples': int(num_samples),
+            'num_reference': int(evaluator.protocol['proxy']['reference']['num_examples'])}
   record.update({key: float(scores[key]) for key in METRICS})
   seen, unseen = memorisation_sets(saved_config)
   memorised = memorisation.measure(workdir, seen=seen, unseen=unseen, seed=seed,
@@ -288,7 +299,7 @@ def _new_result(command, num_samples):
 
 
 def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
-                  out_dir='runs/bench_little_data', num_steps=None, num_samples=1000,
+                  out_dir='runs/bench_little_data', num_steps=None, num_samples=10_000,
                   overrides=(), keep_workdirs=False, command=None, log=print):
   """Trains and scores every (fraction, config, seed); writes the JSON and the table.
 
@@ -370,7 +381,7 @@ def _define_flags():
   flags.DEFINE_string('out', 'runs/bench_little_data', 'Output folder (JSON and table).')
   flags.DEFINE_integer('num_steps', None,
                        "Override every config's train.num_steps (quick checks only).")
-  flags.DEFINE_integer('num_samples', 1000, 'Generated samples per score.', lower_bound=2)
+  flags.DEFINE_integer('num_samples', 10_000, 'Generated samples per score.', lower_bound=2)
   flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
                             '--set=augment.cutout_ratio=0.25 (repeat for more).')
   flags.DEFINE_bool('keep_workdirs', False,

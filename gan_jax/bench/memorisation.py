@@ -15,7 +15,10 @@ mode), so they do not depend on the loss or the scale of that output:
                    samples more real than real images it never saw.
 
 D is scored on the inputs it trained on: the run's augmentation policy applied
-(mean score over `draws` augmentations; one pass for the policy ''). The digits
+(mean score over `draws` augmentations; one pass for the policy ''). A PacGAN D
+(`model.pack` = p > 1) scores groups of p images, so the statistics then rank
+groups of p consecutive images of each set (the last group completed with the set's
+first images). The digits
 benchmark (`python -m gan_jax.bench.little_data`) reports both for every trial.
 """
 
@@ -70,9 +73,11 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
 
   Returns:
     (config, score): `score(images: f32[N, H, W, C] in [-1, 1], labels: int[N] |
-    None = None) -> np.float64[N]`, D's real-vs-fake output in eval mode (labels
-    are needed by a class-conditional D and ignored otherwise); `score.step` is
-    the checkpoint's step.
+    None = None) -> np.float64[ceil(N / pack)]`, D's real-vs-fake output in eval
+    mode, one per image (`model.pack` 1) or per group of `pack` consecutive
+    images, the last group completed with the first images (labels are needed by
+    a class-conditional D and ignored otherwise); `score.step` is the
+    checkpoint's step.
 
   Raises:
     MissingFileError: no run or no checkpoint in `workdir`.
@@ -86,6 +91,8 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
   policy = augment.parse_policy(a.policy)
   conditional = config.model.num_classes > 0
   draws = draws if policy else 1
+  pack = int(config.model.get('pack', 1) or 1)
+  chunk = max(pack, _CHUNK // pack * pack)  # whole groups in every chunk
 
   @jax.jit
   def mean_logit(variables, x, labels, key):
@@ -102,10 +109,14 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
       raise ValueError('this run has a class-conditional D: pass the images\' labels.')
     labels = (np.zeros(len(images), np.int32) if labels is None
               else np.asarray(labels, np.int32))
+    short = -len(images) % pack  # images missing from the last group of `pack`
+    if short and len(images):
+      images = np.concatenate([images, np.resize(images, (short,) + images.shape[1:])])
+      labels = np.concatenate([labels, np.resize(labels, short)])
     key = jax.random.key(seed)
-    out = [np.asarray(mean_logit(variables, images[i:i + _CHUNK], labels[i:i + _CHUNK],
+    out = [np.asarray(mean_logit(variables, images[i:i + chunk], labels[i:i + chunk],
                                  jax.random.fold_in(key, i)), np.float64).reshape(-1)
-           for i in range(0, len(images), _CHUNK)]
+           for i in range(0, len(images), chunk)]
     return np.concatenate(out) if out else np.zeros((0,), np.float64)
 
   score.step = restored_step
