@@ -12,9 +12,9 @@ For every training fraction F, config C and seed S (S = first_seed, first_seed +
      evaluator with `eval.metrics = 'proxy'` on `--num_samples` samples of the
      evaluation latents of seed S (what `python -m gan_jax.evaluate --seed=S
      --metrics=proxy` reports): `proxy_fd`, the Frechet distance of the digits
-     judge's features to those of the first min(--num_samples, 1,347) digits of
-     the 'train' split (with the default 10,000 samples all 1,347: the subset's
-     digits and the ones the run never saw), `proxy_confident` and
+     judge's features to those of min(--num_samples, 1,347) digits of the
+     'train' split (the evaluator's fixed draw; with the default 10,000 samples
+     all 1,347: the subset's and the ones the run never saw), `proxy_confident` and
      `proxy_coverage_kl`. 10,000 samples is the FID-10k protocol of the published
      DiffAugment numbers; at 1,000 (the default before 2026-12-05) one
      generator's FD varies by about +-0.07 between latent draws, as much as
