@@ -10,6 +10,7 @@ import pytest
 from configs import dcgan_digits
 from gan_jax import data
 from gan_jax import errors
+from gan_jax import metrics
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import workdir as workdir_lib
@@ -19,9 +20,10 @@ from gan_jax.bench import overrides
 from gan_jax.data import digits
 
 
-def _trial(seed, fd, confident, kl, seconds=10.0, seen_vs_unseen=0.9, unseen_vs_fake=0.4):
+def _trial(seed, fd, confident, kl, seconds=10.0, seen_vs_unseen=0.9, unseen_vs_fake=0.4,
+           copy=0.1):
   return {'seed': seed, 'step': 6, 'train_seconds': seconds, 'proxy_fd': fd,
-          'proxy_confident': confident, 'proxy_coverage_kl': kl,
+          'proxy_confident': confident, 'proxy_coverage_kl': kl, 'copy_fd': copy,
           'd_seen_vs_unseen': seen_vs_unseen, 'd_unseen_vs_fake': unseen_vs_fake}
 
 
@@ -124,10 +126,12 @@ def test_smoke_run_trains_scores_and_writes_outputs(tmp_path, monkeypatch):
     assert trial['num_samples'] == trial['num_reference'] == 50
     assert trial['proxy_fd'] >= 0 and 0 <= trial['proxy_confident'] <= 1
     assert 0 <= trial['d_seen_vs_unseen'] <= 1 and 0 <= trial['d_unseen_vs_fake'] <= 1
+  # Both configs train on the same seed's subset, so a copy of it scores the same.
+  assert aug['trials'][0]['copy_fd'] == plain['trials'][0]['copy_fd'] > 0
   assert saved['fd_change'] == {'0': pytest.approx(
       aug['summary']['proxy_fd']['mean'] / plain['summary']['proxy_fd']['mean'] - 1)}
   assert '`dcgan_digits:few,smoke`' in result['table']
-  assert '| proxy FD (50 samples) |' in result['table']
+  assert '| proxy FD (50 samples) | FD vs no aug | FD of a copy of its digits |' in result['table']
   # The un-augmented run's memorisation statistics, recomputed from its D directly.
   workdir = next((tmp_path / 'out' / 'workdirs').glob('*noaug*')) / 'seed_3'
   config, state, _ = workdir_lib.restore_state(str(workdir))
@@ -150,6 +154,27 @@ def test_smoke_run_trains_scores_and_writes_outputs(tmp_path, monkeypatch):
   assert np.abs(one_draw(unseen) - eight_draws(unseen)).max() > 1e-4
   _, plain_scores = memorisation.load_scorer(str(workdir), draws=8)
   np.testing.assert_allclose(plain_scores(unseen), d(unseen), rtol=1e-5, atol=1e-6)
+
+
+def test_a_copy_of_the_reference_scores_near_zero_and_a_copy_of_a_tenth_does_not(tmp_path,
+                                                                               monkeypatch):
+  monkeypatch.setenv('GAN_JAX_CACHE_DIR', str(tmp_path / 'cache'))
+  config = dcgan_digits.get_config('few')
+  config.seed, config.eval.metrics, config.eval.num_samples = 7, 'proxy', 10_000
+  evaluator = metrics.make_evaluator(config, data_shape=(8, 8, 1))
+  # The reference at 10,000 samples is the whole 'train' split: drawing from it is
+  # sampling the reference distribution itself (FD of order 1 / samples).
+  train = digits.digits_images('train', size=(8, 8))
+  assert len(train) == 1347
+  assert bench.copy_fd(evaluator, train, num_samples=10_000, seed=0) < 0.01
+  # A tenth of it misses most of the split's variety: far from zero, and the draws
+  # are seeded.
+  (seen, _), _ = bench.memorisation_sets(config)
+  tenth = bench.copy_fd(evaluator, seen, num_samples=10_000, seed=0)
+  assert tenth > 0.05
+  assert bench.copy_fd(evaluator, seen, num_samples=10_000, seed=0) == tenth
+  # One digit repeated is as far as a generator that collapsed onto it.
+  assert bench.copy_fd(evaluator, seen[:1], num_samples=10_000, seed=0) > 10 * tenth
 
 
 def test_memorisation_sets_are_the_digits_the_pipeline_trains_on_and_the_test_split():

@@ -19,7 +19,11 @@ For every training fraction F, config C and seed S (S = first_seed, first_seed +
      DiffAugment numbers; at 1,000 (the default before 2026-12-05) one
      generator's FD varies by about +-0.07 between latent draws, as much as
      augmentation changes it (docs/benchmarks.md);
-  3. the final discriminator is checked for memorisation (`memorisation.measure`):
+  3. `copy_fd`: the same FD of --num_samples digits drawn (with replacement,
+     seeded) from the run's own training subset: what a generator that
+     reproduced its training digits exactly, and nothing else, would score. A
+     generator scores below it only by generalising beyond its training digits;
+  4. the final discriminator is checked for memorisation (`memorisation.measure`):
      `d_seen_vs_unseen`, the AUC of D's score on the digits it trained on against
      the 450 'test' digits it never saw (0.5: no memorisation, 1: complete), and
      `d_unseen_vs_fake`, the AUC of those unseen digits against 1,000 samples of
@@ -71,11 +75,13 @@ from gan_jax.data import sources
 DEFAULT_CONFIGS = 'dcgan_digits:few,dcgan_digits:few,noaug'
 DEFAULT_FRACTIONS = '0.1,0.25'
 METRICS = ('proxy_fd', 'proxy_confident', 'proxy_coverage_kl')
+# The trial record of the proxy FD of a copy of the run's training digits.
+COPY_FD = 'copy_fd'
 # The trial records of `memorisation.measure`'s two AUCs.
 MEMORISATION = ('d_seen_vs_unseen', 'd_unseen_vs_fake')
 # Which value of each metric is the worst seed's: lower FD / KL, more confident
 # samples and a D that memorises less are better.
-WORST = {'proxy_fd': max, 'proxy_confident': min, 'proxy_coverage_kl': max,
+WORST = {'proxy_fd': max, 'proxy_confident': min, 'proxy_coverage_kl': max, COPY_FD: max,
          'd_seen_vs_unseen': max, 'd_unseen_vs_fake': min, 'train_seconds': max}
 _JSON_NAME = 'little_data.json'
 _TABLE_NAME = 'little_data.md'
@@ -169,6 +175,9 @@ def _cell(stat, *, digits):
 def format_table(rows):
   """The Markdown table: one line per (fraction, config) with mean ± std (worst seed).
 
+  'FD of a copy of its digits' is `copy_fd` of each trial's training subset, the
+  same for every config of a fraction and seed.
+
   Args:
     rows: result rows with 'config', 'fraction', 'train_examples', 'policy',
       'trials', 'summary' (`summarize`; rows without trials yet are skipped) and
@@ -182,9 +191,9 @@ def format_table(rows):
   samples = sorted({t['num_samples'] for r in rows for t in r['trials'] if 'num_samples' in t})
   fd = f"proxy FD ({', '.join(f'{n:,}' for n in samples)} samples)" if samples else 'proxy FD'
   lines = [f'| data | config | augment.policy | seeds | {fd} | FD vs no aug '
-           '| confident share | coverage KL | D: seen vs unseen | D: unseen vs fake '
-           '| train s / seed |',
-           '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+           '| FD of a copy of its digits | confident share | coverage KL | D: seen vs unseen '
+           '| D: unseen vs fake | train s / seed |',
+           '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
   for i, r in enumerate(rows):
     s = r['summary']
     if not s:
@@ -194,7 +203,7 @@ def format_table(rows):
     lines.append(
         f"| {100 * r['fraction']:g}% ({r['train_examples']}) | {overrides_lib.row_label(r)} "
         f"| {r['policy'] or '(none)'} | {seeds} | {_cell(s['proxy_fd'], digits=3)} | {change} "
-        f"| {_cell(s['proxy_confident'], digits=3)} "
+        f"| {_cell(s[COPY_FD], digits=3)} | {_cell(s['proxy_confident'], digits=3)} "
         f"| {_cell(s['proxy_coverage_kl'], digits=3)} "
         f"| {_cell(s['d_seen_vs_unseen'], digits=2)} "
         f"| {_cell(s['d_unseen_vs_fake'], digits=2)} "
@@ -233,6 +242,26 @@ def memorisation_sets(config):
           (test_split.images, test_split.labels(np.arange(test_split.count))))
 
 
+def copy_fd(evaluator, images, *, num_samples, seed):
+  """The proxy FD of a generator that reproduces `images` exactly, and nothing else.
+
+  `num_samples` draws with replacement from `images` are scored as generated
+  samples would be, so the FD's sample-size bias is that of the run's own score
+  and the two compare directly.
+
+  Args:
+    evaluator: a digits evaluator with the 'proxy' metrics (`metrics.make_evaluator`).
+    images: f32[n, H, W, C] in [-1, 1], e.g. a run's training digits.
+    num_samples: draws to score (the run's --num_samples).
+    seed: seeds the draws.
+
+  Returns:
+    float >= 0: the proxy FD of the draws against the evaluator's reference.
+  """
+  draws = np.random.default_rng(seed).integers(0, len(images), num_samples)
+  return float(evaluator.score_proxy(images[draws])['proxy_fd'])
+
+
 def run_trial(config, *, seed, workdir, num_samples):
   """Trains one seed in `workdir` and scores its final EMA generator.
 
@@ -245,7 +274,8 @@ def run_trial(config, *, seed, workdir, num_samples):
   Returns:
     {'seed', 'step', 'train_seconds', 'num_samples', 'num_reference' (the
      real 'train' digits of the FD's reference), 'proxy_fd',
-     'proxy_confident', 'proxy_coverage_kl', 'd_seen_vs_unseen', 'd_unseen_vs_fake'}.
+     'proxy_confident', 'proxy_coverage_kl', 'copy_fd' (`copy_fd` of the run's
+     training digits), 'd_seen_vs_unseen', 'd_unseen_vs_fake'}.
 
   Raises:
     preemption.Interrupted: SIGTERM / SIGINT stopped the trial.
@@ -267,6 +297,7 @@ def run_trial(config, *, seed, workdir, num_samples):
             'num_reference': int(evaluator.protocol['proxy']['reference']['num_examples'])}
   record.update({key: float(scores[key]) for key in METRICS})
   seen, unseen = memorisation_sets(saved_config)
+  record[COPY_FD] = copy_fd(evaluator, seen[0], num_samples=num_samples, seed=seed)
   memorised = memorisation.measure(workdir, seen=seen, unseen=unseen, seed=seed,
                                    step=generate.step)
   record.update({name: memorised[name[len('d_'):]] for name in MEMORISATION})
@@ -282,8 +313,10 @@ def _new_result(command, num_samples):
           'num_samples': num_samples,
           'latents': 'evaluation latents of the trial seed (gan_jax.evaluate --seed=S)',
           'std': 'sample std over seeds (ddof=1)',
-          'worst': 'max over seeds (proxy_fd, proxy_coverage_kl, d_seen_vs_unseen, '
+          'worst': 'max over seeds (proxy_fd, proxy_coverage_kl, copy_fd, d_seen_vs_unseen, '
                    'train_seconds), min (proxy_confident, d_unseen_vs_fake)',
+          'copy_fd': "proxy_fd of num_samples draws (with replacement, seed S) from the "
+                     "trial's own training digits: a generator that copies them exactly",
           'fd_change': 'mean proxy_fd / that of the same fraction without augmentation - 1',
           'memorisation': "gan_jax.bench.memorisation.measure: AUCs of the final raw D's "
                           "eval-mode score (mean over 8 draws of the run's augmentation): "
@@ -353,7 +386,8 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
           shutil.rmtree(workdir, ignore_errors=True)
       row['trials'].append(record)
       row['summary'] = summarize(row['trials'])
-      log(f"{spec} on {examples} digits, seed {seed}: proxy FD {record['proxy_fd']:.3f}, "
+      log(f"{spec} on {examples} digits, seed {seed}: proxy FD {record['proxy_fd']:.3f} "
+          f"(a copy of its digits: {record[COPY_FD]:.3f}), "
           f"confident {record['proxy_confident']:.3f}, coverage KL "
           f"{record['proxy_coverage_kl']:.3f}, D seen vs unseen {record['d_seen_vs_unseen']:.2f}, "
           f"unseen vs fake {record['d_unseen_vs_fake']:.2f}, {record['train_seconds']:.0f} s")
