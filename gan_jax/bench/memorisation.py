@@ -18,8 +18,8 @@ D is scored on the inputs it trained on: the run's augmentation policy applied
 (mean score over `draws` augmentations; one pass for the policy ''). A PacGAN D
 (`model.pack` = p > 1) scores groups of p images, so the statistics then rank
 groups of p consecutive images of each set (the last group completed with the set's
-first images). The digits
-benchmark (`python -m gan_jax.bench.little_data`) reports both for every trial.
+first images). The digits benchmark (`python -m gan_jax.bench.little_data`) reports
+both for every trial.
 """
 
 import jax
