@@ -45,7 +45,8 @@ FREE_FIELDS = (
     'name', 'train.num_steps', 'train.log_every', 'train.sample_every',
     'train.checkpoint_every', 'train.max_to_keep', 'train.num_sample_images',
     'train.progress_bar', 'data.num_workers', 'data.prefetch', 'data.cache',
-    'data.data_dir', 'data.path', 'parallel.mode', 'parallel.cpu_conv_kernels')
+    'data.data_dir', 'data.path', 'parallel.mode', 'parallel.cpu_conv_kernels',
+    'model.stride2_forms')
 FREE_PREFIXES = ('eval.',)
 
 

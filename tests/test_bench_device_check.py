@@ -36,14 +36,21 @@ def test_unknown_model_or_dtype_is_a_config_error():
     device_check.Settings(dtypes=('float16',))
 
 
-def _fake_check(monkeypatch, budget_s, models=('dcgan', 'resnet', 'biggan')):
-  """run_check with every measurement replaced by a stub that records the call order."""
+def _fake_check(monkeypatch, budget_s, models=('dcgan', 'resnet', 'biggan'),
+                stride2_forms=('custom',)):
+  """run_check with every measurement replaced by a stub that records the call order.
+
+  The stub's rows use 50% of the matmul rate, 60% with XLA's stride-2 forms.
+  """
   calls = []
 
-  def fake_time_step(model, *, dtype, batch, **unused):
-    calls.append(f'{model} {dtype} {batch}')
+  def fake_time_step(model, *, dtype, batch, stride2_forms='custom', **unused):
+    calls.append(f'{model} {dtype} {batch}' + ('' if stride2_forms == 'custom' else ' xla'))
     return dict(model=model, dtype=dtype, batch=batch, it_per_s=1.0, tflops=1.0,
-                matmul_fraction=0.5, xla_mem_mb=100.0)
+                images_per_s=batch, gflop_per_step=1.0, conv_dtypes_lowered={},
+                conv_dtypes_compiled={}, stride2_forms=stride2_forms,
+                matmul_fraction=0.6 if stride2_forms == 'xla' else 0.5,
+                xla_mem_mb=200.0 if stride2_forms == 'xla' else 100.0)
 
   def fake_largest(model, *, batch, estimate_at_batch, **unused):
     calls.append(f'{model} largest (estimate at {batch}: {estimate_at_batch / 2**20:.0f} MB)')
@@ -57,7 +64,8 @@ def _fake_check(monkeypatch, budget_s, models=('dcgan', 'resnet', 'biggan')):
   monkeypatch.setattr(device_check, 'largest_power_of_two_batch', fake_largest)
   monkeypatch.setattr(device_check, 'inception_rate', fake_inception)
   monkeypatch.setattr(device_check, 'matmul_rate', lambda *a: dict(tflops=2.0))
-  settings = device_check.Settings(models=models, batch=8, budget_s=budget_s)
+  settings = device_check.Settings(models=models, batch=8, budget_s=budget_s,
+                                   stride2_forms=stride2_forms)
   lines = []
   return device_check.run_check(settings, log=lines.append), calls, lines
 
@@ -74,6 +82,25 @@ def test_every_model_at_the_reference_batch_before_any_largest_batch(monkeypatch
   assert report['targets']['dcgan_bf16_largest_matmul_fraction'] == 0.5
   assert not report['skipped']
   assert sum(line.endswith('(50.0% of matmul)') for line in lines) == 12
+
+
+def test_stride2_forms_time_every_dcgan_row_in_each_form(monkeypatch):
+  report, calls, lines = _fake_check(monkeypatch, budget_s=1e9, models=('dcgan', 'resnet'),
+                                     stride2_forms=('custom', 'xla'))
+  assert calls == [
+      'dcgan float32 8', 'dcgan bfloat16 8', 'dcgan float32 8 xla', 'dcgan bfloat16 8 xla',
+      'inception', 'resnet float32 8', 'resnet bfloat16 8',
+      # The largest batch is searched from the custom forms' float32 estimate.
+      'dcgan largest (estimate at 8: 100 MB)',
+      'dcgan float32 32', 'dcgan bfloat16 32', 'dcgan float32 32 xla', 'dcgan bfloat16 32 xla',
+      'resnet largest (estimate at 8: 100 MB)', 'resnet float32 32', 'resnet bfloat16 32']
+  # The target takes the better form.
+  assert report['targets']['dcgan_bf16_largest_matmul_fraction'] == 0.6
+  assert report['targets']['dcgan_bf16_largest_stride2_forms'] == 'xla'
+  assert any(line.startswith('dcgan bfloat16 batch 32 xla:') for line in lines)
+  assert 'dcgan (xla stride-2 forms)' in device_check.markdown_table(report)
+  with pytest.raises(errors.ConfigError, match='stride2_forms'):
+    device_check.Settings(stride2_forms=('cudnn',))
 
 
 def test_nothing_starts_after_the_budget(monkeypatch):
@@ -111,6 +138,21 @@ def test_step_flops_fall_back_to_the_cpu_count_when_the_platform_reports_none(mo
     assert runner.model_gflop == pytest.approx(own, rel=1e-9)
   finally:
     runner.close()
+
+
+def test_both_stride2_forms_are_credited_the_same_flops():
+  # XLA counts the input-dilated forms' FLOPs differently from the custom forms';
+  # the arithmetic is the same, so the matmul fractions must use one count.
+  counts = {}
+  for forms in ('custom', 'xla'):
+    spec = dict(model='dcgan', variant='float32', batch=4, width=8, stride2_forms=forms)
+    runner = throughput_runners.JaxRunner(spec, devices=jax.devices()[:1])
+    try:
+      assert runner.config.model.stride2_forms == forms
+      counts[forms] = runner.model_gflop
+    finally:
+      runner.close()
+  assert counts['custom'] > 0 and counts['xla'] == pytest.approx(counts['custom'], rel=1e-9)
 
 
 @pytest.mark.slow

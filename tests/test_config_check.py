@@ -19,6 +19,7 @@ def test_shipped_smoke_config_passes():
     ('optim.g.name', 'nope', r"config.optim.g.name 'nope'.*adam"),
     ('parallel.mode', 'nope', r"config.parallel.mode 'nope'.*shard_map"),
     ('parallel.cpu_conv_kernels', 'mkl', r"cpu_conv_kernels 'mkl'.*eigen.*xla_default"),
+    ('model.stride2_forms', 'cudnn', r"stride2_forms.*'custom', 'xla'.*'cudnn'"),
     ('data.source', 'nope', r"'nope'.*digits"),
     ('eval.metrics', 'fid,nope', r"nope.*fid"),
 ])

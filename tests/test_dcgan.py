@@ -184,7 +184,7 @@ def test_layer_norm_discriminator():
 
 
 @pytest.mark.parametrize('field,value', [('d_norm', 'group'), ('g_norm', 'layer'),
-                                         ('pack', 0)])
+                                         ('pack', 0), ('stride2_forms', 'cudnn')])
 def test_bad_fields_are_config_errors(field, value):
   with pytest.raises(errors.ConfigError, match=f'model.{field}'):
     models.build(model_config(**{field: value}))
@@ -321,3 +321,32 @@ def test_discriminator_noise_only_in_training_calls_with_a_noise_rng():
 def test_bad_discriminator_noise_is_a_config_error(overrides, match):
   with pytest.raises(errors.ConfigError, match=match):
     models.build(model_config(**overrides))
+
+
+# ---- model.stride2_forms ------------------------------------------------------------------
+
+
+def test_xla_stride2_forms_give_the_same_outputs_and_gradients():
+  """'xla' computes the stride-2 layers another way; the numbers must not change."""
+  config = model_config(resolution=32, channels=3)
+  generator, discriminator, g_vars, d_vars = init(config, batch=3)
+  g_xla, d_xla = models.build(model_config(resolution=32, channels=3, stride2_forms='xla'))
+  z = jax.random.normal(jax.random.key(1), (3, config.z_dim))
+
+  def d_of_g(gen, disc, g_params, d_params):
+    x = gen.apply({**g_vars, 'params': g_params}, z, train=False)
+    return jnp.sum(jnp.sin(disc.apply({**d_vars, 'params': d_params}, x, train=False)))
+
+  grads = {}
+  for name, gen, disc in (('custom', generator, discriminator), ('xla', g_xla, d_xla)):
+    value, g = jax.value_and_grad(d_of_g, argnums=(2, 3))(
+        gen, disc, g_vars['params'], d_vars['params'])
+    grads[name] = (value, g)
+  np.testing.assert_allclose(grads['xla'][0], grads['custom'][0], rtol=1e-5)
+  leaves = zip(jax.tree_util.tree_leaves(grads['xla'][1]),
+               jax.tree_util.tree_leaves(grads['custom'][1]))
+  for got, want in leaves:
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  # Both forms have the same parameters (a checkpoint serves either).
+  assert (jax.tree_util.tree_structure(g_xla.init(jax.random.key(0), z, train=False))
+          == jax.tree_util.tree_structure(g_vars))

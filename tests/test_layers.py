@@ -3,6 +3,7 @@ definitions and the textbook XLA forms (defined here, the library keeps only the
 fast path), initialisers, spectral norm, BatchNorm, packing, minibatch stddev.
 """
 
+import functools
 import math
 
 import flax.linen as nn
@@ -102,30 +103,35 @@ def test_conv_transpose_forward_matches_pytorch_definition_and_flax():
   np.testing.assert_allclose(out, flax_out, atol=1e-5)
 
 
-def test_conv_transpose_gradients_match_definition():
+@pytest.mark.parametrize('forms', layers.STRIDE2_FORMS)
+def test_conv_transpose_gradients_match_definition(forms):
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, 5, 6, 3)).astype(np.float32)
   w = (rng.standard_normal((4, 4, 3, 7)) / np.sqrt(12)).astype(np.float32)
   g = rng.standard_normal((2, 10, 12, 7)).astype(np.float32)
-  dx, dw = jax.grad(lambda x, w: jnp.sum(layers.conv_transpose_4x4_s2(x, w) * g),
+  np.testing.assert_allclose(layers.conv_transpose_4x4_s2(x, w, forms=forms),
+                             numpy_conv_transpose(x, w), atol=1e-5)
+  dx, dw = jax.grad(lambda x, w: jnp.sum(layers.conv_transpose_4x4_s2(x, w, forms=forms) * g),
                     argnums=(0, 1))(x, w)
   ref_dx, ref_dw = numpy_conv_transpose_grads(x, w, g)
   np.testing.assert_allclose(dx, ref_dx, atol=1e-5)
   np.testing.assert_allclose(dw, ref_dw, atol=1e-5)
 
 
+@pytest.mark.parametrize('forms', layers.STRIDE2_FORMS)
 @pytest.mark.parametrize('cin', [3, 20])
-def test_conv_down_matches_pytorch_definition(cin):
+def test_conv_down_matches_pytorch_definition(cin, forms):
   rng = np.random.default_rng(2)
   # Unit-scale outputs, so the 1e-5 tolerance is about 1e-5 relative too.
   x = rng.standard_normal((2, 6, 8, cin)).astype(np.float32)
   w = (rng.standard_normal((4, 4, cin, 5)) / np.sqrt(16 * cin)).astype(np.float32)
-  out = layers.Conv2x(5).apply({'params': {'kernel': w}}, x)
+  out = layers.Conv2x(5, forms=forms).apply({'params': {'kernel': w}}, x)
   np.testing.assert_allclose(out, numpy_conv(x, w), atol=1e-5)
   # Gradients from the definition: the strided convolution's adjoint is the
   # transposed convolution with in/out swapped, so the scatter reference serves.
   g = rng.standard_normal(out.shape).astype(np.float32)
-  dx, dw = jax.grad(lambda x, w: jnp.sum(layers.conv_4x4_s2(x, w) * g), argnums=(0, 1))(x, w)
+  dx, dw = jax.grad(lambda x, w: jnp.sum(layers.conv_4x4_s2(x, w, forms=forms) * g),
+                    argnums=(0, 1))(x, w)
   np.testing.assert_allclose(dx, numpy_conv_transpose(g, w.transpose(0, 1, 3, 2)), atol=1e-5)
   ref_dw = numpy_conv_transpose_grads(g, w.transpose(0, 1, 3, 2), x)[1]
   np.testing.assert_allclose(dw, ref_dw.transpose(0, 1, 3, 2), atol=1e-5)
@@ -150,6 +156,17 @@ def test_fast_convs_second_order_gradients_match_xla_forms():
   reference = penalty_grads(lax_conv, lax_conv_transpose)
   for a, b in zip(fast, reference):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # forms='xla' is XLA's own derivatives (forward mode works there too).
+  xla = penalty_grads(functools.partial(layers.conv_4x4_s2, forms='xla'),
+                      functools.partial(layers.conv_transpose_4x4_s2, forms='xla'))
+  for a, b in zip(xla, reference):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  jax.jvp(lambda v: layers.conv_4x4_s2(v, w_down, forms='xla'), (x,), (x,))
+
+
+def test_unknown_stride2_forms_name_the_known_ones():
+  with pytest.raises(errors.ConfigError, match=r"stride2_forms.*'custom', 'xla'.*'cudnn'"):
+    layers.conv_4x4_s2(jnp.ones((1, 4, 4, 2)), jnp.ones((4, 4, 2, 3)), forms='cudnn')
 
 
 # ---- stride-1 'same' convolutions (the ResNet families) ------------------------------

@@ -22,8 +22,13 @@ In one process, on the first device:
      299, as the evaluator) in images/s, and the projected time of FID-50k's
      features: 50k generated + 50k reference images.
 
+`--stride2_forms=custom,xla` times every DCGAN row in each way of computing its
+stride-2 layers (`model.stride2_forms`: the custom-VJP forms written for XLA:CPU, or
+XLA's own convolutions and derivatives), one after the other; the rows say which.
+
 Targets on one H100 / H200-class GPU: DCGAN-64 in bfloat16 at the largest batch
->= 50% of the measured bf16 matmul rate, and FID-50k features in under 60 s.
+>= 50% of the measured bf16 matmul rate (the better form counts), and FID-50k
+features in under 60 s.
 Runs start in order of importance: the matmul; DCGAN, Inception, SNGAN and BigGAN
 at `--batch`; then the largest batch of each model (DCGAN first). None starts once
 `--budget_s` has passed: those rows say 'skipped'. Each row is printed when measured.
@@ -46,6 +51,7 @@ from gan_jax.bench import memory
 from gan_jax.bench import presets
 from gan_jax.bench import report_files
 from gan_jax.bench import throughput_runners
+from gan_jax.models import layers
 
 MODELS = ('dcgan', 'resnet', 'biggan')
 FID_IMAGES = 100_000                  # FID-50k: 50k generated + 50k reference images
@@ -125,16 +131,18 @@ def _time_runner(runner, seconds, rounds=2):
   return sorted(speeds)[len(speeds) // 2], max(waits)
 
 
-def time_step(model, *, dtype, batch, width, seconds, matmul_tflops, device):
+def time_step(model, *, dtype, batch, width, seconds, matmul_tflops, device,
+              stride2_forms='custom'):
   """One row: the training step of `model` timed on `device`."""
-  spec = dict(model=model, variant=dtype, batch=batch, width=width)
+  spec = dict(model=model, variant=dtype, batch=batch, width=width,
+              stride2_forms=stride2_forms)
   runner = throughput_runners.JaxRunner(spec, devices=[device])
   try:
     it_per_s, wait = _time_runner(runner, seconds)
     tflops = runner.model_gflop * it_per_s / 1e3
     return dict(
         model=model, dtype=dtype, batch=batch, width=width or None,
-        n_critic=runner.config.train.n_critic, it_per_s=it_per_s,
+        stride2_forms=stride2_forms, n_critic=runner.config.train.n_critic, it_per_s=it_per_s,
         images_per_s=it_per_s * batch, input_wait_share=wait,
         gflop_per_step=runner.model_gflop, tflops=tflops,
         matmul_fraction=tflops / matmul_tflops, compile_s=runner.compile_s,
@@ -202,6 +210,7 @@ class Settings:
   memory_gb: float = 0.0
   fraction: float = 0.85
   budget_s: float = 270.0
+  stride2_forms: tuple = ('custom',)  # DCGAN rows are timed in each
 
   def __post_init__(self):
     for model in self.models:
@@ -209,6 +218,10 @@ class Settings:
         raise errors.ConfigError(f'--models: unknown {model!r}; use some of {list(MODELS)}.')
     for dtype in self.dtypes:
       presets.parse_jax_variant(dtype)
+    if not self.stride2_forms:
+      raise errors.ConfigError("--stride2_forms: name at least one of 'custom', 'xla'.")
+    for forms in self.stride2_forms:
+      layers.check_stride2_forms(forms)
 
 
 QUICK_SETTINGS = dict(widths=tuple(QUICK_WIDTHS.items()), batch=8, max_batch=32, seconds=2.0,
@@ -240,35 +253,41 @@ class _Rows:
     return self.widths.get(model, 0)
 
   def time_all_dtypes(self, model, batch):
-    """Times `model` at `batch` in every dtype of the settings (or lists it as skipped)."""
-    for dtype in self.settings.dtypes:
-      if self.over_budget():
-        self.skipped.append(f'{model} {dtype} batch {batch}')
-        continue
-      row = time_step(model, dtype=dtype, batch=batch,
-                      width=self.width(model),
-                      seconds=self.settings.seconds, matmul_tflops=self.matmul['tflops'],
-                      device=self.device)
-      self.rows.append(row)
-      self.log(f'{row["model"]} {row["dtype"]} batch {row["batch"]}: {row["it_per_s"]:.2f} '
-               f'it/s, {row["tflops"]:.3f} TFLOP/s '
-               f'({100 * row["matmul_fraction"]:.1f}% of matmul)')
+    """Times `model` at `batch` in every dtype (and, for DCGAN, every stride-2 form) of
+    the settings, or lists the row as skipped."""
+    all_forms = self.settings.stride2_forms if model == 'dcgan' else ('custom',)
+    for forms in all_forms:
+      for dtype in self.settings.dtypes:
+        label = f'{model} {dtype} batch {batch}' + ('' if forms == 'custom' else f' {forms}')
+        if self.over_budget():
+          self.skipped.append(label)
+          continue
+        row = time_step(model, dtype=dtype, batch=batch,
+                        width=self.width(model),
+                        seconds=self.settings.seconds, matmul_tflops=self.matmul['tflops'],
+                        device=self.device, stride2_forms=forms)
+        self.rows.append(row)
+        self.log(f'{label}: {row["it_per_s"]:.2f} it/s, {row["tflops"]:.3f} TFLOP/s '
+                 f'({100 * row["matmul_fraction"]:.1f}% of matmul)')
 
   def float32_estimate(self, model, batch):
     """XLA's memory estimate of a float32 row already timed, in bytes (or None)."""
     known = [r['xla_mem_mb'] * 2**20 for r in self.rows
-             if r['model'] == model and r['batch'] == batch and r['dtype'] == 'float32']
+             if r['model'] == model and r['batch'] == batch and r['dtype'] == 'float32'
+             and r.get('stride2_forms', 'custom') == 'custom']
     return known[0] if known else None
 
 
 def _targets(rows, largest, inception, platform_name):
   dcgan = [r for r in rows if r['model'] == 'dcgan' and r['dtype'] == 'bfloat16'
            and r['batch'] == largest.get('dcgan', {}).get('batch')]
-  fraction = dcgan[0]['matmul_fraction'] if dcgan else None
+  best = max(dcgan, key=lambda r: r['matmul_fraction']) if dcgan else None
+  fraction = best['matmul_fraction'] if best else None
   fid_s = inception['fid50k_projected_s'] if inception else None
   return dict(
       applies=platform_name == 'gpu',
       dcgan_bf16_largest_matmul_fraction=fraction,
+      dcgan_bf16_largest_stride2_forms=best.get('stride2_forms', 'custom') if best else None,
       dcgan_met=None if fraction is None else fraction >= TARGET_MATMUL_FRACTION,
       fid50k_seconds=fid_s, fid50k_met=None if fid_s is None else fid_s < TARGET_FID50K_SECONDS)
 
@@ -328,8 +347,10 @@ def markdown_table(report):
            'of bf16 matmul | convs (lowered / compiled) |', '|---|---|---:|---:|---:|---:|'
            '---:|---:|---|']
   for r in report['rows']:
+    forms = r.get('stride2_forms', 'custom')
+    model = r['model'] if forms == 'custom' else f'{r["model"]} ({forms} stride-2 forms)'
     lines.append(
-        f'| {r["model"]} | {r["dtype"]} | {r["batch"]} | {r["it_per_s"]:.2f} | '
+        f'| {model} | {r["dtype"]} | {r["batch"]} | {r["it_per_s"]:.2f} | '
         f'{r["images_per_s"]:.0f} | {r["gflop_per_step"]:.1f} | {r["tflops"]:.3f} | '
         f'{100 * r["matmul_fraction"]:.1f}% | {r["conv_dtypes_lowered"]} / '
         f'{r["conv_dtypes_compiled"]} |')
@@ -357,6 +378,8 @@ def _define_flags():
   flags.DEFINE_float('memory_gb', 0.0, 'Memory budget in GiB (0: the device limit).')
   flags.DEFINE_float('fraction', 0.85, 'Share of the memory the largest batch may fill.')
   flags.DEFINE_float('budget_s', 270.0, 'No run starts after this many seconds.')
+  flags.DEFINE_list('stride2_forms', 'custom',
+                    "DCGAN's stride-2 layers (model.stride2_forms): custom and/or xla.")
   flags.DEFINE_bool('quick', False, f'CPU-sized run: {QUICK_SETTINGS}.')
   flags.DEFINE_string('json', '', 'Write the JSON report to this path.')
 
@@ -369,7 +392,7 @@ def main(argv):
       models=tuple(f.models), dtypes=tuple(f.dtypes), batch=f.batch, max_batch=f.max_batch,
       seconds=f.seconds, matmul_size=f.matmul_size, matmul_iterations=f.matmul_iterations,
       inception=f.inception, inception_batch=f.inception_batch, memory_gb=f.memory_gb,
-      fraction=f.fraction, budget_s=f.budget_s)
+      fraction=f.fraction, budget_s=f.budget_s, stride2_forms=tuple(f.stride2_forms))
   if f.quick:
     settings = dataclasses.replace(settings, **QUICK_SETTINGS)
   report = run_check(settings, log=lambda line: print(line, flush=True))

@@ -90,16 +90,19 @@ def step_gflop(config):
 class JaxRunner:
   """The real gan_jax training step, compiled once, run for timed rounds.
 
-  `spec`: {'model' (default 'dcgan'), 'width', 'batch', 'variant'}; `devices`: the
-  devices to run on (default: all; the workers have one CPU device each).
-  `model_gflop` counts the step as written (XLA's cost analysis before
-  optimisation, the same on every platform; `step_gflop` where the platform
-  reports none); `gflop` after optimisation.
+  `spec`: {'model' (default 'dcgan'), 'width', 'batch', 'variant', 'stride2_forms'
+  (default 'custom'; `model.stride2_forms`)}; `devices`: the devices to run on
+  (default: all; the workers have one CPU device each). `model_gflop` counts the
+  step as written (XLA's cost analysis before optimisation, the same on every
+  platform; `step_gflop` where the platform reports none), always with the custom
+  stride-2 forms, so both forms of a step are credited the same work; `gflop`
+  after optimisation.
   """
 
   def __init__(self, spec, devices=None):
     config = presets.model_config(spec.get('model', 'dcgan'), batch=spec['batch'],
                                   variant=spec['variant'], width=spec['width'] or 0)
+    config.model.stride2_forms = spec.get('stride2_forms', 'custom')
     self.config = config
     self.dp = parallel.DataParallel.from_config(config.parallel, devices, remat=config.train.remat)
     self.state = self.dp.put_state(state_lib.create_state(config, jax.random.key(0)))
@@ -116,6 +119,12 @@ class JaxRunner:
     self.compile_s = time.perf_counter() - start
     self.compile_cpu_s = time.process_time() - cpu
     self.model_gflop = _flops(self.lowered.cost_analysis()) / 1e9
+    if config.model.stride2_forms != 'custom':
+      # The same arithmetic, counted one way for every form: XLA counts the
+      # textbook (input-dilated) stride-2 forms' FLOPs differently.
+      counted = config.copy_and_resolve_references()
+      counted.model.stride2_forms = 'custom'
+      self.model_gflop = step_gflop(counted)
     if math.isnan(self.model_gflop):
       self.model_gflop = step_gflop(config)
     self.gflop = _flops(self.step.cost_analysis()) / 1e9

@@ -39,6 +39,7 @@ from gan_jax.models import biggan
 from gan_jax.models import conditional
 from gan_jax.models import dcgan
 from gan_jax.models import image_mlp
+from gan_jax.models import layers
 from gan_jax.models import mlp
 from gan_jax.models import resnet
 from gan_jax.models import sagan
@@ -107,6 +108,7 @@ def build(model_config, *, bn_axis_name=None, remat=False):
     ConfigError: an unknown name or a bad field of the family.
   """
   family = _family(model_config.name)
+  layers.check_stride2_forms(model_config.get('stride2_forms', 'custom'))
   for name in _NOISE_FIELDS:
     if model_config.get(name, 0.0) < 0:
       raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '

@@ -88,6 +88,8 @@ class Generator(nn.Module):
     dtype: compute dtype; params are float32 and the output is float32.
     remat: recompute each layer (conv, norm, ReLU) in the backward pass instead of
       storing its activations (`compute.remat_call`).
+    stride2_forms: how the transposed convolutions are computed, 'custom' or 'xla'
+      (`layers.conv_transpose_4x4_s2`); the same numbers either way.
   """
   resolution: int = 64
   channels: int = 3
@@ -99,6 +101,7 @@ class Generator(nn.Module):
   bn_axis_name: Any = None
   dtype: Any = jnp.float32
   remat: bool = False
+  stride2_forms: str = 'custom'
 
   def _norm_relu(self, h, labels, k, train):
     if self.num_classes:
@@ -119,7 +122,8 @@ class Generator(nn.Module):
 
   def _up(self, h, labels, k, features, last, train):
     """Transposed conv `up<k>` (2x), then norm and ReLU unless it is the `last` layer."""
-    h = layers.ConvTranspose2x(features, dtype=self.dtype, name=f'up{k}')(h)
+    h = layers.ConvTranspose2x(features, dtype=self.dtype, forms=self.stride2_forms,
+                               name=f'up{k}')(h)
     return h if last else self._norm_relu(h, labels, k, train)
 
   def _extra(self, h, labels, e, train):
@@ -188,6 +192,8 @@ class Discriminator(nn.Module):
       with a 'noise' rng (0 = none).
     hidden_noise: the same for the output of every hidden layer (after the
       features are sown, before the heads).
+    stride2_forms: how the strided convolutions are computed, 'custom' or 'xla'
+      (`layers.conv_4x4_s2`); the same numbers either way.
   """
   resolution: int = 64
   ndf: int = 64
@@ -206,6 +212,7 @@ class Discriminator(nn.Module):
   remat: bool = False
   input_noise: float = 0.0
   hidden_noise: float = 0.0
+  stride2_forms: str = 'custom'
 
   def _noisy(self, h, std, train):
     return layers.gaussian_noise(self, h, std, train=train)
@@ -227,8 +234,9 @@ class Discriminator(nn.Module):
 
   def _down(self, h, k, train):
     """Strided conv `conv<k>` (H / 2), then norm (not after the first) and LeakyReLU."""
-    h = self._conv(layers.Conv2x(self.ndf * 2 ** k, dtype=self.dtype, name=f'conv{k}'), h,
-                   train)
+    conv = layers.Conv2x(self.ndf * 2 ** k, dtype=self.dtype, forms=self.stride2_forms,
+                         name=f'conv{k}')
+    h = self._conv(conv, h, train)
     return self._norm_lrelu(h, k, train) if k > 0 else layers.leaky_relu(h)
 
   def _extra(self, h, e, train):
@@ -325,8 +333,8 @@ def build(model_config, *, bn_axis_name=None, remat=False):
     model_config: ConfigDict with resolution, channels, ngf, ndf, g_norm, d_norm,
       extra_layers, spectral_norm, num_classes, d_cond, bn_momentum, pack,
       minibatch_std, minibatch_discrimination, minibatch_kernel_dim, dtype and
-      (optional, default 0) d_input_noise, d_hidden_noise (z_dim is implied by the
-      z passed to the generator).
+      (optional, default 0) d_input_noise, d_hidden_noise, (optional, default
+      'custom') stride2_forms (z_dim is implied by the z passed to the generator).
     bn_axis_name: mapped axis name for synchronised BatchNorm, or None.
     remat: rematerialise every layer of G and D (`config.train.remat`); the
       parameters are the same either way.
@@ -343,7 +351,8 @@ def build(model_config, *, bn_axis_name=None, remat=False):
   generator = Generator(
       resolution=m.resolution, channels=m.channels, ngf=m.ngf, norm=m.g_norm,
       extra_layers=m.extra_layers, num_classes=conditional.generator_classes(m),
-      bn_momentum=m.bn_momentum, bn_axis_name=bn_axis_name, dtype=dtype, remat=remat)
+      bn_momentum=m.bn_momentum, bn_axis_name=bn_axis_name, dtype=dtype, remat=remat,
+      stride2_forms=m.get('stride2_forms', 'custom'))
   discriminator = Discriminator(
       resolution=m.resolution, ndf=m.ndf, norm=m.d_norm, extra_layers=m.extra_layers,
       spectral_norm=m.spectral_norm, pack=m.pack, minibatch_std=m.minibatch_std,
@@ -351,5 +360,6 @@ def build(model_config, *, bn_axis_name=None, remat=False):
       num_classes=m.num_classes, d_cond=m.d_cond, bn_momentum=m.bn_momentum,
       input_noise=float(m.get('d_input_noise', 0.0)),
       hidden_noise=float(m.get('d_hidden_noise', 0.0)),
-      bn_axis_name=bn_axis_name, dtype=dtype, remat=remat)
+      bn_axis_name=bn_axis_name, dtype=dtype, remat=remat,
+      stride2_forms=m.get('stride2_forms', 'custom'))
   return generator, discriminator

@@ -19,6 +19,12 @@ the n_critic loop (a while loop) XLA:CPU leaves those forms to a naive loop nest
 The VJPs are differentiable again (gradient penalties); forward mode (`jax.jvp`) is
 not available.
 
+`model.stride2_forms = 'xla'` (`forms='xla'` below) swaps these forms for the textbook
+ones with XLA's own derivatives (a strided convolution, an input-dilated one), which
+XLA:GPU hands to cuDNN as forward, backward-data and backward-filter kernels: the same
+numbers, for accelerators on which those may be faster (docs/performance.md, Device
+check, says what was measured).
+
 The stride-1 'same' convolutions of the ResNet families go through `cpu_same_conv`,
 built the same way on the CPU backend.
 
@@ -344,7 +350,31 @@ def cpu_same_conv(lhs, rhs, window_strides, padding, *, lhs_dilation=None,
   return _fast_same_conv(lhs, rhs)
 
 
-def conv_transpose_4x4_s2(x, kernel):
+def _xla_conv_transpose(x, kernel):
+  """PyTorch ConvTranspose2d(k=4, s=2, p=1) in the textbook form, with XLA's own VJP.
+
+  The input-dilated correlation with the flipped kernel (PyTorch padding 1 becomes
+  4 - 1 - 1 = 2), as `flax.linen.ConvTranspose` computes it.
+  """
+  return lax.conv_general_dilated(
+      x, kernel[::-1, ::-1], window_strides=(1, 1), padding=((2, 2), (2, 2)),
+      lhs_dilation=(2, 2), dimension_numbers=_DIMENSION_NUMBERS)
+
+
+# model.stride2_forms: how the stride-2 layers are computed (module docstring).
+STRIDE2_FORMS = ('custom', 'xla')
+
+
+def check_stride2_forms(forms):
+  """Raises a ConfigError unless `forms` is one of STRIDE2_FORMS."""
+  if forms not in STRIDE2_FORMS:
+    raise errors.ConfigError(
+        f'model.stride2_forms must be one of {list(STRIDE2_FORMS)}, got {forms!r}: '
+        "'custom' (sub-pixel forms with custom VJPs, fast on XLA:CPU) or 'xla' "
+        "(XLA's own convolutions and derivatives).")
+
+
+def conv_transpose_4x4_s2(x, kernel, *, forms='custom'):
   """PyTorch `ConvTranspose2d(kernel_size=4, stride=2, padding=1)` without bias.
 
   Definition: `out[n, 2i + a - 1, 2j + b - 1, o] += x[n, i, j, c] * kernel[a, b, c, o]`,
@@ -353,16 +383,19 @@ def conv_transpose_4x4_s2(x, kernel):
   Args:
     x: f[B, H, W, Cin].
     kernel: f[4, 4, Cin, Cout] in PyTorch orientation (see module docstring).
+    forms: 'custom' (sub-pixel convolution, custom VJP) or 'xla' (input-dilated
+      convolution, XLA's derivatives); the same numbers either way.
 
   Returns:
     f[B, 2H, 2W, Cout].
   """
   if kernel.shape[:2] != (4, 4):
     raise ValueError(f'conv_transpose_4x4_s2 needs a 4x4 kernel, got {kernel.shape}.')
-  return _fast_conv_transpose(x, kernel)
+  check_stride2_forms(forms)
+  return (_fast_conv_transpose if forms == 'custom' else _xla_conv_transpose)(x, kernel)
 
 
-def conv_4x4_s2(x, kernel):
+def conv_4x4_s2(x, kernel, *, forms='custom'):
   """PyTorch `Conv2d(kernel_size=4, stride=2, padding=1)` without bias.
 
   Definition: `out[n, i, j, o] = sum x[n, 2i + a - 1, 2j + b - 1, c] * kernel[a, b, c, o]`.
@@ -370,6 +403,7 @@ def conv_4x4_s2(x, kernel):
   Args:
     x: f[B, H, W, Cin] with H, W even.
     kernel: f[4, 4, Cin, Cout].
+    forms: 'custom' (custom VJP) or 'xla' (XLA's derivatives); the same numbers.
 
   Returns:
     f[B, H/2, W/2, Cout].
@@ -378,7 +412,8 @@ def conv_4x4_s2(x, kernel):
     raise ValueError(f'conv_4x4_s2 needs a 4x4 kernel, got {kernel.shape}.')
   if x.shape[1] % 2 or x.shape[2] % 2:
     raise ValueError(f'conv_4x4_s2 needs even height and width, got {x.shape}.')
-  return _fast_conv(x, kernel)
+  check_stride2_forms(forms)
+  return (_fast_conv if forms == 'custom' else _strided_conv)(x, kernel)
 
 
 class _Stride2Conv(nn.Module):
@@ -389,17 +424,19 @@ class _Stride2Conv(nn.Module):
     use_bias: add a bias (off in DCGAN, where BatchNorm follows).
     kernel_init: kernel initialiser.
     dtype: compute dtype; params are `param_dtype`.
+    forms: 'custom' or 'xla' (`model.stride2_forms`; see the module docstring).
   """
   features: int
   use_bias: bool = False
   kernel_init: Any = dcgan_kernel_init
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  forms: str = 'custom'
 
   def _convolve(self, x, op):
     kernel = self.param('kernel', self.kernel_init, (4, 4, x.shape[-1], self.features),
                         self.param_dtype)
-    y = op(x.astype(self.dtype), kernel.astype(self.dtype))
+    y = op(x.astype(self.dtype), kernel.astype(self.dtype), forms=self.forms)
     if self.use_bias:
       # Added in float32, as `compute.Conv`: its gradient sums over B x H x W.
       bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
