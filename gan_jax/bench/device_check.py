@@ -274,7 +274,7 @@ class _Rows:
     """XLA's memory estimate of a float32 row already timed, in bytes (or None)."""
     known = [r['xla_mem_mb'] * 2**20 for r in self.rows
              if r['model'] == model and r['batch'] == batch and r['dtype'] == 'float32'
-             and r.get('stride2_forms', 'custom') == 'custom']
+             and r['stride2_forms'] == 'custom']
     return known[0] if known else None
 
 
@@ -287,7 +287,7 @@ def _targets(rows, largest, inception, platform_name):
   return dict(
       applies=platform_name == 'gpu',
       dcgan_bf16_largest_matmul_fraction=fraction,
-      dcgan_bf16_largest_stride2_forms=best.get('stride2_forms', 'custom') if best else None,
+      dcgan_bf16_largest_stride2_forms=best['stride2_forms'] if best else None,
       dcgan_met=None if fraction is None else fraction >= TARGET_MATMUL_FRACTION,
       fid50k_seconds=fid_s, fid50k_met=None if fid_s is None else fid_s < TARGET_FID50K_SECONDS)
 
@@ -347,7 +347,7 @@ def markdown_table(report):
            'of bf16 matmul | convs (lowered / compiled) |', '|---|---|---:|---:|---:|---:|'
            '---:|---:|---|']
   for r in report['rows']:
-    forms = r.get('stride2_forms', 'custom')
+    forms = r['stride2_forms']
     model = r['model'] if forms == 'custom' else f'{r["model"]} ({forms} stride-2 forms)'
     lines.append(
         f'| {model} | {r["dtype"]} | {r["batch"]} | {r["it_per_s"]:.2f} | '

@@ -81,8 +81,14 @@ def step_gflop(config):
   batch `config.train.batch_size` with its `n_critic` D updates. XLA:GPU returned
   no count for the lowered step (JAX 0.11.2 on an H200), so runners on other
   platforms take the count from here; the program is the same on every platform.
+  The step is counted with the custom stride-2 forms whatever `model.stride2_forms`
+  says: the arithmetic is the same, and XLA counts the textbook (input-dilated)
+  forms' FLOPs differently, so both forms are credited the same work.
   Returns a float (GFLOP per step; NaN when XLA reports none).
   """
+  if config.model.stride2_forms != 'custom':
+    config = config.copy_and_resolve_references()
+    config.model.stride2_forms = 'custom'
   lowered = memory.lower_step(config, devices=jax.devices('cpu')[:1])
   return _flops(lowered.cost_analysis()) / 1e9
 
@@ -94,9 +100,9 @@ class JaxRunner:
   (default 'custom'; `model.stride2_forms`)}; `devices`: the devices to run on
   (default: all; the workers have one CPU device each). `model_gflop` counts the
   step as written (XLA's cost analysis before optimisation, the same on every
-  platform; `step_gflop` where the platform reports none), always with the custom
-  stride-2 forms, so both forms of a step are credited the same work; `gflop`
-  after optimisation.
+  platform; `step_gflop` where the platform reports none or the step uses XLA's
+  stride-2 forms, so both forms are credited the same work); `gflop` after
+  optimisation.
   """
 
   def __init__(self, spec, devices=None):
@@ -118,15 +124,9 @@ class JaxRunner:
     self.step = self.lowered.compile()
     self.compile_s = time.perf_counter() - start
     self.compile_cpu_s = time.process_time() - cpu
-    self.model_gflop = _flops(self.lowered.cost_analysis()) / 1e9
-    if config.model.stride2_forms != 'custom':
-      # The same arithmetic, counted one way for every form: XLA counts the
-      # textbook (input-dilated) stride-2 forms' FLOPs differently.
-      counted = config.copy_and_resolve_references()
-      counted.model.stride2_forms = 'custom'
-      self.model_gflop = step_gflop(counted)
-    if math.isnan(self.model_gflop):
-      self.model_gflop = step_gflop(config)
+    own = (_flops(self.lowered.cost_analysis()) / 1e9
+           if config.model.stride2_forms == 'custom' else math.nan)
+    self.model_gflop = step_gflop(config) if math.isnan(own) else own
     self.gflop = _flops(self.step.cost_analysis()) / 1e9
     memory = self.step.memory_analysis()
     self.xla_mem_mb = (memory.argument_size_in_bytes + memory.output_size_in_bytes

@@ -348,11 +348,12 @@ def build(model_config, *, bn_axis_name=None, remat=False):
   dtype = layers.compute_dtype(model_config.dtype)
   _validate(model_config)
   m = model_config
+  stride2_forms = m.get('stride2_forms', 'custom')
   generator = Generator(
       resolution=m.resolution, channels=m.channels, ngf=m.ngf, norm=m.g_norm,
       extra_layers=m.extra_layers, num_classes=conditional.generator_classes(m),
       bn_momentum=m.bn_momentum, bn_axis_name=bn_axis_name, dtype=dtype, remat=remat,
-      stride2_forms=m.get('stride2_forms', 'custom'))
+      stride2_forms=stride2_forms)
   discriminator = Discriminator(
       resolution=m.resolution, ndf=m.ndf, norm=m.d_norm, extra_layers=m.extra_layers,
       spectral_norm=m.spectral_norm, pack=m.pack, minibatch_std=m.minibatch_std,
@@ -361,5 +362,5 @@ def build(model_config, *, bn_axis_name=None, remat=False):
       input_noise=float(m.get('d_input_noise', 0.0)),
       hidden_noise=float(m.get('d_hidden_noise', 0.0)),
       bn_axis_name=bn_axis_name, dtype=dtype, remat=remat,
-      stride2_forms=m.get('stride2_forms', 'custom'))
+      stride2_forms=stride2_forms)
   return generator, discriminator
