@@ -21,6 +21,7 @@ Variants (combinable, e.g. `:diffaug,data=20`):
 """
 
 from configs import common
+from gan_jax import errors
 
 CIFAR10_TRAIN_EXAMPLES = 50000
 
@@ -40,7 +41,7 @@ def get_config(arg=None):
   config.train.ema_decay = 0.9999
   config.train.ema_start = 1000
   if not 0 < args.data <= 100:
-    raise ValueError(f'biggan_cifar10:data=P needs 0 < P <= 100, got {args.data}.')
+    raise errors.ConfigError(f'biggan_cifar10:data=P needs 0 < P <= 100, got {args.data}.')
   if args.data < 100:
     config.data.train_examples = CIFAR10_TRAIN_EXAMPLES * args.data // 100
   if args.diffaug:

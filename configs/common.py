@@ -11,6 +11,11 @@
 import ml_collections
 
 from gan_jax import defaults
+from gan_jax import errors
+
+
+# The spellings of a variant switched on or off: `:smoke`, `:smoke=true`, `:smoke=0`.
+_TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
 
 def parse_arg(arg, **known):
@@ -24,7 +29,7 @@ def parse_arg(arg, **known):
     A ConfigDict with every key of `known`; a bare word `w` sets `w=True`.
 
   Raises:
-    ValueError: for a key that is not in `known` (listing the known ones), or a
+    ConfigError: for a key that is not in `known` (listing the known ones), or a
       value that is not of its default's type.
   """
   result = ml_collections.ConfigDict(dict(known))
@@ -34,21 +39,24 @@ def parse_arg(arg, **known):
       continue
     key, has_value, value = item.partition('=')
     if key not in known:
-      raise ValueError(f'unknown config variant {key!r}; known: {sorted(known)}, e.g. '
-                       '--config=dcgan_digits:smoke')
+      raise errors.ConfigError(f'unknown config variant {key!r}; known: {sorted(known)} '
+                               '(variants follow the name: --config=NAME:VARIANT,...)')
     default = known[key]
     if not has_value:
       result[key] = True
     elif isinstance(default, bool):
-      result[key] = value.lower() in ('1', 'true', 'yes')
+      if value.lower() not in _TRUE + _FALSE:
+        raise errors.ConfigError(f'config variant {key}={value!r}: {key} is on or off; write '
+                                 f'{key} (on), or {key}=true / {key}=false.')
+      result[key] = value.lower() in _TRUE
     elif default is None:
       result[key] = value
     else:
       try:
         result[key] = type(default)(value)
       except ValueError:
-        raise ValueError(f'config variant {key}={value!r}: {key} takes a value like '
-                         f'{key}={default} ({type(default).__name__})') from None
+        raise errors.ConfigError(f'config variant {key}={value!r}: {key} takes a value like '
+                                 f'{key}={default} ({type(default).__name__})') from None
   return result
 
 

@@ -20,6 +20,7 @@ background) instead of the reference's grey 0 (no gain measured, docs/benchmarks
 
 from configs import common
 from gan_jax import defaults
+from gan_jax import errors
 
 
 # 10% of the 1,347 training digits, and the DiffAugment policy that helped them: of
@@ -61,7 +62,7 @@ def get_config(arg=None):
     if args.fill is not None:
       config.augment.fill = float(args.fill)
   elif args.policy is not None or args.fill is not None:
-    raise ValueError("policy=P and fill=F are variants of ':few' (e.g. --config=dcgan_digits:"
+    raise errors.ConfigError("policy=P and fill=F are variants of ':few' (e.g. --config=dcgan_digits:"
                      "few,policy=color); for the full split set --config.augment.policy / .fill.")
   if args.smoke:
     common.shrink_for_smoke(config, batch_size=16, num_steps=6)

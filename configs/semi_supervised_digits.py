@@ -31,6 +31,7 @@ baseline: it lifts the baseline more than the GAN, docs/benchmarks.md); `:dcgan`
 
 from configs import common
 from gan_jax import defaults
+from gan_jax import errors
 
 LABELS_PER_CLASS = 10
 # Weight of the entropy of D's class softmax on every real digit in ':entropy' and
@@ -90,7 +91,7 @@ def get_config(arg=None):
   args = common.parse_arg(arg, smoke=False, supervised_only=False, entropy=False,
                           entropy_only=False, dcgan=False, translation=False)
   if args.supervised_only + args.entropy + args.entropy_only > 1:
-    raise ValueError("Pick one of ':supervised_only', ':entropy' and ':entropy_only'.")
+    raise errors.ConfigError("Pick one of ':supervised_only', ':entropy' and ':entropy_only'.")
   config = defaults.get_config()
   config.name = 'semi_supervised_digits'
   config.data.source = 'digits'

@@ -13,7 +13,8 @@ each process its own (a one-process checkpoint stays a plain state).
 Restoring tries the newest checkpoint first. One that cannot be read (a
 truncated file, a crash mid-write) is moved aside to
 `<workdir>/checkpoints_corrupt/<step>-<time>/` with a warning (never deleted),
-and the next older one is tried. A save interrupted before orbax renamed its
+and the next older one is tried; tools that only read a run (sampling,
+evaluation) skip it and leave it in place. A save interrupted before orbax renamed its
 temporary folder leaves a `*.orbax-checkpoint-tmp*` folder: it is never a
 checkpoint, and is ignored with a warning.
 
@@ -147,13 +148,17 @@ class Checkpointer:
       self.wait()
       os.kill(os.getpid(), signal.SIGKILL)
 
-  def restore(self, abstract_state, step=None):
+  def restore(self, abstract_state, step=None, *, move_aside=True):
     """Restores the newest readable checkpoint (or exactly `step`).
 
     Args:
       abstract_state: a GANState of `jax.ShapeDtypeStruct`s (with shardings)
         that says where and how to place the restored arrays.
       step: a specific step; None means the newest that can be read.
+      move_aside: move an unreadable checkpoint to `checkpoints_corrupt/` (a run that
+        resumes, and would otherwise save over it or trip on it again); False skips it
+        and leaves the folder as it is (tools that only read a run, possibly beside
+        the training run that writes it).
 
     Returns:
       (state, data_state, step), or None when the folder has no checkpoint.
@@ -174,20 +179,22 @@ class Checkpointer:
       try:
         restored, error = self._restore_step(abstract_state, candidate), None
       except Exception as e:  # pylint: disable=broad-except
-        restored, error = None, f'{type(e).__name__}: {str(e)[:300]}'
+        # One line: orbax's messages can hold a whole multi-line TensorStore spec.
+        restored, error = None, f'{type(e).__name__}: {" ".join(str(e).split())[:300]}'
       # Every process must resume from the same step, so one failure counts for all.
       if _on_any_process(error is not None):
-        moved = self._move_aside(candidate)
+        where = (f'moved it to {self._move_aside(candidate)}' if move_aside else
+                 'left it in place')
         logging.warning(
-            'Checkpoint %d in %s could not be restored (%s); moved it to %s '
-            'and falling back to the previous checkpoint.', candidate,
-            self.directory, error or 'failed on another process', moved)
+            'Checkpoint %d in %s could not be restored (%s); %s and falling back to the '
+            'previous checkpoint.', candidate, self.directory,
+            error or 'failed on another process', where)
         continue
       return restored + (candidate,)
     raise CheckpointError(
-        f'None of the checkpoints {steps} in {self.directory} could be restored; '
-        'they were moved to checkpoints_corrupt/ beside it. Start a new run '
-        'with a fresh --workdir, or restore a backup.')
+        f'None of the checkpoints {steps} in {self.directory} could be restored' +
+        ('; they were moved to checkpoints_corrupt/ beside it' if move_aside else '') +
+        '. Start a new run with a fresh --workdir, or restore a backup.')
 
   def restore_data(self, step):
     """This process's data state saved with checkpoint `step` (the state is not read)."""

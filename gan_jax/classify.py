@@ -112,11 +112,15 @@ def check_images(images, shape):
     raise errors.ConfigError(
         f'images must be floats in [-1, 1] (x / 127.5 - 1 for 8-bit pixels), got '
         f'{images.dtype}.')
-  if images.size and (not np.all(np.isfinite(images))
-                      or np.abs(images).max() > 1 + _RANGE_TOLERANCE):
+  finite = np.isfinite(images)
+  if not np.all(finite):
+    raise errors.ConfigError(
+        f'images must be finite floats in [-1, 1]; {images.size - np.count_nonzero(finite)} '
+        f'of the {images.size} values are NaN or infinite.')
+  if images.size and np.abs(images).max() > 1 + _RANGE_TOLERANCE:
     raise errors.ConfigError(
         f'images must be in [-1, 1] (x / 127.5 - 1 for 8-bit pixels); got values in '
-        f'[{np.nanmin(images):.3g}, {np.nanmax(images):.3g}].')
+        f'[{images.min():.3g}, {images.max():.3g}].')
   return images.astype(np.float32)
 
 
@@ -149,16 +153,39 @@ def test_accuracy(workdir, *, split='test', step=None, num_examples=None):
   return split_accuracy(workdir, split=split, step=step, num_examples=num_examples)['accuracy']
 
 
+_SAVE_HINT = 'save the images with np.savez(path, images=x), x f32[N, H, W, C] in [-1, 1]'
+
+
 def read_input(path):
-  """The `images` array of an .npz file (see the module docstring)."""
+  """The `images` array of an .npz file (see the module docstring).
+
+  Raises:
+    MissingFileError: no such file.
+    ConfigError: not an .npz file, no key `images`, or no images in it.
+  """
   if not os.path.exists(path):
     raise errors.MissingFileError(f'--input={path}: no such file.')
-  with np.load(path) as arrays:
+  unreadable = errors.ConfigError(f'--input={path} is not an .npz file of numeric arrays that '
+                                  f'numpy can read; {_SAVE_HINT}.')
+  try:
+    arrays = np.load(path, allow_pickle=False)
+  except (OSError, ValueError):
+    raise unreadable from None
+  if not isinstance(arrays, np.lib.npyio.NpzFile):
+    raise errors.ConfigError(f'--input={path} holds one array (.npy), not an .npz file of named '
+                             f'arrays; {_SAVE_HINT}.')
+  with arrays:
     if 'images' not in arrays:
       raise errors.ConfigError(
-          f'--input={path} has no key "images" (keys: {sorted(arrays.files)}); save the '
-          'images with np.savez(path, images=x), x f32[N, H, W, C] in [-1, 1].')
-    return arrays['images']
+          f'--input={path} has no key "images" (keys: {sorted(arrays.files)}); {_SAVE_HINT}.')
+    try:
+      images = arrays['images']
+    except (OSError, ValueError):  # an object array, or a damaged archive
+      raise unreadable from None
+  if images.ndim == 0 or len(images) == 0:
+    raise errors.ConfigError(f'--input={path}: "images" holds no images (shape '
+                             f'{list(images.shape)}); {_SAVE_HINT}.')
+  return images
 
 
 def _define_flags():

@@ -15,6 +15,7 @@
 import logging as py_logging
 import os
 import re
+import signal
 import sys
 
 from absl import app
@@ -53,10 +54,18 @@ def fail(message, *, status=USAGE_ERROR_STATUS):
   sys.exit(status)
 
 
+# absl's help flags print the help and exit with status 1; asking for help is no failure.
+_HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
+
+
 def _parse_flags(argv):
   """absl's flag parsing, with bad flags and config overrides as short errors."""
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:
+    if e.code == 1 and any(arg in _HELP_FLAGS for arg in argv[1:]):
+      sys.exit(0)
+    raise
   except flags.Error as e:
     if _CONFIG_FILE_ERROR in str(e) and not _verbose(argv):
       fail(_config_file_message(str(e), argv))
@@ -93,12 +102,15 @@ def _config_file_message(text, argv):
   from gan_jax import config_files  # pylint: disable=g-import-not-at-top (it imports cli)
   lines = [line.strip() for line in text.splitlines() if line.strip()]
   message = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1])
+  # The config refused its own argument (`errors.UserError`): the message is the whole story.
+  user_error = re.match(r'(gan_jax\.errors\.)?(ConfigError|MissingFileError|WorkdirError): ',
+                        lines[-1])
   flag = next((arg for arg in argv[1:] if arg.startswith('--config=')), '--config')
   # `gan_jax.main` resolved a shipped config's name to its file: show the name again.
   shipped = str(config_files.configs_dir()) + os.sep
   if flag.startswith('--config=' + shipped):
     flag = '--config=' + flag[len('--config=' + shipped):].replace('.py', '', 1)
-  return f'{flag}: {message}\nRun with --verbose for the traceback.'
+  return f'{flag}: {message}' + ('' if user_error else '\nRun with --verbose for the traceback.')
 
 
 def _unknown_field_message(text, argv):
@@ -163,5 +175,11 @@ def run(main, *, quiet=False):
       if flags.FLAGS.verbose:
         raise
       fail(f'{_os_error_text(e)}\nRun with --verbose for the traceback.')
+    except KeyboardInterrupt:
+      # Ctrl-C before a training loop took over SIGINT (`preemption.StopSignal`, which
+      # saves a checkpoint first): setting up, compiling, sampling, evaluating.
+      if flags.FLAGS.verbose:
+        raise
+      fail('interrupted (Ctrl-C).', status=128 + signal.SIGINT)
 
   app.run(wrapped, flags_parser=_parse_flags)

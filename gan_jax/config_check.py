@@ -70,4 +70,5 @@ def validate(config):
         "augment.policy='' (and the bCR weights to 0).")
   data_sources.get(config.data.source)
   class_metrics.check_config(metrics.parse_metrics(config.eval.metrics),
-                             source=config.data.source, num_classes=config.model.num_classes)
+                             source=config.data.source,
+                             num_classes=models.generator_classes(config.model))

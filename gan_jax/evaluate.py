@@ -44,10 +44,19 @@ from gan_jax import models
 from gan_jax import sample
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+from gan_jax.data import digits as digits_lib
 
 # The discriminator's accuracy as a classifier (runs whose D has class logits).
 ACCURACY = 'accuracy'
 KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
+
+
+def _check_split(data_config, split, flag):
+  """Raises ConfigError naming `flag` when the digits have no split `split` (TFDS splits
+  are checked when the data set opens)."""
+  if data_config.source == 'digits' and split not in digits_lib.SPLITS:
+    raise errors.ConfigError(f'{flag}={split!r}: the digits have the splits '
+                             f'{list(digits_lib.SPLITS)}.')
 
 
 def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_reference=None,
@@ -82,8 +91,12 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     raise errors.ConfigError(f'--metrics is empty; name one or more of {list(KNOWN_METRICS)}.')
   sample_metrics = ','.join(name for name in names if name != ACCURACY)
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
-  if ACCURACY in names:  # fails before anything loads
+  # Bad requests fail before anything loads.
+  if sample_metrics and reference_split:
+    _check_split(config.data, reference_split, '--reference_split')
+  if ACCURACY in names:
     classify.check_classifier(config, workdir)
+    _check_split(config.data, accuracy_split, '--accuracy_split')
   start = time.perf_counter()
   results, per_class, protocol, restored_step = {}, {}, {}, step
   if sample_metrics:

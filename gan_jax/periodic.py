@@ -134,7 +134,7 @@ class SampleGrids:
   """
 
   def __init__(self, config, workdir, writer, key):
-    num_classes = config.model.num_classes
+    num_classes = models.generator_classes(config.model)
     count = config.train.num_sample_images
     if num_classes:
       rows = min(num_classes, MAX_GRID_CLASSES)

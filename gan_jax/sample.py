@@ -23,6 +23,7 @@ import numpy as np
 
 from gan_jax import cli
 from gan_jax import errors
+from gan_jax import models
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
@@ -200,10 +201,13 @@ def _parse_labels(values):
 
 def _requested(config, f):
   """(z, labels, columns) the flags ask for."""
-  num_classes = config.model.num_classes
+  num_classes = models.generator_classes(config.model)
   classes = _parse_labels(f.labels)
   if classes and not num_classes:
-    raise errors.ConfigError('--labels needs a class-conditional run (model.num_classes > 0).')
+    raise errors.ConfigError(
+        '--labels needs a class-conditional generator (model.num_classes > 0); this run\'s '
+        'is unconditional' + (' (the semi-supervised GAN\'s labels train D only).'
+                              if config.model.num_classes else '.'))
   if f.interpolate:
     rows = max(1, f.num_samples // f.interpolate)
     if num_classes:

@@ -140,7 +140,9 @@ def restore_state(workdir, step=None):
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
                                  max_to_keep=None)
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step)
+  # Read-only: an unreadable checkpoint is skipped, not moved (training may be writing).
+  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step,
+                          move_aside=False)
   ckpt.close()
   if restored is None:
     raise errors.MissingFileError(
@@ -244,10 +246,14 @@ def prepare(config, workdir, *, allow_changes=False):
             '\nUse another --workdir, or the config the run was started with.')
       blocked = {f: c for f, c in changes.items() if not _is_free(f, config)}
       if blocked and not allow_changes:
+        why_steps = (f'\n(optim.schedule={config.optim.schedule!r} sets every learning rate '
+                     'from train.num_steps, so more steps change the rates of the steps '
+                     'already taken; only a constant schedule may add steps freely.)'
+                     if 'train.num_steps' in blocked else '')
         raise errors.WorkdirError(
             f'The workdir {workdir} was trained with a different config; resuming with '
             'this one would change how its checkpoints are trained:\n  ' +
-            _describe(blocked) + '\nUse another --workdir, the config the run was '
+            _describe(blocked) + why_steps + '\nUse another --workdir, the config the run was '
             'started with, or --allow_config_change to continue anyway (the change is '
             f'recorded in {HISTORY_FILE}).')
       accepted['accepted'] = '--allow_config_change' if blocked else 'free fields'

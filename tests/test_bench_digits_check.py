@@ -83,3 +83,24 @@ def test_the_report_names_the_classifiers_and_splits(real_test):
   assert 'secondary (not part of the check): LogisticRegression' in report
   logistic = result['logistic_regression']['generated_confident_share']
   assert report.endswith(f'generated {logistic:.4f}') and 'PASSED: True' in report
+
+
+def test_a_conditional_generator_is_checked_on_cycled_labels(tmp_path, monkeypatch):
+  # Row i is drawn as class i mod 10 (the evaluator's rows), here a real 'train'
+  # digit of that class: balanced and confident, as the digits are.
+  config = dcgan_digits.get_config()
+  config.model.num_classes = 10
+  images, labels = digits_lib.digits_split('train')
+  by_class = [_as_images(images[labels == c]) for c in range(10)]
+  seen = []
+
+  def generate(z, labels):
+    seen.append(np.asarray(labels))
+    return np.stack([by_class[c][i % len(by_class[c])] for i, c in enumerate(labels)])
+  generate.step = 7
+
+  monkeypatch.setattr(sample, 'load_generator', lambda workdir, step=None: (config, generate))
+  result = digits_check.run_check(str(tmp_path), num_samples=300, seed=0, logistic=False)
+  assert np.concatenate(seen)[:300].tolist() == [i % 10 for i in range(300)]
+  np.testing.assert_allclose(result['judge']['class_shares'], 0.1, atol=0.02)
+  assert result['passed']

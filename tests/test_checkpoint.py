@@ -54,6 +54,25 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_p
   assert glob.glob(str(tmp_path / 'checkpoints_corrupt' / '4-*')), 'kept, not deleted'
 
 
+def test_a_reader_skips_an_unreadable_checkpoint_and_leaves_it_in_place(tmp_path, caplog):
+  # Sampling and evaluation only read a run (maybe while it trains): they move nothing.
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2, 4, 6])
+  for path in glob.glob(os.path.join(directory, '6', 'state', '**', '*'), recursive=True):
+    if os.path.isfile(path):
+      with open(path, 'wb') as f:
+        f.write(b'garbage')
+  before = sorted(glob.glob(os.path.join(directory, '**'), recursive=True))
+  with caplog.at_level(logging.WARNING):
+    state, _, step = checkpoint.Checkpointer(directory).restore(_abstract(), move_aside=False)
+  assert step == 4
+  np.testing.assert_array_equal(state['w'], np.full(3, 4.0))
+  assert any('could not be restored' in r.message and 'left it in place' in r.message
+             for r in caplog.records)
+  assert sorted(glob.glob(os.path.join(directory, '**'), recursive=True)) == before
+  assert not os.path.exists(tmp_path / 'checkpoints_corrupt')
+
+
 def test_an_unfinished_save_is_ignored_with_a_warning(tmp_path, caplog):
   directory = str(tmp_path / 'checkpoints')
   _save(directory, [2])

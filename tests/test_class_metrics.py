@@ -130,8 +130,20 @@ def test_intra_fid_states_its_image_counts_split_and_resize(reference, extractor
 @pytest.mark.parametrize('metric', ['cas', 'intra_fid'])
 def test_class_aware_metrics_of_an_unconditional_model_are_refused(metric, reference, extractor,
                                                                    tmp_path):
-  with pytest.raises(errors.ConfigError, match=f"'{metric}' needs a class-conditional model"):
+  with pytest.raises(errors.ConfigError, match=f"'{metric}' needs a class-conditional generator"):
     _evaluator(metric, reference, extractor, tmp_path, num_classes=0)
+
+
+@pytest.mark.parametrize('metric', ['cas', 'intra_fid'])
+def test_class_aware_metrics_of_the_semi_supervised_gan_are_refused(metric, reference,
+                                                                    extractor, tmp_path):
+  # Its D has 10 classes, its G none: there is no requested class to score.
+  config = eval_fakes.config(metric)
+  config.model.d_cond = 'semi_supervised'
+  with pytest.raises(errors.ConfigError, match=f"'{metric}' needs a class-conditional generator"):
+    metrics.make_evaluator(config, data_shape=eval_fakes.SHAPE, cache_dir=tmp_path,
+                           inception_variables=extractor.variables,
+                           load_eval_data=eval_fakes.Loader(*reference))
 
 
 def test_cas_without_a_classifier_of_the_classes_is_refused(reference, extractor, tmp_path):

@@ -45,6 +45,28 @@ def test_input_without_images_or_missing_is_a_user_error(tmp_path):
     classify.read_input(str(tmp_path / 'missing.npz'))
 
 
+def test_input_that_is_no_npz_of_images_is_a_user_error(tmp_path):
+  np.save(tmp_path / 'x.npy', np.zeros((2,) + SHAPE, np.float32))
+  with pytest.raises(errors.ConfigError, match=r'one array \(.npy\).*np.savez'):
+    classify.read_input(str(tmp_path / 'x.npy'))
+  (tmp_path / 'junk.npz').write_text('not an archive')
+  with pytest.raises(errors.ConfigError, match='not an .npz file.*np.savez'):
+    classify.read_input(str(tmp_path / 'junk.npz'))
+  np.savez(tmp_path / 'objects.npz', images=np.array([None, 1], dtype=object))
+  with pytest.raises(errors.ConfigError, match='not an .npz file'):
+    classify.read_input(str(tmp_path / 'objects.npz'))
+  np.savez(tmp_path / 'empty.npz', images=np.zeros((0,) + SHAPE, np.float32))
+  with pytest.raises(errors.ConfigError, match='holds no images'):
+    classify.read_input(str(tmp_path / 'empty.npz'))
+
+
+def test_images_with_nan_are_refused():
+  images = np.zeros((2,) + SHAPE, np.float32)
+  images[1, 0, 0, 0] = np.nan
+  with pytest.raises(errors.ConfigError, match='1 of the 128 values are NaN or infinite'):
+    classify.check_images(images, SHAPE)
+
+
 def test_a_run_without_class_logits_is_refused():
   with pytest.raises(errors.ConfigError, match='classifier head'):
     classify.check_classifier(dcgan_digits.get_config('smoke'), 'runs/x')
@@ -99,3 +121,41 @@ def test_evaluate_accuracy_needs_class_logits_and_says_so_before_loading(tmp_pat
     evaluate.evaluate(workdir, metrics='accuracy')
   with pytest.raises(errors.ConfigError, match='empty'):
     evaluate.evaluate(workdir, metrics=' , ')
+
+
+def test_evaluate_names_the_flag_of_an_unknown_split_before_loading(tmp_path):
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(semi_supervised_digits.get_config('smoke'), workdir)  # no checkpoint
+  with pytest.raises(errors.ConfigError, match=r"--accuracy_split='validation'.*'test'"):
+    evaluate.evaluate(workdir, metrics='accuracy', accuracy_split='validation')
+  with pytest.raises(errors.ConfigError, match=r"--reference_split='valid'.*'train'"):
+    evaluate.evaluate(workdir, metrics='proxy', reference_split='valid')
+
+
+def test_an_acgan_discriminator_classifies(tmp_path):
+  # ACGAN's D has class logits beside its real-vs-fake logit and reads no labels.
+  from configs import cgan_digits  # pylint: disable=g-import-not-at-top
+  from gan_jax import models  # pylint: disable=g-import-not-at-top
+  config = cgan_digits.get_config('smoke')
+  config.model.d_cond = 'acgan'
+  config.loss.aux_weight = 1.0
+  config.train.num_steps = 2
+  workdir = str(tmp_path / 'acgan')
+  train.train_and_evaluate(config, workdir)
+  images, labels = data_lib.load_eval_data(config.data, data_shape=models.data_shape(config.model),
+                                           split='test', num_examples=40, labels=True)
+  _, classify_fn = classify.load_classifier(workdir)
+  probs = classify_fn(images)
+  assert probs.shape == (40, 10) and classify_fn.step == 2
+  # The class logits D gives in training (with the labels it is trained with).
+  _, state, _ = workdir_lib.restore_state(workdir)
+  _, discriminator = models.build(config.model)
+  _, extras = discriminator.apply(
+      {'params': state.d_params, 'batch_stats': state.d_batch_stats}, images, labels,
+      train=False, mutable=['intermediates'])
+  logits = np.asarray(extras['intermediates']['class_logits'][0], np.float64)
+  expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+  np.testing.assert_allclose(probs, expected / expected.sum(axis=1, keepdims=True), rtol=1e-5,
+                             atol=1e-6)
+  result = classify.split_accuracy(workdir, num_examples=40)
+  assert result['accuracy'] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))

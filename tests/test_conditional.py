@@ -124,6 +124,26 @@ def test_acgan_class_logits_are_sown(name):
   np.testing.assert_array_equal(logits, other)
 
 
+@pytest.mark.parametrize('name', ['resnet', 'dcgan', 'biggan'])
+def test_the_acgan_discriminator_needs_no_labels(name):
+  # A classifier reads D without labels (`gan_jax.classify`, `--metrics=accuracy`).
+  config = model_config(name, d_cond='acgan')
+  _, discriminator, _, d_vars = init(config)
+  x = jax.random.uniform(jax.random.key(3), (4,) + models.data_shape(config), minval=-1,
+                         maxval=1)
+  with_labels, state = discriminator.apply(d_vars, x, LABELS, train=False,
+                                           mutable=['intermediates'])
+  without, state_without = discriminator.apply(d_vars, x, train=False,
+                                               mutable=['intermediates'])
+  np.testing.assert_array_equal(with_labels, without)
+  np.testing.assert_array_equal(state['intermediates']['class_logits'][0],
+                                state_without['intermediates']['class_logits'][0])
+  # The projection head does read them.
+  _, projection, _, p_vars = init(model_config(name))
+  with pytest.raises(ValueError, match='needs labels'):
+    projection.apply(p_vars, x, train=False)
+
+
 def test_acgan_class_logits_are_linear_in_the_features():
   config = model_config('resnet', d_cond='acgan', spectral_norm=False)
   _, discriminator, _, d_vars = init(config)

@@ -38,6 +38,21 @@ def test_bad_counts_name_the_field_and_the_minimum(field, value):
     config_check.validate(tiny_config(**{field: value}))
 
 
+@pytest.mark.parametrize('z_dim', [0, -3])
+def test_a_latent_of_no_size_is_refused(z_dim):
+  # A z_dim of 0 would train (G's first weight has no entries) and fail at the first
+  # checkpoint, which cannot save an empty array.
+  with pytest.raises(errors.ConfigError, match=rf'model.z_dim must be an integer >= 1.*{z_dim}'):
+    config_check.validate(tiny_config(**{'model.z_dim': z_dim}))
+
+
+def test_class_metrics_of_the_semi_supervised_gan_are_refused_before_training():
+  config = semi_supervised_digits.get_config('smoke')
+  config.eval.metrics = 'proxy,cas'
+  with pytest.raises(errors.ConfigError, match="'cas' needs a class-conditional generator"):
+    config_check.validate(config)
+
+
 def test_entropy_weight_needs_the_semi_supervised_discriminator():
   with pytest.raises(errors.ConfigError, match="entropy_weight=0.5.*d_cond='semi_supervised'"):
     config_check.validate(tiny_config(**{'loss.entropy_weight': 0.5}))

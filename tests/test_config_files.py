@@ -6,6 +6,7 @@ import pytest
 
 from configs import common
 from gan_jax import config_files
+from gan_jax import errors
 
 
 def test_names_are_the_shipped_experiments():
@@ -50,6 +51,14 @@ def test_parse_arg_reads_bare_words_and_typed_values():
   assert (args.smoke, args.steps, args.name) == (True, 7, 'x')
   with pytest.raises(ValueError, match=r"unknown config variant 'nope'.*smoke"):
     common.parse_arg('nope', smoke=False)
+
+
+def test_a_switch_variant_takes_on_or_off_spellings_only():
+  assert common.parse_arg('few=true,smoke=off', few=False, smoke=True).to_dict() == dict(
+      few=True, smoke=False)
+  assert not common.parse_arg('few=0', few=True).few
+  with pytest.raises(errors.ConfigError, match=r"few='3'.*few=true / few=false"):
+    common.parse_arg('few=3', few=False)
 
 
 @pytest.mark.parametrize('num_steps,log_every,checkpoint_every', [

@@ -37,6 +37,27 @@ def assert_short_error(result, *fragments):
     assert fragment in result.stderr, (fragment, result.stderr[-3000:])
 
 
+@pytest.mark.parametrize('module', ['gan_jax.main', 'gan_jax.sample', 'gan_jax.classify'])
+def test_help_is_printed_with_status_0(module):
+  result = run_module(module, ['--help'])
+  assert result.returncode == 0, (result.returncode, result.stderr[-3000:])
+  assert '--workdir' in result.stdout + result.stderr
+
+
+def test_ctrl_c_before_training_takes_over_is_a_short_exit_130(tmp_path):
+  # Until the training loop handles SIGINT itself (save, then stop), Ctrl-C raises
+  # KeyboardInterrupt wherever the program is: one line and status 130, no traceback.
+  program = ('from gan_jax import cli\n'
+             'def main(argv):\n'
+             '  raise KeyboardInterrupt\n'
+             'cli.run(main)\n')
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 130, result.stderr[-3000:]
+  assert 'error: interrupted (Ctrl-C).' in result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+
+
 def test_unknown_config_name_suggests_close_ones(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digit', f'--workdir={tmp_path}'])
   assert_short_error(result, "unknown config 'dcgan_digit'", 'dcgan_digits', '--list_configs')
@@ -66,10 +87,14 @@ def test_an_unknown_config_section_names_the_override(tmp_path):
 @pytest.mark.parametrize('config,fragment', [
     ('dcgan_digits:nope', "--config=dcgan_digits:nope: unknown config variant 'nope'"),
     ('biggan_cifar10:data=0.1', "data='0.1': data takes a value like data=100"),
+    ('biggan_cifar10:data=200', 'biggan_cifar10:data=P needs 0 < P <= 100, got 200'),
+    ('semi_supervised_digits:entropy,supervised_only', "Pick one of ':supervised_only'"),
 ])
 def test_a_bad_config_variant_is_a_short_error(tmp_path, config, fragment):
   result = run_module('gan_jax.main', [f'--config={config}', f'--workdir={tmp_path}'])
   assert_short_error(result, fragment)
+  # The config's own refusal is the whole story: no traceback to ask for.
+  assert '--verbose' not in result.stderr, result.stderr
 
 
 def test_a_value_of_the_wrong_type_is_a_short_error(tmp_path):

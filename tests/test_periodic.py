@@ -13,8 +13,8 @@ def test_is_time_on_multiples_and_at_the_last_step():
   assert not any(periodic.is_time(s, 0, num_steps=25) for s in range(1, 25))
 
 
-def _grids(tmp_path, num_classes, count):
-  config = tiny_config(**{'model.num_classes': num_classes,
+def _grids(tmp_path, num_classes, count, d_cond='projection'):
+  config = tiny_config(**{'model.num_classes': num_classes, 'model.d_cond': d_cond,
                           'train.num_sample_images': count})
   return periodic.SampleGrids(config, str(tmp_path), writer=None, key=jax.random.key(0))
 
@@ -31,3 +31,9 @@ def test_many_classes_show_evenly_spread_rows_only(tmp_path):
   assert len(rows) == periodic.MAX_GRID_CLASSES
   assert rows[0] == 0 and rows[-1] == 999
   assert len(grids._labels) <= 64
+
+
+def test_the_semi_supervised_gan_grid_is_unconditional(tmp_path):
+  # Its G takes no labels: rows per class would repeat the same images.
+  grids = _grids(tmp_path, num_classes=10, count=64, d_cond='semi_supervised')
+  assert grids._labels is None and grids._columns is None and grids._z.shape[0] == 64

@@ -64,8 +64,20 @@ def test_conditional_requests_cycle_classes_and_interpolate_per_class():
 
 
 def test_labels_for_an_unconditional_run_are_refused():
-  with pytest.raises(errors.ConfigError, match='--labels needs a class-conditional run'):
+  with pytest.raises(errors.ConfigError, match='--labels needs a class-conditional generator'):
     sample._requested(tiny_config(), _flags(labels=['1']))  # pylint: disable=protected-access
+
+
+def test_the_semi_supervised_generator_is_sampled_as_unconditional():
+  # Its labels train D only: G takes none, so no labels are written and an
+  # interpolation has one row per latent path, not one per class.
+  config = tiny_config(**{'model.num_classes': 10, 'model.d_cond': 'semi_supervised'})
+  with pytest.raises(errors.ConfigError, match='semi-supervised GAN.s labels train D only'):
+    sample._requested(config, _flags(labels=['3']))  # pylint: disable=protected-access
+  z, labels, columns = sample._requested(config, _flags())  # pylint: disable=protected-access
+  assert z.shape == (10, 16) and labels is None and columns is None
+  z, labels, columns = sample._requested(config, _flags(interpolate=5))  # pylint: disable=protected-access
+  assert z.shape == (10, 16) and labels is None and columns == 5
 
 
 def test_npz_output_carries_the_labels(tmp_path):

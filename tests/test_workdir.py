@@ -68,7 +68,8 @@ def test_more_steps_with_a_decaying_learning_rate_needs_the_flag(tmp_path):
   decaying = {'optim.schedule': 'linear'}
   workdir_lib.prepare(tiny_config(**decaying), workdir)
   os.makedirs(os.path.join(workdir, 'checkpoints', '2'))
-  with pytest.raises(errors.WorkdirError, match='train.num_steps'):
+  with pytest.raises(errors.WorkdirError,
+                     match=r"(?s)train.num_steps.*schedule='linear'.*constant.*--allow_config"):
     workdir_lib.prepare(tiny_config(**decaying, **{'train.num_steps': 60}), workdir)
 
 

@@ -32,6 +32,7 @@ import threadpoolctl
 from gan_jax import cli
 from gan_jax import data as data_lib
 from gan_jax import errors
+from gan_jax import models
 from gan_jax import sample
 from gan_jax.metrics import digits_judge as judge_lib
 from gan_jax.metrics import evaluator as evaluator_lib
@@ -125,8 +126,10 @@ def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDEN
   if config.data.source != 'digits':
     raise errors.ConfigError(f'{workdir} is a {config.data.source!r} run; --workdir must be a '
                              'digits run (data.source digits).')
+  # A class-conditional G draws row i as class i mod K (the evaluator's rows).
   samples = evaluator_lib.generate_samples(generate, seed=seed, num_samples=num_samples,
-                                           z_dim=int(config.model.z_dim))
+                                           z_dim=int(config.model.z_dim),
+                                           num_classes=models.generator_classes(config.model))
   real_test = real_test_digits(config.data, image_shape=samples.shape[1:])
   result = check_samples(samples, real_test=real_test, threshold=threshold, logistic=logistic)
   result.update(workdir=workdir, step=int(generate.step), seed=seed,

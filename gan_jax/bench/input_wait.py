@@ -19,9 +19,10 @@ import statistics
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
+
+from gan_jax import cli
 
 
 def write_jpeg_folder(root, num_images, *, seed=0, size=(218, 178)):
@@ -90,4 +91,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('images', 2000, 'JPEG files in the CelebA-sized folder.')
   flags.DEFINE_integer('steps', 60, 'Train steps per measurement.')
   flags.DEFINE_integer('width', 64, 'ngf = ndf of the CelebA model.')
-  app.run(main)
+  cli.run(main)

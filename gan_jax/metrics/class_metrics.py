@@ -40,13 +40,15 @@ def check_config(metrics, *, source, num_classes):
   Args:
     metrics: the requested metric names (`parse_metrics`).
     source: config.data.source.
-    num_classes: config.model.num_classes (0: unconditional).
+    num_classes: the classes the generator is conditioned on
+      (`models.generator_classes`; 0: an unconditional G).
   """
   for metric in ('intra_fid', 'cas'):
     if metric in metrics and num_classes < 1:
       raise errors.ConfigError(
-          f'metric {metric!r} needs a class-conditional model (config.model.num_classes > 0); '
-          'this model is unconditional: drop it from config.eval.metrics / --metrics.')
+          f'metric {metric!r} needs a class-conditional generator (config.model.num_classes '
+          '> 0; the semi-supervised GAN\'s is unconditional); this generator is '
+          'unconditional: drop it from config.eval.metrics / --metrics.')
   if 'cas' in metrics and (source != 'digits' or num_classes != digits_judge.NUM_DIGITS):
     raise errors.ConfigError(
         f'metric "cas" needs a classifier of the generated classes; one exists for '

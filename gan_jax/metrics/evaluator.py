@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from gan_jax import errors
+from gan_jax import models
 from gan_jax.metrics import class_metrics
 from gan_jax.metrics import digits_judge
 from gan_jax.metrics import exchange
@@ -94,7 +95,8 @@ class Evaluator:
 
     Args:
       config: the experiment ConfigDict (reads config.eval, config.data,
-        config.model.z_dim and config.model.num_classes).
+        config.model.z_dim and the classes G is conditioned on,
+        `models.generator_classes(config.model)`).
       data_shape: shape of one example (H, W, C) or (2,) for toy data.
       num_reference: reference images (default `config.eval.num_reference` if
         present, else `config.eval.num_samples`).
@@ -122,7 +124,8 @@ class Evaluator:
                                f'(choose from {list(METRICS)}).')
     self._num_samples = int(ev.num_samples)
     self._z_dim = int(config.model.z_dim)
-    self._num_classes = int(config.model.get('num_classes', 0) or 0)
+    # The classes G is conditioned on (none for the semi-supervised GAN's G).
+    self._num_classes = models.generator_classes(config.model)
     self._batch_size = int(batch_size)
     self._data_shape = tuple(int(s) for s in data_shape)
     self._source = config.data.source

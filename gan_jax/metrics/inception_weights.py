@@ -189,7 +189,8 @@ def find_weights(path=None, *, origin='the path argument'):
       f'FID Inception weights not found in {folders[0]} or {folders[1]}. Download '
       f'{WEIGHTS_URL} (about 92 MB) to {dest} (mkdir -p {dest.parent} && curl -L -o {dest} '
       f'{WEIGHTS_URL}), or point ${WEIGHTS_ENV}, config.eval.inception_weights or '
-      '--inception_weights at the file. Offline alternative: metrics=proxy (digits, toy).')
+      '--inception_weights at the file. Offline alternative: --metrics=proxy (or '
+      'config.eval.metrics="proxy") for the digits and toy data.')
 
 
 def load_weights(path=None, *, dtype=None):

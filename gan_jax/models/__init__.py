@@ -109,6 +109,10 @@ def build(model_config, *, bn_axis_name=None, remat=False):
   """
   family = _family(model_config.name)
   layers.check_stride2_forms(model_config.get('stride2_forms', 'custom'))
+  z_dim = model_config.get('z_dim', 1)
+  if not isinstance(z_dim, int) or isinstance(z_dim, bool) or z_dim < 1:
+    raise errors.ConfigError(f'model.z_dim must be an integer >= 1 (the latent size), got '
+                             f'{z_dim!r}.')
   for name in _NOISE_FIELDS:
     if model_config.get(name, 0.0) < 0:
       raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '
@@ -133,10 +137,16 @@ def data_shape(model_config):
   return tuple(_family(model_config.name).data_shape(model_config))
 
 
+def generator_classes(model_config):
+  """K, the classes G is conditioned on (labels int32 in [0, K)): model.num_classes,
+  or 0 (an unconditional G) when there are none or D's head is 'semi_supervised'
+  (the semi-supervised GAN's labels train D only)."""
+  return conditional.generator_classes(model_config)
+
+
 def generator_is_conditional(model_config):
-  """Whether G takes labels: num_classes > 0 and D's head is not 'semi_supervised'
-  (the semi-supervised GAN's generator is unconditional; labels train D only)."""
-  return bool(conditional.generator_classes(model_config))
+  """Whether G takes labels (`generator_classes(model_config) > 0`)."""
+  return bool(generator_classes(model_config))
 
 
 def check_loss(model_config, loss_config):

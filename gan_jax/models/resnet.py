@@ -305,7 +305,8 @@ class Discriminator(nn.Module):
           f'resnet discriminator expects f32[B, {self.resolution}, {self.resolution}, C] '
           f'images (model.resolution), got shape {x.shape}.')
     labels = conditional.check_labels(labels, batch=x.shape[0] // self.pack,
-                                      num_classes=self.num_classes, who='discriminator')
+                                      num_classes=self.num_classes, who='discriminator',
+                                      d_cond=self.d_cond)
     _, first_shift, d_blocks = LAYOUTS[self.resolution]
     call = functools.partial(compute.remat_call, self._block, remat=self.remat)
     h = layers.pack_inputs(x, self.pack).astype(self.dtype)
