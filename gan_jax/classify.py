@@ -52,12 +52,13 @@ def check_classifier(config, where):
         f'num_classes={m.num_classes}, d_cond={m.d_cond!r}.')
 
 
-def load_classifier(workdir, step=None):
+def load_classifier(workdir, step=None, *, best=False):
   """Restores a checkpoint's discriminator as a classifier.
 
   Args:
     workdir: a run folder whose D has class logits (see `CLASSIFIER_HEADS`).
     step: checkpoint step (None: the newest readable one).
+    best: the best checkpoint (`<workdir>/best/`) instead of one of `checkpoints/`.
 
   Returns:
     (config, classify): `classify(images: f32[N, H, W, C] in [-1, 1]) ->
@@ -69,7 +70,7 @@ def load_classifier(workdir, step=None):
     ConfigError: the run's D has no class logits.
   """
   check_classifier(workdir_lib.load_config(workdir), workdir)
-  config, state, restored_step = workdir_lib.restore_state(workdir, step)
+  config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
   _, discriminator = models.build(config.model)
   variables = {'params': state.d_params}
   if state.d_batch_stats:
@@ -124,13 +125,14 @@ def check_images(images, shape):
   return images.astype(np.float32)
 
 
-def split_accuracy(workdir, *, split='test', step=None, num_examples=None):
+def split_accuracy(workdir, *, split='test', step=None, num_examples=None, best=False):
   """Accuracy of the run's discriminator-classifier on a labelled split of its data.
 
   Args:
     workdir: a run folder whose D has class logits.
     split: the data split ('test': digits' fixed 450-image split, TFDS 'test').
     step: checkpoint step (None: the newest).
+    best: the best checkpoint (`<workdir>/best/`) instead of one of `checkpoints/`.
     num_examples: the first N of the split's fixed evaluation order (None: all).
 
   Returns:
@@ -138,7 +140,7 @@ def split_accuracy(workdir, *, split='test', step=None, num_examples=None):
     probable class is their label; 'num_examples': how many were classified;
     'split'; 'step': the checkpoint's step}.
   """
-  config, classify = load_classifier(workdir, step)
+  config, classify = load_classifier(workdir, step, best=best)
   count = np.iinfo(np.int32).max if num_examples is None else num_examples
   images, labels = data_lib.load_eval_data(
       config.data, data_shape=models.data_shape(config.model), split=split,
@@ -197,6 +199,7 @@ def _define_flags():
   flags.DEFINE_string('output', None, '.npz file to write "labels" and "probs" to.',
                       required=True)
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)
+  flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best/).')
 
 
 def main(argv):
@@ -206,7 +209,7 @@ def main(argv):
   if not f.output.endswith('.npz'):
     raise errors.ConfigError(f'--output={f.output!r}: use a .npz file.')
   images = read_input(f.input)
-  _, classify = load_classifier(f.workdir, f.step)
+  _, classify = load_classifier(f.workdir, f.step, best=f.best)
   probs = classify(images)
   labels = np.argmax(probs, axis=-1).astype(np.int32)
   os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)

@@ -70,10 +70,11 @@ def _parse_flags(argv):
     if _CONFIG_FILE_ERROR in str(e) and not _verbose(argv):
       fail(_config_file_message(str(e), argv))
     fail(f'{e}\nSee --help for the flags of this command.')
-  except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    # ml_collections' config flags raise these for an unknown field (an
-    # AttributeError or KeyError whose text is the quoted field and 'Did you mean
-    # ...'), a value of the wrong type, or a config file that fails to load.
+  except Exception as e:  # pylint: disable=broad-except
+    # Past absl's own flag errors, what is left comes from the config flag: ml_collections
+    # raises an AttributeError or KeyError whose text is the quoted field (and 'Did you
+    # mean ...') for an unknown field, a TypeError or ValueError for a value of the wrong
+    # type, and whatever a config file's own code raises while it loads.
     if _verbose(argv):
       raise
     text = str(e).strip().strip('\'"').replace('\\n', '\n').replace("\\'", "'")
@@ -81,6 +82,14 @@ def _parse_flags(argv):
     # when none does.
     if isinstance(e, (AttributeError, KeyError)) and re.fullmatch(r"'?\w+'?", text.split('\n')[0]):
       fail(_unknown_field_message(text, argv))
+    if isinstance(e, AttributeError) and str(e).endswith("has no attribute 'get_config'"):
+      fail(f'{_config_flag(argv)}: the file defines no get_config(); a config file is a '
+           'Python file whose get_config(arg=None) returns an ml_collections.ConfigDict '
+           '(configs/*.py are examples).')
+    if isinstance(e, errors.UserError):
+      fail(f'{_config_flag(argv)}: {e}')
+    if not isinstance(e, (AttributeError, KeyError, TypeError, ValueError, OSError)):
+      text = f'{_config_flag(argv)}: {type(e).__name__}: {str(e).strip()}'  # the file's own
     fail(f'{text}\nRun with --verbose for the traceback.')
 
 
@@ -99,18 +108,24 @@ def _config_file_message(text, argv):
   Returns:
     The error paragraph.
   """
-  from gan_jax import config_files  # pylint: disable=g-import-not-at-top (it imports cli)
   lines = [line.strip() for line in text.splitlines() if line.strip()]
   message = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1])
   # The config refused its own argument (`errors.UserError`): the message is the whole story.
   user_error = re.match(r'(gan_jax\.errors\.)?(ConfigError|MissingFileError|WorkdirError): ',
                         lines[-1])
+  return f'{_config_flag(argv)}: {message}' + (
+      '' if user_error else '\nRun with --verbose for the traceback.')
+
+
+def _config_flag(argv):
+  """The `--config=...` argument as the user wrote it (a shipped config by its name)."""
+  from gan_jax import config_files  # pylint: disable=g-import-not-at-top (it imports cli)
   flag = next((arg for arg in argv[1:] if arg.startswith('--config=')), '--config')
   # `gan_jax.main` resolved a shipped config's name to its file: show the name again.
   shipped = str(config_files.configs_dir()) + os.sep
   if flag.startswith('--config=' + shipped):
     flag = '--config=' + flag[len('--config=' + shipped):].replace('.py', '', 1)
-  return f'{flag}: {message}' + ('' if user_error else '\nRun with --verbose for the traceback.')
+  return flag
 
 
 def _unknown_field_message(text, argv):

@@ -69,6 +69,11 @@ def validate(config):
         f'model.name={config.model.name!r} trains on points of shape {shape}. Set '
         "augment.policy='' (and the bCR weights to 0).")
   data_sources.get(config.data.source)
+  if config.data.labels_per_class and not config.model.num_classes:
+    raise errors.ConfigError(
+        f'config.data.labels_per_class={config.data.labels_per_class} keeps a few labels '
+        'for the semi-supervised GAN, but this model reads no labels '
+        '(model.num_classes=0). Set it to 0.')
   class_metrics.check_config(metrics.parse_metrics(config.eval.metrics),
                              source=config.data.source,
                              num_classes=models.generator_classes(config.model))

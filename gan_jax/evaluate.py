@@ -61,7 +61,8 @@ def _check_split(data_config, split, flag):
 
 def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
-             output=None, cache_dir=None, accuracy_split='test', **evaluator_kwargs):
+             output=None, cache_dir=None, accuracy_split='test', best=False,
+             **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
 
   Args:
@@ -78,6 +79,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     output: JSON path (None: `<workdir>/eval/step_<step>.json`).
     cache_dir: cache root (None: default).
     accuracy_split: the labelled split 'accuracy' classifies.
+    best: evaluate the best checkpoint (`<workdir>/best/`, the lowest FID / proxy FD
+      of the evaluations during training) instead of one of `checkpoints/`.
     **evaluator_kwargs: passed to `metrics.make_evaluator`.
 
   Returns:
@@ -110,7 +113,7 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
         config, data_shape=models.data_shape(config.model), num_reference=num_reference,
         reference_split=reference_split, batch_size=batch_size, cache_dir=cache_dir,
         **evaluator_kwargs)
-    _, generate = sample.load_generator(workdir, step)
+    _, generate = sample.load_generator(workdir, step, best=best)
     evaluation = evaluator.run(generate, seed=seed)
     restored_step = getattr(generate, 'step', step)
     results.update(evaluation['results'])
@@ -118,7 +121,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     protocol.update(evaluator.protocol, seed=seed)
   protocol['metrics'] = list(names)
   if ACCURACY in names:
-    accuracy = classify.split_accuracy(workdir, split=accuracy_split, step=restored_step)
+    accuracy = classify.split_accuracy(workdir, split=accuracy_split, step=restored_step,
+                                       best=best)
     restored_step = accuracy['step']
     results[ACCURACY] = accuracy['accuracy']
     protocol[ACCURACY] = dict(
@@ -126,6 +130,7 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
         classifier="the discriminator in eval mode, argmax of its class logits")
   record = dict(
       workdir=os.path.abspath(workdir), step=restored_step,
+      checkpoint=workdir_lib.BEST if best else workdir_lib.CHECKPOINTS,
       generator='EMA' if sample_metrics else None, results=results, per_class=per_class,
       protocol=protocol, seconds=round(time.perf_counter() - start, 2),
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -156,6 +161,8 @@ def _define_flags():
   flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
   flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json).')
   flags.DEFINE_string('cache_dir', None, 'Cache folder (default ~/.cache/gan_jax).')
+  flags.DEFINE_bool('best', False, 'Evaluate the best checkpoint (<workdir>/best/: the lowest '
+                    'FID or proxy FD of the evaluations during training).')
   flags.DEFINE_string('accuracy_split', 'test',
                       "Labelled split that --metrics=accuracy classifies (digits: the fixed "
                       "450-image 'test' split).")
@@ -169,7 +176,7 @@ def main(argv):
                     num_reference=f.num_reference, reference_split=f.reference_split,
                     inception_weights=f.inception_weights, seed=f.seed,
                     batch_size=f.batch_size, output=f.output, cache_dir=f.cache_dir,
-                    accuracy_split=f.accuracy_split)
+                    accuracy_split=f.accuracy_split, best=f.best)
   print(json.dumps(record, indent=2))
 
 

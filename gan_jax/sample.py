@@ -31,33 +31,57 @@ from gan_jax import writers
 OUTPUT_KINDS = '.npz file, .png file, or folder/'
 
 
-def load_generator(workdir, step=None, *, ema=True):
+def load_generator(workdir, step=None, *, ema=True, best=False):
   """Restores a checkpoint's generator as a sampling function.
 
   Args:
     workdir: a run folder.
     step: checkpoint step (None: the newest readable one).
     ema: use the EMA parameters (True) or the raw generator parameters.
+    best: the best checkpoint (`<workdir>/best/`, lowest FID / proxy FD during
+      training) instead of one of `checkpoints/`.
 
   Returns:
-    (config, generate): `generate(z: f32[N, z_dim], labels: int32[N] | None = None)
+    (config, generate): `generate(z: f32[N, z_dim], labels: int[N] | None = None)
     -> np.float32[N, ...]` runs the generator in eval mode (images in [-1, 1],
-    or [N, 2] points); `generate.step` is the checkpoint's step.
+    or [N, 2] points); a class-conditional G (`models.generator_classes` K > 0)
+    needs labels in [0, K), an unconditional one ignores them (ValueError
+    otherwise: a label outside [0, K) would silently draw NaN or another class).
+    `generate.step` is the checkpoint's step.
 
   Raises:
     MissingFileError: no run or no checkpoint in `workdir`.
   """
-  config, state, restored_step = workdir_lib.restore_state(workdir, step)
+  config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
   params = state.ema_g_params if ema else state.g_params
   generate_fn = jax.jit(step_lib.make_generate_fn(config))
+  num_classes = models.generator_classes(config.model)
 
   def generate(z, labels=None):
-    labels = None if labels is None else jnp.asarray(labels, jnp.int32)
+    labels = _checked_labels(labels, len(z), num_classes)
     return np.asarray(generate_fn(params, state.g_batch_stats,
                                   jnp.asarray(z, jnp.float32), labels))
 
   generate.step = restored_step
   return config, generate
+
+
+def _checked_labels(labels, num, num_classes):
+  """`labels` as int32[num] in [0, num_classes) for a conditional G; None for an
+  unconditional one (num_classes 0). ValueError for anything else."""
+  if not num_classes:
+    return None
+  if labels is None:
+    raise ValueError(f'This generator is class-conditional ({num_classes} classes): pass '
+                     f'labels int[{num}] in [0, {num_classes}).')
+  labels = np.asarray(labels)
+  if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f'labels must be int[{num}] (one per latent), got '
+                     f'{labels.dtype}{list(labels.shape)}.')
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f'labels must be in [0, {num_classes}), got values in '
+                     f'[{labels.min()}, {labels.max()}].')
+  return jnp.asarray(labels, jnp.int32)
 
 
 def latents(seed, num_samples, z_dim, *, truncation=None):
@@ -182,6 +206,8 @@ def _define_flags():
   flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z.', lower_bound=0)
   flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.', lower_bound=1)
   flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
+  flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best/: the lowest FID '
+                    'or proxy FD of the evaluations during training).')
   flags.DEFINE_list('labels', [], 'Class-conditional runs: classes to sample, cycled '
                     '(default: every class).')
   flags.DEFINE_float('truncation', None, 'Redraw latent entries with |z| > T (BigGAN).')
@@ -232,7 +258,7 @@ def main(argv):
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')
-  config, generate = load_generator(f.workdir, f.step, ema=f.ema)
+  config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best)
   z, labels, columns = _requested(config, f)
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
   write_samples(samples, f.output, labels=labels, columns=columns)

@@ -90,7 +90,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   grids = periodic.SampleGrids(config, workdir, writer, sample_key)
   evaluator = (metrics.make_evaluator(config, data_shape=shape)
                if config.eval.metrics and config.eval.every >= 0 else None)
-  best = checkpoint.BestCheckpoint(epath.Path(workdir) / 'best')
+  best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST)
   logger = periodic.MetricLogger(
       dp, writer, num_steps=t.num_steps, log_every=t.log_every, start_step=start_step,
       checkpoint_dir=ckpt_dir, progress_bar=t.progress_bar)

@@ -37,6 +37,8 @@ from gan_jax import writers
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'config_history.jsonl'
 CHECKPOINTS = 'checkpoints'
+# The checkpoint with the lowest FID / proxy FD so far (`checkpoint.BestCheckpoint`).
+BEST = 'best'
 CLASS_NAMES_FILE = 'class_names.json'
 # Fields that change neither the networks nor the optimisation, so a resumed run
 # may change them freely. train.num_steps is free only with a constant learning
@@ -123,30 +125,41 @@ def history(workdir):
   return entries
 
 
-def restore_state(workdir, step=None):
+def restore_state(workdir, step=None, *, best=False):
   """The run's config and its checkpointed state, on the first local device.
 
   Args:
     workdir: a run folder of `python -m gan_jax.main`.
     step: the checkpoint step to restore (None: the latest).
+    best: restore the best checkpoint (`<workdir>/best/`, the lowest FID or proxy FD
+      of the evaluations during training) instead of one of `checkpoints/`; with
+      `step`, only if it is that step.
 
   Returns:
     (config, GANState, restored step).
 
   Raises:
-    MissingFileError: no run or no checkpoint in `workdir`.
+    MissingFileError: no run or no checkpoint in `workdir` (no best one with `best`).
   """
   config = load_config(workdir)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False,
-                                 max_to_keep=None)
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  # Read-only: an unreadable checkpoint is skipped, not moved (training may be writing).
-  restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step,
-                          move_aside=False)
-  ckpt.close()
+  folder = os.path.join(workdir, BEST if best else CHECKPOINTS)
+  restored = None
+  # Only an existing folder is opened: orbax would create a missing one.
+  if not best or epath.Path(folder).exists():
+    ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None)
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    # Read-only: an unreadable checkpoint is skipped, not moved (training may be writing).
+    restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step,
+                            move_aside=False)
+    ckpt.close()
+  if restored is None and best:
+    raise errors.MissingFileError(
+        f'No best checkpoint in {folder}: a run keeps one when it evaluates FID or the '
+        'proxy metrics while it trains (config.eval.every, config.eval.metrics). Drop '
+        '--best to use the newest checkpoint.')
   if restored is None:
     raise errors.MissingFileError(
-        f'No checkpoint in {os.path.join(workdir, "checkpoints")} yet; train first with '
+        f'No checkpoint in {folder} yet; train first with '
         f'python -m gan_jax.main --config=... --workdir={workdir}')
   state, _, restored_step = restored
   return config, state, restored_step
@@ -321,7 +334,7 @@ def summary(workdir, *, seconds, stopped=None):
     outputs.append(('checkpoints', f'{folder / CHECKPOINTS} (steps {", ".join(map(str, steps))})'))
   if grids:
     outputs.append(('samples', grids[-1]))
-  for name in ('metrics.jsonl', 'eval.jsonl', 'best', HISTORY_FILE):
+  for name in ('metrics.jsonl', 'eval.jsonl', BEST, HISTORY_FILE):
     if (folder / name).exists():
       outputs.append((name, folder / name))
   width = max((len(name) for name, _ in outputs), default=0)

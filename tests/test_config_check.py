@@ -53,6 +53,11 @@ def test_class_metrics_of_the_semi_supervised_gan_are_refused_before_training():
     config_check.validate(config)
 
 
+def test_labels_per_class_for_a_model_without_labels_is_refused():
+  with pytest.raises(errors.ConfigError, match=r'labels_per_class=10.*reads no labels'):
+    config_check.validate(tiny_config(**{'data.labels_per_class': 10}))
+
+
 def test_entropy_weight_needs_the_semi_supervised_discriminator():
   with pytest.raises(errors.ConfigError, match="entropy_weight=0.5.*d_cond='semi_supervised'"):
     config_check.validate(tiny_config(**{'loss.entropy_weight': 0.5}))

@@ -101,6 +101,24 @@ def test_negative_subset_sizes_are_config_errors():
                                  batch_size=2, seed=0)
 
 
+def test_labels_per_class_that_keeps_every_label_is_a_config_error():
+  # The largest digit class of the 100-example subset has 10 examples: 10 per class
+  # would leave none unlabelled (a fully supervised run under a semi-supervised config).
+  with pytest.raises(errors.ConfigError, match=r'labels_per_class=10 keeps every label.*10 '):
+    _epoch(100, train_examples=100, labels_per_class=10)
+  assert (_epoch(100, train_examples=100, labels_per_class=9)['labels'] == -1).sum() == 10
+
+
+def test_fewer_examples_than_classes_for_a_conditional_model_is_a_config_error():
+  with pytest.raises(errors.ConfigError, match=r'train_examples=5 keeps fewer examples than the '
+                                               r'10 classes'):
+    _epoch(5, train_examples=5)
+  # Without labels (an unconditional model) five digits are a valid, if tiny, set.
+  batch, = h.first_batches(h.config(train_examples=5), 1, data_shape=(8, 8, 1),
+                           batch_size=5, seed=0)
+  assert batch['images'].shape == (5, 8, 8, 1)
+
+
 def test_labels_per_class_counts():
   labels = _epoch(100, train_examples=100, labels_per_class=3)['labels']
   # 3 labelled per class, the other 70 examples unlabelled (-1).

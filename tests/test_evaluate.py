@@ -36,17 +36,18 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch):
   generate.step = 1234
   seen = {}
 
-  def load_generator(workdir, step=None):
-    seen.update(workdir=workdir, step=step)
+  def load_generator(workdir, step=None, best=False):
+    seen.update(workdir=workdir, step=step, best=best)
     return config, generate
 
   monkeypatch.setattr(sample, 'load_generator', load_generator)
   record = evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=200,
                                  cache_dir=str(tmp_path / 'cache'))
-  assert seen == {'workdir': workdir, 'step': 1234}
+  assert seen == {'workdir': workdir, 'step': 1234, 'best': False}
   with open(tmp_path / 'run' / 'eval' / 'step_1234.json', encoding='utf-8') as f:
     saved = json.load(f)
   assert saved['step'] == 1234 and saved['results'] == record['results']
+  assert saved['checkpoint'] == 'checkpoints'
   assert {'proxy_fd', 'proxy_coverage_kl', 'proxy_confident'} <= set(saved['results'])
   protocol = saved['protocol']
   assert protocol['num_samples'] == 200 and protocol['data_shape'] == [8, 8, 1]
@@ -66,7 +67,8 @@ def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkey
     return np.stack([pools[c][i % len(pools[c])] for c, i in zip(labels, index)])
 
   generate.step = 7
-  monkeypatch.setattr(sample, 'load_generator', lambda workdir, step=None: (config, generate))
+  monkeypatch.setattr(sample, 'load_generator',
+                      lambda workdir, step=None, best=False: (config, generate))
   record = evaluate_lib.evaluate(workdir, metrics='cas', num_samples=200,
                                  cache_dir=str(tmp_path / 'cache'))
   with open(tmp_path / 'run' / 'eval' / 'step_7.json', encoding='utf-8') as f:

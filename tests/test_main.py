@@ -97,6 +97,19 @@ def test_a_bad_config_variant_is_a_short_error(tmp_path, config, fragment):
   assert '--verbose' not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize('source,fragment,hint', [
+    ('X = 1\n', 'the file defines no get_config(); a config file is a Python file', False),
+    ('def get_config():\n  raise RuntimeError("boom")\n', 'RuntimeError: boom', True),
+])
+def test_a_broken_config_file_is_a_short_error(tmp_path, source, fragment, hint):
+  path = tmp_path / 'mine.py'
+  path.write_text(source)
+  result = run_module('gan_jax.main', [f'--config={path}', f'--workdir={tmp_path / "run"}'])
+  assert_short_error(result, f'--config={path}: {fragment}')
+  # The file's own error may need its traceback; a missing get_config does not.
+  assert ('--verbose' in result.stderr) == hint, result.stderr
+
+
 def test_a_value_of_the_wrong_type_is_a_short_error(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
                                        '--config.train.num_steps=abc'])

@@ -97,3 +97,14 @@ def test_generate_in_batches_passes_each_chunk_its_labels():
   out = sample.generate_in_batches(generate, np.zeros((5, 3)), np.arange(5), batch_size=2)
   assert out.shape == (5, 2)
   assert calls == [(2, [0, 1]), (2, [2, 3]), (1, [4])]
+
+
+def test_generator_labels_are_checked_before_the_generator_runs():
+  # A label outside [0, K) would index past the class embedding: NaN or another class.
+  checked = sample._checked_labels  # pylint: disable=protected-access
+  np.testing.assert_array_equal(checked([0, 9, 3], 3, 10), [0, 9, 3])
+  assert checked([5, 5], 2, 0) is None  # an unconditional G ignores them
+  for labels, message in [(None, 'class-conditional'), ([0, 10], r'\[0, 10\).*\[0, 10\]'),
+                          ([-1, 2], r'\[-1, 2\]'), ([0.5, 1.0], 'int'), ([1, 2, 3], r'int\[2\]')]:
+    with pytest.raises(ValueError, match=message):
+      checked(labels, 2, 10)

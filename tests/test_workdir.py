@@ -2,10 +2,15 @@
 
 import json
 import os
+import shutil
 
+import jax
+import numpy as np
 import pytest
 
+from gan_jax import checkpoint
 from gan_jax import errors
+from gan_jax import state as state_lib
 from gan_jax import workdir as workdir_lib
 from tests.helpers import tiny_config
 
@@ -195,3 +200,28 @@ def test_config_history_changes_are_replayed_in_order(run):
     f.write('{"changes": {"train.num_steps": {"from": 6, "to": 8}}, "step": 4}\n\n'
             '{"changes": {"train.num_steps": {"from": 8, "to": 12}}, "step": 8}\n')
   assert workdir_lib.load_config(run).train.num_steps == 12
+
+
+def test_restore_state_reads_the_best_checkpoint_on_request(tmp_path):
+  config = tiny_config()
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  with pytest.raises(errors.MissingFileError, match='No best checkpoint.*eval.every'):
+    workdir_lib.restore_state(workdir, best=True)
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.BEST))  # nothing created
+  base = state_lib.create_state(config, jax.random.key(0))
+  states = {step: base.replace(step=np.int32(step)) for step in (2, 4)}
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS),
+                                 async_save=False, max_to_keep=None)
+  for step, state in states.items():
+    ckpt.save(step, state, {'next': step})
+  ckpt.close()
+  best = checkpoint.BestCheckpoint(os.path.join(workdir, workdir_lib.BEST))
+  best.update(2, states[2], {'proxy_fd': 0.1})
+  best.update(4, states[4], {'proxy_fd': 0.3})  # worse: step 2 stays the best
+  assert workdir_lib.restore_state(workdir)[2] == 4
+  _, state, step = workdir_lib.restore_state(workdir, best=True)
+  assert step == 2 and int(state.step) == 2
+  # The best checkpoint outlives the one of its step in checkpoints/ (max_to_keep).
+  shutil.rmtree(os.path.join(workdir, workdir_lib.CHECKPOINTS, '2'))
+  assert workdir_lib.restore_state(workdir, best=True)[2] == 2

@@ -73,6 +73,11 @@ def training_pool(split, *, train_examples, labels_per_class, labels, seed):
   if stratify or (labels and labels_per_class):
     pool_labels = split.labels(pool)
   if train_examples:
+    if labels and pool_labels is not None and train_examples < len(np.unique(pool_labels)):
+      raise errors.ConfigError(
+          f'data.train_examples={train_examples} keeps fewer examples than the '
+          f'{len(np.unique(pool_labels))} classes of this class-conditional model, so some '
+          'classes would have none. Keep at least one per class.')
     pool = subset.select_examples(split.count, num=train_examples,
                                   labels=pool_labels, seed=seed)
     pool_labels = None if pool_labels is None else pool_labels[pool]

@@ -91,11 +91,21 @@ def keep_labels_per_class(labels, *, per_class, seed):
 
   Returns:
     int32[n]: labels, with UNLABELLED (-1) for the examples not chosen.
+
+  Raises:
+    errors.ConfigError: when `per_class` keeps every label (no class is larger), which
+      would train fully supervised while the config asks for unlabelled examples.
   """
   labels = np.asarray(labels, np.int32)
+  classes, sizes = np.unique(labels, return_counts=True)
+  if len(sizes) and per_class >= sizes.max():
+    raise errors.ConfigError(
+        f'data.labels_per_class={per_class} keeps every label: the largest of the '
+        f'{len(classes)} classes has {sizes.max()} training examples, so none would be '
+        'unlabelled. Keep fewer per class, or set it to 0 to train on all labels.')
   rng = np.random.default_rng([seed, _LABELS_STREAM])
   out = np.full_like(labels, UNLABELLED)
-  for label in np.unique(labels):
+  for label in classes:
     kept = _pick(np.flatnonzero(labels == label), per_class, rng)
     out[kept] = label
   return out
