@@ -3,6 +3,9 @@
   python -m gan_jax.main --config=semi_supervised_digits --workdir=runs/ssl_digits
   python -m gan_jax.classify --workdir=runs/ssl_digits --input=x.npz --output=pred.npz
   python -m gan_jax.evaluate --workdir=runs/ssl_digits --metrics=accuracy   # test split
+  # D's test accuracy every 500 steps, in eval.jsonl and TensorBoard:
+  python -m gan_jax.main --config=semi_supervised_digits --config.eval.metrics=accuracy \
+      --config.eval.every=500 --workdir=runs/ssl_digits_tracked
   python -m gan_jax.bench.semi_supervised --seeds=0,1,2
 
 D is a K+1-class classifier (`model.d_cond='semi_supervised'`): its 10 class

@@ -30,6 +30,9 @@ from gan_jax import models
 from gan_jax import workdir as workdir_lib
 
 CLASSIFIER_HEADS = ('semi_supervised', 'acgan')
+# The metric name of the discriminator's accuracy as a classifier on a labelled split
+# (`gan_jax.evaluate --metrics=accuracy`, `config.eval.metrics`).
+ACCURACY = 'accuracy'
 # Images per compiled call (bounds memory). The last, shorter chunk is not padded:
 # with minibatch discrimination D's output depends on the other rows of its batch.
 _CHUNK = 500
@@ -71,13 +74,30 @@ def load_classifier(workdir, step=None, *, best=False):
   """
   check_classifier(workdir_lib.load_config(workdir), workdir)
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
+  probabilities = make_classifier(config)
+
+  def classify(images):
+    return probabilities(state.d_params, state.d_batch_stats, images)
+
+  classify.step = restored_step
+  return config, classify
+
+
+def make_classifier(config):
+  """The discriminator of `config` as a classifier of any parameters (compiled once).
+
+  Args:
+    config: an experiment config whose D has class logits (`check_classifier`).
+
+  Returns:
+    `probabilities(d_params, d_batch_stats, images: f[N, H, W, C] in [-1, 1]) ->
+    np.float32[N, K]`: the softmax over the K class logits, D in eval mode (running
+    BatchNorm statistics); a ConfigError for images of the wrong shape or range.
+  """
   _, discriminator = models.build(config.model)
-  variables = {'params': state.d_params}
-  if state.d_batch_stats:
-    variables['batch_stats'] = state.d_batch_stats
 
   @jax.jit
-  def probabilities(variables, x):
+  def softmax(variables, x):
     _, extras = discriminator.apply(variables, x, train=False, mutable=['intermediates'])
     return jax.nn.softmax(extras['intermediates']['class_logits'][0].astype(jnp.float32))
 
@@ -86,15 +106,30 @@ def load_classifier(workdir, step=None, *, best=False):
   # training batch size, so that their scale is the trained one (on one device).
   chunk_size = config.train.batch_size if config.model.minibatch_discrimination else _CHUNK
 
-  def classify(images):
+  def probabilities(d_params, d_batch_stats, images):
     images = check_images(images, shape)
-    out = [np.asarray(probabilities(variables, images[i:i + chunk_size]))
+    variables = {'params': d_params}
+    if d_batch_stats:
+      variables['batch_stats'] = d_batch_stats
+    out = [np.asarray(softmax(variables, images[i:i + chunk_size]))
            for i in range(0, len(images), chunk_size)]
     return (np.concatenate(out) if out else
             np.zeros((0, config.model.num_classes), np.float32))
 
-  classify.step = restored_step
-  return config, classify
+  return probabilities
+
+
+def labelled_split(config, split='test', num_examples=None):
+  """(images f32[N, H, W, C] in [-1, 1], labels int[N]): a labelled split of the run's data,
+  the first `num_examples` (None: all) of its fixed evaluation order."""
+  count = np.iinfo(np.int32).max if num_examples is None else num_examples
+  return data_lib.load_eval_data(config.data, data_shape=models.data_shape(config.model),
+                                 split=split, num_examples=count, labels=True)
+
+
+def accuracy(probs, labels):
+  """The share in [0, 1] of rows of probs f[N, K] whose most probable class is labels int[N]."""
+  return float(np.mean(np.argmax(probs, axis=-1) == np.asarray(labels)))
 
 
 def check_images(images, shape):
@@ -141,12 +176,8 @@ def split_accuracy(workdir, *, split='test', step=None, num_examples=None, best=
     'split'; 'step': the checkpoint's step}.
   """
   config, classify = load_classifier(workdir, step, best=best)
-  count = np.iinfo(np.int32).max if num_examples is None else num_examples
-  images, labels = data_lib.load_eval_data(
-      config.data, data_shape=models.data_shape(config.model), split=split,
-      num_examples=count, labels=True)
-  correct = np.argmax(classify(images), axis=-1) == np.asarray(labels)
-  return {'accuracy': float(np.mean(correct)), 'num_examples': int(correct.size),
+  images, labels = labelled_split(config, split, num_examples)
+  return {'accuracy': accuracy(classify(images), labels), 'num_examples': len(labels),
           'split': split, 'step': int(classify.step)}
 
 

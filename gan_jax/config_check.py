@@ -7,6 +7,7 @@ and intervals that belong to no single module. Every failure is a
 """
 
 from gan_jax import augment
+from gan_jax import classify
 from gan_jax import errors
 from gan_jax import losses
 from gan_jax import metrics
@@ -74,6 +75,9 @@ def validate(config):
         f'config.data.labels_per_class={config.data.labels_per_class} keeps a few labels '
         'for the semi-supervised GAN, but this model reads no labels '
         '(model.num_classes=0). Set it to 0.')
-  class_metrics.check_config(metrics.parse_metrics(config.eval.metrics),
-                             source=config.data.source,
+  eval_metrics = metrics.parse_metrics(config.eval.metrics,
+                                       known=metrics.METRICS + (classify.ACCURACY,))
+  class_metrics.check_config(eval_metrics, source=config.data.source,
                              num_classes=models.generator_classes(config.model))
+  if classify.ACCURACY in eval_metrics:
+    classify.check_classifier(config, f"this model (config.eval.metrics has '{classify.ACCURACY}')")

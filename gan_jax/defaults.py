@@ -132,9 +132,10 @@ def get_config():
   # ---- evaluation during training -------------------------------------------------
   config.eval = e = ml_collections.ConfigDict()
   e.every = 0                       # steps between evaluations (0 = only at the end; -1 = never)
-  e.metrics = ''                    # comma list: proxy (digits/toy), fid, is, kid, pr
+  e.metrics = ''                    # comma list: proxy (digits/toy), fid, is, kid, pr, cas, intra_fid, accuracy (D as a classifier)
   e.num_samples = 1000              # generated samples per evaluation
   e.num_reference = 0               # real images for reference statistics (0 = num_samples)
   e.reference_split = ''            # split of the reference images ('' = data.split)
   e.inception_weights = ''          # path to pt_inception-2015-12-05-6726825d.pth ('' = search)
+  e.accuracy_split = 'test'         # labelled split the 'accuracy' metric classifies
   return config

@@ -47,7 +47,7 @@ from gan_jax import writers
 from gan_jax.data import digits as digits_lib
 
 # The discriminator's accuracy as a classifier (runs whose D has class logits).
-ACCURACY = 'accuracy'
+ACCURACY = classify.ACCURACY
 KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 

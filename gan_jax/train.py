@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from gan_jax import checkpoint
+from gan_jax import classify
 from gan_jax import config_check
 from gan_jax import data
 from gan_jax import metrics
@@ -47,6 +48,30 @@ def _restore_or_create(config, ckpt, dp, iterator, key):
   iterator.set_state(data_state)
   logging.info('Resumed from the checkpoint at step %d in %s', step, ckpt.directory)
   return dp.put_state(state), step
+
+
+def _evaluators(config, data_shape):
+  """(evaluator, classifier) of `config.eval.metrics`, each None when not asked for.
+
+  `evaluator(generate, *, seed) -> {metric: float}` computes the sample metrics;
+  `classifier(state) -> float` is 'accuracy': the share of `config.eval.accuracy_split`
+  that the state's discriminator classifies right (the test split is read once here).
+  """
+  names = metrics.parse_metrics(config.eval.metrics,
+                                known=metrics.METRICS + (classify.ACCURACY,))
+  if not names or config.eval.every < 0:
+    return None, None
+  sample_metrics = ','.join(name for name in names if name != classify.ACCURACY)
+  evaluator = (metrics.make_evaluator(config, data_shape=data_shape, metrics=sample_metrics)
+               if sample_metrics else None)
+  if classify.ACCURACY not in names:
+    return evaluator, None
+  probabilities = classify.make_classifier(config)
+  images, labels = classify.labelled_split(config, config.eval.accuracy_split)
+
+  def classifier(state):
+    return classify.accuracy(probabilities(state.d_params, state.d_batch_stats, images), labels)
+  return evaluator, classifier
 
 
 def train_and_evaluate(config, workdir, *, allow_config_change=False):
@@ -88,8 +113,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   step_fn = dp.compile(step_lib.make_train_step(config))
   writer = writers.MetricWriter(workdir, enabled=chief, start_step=start_step)
   grids = periodic.SampleGrids(config, workdir, writer, sample_key)
-  evaluator = (metrics.make_evaluator(config, data_shape=shape)
-               if config.eval.metrics and config.eval.every >= 0 else None)
+  evaluator, classifier = _evaluators(config, shape)
   best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST)
   logger = periodic.MetricLogger(
       dp, writer, num_steps=t.num_steps, log_every=t.log_every, start_step=start_step,
@@ -103,12 +127,17 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
     return periodic.is_time(step, t.sample_every, t.num_steps)
 
   def eval_due(step):
-    return evaluator is not None and periodic.is_time(step, config.eval.every, t.num_steps)
+    return ((evaluator or classifier) is not None
+            and periodic.is_time(step, config.eval.every, t.num_steps))
 
   def evaluate(step, state):
     host_state = dp.get_state(state)
-    results = evaluator(lambda z, labels=None, s=host_state: grids.generate(s, z, labels),
-                        seed=config.seed)
+    results = {}
+    if evaluator is not None:
+      results.update(evaluator(
+          lambda z, labels=None, s=host_state: grids.generate(s, z, labels), seed=config.seed))
+    if classifier is not None:
+      results[classify.ACCURACY] = classifier(host_state)
     logging.info('Evaluation at step %d: %s', step,
                  ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
     writer.write_eval(step, results)

@@ -12,6 +12,7 @@ import pytest
 from configs import dcgan_digits
 from configs import semi_supervised_digits
 from gan_jax import classify
+from gan_jax import config_check
 from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import evaluate
@@ -159,3 +160,32 @@ def test_an_acgan_discriminator_classifies(tmp_path):
                              atol=1e-6)
   result = classify.split_accuracy(workdir, num_examples=40)
   assert result['accuracy'] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
+
+
+def test_accuracy_is_tracked_during_training(tmp_path):
+  # `config.eval.metrics='accuracy'` logs the test accuracy of D at every evaluation,
+  # the number `gan_jax.evaluate --metrics=accuracy` gives for the same checkpoint.
+  config = semi_supervised_digits.get_config('smoke')
+  config.eval.metrics = 'accuracy'
+  config.eval.every = 2
+  config.train.checkpoint_every = 2
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
+    rows = [json.loads(line) for line in f]
+  steps = list(range(2, config.train.num_steps + 1, 2))
+  assert [row['step'] for row in rows] == steps and all(set(row) == {'step', 'accuracy'}
+                                                          for row in rows)
+  for row in rows:
+    assert row['accuracy'] == pytest.approx(classify.test_accuracy(workdir, step=row['step']))
+  assert not os.path.exists(os.path.join(workdir, 'best'))  # no FID-like metric to rank by
+
+
+def test_accuracy_during_training_needs_class_logits():
+  config = semi_supervised_digits.get_config('smoke')
+  config.eval.metrics = 'proxy,accuracy'
+  config_check.validate(config)
+  config = dcgan_digits.get_config('smoke')
+  config.eval.metrics = 'accuracy'
+  with pytest.raises(errors.ConfigError, match=r"config.eval.metrics has 'accuracy'.*classifier"):
+    config_check.validate(config)

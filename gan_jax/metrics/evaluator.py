@@ -90,7 +90,8 @@ class Evaluator:
 
   def __init__(self, config, *, data_shape, num_reference=None, reference_split=None,
                batch_size=500, inception_batch_size=64, inception_weights=None,
-               inception_variables=None, cache_dir=None, load_eval_data=None, devices=None):
+               inception_variables=None, cache_dir=None, load_eval_data=None, devices=None,
+               metrics=None):
     """Prepares the extractors and the reference features (a collective).
 
     Args:
@@ -111,6 +112,7 @@ class Evaluator:
       load_eval_data: the data loader (default `gan_jax.data.load_eval_data`).
       devices: this process's devices that embed its samples (default all of
         `jax.local_devices()`).
+      metrics: the comma list of metrics to compute (default `config.eval.metrics`).
 
     Raises:
       ConfigError: unknown metrics or metrics that do not fit the data or model.
@@ -118,7 +120,7 @@ class Evaluator:
         get them).
     """
     ev = config.eval
-    self.metrics = parse_metrics(ev.metrics)
+    self.metrics = parse_metrics(ev.metrics if metrics is None else metrics)
     if not self.metrics:
       raise errors.ConfigError('config.eval.metrics is empty; nothing to evaluate '
                                f'(choose from {list(METRICS)}).')
