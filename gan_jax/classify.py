@@ -19,47 +19,19 @@ split (what `gan_jax.bench.semi_supervised` reports).
 import os
 
 from absl import flags
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import cli
-from gan_jax import data as data_lib
 from gan_jax import errors
-from gan_jax import models
 from gan_jax import workdir as workdir_lib
-
-CLASSIFIER_HEADS = ('semi_supervised', 'acgan')
-# The metric name of the discriminator's accuracy as a classifier on a labelled split
-# (`gan_jax.evaluate --metrics=accuracy`, `config.eval.metrics`).
-ACCURACY = 'accuracy'
-# Images per compiled call (bounds memory). The last, shorter chunk is not padded:
-# with minibatch discrimination D's output depends on the other rows of its batch.
-_CHUNK = 500
-# Inputs may overshoot [-1, 1] by float rounding of the user's own scaling.
-_RANGE_TOLERANCE = 1e-3
-
-
-def check_classifier(config, where):
-  """Raises ConfigError unless the config's D has class logits (`CLASSIFIER_HEADS`).
-
-  Args:
-    config: an experiment config.
-    where: the run folder or config name, for the message.
-  """
-  m = config.model
-  if not m.num_classes or m.d_cond not in CLASSIFIER_HEADS:
-    raise errors.ConfigError(
-        f'{where} has no classifier head: the discriminator needs class '
-        f"logits (model.num_classes > 0 and model.d_cond in {list(CLASSIFIER_HEADS)}), got "
-        f'num_classes={m.num_classes}, d_cond={m.d_cond!r}.')
+from gan_jax.metrics import classifier
 
 
 def load_classifier(workdir, step=None, *, best=False):
   """Restores a checkpoint's discriminator as a classifier.
 
   Args:
-    workdir: a run folder whose D has class logits (see `CLASSIFIER_HEADS`).
+    workdir: a run folder whose D has class logits (`classifier.CLASSIFIER_HEADS`).
     step: checkpoint step (None: the newest readable one).
     best: the best checkpoint (`<workdir>/best/`) instead of one of `checkpoints/`.
 
@@ -72,92 +44,15 @@ def load_classifier(workdir, step=None, *, best=False):
     MissingFileError: no run or no checkpoint in `workdir`.
     ConfigError: the run's D has no class logits.
   """
-  check_classifier(workdir_lib.load_config(workdir), workdir)
+  classifier.check_classifier(workdir_lib.load_config(workdir), workdir)
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
-  probabilities = make_classifier(config)
+  probabilities = classifier.make_classifier(config)
 
   def classify(images):
     return probabilities(state.d_params, state.d_batch_stats, images)
 
   classify.step = restored_step
   return config, classify
-
-
-def make_classifier(config):
-  """The discriminator of `config` as a classifier of any parameters (compiled once).
-
-  Args:
-    config: an experiment config whose D has class logits (`check_classifier`).
-
-  Returns:
-    `probabilities(d_params, d_batch_stats, images: f[N, H, W, C] in [-1, 1]) ->
-    np.float32[N, K]`: the softmax over the K class logits, D in eval mode (running
-    BatchNorm statistics); a ConfigError for images of the wrong shape or range.
-  """
-  _, discriminator = models.build(config.model)
-
-  @jax.jit
-  def softmax(variables, x):
-    _, extras = discriminator.apply(variables, x, train=False, mutable=['intermediates'])
-    return jax.nn.softmax(extras['intermediates']['class_logits'][0].astype(jnp.float32))
-
-  shape = models.data_shape(config.model)
-  # Minibatch features are sums over the batch: classify in batches of the
-  # training batch size, so that their scale is the trained one (on one device).
-  chunk_size = config.train.batch_size if config.model.minibatch_discrimination else _CHUNK
-
-  def probabilities(d_params, d_batch_stats, images):
-    images = check_images(images, shape)
-    variables = {'params': d_params}
-    if d_batch_stats:
-      variables['batch_stats'] = d_batch_stats
-    out = [np.asarray(softmax(variables, images[i:i + chunk_size]))
-           for i in range(0, len(images), chunk_size)]
-    return (np.concatenate(out) if out else
-            np.zeros((0, config.model.num_classes), np.float32))
-
-  return probabilities
-
-
-def labelled_split(config, split='test', num_examples=None):
-  """(images f32[N, H, W, C] in [-1, 1], labels int[N]): a labelled split of the run's data,
-  the first `num_examples` (None: all) of its fixed evaluation order."""
-  count = np.iinfo(np.int32).max if num_examples is None else num_examples
-  return data_lib.load_eval_data(config.data, data_shape=models.data_shape(config.model),
-                                 split=split, num_examples=count, labels=True)
-
-
-def accuracy(probs, labels):
-  """The share in [0, 1] of rows of probs f[N, K] whose most probable class is labels int[N]."""
-  return float(np.mean(np.argmax(probs, axis=-1) == np.asarray(labels)))
-
-
-def check_images(images, shape):
-  """Returns `images` as np.float32[N, *shape] or raises a ConfigError saying what is wrong.
-
-  Args:
-    images: array-like, expected f[N, H, W, C] in [-1, 1].
-    shape: (H, W, C) of the run's model.
-  """
-  images = np.asarray(images)
-  if images.ndim != 4 or images.shape[1:] != tuple(shape):
-    raise errors.ConfigError(
-        f'images must be f32[N, {", ".join(map(str, shape))}] (NHWC at the run\'s '
-        f'model.resolution / model.channels), got shape {list(images.shape)}.')
-  if not np.issubdtype(images.dtype, np.floating):
-    raise errors.ConfigError(
-        f'images must be floats in [-1, 1] (x / 127.5 - 1 for 8-bit pixels), got '
-        f'{images.dtype}.')
-  finite = np.isfinite(images)
-  if not np.all(finite):
-    raise errors.ConfigError(
-        f'images must be finite floats in [-1, 1]; {images.size - np.count_nonzero(finite)} '
-        f'of the {images.size} values are NaN or infinite.')
-  if images.size and np.abs(images).max() > 1 + _RANGE_TOLERANCE:
-    raise errors.ConfigError(
-        f'images must be in [-1, 1] (x / 127.5 - 1 for 8-bit pixels); got values in '
-        f'[{images.min():.3g}, {images.max():.3g}].')
-  return images.astype(np.float32)
 
 
 def split_accuracy(workdir, *, split='test', step=None, num_examples=None, best=False):
@@ -176,8 +71,8 @@ def split_accuracy(workdir, *, split='test', step=None, num_examples=None, best=
     'split'; 'step': the checkpoint's step}.
   """
   config, classify = load_classifier(workdir, step, best=best)
-  images, labels = labelled_split(config, split, num_examples)
-  return {'accuracy': accuracy(classify(images), labels), 'num_examples': len(labels),
+  images, labels = classifier.labelled_split(config, split, num_examples)
+  return {'accuracy': classifier.accuracy(classify(images), labels), 'num_examples': len(labels),
           'split': split, 'step': int(classify.step)}
 
 

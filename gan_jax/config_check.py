@@ -7,7 +7,6 @@ and intervals that belong to no single module. Every failure is a
 """
 
 from gan_jax import augment
-from gan_jax import classify
 from gan_jax import errors
 from gan_jax import losses
 from gan_jax import metrics
@@ -16,6 +15,7 @@ from gan_jax import optim
 from gan_jax import parallel
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
+from gan_jax.metrics import classifier as classifier_lib
 
 # (field, smallest allowed value): counts and intervals of config.train / .eval.
 _MINIMA = (
@@ -76,8 +76,9 @@ def validate(config):
         'for the semi-supervised GAN, but this model reads no labels '
         '(model.num_classes=0). Set it to 0.')
   eval_metrics = metrics.parse_metrics(config.eval.metrics,
-                                       known=metrics.METRICS + (classify.ACCURACY,))
+                                       known=metrics.METRICS + (classifier_lib.ACCURACY,))
   class_metrics.check_config(eval_metrics, source=config.data.source,
                              num_classes=models.generator_classes(config.model))
-  if classify.ACCURACY in eval_metrics:
-    classify.check_classifier(config, f"this model (config.eval.metrics has '{classify.ACCURACY}')")
+  if classifier_lib.ACCURACY in eval_metrics:
+    classifier_lib.check_classifier(
+        config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")

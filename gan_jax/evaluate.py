@@ -45,9 +45,10 @@ from gan_jax import sample
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.data import digits as digits_lib
+from gan_jax.metrics import classifier as classifier_lib
 
 # The discriminator's accuracy as a classifier (runs whose D has class logits).
-ACCURACY = classify.ACCURACY
+ACCURACY = classifier_lib.ACCURACY
 KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 
@@ -98,7 +99,7 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   if sample_metrics and reference_split:
     _check_split(config.data, reference_split, '--reference_split')
   if ACCURACY in names:
-    classify.check_classifier(config, workdir)
+    classifier_lib.check_classifier(config, workdir)
     _check_split(config.data, accuracy_split, '--accuracy_split')
   start = time.perf_counter()
   results, per_class, protocol, restored_step = {}, {}, {}, step

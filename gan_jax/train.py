@@ -15,7 +15,6 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from gan_jax import checkpoint
-from gan_jax import classify
 from gan_jax import config_check
 from gan_jax import data
 from gan_jax import metrics
@@ -27,6 +26,7 @@ from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+from gan_jax.metrics import classifier as classifier_lib
 
 
 def _from_process_zero(flags):
@@ -58,19 +58,20 @@ def _evaluators(config, data_shape):
   that the state's discriminator classifies right (the test split is read once here).
   """
   names = metrics.parse_metrics(config.eval.metrics,
-                                known=metrics.METRICS + (classify.ACCURACY,))
+                                known=metrics.METRICS + (classifier_lib.ACCURACY,))
   if not names or config.eval.every < 0:
     return None, None
-  sample_metrics = ','.join(name for name in names if name != classify.ACCURACY)
+  sample_metrics = ','.join(name for name in names if name != classifier_lib.ACCURACY)
   evaluator = (metrics.make_evaluator(config, data_shape=data_shape, metrics=sample_metrics)
                if sample_metrics else None)
-  if classify.ACCURACY not in names:
+  if classifier_lib.ACCURACY not in names:
     return evaluator, None
-  probabilities = classify.make_classifier(config)
-  images, labels = classify.labelled_split(config, config.eval.accuracy_split)
+  probabilities = classifier_lib.make_classifier(config)
+  images, labels = classifier_lib.labelled_split(config, config.eval.accuracy_split)
 
   def classifier(state):
-    return classify.accuracy(probabilities(state.d_params, state.d_batch_stats, images), labels)
+    probs = probabilities(state.d_params, state.d_batch_stats, images)
+    return classifier_lib.accuracy(probs, labels)
   return evaluator, classifier
 
 
@@ -137,7 +138,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       results.update(evaluator(
           lambda z, labels=None, s=host_state: grids.generate(s, z, labels), seed=config.seed))
     if classifier is not None:
-      results[classify.ACCURACY] = classifier(host_state)
+      results[classifier_lib.ACCURACY] = classifier(host_state)
     logging.info('Evaluation at step %d: %s', step,
                  ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
     writer.write_eval(step, results)

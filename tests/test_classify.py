@@ -18,6 +18,7 @@ from gan_jax import errors
 from gan_jax import evaluate
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
+from gan_jax.metrics import classifier as classifier_lib
 from tests.compile_flags import subprocess_xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,16 +27,16 @@ SHAPE = (8, 8, 1)
 
 def test_images_of_the_wrong_shape_are_refused():
   with pytest.raises(errors.ConfigError, match=r'f32\[N, 8, 8, 1\].*\[3, 8, 8\]'):
-    classify.check_images(np.zeros((3, 8, 8), np.float32), SHAPE)
+    classifier_lib.check_images(np.zeros((3, 8, 8), np.float32), SHAPE)
   with pytest.raises(errors.ConfigError, match=r'\[3, 16, 16, 1\]'):
-    classify.check_images(np.zeros((3, 16, 16, 1), np.float32), SHAPE)
+    classifier_lib.check_images(np.zeros((3, 16, 16, 1), np.float32), SHAPE)
 
 
 def test_images_outside_minus_one_to_one_or_not_floats_are_refused():
   with pytest.raises(errors.ConfigError, match=r'\[-1, 1\].*255'):
-    classify.check_images(np.full((2,) + SHAPE, 255.0, np.float32), SHAPE)
+    classifier_lib.check_images(np.full((2,) + SHAPE, 255.0, np.float32), SHAPE)
   with pytest.raises(errors.ConfigError, match='uint8'):
-    classify.check_images(np.zeros((2,) + SHAPE, np.uint8), SHAPE)
+    classifier_lib.check_images(np.zeros((2,) + SHAPE, np.uint8), SHAPE)
 
 
 def test_input_without_images_or_missing_is_a_user_error(tmp_path):
@@ -65,12 +66,12 @@ def test_images_with_nan_are_refused():
   images = np.zeros((2,) + SHAPE, np.float32)
   images[1, 0, 0, 0] = np.nan
   with pytest.raises(errors.ConfigError, match='1 of the 128 values are NaN or infinite'):
-    classify.check_images(images, SHAPE)
+    classifier_lib.check_images(images, SHAPE)
 
 
 def test_a_run_without_class_logits_is_refused():
   with pytest.raises(errors.ConfigError, match='classifier head'):
-    classify.check_classifier(dcgan_digits.get_config('smoke'), 'runs/x')
+    classifier_lib.check_classifier(dcgan_digits.get_config('smoke'), 'runs/x')
 
 
 @pytest.fixture(scope='module')

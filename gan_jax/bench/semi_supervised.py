@@ -45,6 +45,7 @@ from gan_jax import train
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import toy
+from gan_jax.metrics import classifier as classifier_lib
 
 DEFAULT_CONFIGS = 'semi_supervised_digits,semi_supervised_digits:supervised_only'
 _JSON_NAME = 'semi_supervised_benchmark.json'
@@ -76,7 +77,7 @@ def load_config(spec):
     config = config_files.load(spec)
   except KeyError as e:
     raise errors.ConfigError(e.args[0]) from None
-  classify.check_classifier(config, spec)
+  classifier_lib.check_classifier(config, spec)
   return config
 
 

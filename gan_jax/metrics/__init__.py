@@ -14,6 +14,8 @@ Modules:
   exchange.py           what processes share: row shares, exact gathers and sums.
   sharded.py            FID / IS / KID / PR of samples split over processes.
   class_metrics.py      intra-class FID and the classification accuracy score.
+  classifier.py         the discriminator as a classifier: its softmax, accuracy on a
+                        labelled split ('accuracy'; runs whose D has class logits).
   protocols.py          each metric's settings and its description for the record.
   evaluator.py          `make_evaluator(config, *, data_shape)`.
   cache.py              the cache folder and keyed `.npz` files.
