@@ -13,6 +13,7 @@ from gan_jax import metrics
 from gan_jax import models
 from gan_jax import optim
 from gan_jax import parallel
+from gan_jax.data import digits as digits_lib
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
 from gan_jax.metrics import classifier as classifier_lib
@@ -82,3 +83,5 @@ def validate(config):
   if classifier_lib.ACCURACY in eval_metrics:
     classifier_lib.check_classifier(
         config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")
+    if config.data.source == 'digits':
+      digits_lib.check_split(config.eval.accuracy_split, 'config.eval.accuracy_split')

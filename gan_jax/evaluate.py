@@ -52,14 +52,6 @@ ACCURACY = classifier_lib.ACCURACY
 KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 
-def _check_split(data_config, split, flag):
-  """Raises ConfigError naming `flag` when the digits have no split `split` (TFDS splits
-  are checked when the data set opens)."""
-  if data_config.source == 'digits' and split not in digits_lib.SPLITS:
-    raise errors.ConfigError(f'{flag}={split!r}: the digits have the splits '
-                             f'{list(digits_lib.SPLITS)}.')
-
-
 def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
              output=None, cache_dir=None, accuracy_split='test', best=False,
@@ -96,11 +88,13 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   sample_metrics = ','.join(name for name in names if name != ACCURACY)
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   # Bad requests fail before anything loads.
-  if sample_metrics and reference_split:
-    _check_split(config.data, reference_split, '--reference_split')
+  digits = config.data.source == 'digits'  # TFDS splits are checked when the data set opens
+  if sample_metrics and reference_split and digits:
+    digits_lib.check_split(reference_split, '--reference_split')
   if ACCURACY in names:
     classifier_lib.check_classifier(config, workdir)
-    _check_split(config.data, accuracy_split, '--accuracy_split')
+    if digits:
+      digits_lib.check_split(accuracy_split, '--accuracy_split')
   start = time.perf_counter()
   results, per_class, protocol, restored_step = {}, {}, {}, step
   if sample_metrics:

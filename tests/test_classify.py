@@ -186,6 +186,9 @@ def test_accuracy_during_training_needs_class_logits():
   config = semi_supervised_digits.get_config('smoke')
   config.eval.metrics = 'proxy,accuracy'
   config_check.validate(config)
+  config.eval.accuracy_split = 'validation'
+  with pytest.raises(errors.ConfigError, match=r"config.eval.accuracy_split='validation'.*'test'"):
+    config_check.validate(config)
   config = dcgan_digits.get_config('smoke')
   config.eval.metrics = 'accuracy'
   with pytest.raises(errors.ConfigError, match=r"config.eval.metrics has 'accuracy'.*classifier"):

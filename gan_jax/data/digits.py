@@ -37,6 +37,13 @@ def _load():
   return images, labels, indices
 
 
+def check_split(split, where='config.data.split'):
+  """Raises ConfigError naming `where` (the flag or config field that chose the split)
+  unless the digits have a split called `split` ('train', 'test', 'all')."""
+  if split not in SPLITS:
+    raise errors.ConfigError(f'{where}={split!r}: the digits have the splits {list(SPLITS)}.')
+
+
 def digits_split(split):
   """Returns one fixed split of the digits, unscaled (for classifier checks).
 
@@ -50,10 +57,7 @@ def digits_split(split):
   Raises:
     errors.ConfigError: for an unknown split, listing the known ones.
   """
-  if split not in SPLITS:
-    raise errors.ConfigError(
-        f'Unknown digits split {split!r}; known: {list(SPLITS)}. '
-        'Set --config.data.split.')
+  check_split(split)
   images, labels, indices = _load()
   index = indices[split]
   return images[index].copy(), labels[index].copy()
