@@ -38,7 +38,8 @@ def test_digits_train_and_test_are_disjoint():
 
 
 def test_digits_unknown_split_is_a_config_error():
-  with pytest.raises(errors.ConfigError, match="'train', 'test', 'all'"):
+  with pytest.raises(errors.ConfigError,
+                     match=r"config.data.split='validation'.*'train', 'test', 'all'"):
     data.digits_split('validation')
 
 
