@@ -14,6 +14,17 @@ from gan_jax import defaults
 from gan_jax import errors
 
 
+class UnknownVariant(errors.ConfigError):
+  """A config argument names a variant the config does not have; `known` lists its
+  variants (name -> default: False for a switch, else the default value)."""
+
+  # The message comes first and `known` has a default: absl re-raises flag errors as
+  # `type(e)(message)`.
+  def __init__(self, message, known=()):
+    super().__init__(message)
+    self.known = dict(known)
+
+
 # The spellings of a variant switched on or off: `:smoke`, `:smoke=true`, `:smoke=0`.
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
 
@@ -29,8 +40,8 @@ def parse_arg(arg, **known):
     A ConfigDict with every key of `known`; a bare word `w` sets `w=True`.
 
   Raises:
-    ConfigError: for a key that is not in `known` (listing the known ones), or a
-      value that is not of its default's type.
+    UnknownVariant: for a key that is not in `known` (listing the known ones).
+    ConfigError: a value that is not of its default's type.
   """
   result = ml_collections.ConfigDict(dict(known))
   for item in (arg or '').split(','):
@@ -39,8 +50,8 @@ def parse_arg(arg, **known):
       continue
     key, has_value, value = item.partition('=')
     if key not in known:
-      raise errors.ConfigError(f'unknown config variant {key!r}; known: {sorted(known)} '
-                               '(variants follow the name: --config=NAME:VARIANT,...)')
+      raise UnknownVariant(f'unknown config variant {key!r}; known: {sorted(known)} '
+                           '(variants follow the name: --config=NAME:VARIANT,...)', known)
     default = known[key]
     if not has_value:
       result[key] = True

@@ -68,7 +68,10 @@ def _parse_flags(argv):
     raise
   except flags.Error as e:
     if _CONFIG_FILE_ERROR in str(e) and not _verbose(argv):
-      fail(_config_file_message(str(e), argv))
+      # ml_collections re-raises get_config's exception (its text now the traceback),
+      # and absl raises this flag error while handling it.
+      fail(_config_file_message(str(e), argv,
+                                user_error=isinstance(e.__context__, errors.UserError)))
     fail(f'{e}\nSee --help for the flags of this command.')
   except Exception as e:  # pylint: disable=broad-except
     # Past absl's own flag errors, what is left comes from the config flag: ml_collections
@@ -98,21 +101,20 @@ def _parse_flags(argv):
 _CONFIG_FILE_ERROR = 'Error whilst parsing config file'
 
 
-def _config_file_message(text, argv):
+def _config_file_message(text, argv, *, user_error):
   """'--config=NAME:ARG: <the error get_config raised>' without its traceback.
 
   Args:
-    text: the flag error's text (a traceback ending in 'SomeError: message').
+    text: the flag error's text (a traceback ending in 'module.SomeError: message').
     argv: the command line.
+    user_error: get_config refused its argument (an `errors.UserError`): the message is
+      the whole story, no traceback to ask for.
 
   Returns:
     The error paragraph.
   """
   lines = [line.strip() for line in text.splitlines() if line.strip()]
-  message = re.sub(r'^[\w.]+(Error|Exception): ', '', lines[-1])
-  # The config refused its own argument (`errors.UserError`): the message is the whole story.
-  user_error = re.match(r'(gan_jax\.errors\.)?(ConfigError|MissingFileError|WorkdirError): ',
-                        lines[-1])
+  message = re.sub(r'^[A-Za-z_][\w.]*: ', '', lines[-1])
   return f'{_config_flag(argv)}: {message}' + (
       '' if user_error else '\nRun with --verbose for the traceback.')
 

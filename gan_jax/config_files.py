@@ -27,6 +27,10 @@ def configs_dir():
   return pathlib.Path(__file__).resolve().parent.parent / 'configs'
 
 
+# A variant no config has: asking for it makes a config list the ones it has.
+_NO_SUCH_VARIANT = '__list_the_variants__'
+
+
 def names():
   """Names of the shipped configs, sorted."""
   return sorted(p.stem for p in configs_dir().glob('*.py') if p.stem not in _NOT_CONFIGS)
@@ -80,10 +84,30 @@ def _summary_line(path):
 
 
 def describe_all():
-  """One line per shipped config: name and what it is."""
+  """Per shipped config: its name and what it is, then its variants."""
   width = max(map(len, names()), default=0)
-  return '\n'.join(f'{name:<{width}}  {_summary_line(configs_dir() / (name + ".py"))}'
-                   for name in names())
+  lines = []
+  for name in names():
+    lines.append(f'{name:<{width}}  {_summary_line(configs_dir() / (name + ".py"))}')
+    known = variants(name)
+    if known:
+      lines.append(f'{"":<{width}}  variants: ' + ', '.join(
+          key if default is False else f'{key}={"..." if default is None else default}'
+          for key, default in known.items()))
+  return '\n'.join(lines)
+
+
+def variants(spec):
+  """{variant: default} of a config (False for a switch such as 'smoke'), read from the
+  error its `get_config` gives for a variant it does not have; {} for a config with none."""
+  from configs import common  # pylint: disable=g-import-not-at-top (configs/ is beside the package)
+  try:
+    load(spec.partition(':')[0] + ':' + _NO_SUCH_VARIANT)
+  except common.UnknownVariant as e:
+    return e.known
+  except Exception:  # pylint: disable=broad-except (a config that takes no variants)
+    return {}
+  return {}
 
 
 

@@ -34,12 +34,24 @@ def test_an_unknown_config_suggests_close_names():
     config_files.resolve('dcgan_digit')
 
 
-def test_every_shipped_config_loads_with_a_one_line_description():
+def test_every_shipped_config_loads_with_a_one_line_description_and_its_variants():
   lines = config_files.describe_all().splitlines()
-  assert len(lines) == len(config_files.names())
-  for name, line in zip(config_files.names(), lines):
+  # Every config has at least its ':smoke' variant, on the line below its description.
+  assert len(lines) == 2 * len(config_files.names())
+  for name, line, variant_line in zip(config_files.names(), lines[::2], lines[1::2]):
     assert line.split()[0] == name and len(line.split()) > 3, line
+    assert variant_line.split()[0] == 'variants:' and 'smoke' in variant_line, variant_line
     assert config_files.load(name).name.startswith(name.split('_')[0])
+
+
+def test_variants_are_the_ones_get_config_takes():
+  assert config_files.variants('dcgan_digits') == dict(
+      smoke=False, few=False, noaug=False, policy=None, fill=None)
+  assert config_files.variants('biggan_cifar10:smoke') == dict(smoke=False, diffaug=False,
+                                                              data=100)
+  for name, default in config_files.variants('semi_supervised_digits').items():
+    assert default is False
+    config_files.load(f'semi_supervised_digits:{name}')  # each one loads
 
 
 def test_load_passes_the_variant():

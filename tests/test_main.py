@@ -160,11 +160,14 @@ def test_config_by_name_from_another_directory_and_print_config(tmp_path):
   assert result.returncode == 0 and '"toy": "ring"' in result.stdout
 
 
-def test_list_configs_prints_one_line_each():
+def test_list_configs_prints_each_with_its_variants():
   result = run_module('gan_jax.main', ['--list_configs'])
   assert result.returncode == 0, result.stderr[-3000:]
   lines = result.stdout.strip().splitlines()
-  assert any(line.startswith('dcgan_digits ') and 'offline default' in line for line in lines)
+  at = next(i for i, line in enumerate(lines) if line.startswith('dcgan_digits '))
+  assert 'offline default' in lines[at]
+  assert lines[at + 1].split() == ['variants:', 'smoke,', 'few,', 'noaug,', 'policy=...,',
+                                   'fill=...']
   assert any(line.startswith('toy_grid ') for line in lines)
 
 
