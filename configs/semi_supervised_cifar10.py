@@ -11,8 +11,9 @@ The recipe of `semi_supervised_svhn` (see there for what matches the paper's cod
 openai/improved-gan mnist_svhn_cifar10/train_cifar_feature_matching.py, and what
 differs), with the paper's CIFAR-10 settings: D widths 96 -> 192 -> 384 (the paper:
 3x3 convs 96-96-96/2-192-192-192/2-192, NIN 192 x 2, global pooling), 1,200 epochs of
-the 50,000 'train' images at batch 100 (600k steps), the learning rate 3e-4 decayed
-linearly to 0 over the last 400 epochs.
+the 50,000 'train' images at the paper's 100 unlabelled images per step (600k steps;
+each batch of 200 adds 100 labelled ones), the learning rate 3e-4 decayed linearly to 0
+over the last 400 epochs.
 
 Variants: `:supervised_only` (no GAN terms), `:smoke`.
 """
@@ -20,7 +21,7 @@ Variants: `:supervised_only` (no GAN terms), `:smoke`.
 from configs import semi_supervised_svhn
 
 LABELS_PER_CLASS = 400
-EPOCH_STEPS = 500   # 50,000 images / batch 100
+EPOCH_STEPS = 500   # 50,000 images / 100 unlabelled images per step
 
 
 def get_config(arg=None):

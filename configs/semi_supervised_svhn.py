@@ -31,7 +31,7 @@ Variants: `:supervised_only` (no GAN terms), `:smoke`.
 from configs import common
 
 LABELS_PER_CLASS = 100
-EPOCH_STEPS = 733   # 73,257 images / batch 100
+EPOCH_STEPS = 733   # 73,257 images / 100 unlabelled images per step
 
 
 def paper_config(*, name, dataset, labels_per_class, ndf, num_steps, arg=None):

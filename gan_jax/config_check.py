@@ -6,13 +6,17 @@ and intervals that belong to no single module. Every failure is a
 `gan_jax.errors.ConfigError` naming the field, its value and what is allowed.
 """
 
+import difflib
+
 from gan_jax import augment
+from gan_jax import defaults
 from gan_jax import errors
 from gan_jax import losses
 from gan_jax import metrics
 from gan_jax import models
 from gan_jax import optim
 from gan_jax import parallel
+from gan_jax import workdir
 from gan_jax.data import digits as digits_lib
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
@@ -35,8 +39,22 @@ def _get(config, dotted):
   return value
 
 
+def _check_fields(config):
+  """Raises ConfigError for a field `gan_jax.defaults` does not have (a typo such as
+  `config.model.zdim = 4` made in Python, which would otherwise be ignored)."""
+  known = set(workdir.flatten(defaults.get_config().to_dict()))
+  unknown = sorted(set(workdir.flatten(config.to_dict())) - known)
+  if unknown:
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    hint = f' (did you mean {close[0]}?)' if close else ''
+    raise errors.ConfigError(
+        f'config.{unknown[0]} is not a config field{hint}; every field and its default is in '
+        'gan_jax/defaults.py.')
+
+
 def validate(config):
   """Raises ConfigError for the first bad field of `config`; returns None if it is fine."""
+  _check_fields(config)
   for field, minimum in _MINIMA:
     value = _get(config, field)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:

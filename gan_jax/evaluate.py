@@ -61,14 +61,14 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   Args:
     workdir: run folder.
     step: checkpoint step (None: newest).
-    metrics: comma list of metric names (`KNOWN_METRICS`: those of
+    metrics: comma list (or a list) of metric names (`KNOWN_METRICS`: those of
       `metrics.METRICS`, and 'accuracy').
     num_samples: generated samples (>= 2).
     num_reference: reference examples (None: num_samples).
     reference_split: reference split (None: config.data.split).
     inception_weights: weights path (None: config / environment / cache search).
     seed: latent seed.
-    batch_size: latents per generator call.
+    batch_size: latents per generator call (>= 1).
     output: JSON path (None: `<workdir>/eval/step_<step>.json`).
     cache_dir: cache root (None: default).
     accuracy_split: the labelled split 'accuracy' classifies.
@@ -82,9 +82,15 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     'accuracy' is in [0, 1], its split and image count in protocol['accuracy'].
     With several processes every one returns it and process 0 writes it.
   """
+  if not isinstance(metrics, str):
+    metrics = ','.join(metrics)
   names = metrics_lib.parse_metrics(metrics, flag='--metrics', known=KNOWN_METRICS)
   if not names:
     raise errors.ConfigError(f'--metrics is empty; name one or more of {list(KNOWN_METRICS)}.')
+  for flag, value, least in (('--num_samples', num_samples, 2), ('--batch_size', batch_size, 1),
+                             ('--num_reference', num_reference or 2, 2)):
+    if value < least:
+      raise errors.ConfigError(f'{flag} must be at least {least}, got {value}.')
   sample_metrics = ','.join(name for name in names if name != ACCURACY)
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   # Bad requests fail before anything loads.

@@ -45,8 +45,9 @@ def load_generator(workdir, step=None, *, ema=True, best=False):
     (config, generate): `generate(z: f32[N, z_dim], labels: int[N] | None = None)
     -> np.float32[N, ...]` runs the generator in eval mode (images in [-1, 1],
     or [N, 2] points); a class-conditional G (`models.generator_classes` K > 0)
-    needs labels in [0, K), an unconditional one ignores them (ValueError
-    otherwise: a label outside [0, K) would silently draw NaN or another class).
+    needs labels in [0, K), an unconditional one ignores them (ValueError for
+    another z shape, or labels that do not fit: a label outside [0, K) would
+    silently draw NaN or another class).
     `generate.step` is the checkpoint's step.
 
   Raises:
@@ -56,8 +57,12 @@ def load_generator(workdir, step=None, *, ema=True, best=False):
   params = state.ema_g_params if ema else state.g_params
   generate_fn = jax.jit(step_lib.make_generate_fn(config))
   num_classes = models.generator_classes(config.model)
+  z_dim = config.model.z_dim
 
   def generate(z, labels=None):
+    if jnp.ndim(z) != 2 or jnp.shape(z)[1] != z_dim:
+      raise ValueError(f'z must be f32[N, {z_dim}] (model.z_dim), got shape '
+                       f'{list(jnp.shape(z))}.')
     labels = _checked_labels(labels, len(z), num_classes)
     return np.asarray(generate_fn(params, state.g_batch_stats,
                                   jnp.asarray(z, jnp.float32), labels))

@@ -17,6 +17,7 @@ import numpy as np
 from gan_jax import checkpoint
 from gan_jax import config_check
 from gan_jax import data
+from gan_jax import errors
 from gan_jax import metrics
 from gan_jax import models
 from gan_jax import parallel
@@ -95,10 +96,17 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
     preemption.Interrupted: SIGTERM / SIGINT stopped the run after a checkpoint.
   """
   config_check.validate(config)
-  accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
   t, chief = config.train, jax.process_index() == 0
+  # The batch is checked against the devices before the workdir records anything.
   dp = parallel.DataParallel.from_config(config.parallel, remat=config.train.remat)
   local_batch = dp.local_batch_size(t.batch_size)
+  per_device = t.batch_size // dp.num_devices
+  if per_device % config.model.pack:
+    raise errors.ConfigError(
+        f'model.pack={config.model.pack} (PacGAN) packs each device\'s batch of '
+        f'{per_device} (train.batch_size={t.batch_size} over {dp.num_devices} device(s)) '
+        f'into groups of {config.model.pack}: make the per-device batch a multiple of it.')
+  accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
   shape = models.data_shape(config.model)
   iterator = data.create_train_iterator(
       config.data, data_shape=shape, batch_size=t.n_critic * local_batch, seed=config.seed,

@@ -26,6 +26,7 @@ from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 
 from gan_jax import checkpoint
 from gan_jax import data
@@ -141,11 +142,13 @@ def restore_state(workdir, step=None, *, best=False):
   Raises:
     MissingFileError: no run or no checkpoint in `workdir` (no best one with `best`).
   """
+  if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
+    raise TypeError(f'step must be an int (a checkpoint step) or None, got {step!r}.')
   config = load_config(workdir)
   folder = os.path.join(workdir, BEST if best else CHECKPOINTS)
   restored = None
   # Only an existing folder is opened: orbax would create a missing one.
-  if not best or epath.Path(folder).exists():
+  if epath.Path(folder).exists():
     ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None)
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     # Read-only: an unreadable checkpoint is skipped, not moved (training may be writing).

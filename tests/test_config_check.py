@@ -38,6 +38,18 @@ def test_bad_counts_name_the_field_and_the_minimum(field, value):
     config_check.validate(tiny_config(**{field: value}))
 
 
+def test_a_field_defaults_does_not_have_is_refused_with_the_closest_name():
+  config = tiny_config()
+  config.model.zdim = 4  # a typo made in Python adds a field instead of setting z_dim
+  with pytest.raises(errors.ConfigError, match=r'config.model.zdim is not a config field '
+                                               r'\(did you mean model.z_dim\?\)'):
+    config_check.validate(config)
+  config = tiny_config()
+  config.trian = {'num_steps': 3}
+  with pytest.raises(errors.ConfigError, match='config.trian.num_steps is not a config field'):
+    config_check.validate(config)
+
+
 @pytest.mark.parametrize('z_dim', [0, -3])
 def test_a_latent_of_no_size_is_refused(z_dim):
   # A z_dim of 0 would train (G's first weight has no entries) and fail at the first

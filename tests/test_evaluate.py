@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import dcgan_digits
+from gan_jax import errors
 from gan_jax import evaluate as evaluate_lib
 from gan_jax import sample
 from gan_jax import train
@@ -82,6 +83,18 @@ def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkey
 def test_an_unknown_metric_fails_before_the_workdir_is_read(tmp_path):
   with pytest.raises(ValueError, match='--metrics'):
     evaluate_lib.evaluate(str(tmp_path / 'nope'), metrics='fid,nope')
+  with pytest.raises(ValueError, match='--metrics'):
+    evaluate_lib.evaluate(str(tmp_path / 'nope'), metrics=['fid', 'nope'])  # a list is fine
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(num_samples=1), '--num_samples must be at least 2, got 1'),
+    (dict(batch_size=0), '--batch_size must be at least 1, got 0'),
+    (dict(num_reference=1), '--num_reference must be at least 2, got 1'),
+])
+def test_counts_too_small_fail_before_the_workdir_is_read(tmp_path, kwargs, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    evaluate_lib.evaluate(str(tmp_path / 'nope'), metrics=['proxy'], **kwargs)
 
 
 @pytest.mark.slow

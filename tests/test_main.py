@@ -129,6 +129,21 @@ def test_bad_values_stop_before_any_data_is_loaded(tmp_path, override, field):
   assert not (tmp_path / 'run').exists()
 
 
+@pytest.mark.parametrize('config,devices,batch,fragment', [
+    ('toy_ring:smoke', 1, 3, 'model.pack=2 (PacGAN) packs each device\'s batch of 3'),
+    ('toy_ring:smoke', 8, 8, 'each device\'s batch of 1 (train.batch_size=8 over 8 device(s))'),
+    ('dcgan_digits:smoke', 8, 12, 'batch_size=12 must be a positive multiple of the number '
+                                  'of devices (8)'),
+])
+def test_a_batch_that_does_not_split_over_the_devices_stops_before_the_workdir(
+    tmp_path, config, devices, batch, fragment):
+  result = run_module('gan_jax.main', [f'--config={config}', f'--workdir={tmp_path / "run"}',
+                                       f'--config.train.batch_size={batch}'],
+                      env={'XLA_FLAGS': subprocess_xla_flags(devices=devices)})
+  assert_short_error(result, fragment)
+  assert not (tmp_path / 'run').exists()
+
+
 def test_missing_tfds_data_says_how_to_prepare_it(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_celeba:smoke', f'--workdir={tmp_path}',
                                        f'--config.data.data_dir={tmp_path / "nothing"}'])

@@ -103,6 +103,11 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
   _, generate = sample.load_generator(workdir)
   again = sample.generate_samples(generate, z_dim=16, num_samples=10, seed=1)
   np.testing.assert_allclose(again, samples, atol=1e-6)
+  for z in (np.zeros(16, np.float32), np.zeros((2, 8), np.float32)):  # no batch axis, z_dim 8
+    with pytest.raises(ValueError, match=r'z must be f32\[N, 16\]'):
+      generate(z)
+  with pytest.raises(TypeError, match='step must be an int'):
+    sample.load_generator(workdir, step='2')
 
 
 def test_killed_run_resumes_exactly(tmp_path):

@@ -208,7 +208,10 @@ def test_restore_state_reads_the_best_checkpoint_on_request(tmp_path):
   workdir_lib.prepare(config, workdir)
   with pytest.raises(errors.MissingFileError, match='No best checkpoint.*eval.every'):
     workdir_lib.restore_state(workdir, best=True)
-  assert not os.path.exists(os.path.join(workdir, workdir_lib.BEST))  # nothing created
+  with pytest.raises(errors.MissingFileError, match='No checkpoint in .*train first'):
+    workdir_lib.restore_state(workdir)
+  # Reading creates nothing.
+  assert sorted(os.listdir(workdir)) == [workdir_lib.CONFIG_FILE]
   base = state_lib.create_state(config, jax.random.key(0))
   states = {step: base.replace(step=np.int32(step)) for step in (2, 4)}
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS),
