@@ -178,7 +178,8 @@ def biggan_model(config, *, name, resolution, ngf, ndf, z_dim, num_classes, smok
   """Sets StudioGAN's BigGAN ('biggan') or SAGAN ('sagan') networks on a config."""
   config.model.update(dict(name=name, resolution=resolution, ngf=ngf, ndf=ndf, z_dim=z_dim,
                            num_classes=num_classes, d_cond='projection', shared_dim=shared_dim,
-                           bottom_width=4, g_norm='batch', d_norm='none'))
+                           bottom_width=4, g_norm='batch', d_norm='none', spectral_norm=True,
+                           g_spectral_norm=True))
   if smoke:  # BigGAN's deep channel multipliers make 128 px large even at small widths
     config.model.ngf = config.model.ndf = 8 if resolution >= 128 else 16
   return config

@@ -3,8 +3,9 @@
   python -m gan_jax.classify --workdir=runs/semi_supervised_digits \
       --input=images.npz --output=predictions.npz
 
-`--input` holds `images`: f32[N, H, W, C] in [-1, 1] at the run's resolution
-(`model.resolution`, `model.channels`), preprocessed as the run's training data.
+`--input` holds `images` (or `samples`, as `gan_jax.sample` writes them): f32[N, H, W, C]
+in [-1, 1] at the run's resolution (`model.resolution`, `model.channels`), preprocessed as
+the run's training data.
 `--output` gets `labels` (int32[N], the most probable class) and `probs`
 (f32[N, K], the softmax over the K real classes). The run's discriminator must
 have class logits: `model.d_cond` 'semi_supervised' (the semi-supervised GAN of
@@ -81,15 +82,17 @@ def test_accuracy(workdir, *, split='test', step=None, num_examples=None):
   return split_accuracy(workdir, split=split, step=step, num_examples=num_examples)['accuracy']
 
 
+# The keys `read_input` takes the images from, in order.
+INPUT_KEYS = ('images', 'samples')
 _SAVE_HINT = 'save the images with np.savez(path, images=x), x f32[N, H, W, C] in [-1, 1]'
 
 
 def read_input(path):
-  """The `images` array of an .npz file (see the module docstring).
+  """The `images` (else `samples`) array of an .npz file (see the module docstring).
 
   Raises:
     MissingFileError: no such file.
-    ConfigError: not an .npz file, no key `images`, or no images in it.
+    ConfigError: not an .npz file, neither key, or no images in it.
   """
   if not os.path.exists(path):
     raise errors.MissingFileError(f'--input={path}: no such file.')
@@ -103,15 +106,17 @@ def read_input(path):
     raise errors.ConfigError(f'--input={path} holds one array (.npy), not an .npz file of named '
                              f'arrays; {_SAVE_HINT}.')
   with arrays:
-    if 'images' not in arrays:
+    # `samples`: what `gan_jax.sample --output=x.npz` writes, so its files classify as they are.
+    key = next((k for k in INPUT_KEYS if k in arrays), None)
+    if key is None:
       raise errors.ConfigError(
           f'--input={path} has no key "images" (keys: {sorted(arrays.files)}); {_SAVE_HINT}.')
     try:
-      images = arrays['images']
+      images = arrays[key]
     except (OSError, ValueError):  # an object array, or a damaged archive
       raise unreadable from None
   if images.ndim == 0 or len(images) == 0:
-    raise errors.ConfigError(f'--input={path}: "images" holds no images (shape '
+    raise errors.ConfigError(f'--input={path}: "{key}" holds no images (shape '
                              f'{list(images.shape)}); {_SAVE_HINT}.')
   return images
 
@@ -120,8 +125,8 @@ def _define_flags():
   """Command-line flags, defined only when run as a program (so importing is free)."""
   flags.DEFINE_string('workdir', None, 'Run folder holding config.json and checkpoints/.',
                       required=True)
-  flags.DEFINE_string('input', None, '.npz file with key "images": f32[N, H, W, C] in '
-                      '[-1, 1].', required=True)
+  flags.DEFINE_string('input', None, '.npz file with key "images" (or "samples", as '
+                      'gan_jax.sample writes): f32[N, H, W, C] in [-1, 1].', required=True)
   flags.DEFINE_string('output', None, '.npz file to write "labels" and "probs" to.',
                       required=True)
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)

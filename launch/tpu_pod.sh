@@ -251,7 +251,11 @@ cmd_run() {
   # nohup with every stream redirected lets the ssh session end while training
   # goes on; the pid file is for `stop`.
   ssh_all "cd ~/${REMOTE_DIR} && { nohup ~/${REMOTE_VENV}/bin/python $(shell_quote "${main_args[@]}") > ~/${REMOTE_LOG} 2>&1 < /dev/null & echo \$! > ~/${REMOTE_PID}; }"
-  echo "Started on all workers of ${tpu_name}. Follow worker 0 with: $0 --tpu-name=${tpu_name} logs"
+  if [[ $DRY_RUN == 1 ]]; then
+    echo "(dry run: nothing was started on ${tpu_name})"
+  else
+    echo "Started on all workers of ${tpu_name}. Follow worker 0 with: $0 --tpu-name=${tpu_name} logs"
+  fi
 }
 
 cmd_logs() {

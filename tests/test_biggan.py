@@ -25,7 +25,8 @@ def model_config(**overrides):
   """config.model of a small conditional 32 px BigGAN; `overrides` replace fields."""
   config = defaults.get_config().model
   config.update(dict(name='biggan', resolution=32, channels=3, ngf=8, ndf=8, z_dim=Z_DIM,
-                     num_classes=NUM_CLASSES, shared_dim=8))
+                     num_classes=NUM_CLASSES, shared_dim=8,
+                     d_norm='none', spectral_norm=True, g_spectral_norm=True))
   config.update(overrides)
   return config
 
@@ -311,6 +312,11 @@ def test_bn_axis_name_synchronises_statistics(small):
     ('bottom_width', 6, 'model.bottom_width'),
     ('pack', 2, 'model.pack'),
     ('shared_dim', -1, 'model.shared_dim'),
+    # What the networks normalise is fixed: asking for something else is refused, not ignored.
+    ('spectral_norm', False, r"model.spectral_norm=True.*\(got spectral_norm=False\)"),
+    ('g_spectral_norm', False, r'\(got g_spectral_norm=False\)'),
+    ('d_norm', 'batch', r"model.d_norm='none'.*\(got d_norm='batch'\)"),
+    ('g_norm', 'none', r"\(got g_norm='none'\)"),
 ])
 def test_bad_config_raises_config_error(field, value, match):
   with pytest.raises(errors.ConfigError, match=match):

@@ -40,9 +40,14 @@ def test_images_outside_minus_one_to_one_or_not_floats_are_refused():
 
 
 def test_input_without_images_or_missing_is_a_user_error(tmp_path):
-  np.savez(tmp_path / 'x.npz', samples=np.zeros((2,) + SHAPE, np.float32))
-  with pytest.raises(errors.ConfigError, match='no key "images".*samples'):
+  np.savez(tmp_path / 'x.npz', x=np.zeros((2,) + SHAPE, np.float32))
+  with pytest.raises(errors.ConfigError, match=r'no key "images" \(keys: \[.x.\]\)'):
     classify.read_input(str(tmp_path / 'x.npz'))
+  # What `gan_jax.sample` writes reads as it is; "images" wins when both are there.
+  np.savez(tmp_path / 's.npz', samples=np.ones((2,) + SHAPE, np.float32))
+  assert classify.read_input(str(tmp_path / 's.npz')).shape == (2,) + SHAPE
+  np.savez(tmp_path / 'b.npz', samples=np.ones((2,) + SHAPE), images=np.zeros((3,) + SHAPE))
+  assert classify.read_input(str(tmp_path / 'b.npz')).shape == (3,) + SHAPE
   with pytest.raises(errors.MissingFileError, match='--input'):
     classify.read_input(str(tmp_path / 'missing.npz'))
 

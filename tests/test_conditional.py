@@ -23,7 +23,7 @@ def model_config(name, **overrides):
     config.update(dict(resolution=8, channels=1))
   else:
     config.update(dict(resolution=32, channels=3, ngf=16, ndf=16, d_norm='none',
-                       spectral_norm=True))
+                       spectral_norm=True, g_spectral_norm=name in ('biggan', 'sagan')))
   config.update(overrides)
   return config
 

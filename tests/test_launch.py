@@ -178,6 +178,8 @@ def test_tpu_run_on_all_workers(run_script):
                "--config.name=it's a test"):
     assert flag in main, (flag, remote)
   assert 'nohup' in words and '~/gan_jax_venv/bin/python' in words
+  # A dry run says it started nothing.
+  assert '(dry run: nothing was started on gan-test)' in out and 'Started on' not in out
 
 
 def test_tpu_run_explicit_workdir_and_data_dir(run_script):

@@ -20,7 +20,8 @@ def model_config(**overrides):
   """config.model of a small conditional 32 px SAGAN; `overrides` replace fields."""
   config = defaults.get_config().model
   config.update(dict(name='sagan', resolution=32, channels=3, ngf=8, ndf=8, z_dim=10,
-                     num_classes=NUM_CLASSES))
+                     num_classes=NUM_CLASSES,
+                     d_norm='none', spectral_norm=True, g_spectral_norm=True))
   config.update(overrides)
   return config
 

@@ -414,7 +414,8 @@ def _define_flags():
   flags.DEFINE_integer('first_seed', 0, 'The first seed.', lower_bound=0)
   flags.DEFINE_string('out', 'runs/bench_little_data', 'Output folder (JSON and table).')
   flags.DEFINE_integer('num_steps', None,
-                       "Override every config's train.num_steps (quick checks only).")
+                       "Override every config's train.num_steps (quick checks only).",
+                       lower_bound=1)
   flags.DEFINE_integer('num_samples', 10_000, 'Generated samples per score.', lower_bound=2)
   flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
                             '--set=augment.cutout_ratio=0.25 (repeat for more).')

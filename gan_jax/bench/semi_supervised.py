@@ -208,7 +208,8 @@ def _define_flags():
   flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated trial seeds.')
   flags.DEFINE_string('out', 'runs/bench_semi_supervised', 'Output folder (JSON, table).')
   flags.DEFINE_integer('num_steps', None,
-                       "Override every config's train.num_steps (quick checks only).")
+                       "Override every config's train.num_steps (quick checks only).",
+                       lower_bound=1)
   flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
                             '--set=loss.d_adversarial_weight=2 (repeat for more).')
   flags.DEFINE_bool('keep_workdirs', False,

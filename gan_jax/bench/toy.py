@@ -260,7 +260,8 @@ def _define_flags():
   flags.DEFINE_integer('first_seed', 0, 'Seed of the first trial.', lower_bound=0)
   flags.DEFINE_string('out', 'runs/bench_toy', 'Output folder (JSON, table, PNGs).')
   flags.DEFINE_integer('num_steps', None,
-                       "Override every config's train.num_steps (quick checks only).")
+                       "Override every config's train.num_steps (quick checks only).",
+                       lower_bound=1)
   flags.DEFINE_bool('keep_workdirs', False,
                     'Keep each trial run in <out>/workdirs/ (default: a temp folder).')
 

@@ -23,13 +23,13 @@ REFERENCE_ROWS = (
     dict(mixture='ring', method='PacGAN2', modes_captured=7.9, high_quality=0.956,
          reverse_kl=0.07, source='PacGAN Table 1'),
     dict(mixture='ring', method='VEEGAN', modes_captured=8.0, high_quality=0.529,
-         reverse_kl=None, source='VEEGAN (Srivastava et al. 2017)'),
+         reverse_kl=None, source='Srivastava et al. 2017'),
     dict(mixture='grid', method='GAN', modes_captured=17.3, high_quality=0.948,
          reverse_kl=0.70, source='PacGAN Table 1'),
     dict(mixture='grid', method='PacGAN4', modes_captured=24.8, high_quality=0.936,
          reverse_kl=0.04, source='PacGAN Table 1'),
     dict(mixture='grid', method='VEEGAN', modes_captured=24.6, high_quality=0.40,
-         reverse_kl=None, source='VEEGAN (Srivastava et al. 2017)'),
+         reverse_kl=None, source='Srivastava et al. 2017'),
 )
 
 

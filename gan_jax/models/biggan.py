@@ -378,14 +378,25 @@ def check_config(model_config):
     raise errors.ConfigError(
         'model.num_classes and model.shared_dim must be >= 0 (0: unconditional / one-hot '
         f'labels), got {model_config.num_classes} and {model_config.shared_dim}.')
+  # These networks are fixed in what they normalise: a config must say so, not ask for
+  # something else and silently get this.
+  fixed = dict(d_norm='none', g_norm='batch', spectral_norm=True, g_spectral_norm=True)
+  wrong = {k: model_config[k] for k, v in fixed.items() if model_config[k] != v}
+  if wrong:
+    raise errors.ConfigError(
+        'biggan / sagan spectrally normalise every layer of G and D, use BatchNorm (class-'
+        'conditional when labelled) in G and no normalisation layer in D; set ' +
+        ', '.join(f'model.{k}={v!r}' for k, v in fixed.items()) + ' (got ' +
+        ', '.join(f'{k}={v!r}' for k, v in wrong.items()) + ').')
 
 
 def build_networks(model_config, *, shared_dim, hierarchical_z, bn_axis_name=None,
                    remat=False):
   """The (generator, discriminator) pair of `model_config` with the given G conditioning.
 
-  Spectral normalisation is part of these architectures: `model.spectral_norm` and
-  `model.g_spectral_norm` are not read.
+  Spectral normalisation is part of these architectures (`check_config` asks the config
+  to say so: model.spectral_norm and model.g_spectral_norm True, d_norm 'none', g_norm
+  'batch').
   """
   check_config(model_config)
   num_blocks = len(G_CHANNELS[model_config.resolution]) - 1
