@@ -27,6 +27,7 @@ from gan_jax import models
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+from gan_jax.models import conditional
 
 OUTPUT_KINDS = '.npz file, .png file, or folder/'
 
@@ -73,20 +74,14 @@ def load_generator(workdir, step=None, *, ema=True, best=False):
 
 def _checked_labels(labels, num, num_classes):
   """`labels` as int32[num] in [0, num_classes) for a conditional G; None for an
-  unconditional one (num_classes 0). ValueError for anything else."""
-  if not num_classes:
-    return None
-  if labels is None:
-    raise ValueError(f'This generator is class-conditional ({num_classes} classes): pass '
-                     f'labels int[{num}] in [0, {num_classes}).')
-  labels = np.asarray(labels)
-  if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f'labels must be int[{num}] (one per latent), got '
-                     f'{labels.dtype}{list(labels.shape)}.')
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+  unconditional one (num_classes 0). ValueError for anything else: the generator's own
+  check (`conditional.check_labels`) plus the range, which only concrete labels have."""
+  labels = conditional.check_labels(labels, batch=num, num_classes=num_classes,
+                                    who='generator')
+  if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise ValueError(f'labels must be in [0, {num_classes}), got values in '
                      f'[{labels.min()}, {labels.max()}].')
-  return jnp.asarray(labels, jnp.int32)
+  return labels
 
 
 def latents(seed, num_samples, z_dim, *, truncation=None):

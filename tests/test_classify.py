@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from configs import cgan_digits
 from configs import dcgan_digits
 from configs import semi_supervised_digits
 from gan_jax import classify
@@ -16,6 +17,7 @@ from gan_jax import config_check
 from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import evaluate
+from gan_jax import models
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
 from gan_jax.metrics import classifier as classifier_lib
@@ -141,16 +143,15 @@ def test_evaluate_names_the_flag_of_an_unknown_split_before_loading(tmp_path):
 
 def test_an_acgan_discriminator_classifies(tmp_path):
   # ACGAN's D has class logits beside its real-vs-fake logit and reads no labels.
-  from configs import cgan_digits  # pylint: disable=g-import-not-at-top
-  from gan_jax import models  # pylint: disable=g-import-not-at-top
   config = cgan_digits.get_config('smoke')
   config.model.d_cond = 'acgan'
   config.loss.aux_weight = 1.0
   config.train.num_steps = 2
   workdir = str(tmp_path / 'acgan')
   train.train_and_evaluate(config, workdir)
-  images, labels = data_lib.load_eval_data(config.data, data_shape=models.data_shape(config.model),
-                                           split='test', num_examples=40, labels=True)
+  images, labels = data_lib.load_eval_data(
+      config.data, data_shape=models.data_shape(config.model), split='test', num_examples=40,
+      labels=True)
   _, classify_fn = classify.load_classifier(workdir)
   probs = classify_fn(images)
   assert probs.shape == (40, 10) and classify_fn.step == 2

@@ -104,7 +104,8 @@ def test_generator_labels_are_checked_before_the_generator_runs():
   checked = sample._checked_labels  # pylint: disable=protected-access
   np.testing.assert_array_equal(checked([0, 9, 3], 3, 10), [0, 9, 3])
   assert checked([5, 5], 2, 0) is None  # an unconditional G ignores them
-  for labels, message in [(None, 'class-conditional'), ([0, 10], r'\[0, 10\).*\[0, 10\]'),
-                          ([-1, 2], r'\[-1, 2\]'), ([0.5, 1.0], 'int'), ([1, 2, 3], r'int\[2\]')]:
+  for labels, message in [(None, 'needs labels'), ([0, 10], r'\[0, 10\).*\[0, 10\]'),
+                          ([-1, 2], r'\[-1, 2\]'), ([0.5, 1.0], 'int32'),
+                          ([1, 2, 3], r'int32\[2\]')]:
     with pytest.raises(ValueError, match=message):
       checked(labels, 2, 10)
