@@ -10,7 +10,8 @@ has only one stride-2 layer each), widths ngf = ndf = 64, LSGAN loss, batch 128,
 EMA 0.99 of G, learning rate decayed linearly to 0 over the second half.
 
 Variants: `:smoke` (seconds; 32x32 with widths 8, so every DCGAN layer type,
-BatchNorm in G and D included, runs; the tests use it); `:few` (10% of the
+BatchNorm in G and D included, runs, with the non-saturating loss and a constant
+learning rate, the library defaults; the tests use it); `:few` (10% of the
 training split, 134 digits, with DiffAugment: learning from little data, see
 docs/benchmarks.md) and `:few,noaug` (the same without augmentation);
 `:few,policy=color` trains the 10% subset with another DiffAugment policy, and

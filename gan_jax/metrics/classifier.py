@@ -12,6 +12,7 @@ import numpy as np
 from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import models
+from gan_jax.data import digits as digits_lib
 
 CLASSIFIER_HEADS = ('semi_supervised', 'acgan')
 # The metric name of the discriminator's accuracy as a classifier on a labelled split
@@ -106,6 +107,8 @@ def check_images(images, shape):
 def labelled_split(config, split='test', num_examples=None):
   """(images f32[N, H, W, C] in [-1, 1], labels int[N]): a labelled split of the run's data,
   the first `num_examples` (None: all) of its fixed evaluation order."""
+  if config.data.source == 'digits':
+    digits_lib.check_split(split, 'split')
   count = np.iinfo(np.int32).max if num_examples is None else num_examples
   return data_lib.load_eval_data(config.data, data_shape=models.data_shape(config.model),
                                  split=split, num_examples=count, labels=True)
