@@ -92,6 +92,9 @@ def main(argv):
     cli.fail('pass --config=NAME, e.g. --config=dcgan_digits (list them with --list_configs).')
   if _PRINT.value:
     print(_CONFIG.value.to_json_best_effort(indent=2, sort_keys=True))
+    # Printed first, so that a config the check refuses can still be read in full.
+    from gan_jax import config_check  # pylint: disable=g-import-not-at-top
+    config_check.validate(_CONFIG.value)
     return
   # Imported here so that --help and --list_configs do not wait for JAX.
   import jax  # pylint: disable=g-import-not-at-top

@@ -173,6 +173,11 @@ def test_config_by_name_from_another_directory_and_print_config(tmp_path):
   result = run_module('gan_jax.main', ['--config=configs/toy_ring.py', '--print_config'],
                       cwd=tmp_path)
   assert result.returncode == 0 and '"toy": "ring"' in result.stdout
+  # A config the check refuses is printed in full, then refused.
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', '--print_config',
+                                       '--config.train.batch_size=0'], cwd=tmp_path)
+  assert result.returncode == 2 and '"batch_size": 0' in result.stdout
+  assert 'error: config.train.batch_size must be an integer >= 1, got 0.' in result.stderr
 
 
 def test_list_configs_prints_each_with_its_variants():
