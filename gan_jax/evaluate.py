@@ -33,6 +33,7 @@ import os
 import time
 
 from absl import flags
+from absl import logging
 import jax
 import ml_collections
 
@@ -140,6 +141,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   if output is None:
     output = os.path.join(workdir, 'eval', f'step_{restored_step}.json')
   if jax.process_index() == 0:
+    if os.path.exists(output):
+      logging.warning('Replacing the earlier record %s (pass --output=... to keep both).', output)
     writers.write_text_atomic(output, json.dumps(record, indent=2))
   record['output'] = output
   return record
@@ -160,7 +163,8 @@ def _define_flags():
                       'inception_weights, $GAN_JAX_INCEPTION_WEIGHTS, cache).')
   flags.DEFINE_integer('seed', 0, 'Seed of the latents z.', lower_bound=0)
   flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
-  flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json).')
+  flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json, '
+                      'which a later evaluation of the same step replaces).')
   flags.DEFINE_string('cache_dir', None, 'Cache folder (default ~/.cache/gan_jax).')
   flags.DEFINE_bool('best', False, 'Evaluate the best checkpoint (<workdir>/best/: the lowest '
                     'FID or proxy FD of the evaluations during training).')

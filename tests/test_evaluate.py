@@ -7,6 +7,7 @@ smoke run end to end and evaluates its checkpoint.
 """
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def _pool_generator(pool):
   return generate
 
 
-def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch):
+def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, caplog):
   workdir = str(tmp_path / 'run')
   config = dcgan_digits.get_config()
   workdir_lib.prepare(config, workdir)
@@ -53,6 +54,11 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch):
   protocol = saved['protocol']
   assert protocol['num_samples'] == 200 and protocol['data_shape'] == [8, 8, 1]
   assert protocol['metrics'] == ['proxy'] and protocol['seed'] == 0
+  # Evaluating the same step again replaces the record, and says so.
+  with caplog.at_level(logging.WARNING):
+    evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=100,
+                          cache_dir=str(tmp_path / 'cache'))
+  assert any('Replacing the earlier record' in r.getMessage() for r in caplog.records)
 
 
 def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkeypatch):
