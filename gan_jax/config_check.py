@@ -17,7 +17,6 @@ from gan_jax import models
 from gan_jax import optim
 from gan_jax import parallel
 from gan_jax import workdir
-from gan_jax.data import digits as digits_lib
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
 from gan_jax.metrics import classifier as classifier_lib
@@ -83,11 +82,13 @@ def validate(config):
   models.build(config.model)
   models.check_loss(config.model, config.loss)
   shape = models.data_shape(config.model)
-  if config.augment.policy and len(shape) != 3:
+  bcr = config.loss.bcr_real_weight or config.loss.bcr_fake_weight
+  if (config.augment.policy or bcr) and len(shape) != 3:
     raise errors.ConfigError(
-        f'config.augment.policy={config.augment.policy!r} augments images (H, W, C); '
-        f'model.name={config.model.name!r} trains on points of shape {shape}. Set '
-        "augment.policy='' (and the bCR weights to 0).")
+        f'config.augment.policy={config.augment.policy!r} / bcr_policy='
+        f'{config.augment.bcr_policy!r} augment images (H, W, C); model.name='
+        f'{config.model.name!r} trains on points of shape {shape}. Set both to \'\' (and '
+        'the bCR weights to 0).')
   data_sources.get(config.data.source)
   if config.data.labels_per_class and not config.model.num_classes:
     raise errors.ConfigError(
@@ -101,5 +102,5 @@ def validate(config):
   if classifier_lib.ACCURACY in eval_metrics:
     classifier_lib.check_classifier(
         config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")
-    if config.data.source == 'digits':
-      digits_lib.check_split(config.eval.accuracy_split, 'config.eval.accuracy_split')
+    classifier_lib.check_labelled_split(config.data, config.eval.accuracy_split,
+                                       'config.eval.accuracy_split')

@@ -95,13 +95,12 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   sample_metrics = ','.join(name for name in names if name != ACCURACY)
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   # Bad requests fail before anything loads.
-  digits = config.data.source == 'digits'  # TFDS splits are checked when the data set opens
-  if sample_metrics and reference_split and digits:
+  # TFDS splits are checked when the data set opens.
+  if sample_metrics and reference_split and config.data.source == 'digits':
     digits_lib.check_split(reference_split, '--reference_split')
   if ACCURACY in names:
     classifier_lib.check_classifier(config, workdir)
-    if digits:
-      digits_lib.check_split(accuracy_split, '--accuracy_split')
+    classifier_lib.check_labelled_split(config.data, accuracy_split, '--accuracy_split')
   start = time.perf_counter()
   results, per_class, protocol, restored_step = {}, {}, {}, step
   if sample_metrics:

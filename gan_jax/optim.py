@@ -87,6 +87,10 @@ def make_optimizers(config):
   if not 0.0 <= o.decay_start <= 1.0:
     raise errors.ConfigError(
         f'config.optim.decay_start must be in [0, 1], got {o.decay_start}.')
+  if o.weight_clip < 0:
+    raise errors.ConfigError(
+        f'config.optim.weight_clip must be >= 0 (D\'s parameters are clipped to [-c, c]; '
+        f'0 = off), got {o.weight_clip}.')
   common = dict(schedule=o.schedule, decay_start=o.decay_start)
   return (make_optimizer(o.g, num_updates=t.num_steps, field='config.optim.g', **common),
           make_optimizer(o.d, num_updates=t.num_steps * t.n_critic, field='config.optim.d',

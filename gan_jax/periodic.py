@@ -17,14 +17,16 @@ import numpy as np
 import tqdm
 
 from gan_jax import data
+from gan_jax import errors
 from gan_jax import models
 from gan_jax import parallel
 from gan_jax import step as step_lib
 from gan_jax import writers
 
 
-class NonFiniteLossError(FloatingPointError):
-  """A loss became NaN or infinite; the run stopped without saving that state."""
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+  """A loss became NaN or infinite; the run stopped without saving that state (a
+  `UserError`: the command line prints its message, not a traceback)."""
 
 
 def is_time(step, every, num_steps):
@@ -86,8 +88,8 @@ class MetricLogger:
     if bad >= 0:
       raise NonFiniteLossError(
           f'A loss became NaN or infinite at step {bad + 1} (the update from step '
-          f'{bad} to {bad + 1}); stopping. Checkpoints written before it are kept in '
-          f'{self._checkpoint_dir}. Lower the learning rate, check the data for NaNs, '
+          f'{bad} to {bad + 1}); stopping. Checkpoints written before it, if any, are kept '
+          f'in {self._checkpoint_dir}. Lower the learning rate, check the data for NaNs, '
           'or enable a gradient penalty.')
 
   def flush(self):

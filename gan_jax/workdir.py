@@ -211,8 +211,11 @@ def _is_free(field, config):
   return field in FREE_FIELDS or field.startswith(FREE_PREFIXES)
 
 
-def _state_shapes(config):
-  return jax.tree.map(lambda s: (s.shape, str(s.dtype)), state_lib.abstract_state(config))
+def _state_layout(config):
+  """(tree structure, leaf shapes and dtypes) of the config's `GANState`: what its
+  checkpoints hold, optimiser-state node types included."""
+  leaves, treedef = jax.tree_util.tree_flatten(state_lib.abstract_state(config))
+  return treedef, [(leaf.shape, str(leaf.dtype)) for leaf in leaves]
 
 
 def _describe(changes):
@@ -255,11 +258,20 @@ def prepare(config, workdir, *, allow_changes=False):
       accepted = {'changes': changes, 'accepted': 'before the first checkpoint'}
     if changes and trained:
       model_changes = {f: c for f, c in changes.items() if f.startswith('model.')}
-      if model_changes and _state_shapes(saved) != _state_shapes(config):
+      same_state = _state_layout(saved) == _state_layout(config)
+      if model_changes and not same_state:
         raise errors.WorkdirError(
             f'The workdir {workdir} holds a run of a different model, so it cannot be '
             'resumed with this config:\n  ' + _describe(model_changes) +
             '\nUse another --workdir, or the config the run was started with.')
+      # Another optimiser, or historical averaging switched on or off, changes what a
+      # checkpoint holds: restoring would fail on every checkpoint, none of them damaged.
+      if not same_state:
+        raise errors.WorkdirError(
+            f'The checkpoints in {workdir} hold a training state (optimiser states, '
+            'averages) that this config cannot continue, even with --allow_config_change:'
+            '\n  ' + _describe(changes) + '\nUse another --workdir, or the config the run '
+            'was started with.')
       blocked = {f: c for f, c in changes.items() if not _is_free(f, config)}
       if blocked and not allow_changes:
         why_steps = (f'\n(optim.schedule={config.optim.schedule!r} sets every learning rate '
@@ -364,6 +376,8 @@ def record_class_names(config, workdir):
 
   Raises:
     ConfigError: when `config.model.num_classes` differs from the data's classes.
+    WorkdirError: when a trained run's saved names differ from the data's (a renamed,
+      added or removed class folder would give the same ids to other classes).
   """
   names = data.class_names(config.data)
   if len(names) != config.model.num_classes:
@@ -371,6 +385,16 @@ def record_class_names(config, workdir):
         f'config.model.num_classes={config.model.num_classes}, but the data '
         f'({config.data.source}) has {len(names)} classes: {names[:12]}. Set '
         f'--config.model.num_classes={len(names)}.')
+  path = epath.Path(workdir) / CLASS_NAMES_FILE
+  if checkpoint_steps(workdir) and path.exists():
+    saved = json.loads(path.read_text())
+    if saved != names:
+      changed = [(i, a, b) for i, (a, b) in enumerate(zip(saved, names)) if a != b]
+      raise errors.WorkdirError(
+          f'The run in {workdir} was trained with the classes of {CLASS_NAMES_FILE}, and '
+          f'the data now names them differently (id, saved, now: {changed[:5]}), so class '
+          'ids would change meaning. Restore the class folders\' names, or use another '
+          '--workdir.')
   if jax.process_index() == 0:
     writers.write_text_atomic(epath.Path(workdir) / CLASS_NAMES_FILE, json.dumps(names))
   return names

@@ -233,7 +233,8 @@ class MetricWriter:
   trains nothing) adds no empty event file. A run resumed from the checkpoint of
   `start_step` logs the steps after it again, so the lines that a killed run wrote
   for them are dropped from metrics.jsonl and eval.jsonl, and TensorBoard hides
-  their events (`purge_step`): the record reads like an uninterrupted run's.
+  their events (`purge_step`): the record reads like an uninterrupted run's. So does
+  a run that starts again from step 0 (killed before its first checkpoint).
 
   Args:
     workdir: the run's folder; events go to `<workdir>/tensorboard`.
@@ -247,7 +248,7 @@ class MetricWriter:
     self._start_step = int(start_step)
     self._tb = None
     self._jsonl = None
-    if enabled and self._start_step > 0:
+    if enabled:
       for name in ('metrics.jsonl', 'eval.jsonl'):
         drop_lines_after(self._workdir / name, self._start_step)
 
@@ -255,7 +256,7 @@ class MetricWriter:
     if self._tb is None:
       self._workdir.mkdir(parents=True, exist_ok=True)
       self._tb = SummaryWriter(str(self._workdir / 'tensorboard'),
-                               purge_step=self._start_step + 1 if self._start_step else None)
+                               purge_step=self._start_step + 1)
       path = self._workdir / 'metrics.jsonl'
       if '://' in str(path):
         # Object stores cannot append: keep the lines and rewrite the file on flush.

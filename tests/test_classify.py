@@ -199,3 +199,10 @@ def test_accuracy_during_training_needs_class_logits():
   config.eval.metrics = 'accuracy'
   with pytest.raises(errors.ConfigError, match=r"config.eval.metrics has 'accuracy'.*classifier"):
     config_check.validate(config)
+  # An image folder has no held-out split: 'test' would be its training images.
+  config = semi_supervised_digits.get_config('smoke')
+  config.eval.metrics = 'accuracy'
+  config.data.source, config.data.path = 'image_folder', '/data/digits'
+  with pytest.raises(errors.ConfigError, match=r"accuracy_split='test': an image folder has no "
+                                               r'held-out split'):
+    config_check.validate(config)

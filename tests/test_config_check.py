@@ -50,6 +50,12 @@ def test_a_field_defaults_does_not_have_is_refused_with_the_closest_name():
     config_check.validate(config)
 
 
+def test_a_negative_weight_clip_is_refused():
+  # jnp.clip(p, c, -c) with c < 0 would set every parameter of D to c.
+  with pytest.raises(errors.ConfigError, match=r'config.optim.weight_clip must be >= 0.*-1'):
+    config_check.validate(tiny_config(**{'optim.weight_clip': -1.0}))
+
+
 @pytest.mark.parametrize('z_dim', [0, -3])
 def test_a_latent_of_no_size_is_refused(z_dim):
   # A z_dim of 0 would train (G's first weight has no entries) and fail at the first
@@ -118,5 +124,11 @@ def test_augmenting_two_dimensional_points_is_refused():
   config = config_files.load('toy_ring:smoke')
   config_check.validate(config)
   config.augment.policy = 'translation'
-  with pytest.raises(errors.ConfigError, match=r"augment.policy='translation' augments images"):
+  with pytest.raises(errors.ConfigError, match=r"augment.policy='translation' / bcr_policy=''"
+                                               r" augment images"):
+    config_check.validate(config)
+  config = config_files.load('toy_ring:smoke')  # bCR alone augments too
+  config.augment.bcr_policy = 'cutout'
+  config.loss.bcr_real_weight = 1.0
+  with pytest.raises(errors.ConfigError, match=r"bcr_policy='cutout' augment images"):
     config_check.validate(config)

@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from gan_jax import errors
 from gan_jax.data import images as images_lib
@@ -58,6 +59,16 @@ def test_fit_image_grey_to_rgb_repeats():
   back = images_lib.fit_image(np.full((9, 9, 1), 200, np.uint8), size=(3, 3),
                               channels=3, crop='none')
   assert back.shape == (3, 3, 3) and np.all(back == 200)
+
+
+def test_fit_image_scales_16_bit_grey_to_8_bits():
+  # PIL's own conversion to 'L' clips every 16-bit value above 255 to white.
+  values = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+  image = Image.fromarray(values)
+  assert image.mode == 'I;16'
+  out = images_lib.fit_image(image, size=(32, 32), channels=3, crop='none')
+  expected = np.round(values / 257).astype(np.uint8)
+  np.testing.assert_array_equal(out, np.repeat(expected[..., None], 3, axis=-1))
 
 
 def test_to_float_maps_0_and_255_to_the_ends():

@@ -144,6 +144,14 @@ def test_a_batch_that_does_not_split_over_the_devices_stops_before_the_workdir(
   assert not (tmp_path / 'run').exists()
 
 
+def test_a_loss_that_becomes_nan_stops_with_a_short_error(tmp_path):
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
+                                       '--config.loss.type=wasserstein',
+                                       '--config.optim.d.learning_rate=1e30',
+                                       '--config.optim.g.learning_rate=1e30'])
+  assert_short_error(result, 'A loss became NaN or infinite at step', 'Lower the learning rate')
+
+
 def test_missing_tfds_data_says_how_to_prepare_it(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_celeba:smoke', f'--workdir={tmp_path}',
                                        f'--config.data.data_dir={tmp_path / "nothing"}'])

@@ -12,6 +12,7 @@ from gan_jax import checkpoint
 from gan_jax import errors
 from gan_jax import state as state_lib
 from gan_jax import workdir as workdir_lib
+from tests import data_helpers as h
 from tests.helpers import tiny_config
 
 
@@ -82,6 +83,15 @@ def test_a_different_network_is_refused_even_with_the_flag(run):
   with pytest.raises(errors.WorkdirError, match='different model') as error:
     workdir_lib.prepare(tiny_config(**{'model.ngf': 16}), run, allow_changes=True)
   assert 'model.ngf: saved 8, now 16' in str(error.value)
+
+
+@pytest.mark.parametrize('field,value', [('optim.g.name', 'sgd'), ('optim.d.name', 'rmsprop'),
+                                         ('loss.hist_avg_weight', 0.1)])
+def test_a_change_of_what_the_checkpoints_hold_is_refused_even_with_the_flag(run, field, value):
+  # Restoring would fail on every checkpoint (and move the good ones aside as damaged).
+  with pytest.raises(errors.WorkdirError, match=rf'cannot continue, even with '
+                                                rf'--allow_config_change:\n  {field}: saved'):
+    workdir_lib.prepare(tiny_config(**{field: value}), run, allow_changes=True)
 
 
 def test_a_model_field_that_keeps_the_shapes_needs_only_the_flag(run):
@@ -228,3 +238,22 @@ def test_restore_state_reads_the_best_checkpoint_on_request(tmp_path):
   # The best checkpoint outlives the one of its step in checkpoints/ (max_to_keep).
   shutil.rmtree(os.path.join(workdir, workdir_lib.CHECKPOINTS, '2'))
   assert workdir_lib.restore_state(workdir, best=True)[2] == 2
+
+
+def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
+  images = tmp_path / 'images'
+  for value, name in ((10, 'cat'), (20, 'dog')):
+    h.write_folder(str(images), [value], subdir=name)
+  config = tiny_config(**{'model.num_classes': 2})
+  config.data.source, config.data.path = 'image_folder', str(images)
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  assert workdir_lib.record_class_names(config, workdir) == ['cat', 'dog']
+  os.rename(images / 'cat', images / 'zebra')  # before any checkpoint: a fresh start
+  assert workdir_lib.record_class_names(config, workdir) == ['dog', 'zebra']
+  os.makedirs(os.path.join(workdir, workdir_lib.CHECKPOINTS, '2'))
+  os.rename(images / 'zebra', images / 'cat')  # ids 0 and 1 would swap meaning
+  with pytest.raises(errors.WorkdirError, match=r"\(0, 'dog', 'cat'\), \(1, 'zebra', 'dog'\)"):
+    workdir_lib.record_class_names(config, workdir)
+  with open(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE), encoding='utf-8') as f:
+    assert json.load(f) == ['dog', 'zebra']  # the record is kept

@@ -46,8 +46,8 @@ def test_no_files_until_the_first_write(tmp_path):
 
 
 def test_scalars_and_evaluations_append_json_lines(tmp_path):
-  for step in (1, 2):
-    writer = writers.MetricWriter(str(tmp_path))
+  for step in (1, 2):  # the second writer continues from step 1, as a resumed run does
+    writer = writers.MetricWriter(str(tmp_path), start_step=step - 1)
     writer.write_scalars(step, {'d_loss': 0.5 * step})
     writer.write_eval(step, {'fid': 10.0 / step})
     writer.close()
@@ -83,6 +83,22 @@ def test_a_resumed_writer_drops_what_the_killed_run_logged_after_its_checkpoint(
   resumed.close()
   assert _steps(tmp_path / 'metrics.jsonl') == list(range(1, 9))
   assert sorted(os.listdir(tmp_path)) == ['eval.jsonl', 'metrics.jsonl', 'tensorboard']
+
+
+def test_a_run_that_starts_again_from_step_0_drops_the_killed_attempts_lines(tmp_path):
+  # Killed before its first checkpoint: the rerun starts from step 0 and logs steps 1, 2
+  # again, so the first attempt's lines go.
+  writer = writers.MetricWriter(str(tmp_path))
+  for step in (1, 2, 3):
+    writer.write_scalars(step, {'d_loss': float(step)})
+  writer.write_eval(2, {'fid': 1.0})
+  writer.close()
+  again = writers.MetricWriter(str(tmp_path), start_step=0)
+  assert _steps(tmp_path / 'metrics.jsonl') == [] and _steps(tmp_path / 'eval.jsonl') == []
+  for step in (1, 2):
+    again.write_scalars(step, {'d_loss': float(step)})
+  again.close()
+  assert _steps(tmp_path / 'metrics.jsonl') == [1, 2]
 
 
 def test_dropping_lines_keeps_other_records_and_rewrites_only_when_a_line_goes(tmp_path):

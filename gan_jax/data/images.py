@@ -119,6 +119,10 @@ def fit_image(image, *, size, channels, crop):
     elif image.ndim == 3 and image.shape[-1] == 4:
       image = image[..., :3]  # alpha is dropped: GAN targets are opaque
     image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+  if image.mode.startswith('I;16') or (image.mode == 'I' and np.asarray(image).max() > 255):
+    # 16-bit grey (PNG): PIL's convert('L') would clip every value above 255 to white.
+    image = Image.fromarray(np.round(np.asarray(image, np.float64) / 257).clip(0, 255)
+                            .astype(np.uint8))
   grey = image.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F')
   # Resizing a grey image once is cheaper than resizing three equal channels.
   mode = 'L' if channels == 1 or grey else 'RGB'

@@ -104,11 +104,25 @@ def check_images(images, shape):
   return images.astype(np.float32)
 
 
+def check_labelled_split(data_config, split, where):
+  """Raises ConfigError naming `where` (the flag or field that chose `split`) unless the
+  data has a held-out labelled split of that name to score a classifier on.
+
+  Digits splits are checked here, TFDS splits when the data set opens; an image folder
+  has no splits (every split would be its training images)."""
+  if data_config.source == 'image_folder':
+    raise errors.ConfigError(
+        f"{where}={split!r}: an image folder has no held-out split (it would score D on its "
+        'own training images); classify a held-out folder with python -m gan_jax.classify '
+        'instead.')
+  if data_config.source == 'digits':
+    digits_lib.check_split(split, where)
+
+
 def labelled_split(config, split='test', num_examples=None):
   """(images f32[N, H, W, C] in [-1, 1], labels int[N]): a labelled split of the run's data,
   the first `num_examples` (None: all) of its fixed evaluation order."""
-  if config.data.source == 'digits':
-    digits_lib.check_split(split, 'split')
+  check_labelled_split(config.data, split, 'split')
   count = np.iinfo(np.int32).max if num_examples is None else num_examples
   return data_lib.load_eval_data(config.data, data_shape=models.data_shape(config.model),
                                  split=split, num_examples=count, labels=True)
