@@ -139,8 +139,9 @@ def discriminator_loss(*, real_logits, fake_logits, loss_type, label_smoothing=0
     return jnp.mean(fake) - jnp.mean(real)
   if loss_type == 'hinge':
     return jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
-  # least_squares
-  return 0.5 * jnp.mean(jnp.square(real - 1.0)) + 0.5 * jnp.mean(jnp.square(fake))
+  if loss_type == 'least_squares':
+    return 0.5 * jnp.mean(jnp.square(real - 1.0)) + 0.5 * jnp.mean(jnp.square(fake))
+  raise _no_branch(loss_type)
 
 
 def top_k_logits(fake_logits, fraction):
@@ -199,8 +200,15 @@ def generator_loss(*, fake_logits, loss_type):
     return jnp.mean(jax.nn.softplus(-fake))
   if loss_type in ('wasserstein', 'hinge'):
     return -jnp.mean(fake)
-  # least_squares
-  return 0.5 * jnp.mean(jnp.square(fake - 1.0))
+  if loss_type == 'least_squares':
+    return 0.5 * jnp.mean(jnp.square(fake - 1.0))
+  raise _no_branch(loss_type)
+
+
+def _no_branch(loss_type):
+  # A type in LOSS_TYPES whose branch was not written must not train as another loss.
+  return NotImplementedError(f'loss type {loss_type!r} is in LOSS_TYPES but has no branch '
+                             'here: write its discriminator and generator losses.')
 
 
 def class_cross_entropy(*, logits, labels):

@@ -430,3 +430,13 @@ def test_feature_matching_is_the_squared_distance_of_batch_means():
   fake = np.array([[0.0, 0.0], [1.0, 2.0], [2.0, 1.0]])  # mean (1, 1)
   got = losses.feature_matching_loss(real_features=_f32(real), fake_features=_f32(fake))
   np.testing.assert_allclose(float(got), 1.0 + 4.0, rtol=1e-6)
+
+
+def test_a_listed_loss_type_without_a_branch_is_an_error_not_another_loss(monkeypatch):
+  # A type added to LOSS_TYPES before its losses are written must not fall through.
+  monkeypatch.setattr(losses, 'LOSS_TYPES', losses.LOSS_TYPES + ('new_loss',))
+  logits = jnp.zeros(4)
+  with pytest.raises(NotImplementedError, match="'new_loss' is in LOSS_TYPES but has no branch"):
+    losses.discriminator_loss(real_logits=logits, fake_logits=logits, loss_type='new_loss')
+  with pytest.raises(NotImplementedError, match="'new_loss'"):
+    losses.generator_loss(fake_logits=logits, loss_type='new_loss')
