@@ -289,13 +289,13 @@ def check_config(augment_config):
 
   Raises:
     ConfigError: an unknown op name in policy or bcr_policy (see `parse_policy`),
-      a fill that is not a finite number, or a ratio outside [0, 1].
+      a fill outside [-1, 1], or a ratio outside [0, 1].
   """
   parse_policy(augment_config.policy)
   parse_policy(augment_config.bcr_policy)
-  if not math.isfinite(augment_config.fill):
-    raise ConfigError('config.augment.fill must be a finite number (0: grey, -1: black), '
-                      f'got {augment_config.fill!r}.')
+  if not (math.isfinite(augment_config.fill) and -1 <= augment_config.fill <= 1):
+    raise ConfigError('config.augment.fill must be a finite number in [-1, 1], the range of '
+                      f'the images (0: grey, -1: black), got {augment_config.fill!r}.')
   for name in ('translation_ratio', 'cutout_ratio'):
     _check_ratio(augment_config[name], f'config.augment.{name}')
 

@@ -112,6 +112,7 @@ def test_ema_decay_outside_the_unit_interval_is_rejected():
 @pytest.mark.parametrize('field,value,message', [
     ('augment.fill', float('nan'), 'config.augment.fill must be a finite number'),
     ('augment.fill', float('inf'), 'config.augment.fill must be a finite number'),
+    ('augment.fill', 5.0, r'config.augment.fill must be a finite number in \[-1, 1\].*5.0'),
     ('augment.cutout_ratio', 1.5, r'config.augment.cutout_ratio must be in \[0, 1\]'),
     ('augment.translation_ratio', -0.1, r'config.augment.translation_ratio must be in \[0, 1\]'),
 ])
