@@ -258,7 +258,9 @@ def prepare(config, workdir, *, allow_changes=False):
       accepted = {'changes': changes, 'accepted': 'before the first checkpoint'}
     if changes and trained:
       model_changes = {f: c for f, c in changes.items() if f.startswith('model.')}
-      same_state = _state_layout(saved) == _state_layout(config)
+      # Free fields never change what a checkpoint holds: only other changes cost a trace.
+      same_state = (all(_is_free(f, config) for f in changes)
+                    or _state_layout(saved) == _state_layout(config))
       if model_changes and not same_state:
         raise errors.WorkdirError(
             f'The workdir {workdir} holds a run of a different model, so it cannot be '
