@@ -2,6 +2,7 @@
 files, errors, and class labels from first-level sub-folders."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import data_helpers as h
 from gan_jax import data
 from gan_jax import errors
+from gan_jax.data import image_folder
 
 CACHES = ['memory', 'none']
 
@@ -192,3 +194,10 @@ def test_flat_folder_trains_without_labels(tmp_path):
   batch, = h.first_batches(_folder(tmp_path), 1, data_shape=(4, 4, 1),
                            batch_size=2, seed=0)
   assert sorted(h.levels(batch['images'])) == [10, 20]
+
+
+def test_a_folder_reached_again_through_a_link_is_listed_once(tmp_path):
+  h.write_folder(str(tmp_path), [10, 20], subdir='a')
+  os.symlink(tmp_path, tmp_path / 'a' / 'loop')   # a loop back to the root
+  os.symlink(tmp_path / 'a', tmp_path / 'again')  # a second way into a/
+  assert image_folder.list_images(str(tmp_path)) == ['a/img000.png', 'a/img001.png']

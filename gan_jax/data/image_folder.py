@@ -51,8 +51,16 @@ def list_images(root):
     raise errors.MissingFileError(
         f'Image folder {root!r} does not exist or is not a folder; set '
         '--config.data.path to a folder of JPEG/PNG files.')
-  paths = []
-  for folder, _, names in os.walk(root, followlinks=True):
+  paths, seen = [], set()
+  for folder, subfolders, names in os.walk(root, followlinks=True):
+    # A folder reached again through a symbolic link (a loop, or a second link to it)
+    # is listed once, under the path a sorted depth-first walk reaches first.
+    real = os.path.realpath(folder)
+    if real in seen:
+      subfolders[:] = []
+      continue
+    seen.add(real)
+    subfolders.sort()
     for name in names:
       if name.lower().endswith(EXTENSIONS):
         paths.append(os.path.relpath(os.path.join(folder, name), root))
