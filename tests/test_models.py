@@ -123,8 +123,11 @@ def test_bn_axis_name_synchronises_statistics(overrides):
     ('resnet', 'minibatch_discrimination', 8), ('sagan', 'minibatch_discrimination', 8),
     ('biggan', 'minibatch_discrimination', 8), ('mlp', 'minibatch_discrimination', 8),
     ('sagan', 'pack', 2), ('sagan', 'minibatch_std', True), ('resnet', 'd_input_noise', 0.1),
+    # G's spectral norm: only resnet, sagan and biggan generators have it.
+    ('dcgan', 'g_spectral_norm', True), ('mlp', 'g_spectral_norm', True),
+    ('image_mlp', 'g_spectral_norm', True),
 ])
-def test_d_switches_a_family_does_not_implement_are_refused(name, field, value):
+def test_switches_a_family_does_not_implement_are_refused(name, field, value):
   model_config = defaults.get_config().model
   model_config.name = name
   model_config[field] = value

@@ -57,16 +57,18 @@ _FAMILIES = {
 
 # D's Gaussian noise (Salimans et al. 2016).
 _NOISE_FIELDS = ('d_input_noise', 'd_hidden_noise')
-# D switches, when each is on, and the families whose discriminators implement
-# it: every other family refuses it rather than silently training without it.
-_D_SWITCHES = (
-    ('d_input_noise / model.d_hidden_noise', '0',
+# Switches, the network each is part of, when each is on, and the families that
+# implement it: every other family refuses it rather than silently training without it.
+_SWITCHES = (
+    ('d_input_noise / model.d_hidden_noise', 'discriminator', '0',
      lambda m: has_discriminator_noise(m), (dcgan, image_mlp)),
-    ('pack', '1', lambda m: m.get('pack', 1) != 1, (dcgan, mlp, resnet)),
-    ('minibatch_std', 'False', lambda m: bool(m.get('minibatch_std', False)),
+    ('pack', 'discriminator', '1', lambda m: m.get('pack', 1) != 1, (dcgan, mlp, resnet)),
+    ('minibatch_std', 'discriminator', 'False', lambda m: bool(m.get('minibatch_std', False)),
      (dcgan, mlp, resnet)),
-    ('minibatch_discrimination', '0', lambda m: bool(m.get('minibatch_discrimination', 0)),
-     (dcgan,)),
+    ('minibatch_discrimination', 'discriminator', '0',
+     lambda m: bool(m.get('minibatch_discrimination', 0)), (dcgan,)),
+    ('g_spectral_norm', 'generator', 'False', lambda m: bool(m.get('g_spectral_norm', False)),
+     (resnet, biggan, sagan)),
 )
 
 
@@ -117,12 +119,12 @@ def build(model_config, *, bn_axis_name=None, remat=False):
     if model_config.get(name, 0.0) < 0:
       raise errors.ConfigError(f'model.{name} must be >= 0 (a standard deviation), '
                                f'got {model_config[name]}.')
-  for field, off, is_on, families in _D_SWITCHES:
+  for field, network, off, is_on, families in _SWITCHES:
     if is_on(model_config) and family not in families:
       names = sorted(n for n, f in _FAMILIES.items() if f in families)
       implemented = ' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)
       raise errors.ConfigError(
-          f'model.{field} is implemented for the {implemented} discriminators only; '
+          f'model.{field} is implemented for the {implemented} {network}s only; '
           f'model.name={model_config.name!r} would ignore it: set it to {off}.')
   return family.build(model_config, bn_axis_name=bn_axis_name, remat=remat)
 
