@@ -284,12 +284,19 @@ def consistency_policy(augment_config):
   return augment_config.bcr_policy or augment_config.policy
 
 
-def check_config(augment_config):
+def check_config(augment_config, *, resolution=None):
   """Checks `config.augment` (policy, fill, ratios) before anything is built.
+
+  Args:
+    augment_config: `config.augment`.
+    resolution: the images' side in pixels (`config.model.resolution`), or None to
+      skip the check that each named op changes images of that side.
 
   Raises:
     ConfigError: an unknown op name in policy or bcr_policy (see `parse_policy`),
-      a fill outside [-1, 1], or a ratio outside [0, 1].
+      a fill outside [-1, 1], a ratio outside [0, 1], or a policy naming
+      'translation' / 'cutout' with a ratio that rounds to 0 pixels at `resolution`
+      (the op would change nothing).
   """
   parse_policy(augment_config.policy)
   parse_policy(augment_config.bcr_policy)
@@ -298,6 +305,17 @@ def check_config(augment_config):
                       f'the images (0: grey, -1: black), got {augment_config.fill!r}.')
   for name in ('translation_ratio', 'cutout_ratio'):
     _check_ratio(augment_config[name], f'config.augment.{name}')
+  if resolution is None:
+    return
+  named = set(parse_policy(augment_config.policy)) | set(parse_policy(augment_config.bcr_policy))
+  for op in sorted(named & {'translation', 'cutout'}):
+    ratio = augment_config[f'{op}_ratio']
+    if _round_half_up(ratio * resolution) == 0:
+      # A silent identity would make a run "with augmentation" one without it.
+      raise ConfigError(
+          f"config.augment.{op}_ratio={ratio!r} is 0 pixels at {resolution} px (round("
+          f"{ratio!r} * {resolution}) = 0), so '{op}' would change nothing: raise the ratio "
+          f"to at least {0.5 / resolution:.3g} or remove '{op}' from the policy.")
 
 
 def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0.0):

@@ -67,7 +67,7 @@ def validate(config):
         f'the one D update\'s fake batch), got n_critic={t.n_critic}. Set '
         'train.reuse_fake=False or train.n_critic=1.')
   losses.check_loss_config(config.loss)
-  augment.check_config(config.augment)
+  augment.check_config(config.augment, resolution=config.model.resolution)
   if ((config.loss.bcr_real_weight or config.loss.bcr_fake_weight)
       and not augment.consistency_policy(config.augment)):
     raise errors.ConfigError(

@@ -5,6 +5,7 @@ sample grids, evaluations and checkpoints in the workdir. Everything it uses is
 built from the config here; nothing below reads flags.
 """
 
+import collections.abc
 import contextlib
 import logging
 import signal
@@ -12,6 +13,7 @@ import signal
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
+import ml_collections
 import numpy as np
 
 from gan_jax import checkpoint
@@ -80,7 +82,8 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   """Trains (or resumes) a GAN in `workdir` and returns the final state.
 
   Args:
-    config: the experiment ConfigDict (see gan_jax/defaults.py).
+    config: the experiment ConfigDict (see gan_jax/defaults.py), or the plain dict
+      of one (`config.to_dict()`, e.g. read back from a workdir's config.json).
     workdir: output folder (local or gs://); a run there is resumed from its
       latest readable checkpoint.
     allow_config_change: accept a changed training config when resuming (the
@@ -95,6 +98,11 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       checkpoints written before it are kept).
     preemption.Interrupted: SIGTERM / SIGINT stopped the run after a checkpoint.
   """
+  if not isinstance(config, ml_collections.ConfigDict):
+    if not isinstance(config, collections.abc.Mapping):
+      raise TypeError('train_and_evaluate takes a config (ml_collections.ConfigDict or '
+                      f'dict, see gan_jax/defaults.py), got {type(config).__name__}.')
+    config = ml_collections.ConfigDict(config)
   config_check.validate(config)
   t, chief = config.train, jax.process_index() == 0
   # The batch is checked against the devices before the workdir records anything.

@@ -28,7 +28,15 @@ def test_summarize_reports_mean_sample_std_and_the_worst_seed():
   assert summary['std'] == pytest.approx(0.1)  # ddof=1: sqrt((0.01 + 0 + 0.01) / 2)
   assert (summary['worst'], summary['worst_seed']) == (0.8, 4)
   assert summary['train_seconds'] == pytest.approx(20.0)
-  assert bench.summarize([_trial(0, 0.5)])['std'] == 0.0
+  assert bench.summarize([_trial(0, 0.5)])['std'] is None
+
+
+def test_a_row_of_one_seed_shows_no_spread():
+  row = {'config': 'semi_supervised_digits', 'overrides': '', 'labels_per_class': 10,
+         'num_steps': 5, 'trials': [_trial(3, 0.95)]}
+  row['summary'] = bench.summarize(row['trials'])
+  line = bench.format_table([row]).splitlines()[2]
+  assert '| 95.00 % (one seed) | 95.00 % (3) |' in line and '±' not in line
 
 
 def test_paired_gain_compares_the_same_seeds_only():

@@ -121,6 +121,27 @@ def test_bad_augment_settings_name_the_field(field, value, message):
     config_check.validate(tiny_config(**{field: value}))
 
 
+@pytest.mark.parametrize('overrides', [
+    {'augment.policy': 'cutout', 'augment.cutout_ratio': 0.0},
+    {'augment.policy': 'color,cutout', 'augment.cutout_ratio': 0.015},  # 0.48 px at 32 px
+    {'augment.bcr_policy': 'translation', 'augment.translation_ratio': 0.0,
+     'loss.bcr_real_weight': 1.0},
+])
+def test_an_augmentation_that_rounds_to_no_pixels_is_refused(overrides):
+  config = tiny_config(**overrides)
+  assert config.model.resolution == 32
+  with pytest.raises(errors.ConfigError, match=r'_ratio=0\.\d+ is 0 pixels at 32 px'):
+    config_check.validate(config)
+
+
+@pytest.mark.parametrize('overrides', [
+    {'augment.policy': 'cutout', 'augment.cutout_ratio': 1 / 64},  # 0.5 px rounds up to 1
+    {'augment.policy': 'color', 'augment.cutout_ratio': 0.0},  # cutout not in the policy
+])
+def test_an_augmentation_of_at_least_one_pixel_is_accepted(overrides):
+  config_check.validate(tiny_config(**overrides))
+
+
 def test_augmenting_two_dimensional_points_is_refused():
   config = config_files.load('toy_ring:smoke')
   config_check.validate(config)

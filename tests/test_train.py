@@ -195,8 +195,15 @@ def test_an_overridden_smoke_step_count_keeps_outputs_sensible(tmp_path):
   lines = open(os.path.join(workdir, 'metrics.jsonl')).read().splitlines()
   assert [json.loads(line)['step'] for line in lines] == [11, 22, 30]
   one = str(tmp_path / 'one')
-  train.train_and_evaluate(tiny_config(**{'train.num_steps': 1}), one)
+  # A plain dict (`config.to_dict()`, or a workdir's config.json) is taken as the config.
+  train.train_and_evaluate(tiny_config(**{'train.num_steps': 1}).to_dict(), one)
   assert len(open(os.path.join(one, 'metrics.jsonl')).read().splitlines()) == 1
+
+
+def test_a_config_that_is_not_a_mapping_is_refused(tmp_path):
+  with pytest.raises(TypeError, match='takes a config'):
+    train.train_and_evaluate('configs/dcgan_digits.py', str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(tmp_path):

@@ -101,10 +101,10 @@ def run_trial(config, *, seed, workdir):
 
 
 def summarize(trials):
-  """Mean, sample std (ddof=1; 0 for one trial), worst seed and mean times of a row."""
+  """Mean, sample std (ddof=1; None for one trial), worst seed and mean times of a row."""
   acc = np.array([t['accuracy'] for t in trials], np.float64)
   worst = trials[int(np.argmin(acc))]
-  return {'mean': float(acc.mean()), 'std': float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+  return {'mean': float(acc.mean()), 'std': float(acc.std(ddof=1)) if len(acc) > 1 else None,
           'worst': float(worst['accuracy']), 'worst_seed': worst['seed'],
           'train_seconds': float(np.mean([t['train_seconds'] for t in trials])),
           'train_cpu_seconds': float(np.mean([t['train_cpu_seconds'] for t in trials]))}
@@ -115,6 +115,13 @@ def paired_gain(first, second):
   other = {t['seed']: t['accuracy'] for t in second['trials']}
   gains = [t['accuracy'] - other[t['seed']] for t in first['trials'] if t['seed'] in other]
   return (float(np.mean(gains)), float(np.min(gains))) if gains else None
+
+
+def _mean_std(summary):
+  # One seed has no spread: a '± 0.00' would claim one.
+  if summary['std'] is None:
+    return f"{100 * summary['mean']:.2f} % (one seed)"
+  return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f} %"
 
 
 def format_table(rows):
@@ -129,7 +136,7 @@ def format_table(rows):
     per_seed = ', '.join(f"{t['seed']}: {100 * t['accuracy']:.2f}" for t in row['trials'])
     lines.append(
         f"| {overrides_lib.row_label(row)} | {row['labels_per_class']} | {row['num_steps']} | "
-        f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} % | {100 * s['worst']:.2f} % "
+        f"{_mean_std(s)} | {100 * s['worst']:.2f} % "
         f"({s['worst_seed']}) | {per_seed} | {s['train_seconds']:.0f} s, "
         f"{s['train_cpu_seconds']:.0f} s |")
   if len(rows) >= 2 and rows[0]['trials'] and rows[1]['trials']:
