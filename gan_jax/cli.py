@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from gan_jax import config_files
 from gan_jax import errors
 
 USAGE_ERROR_STATUS = 2
@@ -121,7 +122,6 @@ def _config_file_message(text, argv, *, user_error):
 
 def _config_flag(argv):
   """The `--config=...` argument as the user wrote it (a shipped config by its name)."""
-  from gan_jax import config_files  # pylint: disable=g-import-not-at-top (it imports cli)
   flag = next((arg for arg in argv[1:] if arg.startswith('--config=')), '--config')
   # `gan_jax.main` resolved a shipped config's name to its file: show the name again.
   shipped = str(config_files.configs_dir()) + os.sep

@@ -16,7 +16,7 @@ import os
 import pathlib
 import re
 
-from gan_jax import cli
+from gan_jax import errors
 
 # Helper modules in configs/ that are not experiments.
 _NOT_CONFIGS = ('__init__', 'common')
@@ -63,8 +63,11 @@ def resolve(value):
 
 
 def resolve_argv(argv):
-  """`argv` with the value of `--config=...` (or `--config ...`) resolved; exits with a
-  short error for an unknown config."""
+  """`argv` with the value of `--config=...` (or `--config ...`) resolved.
+
+  Raises:
+    ConfigError: an unknown config (the message names close matches).
+  """
   argv = list(argv)
   for i, arg in enumerate(argv):
     try:
@@ -73,7 +76,7 @@ def resolve_argv(argv):
       elif arg == '--config' and i + 1 < len(argv):
         argv[i + 1] = resolve(argv[i + 1])
     except KeyError as e:
-      cli.fail(e.args[0])
+      raise errors.ConfigError(e.args[0]) from None
   return argv
 
 

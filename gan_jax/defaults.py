@@ -55,7 +55,7 @@ def get_config():
   config.loss = l = ml_collections.ConfigDict()
   l.type = 'non_saturating'         # minimax | non_saturating | wasserstein | hinge | least_squares
   l.label_smoothing = 0.0           # one-sided smoothing of real targets (BCE losses only)
-  l.gp_weight = 0.0                 # WGAN-GP weight lambda (0 = off)
+  l.gp_weight = 0.0                 # WGAN-GP weight lambda (0 = off); per-sample only without BatchNorm in D (d_norm 'layer'/'none')
   l.r1_weight = 0.0                 # R1 penalty weight gamma; the loss adds gamma/2 * R1 (0 = off)
   l.hist_avg_weight = 0.0           # historical-averaging weight for G and D (0 = off)
   l.g_top_k = 1.0                   # top-k training: G's loss uses this share of the fakes D rates highest (1 = all)
@@ -74,7 +74,7 @@ def get_config():
       name='adam',                  # adam | rmsprop | sgd
       learning_rate=2e-4,           # generator learning rate
       b1=0.5, b2=0.999, eps=1e-8))  # Adam betas / epsilon (RMSprop uses `decay`=b2, eps)
-  o.d = ml_collections.ConfigDict(dict(
+  o.d = ml_collections.ConfigDict(dict(  # discriminator optimiser, the same fields as o.g
       name='adam', learning_rate=2e-4, b1=0.5, b2=0.999, eps=1e-8))
   o.weight_clip = 0.0               # clip D params to [-c, c] after each D update (WGAN; 0 = off)
   o.schedule = 'constant'           # learning-rate schedule of G and D: 'constant', 'linear' or 'cosine'
@@ -103,7 +103,7 @@ def get_config():
   config.data = d = ml_collections.ConfigDict()
   d.source = 'digits'               # digits | tfds | image_folder | toy
   d.name = ''                       # tfds: dataset name (mnist, cifar10, celeb_a, ...)
-  d.split = 'train'                 # tfds split / digits split ('train' or 'test')
+  d.split = 'train'                 # tfds split / digits split ('train', 'test' or 'all')
   d.data_dir = ''                   # tfds data_dir ('' = TFDS default, $TFDS_DATA_DIR)
   d.path = ''                       # image_folder: root folder (searched recursively)
   d.crop = 'center'                 # image preprocessing: 'center' crop to square, 'celeba' (DCGAN crop), or 'none'

@@ -10,7 +10,8 @@
 
 The checkpoint's EMA generator (newest step unless --step) draws --num_samples
 samples from z ~ N(0, I) (--seed) and is compared with reference features of the
-run's data set (--reference_split, default the training split; --num_reference
+run's data set (--reference_split, default config.eval.reference_split, else the
+training split config.data.split; --num_reference
 images, default --num_samples), cached on disk. The result, with the protocol
 spelled out (implementation, weights hash, resolution, reference split and size,
 number of samples), is printed as JSON and written to --output (default
@@ -173,6 +174,7 @@ def _define_flags():
 
 
 def main(argv):
+  """`python -m gan_jax.evaluate` (absl parses the flags; extra arguments are refused)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS

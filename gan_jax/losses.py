@@ -4,9 +4,10 @@ Adversarial losses (`discriminator_loss`, `generator_loss`), the classification
 loss of class logits (ACGAN, semi-supervised GAN), the semi-supervised GAN's
 unsupervised loss, and feature matching.
 
-Every function is pure, returns a float32 scalar, and works inside or outside
+Every loss is pure, returns a float32 scalar, and works inside or outside
 `jax.jit` / `shard_map` (the `loss_type` string and `label_smoothing` must be
-static Python values). Logits are the raw discriminator outputs (no sigmoid).
+static Python values); two helpers return logits instead: `top_k_logits`
+(f32[k]) and `semi_supervised_logit` (f32[B]). Logits are the raw discriminator outputs (no sigmoid).
 
 Adversarial losses (means over the batch; l_r = real logits, l_f = fake logits,
 sigma = sigmoid, so D(x) = sigma(l) for the two cross-entropy losses):

@@ -32,12 +32,13 @@ from ml_collections import config_flags
 
 from gan_jax import cli
 from gan_jax import config_files
+from gan_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config name or file, e.g. dcgan_digits or configs/dcgan_digits.py[:smoke].',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Output folder; defaults to runs/<config name>. Resumes a run found there.')
+    'workdir', None, 'Output folder; defaults to runs/<config name>[-<variant>]. Resumes a run found there.')
 _LIST = flags.DEFINE_bool('list_configs', False, 'List the configs and exit.')
 _PRINT = flags.DEFINE_bool('print_config', False, 'Print the resolved config and exit.')
 _ALLOW_CHANGE = flags.DEFINE_bool(
@@ -83,6 +84,7 @@ def _start_processes():
 
 
 def main(argv):
+  """`python -m gan_jax.main` (absl parses the flags; extra arguments are refused)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   if _LIST.value:
@@ -129,7 +131,10 @@ def main(argv):
 
 def run():
   """Console entry point."""
-  sys.argv = config_files.resolve_argv(sys.argv)
+  try:
+    sys.argv = config_files.resolve_argv(sys.argv)
+  except errors.ConfigError as e:
+    cli.fail(str(e))
   cli.run(main)
 
 

@@ -71,7 +71,7 @@ def _augment(setup, x, key, policy=None):
   """DiffAugment of this device's rows with per-example keys of the global batch.
 
   Every example's augmentation comes from its own key, split from `key` for the
-  whole global batch and sliced like the noise, so it does not depend on how
+  whole global batch and sliced like z, so it does not depend on how
   the batch is split over devices. `policy` defaults to `augment.policy`.
   """
   policy = setup.augment_policy if policy is None else policy
@@ -156,7 +156,10 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
 
 
 def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, key, loss, aux):
-  # Penalties see D with its current statistics, without updating them.
+  # Penalties run D as its loss does (train mode, statistics not updated). With
+  # BatchNorm in D (model.d_norm='batch') samples interact through the batch
+  # statistics, so a sample's gradient is not its own alone: WGAN-GP uses layer norm
+  # (configs/wgan_gp_celeba.py), and defaults.py says so next to the weights.
   d_fn = lambda x: run_discriminator(setup, d_params, bs, x, real_labels)[0]
   if setup.gp_weight:
     # Interpolation weights are per device (key folded with the device index).

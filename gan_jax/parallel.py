@@ -52,7 +52,8 @@ def cpu_compiler_options(cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS, *, remat=Fal
       recomputation apart from the forward pass (`CPU_REMAT_COMPILER_OPTIONS`).
 
   Returns:
-    A dict for `jax.jit(..., compiler_options=...)` (empty for 'xla_default').
+    A dict for `jax.jit(..., compiler_options=...)` (empty for 'xla_default'
+    without remat).
     Eigen's kernels run DCGAN's strided convolutions and their weight gradients
     faster on CPU (docs/performance.md); YNNPACK keeps the reductions, which
     BatchNorm's statistics need to stay fast.

@@ -11,7 +11,8 @@
 Toy (2-D) runs write `samples` of shape [N, 2]. Class-conditional runs also write
 `labels` (int32[N]) and cycle over every class unless --labels is given (N = 1000
 on 10 classes gives 100 of each). The EMA generator is used unless --noema; the
-newest checkpoint unless --step.
+newest checkpoint unless --step. Without --truncation, --seed=S draws the latents
+(and labels) that `python -m gan_jax.evaluate --seed=S` scores: the same samples.
 """
 
 import os
@@ -27,6 +28,7 @@ from gan_jax import models
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+from gan_jax.metrics import sampling
 from gan_jax.models import conditional
 
 OUTPUT_KINDS = '.npz file, .png file, or folder/'
@@ -87,12 +89,15 @@ def _checked_labels(labels, num, num_classes):
 def latents(seed, num_samples, z_dim, *, truncation=None):
   """z ~ N(0, I) f32[num_samples, z_dim] from `seed`.
 
+  Without truncation these are the latents `gan_jax.evaluate --seed` scores
+  (`metrics.sampling.latents`), so `--seed=S` writes the samples an evaluation with
+  seed S generated (with the same labels, cycled over all classes).
   With `truncation` T > 0, every entry with |z| > T is redrawn until it is inside
   (BigGAN's truncation trick: a truncated normal, trading variety for quality).
   """
-  key = jax.random.key(seed)
   if truncation is None:
-    return np.asarray(jax.random.normal(key, (num_samples, z_dim)), np.float32)
+    return sampling.latents(seed, num_samples, z_dim)
+  key = jax.random.key(seed)
   if truncation <= 0:
     raise errors.ConfigError(f'--truncation must be > 0, got {truncation}.')
   # Redrawing entries outside [-T, T] until they fall inside is exactly sampling
@@ -174,7 +179,15 @@ def output_kind(output):
 
 def write_samples(samples, output, *, labels=None, columns=None):
   """Writes samples to `.npz` ('samples', and 'labels' when given), a `.png` grid
-  (`columns` images per row), or a folder of PNGs."""
+  (`columns` images per row), or a folder of PNGs (`output_kind(output)` decides).
+
+  Args:
+    samples: f32[N, H, W, C] images in [-1, 1] (clipped for PNGs), or f32[N, 2] points
+      (`.npz` or a `.png` scatter plot only).
+    output: the path (see `output_kind`).
+    labels: int32[N] classes of a conditional model's samples, or None.
+    columns: images per grid row (None: about square).
+  """
   kind = output_kind(output)
   if kind == 'npz':
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -203,7 +216,8 @@ def _define_flags():
                       'suffix).', required=True)
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)
   flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1)
-  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z.', lower_bound=0)
+  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z (without --truncation, those '
+                       'gan_jax.evaluate --seed scores).', lower_bound=0)
   flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.', lower_bound=1)
   flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
   flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best/: the lowest FID '
@@ -250,6 +264,7 @@ def _requested(config, f):
 
 
 def main(argv):
+  """`python -m gan_jax.sample` (absl parses the flags; extra arguments are refused)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS

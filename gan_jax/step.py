@@ -192,7 +192,8 @@ def g_update(setup, state, real, real_labels, key, reused=None):
   Args:
     setup: the `StepSetup`.
     state: the `GANState` after the D updates.
-    real, real_labels: this device's last real batch (feature matching).
+    real, real_labels: this device's last real batch f32[B_local, ...] and its labels
+      int32[B_local] (-1 = unlabelled) or None; used by feature matching.
     key: the key the fresh z is drawn from.
     reused: (fake, fake_labels, g_vjp) of `train.reuse_fake`, or None.
 

@@ -7,6 +7,7 @@ import pytest
 
 from gan_jax import errors
 from gan_jax import sample
+from gan_jax.metrics import sampling
 from tests.helpers import tiny_config
 
 
@@ -19,6 +20,24 @@ def test_truncated_latents_stay_inside_the_bound_and_keep_their_spread():
   assert np.abs(plain).max() > 3.0
   with pytest.raises(errors.ConfigError, match='truncation'):
     sample.latents(0, 4, 2, truncation=0.0)
+
+
+@pytest.mark.parametrize('num_classes', [0, 10])
+def test_a_seed_draws_the_samples_an_evaluation_with_that_seed_scores(num_classes):
+  def generate(z, labels=None):  # a deterministic stand-in: one row per latent
+    out = np.asarray(z)[:, :3] * 2.0
+    return out if labels is None else out + np.asarray(labels, np.float32)[:, None]
+
+  labels = sample.cycled_labels(1234, num_classes) if num_classes else None
+  ours = sample.generate_samples(generate, z_dim=5, num_samples=1234, seed=7, batch_size=100,
+                                 labels=labels)
+  scored = sampling.generate_samples(generate, seed=7, num_samples=1234, z_dim=5,
+                                     batch_size=500, num_classes=num_classes)
+  assert ours.shape == (1234, 3)
+  np.testing.assert_array_equal(ours, scored)
+  other = sampling.generate_samples(generate, seed=8, num_samples=1234, z_dim=5,
+                                    num_classes=num_classes)
+  assert not np.allclose(ours, other)
 
 
 def test_labels_cycle_over_the_requested_classes():

@@ -35,7 +35,7 @@ from gan_jax import errors
 from gan_jax import models
 from gan_jax import sample
 from gan_jax.metrics import digits_judge as judge_lib
-from gan_jax.metrics import evaluator as evaluator_lib
+from gan_jax.metrics import sampling
 
 MIN_RATIO = 0.8
 CLASS_SHARE_RANGE = (0.05, 0.15)
@@ -127,9 +127,9 @@ def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDEN
     raise errors.ConfigError(f'{workdir} is a {config.data.source!r} run; --workdir must be a '
                              'digits run (data.source digits).')
   # A class-conditional G draws row i as class i mod K (the evaluator's rows).
-  samples = evaluator_lib.generate_samples(generate, seed=seed, num_samples=num_samples,
-                                           z_dim=int(config.model.z_dim),
-                                           num_classes=models.generator_classes(config.model))
+  samples = sampling.generate_samples(generate, seed=seed, num_samples=num_samples,
+                                      z_dim=int(config.model.z_dim),
+                                      num_classes=models.generator_classes(config.model))
   real_test = real_test_digits(config.data, image_shape=samples.shape[1:])
   result = check_samples(samples, real_test=real_test, threshold=threshold, logistic=logistic)
   result.update(workdir=workdir, step=int(generate.step), seed=seed,
@@ -174,6 +174,7 @@ def _define_flags():
 
 
 def main(argv):
+  """`python -m gan_jax.bench.digits_check` (absl parses the flags; extra arguments are refused)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS

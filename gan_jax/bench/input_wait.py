@@ -1,4 +1,4 @@
-"""How long does the training loop wait for input? (issue 7: < 5% of step time)
+"""How long does the training loop wait for input? (the goal: under 5% of the step time)
 
   python -m gan_jax.bench.input_wait [--images 2000] [--steps 60] [--width 64]
 
@@ -58,6 +58,7 @@ def measure(config, workdir):
 
 
 def main(argv):
+  """`python -m gan_jax.bench.input_wait` (absl parses the flags)."""
   del argv
   from configs import dcgan_celeba  # pylint: disable=g-import-not-at-top
   from configs import dcgan_digits  # pylint: disable=g-import-not-at-top

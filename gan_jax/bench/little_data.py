@@ -1,4 +1,4 @@
-"""Learning from little data: digits GANs on 10% and 25% of the training split (issue 15).
+"""Learning from little data: digits GANs on 10% and 25% of the training split.
 
   python -m gan_jax.bench.little_data --trials=3 --fractions=0.1,0.25 \\
       --configs=dcgan_digits:few,dcgan_digits:few,noaug --out=runs/bench_little_data
@@ -424,6 +424,7 @@ def _define_flags():
 
 
 def main(argv):
+  """`python -m gan_jax.bench.little_data` (absl parses the flags; extra arguments are refused)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS

@@ -1,4 +1,4 @@
-"""Semi-supervised GAN benchmark (Salimans et al. 2016) on the bundled digits, issue 15.
+"""Semi-supervised GAN benchmark (Salimans et al. 2016) on the bundled digits.
 
   python -m gan_jax.bench.semi_supervised --seeds=0,1,2 --out=runs/bench_semi_supervised
 
@@ -224,6 +224,7 @@ def _define_flags():
 
 
 def main(argv):
+  """`python -m gan_jax.bench.semi_supervised` (absl parses the flags; extra arguments are refused)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS

@@ -1,4 +1,4 @@
-"""Mode-collapse benchmark on the 2-D Gaussian mixtures (PacGAN protocol, issue 5).
+"""Mode-collapse benchmark on the 2-D Gaussian mixtures (PacGAN protocol).
 
   python -m gan_jax.bench.toy --trials=10 \\
       --configs=toy_ring,toy_ring:baseline,toy_grid,toy_grid:baseline --out=runs/bench_toy
@@ -267,6 +267,7 @@ def _define_flags():
 
 
 def main(argv):
+  """`python -m gan_jax.bench.toy` (absl parses the flags; extra arguments are refused)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS

@@ -1,6 +1,7 @@
 """Training and evaluation data as numpy arrays: TFDS, image folders, digits, toy.
 
-Public API (the training loop, metrics and benchmarks use exactly this):
+Public API (what the training loop uses; metrics and benchmarks also reach into
+the source modules, e.g. `data.digits` for its fixed splits):
   create_train_iterator(data_config, *, data_shape, batch_size, seed,
                         shard_index=0, shard_count=1, labels=False)
       -> DataIterator of {'images': f32[B, *data_shape], 'labels': i32[B]}

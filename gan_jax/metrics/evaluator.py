@@ -55,9 +55,6 @@ METRICS = ('proxy', 'fid', 'is', 'kid', 'pr', 'intra_fid', 'cas')
 INCEPTION_METRICS = ('fid', 'is', 'kid', 'pr', 'intra_fid')
 # Metrics that need the pool3 features of every process's samples, not only sums.
 GATHERED_METRICS = ('kid', 'pr', 'intra_fid')
-# Kept here for callers of the evaluator module (gan_jax.bench.digits_check).
-latents = sampling.latents
-generate_samples = sampling.generate_samples
 
 
 def parse_metrics(spec, *, flag='--config.eval.metrics', known=METRICS):
