@@ -45,7 +45,8 @@ _NOISE = 0x6e6f6973
 def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False, key=None):
   """D in train mode: (logits f32[B], sown extras {'features', 'class_logits'}, batch_stats).
 
-  `labels` go to D for a class-conditional model and are ignored otherwise.
+  x: f32[B, ...] this device's images (or 2-D points); logits are f32[B // pack].
+  `labels` (int32[B]) go to D for a class-conditional model and are ignored otherwise.
   `key`, the call's augmentation key, also seeds D's Gaussian noise
   (`model.d_input_noise` / `d_hidden_noise`; folded with `_NOISE`); without it
   (the penalties' calls) D runs noise-free. The noise is drawn per device (the key

@@ -156,7 +156,8 @@ class SampleGrids:
                                            num_examples=1000) if len(shape) == 1 else None)
 
   def generate(self, state, z, labels=None):
-    """np.float32 samples of the EMA generator of `state` (one copy of the state)."""
+    """np.float32[N, *data_shape] samples (images in [-1, 1]) of the EMA generator of
+    `state` (one copy of the state) for z f32[N, z_dim] and labels int32[N] or None."""
     labels = None if labels is None else jnp.asarray(labels, jnp.int32)
     return parallel.to_host(self._generate(state.ema_g_params, state.g_batch_stats,
                                            jnp.asarray(z, jnp.float32), labels))

@@ -380,6 +380,9 @@ def record_class_names(config, workdir):
     ConfigError: when `config.model.num_classes` differs from the data's classes.
     WorkdirError: when a trained run's saved names differ from the data's (a renamed,
       added or removed class folder would give the same ids to other classes).
+
+  Returns:
+    list[str], the data's class names (class i at position i).
   """
   names = data.class_names(config.data)
   if len(names) != config.model.num_classes:

@@ -112,6 +112,9 @@ class ArrayBatch:
 class DecodeBatch:
   """positions -> batch, decoding each example of the shard `ids`.
 
+  reader: id -> uint8[H, W, C] or None (unreadable); ids: the shard's example ids;
+  labels: int32[n] or None. A call with positions int[B] returns the batch dict of
+  `ArrayBatch`: 'images' f32[B, H, W, C] in [-1, 1] (and 'labels' int32[B]).
   An unreadable file is replaced by the next readable one of the same shard,
   with that one's label (deterministic, so resumption stays exact).
   """

@@ -136,7 +136,12 @@ def kernel_inception_distance(real, fake, *, subset_size, num_subsets, seed):
 
 
 def real_radii(real, *, k, block):
-  """k-NN radii (squared) of every real row, each process computing its share of rows."""
+  """k-NN radii (squared) of every real row, each process computing its share of rows.
+
+  real: [N_r, D] features (every process holds all rows); k: the neighbour (k-th
+  nearest other row); block: rows per distance block. Returns the radii [N_r] in
+  `stats.pr_dtype()`, gathered from every process.
+  """
   x = np.asarray(real, stats.pr_dtype())
   start, stop = exchange.process_share(len(x))
   return exchange.gather_rows(stats.knn_radii(x[start:stop], x, k=k, block=block))

@@ -162,7 +162,11 @@ def spectral_normalized(module, x, *, train, name=None):
 
 
 def maybe_spectral_normalized(module, x, *, spectral_norm, train):
-  """`spectral_normalized(module, x, train=train)` if `spectral_norm`, else `module(x)`."""
+  """`spectral_normalized(module, x, train=train)` if `spectral_norm`, else `module(x)`.
+
+  x is whatever `module` takes (e.g. f32[B, H, W, C] for a conv, f32[B, F] for Dense);
+  the result is `module`'s output.
+  """
   if spectral_norm:
     return spectral_normalized(module, x, train=train)
   return module(x)
@@ -498,7 +502,7 @@ def gaussian_noise(module, h, std, *, train):
 
 
 def leaky_relu(x):
-  """LeakyReLU with the DCGAN slope 0.2."""
+  """LeakyReLU with the DCGAN slope 0.2: any shape and float dtype, elementwise."""
   return nn.leaky_relu(x, negative_slope=0.2)
 
 
