@@ -2,7 +2,8 @@
 
 The fixtures (pytorch-fid / torch-fidelity reference outputs, random FID
 Inception weights) are in ../shared/fixtures/fid_inception beside the
-repository; $GAN_JAX_FID_FIXTURES overrides the folder. See its README.md.
+repository; $GAN_JAX_FID_FIXTURES overrides the folder. See its README.md. Without
+them the parity tests skip, unless $GAN_JAX_REQUIRE_FID_FIXTURES is set (CI).
 """
 
 import importlib.util
@@ -14,6 +15,11 @@ import pytest
 FIXTURES = Path(os.environ.get('GAN_JAX_FID_FIXTURES') or
                 Path(__file__).resolve().parents[2] / 'shared' / 'fixtures' / 'fid_inception')
 AVAILABLE = (FIXTURES / 'README.md').is_file()
+# CI sets this: there the parity tests must run, not skip.
+if os.environ.get('GAN_JAX_REQUIRE_FID_FIXTURES') and not AVAILABLE:
+  raise RuntimeError(f'GAN_JAX_REQUIRE_FID_FIXTURES is set but the FID fixtures are not at '
+                     f'{FIXTURES}: put ../shared beside the repository or set '
+                     'GAN_JAX_FID_FIXTURES.')
 needs_fixtures = pytest.mark.skipif(
     not AVAILABLE, reason=f'FID fixtures not found at {FIXTURES} (set GAN_JAX_FID_FIXTURES)')
 

@@ -8,6 +8,7 @@ field. PyTorch is exercised when it is installed.
 import pytest
 
 from gan_jax import errors
+from gan_jax import models
 from gan_jax.bench import presets
 from gan_jax.bench import throughput
 from gan_jax.bench import throughput_runners
@@ -72,6 +73,19 @@ def test_variants_pick_dtype_and_cpu_conv_kernels():
   assert presets.jax_config(16, 8).parallel.cpu_conv_kernels == 'eigen'
 
 
+def test_the_jax_preset_has_the_pytorch_examples_parameter_counts():
+  # PyTorch's DCGAN example (nz 100, ngf = ndf = 64, 3 channels), by hand:
+  # G: 4x4 transposed convs 100->512->256->128->64->3 without bias,
+  #    16 * (100*512 + 512*256 + 256*128 + 128*64 + 64*3) = 3,574,784, plus BatchNorm
+  #    gains and biases 2 * (512 + 256 + 128 + 64) = 1,920: 3,576,704.
+  # D: 4x4 convs 3->64->128->256->512->1 without bias,
+  #    16 * (3*64 + 64*128 + 128*256 + 256*512 + 512) = 2,763,776, plus BatchNorm
+  #    2 * (128 + 256 + 512) = 1,792: 2,765,568.
+  assert models.count_params(presets.jax_config(64, 64).model) == (3_576_704, 2_765_568)
+
+
+# The PyTorch baseline itself needs the `torch` extra, which CI does not install; the
+# test above checks the same counts for the network gan_jax times against it.
 @pytest.mark.skipif(not throughput.torch_available(), reason='torch not installed')
 def test_torch_dcgan_param_counts():
   net_g, net_d = throughput_runners.torch_dcgan(100, 64, 64, 3)

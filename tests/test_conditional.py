@@ -9,6 +9,7 @@ import pytest
 
 from gan_jax import defaults
 from gan_jax import errors
+from gan_jax import losses
 from gan_jax import models
 from gan_jax.models import conditional
 
@@ -284,7 +285,13 @@ def test_semi_supervised_needs_a_cross_entropy_loss(loss_type):
     models.check_loss(semi_supervised(), loss)
 
 
-def test_other_heads_take_any_loss():
+@pytest.mark.parametrize('d_cond', ['projection', 'acgan'])
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_other_heads_take_any_loss(d_cond, loss_type):
   loss = defaults.get_config().loss
-  loss.type = 'hinge'
-  models.check_loss(model_config('dcgan', d_cond='acgan'), loss)
+  loss.type = loss_type
+  assert models.check_loss(model_config('dcgan', d_cond=d_cond), loss) is None  # no error
+  # ... but not the semi-supervised head's entropy term.
+  loss.entropy_weight = 0.1
+  with pytest.raises(errors.ConfigError, match='entropy_weight'):
+    models.check_loss(model_config('dcgan', d_cond=d_cond), loss)

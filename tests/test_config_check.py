@@ -139,7 +139,7 @@ def test_an_augmentation_that_rounds_to_no_pixels_is_refused(overrides):
     {'augment.policy': 'color', 'augment.cutout_ratio': 0.0},  # cutout not in the policy
 ])
 def test_an_augmentation_of_at_least_one_pixel_is_accepted(overrides):
-  config_check.validate(tiny_config(**overrides))
+  assert config_check.validate(tiny_config(**overrides)) is None  # no error
 
 
 def test_augmenting_two_dimensional_points_is_refused():

@@ -37,7 +37,8 @@ def assert_short_error(result, *fragments):
     assert fragment in result.stderr, (fragment, result.stderr[-3000:])
 
 
-@pytest.mark.parametrize('module', ['gan_jax.main', 'gan_jax.sample', 'gan_jax.classify'])
+@pytest.mark.parametrize('module', ['gan_jax.main', 'gan_jax.sample', 'gan_jax.evaluate',
+                                    'gan_jax.classify'])
 def test_help_is_printed_with_status_0(module):
   result = run_module(module, ['--help'])
   assert result.returncode == 0, (result.returncode, result.stderr[-3000:])

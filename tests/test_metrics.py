@@ -11,9 +11,14 @@ from gan_jax.metrics import cache
 
 
 def test_the_public_names_are_importable_from_the_package():
+  assert sorted(metrics.__all__) == sorted([
+      'Evaluator', 'METRICS', 'class_metrics', 'digits_judge', 'feature_statistics',
+      'frechet_distance', 'inception', 'inception_score', 'kernel_inception_distance',
+      'make_evaluator', 'parse_metrics', 'precision_recall', 'reference_features',
+      'toy_mode_metrics'])
   for name in metrics.__all__:
     assert getattr(metrics, name) is not None, name
-  assert metrics.digits_judge.fitted_judge is not None
+  assert callable(metrics.digits_judge.fitted_judge) and callable(metrics.make_evaluator)
 
 
 def test_cache_npz_is_keyed(tmp_path):

@@ -13,7 +13,9 @@ rely on:
     keeps checkpoint N, and resumes (launch/local_multiprocess.sh) to step 2N
     with the result of an uninterrupted run;
   * a process whose peer never starts ends within --distributed_timeout with an
-    error naming the missing process.
+    error naming the missing process;
+  * SIGTERM to one process stops both at the same step with a checkpoint and
+    status 143, and the run resumes to the uninterrupted result.
 
 The runs share a persistent compilation cache, so only the first run of each
 kind compiles. They use the toy MLP (no BatchNorm) with SGD: the all-reduce of
@@ -164,6 +166,21 @@ if shards:
         for i in range(shards)])
 
   data_lib.create_train_iterator = concatenated
+
+# $GAN_TEST_SIGTERM_AT_STEP=S: this process gets SIGTERM (a preemption notice) in the
+# training loop, at step S, after that step's stop flag was read.
+sigterm_at = int(os.environ.get('GAN_TEST_SIGTERM_AT_STEP', '0'))
+if sigterm_at:
+  import signal
+  from gan_jax import preemption
+  agree = preemption.agree
+
+  def signalled_agree(flag, step, every):
+    if step == sigterm_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return agree(flag, step, every)
+
+  preemption.agree = signalled_agree
 
 main.run()
 '''
@@ -413,6 +430,35 @@ def test_killed_process_ends_run_and_run_resumes(runs):
   assert f'Resumed from the checkpoint at step {N}' in output, output[-3000:]
   assert 'different settings' not in output  # each process got its own data state
 
+  expected, _ = restore(runs['uninterrupted'], 2 * N)
+  actual, _ = restore(workdir, 2 * N)
+  for key, value in expected.items():
+    np.testing.assert_array_equal(actual[key], value, err_msg=key)
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_resumes(runs):
+  root, driver, cache_dir = runs['root'], runs['driver'], runs['cache_dir']
+  workdir = os.path.join(root, 'preempted')
+  # Process 1 is signalled at step N: the processes exchange their stop flags at every
+  # log step (log_every=1), so both stop after step N + 1, which is no checkpoint step.
+  processes = start_processes(root, 'preempted', workdir=workdir, driver=driver,
+                              cache_dir=cache_dir,
+                              env_by_process={1: dict(GAN_TEST_SIGTERM_AT_STEP=N)})
+  codes = {i: p.wait() for i, p in processes.items()}
+  assert codes == {0: 143, 1: 143}, {i: p.output()[-3000:] for i, p in processes.items()}
+  assert 'Received SIGTERM' in processes[1].output()
+  assert 'Received SIGTERM' not in processes[0].output()
+  assert f'Stopped by SIGTERM at step {N + 1}' in processes[0].output(), (
+      processes[0].output()[-3000:])
+  # The stop's checkpoint is the newest (older ones are kept as the config says).
+  assert max(map(int, os.listdir(os.path.join(workdir, 'checkpoints')))) == N + 1
+  _, data = restore(workdir, N + 1)
+  assert [s['next_batch'] for s in data['per_process']] == [N + 1, N + 1]
+
+  resumed = start_processes(root, 'preempted_resumed', workdir=workdir, driver=driver,
+                            cache_dir=cache_dir)
+  wait_all(resumed)
+  assert f'Resumed from the checkpoint at step {N + 1}' in resumed[0].output()
   expected, _ = restore(runs['uninterrupted'], 2 * N)
   actual, _ = restore(workdir, 2 * N)
   for key, value in expected.items():

@@ -21,8 +21,14 @@ def test_linear_schedule_decays_to_zero_after_decay_start():
 
 
 def test_cosine_schedule_follows_the_half_cosine():
+  # Away from the midpoint a half cosine and a line differ (0.9045 against 0.8 at 2/10).
   cosine = optim.learning_rate_schedule(1.0, schedule='cosine', num_updates=10, decay_start=0.0)
-  np.testing.assert_allclose(float(cosine(5)), 0.5 * (1 + np.cos(np.pi * 0.5)), rtol=1e-6)
+  np.testing.assert_allclose([float(cosine(i)) for i in (0, 2, 5, 8, 10)],
+                             [1.0, 0.904508, 0.5, 0.095492, 0.0], atol=1e-6)
+  # After decay_start: constant for 20 of 40 updates, then the half cosine over the other 20.
+  late = optim.learning_rate_schedule(2.0, schedule='cosine', num_updates=40, decay_start=0.5)
+  np.testing.assert_allclose([float(late(i)) for i in (0, 19, 20, 24, 30, 40)],
+                             [2.0, 2.0, 2.0, 1.809017, 1.0, 0.0], atol=1e-6)
 
 
 def test_unknown_schedule_lists_the_known_ones():

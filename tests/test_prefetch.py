@@ -78,7 +78,7 @@ def test_get_reports_the_seconds_waited():
   with data.Prefetcher(_Counter(delay_s=0.2), lambda x: x,
                        depth=1) as prefetcher:
     _, _, waited = prefetcher.get()
-  assert 0.1 < waited < 2.0
+  assert 0.1 < waited < 30.0  # the producer's 0.2 s delay, whatever else the machine runs
 
 
 def test_close_stops_the_thread_promptly_when_the_queue_is_full():
@@ -88,9 +88,10 @@ def test_close_stops_the_thread_promptly_when_the_queue_is_full():
   while iterator.next < 3 and time.monotonic() < deadline:
     time.sleep(0.01)  # 2 queued + 1 waiting to be queued: the queue is full
   assert iterator.next == 3
-  start = time.monotonic()
-  prefetcher.close()
-  assert time.monotonic() - start < 1.0
+  closer = threading.Thread(target=prefetcher.close, daemon=True)
+  closer.start()
+  closer.join(timeout=30)  # a close that waited for room in the full queue would hang
+  assert not closer.is_alive()
   assert not _prefetch_threads()
   assert iterator.next == 3  # nothing read after closing
 

@@ -186,12 +186,18 @@ def test_toy_mlp_step_with_penalties_and_historical_averaging():
   assert state.g_params_avg and state.d_params_avg
   batch = {'images': np.random.default_rng(0).normal(
       size=(1, config.train.batch_size, 2)).astype(np.float32)}
-  new, metrics = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:2]),
-                           state, [batch, batch], jax.random.key(0))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
+  once, _ = run_steps(config, dp, state, [batch], jax.random.key(0))
+  new, metrics = run_steps(config, dp, once, [batch], jax.random.key(0))
   for key in ('gp', 'r1', 'd_hist_avg', 'g_hist_avg'):
-    assert np.isfinite(metrics[key]) and metrics[key] >= 0, key
+    assert np.isfinite(metrics[key]) and metrics[key] > 0, key
   # After 2 steps the average holds 3 snapshots: initial, after step 1, after step 2.
-  assert max_rel_diff(new.g_params_avg, new.g_params) > 0
+  for avg, snapshots in ((new.g_params_avg, (state.g_params, once.g_params, new.g_params)),
+                         (new.d_params_avg, (state.d_params, once.d_params, new.d_params))):
+    expected = jax.tree.map(lambda a, b, c: (np.asarray(a, np.float64) + np.asarray(b)
+                                             + np.asarray(c)) / 3, *snapshots)
+    assert max_rel_diff(avg, expected) < 1e-5
+  assert max_rel_diff(new.g_params, once.g_params) > 1e-4  # the snapshots differ
 
 
 def test_reuse_fake_g_update_equals_a_fresh_g_forward_on_the_same_z(state0):
@@ -347,9 +353,14 @@ def test_ema_follows_the_generator_until_ema_start():
   dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
   one, _ = run_steps(config, dp, state, [random_batch(config)], jax.random.key(1))
   assert max_rel_diff(one.ema_g_params, one.g_params) == 0.0  # step 0 < ema_start
-  three, _ = run_steps(config, dp, state, [random_batch(config, seed=s) for s in range(3)],
-                       jax.random.key(1))
-  assert max_rel_diff(three.ema_g_params, three.g_params) > 1e-6  # averaging from step 2
+  two, _ = run_steps(config, dp, one, [random_batch(config, seed=1)], jax.random.key(1))
+  assert max_rel_diff(two.ema_g_params, two.g_params) == 0.0  # step 1 < ema_start
+  three, _ = run_steps(config, dp, two, [random_batch(config, seed=2)], jax.random.key(1))
+  # From step 2 on: ema = 0.9 ema + 0.1 G.
+  expected = jax.tree.map(lambda e, g: 0.9 * np.asarray(e, np.float64) + 0.1 * np.asarray(g),
+                          two.ema_g_params, three.g_params)
+  assert max_rel_diff(three.ema_g_params, expected) < 1e-6
+  assert max_rel_diff(three.ema_g_params, three.g_params) > 1e-4
 
 
 def test_feature_matching_and_orthogonal_regularisation_are_reported():

@@ -19,6 +19,7 @@ from PIL import Image
 
 from configs import dcgan_celeba
 from gan_jax import checkpoint
+from gan_jax import models
 from gan_jax import periodic
 from gan_jax import sample
 from gan_jax import state as state_lib
@@ -108,6 +109,23 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
       generate(z)
   with pytest.raises(TypeError, match='step must be an int'):
     sample.load_generator(workdir, step='2')
+  # The EMA generator by default (the CLI's --ema), the raw one with ema=False (--noema).
+  config, raw = sample.load_generator(workdir, ema=False)
+  assert config.train.ema_decay > 0
+  _, state, _ = workdir_lib.restore_state(workdir)
+  generator, _ = models.build(config.model)
+  z = sample.latents(1, 4, 16)
+  by_hand = lambda params: np.asarray(generator.apply(
+      {'params': params, 'batch_stats': state.g_batch_stats}, z, train=False))
+  # Two steps at tiny widths: outputs of about 1e-3, so the tolerances are relative.
+  scale = np.abs(by_hand(state.g_params)).max()
+  np.testing.assert_allclose(generate(z), by_hand(state.ema_g_params), atol=1e-4 * scale)
+  np.testing.assert_allclose(raw(z), by_hand(state.g_params), atol=1e-4 * scale)
+  assert np.abs(generate(z) - raw(z)).max() > 5e-3 * scale
+  result = run_module('gan_jax.sample', [f'--workdir={workdir}', '--num_samples=4', '--seed=1',
+                                         '--noema', f'--output={out / "raw.npz"}'])
+  assert result.returncode == 0, result.stderr[-2000:]
+  np.testing.assert_allclose(np.load(out / 'raw.npz')['samples'], raw(z), atol=1e-4 * scale)
 
 
 def test_killed_run_resumes_exactly(tmp_path):
