@@ -189,7 +189,7 @@ def test_shapes_and_state_at_every_resolution(resolution):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('resolution', [32, 48, 64, 128])
-def test_forward_values_at_every_resolution(resolution):
+def test_forward_outputs_are_bounded_and_finite_at_every_resolution(resolution):
   config = resolution_config(resolution)
   generator, discriminator, g_vars, d_vars = init(config)
   z = jax.random.normal(jax.random.key(1), (4, config.z_dim)) * 3
