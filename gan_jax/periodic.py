@@ -173,6 +173,8 @@ class SampleGrids:
       return
     image = writers.samples_to_image(samples, reference=self._reference,
                                      columns=self._columns)
-    writers.save_png(self.path(step), image)
+    # The PNG is the mark a resumed run checks ("is this step's grid written?"), so it
+    # comes after the TensorBoard image is on disk (`write_image` flushes).
     self._writer.write_image(step, 'samples', image)
+    writers.save_png(self.path(step), image)
 

@@ -157,8 +157,10 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       results[classifier_lib.ACCURACY] = classifier(host_state)
     logging.info('Evaluation at step %d: %s', step,
                  ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
-    writer.write_eval(step, results)
+    # The eval.jsonl line is the mark a resumed run checks, so it comes last: a run
+    # killed before it evaluates this step again, and `best` too.
     best.update(step, host_state, results)
+    writer.write_eval(step, results)
 
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:
@@ -189,6 +191,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
         # log it again.
         logger.flush()
         logger.check_finite()
+        writer.flush()
         ckpt.save(step, dp.get_state(state), data_state)
       if grid_due(step):
         grids.write(step, dp.get_state(state))
@@ -199,6 +202,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
         break
     logger.flush()
     logger.check_finite()
+    writer.flush()
     ckpt.wait()
     if stopped:  # every process stops here together, signalled or not
       raise preemption.Interrupted(stop.signum or signal.SIGTERM, step)

@@ -12,12 +12,15 @@ import json
 import logging
 import math
 import os
+import time
 import uuid
 
 from etils import epath
 import numpy as np
 from PIL import Image
-from tensorboardX import SummaryWriter
+from tensorboardX import event_file_writer
+from tensorboardX import summary as tb_summary
+from tensorboardX.proto import event_pb2
 
 # Sample grids are upscaled (nearest neighbour) until each tile is at least this
 # many pixels wide, so that 8x8 digits are visible in an image viewer.
@@ -226,6 +229,54 @@ def samples_to_image(samples, *, reference=None, columns=None):
   return image_grid(samples, columns=columns)
 
 
+class EventFile:
+  """A TensorBoard event file written in the caller's thread.
+
+  tensorboardX's `SummaryWriter` hands events to a background thread through a
+  queue, and its `flush` does not wait for that queue, so a run killed after a
+  flush could still lose events logged before it. Here every event reaches the
+  file's buffer before the call returns, and `flush` puts them on disk.
+
+  Args:
+    logdir: the folder (created if missing; local or remote as tensorboardX allows).
+    purge_step: a resumed run's first step: TensorBoard then hides the events of
+      this and later steps written before (a killed attempt's); None for a new run.
+  """
+
+  def __init__(self, logdir, *, purge_step=None):
+    epath.Path(logdir).mkdir(parents=True, exist_ok=True)
+    # tensorboardX names the file by the second it was opened, and a writer opened
+    # in the same second (a quick resume) would overwrite it: the nanoseconds keep
+    # the names apart, in the order TensorBoard reads them (sorted).
+    self._file = event_file_writer.EventsWriter(os.path.join(str(logdir), 'events'),
+                                                filename_suffix=f'.{time.time_ns()}')
+    if purge_step is not None:
+      self._add(event_pb2.Event(session_log=event_pb2.SessionLog(
+          status=event_pb2.SessionLog.START)), purge_step)
+
+  def _add(self, event, step):
+    event.wall_time = time.time()
+    event.step = int(step)
+    self._file.write_event(event)
+
+  def scalar(self, tag, value, step):
+    """Logs a float at `step`."""
+    self._add(event_pb2.Event(summary=tb_summary.scalar(tag, float(value))), step)
+
+  def image(self, tag, image, step):
+    """Logs a uint8[H, W, 3] image at `step`."""
+    self._add(event_pb2.Event(summary=tb_summary.image(tag, np.asarray(image),
+                                                       dataformats='HWC')), step)
+
+  def flush(self):
+    """Puts every event logged so far on disk."""
+    self._file.flush()
+
+  def close(self):
+    """Flushes and closes the file."""
+    self._file.close()
+
+
 class MetricWriter:
   """Writes scalars and images to TensorBoard, `metrics.jsonl` and `eval.jsonl`.
 
@@ -255,8 +306,7 @@ class MetricWriter:
   def _open(self):
     if self._tb is None:
       self._workdir.mkdir(parents=True, exist_ok=True)
-      self._tb = SummaryWriter(str(self._workdir / 'tensorboard'),
-                               purge_step=self._start_step + 1)
+      self._tb = EventFile(self._workdir / 'tensorboard', purge_step=self._start_step + 1)
       path = self._workdir / 'metrics.jsonl'
       if '://' in str(path):
         # Object stores cannot append: keep the lines and rewrite the file on flush.
@@ -270,25 +320,37 @@ class MetricWriter:
       return
     self._open()
     for name, value in scalars.items():
-      self._tb.add_scalar(name, value, step)
+      self._tb.scalar(name, value, step)
     record = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
 
   def write_eval(self, step, results):
-    """Logs evaluation results as `eval/<name>` scalars and one line of eval.jsonl."""
+    """Logs evaluation results as `eval/<name>` scalars and one line of eval.jsonl.
+
+    The line is written last, once the events are on disk: a resumed run takes the
+    line as the mark that the evaluation of `step` is complete.
+    """
     if not self.enabled:
       return
     self._open()
     for name, value in results.items():
-      self._tb.add_scalar(f'eval/{name}', value, step)
+      self._tb.scalar(f'eval/{name}', value, step)
+    self._tb.flush()
     append_line(self._workdir / 'eval.jsonl', json.dumps({'step': int(step), **results}))
 
   def write_image(self, step, name, image):
-    """Logs a uint8[H, W, 3] image to TensorBoard."""
+    """Logs a uint8[H, W, 3] image to TensorBoard and flushes it to disk."""
     if self.enabled:
       self._open()
-      self._tb.add_image(name, np.asarray(image), step, dataformats='HWC')
+      self._tb.image(name, image, step)
+      self._tb.flush()
+
+  def flush(self):
+    """Puts every TensorBoard event logged so far on disk (before a checkpoint: a run
+    resumed from it never logs those steps again)."""
+    if self._tb is not None:
+      self._tb.flush()
 
   def close(self):
     """Flushes and closes the files (if any were opened)."""

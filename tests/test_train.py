@@ -25,7 +25,9 @@ from gan_jax import sample
 from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
+from gan_jax import writers
 from tests.compile_flags import subprocess_xla_flags
+from tests import tensorboard_events
 from tests.helpers import tiny_config
 from tests.test_main import REPO
 from tests.test_main import assert_short_error
@@ -177,6 +179,41 @@ def test_killed_run_resumes_exactly(tmp_path):
   assert sorted(grids[0]) == [f'step_{n:07d}.png', f'step_{2 * n:07d}.png']
   assert grids[0] == grids[1]
   assert best[0] == best[1]
+  # TensorBoard shows the same: the killed attempt's events up to its checkpoint were
+  # on disk before it (a resumed writer never logs those steps again).
+  views = [tensorboard_events.shown(workdir) for workdir in (straight, resumed)]
+  assert sorted(views[0][('scalar', 'd_loss')]) == [2, 4, 6, 8]
+  assert sorted(views[0][('image', 'samples')]) == [n, 2 * n]
+  assert sorted(views[0][('scalar', 'eval/proxy_fd')]) == [n, 2 * n]
+  assert views[0].keys() == views[1].keys()
+  for key in views[0]:
+    if key[1] in ('steps_per_sec', 'input_wait_frac'):  # timings
+      assert views[0][key].keys() == views[1][key].keys(), key
+    else:
+      assert views[0][key] == views[1][key], key
+
+
+def test_the_marks_a_resumed_run_checks_are_written_last(tmp_path, monkeypatch):
+  # A resumed run redoes a step's grid when its PNG is missing and its evaluation when
+  # eval.jsonl lacks the step: each mark must come after everything it stands for
+  # (the best checkpoint; TensorBoard's events), or a kill between them loses those.
+  calls = []
+  for cls, name in ((checkpoint.BestCheckpoint, 'update'), (writers.MetricWriter, 'write_eval'),
+                    (writers.MetricWriter, 'write_image'), (writers.MetricWriter, 'flush')):
+    original = getattr(cls, name)
+    monkeypatch.setattr(cls, name, lambda self, *a, _f=original, _n=name, **k: (
+        calls.append(_n), _f(self, *a, **k))[1])
+  monkeypatch.setattr(writers, 'save_png', lambda path, image, _f=writers.save_png: (
+      calls.append('save_png'), _f(path, image))[1])
+  save = checkpoint.Checkpointer.save
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', lambda self, step, *a, **k: (
+      calls.append(f'checkpoint {step}'), save(self, step, *a, **k))[1])
+  train.train_and_evaluate(tiny_config(**{
+      'train.num_steps': 2, 'train.checkpoint_every': 2, 'train.sample_every': 2,
+      'eval.every': 2, 'eval.metrics': 'proxy', 'eval.num_samples': 100}), str(tmp_path / 'run'))
+  assert calls.index('update') < calls.index('write_eval')
+  assert calls.index('write_image') < calls.index('save_png')
+  assert calls[calls.index('checkpoint 2') - 1] == 'flush'
 
 
 @pytest.mark.parametrize('signals,status', [((signal.SIGTERM,), 143),

@@ -1,13 +1,16 @@
 """Tests of the run outputs: image grids, scatter plots, metric and eval files."""
 
+import io
 import json
 import os
 import stat
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from gan_jax import writers
+from tests import tensorboard_events
 
 
 def test_small_images_are_upscaled_to_a_viewable_grid():
@@ -157,3 +160,32 @@ def test_write_text_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, mon
     writers.write_text_atomic(path, 'new')
   assert path.read_text(encoding='utf-8') == 'old'
   assert os.listdir(tmp_path) == ['record.json']
+
+
+def test_flushed_events_are_on_disk_before_the_writer_closes(tmp_path):
+  # What a checkpoint relies on: after `flush`, a kill loses none of the events.
+  writer = writers.MetricWriter(str(tmp_path))
+  for step in range(1, 31):  # more than tensorboardX's queue of 10
+    writer.write_scalars(step, {'d_loss': float(step)})
+  image = np.zeros((4, 6, 3), np.uint8)
+  image[1, 2] = 255
+  writer.write_image(30, 'samples', image)
+  writer.flush()
+  view = tensorboard_events.shown(str(tmp_path))  # read while the writer is open
+  assert view[('scalar', 'd_loss')] == {s: float(s) for s in range(1, 31)}
+  (png,) = view[('image', 'samples')].values()
+  np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), image)
+  writer.close()
+
+
+def test_a_resumed_writer_hides_the_killed_attempts_later_events(tmp_path):
+  first = writers.MetricWriter(str(tmp_path))
+  for step in (1, 2, 3, 4):
+    first.write_scalars(step, {'d_loss': 1.0})
+  first.flush()  # then killed: steps 3 and 4 came after the checkpoint of step 2
+  resumed = writers.MetricWriter(str(tmp_path), start_step=2)
+  for step in (3, 4):
+    resumed.write_scalars(step, {'d_loss': 2.0})
+  resumed.close()
+  assert tensorboard_events.shown(str(tmp_path))[('scalar', 'd_loss')] == {
+      1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}
