@@ -18,6 +18,8 @@ split (what `gan_jax.bench.semi_supervised` reports).
 """
 
 import os
+import zipfile
+import zlib
 
 from absl import flags
 import numpy as np
@@ -25,6 +27,7 @@ import numpy as np
 from gan_jax import cli
 from gan_jax import errors
 from gan_jax import workdir as workdir_lib
+from gan_jax import writers
 from gan_jax.metrics import classifier
 
 
@@ -100,7 +103,7 @@ def read_input(path):
                                   f'numpy can read; {_SAVE_HINT}.')
   try:
     arrays = np.load(path, allow_pickle=False)
-  except (OSError, ValueError):
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # EOFError: an empty file
     raise unreadable from None
   if not isinstance(arrays, np.lib.npyio.NpzFile):
     raise errors.ConfigError(f'--input={path} holds one array (.npy), not an .npz file of named '
@@ -113,8 +116,8 @@ def read_input(path):
           f'--input={path} has no key "images" (keys: {sorted(arrays.files)}); {_SAVE_HINT}.')
     try:
       images = arrays[key]
-    except (OSError, ValueError):  # an object array, or a damaged archive
-      raise unreadable from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+      raise unreadable from None  # an object array, or a damaged archive
   if images.ndim == 0 or len(images) == 0:
     raise errors.ConfigError(f'--input={path}: "{key}" holds no images (shape '
                              f'{list(images.shape)}); {_SAVE_HINT}.')
@@ -144,8 +147,7 @@ def main(argv):
   _, classify = load_classifier(f.workdir, f.step, best=f.best)
   probs = classify(images)
   labels = np.argmax(probs, axis=-1).astype(np.int32)
-  os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
-  np.savez(f.output, labels=labels, probs=probs.astype(np.float32))
+  writers.save_npz(f.output, labels=labels, probs=probs.astype(np.float32))
   print(f'Wrote {len(labels)} predictions of step {classify.step} to {f.output}')
 
 

@@ -3,7 +3,7 @@
   python -m gan_jax.sample --workdir=runs/dcgan_digits --num_samples=1000 \
       --seed=0 --output=samples.npz        # key 'samples': f32[N, H, W, C] in [-1, 1]
   ... --output=grid.png                    # one PNG grid (scatter plot for 2-D data)
-  ... --output=folder/                     # one PNG per sample (for external FID tools)
+  ... --output=folder/                     # one PNG per sample, a new or empty folder (FID tools)
   ... --labels=3 / --labels=0,2,5          # class-conditional runs: these classes, cycled
   ... --truncation=1.0                     # BigGAN's truncation trick
   ... --interpolate=8 --output=interp.png  # rows of 8-step interpolations between latents
@@ -190,22 +190,41 @@ def write_samples(samples, output, *, labels=None, columns=None):
   """
   kind = output_kind(output)
   if kind == 'npz':
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     arrays = {'samples': samples.astype(np.float32)}
     if labels is not None:
       arrays['labels'] = np.asarray(labels, np.int32)
-    np.savez(output, **arrays)
+    writers.save_npz(output, **arrays)
   elif kind == 'png':
     writers.save_png(output, writers.samples_to_image(samples, columns=columns))
   else:
     if samples.ndim != 4:
       raise errors.ConfigError('A folder of PNG files needs image samples; use .npz or .png '
                                'for 2-D data.')
-    os.makedirs(output, exist_ok=True)
+    check_folder_output(output)
+    # Locally the PNGs go to a hidden folder renamed at the end: a killed run leaves no
+    # half-filled folder for an FID tool to read as complete.
+    remote = '://' in output
+    target = output.rstrip('/') or output
+    folder = target if remote else os.path.join(
+        os.path.dirname(os.path.abspath(target)),
+        f'.{os.path.basename(target)}.partial-{os.getpid()}')
     for i, image in enumerate(samples):
       pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
-      writers.save_png(os.path.join(output, f'{i:06d}.png'),
+      writers.save_png(os.path.join(folder, f'{i:06d}.png'),
                        pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    if not remote:
+      if os.path.isdir(target):  # empty (checked above): replaced by the full folder
+        os.rmdir(target)
+      os.replace(folder, target)
+
+
+def check_folder_output(output):
+  """Raises ConfigError when the folder `output` exists and holds anything: files of an
+  earlier, larger run would be mixed with these (an FID tool reads every file)."""
+  if os.path.isdir(output) and os.listdir(output):
+    raise errors.ConfigError(
+        f'--output={output} is a folder that already holds files; PNGs of another run '
+        'would be mixed with these. Pass a new folder, or empty this one.')
 
 
 def _define_flags():
@@ -268,7 +287,9 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
-  output_kind(f.output)  # a bad --output, --labels or --interpolate fails before anything loads
+  # A bad --output, --labels or --interpolate fails before anything loads.
+  if output_kind(f.output) == 'folder':
+    check_folder_output(f.output)
   _parse_labels(f.labels)
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '

@@ -212,6 +212,14 @@ def save_png(path, image):
   _write_whole(path, buffer.getvalue())  # a killed run leaves no half-written grid
 
 
+def save_npz(path, **arrays):
+  """Writes named arrays to an `.npz` file whole (local or remote), creating folders: a
+  run killed mid-write leaves the old file (or none), never a truncated archive."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  _write_whole(path, buffer.getvalue())
+
+
 def samples_to_image(samples, *, reference=None, columns=None):
   """A PNG-ready picture of samples: an image grid, or a scatter plot for 2-D points.
 

@@ -67,6 +67,14 @@ def test_input_that_is_no_npz_of_images_is_a_user_error(tmp_path):
   np.savez(tmp_path / 'empty.npz', images=np.zeros((0,) + SHAPE, np.float32))
   with pytest.raises(errors.ConfigError, match='holds no images'):
     classify.read_input(str(tmp_path / 'empty.npz'))
+  # What a kill in the middle of writing an archive leaves: nothing, or a prefix of it.
+  np.savez(tmp_path / 'whole.npz', images=np.random.default_rng(0).uniform(
+      -1, 1, (500,) + SHAPE).astype(np.float32))
+  whole = (tmp_path / 'whole.npz').read_bytes()
+  for size in (0, 100, len(whole) // 2, len(whole) - 10):
+    (tmp_path / 'cut.npz').write_bytes(whole[:size])
+    with pytest.raises(errors.ConfigError, match='not an .npz file'):
+      classify.read_input(str(tmp_path / 'cut.npz'))
 
 
 def test_images_with_nan_are_refused():

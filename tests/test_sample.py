@@ -1,9 +1,11 @@
 """Tests of the sampling controls of `python -m gan_jax.sample` (gan_jax/sample.py)."""
 
+import os
 import types
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from gan_jax import errors
 from gan_jax import sample
@@ -128,3 +130,30 @@ def test_generator_labels_are_checked_before_the_generator_runs():
                           ([1, 2, 3], r'int32\[2\]')]:
     with pytest.raises(ValueError, match=message):
       checked(labels, 2, 10)
+
+
+def test_a_folder_of_pngs_appears_whole_and_is_never_mixed_with_another_run(tmp_path,
+                                                                            monkeypatch):
+  samples = np.linspace(-1, 1, 3 * 4 * 4).reshape(3, 4, 4, 1).astype(np.float32)
+  sample.write_samples(samples, str(tmp_path / 'pngs/'))
+  assert sorted(os.listdir(tmp_path / 'pngs')) == ['000000.png', '000001.png', '000002.png']
+  assert sorted(os.listdir(tmp_path)) == ['pngs']  # no partial folder left
+  pixels = np.asarray(Image.open(tmp_path / 'pngs' / '000002.png'))
+  np.testing.assert_array_equal(pixels, np.round((samples[2, ..., 0] + 1) * 127.5))
+  with pytest.raises(errors.ConfigError, match='already holds files'):
+    sample.write_samples(samples[:2], str(tmp_path / 'pngs'))
+  (tmp_path / 'empty').mkdir()  # an empty folder is fine
+  sample.write_samples(samples, str(tmp_path / 'empty'))
+  assert len(os.listdir(tmp_path / 'empty')) == 3
+
+  replace = os.replace
+
+  def killed(src, dst):  # every PNG written; killed before the folder is renamed into place
+    if os.path.isdir(src):
+      assert len(os.listdir(src)) == 3
+      raise KeyboardInterrupt
+    replace(src, dst)
+  monkeypatch.setattr(os, 'replace', killed)
+  with pytest.raises(KeyboardInterrupt):
+    sample.write_samples(samples, str(tmp_path / 'late'))
+  assert not (tmp_path / 'late').exists()

@@ -189,3 +189,19 @@ def test_a_resumed_writer_hides_the_killed_attempts_later_events(tmp_path):
   resumed.close()
   assert tensorboard_events.shown(str(tmp_path))[('scalar', 'd_loss')] == {
       1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}
+
+
+def test_save_npz_replaces_a_file_only_when_the_new_one_is_whole(tmp_path, monkeypatch):
+  path = tmp_path / 'out' / 'samples.npz'  # the folder is created
+  writers.save_npz(str(path), samples=np.ones(3, np.float32), labels=np.arange(3))
+  with np.load(path) as f:
+    assert sorted(f.files) == ['labels', 'samples'] and f['samples'].tolist() == [1, 1, 1]
+
+  def interrupted(src, dst):  # a kill between writing the new archive and renaming it
+    raise KeyboardInterrupt
+  monkeypatch.setattr(os, 'replace', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    writers.save_npz(str(path), samples=np.zeros(1000, np.float32))
+  with np.load(path) as f:  # the old file, untouched; no temporary file left beside it
+    assert f['samples'].tolist() == [1, 1, 1]
+  assert os.listdir(path.parent) == ['samples.npz']
