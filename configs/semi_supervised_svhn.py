@@ -18,8 +18,9 @@ openai/improved-gan, mnist_svhn_cifar10/train_svhn_feature_matching.py):
   different: D is our DCGAN D (4x4 stride-2 convs 64 -> 128 -> 256, one extra 3x3
   conv, the class layer on the flattened 4x4 map) instead of the paper's 3x3 convs
   64-64-64/2-128-128-128/2-128, two NIN layers and global pooling; no dropout (0.2 on
-  the input, 0.5 twice) and no weight normalisation in D (our step gives D no random
-  key); feature matching is the squared L2 distance of the mean spatially pooled last
+  the input, 0.5 twice; not implemented, though `model.d_input_noise` /
+  `d_hidden_noise` add Gaussian noise to this D) and no weight normalisation in D
+  (it exists only in `image_mlp`'s D); feature matching is the squared L2 distance of the mean spatially pooled last
   hidden map (the paper: mean absolute difference of the pooled features); the
   other 100 rows of a batch are drawn from all images (labelled ones included), and
   the unsupervised loss sees all 200 real rows; the final D is evaluated, not a Polyak average

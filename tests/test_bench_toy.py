@@ -12,6 +12,7 @@ from configs import toy_grid
 from configs import toy_ring
 from gan_jax import errors
 from gan_jax import preemption
+from gan_jax.bench import overrides
 from gan_jax.bench import toy as bench
 
 
@@ -95,3 +96,25 @@ def test_interrupted_trial_stops_the_benchmark(tmp_path, monkeypatch):
     bench.run_benchmark(['toy_ring:smoke'], trials=2, out_dir=str(tmp_path),
                         log=lambda line: None)
   assert not (tmp_path / 'toy_benchmark.json').exists()
+
+
+def test_overrides_reach_every_config_and_label_the_rows(tmp_path, monkeypatch):
+  seen = []
+
+  def fake_trial(config, *, seed, workdir):
+    seen.append((config.name, config.optim.g.learning_rate, config.optim.decay_start))
+    return ({'seed': seed, 'modes_captured': 8, 'high_quality': 0.9, 'reverse_kl': 0.01,
+             'train_seconds': 1.0}, np.zeros((10, 2), np.float32))
+
+  monkeypatch.setattr(bench, 'run_trial', fake_trial)
+  pairs = overrides.parse(['optim.g.learning_rate=0.006', 'optim.decay_start=0.5'])
+  result = bench.run_benchmark(['toy_ring', 'toy_ring:baseline'], trials=1,
+                               out_dir=str(tmp_path), overrides=pairs, log=lambda line: None)
+  assert seen == [('toy_ring', 0.006, 0.5), ('toy_ring_baseline', 0.006, 0.5)]
+  assert [row['overrides'] for row in result['rows']] == [
+      'optim.g.learning_rate=0.006 optim.decay_start=0.5'] * 2
+  assert ('| ring | `toy_ring` with `optim.g.learning_rate=0.006 optim.decay_start=0.5` '
+          '(ours) | 1 ') in result['table']
+  with pytest.raises(errors.ConfigError, match="optim has no field 'lr'"):
+    bench.run_benchmark(['toy_ring'], trials=1, out_dir=str(tmp_path / 'x'),
+                        overrides=overrides.parse(['optim.lr=1']), log=lambda line: None)

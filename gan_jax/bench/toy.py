@@ -24,7 +24,8 @@ Protocol (Lin et al. 2018, "PacGAN", Section 5 / Table 1):
 Configs are given by name with an optional variant after ':' (`toy_ring:baseline`,
 `toy_ring:baseline,smoke`) or as a path `my_config.py[:arg]`. Outputs in --out: `toy_benchmark.json` (every trial and the summary),
 `toy_benchmark.md` (the table) and one scatter plot per trial,
-`<config>_seed<S>.png` (real points red, generated points blue). The JSON is
+`<config>_seed<S>.png` (real points red, generated points blue). `--set=FIELD=VALUE`
+(repeatable) changes a field of every config (`gan_jax.bench.overrides`). The JSON is
 rewritten after every trial, so an interrupted run keeps what it measured.
 """
 
@@ -48,6 +49,7 @@ from gan_jax import metrics
 from gan_jax import sample
 from gan_jax import train
 from gan_jax import writers
+from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import toy_table
 from gan_jax.data import toy
@@ -197,7 +199,7 @@ def _new_result(command):
 
 
 def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
-                  num_steps=None, keep_workdirs=False, command=None, log=print):
+                  num_steps=None, overrides=(), keep_workdirs=False, command=None, log=print):
   """Trains and scores every config for every seed; writes the JSON, table and PNGs.
 
   Args:
@@ -206,6 +208,8 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
     out_dir: output folder (created).
     first_seed: the first trial seed.
     num_steps: if set, overrides config.train.num_steps (quick checks).
+    overrides: (field, value text) pairs from `overrides.parse`, set in every
+      config (a probe is then a command; rows record them).
     keep_workdirs: keep each trial's run in `<out_dir>/workdirs/<config>/seed_<S>`
       (an existing run there is resumed); otherwise a temporary folder, deleted
       after the trial.
@@ -214,33 +218,36 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
 
   Returns:
     The JSON-ready result: {'benchmark', 'protocol', 'command', 'machine',
-    'created', 'rows': [{'config', 'name', 'mixture', 'num_modes', 'num_steps',
-    'trials': [record, ...], 'summary'}], 'reference', 'table'}.
+    'created', 'rows': [{'config', 'overrides', 'name', 'mixture', 'num_modes',
+    'num_steps', 'trials': [record, ...], 'summary'}], 'reference', 'table'}.
   """
   if trials < 1:
     raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
-  configs = [(spec, load_config(spec)) for spec in specs]  # fail fast on bad names
+  # Fail fast on bad names and overrides, before any training.
+  configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
   os.makedirs(out_dir, exist_ok=True)
   result = _new_result(command)
   for spec, config in configs:
     if num_steps is not None:
       config.train.num_steps = int(num_steps)
-    row = {'config': spec, 'name': config.name, 'mixture': config.data.toy,
+    row = {'config': spec, 'overrides': overrides_lib.describe(overrides),
+           'name': config.name, 'mixture': config.data.toy,
            'num_modes': len(toy.mixture(config.data.toy)[0]),
            'num_steps': int(config.train.num_steps), 'trials': [], 'summary': None}
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
+      slug = _slug(spec) + overrides_lib.slug(overrides)
       if keep_workdirs:
-        workdir = os.path.join(out_dir, 'workdirs', _slug(spec), f'seed_{seed}')
+        workdir = os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
       else:
-        workdir = tempfile.mkdtemp(prefix=f'bench_toy_{_slug(spec)}_{seed}_')
+        workdir = tempfile.mkdtemp(prefix=f'bench_toy_{slug}_{seed}_')
       try:
         record, samples = run_trial(config.copy_and_resolve_references(), seed=seed,
                                     workdir=workdir)
       finally:
         if not keep_workdirs:
           shutil.rmtree(workdir, ignore_errors=True)
-      png = f'{_slug(spec)}_seed{seed}.png'
+      png = f'{slug}_seed{seed}.png'
       writers.save_png(os.path.join(out_dir, png), scatter_plot(samples, config.data.toy))
       record['png'] = png
       row['trials'].append(record)
@@ -262,6 +269,8 @@ def _define_flags():
   flags.DEFINE_integer('num_steps', None,
                        "Override every config's train.num_steps (quick checks only).",
                        lower_bound=1)
+  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
+                            '--set=optim.g.learning_rate=0.006 (repeatable).')
   flags.DEFINE_bool('keep_workdirs', False,
                     'Keep each trial run in <out>/workdirs/ (default: a temp folder).')
 
@@ -273,7 +282,8 @@ def main(argv):
   f = flags.FLAGS
   result = run_benchmark(
       split_config_names(f.configs), trials=f.trials, out_dir=f.out,
-      first_seed=f.first_seed, num_steps=f.num_steps, keep_workdirs=f.keep_workdirs,
+      first_seed=f.first_seed, num_steps=f.num_steps, overrides=overrides_lib.parse(f.set),
+      keep_workdirs=f.keep_workdirs,
       log=lambda line: print(line, flush=True))
   print()
   print(result['table'], end='')

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from gan_jax.bench import overrides as overrides_lib
+
 METRICS = ('modes_captured', 'high_quality', 'reverse_kl', 'train_seconds')
 # The worst trial of each metric: min for the ones where more is better.
 WORST = {'modes_captured': min, 'high_quality': min, 'reverse_kl': max, 'train_seconds': max}
@@ -81,7 +83,7 @@ def _cell(mean, se, *, scale=1.0, digits=1, worst=None):
 def _our_line(r):
   s = r['summary']
   cell = lambda key, **kw: _cell(s[key]['mean'], s[key]['se'], worst=s[key]['worst'], **kw)
-  return (f"| {r['mixture']} | `{r['config']}` (ours) | {len(r['trials'])} "
+  return (f"| {r['mixture']} | {overrides_lib.row_label(r)} (ours) | {len(r['trials'])} "
           f"| {cell('modes_captured')} / {r['num_modes']} "
           f"| {s['all_modes']} / {len(r['trials'])} "
           f"| {cell('high_quality', scale=100)} "
