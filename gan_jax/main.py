@@ -125,6 +125,8 @@ def main(argv):
     if jax.process_count() == 1:
       raise
     distributed.exit_after_failure(e, timeout_s=_TIMEOUT.value)
+  if jax.process_count() == 1:  # (several processes leave together through jax.distributed)
+    preemption.finish_on_signal(0)
   if chief:
     print(workdir_lib.summary(workdir, seconds=time.monotonic() - start))
 

@@ -2,10 +2,14 @@
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from gan_jax import preemption
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_first_signal_sets_the_flag_and_a_second_does_not_interrupt(caplog):
@@ -44,3 +48,20 @@ def test_interrupted_carries_the_exit_status_and_the_step():
 
 def test_one_process_agrees_with_itself_at_every_step():
   assert preemption.agree(True, 3, 50) and not preemption.agree(False, 50, 50)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_training_finished_ends_the_process_as_finished(signum):
+  # What `gan_jax.main` installs once training is complete: the summary printed so far
+  # is kept, and the status says finished (0), not stopped early (143 / 130).
+  program = ('import os, signal, time\n'
+             'from gan_jax import preemption\n'
+             'preemption.finish_on_signal(0)\n'
+             "print('Finished: the summary', flush=False)\n"
+             f'os.kill(os.getpid(), {int(signum)})\n'
+             'time.sleep(30)\n'
+             "print('not reached')\n")
+  result = subprocess.run([sys.executable, '-c', program], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout == 'Finished: the summary\n'
