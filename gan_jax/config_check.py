@@ -98,7 +98,8 @@ def validate(config):
   eval_metrics = metrics.parse_metrics(config.eval.metrics,
                                        known=metrics.METRICS + (classifier_lib.ACCURACY,))
   class_metrics.check_config(eval_metrics, source=config.data.source,
-                             num_classes=models.generator_classes(config.model))
+                             num_classes=models.generator_classes(config.model),
+                             num_samples=config.eval.num_samples)
   if classifier_lib.ACCURACY in eval_metrics:
     classifier_lib.check_classifier(
         config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")

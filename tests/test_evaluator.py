@@ -138,7 +138,10 @@ def test_digits_proxy_prefers_digits_over_noise(digits_config, shared_cache):
   assert abs(real['proxy_confident'] - protocol['reference_confident_share']) < 0.1
   assert real['proxy_coverage_kl'] < 0.1
   assert protocol['reference']['num_examples'] == 300
-  assert len(list((shared_cache / 'reference').glob('digits-*-train-32x32x1-300-*.npz'))) == 1
+  # The cache file is named by the source (no toy mixture's name for digits).
+  assert len(list((shared_cache / 'reference').glob('digits-train-32x32x1-300-*.npz'))) == 1
+  assert protocol['input'] == ('32x32 images averaged over equal areas to 8x8 '
+                               '(digits_judge.to_digits_scale)')
 
 
 def test_reference_cache_is_reused_only_for_identical_data(tmp_path):
@@ -247,3 +250,55 @@ def test_missing_weights_fail_when_the_evaluator_is_built(digits_config, tmp_pat
   with pytest.raises(errors.MissingFileError,
                      match='fid_weights/pt_inception-2015-12-05-6726825d'):
     metrics.make_evaluator(config, data_shape=(32, 32, 1))
+
+
+@pytest.mark.parametrize('metric,num_samples,num_reference,message', [
+    ('is', 19, 100, r'at least 2 per split.*got 19.*>= 20'),
+    ('pr', 3, 100, r'more than 3 generated and real images: got 3 generated, 100 real'),
+    ('pr', 50, 3, r'got 50 generated, 3 real'),
+])
+def test_too_few_images_for_is_or_pr_is_refused_before_any_work(
+    digits_config, tmp_path, monkeypatch, metric, num_samples, num_reference, message):
+  # IS of one-sample splits is exactly 1, and PR's k-NN radii need k + 1 images: before,
+  # the first scored 1.0 and the second failed with a traceback after generating.
+  monkeypatch.setattr(inception_weights, 'find_weights', lambda *a, **k: pytest.fail('loaded'))
+  config = digits_config.copy_and_resolve_references()
+  config.eval.metrics = metric
+  config.eval.num_samples = num_samples
+  with pytest.raises(errors.ConfigError, match=message):
+    metrics.make_evaluator(config, data_shape=(32, 32, 1), num_reference=num_reference,
+                           cache_dir=tmp_path)
+
+
+def test_pr_counts_are_checked_against_the_images_the_split_has(digits_config, tmp_path,
+                                                                fake_inception, monkeypatch):
+  # Asking for 100 reference images of a split that has 3 leaves 3.
+  from gan_jax.metrics import reference  # pylint: disable=g-import-not-at-top
+  config = digits_config.copy_and_resolve_references()
+  config.eval.metrics, config.eval.num_samples = 'pr', 50
+  loader = reference.default_loader()
+  monkeypatch.setattr(reference, 'default_loader', lambda: (
+      lambda data, *, num_examples, **k: loader(data, num_examples=3, **k)))
+  with pytest.raises(errors.ConfigError, match='got 50 generated, 3 real'):
+    metrics.make_evaluator(config, data_shape=(32, 32, 1), num_reference=100,
+                           cache_dir=tmp_path, inception_variables=fake_inception)
+
+
+def test_kid_on_fewer_images_than_its_subsets_says_so(digits_config, tmp_path, fake_inception,
+                                                      caplog):
+  config = digits_config.copy_and_resolve_references()
+  config.eval.metrics, config.eval.num_samples = 'kid', 40
+  with caplog.at_level(logging.WARNING):
+    evaluator = metrics.make_evaluator(config, data_shape=(32, 32, 1), cache_dir=tmp_path,
+                                       inception_variables=fake_inception)
+  assert evaluator.protocol['kid']['subset_size'] == 40
+  assert "KID: subsets of 40 images (40 generated, 40 real), not torch-fidelity's 1000" in (
+      caplog.text)
+
+
+def test_cas_needs_a_sample_of_every_class(tmp_path):
+  from configs import cgan_digits  # pylint: disable=g-import-not-at-top
+  config = cgan_digits.get_config('smoke')
+  config.eval.metrics, config.eval.num_samples = 'cas', 9
+  with pytest.raises(errors.ConfigError, match=r'9 samples cycled over 10 classes.*>= 10'):
+    metrics.make_evaluator(config, data_shape=(8, 8, 1), cache_dir=tmp_path)

@@ -195,3 +195,50 @@ def test_kl_to_uniform_closed_forms():
   assert stats.kl_to_uniform([0, 7, 0, 0]) == pytest.approx(np.log(4))
   # Two of four bins equally full: KL = log(4 / 2); empty bins add nothing.
   assert stats.kl_to_uniform(np.array([3.0, 0.0, 3.0, 0.0])) == pytest.approx(np.log(2))
+
+
+def _is_by_hand(logits, splits, seed=2020):
+  """Inception Score from the definition with 0 log 0 = 0 (scipy's xlogy), rows
+  permuted as torch-fidelity does."""
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  z = np.asarray(logits, np.float64)[np.random.RandomState(seed).permutation(len(logits))]
+  p = special.softmax(z, axis=1)
+  scores = []
+  for i in range(splits):
+    part = p[i * len(p) // splits:(i + 1) * len(p) // splits]
+    q = part.mean(axis=0, keepdims=True)
+    scores.append(np.exp((special.xlogy(part, part) - special.xlogy(part, q)).sum(1).mean()))
+  return np.mean(scores), np.std(scores)
+
+
+@pytest.mark.parametrize('case', ['underflow', 'minus_inf'])
+def test_inception_score_takes_0_log_0_as_0(case):
+  # A probability that underflows to 0 (or a -inf logit) gave NaN: 0 * (-inf).
+  from gan_jax.metrics import sharded  # pylint: disable=g-import-not-at-top
+  if case == 'underflow':
+    logits = np.random.RandomState(3).randn(40, 10)
+    logits[:, 9] = -800.0
+  else:
+    logits = np.full((40, 10), -np.inf)
+    logits[np.arange(40), np.arange(40) % 5] = 0.0
+  expected = _is_by_hand(logits, splits=4)
+  assert np.all(np.isfinite(expected)) and expected[0] > 1
+  with np.errstate(divide='raise', invalid='raise'):  # no log 0 or 0 * inf on the way
+    np.testing.assert_allclose(stats.inception_score(logits, splits=4), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        sharded.inception_score(logits, start=0, num_rows=40, splits=4), expected, rtol=1e-12)
+
+
+def test_non_finite_features_are_refused_by_every_distance():
+  good = np.random.default_rng(0).standard_normal((20, 4))
+  bad = good.copy()
+  bad[3, 1] = np.nan
+  with pytest.raises(ValueError, match='1 of 80 values are NaN or infinite'):
+    stats.feature_statistics(bad)
+  mu, sigma = stats.feature_statistics(good)
+  with pytest.raises(ValueError, match='sigma2: 4 of 16'):
+    stats.frechet_distance(mu, sigma, mu, np.where(np.eye(4) > 0, np.inf, sigma))
+  with pytest.raises(ValueError, match='fake: 1 of 80'):
+    stats.kernel_inception_distance(good, bad, subset_size=10, num_subsets=2)
+  with pytest.raises(ValueError, match='real: 1 of 80'):
+    stats.precision_recall(bad, good)

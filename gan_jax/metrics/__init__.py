@@ -27,7 +27,7 @@ Public API:
       -> (mean, std)
   inception_score(logits, *, splits=10) -> (mean, std)
   precision_recall(real, fake, *, k=3) -> (precision, recall)
-  class_metrics.check_config(metrics, *, source, num_classes)  (ConfigError if unfit)
+  class_metrics.check_config(metrics, *, source, num_classes, num_samples=None)  (ConfigError if unfit)
   toy_mode_metrics(samples, centers, std, *, num_std=3.0) -> dict
   digits_judge.fitted_judge() -> DigitsJudge (the digits proxies' classifier)
   parse_metrics(spec, *, flag='--config.eval.metrics') -> tuple[str, ...]

@@ -34,7 +34,7 @@ def fake_per_class(num_samples, num_classes):
   return np.bincount(cycled_labels(0, num_samples, num_classes), minlength=num_classes)
 
 
-def check_config(metrics, *, source, num_classes):
+def check_config(metrics, *, source, num_classes, num_samples=None):
   """Raises ConfigError when a requested class-aware metric does not fit the run.
 
   Args:
@@ -42,6 +42,8 @@ def check_config(metrics, *, source, num_classes):
     source: config.data.source.
     num_classes: the classes the generator is conditioned on
       (`models.generator_classes`; 0: an unconditional G).
+    num_samples: the generated samples (cycled over the classes), or None to skip
+      the check that 'cas' gets at least one of every class.
   """
   for metric in ('intra_fid', 'cas'):
     if metric in metrics and num_classes < 1:
@@ -54,6 +56,11 @@ def check_config(metrics, *, source, num_classes):
         f'metric "cas" needs a classifier of the generated classes; one exists for '
         f'data.source digits with model.num_classes={digits_judge.NUM_DIGITS} (the digits '
         f'judge), not {source!r} with {num_classes} classes.')
+  if 'cas' in metrics and num_samples is not None and num_samples < num_classes:
+    raise errors.ConfigError(
+        f'metric "cas" reports the accuracy of every class, and {num_samples} samples cycled '
+        f'over {num_classes} classes leave classes without one: use --num_samples / '
+        f'config.eval.num_samples >= {num_classes}.')
 
 
 def check_intra_fid_counts(num_samples, real_labels, num_classes):

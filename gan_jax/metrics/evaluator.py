@@ -131,7 +131,7 @@ class Evaluator:
     self._devices = list(devices) if devices is not None else jax.local_devices()
     self.rows = exchange.process_share(self._num_samples)
     class_metrics.check_config(self.metrics, source=self._source,
-                               num_classes=self._num_classes)
+                               num_classes=self._num_classes, num_samples=self._num_samples)
     num_reference = int(num_reference or ev.get('num_reference', None) or self._num_samples)
     split = reference_split or ev.get('reference_split', None) or config.data.split
     references = dict(config=config, split=split, num_examples=num_reference,
@@ -155,6 +155,7 @@ class Evaluator:
         raise errors.ConfigError(
             f'metrics {wanted} need images, but the data shape is {self._data_shape}; for '
             '2-D toy data use config.eval.metrics="proxy" (--metrics=proxy).')
+      _check_counts(self.metrics, num_fake=self._num_samples, num_real=num_reference)
       self._setup_inception(config, references, inception_weights, inception_variables,
                             inception_batch_size)
 
@@ -178,9 +179,16 @@ class Evaluator:
           f'metrics "proxy" exist for data.source digits and toy, not {self._source!r}; use '
           'fid / is / kid / pr (they need the Inception weights).')
     self._judge = judge = digits_judge.fitted_judge()
+    height, width = self._data_shape[:2]
+    # The judge sees 8x8 digits; its test numbers are of 8x8 digits, so at another
+    # resolution the record says how the samples got there.
+    judge_input = ('8x8 images as they are' if (height, width) == (8, 8) else
+                   f'{height}x{width} images averaged over equal areas to 8x8 '
+                   '(digits_judge.to_digits_scale)')
     if 'cas' in self.metrics:
       self.protocol['cas'] = dict(
-          classifier=digits_judge.DESCRIPTION, judge_test_accuracy=judge.test_accuracy,
+          classifier=digits_judge.DESCRIPTION, input=judge_input,
+          judge_test_accuracy=judge.test_accuracy,
           cas='share of samples whose top class is the label they were generated with',
           cas_confident=('share of samples whose top class is their label with probability '
                          f'>= {digits_judge.CONFIDENCE}'),
@@ -196,7 +204,7 @@ class Evaluator:
         judge.probabilities_from_features(self._proxy_ref['features']))
     self.protocol['proxy'] = dict(
         kind='digits judge (offline FID / coverage proxy)', judge=digits_judge.DESCRIPTION,
-        extractor=extractor, features='45 one-vs-one SVC decision values',
+        input=judge_input, extractor=extractor, features='45 one-vs-one SVC decision values',
         confidence=digits_judge.CONFIDENCE, judge_test_accuracy=judge.test_accuracy,
         judge_test_confident_share=judge.test_confident_share,
         reference_confident_share=real_confident,
@@ -231,6 +239,12 @@ class Evaluator:
                                 extract=lambda x: self._features(x)['pool3'],
                                 labels='intra_fid' in self.metrics)
     n_ref, split = self._ref['num_examples'], references['split']
+    _check_counts(self.metrics, num_fake=self._num_samples, num_real=n_ref)  # what the split had
+    if 'kid' in self.metrics and min(n_ref, self._num_samples) < protocols.KID_SUBSET_SIZE:
+      logging.warning(
+          'KID: subsets of %d images (%d generated, %d real), not torch-fidelity\'s %d, '
+          'which refuses fewer images: compare such values only with each other.',
+          min(n_ref, self._num_samples), self._num_samples, n_ref, protocols.KID_SUBSET_SIZE)
     data_name = '/'.join(p for p in (config.data.source, config.data.get('name', '')) if p)
     self._real_images = f'({data_name} split {split!r}), resized by {inception.RESIZE_METHOD}'
     self.protocol['inception'] = dict(
@@ -354,7 +368,7 @@ class Evaluator:
     if 'is' in self.metrics:
       out['is_mean'], out['is_std'] = sharded.inception_score(
           feats['logits'], start=start, num_rows=self._num_samples,
-          splits=min(protocols.IS_SPLITS, self._num_samples))
+          splits=protocols.IS_SPLITS)
     if 'kid' in self.metrics:
       out['kid_mean'], out['kid_std'] = sharded.kernel_inception_distance(
           real, everyone, subset_size=min(protocols.KID_SUBSET_SIZE, len(real), len(everyone)),
@@ -373,6 +387,23 @@ class Evaluator:
                    self.protocol['intra_fid']['fake_per_class_range'],
                    self.protocol['intra_fid']['real_per_class_range'], self._real_images)
     return out, per_class
+
+
+def _check_counts(metrics, *, num_fake, num_real):
+  """Raises ConfigError when IS or precision / recall cannot be computed from these many
+  generated (`num_fake`) and real (`num_real`) images."""
+  if 'is' in metrics and num_fake < 2 * protocols.IS_SPLITS:
+    raise errors.ConfigError(
+        f'The Inception Score averages over {protocols.IS_SPLITS} splits of the generated '
+        f'images and needs at least 2 per split (a split of one scores exactly 1): got '
+        f'{num_fake}. Use --num_samples / config.eval.num_samples >= '
+        f'{2 * protocols.IS_SPLITS} (published IS: 50,000).')
+  if 'pr' in metrics and min(num_fake, num_real) <= protocols.PR_K:
+    raise errors.ConfigError(
+        f'Precision / recall compare each image with its {protocols.PR_K} nearest neighbours '
+        f'and need more than {protocols.PR_K} generated and real images: got {num_fake} '
+        f'generated, {num_real} real. Raise --num_samples / --num_reference (or '
+        'config.eval.num_samples / num_reference).')
 
 
 def make_evaluator(config, *, data_shape, **kwargs):

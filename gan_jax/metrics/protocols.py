@@ -35,7 +35,7 @@ def inception_metrics(metrics, *, num_real, num_fake, split):
   if 'is' in metrics:
     out['is'] = dict(implementation='torch-fidelity 0.4.0 isc_features_to_metric',
                      logits='pool3 @ fc.weight^T (logits_unbiased)',
-                     splits=min(IS_SPLITS, num_fake), shuffle=True, seed=IS_SEED)
+                     splits=IS_SPLITS, shuffle=True, seed=IS_SEED)
   if 'kid' in metrics:
     out['kid'] = dict(implementation='torch-fidelity 0.4.0 kid_features_to_metric',
                       kernel='(x.y / 2048 + 1)^3, unbiased MMD^2',

@@ -113,7 +113,8 @@ def reference_features(data_config, *, data_shape, split, num_examples, extracto
              requested=int(num_examples), num_examples=len(images), content_sha256=content,
              extractor=extractor_id)
   source = data.get('source', 'data')
-  name = data.get('name') or data.get('toy') or ''
+  # The file's name is for people (the key decides): data.toy names only toy mixtures.
+  name = data.get('name') or (data.get('toy') if source == 'toy' else '') or ''
   stem = '-'.join(str(p) for p in (source, name, split, 'x'.join(map(str, data_shape)),
                                    len(images)) if p != '')
   root = Path(cache_dir) if cache_dir else cache.cache_dir()

@@ -87,12 +87,14 @@ def inception_score(local_logits, *, start, num_rows, splits=10, shuffle=True, s
   log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
   p = np.exp(log_p)
   one_hot = (split[None, :] == np.arange(splits)[:, None]).astype(np.float64)
-  rows = np.concatenate([np.ones((len(z), 1)), p, (p * log_p).sum(axis=1, keepdims=True)],
-                        axis=1)
+  # 0 log 0 = 0 (a probability that underflowed to 0), as `stats.inception_score`.
+  with np.errstate(invalid='ignore'):  # -inf logits: 0 * -inf, then dropped
+    p_log_p_rows = np.where(p > 0, p * log_p, 0.0).sum(axis=1, keepdims=True)
+  rows = np.concatenate([np.ones((len(z), 1)), p, p_log_p_rows], axis=1)
   totals = exchange.sum_across(one_hot @ rows)  # [splits, 1 + C + 1]
   count, p_sum, p_log_p = totals[:, 0], totals[:, 1:-1], totals[:, -1]
   # mean_i KL(p_i || q) with q = p_sum / count: (sum p log p - p_sum . log q) / count.
-  log_q = np.log(p_sum / count[:, None])
+  log_q = np.log(np.where(p_sum > 0, p_sum / count[:, None], 1.0))  # p_sum = 0 adds 0
   kl = (p_log_p - (p_sum * log_q).sum(axis=1)) / count
   scores = np.exp(kl)
   return float(np.mean(scores)), float(np.std(scores))

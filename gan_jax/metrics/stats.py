@@ -19,6 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _check_finite(name, x):
+  """Raises ValueError when `x` holds NaN or inf (every metric would be NaN or garbage)."""
+  bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+  if bad:
+    raise ValueError(f'{name}: {bad} of {np.size(x)} values are NaN or infinite; a metric '
+                     'of such features means nothing (check the images and the network).')
+
+
 def feature_statistics(features):
   """Mean and covariance of features, as pytorch-fid computes them.
 
@@ -32,6 +40,7 @@ def feature_statistics(features):
   x = np.asarray(features, dtype=np.float64)
   if x.ndim != 2 or x.shape[0] < 2:
     raise ValueError(f'features must be [N >= 2, D], got shape {x.shape}')
+  _check_finite('features', x)
   return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
@@ -54,13 +63,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     sigma1, sigma2: f[D, D] covariances (symmetric PSD).
 
   Returns:
-    A Python float (>= 0 up to rounding).
+    A Python float, >= 0 up to rounding: for (nearly) identical sets it may be a
+    tiny negative number, as pytorch-fid's (-1e-5 for 300 samples of 2048 features
+    against themselves), since tr S1 + tr S2 - 2 tr sqrt(.) cancels in float64.
   """
   mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
   s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
   if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
     raise ValueError(f'shape mismatch: mu {mu1.shape} / {mu2.shape}, '
                      f'sigma {s1.shape} / {s2.shape}')
+  for name, value in (('mu1', mu1), ('sigma1', s1), ('mu2', mu2), ('sigma2', s2)):
+    _check_finite(name, value)
   root1 = _psd_sqrt(s1)
   middle = root1 @ s2 @ root1
   middle = 0.5 * (middle + middle.T)  # exactly symmetric for eigvalsh
@@ -204,6 +217,8 @@ def kernel_inception_distance(real, fake, *, subset_size=1000, num_subsets=100, 
   y = np.asarray(fake, np.float64)
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
     raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
+  _check_finite('real', x)
+  _check_finite('fake', y)
   rows_x, rows_y = kid_subsets(len(x), len(y), subset_size=subset_size,
                                num_subsets=num_subsets, seed=seed)
   values = kid_subset_values(
@@ -261,8 +276,13 @@ def inception_score(logits, *, splits=10, shuffle=True, seed=2020):
   scores = []
   for i in range(splits):
     lo, hi = i * n // splits, (i + 1) * n // splits
-    log_q = np.log(p[lo:hi].mean(axis=0, keepdims=True))
-    kl = (p[lo:hi] * (log_p[lo:hi] - log_q)).sum(axis=1).mean()
+    q = p[lo:hi].mean(axis=0, keepdims=True)
+    log_q = np.log(np.where(q > 0, q, 1.0))  # q = 0: every p of that class is 0 (below)
+    # 0 log 0 = 0: a probability that underflowed to 0 adds nothing (torch-fidelity
+    # gives NaN there; every finite value is the same).
+    with np.errstate(invalid='ignore'):  # -inf logits: 0 * -inf, then dropped
+      terms = np.where(p[lo:hi] > 0, p[lo:hi] * (log_p[lo:hi] - log_q), 0.0)
+    kl = terms.sum(axis=1).mean()
     scores.append(np.exp(kl))
   return float(np.mean(scores)), float(np.std(scores))
 
@@ -368,6 +388,8 @@ def precision_recall(real, fake, *, k=3, block_size=1024):
   y = np.asarray(fake, pr_dtype())
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
     raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
+  _check_finite('real', x)
+  _check_finite('fake', y)
   if min(len(x), len(y)) <= k:
     raise ValueError(f'precision/recall with k={k} needs more than {k} samples per set, '
                      f'got {len(x)} real and {len(y)} fake')
