@@ -20,6 +20,7 @@ from gan_jax import workdir
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
 from gan_jax.metrics import classifier as classifier_lib
+from gan_jax.metrics import evaluator as evaluator_lib
 
 # (field, smallest allowed value): counts and intervals of config.train / .eval.
 _MINIMA = (
@@ -100,6 +101,9 @@ def validate(config):
   class_metrics.check_config(eval_metrics, source=config.data.source,
                              num_classes=models.generator_classes(config.model),
                              num_samples=config.eval.num_samples)
+  evaluator_lib.check_counts(
+      eval_metrics, num_fake=config.eval.num_samples,
+      num_real=config.eval.get('num_reference', 0) or config.eval.num_samples)
   if classifier_lib.ACCURACY in eval_metrics:
     classifier_lib.check_classifier(
         config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")

@@ -12,7 +12,7 @@ The checkpoint's EMA generator (newest step unless --step) draws --num_samples
 samples from z ~ N(0, I) (--seed) and is compared with reference features of the
 run's data set (--reference_split, default config.eval.reference_split, else the
 training split config.data.split; --num_reference
-images, default --num_samples), cached on disk. The result, with the protocol
+images, default config.eval.num_reference, else --num_samples), cached on disk. The result, with the protocol
 spelled out (implementation, weights hash, resolution, reference split and size,
 number of samples), is printed as JSON and written to --output (default
 `<workdir>/eval/step_<step>.json`). Conditional models are sampled with the
@@ -66,8 +66,9 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     metrics: comma list (or a list) of metric names (`KNOWN_METRICS`: those of
       `metrics.METRICS`, and 'accuracy').
     num_samples: generated samples (>= 2).
-    num_reference: reference examples (None: num_samples).
-    reference_split: reference split (None: config.data.split).
+    num_reference: reference examples (None: config.eval.num_reference, else num_samples).
+    reference_split: reference split (None: config.eval.reference_split, else
+      config.data.split).
     inception_weights: weights path (None: config / environment / cache search).
     seed: latent seed.
     batch_size: latents per generator call (>= 1).
@@ -155,9 +156,11 @@ def _define_flags():
   flags.DEFINE_string('metrics', 'fid', 'Comma list of: ' + ', '.join(KNOWN_METRICS) + '.')
   flags.DEFINE_integer('num_samples', 50000, 'Generated samples.', lower_bound=2)
   flags.DEFINE_integer('num_reference', None, 'Reference (real) examples (default: '
-                       '--num_samples; fewer if the split is smaller).', lower_bound=2)
+                       'config.eval.num_reference, else --num_samples; fewer if the split '
+                       'is smaller).', lower_bound=2)
   flags.DEFINE_string('reference_split', None,
-                      'Split of the reference set (default: config.data.split).')
+                      'Split of the reference set (default: config.eval.reference_split, '
+                      'else config.data.split).')
   flags.DEFINE_string('inception_weights', None,
                       'pt_inception-2015-12-05-6726825d.pth (default: config.eval.'
                       'inception_weights, $GAN_JAX_INCEPTION_WEIGHTS, cache).')

@@ -174,7 +174,8 @@ class SampleGrids:
     image = writers.samples_to_image(samples, reference=self._reference,
                                      columns=self._columns)
     # The PNG is the mark a resumed run checks ("is this step's grid written?"), so it
-    # comes after the TensorBoard image is on disk (`write_image` flushes).
+    # comes after the TensorBoard image is on disk (`write_image` flushes). A kill
+    # between the two leaves this step's image in TensorBoard twice (the same image).
     self._writer.write_image(step, 'samples', image)
     writers.save_png(self.path(step), image)
 

@@ -88,6 +88,7 @@ def finish_on_signal(status=0):
   the summary or the interpreter's shutdown can no longer interrupt (the default
   action would report status 143 / 130, as if the run had stopped early)."""
   def finish(signum, frame):  # pylint: disable=unused-argument
+    logging.shutdown()  # flushes every log handler (absl's --log_dir files too)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # pylint: disable=protected-access

@@ -16,8 +16,10 @@ newest checkpoint unless --step. Without --truncation, --seed=S draws the latent
 """
 
 import os
+import shutil
 
 from absl import flags
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,7 +192,7 @@ def write_samples(samples, output, *, labels=None, columns=None):
   """
   kind = output_kind(output)
   if kind == 'npz':
-    arrays = {'samples': samples.astype(np.float32)}
+    arrays = {'samples': np.asarray(samples, np.float32)}
     if labels is not None:
       arrays['labels'] = np.asarray(labels, np.int32)
     writers.save_npz(output, **arrays)
@@ -201,27 +203,38 @@ def write_samples(samples, output, *, labels=None, columns=None):
       raise errors.ConfigError('A folder of PNG files needs image samples; use .npz or .png '
                                'for 2-D data.')
     check_folder_output(output)
-    # Locally the PNGs go to a hidden folder renamed at the end: a killed run leaves no
-    # half-filled folder for an FID tool to read as complete.
-    remote = '://' in output
     target = output.rstrip('/') or output
-    folder = target if remote else os.path.join(
-        os.path.dirname(os.path.abspath(target)),
-        f'.{os.path.basename(target)}.partial-{os.getpid()}')
-    for i, image in enumerate(samples):
-      pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
-      writers.save_png(os.path.join(folder, f'{i:06d}.png'),
-                       pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    if not remote:
-      if os.path.isdir(target):  # empty (checked above): replaced by the full folder
-        os.rmdir(target)
-      os.replace(folder, target)
+    # A new local folder is filled under a hidden name and renamed when complete, so a
+    # killed run leaves no half-filled folder for an FID tool to read as complete. An
+    # existing (empty) folder, e.g. a mount point, and remote folders are written in place.
+    staged = '://' not in target and not os.path.exists(target)
+    folder = (os.path.join(os.path.dirname(os.path.abspath(target)),
+                           f'.{os.path.basename(target)}.partial-{os.getpid()}')
+              if staged else target)
+    try:
+      for i, image in enumerate(samples):
+        pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
+        writers.save_png(os.path.join(folder, f'{i:06d}.png'),
+                         pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+      if staged:
+        os.replace(folder, target)
+    except BaseException:
+      if staged:
+        shutil.rmtree(folder, ignore_errors=True)
+      raise
 
 
 def check_folder_output(output):
-  """Raises ConfigError when the folder `output` exists and holds anything: files of an
-  earlier, larger run would be mixed with these (an FID tool reads every file)."""
-  if os.path.isdir(output) and os.listdir(output):
+  """Raises ConfigError when `output` (local or remote) is a file, or a folder that holds
+  anything: files of an earlier, larger run would be mixed with these (an FID tool
+  reads every file)."""
+  path = epath.Path(output)
+  if not path.exists():
+    return
+  if not path.is_dir():
+    raise errors.ConfigError(f'--output={output} is a file, not a folder; pass a folder '
+                             '(ending with /) for one PNG per sample.')
+  if any(True for _ in path.iterdir()):
     raise errors.ConfigError(
         f'--output={output} is a folder that already holds files; PNGs of another run '
         'would be mixed with these. Pass a new folder, or empty this one.')

@@ -215,9 +215,23 @@ def save_png(path, image):
 def save_npz(path, **arrays):
   """Writes named arrays to an `.npz` file whole (local or remote), creating folders: a
   run killed mid-write leaves the old file (or none), never a truncated archive."""
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  _write_whole(path, buffer.getvalue())
+  if '://' in str(path):  # object stores replace an object whole; it is built in memory
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _write_whole(path, buffer.getvalue())
+    return
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  # Streamed to a unique file beside `path`, then renamed (no copy of the archive in memory).
+  tmp = os.path.join(path.parent, f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
+  try:
+    with open(tmp, 'xb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def samples_to_image(samples, *, reference=None, columns=None):
@@ -251,7 +265,12 @@ class EventFile:
       this and later steps written before (a killed attempt's); None for a new run.
   """
 
+  # Events also reach the disk (or the object store) at least this often, so that a
+  # live TensorBoard follows the run between checkpoints.
+  FLUSH_SECONDS = 30.0
+
   def __init__(self, logdir, *, purge_step=None):
+    self._flushed = time.monotonic()
     epath.Path(logdir).mkdir(parents=True, exist_ok=True)
     # tensorboardX names the file by the second it was opened, and a writer opened
     # in the same second (a quick resume) would overwrite it: the nanoseconds keep
@@ -266,6 +285,8 @@ class EventFile:
     event.wall_time = time.time()
     event.step = int(step)
     self._file.write_event(event)
+    if time.monotonic() - self._flushed > self.FLUSH_SECONDS:
+      self.flush()
 
   def scalar(self, tag, value, step):
     """Logs a float at `step`."""
@@ -279,6 +300,7 @@ class EventFile:
   def flush(self):
     """Puts every event logged so far on disk."""
     self._file.flush()
+    self._flushed = time.monotonic()
 
   def close(self):
     """Flushes and closes the file."""

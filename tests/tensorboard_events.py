@@ -1,9 +1,10 @@
 """Reads a workdir's TensorBoard event files as TensorBoard shows them (for tests).
 
-tensorboardX writes TFRecord files of `Event` protos: per record a little-endian
-uint64 length, its CRC, the bytes and their CRC. A resumed `SummaryWriter(purge_step=S)`
-first writes a SessionLog START event at step S, and TensorBoard then hides every
-earlier-written event of step >= S: `shown` applies that rule.
+Event files are TFRecord files of `Event` protos: per record a little-endian uint64
+length, its CRC, the bytes and their CRC. A resumed writer first writes a SessionLog
+START event at step S, and TensorBoard then hides every
+earlier-written event of step >= S: `shown` applies that rule (gan_jax's
+`writers.EventFile(purge_step=S)` writes the same event).
 """
 
 import glob

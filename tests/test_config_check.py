@@ -154,3 +154,13 @@ def test_augmenting_two_dimensional_points_is_refused():
   config.loss.bcr_real_weight = 1.0
   with pytest.raises(errors.ConfigError, match=r"bcr_policy='cutout' augment images"):
     config_check.validate(config)
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'eval.metrics': 'is', 'eval.num_samples': 10}, 'at least 2 per split'),
+    ({'eval.metrics': 'fid,pr', 'eval.num_samples': 100, 'eval.num_reference': 3},
+     'got 100 generated, 3 real'),
+])
+def test_too_few_evaluation_images_are_refused_before_training(overrides, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(tiny_config(**overrides))

@@ -28,6 +28,8 @@ def _unit(path):
 
 def _imported_units(tree):
   for node in ast.walk(tree):
+    # The package imports absolutely: a relative import would hide from this scan.
+    assert not (isinstance(node, ast.ImportFrom) and node.level), ast.unparse(node)
     if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
       parts = node.module.split('.')
       if parts[0] != 'gan_jax':

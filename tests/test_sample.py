@@ -142,7 +142,7 @@ def test_a_folder_of_pngs_appears_whole_and_is_never_mixed_with_another_run(tmp_
   np.testing.assert_array_equal(pixels, np.round((samples[2, ..., 0] + 1) * 127.5))
   with pytest.raises(errors.ConfigError, match='already holds files'):
     sample.write_samples(samples[:2], str(tmp_path / 'pngs'))
-  (tmp_path / 'empty').mkdir()  # an empty folder is fine
+  (tmp_path / 'empty').mkdir()  # an empty folder (a mount point, say) is written in place
   sample.write_samples(samples, str(tmp_path / 'empty'))
   assert len(os.listdir(tmp_path / 'empty')) == 3
 
@@ -157,3 +157,7 @@ def test_a_folder_of_pngs_appears_whole_and_is_never_mixed_with_another_run(tmp_
   with pytest.raises(KeyboardInterrupt):
     sample.write_samples(samples, str(tmp_path / 'late'))
   assert not (tmp_path / 'late').exists()
+  assert not [name for name in os.listdir(tmp_path) if 'partial' in name]  # cleaned up
+  (tmp_path / 'a_file').write_text('x')
+  with pytest.raises(errors.ConfigError, match='is a file, not a folder'):
+    sample.check_folder_output(str(tmp_path / 'a_file'))

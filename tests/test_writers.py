@@ -205,3 +205,14 @@ def test_save_npz_replaces_a_file_only_when_the_new_one_is_whole(tmp_path, monke
   with np.load(path) as f:  # the old file, untouched; no temporary file left beside it
     assert f['samples'].tolist() == [1, 1, 1]
   assert os.listdir(path.parent) == ['samples.npz']
+
+
+def test_events_reach_the_disk_on_their_own_every_few_seconds(tmp_path, monkeypatch):
+  # A live TensorBoard sees a run between checkpoints, without a flush call.
+  writer = writers.EventFile(tmp_path / 'tensorboard')
+  writer.scalar('d_loss', 1.0, 1)
+  assert ('scalar', 'd_loss') not in tensorboard_events.shown(str(tmp_path))  # buffered
+  monkeypatch.setattr(writers.EventFile, 'FLUSH_SECONDS', 0.0)
+  writer.scalar('d_loss', 2.0, 2)
+  assert tensorboard_events.shown(str(tmp_path))[('scalar', 'd_loss')] == {1: 1.0, 2: 2.0}
+  writer.close()

@@ -21,7 +21,6 @@ probabilities are not calibrated (over-confident), so its shares run higher.
 """
 
 import functools
-import json
 import sys
 
 from absl import flags
@@ -34,6 +33,7 @@ from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import models
 from gan_jax import sample
+from gan_jax.bench import report_files
 from gan_jax.metrics import digits_judge as judge_lib
 from gan_jax.metrics import sampling
 
@@ -181,8 +181,7 @@ def main(argv):
   result = run_check(f.workdir, num_samples=f.num_samples, seed=f.seed, threshold=f.threshold)
   print(format_report(result))
   if f.json:
-    with open(f.json, 'w', encoding='utf-8') as out:
-      json.dump(result, out, indent=2)
+    report_files.write_json(f.json, result)
   sys.exit(0 if result['passed'] else 1)
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import tempfile
+import uuid
 
 import numpy as np
 
@@ -77,9 +77,11 @@ def save_npz(path, key, arrays):
   path.parent.mkdir(parents=True, exist_ok=True)
   # A concurrent reader (another process evaluating) sees either the old file or
   # the complete new one, never a half-written archive.
-  fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.npz.tmp')
+  # A unique name opened with 'xb', not tempfile.mkstemp, whose files only their owner
+  # may read: a cache folder shared by a team stays readable under the umask.
+  tmp = path.parent / f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp'
   try:
-    with os.fdopen(fd, 'wb') as f:
+    with open(tmp, 'xb') as f:
       np.savez(f, **{_KEY_FIELD: np.array(key_json(key))},
                **{k: np.asarray(v) for k, v in arrays.items()})
     os.replace(tmp, path)

@@ -155,7 +155,7 @@ class Evaluator:
         raise errors.ConfigError(
             f'metrics {wanted} need images, but the data shape is {self._data_shape}; for '
             '2-D toy data use config.eval.metrics="proxy" (--metrics=proxy).')
-      _check_counts(self.metrics, num_fake=self._num_samples, num_real=num_reference)
+      check_counts(self.metrics, num_fake=self._num_samples, num_real=num_reference)
       self._setup_inception(config, references, inception_weights, inception_variables,
                             inception_batch_size)
 
@@ -239,7 +239,8 @@ class Evaluator:
                                 extract=lambda x: self._features(x)['pool3'],
                                 labels='intra_fid' in self.metrics)
     n_ref, split = self._ref['num_examples'], references['split']
-    _check_counts(self.metrics, num_fake=self._num_samples, num_real=n_ref)  # what the split had
+    stats.check_finite('the reference features', self._ref['features'])
+    check_counts(self.metrics, num_fake=self._num_samples, num_real=n_ref)  # what the split had
     if 'kid' in self.metrics and min(n_ref, self._num_samples) < protocols.KID_SUBSET_SIZE:
       logging.warning(
           'KID: subsets of %d images (%d generated, %d real), not torch-fidelity\'s %d, '
@@ -356,6 +357,7 @@ class Evaluator:
     """(results, per_class) of the Inception metrics of this process's samples."""
     feats = self._features(samples)
     pool3, start = feats['pool3'], self.rows[0]
+    stats.check_finite('the generated images\' Inception features', pool3)
     out, per_class = {}, {}
     everyone = (exchange.gather_rows(pool3)
                 if any(m in GATHERED_METRICS for m in self.metrics) else None)
@@ -389,9 +391,9 @@ class Evaluator:
     return out, per_class
 
 
-def _check_counts(metrics, *, num_fake, num_real):
+def check_counts(metrics, *, num_fake, num_real):
   """Raises ConfigError when IS or precision / recall cannot be computed from these many
-  generated (`num_fake`) and real (`num_real`) images."""
+  generated (`num_fake`) and real (`num_real`) images (ints >= 1)."""
   if 'is' in metrics and num_fake < 2 * protocols.IS_SPLITS:
     raise errors.ConfigError(
         f'The Inception Score averages over {protocols.IS_SPLITS} splits of the generated '

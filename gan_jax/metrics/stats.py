@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _check_finite(name, x):
-  """Raises ValueError when `x` holds NaN or inf (every metric would be NaN or garbage)."""
+def check_finite(name, x):
+  """Raises ValueError naming `name` when the array `x` (any shape) holds NaN or inf:
+  every metric of it would be NaN or garbage."""
   bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
   if bad:
     raise ValueError(f'{name}: {bad} of {np.size(x)} values are NaN or infinite; a metric '
@@ -40,7 +41,7 @@ def feature_statistics(features):
   x = np.asarray(features, dtype=np.float64)
   if x.ndim != 2 or x.shape[0] < 2:
     raise ValueError(f'features must be [N >= 2, D], got shape {x.shape}')
-  _check_finite('features', x)
+  check_finite('features', x)
   return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
@@ -73,7 +74,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     raise ValueError(f'shape mismatch: mu {mu1.shape} / {mu2.shape}, '
                      f'sigma {s1.shape} / {s2.shape}')
   for name, value in (('mu1', mu1), ('sigma1', s1), ('mu2', mu2), ('sigma2', s2)):
-    _check_finite(name, value)
+    check_finite(name, value)
   root1 = _psd_sqrt(s1)
   middle = root1 @ s2 @ root1
   middle = 0.5 * (middle + middle.T)  # exactly symmetric for eigvalsh
@@ -217,8 +218,8 @@ def kernel_inception_distance(real, fake, *, subset_size=1000, num_subsets=100, 
   y = np.asarray(fake, np.float64)
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
     raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
-  _check_finite('real', x)
-  _check_finite('fake', y)
+  check_finite('real', x)
+  check_finite('fake', y)
   rows_x, rows_y = kid_subsets(len(x), len(y), subset_size=subset_size,
                                num_subsets=num_subsets, seed=seed)
   values = kid_subset_values(
@@ -388,8 +389,8 @@ def precision_recall(real, fake, *, k=3, block_size=1024):
   y = np.asarray(fake, pr_dtype())
   if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
     raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
-  _check_finite('real', x)
-  _check_finite('fake', y)
+  check_finite('real', x)
+  check_finite('fake', y)
   if min(len(x), len(y)) <= k:
     raise ValueError(f'precision/recall with k={k} needs more than {k} samples per set, '
                      f'got {len(x)} real and {len(y)} fake')
