@@ -84,7 +84,7 @@ def _start_processes():
 
 
 def main(argv):
-  """`python -m gan_jax.main` (absl parses the flags; extra arguments are refused)."""
+  """The `python -m gan_jax.main` program (its flags parsed by absl)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   if _LIST.value:

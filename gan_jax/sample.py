@@ -296,7 +296,7 @@ def _requested(config, f):
 
 
 def main(argv):
-  """`python -m gan_jax.sample` (absl parses the flags; extra arguments are refused)."""
+  """The `python -m gan_jax.sample` program (its flags parsed by absl)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS

@@ -58,7 +58,7 @@ def measure(config, workdir):
 
 
 def main(argv):
-  """`python -m gan_jax.bench.input_wait` (absl parses the flags)."""
+  """The `python -m gan_jax.bench.input_wait` program (its flags parsed by absl)."""
   del argv
   from configs import dcgan_celeba  # pylint: disable=g-import-not-at-top
   from configs import dcgan_digits  # pylint: disable=g-import-not-at-top

@@ -303,7 +303,7 @@ def _define_flags():
 
 
 def main(argv):
-  """`python -m gan_jax.bench.throughput` (absl parses the flags; extra arguments are refused)."""
+  """The `python -m gan_jax.bench.throughput` program (its flags parsed by absl)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
