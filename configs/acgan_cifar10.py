@@ -2,12 +2,15 @@
 
   python -m gan_jax.main --config=acgan_cifar10
 
-As StudioGAN's `ACGAN-Mod` (CIFAR10/ACGAN-Mod.yaml): conditional-BN generator, a
+After StudioGAN's `ACGAN-Mod` (CIFAR10/ACGAN-Mod.yaml): conditional-BN generator, a
 discriminator whose head also predicts the class (cross-entropy weight
-`loss.aux_weight` 1.0 on real and fake in D, on fake in G), hinge loss,
-spectral norm. Networks: torch_mimicry's 32 px ResNet (the same G as cGAN-PD);
-training as the SNGAN configs (Adam 2e-4 (0, 0.9), n_critic 5, batch 64, 100k
-steps, linear decay). Published: StudioGAN ACGAN-Mod CIFAR-10 (docs/benchmarks.md).
+`loss.aux_weight` 1.0), hinge loss. Networks: torch_mimicry's 32 px ResNet (the
+same G as cGAN-PD, spectral norm in D); training as the SNGAN configs (Adam 2e-4
+(0, 0.9), n_critic 5, batch 64, 100k steps, linear decay). StudioGAN's ACGAN-Mod
+differs: no spectral norm in D, the class loss in D on real images only (here on
+real and fake; in G on fake in both), Adam (0.5, 0.999, eps 1e-6) at a constant
+rate, nearest (not bilinear) upsampling, horizontal flips. Published: StudioGAN
+ACGAN-Mod CIFAR-10 (docs/benchmarks.md).
 
 Variants: `:smoke`.
 """

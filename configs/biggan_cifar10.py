@@ -6,13 +6,16 @@
 Networks: StudioGAN's `big_resnet` at 32 px (ngf = ndf = 96, z 80 split
 hierarchically, shared class embedding 128, self-attention at 16x16 in G and D,
 spectral norm in G and D, projection D, 10 classes). Training as StudioGAN's
-defaults: hinge loss, Adam 2e-4 / 2e-4 (0.5, 0.999), 5 D steps per G step, batch
-64, 100k G steps, EMA 0.9999 from step 1000. Published (docs/benchmarks.md):
-StudioGAN BigGAN CIFAR-10 FID 4.2 (50k).
+defaults: hinge loss, Adam 2e-4 / 2e-4 (0.5, 0.999, eps 1e-6), 5 D steps per G
+step, batch 64, 100k G steps, EMA 0.9999 from step 1000 (StudioGAN also flips images
+horizontally, which gan_jax does not). Published (docs/benchmarks.md): StudioGAN
+BigGAN CIFAR-10 FID 4.2 (50k).
 
 Variants (combinable, e.g. `:diffaug,data=20`):
-  `:diffaug`  DiffAugment 'translation,cutout' on every image D sees
-              (StudioGAN's BigGAN-DiffAug.yaml, 200k steps);
+  `:diffaug`  DiffAugment 'translation,cutout' on every image D sees, for 200k
+              steps (the policy of Zhao et al.'s BigGAN CIFAR scripts, whose numbers
+              are below; StudioGAN's BigGAN-DiffAug.yaml uses 'color,translation,
+              cutout'; their scripts also differ: batch 50, 4 D steps, no attention);
   `:data=P`   train on P% of the training split (class-balanced, seeded): the
               data-efficiency setting of Zhao et al. 2020, whose BigGAN FID-10k
               with DiffAugment at 100 / 20 / 10% data was 8.70 / 14.04 / 22.40,
@@ -36,7 +39,7 @@ def get_config(arg=None):
                       num_classes=10, smoke=args.smoke)
   config.loss.type = 'hinge'
   for opt in (config.optim.g, config.optim.d):
-    opt.update(name='adam', learning_rate=2e-4, b1=0.5, b2=0.999)
+    opt.update(name='adam', learning_rate=2e-4, b1=0.5, b2=0.999, eps=1e-6)
   config.train.n_critic = 5
   config.train.ema_decay = 0.9999
   config.train.ema_start = 1000

@@ -6,9 +6,13 @@ Data: TFDS `imagenet2012`, which TFDS cannot download: prepare it yourself from
 the ILSVRC2012 tar files (`tfds build imagenet2012 --manual_dir=... 
 --file_format=array_record`), then pass its data_dir. Networks: StudioGAN's
 `big_resnet` at 128 px (ngf = ndf = 96, z 120, shared embedding 128, attention
-at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999), 2 D
-steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000. Published:
-BigGAN-PyTorch ImageNet 128 FID ~9 (StudioGAN: docs/benchmarks.md).
+at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999, eps
+1e-6), 2 D steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000
+(StudioGAN's command also uses synchronised BatchNorm, standing statistics and
+horizontal flips; gan_jax has the first only, `parallel.sync_batch_stats`, on by
+default). Published:
+StudioGAN's ImageNet 128 table (docs/benchmarks.md); BigGAN-PyTorch's own
+checkpoint (IS 97 with TF Inception) came from a batch of 2,048, another recipe.
 
 Variants: `:smoke` (narrow networks at 128 px, a few steps).
 """
@@ -24,8 +28,8 @@ def get_config(arg=None):
   common.biggan_model(config, name='biggan', resolution=128, ngf=96, ndf=96, z_dim=120,
                       num_classes=1000, smoke=args.smoke)
   config.loss.type = 'hinge'
-  config.optim.g.update(name='adam', learning_rate=5e-5, b1=0.0, b2=0.999)
-  config.optim.d.update(name='adam', learning_rate=2e-4, b1=0.0, b2=0.999)
+  config.optim.g.update(name='adam', learning_rate=5e-5, b1=0.0, b2=0.999, eps=1e-6)
+  config.optim.d.update(name='adam', learning_rate=2e-4, b1=0.0, b2=0.999, eps=1e-6)
   config.train.n_critic = 2
   config.train.ema_decay = 0.9999
   config.train.ema_start = 20000

@@ -10,8 +10,8 @@ test error 8.11 ± 1.3 %, i.e. accuracy about 91.9 %.
 The paper's recipe as far as it maps onto our networks (its code:
 openai/improved-gan, mnist_svhn_cifar10/train_svhn_feature_matching.py):
   same: K = 10 class logits with the fake class at logit 0, D trained on the
-  labelled cross-entropy plus -log D(real) - log(1 - D(fake)), G by feature matching
-  alone; G z (100) -> 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3 with BatchNorm and
+  labelled cross-entropy plus 0.5 (-log D(real) - log(1 - D(fake)))
+  (`loss.d_adversarial_weight=0.5`), G by feature matching alone; G z (100) -> 4x4x512 -> 8x8x256 -> 16x16x128 -> 32x32x3 with BatchNorm and
   tanh; Adam 3e-4 (b1 0.5), 100 labelled and 100 other images per D update
   (`data.labelled_fraction=0.5`, batch 200), the learning rate decayed linearly to 0 over
   the last third; 900 epochs of the 73,257 'train' images (660k steps).
@@ -23,8 +23,11 @@ openai/improved-gan, mnist_svhn_cifar10/train_svhn_feature_matching.py):
   (it exists only in `image_mlp`'s D); feature matching is the squared L2 distance of the mean spatially pooled last
   hidden map (the paper: mean absolute difference of the pooled features); the
   other 100 rows of a batch are drawn from all images (labelled ones included), and
-  the unsupervised loss sees all 200 real rows; the final D is evaluated, not a Polyak average
-  (decay 0.9999) of D's parameters.
+  the unsupervised loss sees all 200 real rows, and G draws 200 fakes per step (the
+  paper: 100, with its real features from a separate unlabelled batch); z ~ N(0, I)
+  (the paper: U(0, 1)); G's convolutions are DCGAN's 4x4 (the paper: 5x5, the last
+  weight-normalised); the final D is evaluated, not a Polyak average (decay 0.9999)
+  of D's parameters.
 
 Variants: `:supervised_only` (no GAN terms), `:smoke`.
 """
@@ -67,6 +70,9 @@ def paper_config(*, name, dataset, labels_per_class, ndf, num_steps, arg=None):
     config.data.labelled_fraction = 0.5
   config.train.ema_decay = 0.0
   common.semi_supervised(config, supervised_only=args.supervised_only)
+  if not args.supervised_only:
+    # The paper's code halves D's GAN term: loss_unl = 0.5 (-log D(real) - log(1 - D(fake))).
+    config.loss.d_adversarial_weight = 0.5
   m.extra_layers = 1   # D: one stride-1 layer, no normalisation
   m.d_norm = 'none'
   return config

@@ -6,8 +6,10 @@ Networks: torch_mimicry's SNGANGenerator32 / SNGANDiscriminator32 (ngf 256, ndf
 128, nz 128, spectral norm on every D layer). Training as mimicry's CIFAR-10
 example: hinge loss, Adam 2e-4 (0.0, 0.9), 5 D steps per G step, batch 64,
 100k G steps, learning rate decayed linearly to 0. Published: mimicry reports
-FID 16.8 (50k vs 50k) for this setting; StudioGAN's SNGAN on CIFAR-10 FID 9.0
-(docs/benchmarks.md). Prepare the data: `tfds build cifar10 --file_format=array_record`.
+FID 16.8 (50k vs 50k: `python -m gan_jax.evaluate --num_samples=50000
+--num_reference=50000`; training evaluates 10k) for this setting. StudioGAN's
+SNGAN (CIFAR-10 FID 9.0, docs/benchmarks.md) is class-conditional (cBN G,
+projection D): `cgan_pd_cifar10` is the comparable config. Prepare the data: `tfds build cifar10 --file_format=array_record`.
 
 Variants: `:smoke` (narrow networks, a few steps; the tests run it on mock data).
 """

@@ -5,8 +5,9 @@
 Networks: torch_mimicry's SNGANGenerator48 / SNGANDiscriminator48 (ngf 512, ndf
 1024, bottom width 6). Data: the 100k unlabelled STL-10 images (TFDS `stl10`,
 split 'unlabelled'), resized to 48x48. Training as mimicry's: hinge, Adam 2e-4
-(0.0, 0.9), n_critic 5, batch 64, 100k G steps, linear decay. Published: SNGAN
-paper STL-10 (48 px) FID 40.1 (standard CNN) / mimicry's table (docs/benchmarks.md).
+(0.0, 0.9), n_critic 5, batch 64, 100k G steps, linear decay. Published: mimicry's
+table, FID 39.56 (50k vs 50k; docs/benchmarks.md); the SNGAN paper's STL-10 FID
+40.1 is its ResNet's.
 
 Variants: `:smoke`.
 """
