@@ -87,6 +87,9 @@ def test_accuracy(workdir, *, split='test', step=None, num_examples=None):
 
 # The keys `read_input` takes the images from, in order.
 INPUT_KEYS = ('images', 'samples')
+# What numpy raises for a file it cannot read as an archive of numeric arrays: not a zip,
+# an empty or cut-off file (a killed write), a damaged member, an object array.
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 _SAVE_HINT = 'save the images with np.savez(path, images=x), x f32[N, H, W, C] in [-1, 1]'
 
 
@@ -103,7 +106,7 @@ def read_input(path):
                                   f'numpy can read; {_SAVE_HINT}.')
   try:
     arrays = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # EOFError: an empty file
+  except _UNREADABLE:
     raise unreadable from None
   if not isinstance(arrays, np.lib.npyio.NpzFile):
     raise errors.ConfigError(f'--input={path} holds one array (.npy), not an .npz file of named '
@@ -116,8 +119,8 @@ def read_input(path):
           f'--input={path} has no key "images" (keys: {sorted(arrays.files)}); {_SAVE_HINT}.')
     try:
       images = arrays[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
-      raise unreadable from None  # an object array, or a damaged archive
+    except _UNREADABLE:
+      raise unreadable from None
   if images.ndim == 0 or len(images) == 0:
     raise errors.ConfigError(f'--input={path}: "{key}" holds no images (shape '
                              f'{list(images.shape)}); {_SAVE_HINT}.')

@@ -401,5 +401,5 @@ def record_class_names(config, workdir):
           'ids would change meaning. Restore the class folders\' names, or use another '
           '--workdir.')
   if jax.process_index() == 0:
-    writers.write_text_atomic(epath.Path(workdir) / CLASS_NAMES_FILE, json.dumps(names))
+    writers.write_text_atomic(path, json.dumps(names))
   return names

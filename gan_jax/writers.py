@@ -55,9 +55,23 @@ def write_text_atomic(path, text):
 
 def _write_whole(path, content):
   """`write_text_atomic` for bytes."""
+  write_whole_with(path, lambda f: f.write(content))
+
+
+def write_whole_with(path, write):
+  """Creates or replaces the file `path` (local or remote, folders created) whole with
+  what `write(f)` writes to a binary file `f`: a reader, or a run killed mid-write,
+  sees the old file (or none) or the new one, never part of it.
+
+  Local files are written to a temporary file beside `path` (streamed, no copy in
+  memory), then renamed over it; object stores (gs://) replace an object whole, so
+  there the content is built in memory first.
+  """
   path = epath.Path(path)
   if '://' in str(path):
-    path.write_bytes(content)
+    buffer = io.BytesIO()
+    write(buffer)
+    path.write_bytes(buffer.getvalue())
     return
   path.parent.mkdir(parents=True, exist_ok=True)
   # A unique name opened with 'xb' (not tempfile.mkstemp, whose files are private to
@@ -65,7 +79,7 @@ def _write_whole(path, content):
   tmp = os.path.join(path.parent, f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
   try:
     with open(tmp, 'xb') as f:
-      f.write(content)
+      write(f)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -215,23 +229,7 @@ def save_png(path, image):
 def save_npz(path, **arrays):
   """Writes named arrays to an `.npz` file whole (local or remote), creating folders: a
   run killed mid-write leaves the old file (or none), never a truncated archive."""
-  if '://' in str(path):  # object stores replace an object whole; it is built in memory
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    _write_whole(path, buffer.getvalue())
-    return
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # Streamed to a unique file beside `path`, then renamed (no copy of the archive in memory).
-  tmp = os.path.join(path.parent, f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
-  try:
-    with open(tmp, 'xb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  write_whole_with(path, lambda f: np.savez(f, **arrays))
 
 
 def samples_to_image(samples, *, reference=None, columns=None):

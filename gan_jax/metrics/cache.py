@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import uuid
 
 import numpy as np
+
+from gan_jax import writers
 
 CACHE_ENV = 'GAN_JAX_CACHE_DIR'
 _KEY_FIELD = '__cache_key__'
@@ -73,19 +74,8 @@ def save_npz(path, key, arrays):
     key: the JSON-serialisable key; stored inside the file.
     arrays: dict[str, array-like].
   """
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   # A concurrent reader (another process evaluating) sees either the old file or
   # the complete new one, never a half-written archive.
-  # A unique name opened with 'xb', not tempfile.mkstemp, whose files only their owner
-  # may read: a cache folder shared by a team stays readable under the umask.
-  tmp = path.parent / f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp'
-  try:
-    with open(tmp, 'xb') as f:
-      np.savez(f, **{_KEY_FIELD: np.array(key_json(key))},
-               **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  writers.write_whole_with(path, lambda f: np.savez(
+      f, **{_KEY_FIELD: np.array(key_json(key))},
+      **{k: np.asarray(v) for k, v in arrays.items()}))
