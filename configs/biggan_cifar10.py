@@ -7,9 +7,9 @@ Networks: StudioGAN's `big_resnet` at 32 px (ngf = ndf = 96, z 80 split
 hierarchically, shared class embedding 128, self-attention at 16x16 in G and D,
 spectral norm in G and D, projection D, 10 classes). Training as StudioGAN's
 defaults: hinge loss, Adam 2e-4 / 2e-4 (0.5, 0.999, eps 1e-6), 5 D steps per G
-step, batch 64, 100k G steps, EMA 0.9999 from step 1000 (StudioGAN also flips images
-horizontally, which gan_jax does not). Published (docs/benchmarks.md): StudioGAN
-BigGAN CIFAR-10 FID 4.2 (50k).
+step, batch 64, 100k G steps, EMA 0.9999 from step 1000, each training image
+mirrored with probability 1/2 (`data.random_flip`, StudioGAN's `PRE.apply_rflip`).
+Published (docs/benchmarks.md): StudioGAN BigGAN CIFAR-10 FID 4.2 (50k).
 
 Variants (combinable, e.g. `:diffaug,data=20`):
   `:diffaug`  DiffAugment 'translation,cutout' on every image D sees, for 200k
@@ -43,6 +43,7 @@ def get_config(arg=None):
   config.train.n_critic = 5
   config.train.ema_decay = 0.9999
   config.train.ema_start = 1000
+  config.data.random_flip = True
   if not 0 < args.data <= 100:
     raise errors.ConfigError(f'biggan_cifar10:data=P needs 0 < P <= 100, got {args.data}.')
   if args.data < 100:

@@ -7,10 +7,10 @@ the ILSVRC2012 tar files (`tfds build imagenet2012 --manual_dir=...
 --file_format=array_record`), then pass its data_dir. Networks: StudioGAN's
 `big_resnet` at 128 px (ngf = ndf = 96, z 120, shared embedding 128, attention
 at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999, eps
-1e-6), 2 D steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000
-(StudioGAN's command also uses synchronised BatchNorm, standing statistics and
-horizontal flips; gan_jax has the first only, `parallel.sync_batch_stats`, on by
-default). Published:
+1e-6), 2 D steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000,
+and StudioGAN's horizontal flips (`data.random_flip`). StudioGAN's command also uses
+synchronised BatchNorm (here `parallel.sync_batch_stats`, on by default) and
+standing statistics, which gan_jax does not have. Published:
 StudioGAN's ImageNet 128 table (docs/benchmarks.md); BigGAN-PyTorch's own
 checkpoint (IS 97 with TF Inception) came from a batch of 2,048, another recipe.
 
@@ -33,6 +33,7 @@ def get_config(arg=None):
   config.train.n_critic = 2
   config.train.ema_decay = 0.9999
   config.train.ema_start = 20000
+  config.data.random_flip = True
   if args.smoke:
     config.train.n_critic = 1
     config.train.ema_start = 0

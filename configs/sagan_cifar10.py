@@ -8,7 +8,8 @@ projection D, ngf = ndf = 64, z 128). Training: the SAGAN paper's hinge loss, TT
 (G 1e-4, D 4e-4), Adam (0.0, 0.9) and one D step per G step, with StudioGAN's batch
 64, 100k steps and Adam eps 1e-6. Published: StudioGAN SAGAN CIFAR-10 FID 10.4
 (docs/benchmarks.md), trained with StudioGAN's own settings instead (Adam 2e-4 /
-2e-4 (0.5, 0.999), 5 D steps per G step, horizontal flips), so not the same recipe.
+2e-4 (0.5, 0.999), 5 D steps per G step, horizontal flips: add those with
+`--config.data.random_flip=True`), so not the same recipe.
 
 Variants: `:smoke`.
 """

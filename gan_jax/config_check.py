@@ -90,6 +90,13 @@ def validate(config):
         f'{config.augment.bcr_policy!r} augment images (H, W, C); model.name='
         f'{config.model.name!r} trains on points of shape {shape}. Set both to \'\' (and '
         'the bCR weights to 0).')
+  flip = config.data.get('random_flip', False)
+  if not isinstance(flip, bool):
+    raise errors.ConfigError(f'config.data.random_flip must be True or False, got {flip!r}.')
+  if flip and len(shape) != 3:
+    raise errors.ConfigError(
+        f'config.data.random_flip mirrors images (H, W, C); model.name={config.model.name!r} '
+        f'trains on points of shape {shape}. Set it to False.')
   data_sources.get(config.data.source)
   if config.data.labels_per_class and not config.model.num_classes:
     raise errors.ConfigError(

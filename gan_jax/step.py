@@ -9,7 +9,9 @@ The step is written per device with explicit collectives over the mapped axis
 `jax.shard_map` or `jax.pmap` (see `parallel.DataParallel`). Noise (z, and the
 labels of fakes for a conditional model) is drawn for the *global* batch from
 a replicated key and sliced per device (`parallel.global_slice`), so the result
-does not depend on the number of devices.
+does not depend on the number of devices. With `data.random_flip` the step first
+mirrors each real image left-right with probability 1/2 (`flip_real_images`), the
+same way.
 """
 
 import dataclasses
@@ -69,6 +71,38 @@ class StepSetup:
   n_critic: int
   reuse_fake: bool
   sync_bn: bool
+  random_flip: bool       # data.random_flip: mirror each real image with probability 1/2
+
+
+# Folded into the step's key for the flips of the real batch, next to the D keys (0)
+# and the G key (1), so that turning flips on changes no other draw.
+_FLIP_KEY = 2
+
+
+def flip_real_images(images, key, axis_name):
+  """Mirrors each real image left-right with probability 1/2 (`data.random_flip`).
+
+  The horizontal flip of StudioGAN's training data (`PRE.apply_rflip`) and
+  StyleGAN's `--mirror`, done in the compiled step instead of the input pipeline:
+  one fair coin per example of the global batch, drawn from `key` and sliced like z
+  (`parallel.global_slice`), so any device count flips the same examples, and a
+  resumed run the same ones as an uninterrupted run.
+
+  Args:
+    images: f32[n_critic, B_local, H, W, C] this device's real images, for each D
+      update of the step.
+    key: the step's flip key (replicated).
+    axis_name: the mapped axis the batch is split over.
+
+  Returns:
+    f32[n_critic, B_local, H, W, C]: each image as it was or mirrored along W.
+  """
+  n_critic, local = images.shape[:2]
+  devices = jax.lax.psum(1, axis_name)
+  # Drawn example-major so that a device's rows are one slice of the first axis.
+  flips = jax.random.bernoulli(key, 0.5, (local * devices, n_critic))
+  flips = parallel.global_slice(flips, axis_name).T
+  return jnp.where(flips[:, :, None, None, None], images[:, :, :, ::-1, :], images)
 
 
 def apply_model(module, params, batch_stats, inputs, labels=None, *, train):
@@ -235,7 +269,8 @@ def train_step(setup, state, batch, key):
     setup: the `StepSetup`.
     state: the `GANState` (replicated).
     batch: {'images': f32[n_critic, B_local, ...], 'labels': int32[n_critic, B_local]
-      (conditional models only)}: this device's real examples for each D update.
+      (conditional models only)}: this device's real examples for each D update
+      (mirrored here at random with `data.random_flip`).
     key: the run's base key (replicated); the step folds in `state.step`.
 
   Returns:
@@ -247,6 +282,8 @@ def train_step(setup, state, batch, key):
   labels = batch.get('labels') if setup.num_classes else None
   local_batch = images.shape[1]
   key = jax.random.fold_in(key, state.step)
+  if setup.random_flip:
+    images = flip_real_images(images, jax.random.fold_in(key, _FLIP_KEY), setup.axis_name)
   d_keys = jax.random.split(jax.random.fold_in(key, 0), setup.n_critic)
   g_key = jax.random.fold_in(key, 1)
   reused = None
@@ -322,7 +359,8 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       g_adv_weight=l.g_adversarial_weight, d_adv_weight=l.d_adversarial_weight,
       bcr_real_weight=l.bcr_real_weight, bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,
-      n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn)
+      n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn,
+      random_flip=bool(config.data.get('random_flip', False)))
   return functools.partial(train_step, setup)
 
 

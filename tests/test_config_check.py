@@ -1,5 +1,6 @@
 """Tests of the whole-config check that runs before anything is loaded (gan_jax.config_check)."""
 
+import ml_collections
 import pytest
 
 from configs import semi_supervised_digits
@@ -164,3 +165,19 @@ def test_augmenting_two_dimensional_points_is_refused():
 def test_too_few_evaluation_images_are_refused_before_training(overrides, message):
   with pytest.raises(errors.ConfigError, match=message):
     config_check.validate(tiny_config(**overrides))
+
+
+def test_random_flip_of_two_dimensional_points_is_refused():
+  config = config_files.load('toy_ring:smoke')
+  config.data.random_flip = True
+  with pytest.raises(errors.ConfigError, match=r'random_flip mirrors images .*Set it to False'):
+    config_check.validate(config)
+
+
+def test_random_flip_must_be_a_boolean():
+  # ConfigDict refuses 'yes' for a bool field, but a config file can build its
+  # own config.data.
+  config = tiny_config()
+  config.data = ml_collections.ConfigDict({**config.data.to_dict(), 'random_flip': 'yes'})
+  with pytest.raises(errors.ConfigError, match=r"random_flip must be True or False, got 'yes'"):
+    config_check.validate(config)

@@ -103,12 +103,18 @@ def test_smoke_variant_trains(tmp_path, name):
 
 def test_zoo_settings_read_from_the_references_own_files():
   # Transcribed from the references (docs/benchmarks.md, "How comparable"): StudioGAN's
-  # src/config.py Adam eps, mimicry's CenterCrop(178), improved-gan's
+  # src/config.py Adam eps and flips, mimicry's CenterCrop(178), improved-gan's
   # loss_unl = 0.5 * (...) on D's GAN term.
   for name in ('sagan_cifar10', 'biggan_cifar10', 'biggan_imagenet128'):
     config = config_files.load(name)
     assert config.optim.g.eps == config.optim.d.eps == 1e-6, name
   assert config_files.load('sngan_celeba').data.crop == 'center'
+  # StudioGAN's PRE.apply_rflip = True (its BigGAN recipes); mimicry's loaders only
+  # normalise.
+  for name in ('biggan_cifar10', 'biggan_cifar10:diffaug', 'biggan_imagenet128'):
+    assert config_files.load(name).data.random_flip is True, name
+  for name in ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10'):
+    assert config_files.load(name).data.random_flip is False, name
   for name in ('semi_supervised_svhn', 'semi_supervised_cifar10'):
     assert config_files.load(name).loss.d_adversarial_weight == 0.5, name
     assert config_files.load(f'{name}:supervised_only').loss.d_adversarial_weight == 0, name

@@ -369,3 +369,72 @@ def test_feature_matching_and_orthogonal_regularisation_are_reported():
   dp = parallel.DataParallel('shard_map', devices=jax.devices()[:2])
   _, metrics = run_steps(config, dp, state, [random_batch(config)], jax.random.key(1))
   assert metrics['feature_matching'] > 0 and metrics['g_ortho'] > 0
+
+
+def _flips_on_devices(images, key, devices):
+  """step.flip_real_images on `devices` slices of the global batch (vmap as the mapped axis)."""
+  n_critic, batch = images.shape[:2]
+  split = images.reshape((n_critic, devices, batch // devices) + images.shape[2:])
+  out = jax.vmap(lambda x: step_lib.flip_real_images(x, key, 'data'), in_axes=1, out_axes=1,
+                 axis_name='data')(split)
+  return np.asarray(out).reshape(images.shape)
+
+
+def _which_mirrored(images, out):
+  """bool[n_critic, B]: rows of `out` that are the mirror of the input (all others must be equal)."""
+  same = np.all(out == images, axis=(2, 3, 4))
+  mirrored = np.all(out == images[:, :, :, ::-1, :], axis=(2, 3, 4))
+  assert np.all(same ^ mirrored), 'a row is neither the image nor its mirror'
+  return mirrored
+
+
+def test_flip_real_images_mirrors_about_half_the_same_rows_on_any_device_count():
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (2, 64, 4, 6, 1)).astype(np.float32)  # no row is symmetric
+  key = jax.random.key(7)
+  one = _flips_on_devices(images, key, 1)
+  flipped = _which_mirrored(images, one)
+  np.testing.assert_array_equal(_flips_on_devices(images, key, 8), one)
+  # 128 fair coins: the share is 0.5 +- 0.044 (one standard deviation).
+  assert 0.3 < flipped.mean() < 0.7
+  assert not np.array_equal(flipped[0], flipped[1]), 'both D updates got the same flips'
+  other = _which_mirrored(images, _flips_on_devices(images, jax.random.key(8), 1))
+  assert not np.array_equal(other, flipped), 'another key gave the same flips'
+
+
+def test_random_flip_trains_on_exactly_the_mirrored_batch():
+  # The step with flips equals the step without them on the batch that
+  # flip_real_images returns for the step's flip key (the run key folded with the
+  # step, then with 2), on eight devices against a mirror made on one.
+  flip = tiny_config(**{'data.random_flip': True, 'train.n_critic': 2})
+  plain = tiny_config(**{'train.n_critic': 2})
+  state = state_lib.create_state(plain, jax.random.key(0))
+  batch = random_batch(plain, seed=0)
+  key = jax.random.key(3)
+  flip_key = jax.random.fold_in(jax.random.fold_in(key, int(state.step)), 2)
+  mirrored = {'images': _flips_on_devices(batch['images'], flip_key, 1)}
+  assert 0 < _which_mirrored(batch['images'], mirrored['images']).mean() < 1
+  eight = parallel.DataParallel('shard_map', devices=jax.devices()[:8])
+  one = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  with_flips, m8 = run_steps(flip, eight, state, [batch], key)
+  by_hand, m1 = run_steps(plain, one, state, [mirrored], key)
+  unflipped, _ = run_steps(plain, one, state, [batch], key)
+  assert max_rel_diff(with_flips.d_params, by_hand.d_params) < 1e-5
+  assert max_rel_diff(with_flips.g_params, by_hand.g_params) < 1e-5
+  np.testing.assert_allclose(m8['d_loss'], m1['d_loss'], rtol=1e-5)
+  assert max_rel_diff(unflipped.d_params, by_hand.d_params) > 1e-4
+
+
+def test_random_flip_leaves_symmetric_images_unchanged():
+  # Mirror-symmetric real images: flips or not, D sees the same batch, bit for bit.
+  plain = tiny_config()
+  state = state_lib.create_state(plain, jax.random.key(0))
+  images = random_batch(plain, seed=0)['images']
+  half = images[..., :images.shape[3] // 2, :]
+  batch = {'images': np.concatenate([half, half[..., ::-1, :]], axis=3)}
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  a, _ = run_steps(plain, dp, state, [batch], jax.random.key(3))
+  b, _ = run_steps(tiny_config(**{'data.random_flip': True}), dp, state, [batch],
+                   jax.random.key(3))
+  assert max_rel_diff(a.d_params, b.d_params) == 0.0
+  assert max_rel_diff(a.g_params, b.g_params) == 0.0
