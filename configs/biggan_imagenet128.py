@@ -9,8 +9,9 @@ the ILSVRC2012 tar files (`tfds build imagenet2012 --manual_dir=...
 at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999, eps
 1e-6), 2 D steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000,
 and StudioGAN's horizontal flips (`data.random_flip`). StudioGAN's command also uses
-synchronised BatchNorm (here `parallel.sync_batch_stats`, on by default) and
-standing statistics, which gan_jax does not have. Published:
+synchronised BatchNorm (here `parallel.sync_batch_stats`, on by default) and samples
+with standing statistics (here `--standing_stats=N` of `gan_jax.evaluate` and
+`gan_jax.sample`; BigGAN-PyTorch accumulates 16 batches). Published:
 StudioGAN's ImageNet 128 table (docs/benchmarks.md); BigGAN-PyTorch's own
 checkpoint (IS 97 with TF Inception) came from a batch of 2,048, another recipe.
 

@@ -17,7 +17,10 @@ spelled out (implementation, weights hash, resolution, reference split and size,
 number of samples), is printed as JSON and written to --output (default
 `<workdir>/eval/step_<step>.json`). Conditional models are sampled with the
 labels cycled over the classes; the class-aware metrics (`intra_fid`, `cas`)
-also record their per-class values under `per_class`.
+also record their per-class values under `per_class`. `--standing_stats=N` first
+replaces G's BatchNorm statistics by their averages over N train-mode batches of
+fresh latents (BigGAN's standing statistics, for the EMA weights; latents from
+--seed), recorded as `protocol.standing_stats`.
 
 `accuracy` is not a sample metric: it classifies the labelled --accuracy_split
 (default 'test') with the checkpoint's discriminator (eval mode, the most probable
@@ -44,6 +47,7 @@ from gan_jax import errors
 from gan_jax import metrics as metrics_lib
 from gan_jax import models
 from gan_jax import sample
+from gan_jax import standing_stats as standing_stats_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.data import digits as digits_lib
@@ -56,7 +60,7 @@ KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
-             output=None, cache_dir=None, accuracy_split='test', best=False,
+             output=None, cache_dir=None, accuracy_split='test', best=False, standing_stats=0,
              **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
 
@@ -77,6 +81,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     accuracy_split: the labelled split 'accuracy' classifies.
     best: evaluate the best checkpoint (`<workdir>/best/`, the lowest FID / proxy FD
       of the evaluations during training) instead of one of `checkpoints/`.
+    standing_stats: > 0: G's BatchNorm statistics re-estimated over this many
+      train-mode batches first (`sample.load_generator`; latents from `seed`); 0: off.
     **evaluator_kwargs: passed to `metrics.make_evaluator`.
 
   Returns:
@@ -100,6 +106,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   # TFDS splits are checked when the data set opens.
   if sample_metrics and reference_split and config.data.source == 'digits':
     digits_lib.check_split(reference_split, '--reference_split')
+  if sample_metrics:
+    standing_stats_lib.check_config(config, standing_stats)
   if ACCURACY in names:
     classifier_lib.check_classifier(config, workdir)
     classifier_lib.check_labelled_split(config.data, accuracy_split, '--accuracy_split')
@@ -116,12 +124,14 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
         config, data_shape=models.data_shape(config.model), num_reference=num_reference,
         reference_split=reference_split, batch_size=batch_size, cache_dir=cache_dir,
         **evaluator_kwargs)
-    _, generate = sample.load_generator(workdir, step, best=best)
+    _, generate = sample.load_generator(workdir, step, best=best,
+                                        standing_stats=standing_stats, standing_seed=seed)
     evaluation = evaluator.run(generate, seed=seed)
     restored_step = getattr(generate, 'step', step)
     results.update(evaluation['results'])
     per_class = evaluation['per_class']
-    protocol.update(evaluator.protocol, seed=seed)
+    protocol.update(evaluator.protocol, seed=seed,
+                    standing_stats=getattr(generate, 'standing_stats', None))
   protocol['metrics'] = list(names)
   if ACCURACY in names:
     accuracy = classify.split_accuracy(workdir, split=accuracy_split, step=restored_step,
@@ -171,6 +181,10 @@ def _define_flags():
   flags.DEFINE_string('cache_dir', None, 'Cache folder (default ~/.cache/gan_jax).')
   flags.DEFINE_bool('best', False, 'Evaluate the best checkpoint (<workdir>/best/: the lowest '
                     'FID or proxy FD of the evaluations during training).')
+  flags.DEFINE_integer('standing_stats', 0, 'Re-estimate G\'s BatchNorm statistics over this '
+                       'many train-mode batches of train.batch_size latents before sampling '
+                       '(BigGAN\'s standing statistics; BigGAN-PyTorch: 16; 0 = off).',
+                       lower_bound=0)
   flags.DEFINE_string('accuracy_split', 'test',
                       "Labelled split that --metrics=accuracy classifies (digits: the fixed "
                       "450-image 'test' split).")
@@ -185,7 +199,8 @@ def main(argv):
                     num_reference=f.num_reference, reference_split=f.reference_split,
                     inception_weights=f.inception_weights, seed=f.seed,
                     batch_size=f.batch_size, output=f.output, cache_dir=f.cache_dir,
-                    accuracy_split=f.accuracy_split, best=f.best)
+                    accuracy_split=f.accuracy_split, best=f.best,
+                    standing_stats=f.standing_stats)
   print(json.dumps(record, indent=2))
 
 

@@ -7,6 +7,7 @@
   ... --labels=3 / --labels=0,2,5          # class-conditional runs: these classes, cycled
   ... --truncation=1.0                     # BigGAN's truncation trick
   ... --interpolate=8 --output=interp.png  # rows of 8-step interpolations between latents
+  ... --standing_stats=16                  # BigGAN's standing statistics first
 
 Toy (2-D) runs write `samples` of shape [N, 2]. Class-conditional runs also write
 `labels` (int32[N]) and cycle over every class unless --labels is given (N = 1000
@@ -27,6 +28,7 @@ import numpy as np
 from gan_jax import cli
 from gan_jax import errors
 from gan_jax import models
+from gan_jax import standing_stats as standing_stats_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
@@ -36,7 +38,13 @@ from gan_jax.models import conditional
 OUTPUT_KINDS = '.npz file, .png file, or folder/'
 
 
-def load_generator(workdir, step=None, *, ema=True, best=False):
+# Folded into the seed's key for the latents of standing statistics, so they are not
+# the latents that are scored.
+_STANDING_KEY = 0x5374
+
+
+def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0,
+                   standing_seed=0):
   """Restores a checkpoint's generator as a sampling function.
 
   Args:
@@ -45,6 +53,11 @@ def load_generator(workdir, step=None, *, ema=True, best=False):
     ema: use the EMA parameters (True) or the raw generator parameters.
     best: the best checkpoint (`<workdir>/best/`, lowest FID / proxy FD during
       training) instead of one of `checkpoints/`.
+    standing_stats: > 0: first re-estimate G's BatchNorm statistics for the sampling
+      parameters over this many train-mode batches of `config.train.batch_size` fresh
+      latents (`gan_jax.standing_stats`, BigGAN's standing statistics); 0: the
+      checkpoint's running averages.
+    standing_seed: seed of those latents.
 
   Returns:
     (config, generate): `generate(z: f32[N, z_dim], labels: int[N] | None = None)
@@ -53,13 +66,25 @@ def load_generator(workdir, step=None, *, ema=True, best=False):
     needs labels in [0, K), an unconditional one ignores them (ValueError for
     another z shape, or labels that do not fit: a label outside [0, K) would
     silently draw NaN or another class).
-    `generate.step` is the checkpoint's step.
+    `generate.step` is the checkpoint's step; `generate.standing_stats` None, or
+    {'batches', 'batch_size', 'seed'} of the standing statistics.
 
   Raises:
     MissingFileError: no run or no checkpoint in `workdir`.
+    ConfigError: standing_stats < 0, or > 0 for a generator without BatchNorm.
   """
+  if standing_stats < 0:
+    raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {standing_stats}.')
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
   params = state.ema_g_params if ema else state.g_params
+  g_batch_stats, standing = state.g_batch_stats, None
+  if standing_stats:
+    standing = dict(batches=int(standing_stats), batch_size=int(config.train.batch_size),
+                    seed=int(standing_seed))
+    key = jax.random.fold_in(jax.random.key(standing_seed), _STANDING_KEY)
+    g_batch_stats = standing_stats_lib.apply(config.model, params, g_batch_stats, key,
+                                             num_batches=standing['batches'],
+                                             batch_size=standing['batch_size'])
   generate_fn = jax.jit(step_lib.make_generate_fn(config))
   num_classes = models.generator_classes(config.model)
   z_dim = config.model.z_dim
@@ -69,10 +94,10 @@ def load_generator(workdir, step=None, *, ema=True, best=False):
       raise ValueError(f'z must be f32[N, {z_dim}] (model.z_dim), got shape '
                        f'{list(jnp.shape(z))}.')
     labels = _checked_labels(labels, len(z), num_classes)
-    return np.asarray(generate_fn(params, state.g_batch_stats,
-                                  jnp.asarray(z, jnp.float32), labels))
+    return np.asarray(generate_fn(params, g_batch_stats, jnp.asarray(z, jnp.float32), labels))
 
   generate.step = restored_step
+  generate.standing_stats = standing
   return config, generate
 
 
@@ -257,6 +282,9 @@ def _define_flags():
   flags.DEFINE_list('labels', [], 'Class-conditional runs: classes to sample, cycled '
                     '(default: every class).')
   flags.DEFINE_float('truncation', None, 'Redraw latent entries with |z| > T (BigGAN).')
+  flags.DEFINE_integer('standing_stats', 0, 'Re-estimate G\'s BatchNorm statistics over this '
+                       'many train-mode batches of train.batch_size latents first (BigGAN\'s '
+                       'standing statistics; 0 = off).', lower_bound=0)
   flags.DEFINE_integer('interpolate', 0, 'Write rows of this many interpolation steps '
                        'between random latents (per class for conditional runs).',
                        lower_bound=0)
@@ -307,7 +335,10 @@ def main(argv):
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')
-  config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best)
+  if f.standing_stats:
+    standing_stats_lib.check_config(workdir_lib.load_config(f.workdir), f.standing_stats)
+  config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,
+                                    standing_stats=f.standing_stats, standing_seed=f.seed)
   z, labels, columns = _requested(config, f)
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
   write_samples(samples, f.output, labels=labels, columns=columns)

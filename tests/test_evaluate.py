@@ -38,14 +38,14 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, cap
   generate.step = 1234
   seen = {}
 
-  def load_generator(workdir, step=None, best=False):
-    seen.update(workdir=workdir, step=step, best=best)
+  def load_generator(workdir, step=None, best=False, standing_stats=0, standing_seed=0):
+    seen.update(workdir=workdir, step=step, best=best, standing_stats=standing_stats)
     return config, generate
 
   monkeypatch.setattr(sample, 'load_generator', load_generator)
   record = evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=200,
                                  cache_dir=str(tmp_path / 'cache'))
-  assert seen == {'workdir': workdir, 'step': 1234, 'best': False}
+  assert seen == {'workdir': workdir, 'step': 1234, 'best': False, 'standing_stats': 0}
   with open(tmp_path / 'run' / 'eval' / 'step_1234.json', encoding='utf-8') as f:
     saved = json.load(f)
   assert saved['step'] == 1234 and saved['results'] == record['results']
@@ -54,6 +54,7 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, cap
   protocol = saved['protocol']
   assert protocol['num_samples'] == 200 and protocol['data_shape'] == [8, 8, 1]
   assert protocol['metrics'] == ['proxy'] and protocol['seed'] == 0
+  assert protocol['standing_stats'] is None
   # Evaluating the same step again replaces the record, and says so.
   with caplog.at_level(logging.WARNING):
     evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=100,
@@ -75,7 +76,7 @@ def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkey
 
   generate.step = 7
   monkeypatch.setattr(sample, 'load_generator',
-                      lambda workdir, step=None, best=False: (config, generate))
+                      lambda workdir, step=None, best=False, **standing: (config, generate))
   record = evaluate_lib.evaluate(workdir, metrics='cas', num_samples=200,
                                  cache_dir=str(tmp_path / 'cache'))
   with open(tmp_path / 'run' / 'eval' / 'step_7.json', encoding='utf-8') as f:

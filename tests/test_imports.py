@@ -12,7 +12,7 @@ LAYERS = (
     ('main', 'bench', 'evaluate'),
     ('train', 'sample', 'classify'),
     ('config_check', 'cli'),
-    ('periodic', 'workdir', 'metrics'),
+    ('periodic', 'workdir', 'metrics', 'standing_stats'),
     ('step', 'state', 'checkpoint', 'data'),
     ('objectives', 'models', 'optim', 'writers'),
     ('parallel', 'losses', 'penalties', 'augment', 'config_files', 'preemption', 'distributed'),

@@ -1,0 +1,146 @@
+"""Standing statistics: G's BatchNorm statistics re-estimated for the weights that sample.
+
+A generator with BatchNorm samples in eval mode with running averages of its batch
+statistics, and those were gathered by the *trained* G over the last few hundred
+steps. The weights that sample are usually another set: the EMA of G's weights
+(`train.ema_decay`), whose activations have other means and variances. BigGAN
+(Brock et al. 2019, appendix; BigGAN-PyTorch's `accumulate_standing_stats`, and
+PyTorch-StudioGAN's `-std_stat`) therefore recomputes them before sampling: G runs
+in train mode on `num_batches` batches of fresh latents (and uniformly drawn
+labels), and each BatchNorm's mean and variance become the averages of its batch
+means and batch variances over those batches. BigGAN-PyTorch accumulates 16
+batches of its training batch size; StudioGAN draws random batch sizes, which here
+would recompile G for every size, so every batch has `batch_size` rows.
+
+Only the BatchNorm entries ('mean', 'var') change. The spectral-norm state of G
+(SAGAN, BigGAN: 'u' and 'sigma') is read as it is and returned unchanged: the
+train-mode calls run their power iteration, and it is thrown away.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from gan_jax import errors
+from gan_jax import models
+from gan_jax import state as state_lib
+from gan_jax import step as step_lib
+
+# BigGAN-PyTorch's default number of accumulated batches (`--num_standing_accumulations`).
+DEFAULT_BATCHES = 16
+_BN_LEAVES = ('mean', 'var')
+
+
+def _is_batch_norm_leaf(path):
+  last = path[-1]
+  return getattr(last, 'key', None) in _BN_LEAVES
+
+
+def count_batch_norm_leaves(g_batch_stats):
+  """The number of BatchNorm mean / var arrays in G's statistics (0: no BatchNorm)."""
+  return sum(_is_batch_norm_leaf(path)
+             for path, _ in jax.tree_util.tree_leaves_with_path(g_batch_stats))
+
+
+def _check_has_batch_norm(model_config, g_batch_stats):
+  if not count_batch_norm_leaves(g_batch_stats):
+    raise errors.ConfigError(
+        f'This generator (model.name={model_config.name!r}, g_norm='
+        f'{model_config.get("g_norm", "batch")!r}) has no BatchNorm statistics, so standing '
+        'statistics would change nothing; leave --standing_stats at 0.')
+
+
+def check_config(config, num_batches):
+  """Raises ConfigError unless `num_batches` standing-statistics batches (0 = off) suit
+  the run's generator (`config`, the whole run config): >= 0, and G has BatchNorm when
+  > 0. Traces shapes only, so bad requests fail before a checkpoint loads."""
+  if num_batches < 0:
+    raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {num_batches}.')
+  if num_batches:
+    _check_has_batch_norm(config.model, state_lib.abstract_state(config).g_batch_stats)
+
+
+def standing_latents(model_config, key, *, num_batches, batch_size):
+  """Latents for `standing_statistics`: z ~ N(0, I) and uniform labels.
+
+  Args:
+    model_config: `config.model` of the run.
+    key: a PRNG key.
+    num_batches, batch_size: >= 1.
+
+  Returns:
+    (z f32[num_batches, batch_size, z_dim], labels int32[num_batches, batch_size]
+    in [0, K) for a class-conditional G, else None).
+  """
+  z = jax.random.normal(key, (num_batches, batch_size, model_config.z_dim), jnp.float32)
+  num_classes = models.generator_classes(model_config)
+  if not num_classes:
+    return z, None
+  labels = jax.random.randint(jax.random.fold_in(key, 1), (num_batches, batch_size), 0,
+                              num_classes, jnp.int32)
+  return z, labels
+
+
+def standing_statistics(model_config, g_params, g_batch_stats, z, labels=None):
+  """G's statistics with every BatchNorm mean / var averaged over train-mode batches.
+
+  Args:
+    model_config: `config.model` of the run (any family; G must have BatchNorm).
+    g_params, g_batch_stats: the generator's parameters (e.g. the EMA ones) and
+      statistics (BatchNorm, spectral norm).
+    z: f32[num_batches, batch_size, z_dim] latents, one batch per train-mode call.
+    labels: int32[num_batches, batch_size] in [0, K) for a class-conditional G, else None.
+
+  Returns:
+    A pytree like `g_batch_stats`: each BatchNorm 'mean' / 'var' is the average,
+    over the batches, of that layer's batch mean / (biased) batch variance when G
+    runs on them in train mode; every other entry (spectral-norm state) is the input's.
+
+  Raises:
+    errors.ConfigError: G has no BatchNorm statistics (standing statistics would
+      change nothing).
+  """
+  _check_has_batch_norm(model_config, g_batch_stats)
+  # With momentum 0 a train-mode call leaves exactly its batch's statistics behind.
+  batch_stats_only = ml_collections.ConfigDict(model_config.to_dict())
+  batch_stats_only.bn_momentum = 0.0
+  generator, _ = models.build(batch_stats_only)
+
+  def one_batch(inputs):
+    z_batch, label_batch = inputs
+    _, stats = step_lib.apply_model(generator, g_params, g_batch_stats, z_batch, label_batch,
+                                    train=True)
+    return stats
+
+  per_batch = jax.lax.map(one_batch, (z, labels))
+  means = jax.tree.map(lambda stacked: jnp.mean(stacked, axis=0), per_batch)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, kept, mean: mean if _is_batch_norm_leaf(path) else kept,
+      g_batch_stats, means)
+
+
+def apply(model_config, g_params, g_batch_stats, key, *, num_batches=DEFAULT_BATCHES,
+          batch_size):
+  """`standing_statistics` on `standing_latents(key, ...)`, compiled: the one-call form.
+
+  Args:
+    model_config, g_params, g_batch_stats: as `standing_statistics`.
+    key: a PRNG key for the latents.
+    num_batches: train-mode batches (>= 1; BigGAN-PyTorch: 16).
+    batch_size: rows per batch (>= 1; e.g. `config.train.batch_size`).
+
+  Returns:
+    G's statistics with standing BatchNorm statistics (see `standing_statistics`).
+
+  Raises:
+    errors.ConfigError: a count below 1, or a G without BatchNorm.
+  """
+  if num_batches < 1 or batch_size < 1:
+    raise errors.ConfigError(
+        f'Standing statistics need at least one batch of at least one row; got '
+        f'{num_batches} batches of {batch_size}.')
+  z, labels = standing_latents(model_config, key, num_batches=num_batches,
+                               batch_size=batch_size)
+  _check_has_batch_norm(model_config, g_batch_stats)
+  compute = jax.jit(lambda p, s, zz, ll: standing_statistics(model_config, p, s, zz, ll))
+  return compute(g_params, g_batch_stats, z, labels)

@@ -1,0 +1,154 @@
+"""Tests of BigGAN's standing statistics (gan_jax/standing_stats.py) and their flags."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import dcgan_digits
+from gan_jax import config_files
+from gan_jax import errors
+from gan_jax import evaluate as evaluate_lib
+from gan_jax import models
+from gan_jax import sample
+from gan_jax import standing_stats
+from gan_jax import state as state_lib
+from gan_jax import step as step_lib
+from gan_jax import train
+from tests.helpers import tiny_config
+
+
+def _bn_leaves(tree):
+  return {jax.tree_util.keystr(path): np.asarray(value)
+          for path, value in jax.tree_util.tree_leaves_with_path(tree)
+          if jax.tree_util.keystr(path).endswith(("['mean']", "['var']"))}
+
+
+@pytest.mark.parametrize('name', ['dcgan', 'conditional'])
+def test_the_statistics_are_the_average_of_each_batch_statistics(name):
+  # By hand with the model's own momentum m: one train-mode call from statistics S
+  # leaves m * S + (1 - m) * B, so the batch's statistics are B = (S' - m * S) / (1 - m).
+  config = (tiny_config() if name == 'dcgan'
+            else tiny_config(**{'model.num_classes': 10, 'model.d_cond': 'projection'}))
+  m = config.model.bn_momentum
+  assert 0 < m < 1
+  state = state_lib.create_state(config, jax.random.key(0))
+  generator, _ = models.build(config.model)
+  z, labels = standing_stats.standing_latents(config.model, jax.random.key(1), num_batches=3,
+                                              batch_size=16)
+  assert (labels is None) == (name == 'dcgan')
+  per_batch = []
+  for i in range(3):
+    _, after = step_lib.apply_model(generator, state.ema_g_params, state.g_batch_stats, z[i],
+                                    None if labels is None else labels[i], train=True)
+    per_batch.append({k: (v - m * _bn_leaves(state.g_batch_stats)[k]) / (1 - m)
+                      for k, v in _bn_leaves(after).items()})
+  got = _bn_leaves(standing_stats.standing_statistics(
+      config.model, state.ema_g_params, state.g_batch_stats, z, labels))
+  assert set(got) == set(per_batch[0]) and len(got) >= 4
+  for k in got:
+    expected = np.mean([b[k] for b in per_batch], axis=0)
+    np.testing.assert_allclose(got[k], expected, rtol=1e-4, atol=1e-5, err_msg=k)
+    # The three batches differ, so the average is not any one of them.
+    assert not np.allclose(per_batch[0][k], per_batch[1][k]), k
+
+
+def test_spectral_norm_state_is_kept_and_batch_norm_replaced():
+  config = config_files.load('biggan_cifar10:smoke')
+  state = state_lib.create_state(config, jax.random.key(0))
+  out = standing_stats.apply(config.model, state.ema_g_params, state.g_batch_stats,
+                             jax.random.key(1), num_batches=2, batch_size=8)
+  before = dict((jax.tree_util.keystr(p), np.asarray(v))
+                for p, v in jax.tree_util.tree_leaves_with_path(state.g_batch_stats))
+  after = dict((jax.tree_util.keystr(p), np.asarray(v))
+               for p, v in jax.tree_util.tree_leaves_with_path(out))
+  assert set(before) == set(after)
+  spectral = [k for k in before if k.endswith(("/u']", "/sigma']"))]
+  batch_norm = [k for k in before if k.endswith(("['mean']", "['var']"))]
+  assert spectral and batch_norm and len(spectral) + len(batch_norm) == len(before)
+  for k in spectral:
+    np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+  assert all(not np.array_equal(after[k], before[k]) for k in batch_norm)
+
+
+def test_standing_statistics_make_eval_mode_agree_with_train_mode():
+  # Running averages far from what the weights produce (as after EMA): eval-mode
+  # samples are far from train-mode ones until the statistics are re-estimated.
+  config = tiny_config()
+  state = state_lib.create_state(config, jax.random.key(0))
+  generator, _ = models.build(config.model)
+  wrong = jax.tree_util.tree_map_with_path(
+      lambda p, v: v + 3.0 if jax.tree_util.keystr(p).endswith("['mean']") else v * 50.0,
+      state.g_batch_stats)
+  z = jax.random.normal(jax.random.key(5), (256, config.model.z_dim))
+  train_mode, _ = step_lib.apply_model(generator, state.g_params, wrong, z, train=True)
+  gap = lambda stats: float(jnp.mean(jnp.abs(
+      step_lib.apply_model(generator, state.g_params, stats, z, train=False)[0] - train_mode)))
+  fixed = standing_stats.apply(config.model, state.g_params, wrong, jax.random.key(6),
+                               num_batches=16, batch_size=256)
+  # Wrong statistics move the samples by more than the samples differ from their mean.
+  spread = float(jnp.mean(jnp.abs(train_mode - jnp.mean(train_mode, axis=0))))
+  assert gap(wrong) > spread
+  assert gap(fixed) < 0.1 * gap(wrong)
+
+
+def test_a_generator_without_batch_norm_is_refused():
+  config = config_files.load('toy_ring:smoke')
+  state = state_lib.create_state(config, jax.random.key(0))
+  with pytest.raises(errors.ConfigError, match='no BatchNorm statistics.*--standing_stats at 0'):
+    standing_stats.apply(config.model, state.g_params, state.g_batch_stats, jax.random.key(0),
+                         batch_size=8)
+  with pytest.raises(errors.ConfigError, match='no BatchNorm statistics'):
+    standing_stats.check_config(config, 4)
+  standing_stats.check_config(config, 0)
+  with pytest.raises(errors.ConfigError, match='must be >= 0'):
+    standing_stats.check_config(tiny_config(), -1)
+
+
+@pytest.mark.slow
+def test_evaluate_and_sample_use_and_record_standing_statistics(tmp_path):
+  config = dcgan_digits.get_config('smoke')
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  kwargs = dict(metrics='proxy', num_samples=200, cache_dir=str(tmp_path / 'cache'))
+  plain = evaluate_lib.evaluate(workdir, output=str(tmp_path / 'plain.json'), **kwargs)
+  standing = evaluate_lib.evaluate(workdir, output=str(tmp_path / 'standing.json'),
+                                   standing_stats=4, seed=3, **kwargs)
+  assert plain['protocol']['standing_stats'] is None
+  assert standing['protocol']['standing_stats'] == {
+      'batches': 4, 'batch_size': config.train.batch_size, 'seed': 3}
+  again = evaluate_lib.evaluate(workdir, output=str(tmp_path / 'again.json'),
+                                standing_stats=4, seed=3, **kwargs)
+  assert again['results'] == standing['results']
+  assert standing['results']['proxy_fd'] != plain['results']['proxy_fd']
+  # The sample tool: the same generator as load_generator with the same request.
+  out = tmp_path / 'samples.npz'
+  done = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.sample', f'--workdir={workdir}', f'--output={out}',
+       '--num_samples=8', '--seed=3', '--standing_stats=4'],
+      capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stderr
+  _, generate = sample.load_generator(workdir, standing_stats=4, standing_seed=3)
+  np.testing.assert_allclose(np.load(out)['samples'],
+                             sample.generate_samples(generate, z_dim=config.model.z_dim,
+                                                     num_samples=8, seed=3),
+                             atol=1e-6)
+  assert generate.standing_stats == standing['protocol']['standing_stats']
+  json.dumps(standing)  # the record stays JSON
+
+
+def test_the_flag_is_refused_for_a_run_without_batch_norm_before_anything_loads(tmp_path):
+  from gan_jax import workdir as workdir_lib
+  config = config_files.load('toy_ring:smoke')
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)  # no checkpoint: the check comes first
+  done = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.sample', f'--workdir={workdir}',
+       f'--output={tmp_path / "s.npz"}', '--standing_stats=4'],
+      capture_output=True, text=True, check=False)
+  assert done.returncode == 2
+  assert 'no BatchNorm statistics' in done.stderr and 'Traceback' not in done.stderr
