@@ -11,7 +11,8 @@ at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999, eps
 and StudioGAN's horizontal flips (`data.random_flip`). StudioGAN's command also uses
 synchronised BatchNorm (here `parallel.sync_batch_stats`, on by default) and samples
 with standing statistics (here `--standing_stats=N` of `gan_jax.evaluate` and
-`gan_jax.sample`; BigGAN-PyTorch accumulates 16 batches). Published:
+`gan_jax.sample`, `eval.standing_stats` during training; BigGAN-PyTorch accumulates
+16 batches). Published:
 StudioGAN's ImageNet 128 table (docs/benchmarks.md); BigGAN-PyTorch's own
 checkpoint (IS 97 with TF Inception) came from a batch of 2,048, another recipe.
 

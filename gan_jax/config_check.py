@@ -16,6 +16,7 @@ from gan_jax import metrics
 from gan_jax import models
 from gan_jax import optim
 from gan_jax import parallel
+from gan_jax import standing_stats
 from gan_jax import workdir
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
@@ -28,7 +29,7 @@ _MINIMA = (
     ('train.log_every', 1), ('train.sample_every', 0), ('train.checkpoint_every', 1),
     ('train.max_to_keep', 1), ('train.num_sample_images', 1), ('eval.every', -1),
     ('train.ema_start', 0), ('eval.num_samples', 2), ('eval.num_reference', 0),
-    ('data.prefetch', 1),
+    ('data.prefetch', 1), ('eval.standing_stats', 0),
     ('data.num_workers', 0), ('seed', 0))
 
 
@@ -111,6 +112,8 @@ def validate(config):
   evaluator_lib.check_counts(
       eval_metrics, num_fake=config.eval.num_samples,
       num_real=config.eval.get('num_reference', 0) or config.eval.num_samples)
+  if config.eval.standing_stats and set(eval_metrics) - {classifier_lib.ACCURACY}:
+    standing_stats.check_config(config, config.eval.standing_stats)
   if classifier_lib.ACCURACY in eval_metrics:
     classifier_lib.check_classifier(
         config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")

@@ -139,4 +139,5 @@ def get_config():
   e.reference_split = ''            # split of the reference images ('' = data.split)
   e.inception_weights = ''          # path to pt_inception-2015-12-05-6726825d.pth ('' = search)
   e.accuracy_split = 'test'         # labelled split the 'accuracy' metric classifies
+  e.standing_stats = 0              # sample metrics with G's BatchNorm statistics averaged over N train-mode batches (BigGAN's standing statistics; 0 = off)
   return config

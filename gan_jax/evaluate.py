@@ -20,7 +20,8 @@ labels cycled over the classes; the class-aware metrics (`intra_fid`, `cas`)
 also record their per-class values under `per_class`. `--standing_stats=N` first
 replaces G's BatchNorm statistics by their averages over N train-mode batches of
 fresh latents (BigGAN's standing statistics, for the EMA weights; latents from
---seed), recorded as `protocol.standing_stats`.
+--seed; default: the run's config.eval.standing_stats), recorded as
+`protocol.standing_stats`.
 
 `accuracy` is not a sample metric: it classifies the labelled --accuracy_split
 (default 'test') with the checkpoint's discriminator (eval mode, the most probable
@@ -60,7 +61,7 @@ KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
-             output=None, cache_dir=None, accuracy_split='test', best=False, standing_stats=0,
+             output=None, cache_dir=None, accuracy_split='test', best=False, standing_stats=None,
              **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
 
@@ -82,7 +83,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     best: evaluate the best checkpoint (`<workdir>/best/`, the lowest FID / proxy FD
       of the evaluations during training) instead of one of `checkpoints/`.
     standing_stats: > 0: G's BatchNorm statistics re-estimated over this many
-      train-mode batches first (`sample.load_generator`; latents from `seed`); 0: off.
+      train-mode batches first (`sample.load_generator`; latents from `seed`); 0: off;
+      None: config.eval.standing_stats.
     **evaluator_kwargs: passed to `metrics.make_evaluator`.
 
   Returns:
@@ -106,6 +108,8 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
   # TFDS splits are checked when the data set opens.
   if sample_metrics and reference_split and config.data.source == 'digits':
     digits_lib.check_split(reference_split, '--reference_split')
+  if standing_stats is None:
+    standing_stats = int(config.eval.get('standing_stats', 0))
   if sample_metrics:
     standing_stats_lib.check_config(config, standing_stats)
   if ACCURACY in names:
@@ -181,10 +185,10 @@ def _define_flags():
   flags.DEFINE_string('cache_dir', None, 'Cache folder (default ~/.cache/gan_jax).')
   flags.DEFINE_bool('best', False, 'Evaluate the best checkpoint (<workdir>/best/: the lowest '
                     'FID or proxy FD of the evaluations during training).')
-  flags.DEFINE_integer('standing_stats', 0, 'Re-estimate G\'s BatchNorm statistics over this '
-                       'many train-mode batches of train.batch_size latents before sampling '
-                       '(BigGAN\'s standing statistics; BigGAN-PyTorch: 16; 0 = off).',
-                       lower_bound=0)
+  flags.DEFINE_integer('standing_stats', None, 'Re-estimate G\'s BatchNorm statistics over '
+                       'this many train-mode batches of train.batch_size latents before '
+                       'sampling (BigGAN\'s standing statistics; BigGAN-PyTorch: 16; 0 = off; '
+                       'default: config.eval.standing_stats).', lower_bound=0)
   flags.DEFINE_string('accuracy_split', 'test',
                       "Labelled split that --metrics=accuracy classifies (digits: the fixed "
                       "450-image 'test' split).")

@@ -282,9 +282,10 @@ def _define_flags():
   flags.DEFINE_list('labels', [], 'Class-conditional runs: classes to sample, cycled '
                     '(default: every class).')
   flags.DEFINE_float('truncation', None, 'Redraw latent entries with |z| > T (BigGAN).')
-  flags.DEFINE_integer('standing_stats', 0, 'Re-estimate G\'s BatchNorm statistics over this '
-                       'many train-mode batches of train.batch_size latents first (BigGAN\'s '
-                       'standing statistics; 0 = off).', lower_bound=0)
+  flags.DEFINE_integer('standing_stats', None, 'Re-estimate G\'s BatchNorm statistics over '
+                       'this many train-mode batches of train.batch_size latents first '
+                       '(BigGAN\'s standing statistics; 0 = off; default: the run\'s '
+                       'config.eval.standing_stats).', lower_bound=0)
   flags.DEFINE_integer('interpolate', 0, 'Write rows of this many interpolation steps '
                        'between random latents (per class for conditional runs).',
                        lower_bound=0)
@@ -335,10 +336,13 @@ def main(argv):
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')
-  if f.standing_stats:
-    standing_stats_lib.check_config(workdir_lib.load_config(f.workdir), f.standing_stats)
+  standing = f.standing_stats
+  if standing is None:
+    standing = int(workdir_lib.load_config(f.workdir).eval.get('standing_stats', 0))
+  elif standing:
+    standing_stats_lib.check_config(workdir_lib.load_config(f.workdir), standing)
   config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,
-                                    standing_stats=f.standing_stats, standing_seed=f.seed)
+                                    standing_stats=standing, standing_seed=f.seed)
   z, labels, columns = _requested(config, f)
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
   write_samples(samples, f.output, labels=labels, columns=columns)

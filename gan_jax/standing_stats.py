@@ -119,15 +119,42 @@ def standing_statistics(model_config, g_params, g_batch_stats, z, labels=None):
       g_batch_stats, means)
 
 
-def apply(model_config, g_params, g_batch_stats, key, *, num_batches=DEFAULT_BATCHES,
-          batch_size):
-  """`standing_statistics` on `standing_latents(key, ...)`, compiled: the one-call form.
+def make_standing_fn(model_config, *, num_batches=DEFAULT_BATCHES, batch_size):
+  """Compiles `standing_statistics` on `standing_latents(key, ...)` once, for repeated use.
 
   Args:
-    model_config, g_params, g_batch_stats: as `standing_statistics`.
-    key: a PRNG key for the latents.
+    model_config: `config.model` of the run.
     num_batches: train-mode batches (>= 1; BigGAN-PyTorch: 16).
     batch_size: rows per batch (>= 1; e.g. `config.train.batch_size`).
+
+  Returns:
+    `fn(g_params, g_batch_stats, key) -> g_batch_stats` with standing BatchNorm
+    statistics (see `standing_statistics`); ConfigError for a G without BatchNorm.
+
+  Raises:
+    errors.ConfigError: a count below 1.
+  """
+  if num_batches < 1 or batch_size < 1:
+    raise errors.ConfigError(
+        f'Standing statistics need at least one batch of at least one row; got '
+        f'{num_batches} batches of {batch_size}.')
+
+  @jax.jit
+  def compute(g_params, g_batch_stats, key):
+    z, labels = standing_latents(model_config, key, num_batches=num_batches,
+                                 batch_size=batch_size)
+    return standing_statistics(model_config, g_params, g_batch_stats, z, labels)
+
+  def fn(g_params, g_batch_stats, key):
+    _check_has_batch_norm(model_config, g_batch_stats)
+    return compute(g_params, g_batch_stats, key)
+
+  return fn
+
+
+def apply(model_config, g_params, g_batch_stats, key, *, num_batches=DEFAULT_BATCHES,
+          batch_size):
+  """`make_standing_fn(model_config, ...)(g_params, g_batch_stats, key)`: the one-call form.
 
   Returns:
     G's statistics with standing BatchNorm statistics (see `standing_statistics`).
@@ -135,12 +162,5 @@ def apply(model_config, g_params, g_batch_stats, key, *, num_batches=DEFAULT_BAT
   Raises:
     errors.ConfigError: a count below 1, or a G without BatchNorm.
   """
-  if num_batches < 1 or batch_size < 1:
-    raise errors.ConfigError(
-        f'Standing statistics need at least one batch of at least one row; got '
-        f'{num_batches} batches of {batch_size}.')
-  z, labels = standing_latents(model_config, key, num_batches=num_batches,
-                               batch_size=batch_size)
-  _check_has_batch_norm(model_config, g_batch_stats)
-  compute = jax.jit(lambda p, s, zz, ll: standing_statistics(model_config, p, s, zz, ll))
-  return compute(g_params, g_batch_stats, z, labels)
+  return make_standing_fn(model_config, num_batches=num_batches,
+                          batch_size=batch_size)(g_params, g_batch_stats, key)

@@ -25,11 +25,16 @@ from gan_jax import models
 from gan_jax import parallel
 from gan_jax import periodic
 from gan_jax import preemption
+from gan_jax import standing_stats
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.metrics import classifier as classifier_lib
+
+# Folded into the run's seed for the latents of standing statistics
+# (`eval.standing_stats`), then with the step.
+_STANDING_KEY = 0x5374
 
 
 def _from_process_zero(flags):
@@ -131,6 +136,11 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   writer = writers.MetricWriter(workdir, enabled=chief, start_step=start_step)
   grids = periodic.SampleGrids(config, workdir, writer, sample_key)
   evaluator, classifier = _evaluators(config, shape)
+  standing_fn = standing_key = None
+  if evaluator is not None and config.eval.standing_stats:
+    standing_fn = standing_stats.make_standing_fn(
+        config.model, num_batches=config.eval.standing_stats, batch_size=t.batch_size)
+    standing_key = jax.random.fold_in(jax.random.key(config.seed), _STANDING_KEY)
   best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST)
   logger = periodic.MetricLogger(
       dp, writer, num_steps=t.num_steps, log_every=t.log_every, start_step=start_step,
@@ -151,8 +161,14 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
     host_state = dp.get_state(state)
     results = {}
     if evaluator is not None:
+      sampled = host_state
+      if standing_fn is not None:
+        # Keyed by the step, so a resumed run evaluates with the same statistics.
+        sampled = host_state.replace(g_batch_stats=standing_fn(
+            host_state.ema_g_params, host_state.g_batch_stats,
+            jax.random.fold_in(standing_key, step)))
       results.update(evaluator(
-          lambda z, labels=None, s=host_state: grids.generate(s, z, labels), seed=config.seed))
+          lambda z, labels=None, s=sampled: grids.generate(s, z, labels), seed=config.seed))
     if classifier is not None:
       results[classifier_lib.ACCURACY] = classifier(host_state)
     logging.info('Evaluation at step %d: %s', step,

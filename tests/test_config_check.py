@@ -181,3 +181,15 @@ def test_random_flip_must_be_a_boolean():
   config.data = ml_collections.ConfigDict({**config.data.to_dict(), 'random_flip': 'yes'})
   with pytest.raises(errors.ConfigError, match=r"random_flip must be True or False, got 'yes'"):
     config_check.validate(config)
+
+
+def test_standing_statistics_need_a_generator_with_batch_norm():
+  config = config_files.load('toy_ring:smoke')
+  config.eval.metrics = 'proxy'
+  config.eval.standing_stats = 4
+  with pytest.raises(errors.ConfigError, match='no BatchNorm statistics'):
+    config_check.validate(config)
+  config.eval.standing_stats = 0
+  config_check.validate(config)
+  with pytest.raises(errors.ConfigError, match=r'config.eval.standing_stats must be an integer >= 0'):
+    config_check.validate(tiny_config(**{'eval.standing_stats': -1}))

@@ -152,3 +152,54 @@ def test_the_flag_is_refused_for_a_run_without_batch_norm_before_anything_loads(
       capture_output=True, text=True, check=False)
   assert done.returncode == 2
   assert 'no BatchNorm statistics' in done.stderr and 'Traceback' not in done.stderr
+
+
+@pytest.mark.slow
+def test_evaluations_during_training_use_standing_statistics(tmp_path):
+  # The same run with and without eval.standing_stats: training is the same bit for
+  # bit, the evaluations differ, and the standing one equals the proxy metrics of the
+  # saved EMA generator with statistics made from the documented key (the run's seed
+  # folded with 0x5374, then with the step).
+  from gan_jax import metrics
+  from gan_jax import workdir as workdir_lib
+  overrides = {'eval.every': 3, 'eval.metrics': 'proxy', 'eval.num_samples': 200}
+  runs = {}
+  for standing in (0, 4):
+    config = dcgan_digits.get_config('smoke')
+    config.update_from_flattened_dict({**overrides, 'eval.standing_stats': standing})
+    workdir = str(tmp_path / f'run{standing}')
+    train.train_and_evaluate(config, workdir)
+    with open(f'{workdir}/eval.jsonl', encoding='utf-8') as f:
+      lines = [json.loads(line) for line in f]
+    _, state, step = workdir_lib.restore_state(workdir, None)
+    runs[standing] = (config, lines, state, step)
+  (_, plain_lines, plain_state, step), (config, lines, state, _) = runs[0], runs[4]
+  assert [line['step'] for line in lines] == [3, 6] == [line['step'] for line in plain_lines]
+  for a, b in zip(jax.tree.leaves(plain_state), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  assert all(line['proxy_fd'] != plain['proxy_fd'] for line, plain in zip(lines, plain_lines))
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), 0x5374), step)
+  stats = standing_stats.apply(config.model, state.ema_g_params, state.g_batch_stats, key,
+                               num_batches=4, batch_size=config.train.batch_size)
+  generate_fn = jax.jit(step_lib.make_generate_fn(config))
+  evaluator = metrics.make_evaluator(config, data_shape=models.data_shape(config.model),
+                                     cache_dir=str(tmp_path / 'cache'))
+  by_hand = evaluator(lambda z, labels=None: np.asarray(
+      generate_fn(state.ema_g_params, stats, jnp.asarray(z), labels)), seed=config.seed)
+  assert by_hand['proxy_fd'] == pytest.approx(lines[-1]['proxy_fd'], rel=1e-5)
+  # The tools default to the run's eval.standing_stats.
+  workdir = str(tmp_path / 'run4')
+  record = evaluate_lib.evaluate(workdir, metrics='proxy', num_samples=200,
+                                 cache_dir=str(tmp_path / 'cache'))
+  assert record['protocol']['standing_stats'] == {
+      'batches': 4, 'batch_size': config.train.batch_size, 'seed': 0}
+  out = tmp_path / 'samples.npz'
+  done = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.sample', f'--workdir={workdir}', f'--output={out}',
+       '--num_samples=8'], capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stderr
+  _, generate = sample.load_generator(workdir, standing_stats=4, standing_seed=0)
+  np.testing.assert_allclose(
+      np.load(out)['samples'],
+      sample.generate_samples(generate, z_dim=config.model.z_dim, num_samples=8, seed=0),
+      atol=1e-6)
