@@ -30,7 +30,6 @@ then build the evaluator and call it together (they are collectives).
 
 import hashlib
 import logging
-import os
 import time
 
 import jax
@@ -48,7 +47,6 @@ from gan_jax.metrics import reference
 from gan_jax.metrics import sampling
 from gan_jax.metrics import sharded
 from gan_jax.metrics import stats
-from gan_jax.metrics import torch_pickle
 from gan_jax.metrics import toy_modes
 
 METRICS = ('proxy', 'fid', 'is', 'kid', 'pr', 'intra_fid', 'cas')
@@ -222,13 +220,9 @@ class Evaluator:
       for leaf in jax.tree.leaves(variables):
         digest.update(np.ascontiguousarray(leaf).tobytes())
       return variables, dict(file='<variables>', sha256=digest.hexdigest())
-    path = inception_weights.find_weights(
+    return inception_weights.load_weights_with_id(
         weights or config.eval.get('inception_weights', '') or None,
         origin='config.eval.inception_weights / --inception_weights')
-    sha = inception_weights.verify_weights_hash(path)
-    variables = inception_weights.convert_pytorch_fid_state_dict(
-        torch_pickle.read_torch_state_dict(path))
-    return variables, dict(file=os.path.basename(path), sha256=sha)
 
   def _setup_inception(self, config, references, weights, variables, batch_size):
     self._variables, weights_id = self._load_inception(config, weights, variables)

@@ -208,6 +208,17 @@ def load_weights(path=None, *, dtype=None):
     ConfigError: wrong hash.
     ValueError: not the expected state dict.
   """
-  found = find_weights(path)
-  verify_weights_hash(found)
-  return convert_pytorch_fid_state_dict(torch_pickle.read_torch_state_dict(found), dtype=dtype)
+  return load_weights_with_id(path, dtype=dtype)[0]
+
+
+def load_weights_with_id(path=None, *, dtype=None, origin='the path argument'):
+  """`load_weights`, and what identifies the file: (variables, {'file', 'sha256'}).
+
+  `file` is the file's name, `sha256` its full hash (checked against the prefix in
+  the name); `origin` names where `path` came from in a missing-file error.
+  """
+  found = find_weights(path, origin=origin)
+  sha = verify_weights_hash(found)
+  variables = convert_pytorch_fid_state_dict(torch_pickle.read_torch_state_dict(found),
+                                             dtype=dtype)
+  return variables, dict(file=os.path.basename(found), sha256=sha)
