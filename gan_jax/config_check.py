@@ -112,8 +112,8 @@ def validate(config):
   evaluator_lib.check_counts(
       eval_metrics, num_fake=config.eval.num_samples,
       num_real=config.eval.get('num_reference', 0) or config.eval.num_samples)
-  if config.eval.standing_stats and set(eval_metrics) - {classifier_lib.ACCURACY}:
-    standing_stats.check_config(config, config.eval.standing_stats)
+  # Checked even without sample metrics: it is also the sample / evaluate tools' default.
+  standing_stats.check_config(config, config.eval.standing_stats, 'config.eval.standing_stats')
   if classifier_lib.ACCURACY in eval_metrics:
     classifier_lib.check_classifier(
         config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")

@@ -38,11 +38,6 @@ from gan_jax.models import conditional
 OUTPUT_KINDS = '.npz file, .png file, or folder/'
 
 
-# Folded into the seed's key for the latents of standing statistics, so they are not
-# the latents that are scored.
-_STANDING_KEY = 0x5374
-
-
 def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0,
                    standing_seed=0):
   """Restores a checkpoint's generator as a sampling function.
@@ -56,8 +51,11 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0
     standing_stats: > 0: first re-estimate G's BatchNorm statistics for the sampling
       parameters over this many train-mode batches of `config.train.batch_size` fresh
       latents (`gan_jax.standing_stats`, BigGAN's standing statistics); 0: the
-      checkpoint's running averages.
-    standing_seed: seed of those latents.
+      checkpoint's running averages. (The CLIs default to the run's
+      `eval.standing_stats`; this function to 0.)
+    standing_seed: seed of those latents (with the checkpoint's step:
+      `standing_stats.standing_key`; config.seed gives the statistics of the
+      evaluations during training).
 
   Returns:
     (config, generate): `generate(z: f32[N, z_dim], labels: int[N] | None = None)
@@ -81,7 +79,7 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0
   if standing_stats:
     standing = dict(batches=int(standing_stats), batch_size=int(config.train.batch_size),
                     seed=int(standing_seed))
-    key = jax.random.fold_in(jax.random.key(standing_seed), _STANDING_KEY)
+    key = standing_stats_lib.standing_key(standing_seed, restored_step)
     g_batch_stats = standing_stats_lib.apply(config.model, params, g_batch_stats, key,
                                              num_batches=standing['batches'],
                                              batch_size=standing['batch_size'])

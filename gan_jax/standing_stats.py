@@ -14,7 +14,13 @@ would recompile G for every size, so every batch has `batch_size` rows.
 
 Only the BatchNorm entries ('mean', 'var') change. The spectral-norm state of G
 (SAGAN, BigGAN: 'u' and 'sigma') is read as it is and returned unchanged: the
-train-mode calls run their power iteration, and it is thrown away.
+train-mode calls run their power iteration, and it is thrown away (BigGAN-PyTorch
+keeps it), so G samples with the very weights the statistics were measured on.
+
+The latents come from `standing_key(seed, step)`, so the evaluations during
+training (`eval.standing_stats`) and `gan_jax.evaluate --seed=config.seed` of the
+same checkpoint use the same statistics. Each call runs the whole batch where it is
+called (every device of a mesh computes the same statistics).
 """
 
 import jax
@@ -29,6 +35,8 @@ from gan_jax import step as step_lib
 # BigGAN-PyTorch's default number of accumulated batches (`--num_standing_accumulations`).
 DEFAULT_BATCHES = 16
 _BN_LEAVES = ('mean', 'var')
+# Folded into the seed's key, so the standing latents are not the latents scored.
+_KEY_SALT = 0x5374
 
 
 def _is_batch_norm_leaf(path):
@@ -42,22 +50,30 @@ def count_batch_norm_leaves(g_batch_stats):
              for path, _ in jax.tree_util.tree_leaves_with_path(g_batch_stats))
 
 
-def _check_has_batch_norm(model_config, g_batch_stats):
+def _check_has_batch_norm(model_config, g_batch_stats, what='--standing_stats'):
   if not count_batch_norm_leaves(g_batch_stats):
     raise errors.ConfigError(
         f'This generator (model.name={model_config.name!r}, g_norm='
         f'{model_config.get("g_norm", "batch")!r}) has no BatchNorm statistics, so standing '
-        'statistics would change nothing; leave --standing_stats at 0.')
+        f'statistics would change nothing; set {what} to 0.')
 
 
-def check_config(config, num_batches):
+def check_config(config, num_batches, what='--standing_stats'):
   """Raises ConfigError unless `num_batches` standing-statistics batches (0 = off) suit
   the run's generator (`config`, the whole run config): >= 0, and G has BatchNorm when
-  > 0. Traces shapes only, so bad requests fail before a checkpoint loads."""
+  > 0. `what` names the setting in the message. Traces shapes only, so bad requests
+  fail before a checkpoint loads."""
   if num_batches < 0:
-    raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {num_batches}.')
+    raise errors.ConfigError(f'{what} must be >= 0 (0 = off), got {num_batches}.')
   if num_batches:
-    _check_has_batch_norm(config.model, state_lib.abstract_state(config).g_batch_stats)
+    _check_has_batch_norm(config.model, state_lib.abstract_state(config).g_batch_stats, what)
+
+
+def standing_key(seed, step):
+  """The key of the standing-statistics latents for checkpoint `step` of a run sampled
+  with `seed`: the same for the evaluations during training (seed = config.seed) and
+  for `gan_jax.evaluate` / `gan_jax.sample --seed`, so those reproduce the former."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _KEY_SALT), step)
 
 
 def standing_latents(model_config, key, *, num_batches, batch_size):

@@ -32,11 +32,6 @@ from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.metrics import classifier as classifier_lib
 
-# Folded into the run's seed for the latents of standing statistics
-# (`eval.standing_stats`), then with the step.
-_STANDING_KEY = 0x5374
-
-
 def _from_process_zero(flags):
   """Process 0's tuple of bools, on every process (so that all act alike)."""
   if jax.process_count() == 1:
@@ -136,11 +131,10 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   writer = writers.MetricWriter(workdir, enabled=chief, start_step=start_step)
   grids = periodic.SampleGrids(config, workdir, writer, sample_key)
   evaluator, classifier = _evaluators(config, shape)
-  standing_fn = standing_key = None
+  standing_fn = None
   if evaluator is not None and config.eval.standing_stats:
     standing_fn = standing_stats.make_standing_fn(
         config.model, num_batches=config.eval.standing_stats, batch_size=t.batch_size)
-    standing_key = jax.random.fold_in(jax.random.key(config.seed), _STANDING_KEY)
   best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST)
   logger = periodic.MetricLogger(
       dp, writer, num_steps=t.num_steps, log_every=t.log_every, start_step=start_step,
@@ -166,7 +160,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
         # Keyed by the step, so a resumed run evaluates with the same statistics.
         sampled = host_state.replace(g_batch_stats=standing_fn(
             host_state.ema_g_params, host_state.g_batch_stats,
-            jax.random.fold_in(standing_key, step)))
+            standing_stats.standing_key(config.seed, step)))
       results.update(evaluator(
           lambda z, labels=None, s=sampled: grids.generate(s, z, labels), seed=config.seed))
     if classifier is not None:

@@ -189,6 +189,10 @@ def test_standing_statistics_need_a_generator_with_batch_norm():
   config.eval.standing_stats = 4
   with pytest.raises(errors.ConfigError, match='no BatchNorm statistics'):
     config_check.validate(config)
+  # Without sample metrics too: it is the sample / evaluate tools' default.
+  config.eval.metrics = ''
+  with pytest.raises(errors.ConfigError, match='set config.eval.standing_stats to 0'):
+    config_check.validate(config)
   config.eval.standing_stats = 0
   config_check.validate(config)
   with pytest.raises(errors.ConfigError, match=r'config.eval.standing_stats must be an integer >= 0'):

@@ -99,7 +99,7 @@ def test_standing_statistics_make_eval_mode_agree_with_train_mode():
 def test_a_generator_without_batch_norm_is_refused():
   config = config_files.load('toy_ring:smoke')
   state = state_lib.create_state(config, jax.random.key(0))
-  with pytest.raises(errors.ConfigError, match='no BatchNorm statistics.*--standing_stats at 0'):
+  with pytest.raises(errors.ConfigError, match='no BatchNorm statistics.*set --standing_stats to 0'):
     standing_stats.apply(config.model, state.g_params, state.g_batch_stats, jax.random.key(0),
                          batch_size=8)
   with pytest.raises(errors.ConfigError, match='no BatchNorm statistics'):
@@ -193,6 +193,9 @@ def test_evaluations_during_training_use_standing_statistics(tmp_path):
                                  cache_dir=str(tmp_path / 'cache'))
   assert record['protocol']['standing_stats'] == {
       'batches': 4, 'batch_size': config.train.batch_size, 'seed': 0}
+  # --seed = config.seed reproduces the evaluation made during training.
+  assert config.seed == 0
+  assert record['results']['proxy_fd'] == pytest.approx(lines[-1]['proxy_fd'], rel=1e-6)
   out = tmp_path / 'samples.npz'
   done = subprocess.run(
       [sys.executable, '-m', 'gan_jax.sample', f'--workdir={workdir}', f'--output={out}',
