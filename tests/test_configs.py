@@ -115,6 +115,17 @@ def test_zoo_settings_read_from_the_references_own_files():
     assert config_files.load(name).data.random_flip is True, name
   for name in ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10'):
     assert config_files.load(name).data.random_flip is False, name
+  # StudioGAN's SAGAN.yaml sets the networks and the loss only; the rest is
+  # src/config.py's defaults: Adam 2e-4 (0.5, 0.999), 5 D steps, batch 64, flips.
+  studio = config_files.load('sagan_cifar10:studiogan')
+  for opt in (studio.optim.g, studio.optim.d):
+    assert (opt.learning_rate, opt.b1, opt.b2, opt.eps) == (2e-4, 0.5, 0.999, 1e-6)
+  assert (studio.train.n_critic, studio.train.batch_size, studio.train.num_steps) == (5, 64,
+                                                                                     100000)
+  assert studio.data.random_flip and studio.train.ema_decay == 0
+  assert studio.model == config_files.load('sagan_cifar10').model
+  config_check.validate(studio)
+  config_check.validate(config_files.load('sagan_cifar10:studiogan,smoke'))
   for name in ('semi_supervised_svhn', 'semi_supervised_cifar10'):
     assert config_files.load(name).loss.d_adversarial_weight == 0.5, name
     assert config_files.load(f'{name}:supervised_only').loss.d_adversarial_weight == 0, name
