@@ -74,6 +74,16 @@ def check_loss_config(loss_config):
                'ortho_weight', 'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight'):
     if loss_config[name] < 0:
       raise errors.ConfigError(f'config.loss.{name} must be >= 0, got {loss_config[name]}.')
+  if loss_config.get('lecam_weight', 0.0) < 0:
+    raise errors.ConfigError(
+        f'config.loss.lecam_weight must be >= 0, got {loss_config.lecam_weight}.')
+  if not 0.0 <= loss_config.get('lecam_decay', 0.99) < 1.0:
+    raise errors.ConfigError(
+        f'config.loss.lecam_decay must be in [0, 1), got {loss_config.lecam_decay}.')
+  start = loss_config.get('lecam_start', 0)
+  if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+    raise errors.ConfigError(
+        f'config.loss.lecam_start must be an integer >= 0 (a step), got {start!r}.')
 
 
 def _check_label_smoothing(label_smoothing, loss_type):
@@ -302,3 +312,28 @@ def feature_matching_loss(*, real_features, fake_features):
   real = jnp.asarray(real_features).astype(jnp.float32)
   fake = jnp.asarray(fake_features).astype(jnp.float32)
   return jnp.sum(jnp.square(jnp.mean(real, axis=0) - jnp.mean(fake, axis=0)))
+
+
+def lecam_regularization(*, real_logits, fake_logits, real_average, fake_average):
+  """LeCam regularisation (Tseng et al. 2021, "Regularizing Generative Adversarial
+  Networks under Limited Data", CVPR): D's outputs on real images are pulled down
+  to the running average of its outputs on fakes, and its outputs on fakes up to the
+  running average on reals, one-sided as in the authors' code (google/lecam-gan) and
+  PyTorch-StudioGAN's `lecam_reg`:
+
+    mean(relu(D(x) - a_fake)^2) + mean(relu(a_real - D(G(z)))^2)
+
+  Args:
+    real_logits: f32[B] D's raw outputs on the real batch.
+    fake_logits: f32[B'] D's raw outputs on the fake batch.
+    real_average, fake_average: f32[] running averages of D's mean outputs on reals
+      and on fakes (constants to the caller's gradient).
+
+  Returns:
+    f32[] >= 0; 0 when every real output is at most a_fake and every fake one at
+    least a_real.
+  """
+  real = _as_logits(real_logits, 'real_logits')
+  fake = _as_logits(fake_logits, 'fake_logits')
+  return (jnp.mean(jnp.square(jax.nn.relu(real - fake_average)))
+          + jnp.mean(jnp.square(jax.nn.relu(real_average - fake))))

@@ -8,6 +8,7 @@ D's objective, for a real batch x (labels y) and a fake batch G(z) (labels y'):
   + entropy_weight * mean entropy of softmax(D_cls(A(x))) over all x  (semi-supervised)
   + bcr_real_weight * ||D(A(x)) - D(T(A(x)))||^2 + bcr_fake_weight * (same for G(z))
   + gp_weight * GP + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
+  + lecam_weight * LeCam(D(A(x)), D(A(G(z))); running averages a_real, a_fake)
 
 G's objective, through the fakes:
 
@@ -40,6 +41,15 @@ _ORTHO_EXCLUDE = ('shared',)
 # Folded into a D call's augmentation key to get the key of its Gaussian noise, so
 # the augmentation keys stay what they are without noise.
 _NOISE = 0x6e6f6973
+# LeCam's running averages of D's mean outputs live in D's statistics under this
+# name ({'real': f32[], 'fake': f32[]}): they change with every D update, like
+# BatchNorm's, and a run without LeCam keeps the state it always had.
+LECAM_STATS = 'lecam'
+
+
+def initial_lecam_stats():
+  """LeCam's running averages before the first D update: 0, as in the references."""
+  return {'real': jnp.zeros((), jnp.float32), 'fake': jnp.zeros((), jnp.float32)}
 
 
 def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False, key=None):
@@ -152,8 +162,29 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
     loss = loss + setup.bcr_fake_weight * aux['bcr_fake']
   loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
                              loss, aux)
+  if setup.lecam_weight:
+    loss, aux, bs = _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux)
   aux['d_loss'] = loss
   return loss, (bs, aux)
+
+
+def _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux):
+  """LeCam (`losses.lecam_regularization`) with the running averages updated first by
+  this update's global-batch means, as StudioGAN's LeCamEMA: before `lecam_start` the
+  averages are the last means (decay 0) and the term is not added."""
+  started = state.step >= setup.lecam_start
+  decay = jnp.where(started, setup.lecam_decay, 0.0)
+  global_mean = lambda logits: jax.lax.stop_gradient(jax.lax.pmean(
+      jnp.mean(logits.astype(jnp.float32)), setup.axis_name))
+  old = state.d_batch_stats[LECAM_STATS]
+  new = {'real': decay * old['real'] + (1.0 - decay) * global_mean(real_logits),
+         'fake': decay * old['fake'] + (1.0 - decay) * global_mean(fake_logits)}
+  aux['lecam'] = losses.lecam_regularization(
+      real_logits=real_logits, fake_logits=fake_logits, real_average=new['real'],
+      fake_average=new['fake'])
+  aux['lecam_real_average'], aux['lecam_fake_average'] = new['real'], new['fake']
+  loss = loss + jnp.where(started, setup.lecam_weight, 0.0) * aux['lecam']
+  return loss, aux, {**bs, LECAM_STATS: new}
 
 
 def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, key, loss, aux):

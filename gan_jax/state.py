@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax import models
+from gan_jax import objectives
 from gan_jax import optim
 
 PyTree = Any
@@ -30,7 +31,8 @@ class GANState:
     d_params: discriminator parameters.
     g_batch_stats: generator BatchNorm / spectral-norm statistics ({} when none).
     d_batch_stats: discriminator BatchNorm statistics and spectral-norm vectors
-      ({} when none).
+      ({} when none); with LeCam regularisation also its running averages of D's
+      outputs (`objectives.LECAM_STATS`).
     g_opt_state: optax state of the generator optimiser.
     d_opt_state: optax state of the discriminator optimiser.
     ema_g_params: exponential moving average of `g_params` (equal to
@@ -74,12 +76,15 @@ def create_state(config, key):
   g_params, d_params = g_vars['params'], d_vars['params']
   g_tx, d_tx = optim.make_optimizers(config)
   hist = config.loss.hist_avg_weight > 0
+  d_batch_stats = d_vars.get('batch_stats', {})
+  if config.loss.get('lecam_weight', 0.0):
+    d_batch_stats = {**d_batch_stats, objectives.LECAM_STATS: objectives.initial_lecam_stats()}
   return GANState(
       step=jnp.zeros((), jnp.int32),
       g_params=g_params,
       d_params=d_params,
       g_batch_stats=g_vars.get('batch_stats', {}),
-      d_batch_stats=d_vars.get('batch_stats', {}),
+      d_batch_stats=d_batch_stats,
       g_opt_state=g_tx.init(g_params),
       d_opt_state=d_tx.init(d_params),
       ema_g_params=g_params,

@@ -72,6 +72,9 @@ class StepSetup:
   reuse_fake: bool
   sync_bn: bool
   random_flip: bool       # data.random_flip: mirror each real image with probability 1/2
+  lecam_weight: float = 0.0
+  lecam_decay: float = 0.99
+  lecam_start: int = 0
 
 
 # Folded into the step's key for the flips of the real batch, next to the D keys (0)
@@ -360,7 +363,9 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       bcr_real_weight=l.bcr_real_weight, bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,
       n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn,
-      random_flip=bool(config.data.get('random_flip', False)))
+      random_flip=bool(config.data.get('random_flip', False)),
+      lecam_weight=float(l.get('lecam_weight', 0.0)),
+      lecam_decay=float(l.get('lecam_decay', 0.99)), lecam_start=int(l.get('lecam_start', 0)))
   return functools.partial(train_step, setup)
 
 

@@ -197,3 +197,13 @@ def test_standing_statistics_need_a_generator_with_batch_norm():
   config_check.validate(config)
   with pytest.raises(errors.ConfigError, match=r'config.eval.standing_stats must be an integer >= 0'):
     config_check.validate(tiny_config(**{'eval.standing_stats': -1}))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('loss.lecam_weight', -0.1, r'config.loss.lecam_weight must be >= 0, got -0.1'),
+    ('loss.lecam_decay', 1.0, r'config.loss.lecam_decay must be in \[0, 1\), got 1.0'),
+    ('loss.lecam_start', -1, r'config.loss.lecam_start must be an integer >= 0'),
+])
+def test_bad_lecam_settings_name_the_field(field, value, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(tiny_config(**{field: value}))

@@ -440,3 +440,17 @@ def test_a_listed_loss_type_without_a_branch_is_an_error_not_another_loss(monkey
     losses.discriminator_loss(real_logits=logits, fake_logits=logits, loss_type='new_loss')
   with pytest.raises(NotImplementedError, match="'new_loss'"):
     losses.generator_loss(fake_logits=logits, loss_type='new_loss')
+
+
+def test_lecam_regularization_is_one_sided_squared_hinges_around_the_averages():
+  # Worked by hand: a_fake = 0.5, a_real = 1.0.
+  # reals 2, 0 -> relu(1.5)^2, relu(-0.5)^2 = 2.25, 0: mean 1.125;
+  # fakes 0, 3, -1 -> relu(1 - 0)^2, relu(1 - 3)^2, relu(1 + 1)^2 = 1, 0, 4: mean 5 / 3.
+  value = losses.lecam_regularization(real_logits=jnp.array([2.0, 0.0]),
+                                      fake_logits=jnp.array([0.0, 3.0, -1.0]),
+                                      real_average=1.0, fake_average=0.5)
+  assert float(value) == pytest.approx(1.125 + 5.0 / 3.0, rel=1e-6)
+  # Reals at most a_fake and fakes at least a_real: no penalty.
+  assert float(losses.lecam_regularization(
+      real_logits=jnp.array([0.5, -3.0]), fake_logits=jnp.array([1.0, 7.0]),
+      real_average=1.0, fake_average=0.5)) == 0.0

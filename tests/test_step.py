@@ -438,3 +438,43 @@ def test_random_flip_leaves_symmetric_images_unchanged():
                    jax.random.key(3))
   assert max_rel_diff(a.d_params, b.d_params) == 0.0
   assert max_rel_diff(a.g_params, b.g_params) == 0.0
+
+
+def test_lecam_averages_and_term_follow_the_references_rule():
+  # One D update from averages 0 with decay 0.99: a = 0.01 * (mean D output), and
+  # D's loss gains weight * LeCam (the adversarial terms come first, so they agree).
+  lecam = {'loss.lecam_weight': 0.3, 'loss.lecam_decay': 0.99}
+  plain_state, plain = _one_step_metrics()
+  state, metrics = _one_step_metrics(**lecam)
+  averages = state.d_batch_stats['lecam']
+  assert float(averages['real']) == pytest.approx(0.01 * metrics['d_real'], rel=1e-5)
+  assert float(averages['fake']) == pytest.approx(0.01 * metrics['d_fake'], rel=1e-5)
+  assert metrics['lecam_real_average'] == pytest.approx(float(averages['real']), rel=1e-6)
+  assert metrics['lecam'] > 0
+  np.testing.assert_allclose(metrics['d_loss'] - plain['d_loss'], 0.3 * metrics['lecam'],
+                             rtol=1e-4)
+  assert max_rel_diff(state.d_params, plain_state.d_params) > 1e-6
+  # Before lecam_start: the averages are the batch means and D's loss has no term.
+  early_state, early = _one_step_metrics(**lecam, **{'loss.lecam_start': 5})
+  averages = early_state.d_batch_stats['lecam']
+  assert float(averages['real']) == pytest.approx(early['d_real'], rel=1e-5)
+  assert early['d_loss'] == pytest.approx(plain['d_loss'], rel=1e-6)
+  assert max_rel_diff(early_state.d_params, plain_state.d_params) == 0.0
+
+
+def test_lecam_step_on_eight_devices_equals_one_device():
+  config = tiny_config(**{'loss.lecam_weight': 1.0, 'loss.lecam_decay': 0.5,
+                          'train.n_critic': 2})
+  state = state_lib.create_state(config, jax.random.key(0))
+  batches = [random_batch(config, seed=s) for s in range(2)]
+  key = jax.random.key(3)
+  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
+                         state, batches, key)
+  multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
+                        state, batches, key)
+  assert m1['lecam'] > 0
+  np.testing.assert_allclose(m8['lecam'], m1['lecam'], rtol=1e-5)
+  for side in ('real', 'fake'):
+    np.testing.assert_allclose(multi.d_batch_stats['lecam'][side],
+                               single.d_batch_stats['lecam'][side], rtol=1e-5)
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5

@@ -130,7 +130,14 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
   np.testing.assert_allclose(np.load(out / 'raw.npz')['samples'], raw(z), atol=1e-4 * scale)
 
 
-def test_killed_run_resumes_exactly(tmp_path):
+@pytest.mark.parametrize('extra', [
+    [],
+    # The switches that carry state or draw from the step's key: LeCam's averages in
+    # D's statistics, flips of the real batch, standing statistics for evaluations.
+    ['--config.loss.lecam_weight=0.3', '--config.data.random_flip=True',
+     '--config.eval.standing_stats=2'],
+], ids=['default', 'lecam_flips_standing'])
+def test_killed_run_resumes_exactly(tmp_path, extra):
   # Killed right after saving the checkpoint of step n (also a log step), before that
   # step's grid and evaluation: the resumed run writes them, and its record equals
   # the straight run's.
@@ -138,7 +145,7 @@ def test_killed_run_resumes_exactly(tmp_path):
   args = [SMOKE, f'--config.train.num_steps={2 * n}', f'--config.train.checkpoint_every={n}',
           f'--config.train.sample_every={n}', '--config.train.log_every=2',
           '--config.eval.metrics=proxy',
-          f'--config.eval.every={n}', '--config.eval.num_samples=200']
+          f'--config.eval.every={n}', '--config.eval.num_samples=200', *extra]
   env = {'XLA_FLAGS': subprocess_xla_flags(devices=2)}
   straight = str(tmp_path / 'straight')
   result = run_module('gan_jax.main', args + [f'--workdir={straight}'], env=env)
