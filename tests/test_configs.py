@@ -126,6 +126,14 @@ def test_zoo_settings_read_from_the_references_own_files():
   assert studio.model == config_files.load('sagan_cifar10').model
   config_check.validate(studio)
   config_check.validate(config_files.load('sagan_cifar10:studiogan,smoke'))
+  # StudioGAN's CIFAR10/BigGAN-DiffAug-LeCam.yaml: lecam_lambda 0.3,
+  # lecam_ema_start_iter 1000, lecam_ema_decay 0.99, total_steps 200000.
+  lecam = config_files.load('biggan_cifar10:diffaug,lecam')
+  assert (lecam.loss.lecam_weight, lecam.loss.lecam_start, lecam.loss.lecam_decay) == (
+      0.3, 1000, 0.99)
+  assert lecam.train.num_steps == 200000 and lecam.augment.policy
+  assert config_files.load('biggan_cifar10').loss.lecam_weight == 0
+  config_check.validate(config_files.load('biggan_cifar10:lecam,smoke'))
   for name in ('semi_supervised_svhn', 'semi_supervised_cifar10'):
     assert config_files.load(name).loss.d_adversarial_weight == 0.5, name
     assert config_files.load(f'{name}:supervised_only').loss.d_adversarial_weight == 0, name
