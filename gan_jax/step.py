@@ -72,9 +72,9 @@ class StepSetup:
   reuse_fake: bool
   sync_bn: bool
   random_flip: bool       # data.random_flip: mirror each real image with probability 1/2
-  lecam_weight: float = 0.0
-  lecam_decay: float = 0.99
-  lecam_start: int = 0
+  lecam_weight: float     # LeCam regularisation of D (0 = off)
+  lecam_decay: float      # decay of its running averages of D's outputs
+  lecam_start: int        # step from which the averages decay and the term is added
 
 
 # Folded into the step's key for the flips of the real batch, next to the D keys (0)

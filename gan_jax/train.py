@@ -32,6 +32,7 @@ from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.metrics import classifier as classifier_lib
 
+
 def _from_process_zero(flags):
   """Process 0's tuple of bools, on every process (so that all act alike)."""
   if jax.process_count() == 1:
