@@ -16,9 +16,9 @@ Variants (combinable, e.g. `:diffaug,data=20`):
               steps (the policy of Zhao et al.'s BigGAN CIFAR scripts, whose numbers
               are below; StudioGAN's BigGAN-DiffAug.yaml uses 'color,translation,
               cutout'; their scripts also differ: batch 50, 4 D steps, no attention);
-  `:lecam`    LeCam regularisation as StudioGAN's BigGAN-DiffAug-LeCam.yaml: weight
-              0.3, averages decaying 0.99 from step 1000 (`loss.lecam_*`), 200k
-              steps; that config pairs it with `:diffaug`;
+  `:lecam`    LeCam regularisation as StudioGAN's BigGAN-LeCam.yaml: weight 0.3,
+              averages decaying 0.99 from step 1000 (`loss.lecam_*`), 200k steps;
+              with `:diffaug`, its BigGAN-DiffAug-LeCam.yaml (but for the policy);
   `:data=P`   train on P% of the training split (class-balanced, seeded): the
               data-efficiency setting of Zhao et al. 2020, whose BigGAN FID-10k
               with DiffAugment at 100 / 20 / 10% data was 8.70 / 14.04 / 22.40,

@@ -69,7 +69,7 @@ def get_config():
   l.bcr_fake_weight = 0.0           # bCR on generated images (0 = off)
   l.lecam_weight = 0.0              # LeCam regularisation (Tseng et al. 2021): D's outputs on reals held below the average of its outputs on fakes, and vice versa (0 = off; StudioGAN CIFAR-10: 0.3)
   l.lecam_decay = 0.99              # decay of LeCam's running averages of D's mean outputs on reals and fakes
-  l.lecam_start = 0                 # step from which LeCam's averages decay and its term is added (before: the averages follow the last batch; StudioGAN: 1000)
+  l.lecam_start = 1000              # LeCam's averages decay from this step (before: the last batch's means) and its term is added after it (StudioGAN, the authors' code: 1000)
 
   # ---- optimisers ------------------------------------------------------------
   config.optim = o = ml_collections.ConfigDict()

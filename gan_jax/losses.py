@@ -26,6 +26,8 @@ log of a sigmoid: in float32 1 - sigma(l) rounds to 0 from l of about 17, and th
 log then gives -inf.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -72,15 +74,17 @@ def check_loss_config(loss_config):
   for name in ('gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
                'd_adversarial_weight', 'aux_weight', 'feature_matching_weight',
                'ortho_weight', 'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight'):
-    if loss_config[name] < 0:
-      raise errors.ConfigError(f'config.loss.{name} must be >= 0, got {loss_config[name]}.')
-  if loss_config.get('lecam_weight', 0.0) < 0:
+    if not loss_config[name] >= 0 or not math.isfinite(loss_config[name]):
+      raise errors.ConfigError(
+          f'config.loss.{name} must be a finite number >= 0, got {loss_config[name]}.')
+  lecam_weight = loss_config.get('lecam_weight', 0.0)
+  if not lecam_weight >= 0 or not math.isfinite(lecam_weight):
     raise errors.ConfigError(
-        f'config.loss.lecam_weight must be >= 0, got {loss_config.lecam_weight}.')
+        f'config.loss.lecam_weight must be a finite number >= 0, got {lecam_weight}.')
   if not 0.0 <= loss_config.get('lecam_decay', 0.99) < 1.0:
     raise errors.ConfigError(
         f'config.loss.lecam_decay must be in [0, 1), got {loss_config.lecam_decay}.')
-  start = loss_config.get('lecam_start', 0)
+  start = loss_config.get('lecam_start', 1000)
   if not isinstance(start, int) or isinstance(start, bool) or start < 0:
     raise errors.ConfigError(
         f'config.loss.lecam_start must be an integer >= 0 (a step), got {start!r}.')

@@ -48,7 +48,9 @@ LECAM_STATS = 'lecam'
 
 
 def initial_lecam_stats():
-  """LeCam's running averages before the first D update: 0, as in the references."""
+  """LeCam's running averages before the first D update: 0. (Their value only shows
+  with `loss.lecam_start` 0; from a later start, as the references', the averages
+  are the last batch's means when decay begins.)"""
   return {'real': jnp.zeros((), jnp.float32), 'fake': jnp.zeros((), jnp.float32)}
 
 
@@ -170,10 +172,10 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
 
 def _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux):
   """LeCam (`losses.lecam_regularization`) with the running averages updated first by
-  this update's global-batch means, as StudioGAN's LeCamEMA: before `lecam_start` the
-  averages are the last means (decay 0) and the term is not added."""
-  started = state.step >= setup.lecam_start
-  decay = jnp.where(started, setup.lecam_decay, 0.0)
+  this update's global-batch means, as StudioGAN's LeCamEMA and the authors' code:
+  before step `lecam_start` the averages are the last means (decay 0), and the term
+  is added after it (step > lecam_start)."""
+  decay = jnp.where(state.step >= setup.lecam_start, setup.lecam_decay, 0.0)
   global_mean = lambda logits: jax.lax.stop_gradient(jax.lax.pmean(
       jnp.mean(logits.astype(jnp.float32)), setup.axis_name))
   old = state.d_batch_stats[LECAM_STATS]
@@ -183,7 +185,8 @@ def _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux):
       real_logits=real_logits, fake_logits=fake_logits, real_average=new['real'],
       fake_average=new['fake'])
   aux['lecam_real_average'], aux['lecam_fake_average'] = new['real'], new['fake']
-  loss = loss + jnp.where(started, setup.lecam_weight, 0.0) * aux['lecam']
+  weight = jnp.where(state.step > setup.lecam_start, setup.lecam_weight, 0.0)
+  loss = loss + weight * aux['lecam']
   return loss, aux, {**bs, LECAM_STATS: new}
 
 

@@ -74,7 +74,7 @@ class StepSetup:
   random_flip: bool       # data.random_flip: mirror each real image with probability 1/2
   lecam_weight: float     # LeCam regularisation of D (0 = off)
   lecam_decay: float      # decay of its running averages of D's outputs
-  lecam_start: int        # step from which the averages decay and the term is added
+  lecam_start: int        # the averages decay from this step, the term is added after it
 
 
 # Folded into the step's key for the flips of the real batch, next to the D keys (0)
@@ -365,7 +365,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn,
       random_flip=bool(config.data.get('random_flip', False)),
       lecam_weight=float(l.get('lecam_weight', 0.0)),
-      lecam_decay=float(l.get('lecam_decay', 0.99)), lecam_start=int(l.get('lecam_start', 0)))
+      lecam_decay=float(l.get('lecam_decay', 0.99)), lecam_start=int(l.get('lecam_start', 1000)))
   return functools.partial(train_step, setup)
 
 

@@ -90,7 +90,7 @@ def test_semi_supervised_discriminator_needs_a_cross_entropy_loss():
 
 
 def test_negative_entropy_weight_is_refused():
-  with pytest.raises(errors.ConfigError, match='config.loss.entropy_weight must be >= 0'):
+  with pytest.raises(errors.ConfigError, match='config.loss.entropy_weight must be a finite number >= 0'):
     config_check.validate(tiny_config(**{'loss.entropy_weight': -1.0}))
 
 
@@ -200,10 +200,16 @@ def test_standing_statistics_need_a_generator_with_batch_norm():
 
 
 @pytest.mark.parametrize('field,value,message', [
-    ('loss.lecam_weight', -0.1, r'config.loss.lecam_weight must be >= 0, got -0.1'),
+    ('loss.lecam_weight', -0.1, r'config.loss.lecam_weight must be a finite number >= 0, got -0.1'),
     ('loss.lecam_decay', 1.0, r'config.loss.lecam_decay must be in \[0, 1\), got 1.0'),
     ('loss.lecam_start', -1, r'config.loss.lecam_start must be an integer >= 0'),
 ])
 def test_bad_lecam_settings_name_the_field(field, value, message):
   with pytest.raises(errors.ConfigError, match=message):
     config_check.validate(tiny_config(**{field: value}))
+
+
+@pytest.mark.parametrize('field', ['loss.gp_weight', 'loss.lecam_weight'])
+def test_a_weight_that_is_not_a_finite_number_is_refused(field):
+  with pytest.raises(errors.ConfigError, match=rf'config.{field} must be a finite number >= 0'):
+    config_check.validate(tiny_config(**{field: float('nan')}))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import toy_ring
+from gan_jax import objectives
 from gan_jax import parallel
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
@@ -440,31 +441,70 @@ def test_random_flip_leaves_symmetric_images_unchanged():
   assert max_rel_diff(a.g_params, b.g_params) == 0.0
 
 
-def test_lecam_averages_and_term_follow_the_references_rule():
-  # One D update from averages 0 with decay 0.99: a = 0.01 * (mean D output), and
-  # D's loss gains weight * LeCam (the adversarial terms come first, so they agree).
-  lecam = {'loss.lecam_weight': 0.3, 'loss.lecam_decay': 0.99}
-  plain_state, plain = _one_step_metrics()
-  state, metrics = _one_step_metrics(**lecam)
-  averages = state.d_batch_stats['lecam']
-  assert float(averages['real']) == pytest.approx(0.01 * metrics['d_real'], rel=1e-5)
-  assert float(averages['fake']) == pytest.approx(0.01 * metrics['d_fake'], rel=1e-5)
-  assert metrics['lecam_real_average'] == pytest.approx(float(averages['real']), rel=1e-6)
-  assert metrics['lecam'] > 0
-  np.testing.assert_allclose(metrics['d_loss'] - plain['d_loss'], 0.3 * metrics['lecam'],
-                             rtol=1e-4)
-  assert max_rel_diff(state.d_params, plain_state.d_params) > 1e-6
-  # Before lecam_start: the averages are the batch means and D's loss has no term.
-  early_state, early = _one_step_metrics(**lecam, **{'loss.lecam_start': 5})
-  averages = early_state.d_batch_stats['lecam']
-  assert float(averages['real']) == pytest.approx(early['d_real'], rel=1e-5)
-  assert early['d_loss'] == pytest.approx(plain['d_loss'], rel=1e-6)
-  assert max_rel_diff(early_state.d_params, plain_state.d_params) == 0.0
+def _d_objective(config, state, real, fake, key):
+  """objectives.discriminator_objective on one device (a mapped axis of size 1):
+  (loss, D's statistics after it, metrics, gradient w.r.t. D's parameters)."""
+  setup = step_lib.make_train_step(config).args[0]
+
+  def objective(d_params):
+    loss, (stats, aux) = jax.vmap(
+        lambda r, f: objectives.discriminator_objective(setup, d_params, state, r, None, f,
+                                                        None, key),
+        axis_name=parallel.DATA_AXIS)(real[None], fake[None])
+    return loss[0], (jax.tree.map(lambda v: v[0], stats), jax.tree.map(lambda v: v[0], aux))
+
+  (loss, (stats, aux)), grads = jax.value_and_grad(objective, has_aux=True)(state.d_params)
+  return float(loss), stats, aux, grads
+
+
+@pytest.mark.parametrize('step,start,added', [(3, 1, True), (1, 1, False), (0, 1, False)])
+def test_lecam_term_and_averages_by_hand(step, start, added):
+  # The references' rule, worked here with D's own outputs: from averages (0.2,
+  # -0.1), a = decay * a + (1 - decay) * mean(D) with decay 0.99 from step `start`
+  # (0 before it); the term mean(relu(D(real) - a_fake)^2) + mean(relu(a_real -
+  # D(fake))^2) uses the new averages as constants and joins D's loss, times 0.3,
+  # only after `start`.
+  config = tiny_config(**{'loss.lecam_weight': 0.3, 'loss.lecam_decay': 0.99,
+                          'loss.lecam_start': start})
+  state = state_lib.create_state(config, jax.random.key(0))
+  stats = dict(state.d_batch_stats)
+  stats['lecam'] = {'real': jnp.float32(0.2), 'fake': jnp.float32(-0.1)}
+  state = state.replace(step=jnp.int32(step), d_batch_stats=stats)
+  rng = np.random.default_rng(0)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  key = jax.random.key(5)
+  setup = step_lib.make_train_step(config).args[0]
+  d_out = lambda p, x: jax.vmap(
+      lambda xx: objectives.run_discriminator(setup, p, state.d_batch_stats, xx, None)[0],
+      axis_name=parallel.DATA_AXIS)(x[None])[0]
+  real_logits, fake_logits = (np.asarray(d_out(state.d_params, x), np.float64)
+                              for x in (real, fake))
+  decay = 0.99 if step >= start else 0.0
+  a_real = decay * 0.2 + (1 - decay) * real_logits.mean()
+  a_fake = decay * -0.1 + (1 - decay) * fake_logits.mean()
+  term = (np.mean(np.maximum(real_logits - a_fake, 0) ** 2)
+          + np.mean(np.maximum(a_real - fake_logits, 0) ** 2))
+  assert term > 1e-3  # the inputs exercise both hinges' active sides
+
+  loss, new_stats, aux, grads = _d_objective(config, state, real, fake, key)
+  plain_loss, _, _, plain_grads = _d_objective(
+      tiny_config(**{'loss.lecam_start': start}), state, real, fake, key)
+  assert float(new_stats['lecam']['real']) == pytest.approx(a_real, rel=1e-5, abs=1e-7)
+  assert float(new_stats['lecam']['fake']) == pytest.approx(a_fake, rel=1e-5, abs=1e-7)
+  assert float(aux['lecam']) == pytest.approx(term, rel=1e-4)
+  assert loss - plain_loss == pytest.approx(0.3 * term if added else 0.0, rel=1e-3, abs=1e-6)
+  # D's gradient gains that of 0.3 * term with the averages held constant.
+  reg = lambda p: 0.3 * (
+      jnp.mean(jnp.square(jax.nn.relu(d_out(p, real) - a_fake)))
+      + jnp.mean(jnp.square(jax.nn.relu(a_real - d_out(p, fake)))))
+  expected = (jax.tree.map(jnp.add, plain_grads, jax.grad(reg)(state.d_params)) if added
+              else plain_grads)
+  assert max_rel_diff(grads, expected) < 1e-4
 
 
 def test_lecam_step_on_eight_devices_equals_one_device():
   config = tiny_config(**{'loss.lecam_weight': 1.0, 'loss.lecam_decay': 0.5,
-                          'train.n_critic': 2})
+                          'loss.lecam_start': 0, 'train.n_critic': 2})
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=s) for s in range(2)]
   key = jax.random.key(3)
