@@ -26,6 +26,12 @@ def state0(config):
   return state_lib.create_state(config, jax.random.key(0))
 
 
+def _on_one_and_eight_devices(config, state, batches, key):
+  """((state, metrics) on one device, the same on eight) after `batches` (shard_map)."""
+  return tuple(run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:n]),
+                         state, batches, key) for n in (1, 8))
+
+
 def test_train_step_updates_g_and_d_and_stays_finite(config, state0):
   dp = parallel.DataParallel('shard_map')
   new, metrics = run_steps(config, dp, state0, [random_batch(config)], jax.random.key(1))
@@ -97,10 +103,7 @@ def test_several_sgd_steps_on_eight_devices_equal_one_device():
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=s) for s in range(3)]
   key = jax.random.key(3)
-  single, _ = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
-                        state, batches, key)
-  multi, _ = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
-                       state, batches, key)
+  (single, _), (multi, _) = _on_one_and_eight_devices(config, state, batches, key)
   assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
 
@@ -237,10 +240,7 @@ def test_conditional_step_on_eight_devices_equals_one_device(d_cond):
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=0)]
   key = jax.random.key(3)
-  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
-                         state, batches, key)
-  multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
-                        state, batches, key)
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, batches, key)
   assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
   assert max_rel_diff(multi.g_params, state.g_params) > 1e-4  # not vacuous
@@ -274,10 +274,7 @@ def test_augmented_step_with_consistency_on_eight_devices_equals_one_device():
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=0)]
   key = jax.random.key(3)
-  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
-                         state, batches, key)
-  multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
-                        state, batches, key)
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, batches, key)
   assert m1['bcr_real'] > 0 and m1['bcr_fake'] > 0
   np.testing.assert_allclose(m8['bcr_real'], m1['bcr_real'], rtol=1e-5)
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
@@ -508,10 +505,7 @@ def test_lecam_step_on_eight_devices_equals_one_device():
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=s) for s in range(2)]
   key = jax.random.key(3)
-  single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
-                         state, batches, key)
-  multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
-                        state, batches, key)
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, batches, key)
   assert m1['lecam'] > 0
   np.testing.assert_allclose(m8['lecam'], m1['lecam'], rtol=1e-5)
   for side in ('real', 'fake'):
