@@ -1,7 +1,6 @@
 """Test set-up: 8 fake CPU devices (before JAX starts) and shared helpers."""
 
 import os
-import shutil
 import sys
 import tempfile
 
@@ -12,18 +11,19 @@ if '--xla_force_host_platform_device_count' not in _flags:
 os.environ['XLA_FLAGS'] = _flags.strip()
 
 # One persistent XLA compilation cache for the test runs and the processes they start:
-# many tests (and their `python -m gan_jax.main` subprocesses), and the fast and slow
-# suites, compile the same small programs, which XLA then compiles once. Entries are
-# keyed by the program, JAX version and flags, so a stale entry is never used. JAX's
-# own size cap needs the `filelock` package, so the folder is emptied here once it
-# outgrows CACHE_LIMIT_BYTES. A user's own JAX_COMPILATION_CACHE_DIR wins.
+# many tests (and their `python -m gan_jax.main` subprocesses), the two workers of the
+# fast suite (`-n 2`) and the slow suite compile the same small programs, which XLA then
+# compiles once. Entries are keyed by the program, JAX version and flags, so a stale
+# entry is never used. A size cap makes JAX evict the least recently used entries and
+# take a file lock (the `filelock` test extra) around every read and write, so one
+# process never reads an entry another is still writing. (The folder's name is new
+# with the cap: JAX's eviction fails on entries written without one.) A user's own
+# JAX_COMPILATION_CACHE_DIR wins, and is used as it is.
 CACHE_LIMIT_BYTES = 2 << 30
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
-  _cache_dir = os.path.join(tempfile.gettempdir(), f'gan_jax_tests_xla_cache_{os.getuid()}')
-  if os.path.isdir(_cache_dir) and sum(
-      e.stat().st_size for e in os.scandir(_cache_dir) if e.is_file()) > CACHE_LIMIT_BYTES:
-    shutil.rmtree(_cache_dir, ignore_errors=True)
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = _cache_dir
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
+      tempfile.gettempdir(), f'gan_jax_test_cache_{os.getuid()}')
+  os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(CACHE_LIMIT_BYTES))
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.3')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
