@@ -11,8 +11,8 @@ if '--xla_force_host_platform_device_count' not in _flags:
 os.environ['XLA_FLAGS'] = _flags.strip()
 
 # One persistent XLA compilation cache for the test runs and the processes they start:
-# many tests (and their `python -m gan_jax.main` subprocesses), the two workers of the
-# fast suite (`-n 2`) and the slow suite compile the same small programs, which XLA then
+# many tests (and their `python -m gan_jax.main` subprocesses), the two workers of each
+# suite (`-n 2`) and the fast and slow suites compile the same small programs, which XLA then
 # compiles once. Entries are keyed by the program, JAX version and flags, so a stale
 # entry is never used. A size cap makes JAX evict the least recently used entries and
 # take a file lock (the `filelock` test extra) around every read and write, so one
