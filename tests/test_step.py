@@ -450,7 +450,7 @@ def _d_objective(config, state, real, fake, key):
         axis_name=parallel.DATA_AXIS)(real[None], fake[None])
     return loss[0], (jax.tree.map(lambda v: v[0], stats), jax.tree.map(lambda v: v[0], aux))
 
-  # Compiled as one program: op by op, the first call took half a minute.
+  # Compiled as one program rather than dispatched op by op.
   (loss, (stats, aux)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
       state.d_params, state, jnp.asarray(real), jnp.asarray(fake))
   return float(loss), stats, aux, grads
