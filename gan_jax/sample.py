@@ -71,8 +71,8 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0
     MissingFileError: no run or no checkpoint in `workdir`.
     ConfigError: standing_stats < 0, or > 0 for a generator without BatchNorm.
   """
-  # A bad request fails before the checkpoint loads.
-  standing_stats_lib.check_config(workdir_lib.load_config(workdir), standing_stats)
+  if standing_stats < 0:
+    raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {standing_stats}.')
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
   params = state.ema_g_params if ema else state.g_params
   g_batch_stats, standing = state.g_batch_stats, None
@@ -337,6 +337,8 @@ def main(argv):
   standing = f.standing_stats
   if standing is None:
     standing = int(workdir_lib.load_config(f.workdir).eval.get('standing_stats', 0))
+  elif standing:
+    standing_stats_lib.check_config(workdir_lib.load_config(f.workdir), standing)
   config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,
                                     standing_stats=standing, standing_seed=f.seed)
   z, labels, columns = _requested(config, f)
