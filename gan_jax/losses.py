@@ -71,16 +71,14 @@ def check_loss_config(loss_config):
   if not 0.0 < loss_config.g_top_k <= 1.0:
     raise errors.ConfigError(
         f'config.loss.g_top_k must be in (0, 1], got {loss_config.g_top_k}.')
-  for name in ('gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
-               'd_adversarial_weight', 'aux_weight', 'feature_matching_weight',
-               'ortho_weight', 'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight'):
-    if not loss_config[name] >= 0 or not math.isfinite(loss_config[name]):
-      raise errors.ConfigError(
-          f'config.loss.{name} must be a finite number >= 0, got {loss_config[name]}.')
-  lecam_weight = loss_config.get('lecam_weight', 0.0)
-  if not lecam_weight >= 0 or not math.isfinite(lecam_weight):
-    raise errors.ConfigError(
-        f'config.loss.lecam_weight must be a finite number >= 0, got {lecam_weight}.')
+  weights = {name: loss_config[name] for name in (
+      'gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
+      'd_adversarial_weight', 'aux_weight', 'feature_matching_weight', 'ortho_weight',
+      'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight')}
+  weights['lecam_weight'] = loss_config.get('lecam_weight', 0.0)
+  for name, value in weights.items():
+    if not value >= 0 or not math.isfinite(value):
+      raise errors.ConfigError(f'config.loss.{name} must be a finite number >= 0, got {value}.')
   if not 0.0 <= loss_config.get('lecam_decay', 0.99) < 1.0:
     raise errors.ConfigError(
         f'config.loss.lecam_decay must be in [0, 1), got {loss_config.lecam_decay}.')
