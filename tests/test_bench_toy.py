@@ -16,13 +16,6 @@ from gan_jax.bench import overrides
 from gan_jax.bench import toy as bench
 
 
-def test_split_config_names_keeps_variant_arguments_together():
-  assert bench.split_config_names('toy_ring,toy_ring:baseline,toy_grid') == [
-      'toy_ring', 'toy_ring:baseline', 'toy_grid']
-  assert bench.split_config_names('toy_ring:baseline,smoke,toy_grid:smoke') == [
-      'toy_ring:baseline,smoke', 'toy_grid:smoke']
-
-
 def test_load_config_rejects_unknown_and_non_toy_configs():
   with pytest.raises(errors.ConfigError, match="unknown config 'no_such_config'"):
     bench.load_config('no_such_config')

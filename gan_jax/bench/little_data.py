@@ -49,16 +49,12 @@ separately.
 import datetime
 import os
 import re
-import shutil
-import sys
-import tempfile
 import time
 
 from absl import flags
 import numpy as np
 
 from gan_jax import cli
-from gan_jax import config_files
 from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import metrics
@@ -68,7 +64,7 @@ from gan_jax import train
 from gan_jax.bench import memorisation
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
-from gan_jax.bench import toy as toy_bench
+from gan_jax.bench import trials as trials_lib
 from gan_jax.data import pipeline
 from gan_jax.data import sources
 
@@ -93,10 +89,7 @@ def load_config(spec):
   Raises:
     ConfigError: an unknown config, or one that does not train on the digits.
   """
-  try:
-    config = config_files.load(spec)
-  except KeyError as e:
-    raise errors.ConfigError(e.args[0]) from None
+  config = trials_lib.load_config(spec)
   if config.data.source != 'digits':
     raise errors.ConfigError(
         f'Config {spec!r} trains on data.source={config.data.source!r}; the little-data '
@@ -323,9 +316,8 @@ def _new_result(command, num_samples):
                           "the training subset vs the 450 'test' digits (d_seen_vs_unseen), "
                           'the test digits vs 1,000 raw-generator samples (d_unseen_vs_fake)',
       },
-      'command': command or ' '.join([os.path.basename(sys.executable), '-m',
-                                      'gan_jax.bench.little_data'] + sys.argv[1:]),
-      'machine': toy_bench.machine_description(),
+      'command': command or trials_lib.command_line('gan_jax.bench.little_data'),
+      'machine': trials_lib.machine_description(),
       'created': datetime.datetime.now().isoformat(timespec='seconds'),
       'rows': [],
   }
@@ -376,14 +368,9 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
       slug = _slug(spec, examples) + overrides_lib.slug(overrides)
-      workdir = (os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}') if keep_workdirs
-                 else tempfile.mkdtemp(prefix=f'bench_little_{slug}_{seed}_'))
-      try:
+      with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
         record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir,
                            num_samples=num_samples)
-      finally:
-        if not keep_workdirs:
-          shutil.rmtree(workdir, ignore_errors=True)
       row['trials'].append(record)
       row['summary'] = summarize(row['trials'])
       log(f"{spec} on {examples} digits, seed {seed}: proxy FD {record['proxy_fd']:.3f} "
@@ -412,15 +399,10 @@ def _define_flags():
                       "Shares of the digits 'train' split to train on (data.train_examples).")
   flags.DEFINE_integer('trials', 3, 'Seeds per (fraction, config).', lower_bound=1)
   flags.DEFINE_integer('first_seed', 0, 'The first seed.', lower_bound=0)
-  flags.DEFINE_string('out', 'runs/bench_little_data', 'Output folder (JSON and table).')
-  flags.DEFINE_integer('num_steps', None,
-                       "Override every config's train.num_steps (quick checks only).",
-                       lower_bound=1)
   flags.DEFINE_integer('num_samples', 10_000, 'Generated samples per score.', lower_bound=2)
-  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
-                            '--set=augment.cutout_ratio=0.25 (repeat for more).')
-  flags.DEFINE_bool('keep_workdirs', False,
-                    'Keep each run in <out>/workdirs/ (default: a temp folder).')
+  trials_lib.define_flags(out='runs/bench_little_data',
+                          out_help='Output folder (JSON and table).',
+                          set_example='augment.cutout_ratio=0.25')
 
 
 def main(argv):
@@ -429,7 +411,7 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
   result = run_benchmark(
-      toy_bench.split_config_names(f.configs), fractions=_parse_fractions(f.fractions),
+      trials_lib.split_config_names(f.configs), fractions=_parse_fractions(f.fractions),
       trials=f.trials, first_seed=f.first_seed, out_dir=f.out, num_steps=f.num_steps,
       num_samples=f.num_samples, overrides=overrides_lib.parse(f.set),
       keep_workdirs=f.keep_workdirs,

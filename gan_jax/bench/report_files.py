@@ -18,7 +18,7 @@ def machine_note(machine):
   (AVX-512 or not), so the same seed gives other per-trial numbers on another CPU.
 
   Args:
-    machine: `toy.machine_description()`'s dict ('cpu', 'cpu_count', 'jax_backend',
+    machine: `trials.machine_description()`'s dict ('cpu', 'cpu_count', 'jax_backend',
       'jax_devices', 'jax_version', 'python', 'platform').
 
   Returns:

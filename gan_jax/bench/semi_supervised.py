@@ -29,9 +29,6 @@ separately.
 import datetime
 import os
 import re
-import shutil
-import sys
-import tempfile
 import time
 
 from absl import flags
@@ -39,12 +36,11 @@ import numpy as np
 
 from gan_jax import classify
 from gan_jax import cli
-from gan_jax import config_files
 from gan_jax import errors
 from gan_jax import train
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
-from gan_jax.bench import toy
+from gan_jax.bench import trials as trials_lib
 from gan_jax.metrics import classifier as classifier_lib
 
 DEFAULT_CONFIGS = 'semi_supervised_digits,semi_supervised_digits:supervised_only'
@@ -73,10 +69,7 @@ def load_config(spec):
   Raises:
     ConfigError: an unknown config, or one whose D has no class logits.
   """
-  try:
-    config = config_files.load(spec)
-  except KeyError as e:
-    raise errors.ConfigError(e.args[0]) from None
+  config = trials_lib.load_config(spec)
   classifier_lib.check_classifier(config, spec)
   return config
 
@@ -176,9 +169,8 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
   os.makedirs(out_dir, exist_ok=True)
   result = {
       'benchmark': 'semi-supervised GAN: test accuracy of D as a classifier',
-      'command': ' '.join([os.path.basename(sys.executable), '-m',
-                           'gan_jax.bench.semi_supervised'] + sys.argv[1:]),
-      'machine': toy.machine_description(),
+      'command': trials_lib.command_line('gan_jax.bench.semi_supervised'),
+      'machine': trials_lib.machine_description(),
       'created': datetime.datetime.now().isoformat(timespec='seconds'),
       'rows': [], 'table': ''}
   for spec, config in configs:
@@ -191,14 +183,9 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
   # Seeds outermost: an interrupted run still compares both configs on the same seeds.
   for seed in seeds:
     for (spec, config), row in zip(configs, result['rows']):
-      workdir = (os.path.join(out_dir, 'workdirs', _slug(spec) + overrides_lib.slug(overrides),
-                              f'seed_{seed}')
-                 if keep_workdirs else tempfile.mkdtemp(prefix='bench_semi_supervised_'))
-      try:
+      slug = _slug(spec) + overrides_lib.slug(overrides)
+      with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
         record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir)
-      finally:
-        if not keep_workdirs:
-          shutil.rmtree(workdir, ignore_errors=True)
       row['trials'].append(record)
       row['summary'] = summarize(row['trials'])
       log(f"{spec} seed {seed}: test accuracy {100 * record['accuracy']:.2f}%, "
@@ -213,14 +200,9 @@ def _define_flags():
                       "Comma-separated config names, each with an optional ':variant'; "
                       'the first two are compared seed by seed.')
   flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated trial seeds.')
-  flags.DEFINE_string('out', 'runs/bench_semi_supervised', 'Output folder (JSON, table).')
-  flags.DEFINE_integer('num_steps', None,
-                       "Override every config's train.num_steps (quick checks only).",
-                       lower_bound=1)
-  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
-                            '--set=loss.d_adversarial_weight=2 (repeat for more).')
-  flags.DEFINE_bool('keep_workdirs', False,
-                    'Keep each trial run in <out>/workdirs/ (default: a temp folder).')
+  trials_lib.define_flags(out='runs/bench_semi_supervised',
+                          out_help='Output folder (JSON, table).',
+                          set_example='loss.d_adversarial_weight=2')
 
 
 def main(argv):
@@ -228,7 +210,7 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
-  result = run_benchmark(toy.split_config_names(f.configs), seeds=parse_seeds(f.seeds),
+  result = run_benchmark(trials_lib.split_config_names(f.configs), seeds=parse_seeds(f.seeds),
                          out_dir=f.out, num_steps=f.num_steps,
                          overrides=overrides_lib.parse(f.set), keep_workdirs=f.keep_workdirs,
                          log=lambda line: print(line, flush=True))

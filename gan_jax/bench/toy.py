@@ -31,19 +31,13 @@ rewritten after every trial, so an interrupted run keeps what it measured.
 
 import datetime
 import os
-import platform
 import re
-import shutil
-import sys
-import tempfile
 import time
 
 from absl import flags
-import jax
 import numpy as np
 
 from gan_jax import cli
-from gan_jax import config_files
 from gan_jax import errors
 from gan_jax import metrics
 from gan_jax import sample
@@ -52,6 +46,7 @@ from gan_jax import writers
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import toy_table
+from gan_jax.bench import trials as trials_lib
 from gan_jax.data import toy
 
 DEFAULT_CONFIGS = 'toy_ring,toy_ring:baseline,toy_grid,toy_grid:baseline'
@@ -62,42 +57,13 @@ _JSON_NAME = 'toy_benchmark.json'
 _TABLE_NAME = 'toy_benchmark.md'
 
 
-def split_config_names(text):
-  """Splits `--configs` into config specs, keeping variant arguments together.
-
-  A variant argument may itself hold commas (`toy_ring:baseline,smoke`), so a
-  piece that is not a config (no ':' and no shipped config of that name) is
-  glued to the previous spec: 'toy_ring:baseline,smoke,toy_grid' ->
-  ['toy_ring:baseline,smoke', 'toy_grid'].
-
-  Args:
-    text: comma-separated config specs.
-
-  Returns:
-    list of specs 'name[:arg]' in the given order.
-  """
-  specs = []
-  for piece in (p.strip() for p in text.split(',')):
-    if not piece:
-      continue
-    is_config = piece.endswith('.py') or piece in config_files.names()
-    if specs and ':' in specs[-1] and ':' not in piece and not is_config:
-      specs[-1] += ',' + piece
-    else:
-      specs.append(piece)
-  return specs
-
-
 def load_config(spec):
   """The ConfigDict of a toy config spec 'name[:arg]' or 'path.py[:arg]'.
 
   Raises:
     ConfigError: for an unknown config, or one that does not train on toy data.
   """
-  try:
-    config = config_files.load(spec)
-  except KeyError as e:
-    raise errors.ConfigError(e.args[0]) from None
+  config = trials_lib.load_config(spec)
   if config.data.source != 'toy':
     raise errors.ConfigError(
         f'Config {spec!r} trains on data.source={config.data.source!r}; the toy '
@@ -164,20 +130,6 @@ def run_trial(config, *, seed, workdir, num_samples=NUM_SAMPLES):
   return record, samples
 
 
-def machine_description():
-  """Where the numbers were measured: OS, CPU, core count, JAX backend and version."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu = next((line.split(':', 1)[1].strip() for line in f
-                  if line.startswith('model name')), cpu)
-  except OSError:
-    pass
-  return {'platform': platform.platform(), 'cpu': cpu, 'cpu_count': os.cpu_count(),
-          'jax_backend': jax.default_backend(), 'jax_devices': jax.device_count(),
-          'jax_version': jax.__version__, 'python': platform.python_version()}
-
-
 def _new_result(command):
   return {
       'benchmark': 'toy mode collapse (PacGAN protocol)',
@@ -189,9 +141,8 @@ def _new_result(command):
           'se': 'sample std (ddof=1) / sqrt(trials)',
           'worst': 'min over trials (modes, high quality), max (reverse KL, time)',
       },
-      'command': command or ' '.join([os.path.basename(sys.executable), '-m',
-                                      'gan_jax.bench.toy'] + sys.argv[1:]),
-      'machine': machine_description(),
+      'command': command or trials_lib.command_line('gan_jax.bench.toy'),
+      'machine': trials_lib.machine_description(),
       'created': datetime.datetime.now().isoformat(timespec='seconds'),
       'rows': [],
       'reference': [dict(r) for r in toy_table.REFERENCE_ROWS],
@@ -237,16 +188,9 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
       slug = _slug(spec) + overrides_lib.slug(overrides)
-      if keep_workdirs:
-        workdir = os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
-      else:
-        workdir = tempfile.mkdtemp(prefix=f'bench_toy_{slug}_{seed}_')
-      try:
+      with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
         record, samples = run_trial(config.copy_and_resolve_references(), seed=seed,
                                     workdir=workdir)
-      finally:
-        if not keep_workdirs:
-          shutil.rmtree(workdir, ignore_errors=True)
       png = f'{slug}_seed{seed}.png'
       writers.save_png(os.path.join(out_dir, png), scatter_plot(samples, config.data.toy))
       record['png'] = png
@@ -265,14 +209,8 @@ def _define_flags():
                       "Comma-separated config names, each with an optional ':variant'.")
   flags.DEFINE_integer('trials', 10, 'Trials (seeds) per config.', lower_bound=1)
   flags.DEFINE_integer('first_seed', 0, 'Seed of the first trial.', lower_bound=0)
-  flags.DEFINE_string('out', 'runs/bench_toy', 'Output folder (JSON, table, PNGs).')
-  flags.DEFINE_integer('num_steps', None,
-                       "Override every config's train.num_steps (quick checks only).",
-                       lower_bound=1)
-  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
-                            '--set=optim.g.learning_rate=0.006 (repeatable).')
-  flags.DEFINE_bool('keep_workdirs', False,
-                    'Keep each trial run in <out>/workdirs/ (default: a temp folder).')
+  trials_lib.define_flags(out='runs/bench_toy', out_help='Output folder (JSON, table, PNGs).',
+                          set_example='optim.g.learning_rate=0.006')
 
 
 def main(argv):
@@ -281,7 +219,7 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
   result = run_benchmark(
-      split_config_names(f.configs), trials=f.trials, out_dir=f.out,
+      trials_lib.split_config_names(f.configs), trials=f.trials, out_dir=f.out,
       first_seed=f.first_seed, num_steps=f.num_steps, overrides=overrides_lib.parse(f.set),
       keep_workdirs=f.keep_workdirs,
       log=lambda line: print(line, flush=True))

@@ -1,0 +1,122 @@
+"""What the seed-by-seed benchmarks share: configs by name, one run folder per trial, flags.
+
+`gan_jax.bench.toy`, `gan_jax.bench.little_data` and `gan_jax.bench.semi_supervised`
+each train the configs named by `--configs` for several seeds, one run folder per
+(config, seed) trial, and rewrite their report after every trial. This module holds
+the parts they share, so each of them keeps only its protocol and its scores:
+
+  split_config_names   '--configs' text -> config specs ('name[:variant,...]')
+  load_config          a spec -> its ConfigDict, a bad name as a one-line ConfigError
+  trial_workdir        the run folder of one trial (temporary, or kept under --out)
+  command_line, machine_description   what a report records about how it was made
+  define_flags         --out, --num_steps, --set and --keep_workdirs
+"""
+
+import contextlib
+import os
+import platform
+import shutil
+import sys
+import tempfile
+
+from absl import flags
+import jax
+
+from gan_jax import config_files
+from gan_jax import errors
+
+
+def split_config_names(text):
+  """Splits `--configs` into config specs, keeping variant arguments together.
+
+  A variant argument may itself hold commas (`toy_ring:baseline,smoke`), so a
+  piece that is not a config (no ':' and no shipped config of that name) is
+  glued to the previous spec: 'toy_ring:baseline,smoke,toy_grid' ->
+  ['toy_ring:baseline,smoke', 'toy_grid'].
+
+  Args:
+    text: comma-separated config specs.
+
+  Returns:
+    list of specs 'name[:arg]' in the given order.
+  """
+  specs = []
+  for piece in (p.strip() for p in text.split(',')):
+    if not piece:
+      continue
+    is_config = piece.endswith('.py') or piece in config_files.names()
+    if specs and ':' in specs[-1] and ':' not in piece and not is_config:
+      specs[-1] += ',' + piece
+    else:
+      specs.append(piece)
+  return specs
+
+
+def load_config(spec):
+  """The ConfigDict of a config spec 'name[:arg]' or 'path.py[:arg]'.
+
+  Raises:
+    ConfigError: an unknown config or variant (config_files' message).
+  """
+  try:
+    return config_files.load(spec)
+  except KeyError as e:
+    raise errors.ConfigError(e.args[0]) from None
+
+
+@contextlib.contextmanager
+def trial_workdir(out_dir, slug, seed, *, keep):
+  """The run folder of one trial, as a context manager yielding its path.
+
+  Args:
+    out_dir: the benchmark's --out folder.
+    slug: a file-name-safe name of the trial's config (and overrides).
+    seed: the trial's seed.
+    keep: True: `<out_dir>/workdirs/<slug>/seed_<seed>`, kept afterwards (a run
+      already there is resumed); False: a new temporary folder, deleted when the
+      block ends, also when it raises (a failed trial leaves nothing behind).
+  """
+  if keep:
+    yield os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
+    return
+  workdir = tempfile.mkdtemp(prefix=f'bench_{slug}_{seed}_')
+  try:
+    yield workdir
+  finally:
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def command_line(module):
+  """The command that started this process, as `python -m <module> <its flags>`."""
+  return ' '.join([os.path.basename(sys.executable), '-m', module] + sys.argv[1:])
+
+
+def machine_description():
+  """Where the numbers were measured: OS, CPU, core count, JAX backend and version."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  return {'platform': platform.platform(), 'cpu': cpu, 'cpu_count': os.cpu_count(),
+          'jax_backend': jax.default_backend(), 'jax_devices': jax.device_count(),
+          'jax_version': jax.__version__, 'python': platform.python_version()}
+
+
+def define_flags(*, out, out_help, set_example):
+  """Defines the flags every trial benchmark takes, with `out` the default --out.
+
+  --out (output folder; `out_help` says what goes there), --num_steps (overrides
+  every config's train.num_steps), --set (repeatable FIELD=VALUE, `set_example`
+  shows one; `gan_jax.bench.overrides`) and --keep_workdirs (`trial_workdir`).
+  """
+  flags.DEFINE_string('out', out, out_help)
+  flags.DEFINE_integer('num_steps', None,
+                       "Override every config's train.num_steps (quick checks only).",
+                       lower_bound=1)
+  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
+                            f'--set={set_example} (repeat for more).')
+  flags.DEFINE_bool('keep_workdirs', False,
+                    'Keep each trial run in <out>/workdirs/ (default: a temp folder).')

@@ -1,0 +1,60 @@
+"""Tests of what the seed-by-seed benchmarks share (`gan_jax.bench.trials`)."""
+
+import os
+import sys
+
+import pytest
+
+from gan_jax import errors
+from gan_jax.bench import trials
+
+
+def test_split_config_names_keeps_variant_arguments_together():
+  assert trials.split_config_names('toy_ring,toy_ring:baseline,toy_grid') == [
+      'toy_ring', 'toy_ring:baseline', 'toy_grid']
+  assert trials.split_config_names('toy_ring:baseline,smoke,toy_grid:smoke') == [
+      'toy_ring:baseline,smoke', 'toy_grid:smoke']
+  # A shipped config's name after a variant starts a new spec; empty pieces vanish.
+  assert trials.split_config_names('dcgan_digits:few,noaug,,dcgan_digits:few') == [
+      'dcgan_digits:few,noaug', 'dcgan_digits:few']
+
+
+def test_load_config_turns_a_bad_name_or_variant_into_one_config_error():
+  assert trials.load_config('toy_ring:baseline').data.toy == 'ring'
+  with pytest.raises(errors.ConfigError, match="unknown config 'no_such_config'"):
+    trials.load_config('no_such_config')
+  with pytest.raises(errors.ConfigError, match="unknown config variant 'bogus'"):
+    trials.load_config('dcgan_digits:bogus')
+
+
+def test_a_temporary_trial_folder_is_deleted_after_the_trial_even_when_it_fails(tmp_path):
+  with trials.trial_workdir(str(tmp_path / 'out'), 'toy_ring-baseline', 3, keep=False) as w:
+    assert os.path.isdir(w) and not w.startswith(str(tmp_path / 'out'))
+    open(os.path.join(w, 'config.json'), 'w').close()
+  assert not os.path.exists(w)
+  with pytest.raises(RuntimeError, match='trial failed'):
+    with trials.trial_workdir(str(tmp_path / 'out'), 'toy_ring', 4, keep=False) as failed:
+      raise RuntimeError('trial failed')
+  assert not os.path.exists(failed)
+
+
+def test_a_kept_trial_folder_is_named_by_config_and_seed_and_stays(tmp_path):
+  out = str(tmp_path / 'out')
+  with trials.trial_workdir(out, 'toy_ring-baseline', 3, keep=True) as w:
+    assert w == os.path.join(out, 'workdirs', 'toy_ring-baseline', 'seed_3')
+    os.makedirs(w)
+  assert os.path.isdir(w)
+  with pytest.raises(RuntimeError):
+    with trials.trial_workdir(out, 'toy_ring-baseline', 3, keep=True) as again:
+      raise RuntimeError('trial failed')
+  assert again == w and os.path.isdir(w)  # a kept run is never deleted
+
+
+def test_command_line_and_machine_record_how_a_report_was_made(monkeypatch):
+  monkeypatch.setattr(sys, 'argv', ['little_data.py', '--trials=2', '--fractions=0.1'])
+  assert trials.command_line('gan_jax.bench.little_data') == (
+      f'{os.path.basename(sys.executable)} -m gan_jax.bench.little_data --trials=2 '
+      '--fractions=0.1')
+  machine = trials.machine_description()
+  assert machine['jax_backend'] == 'cpu' and machine['jax_devices'] >= 1
+  assert machine['cpu'] and machine['cpu_count'] == os.cpu_count()
