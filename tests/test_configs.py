@@ -16,6 +16,7 @@ import pytest
 from gan_jax import config_check
 from gan_jax import config_files
 from gan_jax import models
+from gan_jax import objectives
 from gan_jax import workdir as workdir_lib
 from tests.compile_flags import FAST_COMPILE_XLA_FLAG
 from tests.compile_flags import subprocess_xla_flags
@@ -60,7 +61,11 @@ with tfds.testing.mock_data(num_examples=24):
 """
 
 
-@pytest.mark.parametrize('name', ZOO + ('cgan_digits', 'dcgan_digits:few'))
+@pytest.mark.parametrize('name', ZOO + (
+    'cgan_digits', 'dcgan_digits:few',
+    # StudioGAN's BigGAN-DiffAug-LeCam recipe: the BigGAN smoke run again with both
+    # switched on (LeCam from the first step), so slow.
+    pytest.param('biggan_cifar10:diffaug,lecam', marks=pytest.mark.slow)))
 def test_smoke_variant_trains(tmp_path, name):
   # In a process of its own, on one CPU device and with LLVM unoptimised: these runs
   # are XLA compiles (init, step, grids) more than training, and both make them faster
@@ -99,6 +104,12 @@ def test_smoke_variant_trains(tmp_path, name):
     assert len(earlier) == len(last) and unchanged <= may_rest, unchanged
   if config.model.num_classes:
     assert os.path.exists(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE))
+  if config.loss.lecam_weight:
+    # LeCam's averages of D's outputs start at 0 and moved with every D update.
+    averages = jax.device_get(state.d_batch_stats[objectives.LECAM_STATS])
+    before_averages = before.d_batch_stats[objectives.LECAM_STATS]
+    assert all(averages[k] != 0 and averages[k] != before_averages[k]
+               for k in ('real', 'fake')), averages
 
 
 def test_zoo_settings_read_from_the_references_own_files():
