@@ -14,7 +14,8 @@ Variants (combinable):
   `:studiogan`  StudioGAN's training for its SAGAN.yaml, which sets only the networks
                 and the loss and keeps src/config.py's defaults: Adam 2e-4 / 2e-4
                 (0.5, 0.999, eps 1e-6), 5 D steps per G step, batch 64, 100k steps,
-                no EMA, horizontal flips (`data.random_flip`);
+                no EMA, horizontal flips (`data.random_flip`); with `:smoke`, 2 D
+                steps per G step;
   `:smoke`.
 """
 
@@ -38,7 +39,7 @@ def get_config(arg=None):
   if args.studiogan:
     for opt in (config.optim.g, config.optim.d):
       opt.update(name='adam', learning_rate=2e-4, b1=0.5, b2=0.999, eps=1e-6)
-    config.train.n_critic = 1 if smoke else 5
+    config.train.n_critic = 2 if smoke else 5  # smoke: still more than one D step
     config.data.random_flip = True
   if not smoke:
     config.train.batch_size = 64

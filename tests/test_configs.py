@@ -64,8 +64,10 @@ with tfds.testing.mock_data(num_examples=24):
 @pytest.mark.parametrize('name', ZOO + (
     'cgan_digits', 'dcgan_digits:few',
     # StudioGAN's BigGAN-DiffAug-LeCam recipe: the BigGAN smoke run again with both
-    # switched on (LeCam from the first step), so slow.
-    pytest.param('biggan_cifar10:diffaug,lecam', marks=pytest.mark.slow)))
+    # switched on (LeCam from the first step), and its SAGAN training settings (five
+    # D steps per G step, flips, no EMA) around the same networks: repeats, so slow.
+    pytest.param('biggan_cifar10:diffaug,lecam', marks=pytest.mark.slow),
+    pytest.param('sagan_cifar10:studiogan', marks=pytest.mark.slow)))
 def test_smoke_variant_trains(tmp_path, name):
   # In a process of its own, on one CPU device and with LLVM unoptimised: these runs
   # are XLA compiles (init, step, grids) more than training, and both make them faster
@@ -136,7 +138,9 @@ def test_zoo_settings_read_from_the_references_own_files():
   assert studio.data.random_flip and studio.train.ema_decay == 0
   assert studio.model == config_files.load('sagan_cifar10').model
   config_check.validate(studio)
-  config_check.validate(config_files.load('sagan_cifar10:studiogan,smoke'))
+  studio_smoke = config_files.load('sagan_cifar10:studiogan,smoke')
+  config_check.validate(studio_smoke)
+  assert studio_smoke.train.n_critic > 1  # its training test runs several D steps
   # StudioGAN's CIFAR10/BigGAN-DiffAug-LeCam.yaml: lecam_lambda 0.3,
   # lecam_ema_start_iter 1000, lecam_ema_decay 0.99, total_steps 200000.
   lecam = config_files.load('biggan_cifar10:diffaug,lecam')
