@@ -69,6 +69,12 @@ def validate(config):
         f'the one D update\'s fake batch), got n_critic={t.n_critic}. Set '
         'train.reuse_fake=False or train.n_critic=1.')
   losses.check_loss_config(config.loss)
+  zcr = config.loss.get('zcr_d_weight', 0.0) or config.loss.get('zcr_g_weight', 0.0)
+  if t.reuse_fake and zcr:
+    raise errors.ConfigError(
+        'config.loss.zcr_d_weight / zcr_g_weight need G(z) and G(z + dz) from one fresh z in '
+        'each update, and config.train.reuse_fake shares one fake batch between them. Set '
+        'train.reuse_fake=False or both zCR weights to 0.')
   augment.check_config(config.augment, resolution=config.model.resolution)
   if ((config.loss.bcr_real_weight or config.loss.bcr_fake_weight)
       and not augment.consistency_policy(config.augment)):

@@ -2,7 +2,7 @@
 
 Adversarial losses (`discriminator_loss`, `generator_loss`), the classification
 loss of class logits (ACGAN, semi-supervised GAN), the semi-supervised GAN's
-unsupervised loss, and feature matching.
+unsupervised loss, feature matching, LeCam and zCR's two terms.
 
 Every loss is pure, returns a float32 scalar, and works inside or outside
 `jax.jit` / `shard_map` (the `loss_type` string and `label_smoothing` must be
@@ -75,7 +75,8 @@ def check_loss_config(loss_config):
       'gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
       'd_adversarial_weight', 'aux_weight', 'feature_matching_weight', 'ortho_weight',
       'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight')}
-  weights['lecam_weight'] = loss_config.get('lecam_weight', 0.0)
+  for name in ('lecam_weight', 'zcr_d_weight', 'zcr_g_weight'):
+    weights[name] = loss_config.get(name, 0.0)
   for name, value in weights.items():
     if not value >= 0 or not math.isfinite(value):
       raise errors.ConfigError(f'config.loss.{name} must be a finite number >= 0, got {value}.')
@@ -86,6 +87,11 @@ def check_loss_config(loss_config):
   if not isinstance(start, int) or isinstance(start, bool) or start < 0:
     raise errors.ConfigError(
         f'config.loss.lecam_start must be an integer >= 0 (a step), got {start!r}.')
+  radius = loss_config.get('zcr_radius', 0.05)
+  if not (isinstance(radius, (int, float)) and 0.0 < radius and math.isfinite(radius)):
+    raise errors.ConfigError(
+        f'config.loss.zcr_radius must be a finite number > 0 (the scale of zCR\'s latent '
+        f'perturbation), got {radius!r}.')
 
 
 def _check_label_smoothing(label_smoothing, loss_type):
@@ -339,3 +345,46 @@ def lecam_regularization(*, real_logits, fake_logits, real_average, fake_average
   fake = _as_logits(fake_logits, 'fake_logits')
   return (jnp.mean(jnp.square(jax.nn.relu(real - fake_average)))
           + jnp.mean(jnp.square(jax.nn.relu(real_average - fake))))
+
+
+def latent_consistency_discriminator_term(*, fake_logits, perturbed_logits):
+  """zCR's D term (Zhao et al. 2021, "Improved Consistency Regularization for GANs",
+  AAAI, arXiv:2002.04724, section 3.2): D's outputs on G(z) and on G(z + dz), dz a
+  small latent perturbation, pulled together.
+
+  As PyTorch-StudioGAN's `MSELoss(D(G(z)), D(G(z_eps)))`: the mean over the batch
+  of the squared difference of the two logits (no side detached).
+
+  Args:
+    fake_logits: f32[B] D's raw outputs on G(z).
+    perturbed_logits: f32[B] D's raw outputs on G(z + dz), the same rows.
+
+  Returns:
+    f32[] >= 0; 0 when D scores every pair alike.
+  """
+  fake = _as_logits(fake_logits, 'fake_logits')
+  perturbed = _as_logits(perturbed_logits, 'perturbed_logits')
+  return jnp.mean(jnp.square(fake - perturbed))
+
+
+def latent_consistency_generator_term(*, fake, perturbed_fake):
+  """zCR's G term (Zhao et al. 2021, section 3.2): minus the distance between G(z)
+  and G(z + dz), so that G keeps nearby latents apart in image space instead of
+  collapsing them to one image.
+
+  As PyTorch-StudioGAN's `-MSELoss(G(z), G(z_eps))`: minus the mean over every
+  element (batch and pixels), so its weight is per pixel, not per image.
+
+  Args:
+    fake: f32[B, ...] G(z) (images in [-1, 1], or 2-D points).
+    perturbed_fake: f32[B, ...] G(z + dz), the same shape.
+
+  Returns:
+    f32[] <= 0 (in [-4, 0] for images in [-1, 1]).
+  """
+  fake = jnp.asarray(fake).astype(jnp.float32)
+  perturbed = jnp.asarray(perturbed_fake).astype(jnp.float32)
+  if fake.shape != perturbed.shape:
+    raise ValueError(f'fake {fake.shape} and perturbed_fake {perturbed.shape} must have one '
+                     'shape.')
+  return -jnp.mean(jnp.square(fake - perturbed))

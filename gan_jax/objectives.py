@@ -9,12 +9,14 @@ D's objective, for a real batch x (labels y) and a fake batch G(z) (labels y'):
   + bcr_real_weight * ||D(A(x)) - D(T(A(x)))||^2 + bcr_fake_weight * (same for G(z))
   + gp_weight * GP + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
   + lecam_weight * LeCam(D(A(x)), D(A(G(z))); running averages a_real, a_fake)
+  + zcr_d_weight * mean (D(A(G(z))) - D(A(G(z + dz))))^2   (zCR; one draw of A for both)
 
 G's objective, through the fakes:
 
   g_adversarial_weight * generator loss of D(A(G(z)))   (top-k of `loss.g_top_k`)
   + aux_weight * CE(D_cls(A(G(z))), y')                  (ACGAN)
   + feature_matching_weight * ||mean f(A(x)) - mean f(A(G(z)))||^2  (means over the global batch)
+  - zcr_g_weight * mean (G(z) - G(z + dz))^2 over every pixel       (zCR)
   and, on G's parameters (`generator_regularizer`): hist_avg_weight * historical
   averaging + ortho_weight / 2 * orthogonal regularisation.
 
@@ -22,7 +24,10 @@ A is DiffAugment with `augment.policy` (the identity when ''), each application
 with its own key; T, bCR's augmentation, is DiffAugment with `augment.bcr_policy`
 (default: the ops of `augment.policy`) applied on top of A, as in the DiffAugment
 authors' CR code, so without DiffAugment the bCR term is the paper's
-||D(x) - D(T(x))||^2. D_cls are the class logits and f the features D sows. D adds its
+||D(x) - D(T(x))||^2. zCR's dz is `zcr_radius` * N(0, I) (`step.perturbed_latents`);
+its D term gives G(z + dz) the draw of A (and of D's noise) that G(z) got, so that
+only the latent differs (StudioGAN's ICR, which has no DiffAugment, compares D on the two
+unaugmented batches: the same without DiffAugment). D_cls are the class logits and f the features D sows. D adds its
 Gaussian noise (`model.d_input_noise` / `d_hidden_noise`, off by default) in every
 call but the penalties'.
 """
@@ -114,7 +119,8 @@ def _consistency(setup, d_params, bs, x, logits, labels, key):
   return augment.consistency_loss(logits.astype(jnp.float32), other.astype(jnp.float32)), bs
 
 
-def discriminator_objective(setup, d_params, state, real, real_labels, fake, fake_labels, key):
+def discriminator_objective(setup, d_params, state, real, real_labels, fake, fake_labels, key,
+                            perturbed_fake=None):
   """D's loss for one update (see the module docstring).
 
   Args:
@@ -124,6 +130,8 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
     real: f32[B, ...] real examples; real_labels int32[B] (-1 = unlabelled) or None.
     fake: f32[B, ...] generated examples (constants); fake_labels int32[B] or None.
     key: this update's key (augmentations, gradient-penalty interpolation).
+    perturbed_fake: f32[B, ...] G(z + dz) of zCR's D term (constants), the rows of
+      `fake`; None without it.
 
   Returns:
     (loss f32[], (D's batch_stats after the calls, metrics dict)).
@@ -162,6 +170,12 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
     aux['bcr_fake'], bs = _consistency(setup, d_params, bs, fake_in, fake_logits, fake_labels,
                                        keys[3])
     loss = loss + setup.bcr_fake_weight * aux['bcr_fake']
+  if perturbed_fake is not None:
+    perturbed_logits, _, bs = run_discriminator(
+        setup, d_params, bs, _augment(setup, perturbed_fake, keys[1]), fake_labels, key=keys[1])
+    aux['zcr_d'] = losses.latent_consistency_discriminator_term(
+        fake_logits=fake_logits, perturbed_logits=perturbed_logits)
+    loss = loss + setup.zcr_d_weight * aux['zcr_d']
   loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
                              loss, aux)
   if setup.lecam_weight:
@@ -211,7 +225,7 @@ def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, key, los
 
 
 def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real, real_labels,
-                        key):
+                        key, perturbed_fake=None):
   """G's loss as a function of the fake batch (see the module docstring).
 
   Args:
@@ -221,6 +235,8 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
     fake: f32[B, ...] generated examples (differentiated); fake_labels or None.
     real, real_labels: a real batch, for feature matching.
     key: the key of the augmentations.
+    perturbed_fake: f32[B, ...] G(z + dz) of zCR's G term (differentiated, like
+      `fake`); None without it.
 
   Returns:
     (loss f32[], (D's batch_stats after the calls, metrics dict)).
@@ -250,6 +266,10 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
         real_features=jax.lax.stop_gradient(global_mean(real_x['features'])),
         fake_features=global_mean(fake_x['features']))
     loss = loss + setup.fm_weight * aux['feature_matching']
+  if perturbed_fake is not None:
+    aux['zcr_g'] = losses.latent_consistency_generator_term(fake=fake,
+                                                            perturbed_fake=perturbed_fake)
+    loss = loss + setup.zcr_g_weight * aux['zcr_g']
   return loss, (bs, aux)
 
 

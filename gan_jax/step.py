@@ -75,11 +75,17 @@ class StepSetup:
   lecam_weight: float     # LeCam regularisation of D (0 = off)
   lecam_decay: float      # decay of its running averages of D's outputs
   lecam_start: int        # the averages decay from this step, the term is added after it
+  zcr_d_weight: float     # zCR's D term: D(G(z)) against D(G(z + dz)) (0 = off)
+  zcr_g_weight: float     # zCR's G term: G(z) pushed away from G(z + dz) (0 = off)
+  zcr_radius: float       # dz = zcr_radius * N(0, I)
 
 
 # Folded into the step's key for the flips of the real batch, next to the D keys (0)
 # and the G key (1), so that turning flips on changes no other draw.
 _FLIP_KEY = 2
+# Folded into an update's z key for zCR's latent perturbation, next to the fake
+# labels' key (1), so that turning zCR on changes no other draw.
+_ZCR_KEY = 2
 
 
 def flip_real_images(images, key, axis_name):
@@ -151,6 +157,23 @@ def sample_latents(setup, key, local_batch):
   return z, parallel.global_slice(labels, setup.axis_name)
 
 
+def perturbed_latents(setup, key, z):
+  """zCR's z + dz, dz = `zcr_radius` * N(0, I) (Zhao et al. 2021; StudioGAN's `zs_eps`).
+
+  Args:
+    setup: the `StepSetup`.
+    key: the perturbation's key (replicated).
+    z: f32[B_local, z_dim] this device's latents (`sample_latents`).
+
+  Returns:
+    f32[B_local, z_dim]; dz is drawn for the global batch and sliced like z, so any
+    device count perturbs each row alike.
+  """
+  n = jax.lax.psum(1, setup.axis_name)
+  noise = jax.random.normal(key, (z.shape[0] * n, setup.z_dim), jnp.float32)
+  return z + setup.zcr_radius * parallel.global_slice(noise, setup.axis_name)
+
+
 def d_update(setup, state, real, real_labels, key, fake=None, fake_labels=None,
              g_batch_stats=None):
   """One D update; generates its own fake batch unless `fake` is given.
@@ -167,14 +190,24 @@ def d_update(setup, state, real, real_labels, key, fake=None, fake_labels=None,
     (state, metrics averaged over devices).
   """
   z_key, loss_key = jax.random.split(key)
+  perturbed = None
   if fake is None:
     z, fake_labels = sample_latents(setup, z_key, real.shape[0])
     fake, g_batch_stats = apply_model(setup.generator, state.g_params, state.g_batch_stats,
                                       z, fake_labels, train=True)
+    if setup.zcr_d_weight:
+      # G in train mode as for `fake` (its statistics updated again, as StudioGAN's
+      # second G call).
+      perturbed, g_batch_stats = apply_model(
+          setup.generator, state.g_params, g_batch_stats,
+          perturbed_latents(setup, jax.random.fold_in(z_key, _ZCR_KEY), z), fake_labels,
+          train=True)
+      perturbed = jax.lax.stop_gradient(perturbed)
   fake = jax.lax.stop_gradient(fake)
   grads, (d_batch_stats, aux) = jax.grad(objectives.discriminator_objective, argnums=1,
                                          has_aux=True)(
-      setup, state.d_params, state, real, real_labels, fake, fake_labels, loss_key)
+      setup, state.d_params, state, real, real_labels, fake, fake_labels, loss_key,
+      perturbed_fake=perturbed)
   grads = _pmean(setup, grads)
   updates, d_opt_state = setup.d_tx.update(grads, state.d_opt_state, state.d_params)
   d_params = optax.apply_updates(state.d_params, updates)
@@ -193,16 +226,23 @@ def d_update(setup, state, real, real_labels, key, fake=None, fake_labels=None,
 
 
 def _g_grads_fresh_fake(setup, state, real, real_labels, key):
-  """G loss gradients through a new fake batch G(z), z drawn from `key`."""
+  """G loss gradients through a new fake batch G(z), z drawn from `key` (and
+  through G(z + dz) with zCR's G term)."""
   z_key, loss_key = jax.random.split(key)
   z, fake_labels = sample_latents(setup, z_key, real.shape[0])
+  z_perturbed = (perturbed_latents(setup, jax.random.fold_in(z_key, _ZCR_KEY), z)
+                 if setup.zcr_g_weight else None)
 
   def loss_fn(g_params):
     fake, g_bs = apply_model(setup.generator, g_params, state.g_batch_stats, z, fake_labels,
                              train=True)
+    perturbed = None
+    if z_perturbed is not None:
+      perturbed, g_bs = apply_model(setup.generator, g_params, g_bs, z_perturbed, fake_labels,
+                                    train=True)
     loss, (d_bs, aux) = objectives.generator_objective(
         setup, state.d_params, state.d_batch_stats, fake, fake_labels, real, real_labels,
-        loss_key)
+        loss_key, perturbed_fake=perturbed)
     return loss, (g_bs, d_bs, aux)
 
   (loss, (g_bs, d_bs, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
@@ -365,7 +405,10 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn,
       random_flip=bool(config.data.get('random_flip', False)),
       lecam_weight=float(l.get('lecam_weight', 0.0)),
-      lecam_decay=float(l.get('lecam_decay', 0.99)), lecam_start=int(l.get('lecam_start', 1000)))
+      lecam_decay=float(l.get('lecam_decay', 0.99)), lecam_start=int(l.get('lecam_start', 1000)),
+      zcr_d_weight=float(l.get('zcr_d_weight', 0.0)),
+      zcr_g_weight=float(l.get('zcr_g_weight', 0.0)),
+      zcr_radius=float(l.get('zcr_radius', 0.05)))
   return functools.partial(train_step, setup)
 
 

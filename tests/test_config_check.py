@@ -209,7 +209,26 @@ def test_bad_lecam_settings_name_the_field(field, value, message):
     config_check.validate(tiny_config(**{field: value}))
 
 
-@pytest.mark.parametrize('field', ['loss.gp_weight', 'loss.lecam_weight'])
+@pytest.mark.parametrize('field,value,message', [
+    ('loss.zcr_d_weight', -1.0, r'config.loss.zcr_d_weight must be a finite number >= 0'),
+    ('loss.zcr_g_weight', -0.5, r'config.loss.zcr_g_weight must be a finite number >= 0'),
+    ('loss.zcr_radius', 0.0, r"config.loss.zcr_radius must be a finite number > 0 \(the scale"),
+    ('loss.zcr_radius', float('inf'), r'config.loss.zcr_radius must be a finite number > 0'),
+])
+def test_bad_zcr_settings_name_the_field(field, value, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(tiny_config(**{field: value}))
+
+
+def test_zcr_refuses_a_shared_fake_batch():
+  # reuse_fake hands the D update's G(z) to the G update: no fresh z for G(z + dz).
+  for weight in ('loss.zcr_d_weight', 'loss.zcr_g_weight'):
+    with pytest.raises(errors.ConfigError, match=r'Set train.reuse_fake=False or both zCR'):
+      config_check.validate(tiny_config(**{weight: 1.0, 'train.reuse_fake': True}))
+  config_check.validate(tiny_config(**{'loss.zcr_d_weight': 1.0, 'loss.zcr_g_weight': 1.0}))
+
+
+@pytest.mark.parametrize('field', ['loss.gp_weight', 'loss.lecam_weight', 'loss.zcr_g_weight'])
 def test_a_weight_that_is_not_a_finite_number_is_refused(field):
   with pytest.raises(errors.ConfigError, match=rf'config.{field} must be a finite number >= 0'):
     config_check.validate(tiny_config(**{field: float('nan')}))

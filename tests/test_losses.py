@@ -454,3 +454,22 @@ def test_lecam_regularization_is_one_sided_squared_hinges_around_the_averages():
   assert float(losses.lecam_regularization(
       real_logits=jnp.array([0.5, -3.0]), fake_logits=jnp.array([1.0, 7.0]),
       real_average=1.0, fake_average=0.5)) == 0.0
+
+
+def test_latent_consistency_terms_by_hand():
+  # zCR's D term: logit differences 1, -1, 0 -> mean of squares 2 / 3.
+  d_term = losses.latent_consistency_discriminator_term(
+      fake_logits=jnp.array([1.0, -2.0, 0.5]), perturbed_logits=jnp.array([0.0, -1.0, 0.5]))
+  assert float(d_term) == pytest.approx(2.0 / 3.0, rel=1e-6)
+  # G's term: minus the mean over all 8 elements; two differ, by 2 and by -1.
+  fake = np.zeros((2, 2, 2, 1), np.float32)
+  perturbed = fake.copy()
+  perturbed[0, 0, 0, 0], perturbed[1, 1, 1, 0] = 2.0, -1.0
+  g_term = losses.latent_consistency_generator_term(fake=fake, perturbed_fake=perturbed)
+  assert float(g_term) == pytest.approx(-5.0 / 8.0, rel=1e-6)
+  assert float(losses.latent_consistency_generator_term(fake=fake, perturbed_fake=fake)) == 0.0
+  with pytest.raises(ValueError, match='must have one shape'):
+    losses.latent_consistency_generator_term(fake=fake, perturbed_fake=fake[:1])
+  with pytest.raises(ValueError, match='perturbed_logits must be f32'):
+    losses.latent_consistency_discriminator_term(fake_logits=jnp.zeros(2),
+                                                 perturbed_logits=jnp.zeros((2, 1)))

@@ -438,21 +438,128 @@ def test_random_flip_leaves_symmetric_images_unchanged():
   assert max_rel_diff(a.g_params, b.g_params) == 0.0
 
 
-def _d_objective(config, state, real, fake, key):
+_ZCR = {'loss.zcr_d_weight': 20.0, 'loss.zcr_g_weight': 0.5, 'loss.zcr_radius': 0.05}
+
+
+def test_zcr_step_on_eight_devices_equals_one_device():
+  config = tiny_config(**_ZCR, **{'augment.policy': 'color,translation,cutout'})
+  state = state_lib.create_state(config, jax.random.key(0))
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(
+      config, state, [random_batch(config, seed=0)], jax.random.key(3))
+  assert m1['zcr_d'] > 0 and m1['zcr_g'] < 0
+  # The terms are squares of differences of near-equal values (1e-5 to 1e-4 here), so
+  # summation order moves them by more than the states it moves.
+  np.testing.assert_allclose([m8['zcr_d'], m8['zcr_g']], [m1['zcr_d'], m1['zcr_g']], rtol=1e-4)
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+  assert max_rel_diff(multi.g_batch_stats, single.g_batch_stats) < 1e-5
+
+
+def test_zcr_terms_each_change_only_their_own_update():
+  plain, plain_metrics = _one_step_metrics()
+  # G's term alone: the D update is the plain one (its z and fakes are unchanged, no
+  # extra G call), G's differs.
+  g_only, metrics = _one_step_metrics(**{'loss.zcr_g_weight': 0.5})
+  assert 'zcr_d' not in metrics and metrics['zcr_g'] < 0
+  assert max_rel_diff(g_only.d_params, plain.d_params) == 0.0
+  assert max_rel_diff(g_only.g_params, plain.g_params) > 1e-5
+  # D's term alone: D's update differs, G's loss has no zCR term.
+  d_only, metrics = _one_step_metrics(**{'loss.zcr_d_weight': 20.0})
+  assert 'zcr_g' not in metrics and metrics['zcr_d'] > 0
+  assert max_rel_diff(d_only.d_params, plain.d_params) > 1e-5
+  assert 'zcr_d' not in plain_metrics and 'zcr_g' not in plain_metrics
+
+
+def test_zcr_radius_sets_the_size_of_the_latent_step():
+  # A smaller step in z gives closer images and D outputs: both terms shrink.
+  _, wide = _one_step_metrics(**_ZCR)
+  _, narrow = _one_step_metrics(**{**_ZCR, 'loss.zcr_radius': 0.005})
+  assert 0 < narrow['zcr_d'] < wide['zcr_d']
+  assert wide['zcr_g'] < narrow['zcr_g'] < 0
+
+
+def test_zcr_d_term_compares_d_under_one_augmentation_draw():
+  # With DiffAugment on, G(z + dz) gets the draw of A that G(z) got: identical inputs
+  # give identical outputs, so the term is exactly 0 (independent draws would not).
+  config = tiny_config(**_ZCR, **{'augment.policy': 'color,translation,cutout'})
+  state = state_lib.create_state(config, jax.random.key(0))
+  rng = np.random.default_rng(0)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  _, _, aux, _ = _d_objective(config, state, real, fake, jax.random.key(5), perturbed=fake)
+  assert float(aux['zcr_d']) == 0.0
+
+
+def test_zcr_d_term_and_gradient_by_hand():
+  config = tiny_config(**_ZCR)
+  state = state_lib.create_state(config, jax.random.key(0))
+  rng = np.random.default_rng(1)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  perturbed = np.clip(fake + rng.normal(0, 0.1, fake.shape), -1, 1).astype(np.float32)
+  setup = step_lib.make_train_step(config).args[0]
+  d_out = jax.jit(lambda p, x: jax.vmap(
+      lambda xx: objectives.run_discriminator(setup, p, state.d_batch_stats, xx, None)[0],
+      axis_name=parallel.DATA_AXIS)(x[None])[0])
+  fake, perturbed = jnp.asarray(fake), jnp.asarray(perturbed)
+  term = np.mean((np.asarray(d_out(state.d_params, fake), np.float64)
+                  - np.asarray(d_out(state.d_params, perturbed), np.float64)) ** 2)
+  assert term > 1e-4
+  key = jax.random.key(5)
+  loss, _, aux, grads = _d_objective(config, state, real, fake, key, perturbed=perturbed)
+  plain_loss, _, _, plain_grads = _d_objective(config, state, real, fake, key)
+  assert float(aux['zcr_d']) == pytest.approx(term, rel=1e-4)
+  assert loss - plain_loss == pytest.approx(20.0 * term, rel=1e-3)
+  reg = lambda p: 20.0 * jnp.mean(jnp.square(d_out(p, fake) - d_out(p, perturbed)))
+  expected = jax.tree.map(jnp.add, plain_grads, jax.jit(jax.grad(reg))(state.d_params))
+  assert max_rel_diff(grads, expected) < 1e-4
+
+
+def test_zcr_g_term_by_hand():
+  config = tiny_config(**_ZCR)
+  state = state_lib.create_state(config, jax.random.key(0))
+  setup = step_lib.make_train_step(config).args[0]
+  rng = np.random.default_rng(2)
+  real, fake, perturbed = (jnp.asarray(rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32))
+                           for _ in range(3))
+
+  def g_objective(fake, perturbed):
+    loss, (_, aux) = jax.vmap(
+        lambda f, p: objectives.generator_objective(
+            setup, state.d_params, state.d_batch_stats, f, None, real, None,
+            jax.random.key(5), perturbed_fake=p),
+        axis_name=parallel.DATA_AXIS)(fake[None], None if perturbed is None else perturbed[None])
+    return loss[0], jax.tree.map(lambda v: v[0], aux)
+
+  loss, aux = jax.jit(g_objective)(fake, perturbed)
+  plain_loss, _ = jax.jit(lambda f: g_objective(f, None))(fake)
+  distance = np.mean((np.asarray(fake, np.float64) - np.asarray(perturbed, np.float64)) ** 2)
+  assert float(aux['zcr_g']) == pytest.approx(-distance, rel=1e-5)
+  assert loss - plain_loss == pytest.approx(-0.5 * distance, rel=1e-3)
+
+
+def test_zcr_step_is_traced_once():
+  config = tiny_config(**_ZCR)
+  traces, _ = run_counting_traces(config, state_lib.create_state(config, jax.random.key(0)),
+                                  steps=3)
+  assert traces == 1
+
+
+def _d_objective(config, state, real, fake, key, perturbed=None):
   """objectives.discriminator_objective on one device (a mapped axis of size 1):
   (loss, D's statistics after it, metrics, gradient w.r.t. D's parameters)."""
   setup = step_lib.make_train_step(config).args[0]
 
-  def objective(d_params, state, real, fake):
+  def objective(d_params, state, real, fake, perturbed):
     loss, (stats, aux) = jax.vmap(
-        lambda r, f: objectives.discriminator_objective(setup, d_params, state, r, None, f,
-                                                        None, key),
-        axis_name=parallel.DATA_AXIS)(real[None], fake[None])
+        lambda r, f, p: objectives.discriminator_objective(setup, d_params, state, r, None, f,
+                                                           None, key, perturbed_fake=p),
+        axis_name=parallel.DATA_AXIS)(real[None], fake[None],
+                                      None if perturbed is None else perturbed[None])
     return loss[0], (jax.tree.map(lambda v: v[0], stats), jax.tree.map(lambda v: v[0], aux))
 
   # Compiled as one program rather than dispatched op by op.
   (loss, (stats, aux)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
-      state.d_params, state, jnp.asarray(real), jnp.asarray(fake))
+      state.d_params, state, jnp.asarray(real), jnp.asarray(fake),
+      None if perturbed is None else jnp.asarray(perturbed))
   return float(loss), stats, aux, grads
 
 
