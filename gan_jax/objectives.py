@@ -26,10 +26,10 @@ with its own key; T, bCR's augmentation, is DiffAugment with `augment.bcr_policy
 authors' CR code, so without DiffAugment the bCR term is the paper's
 ||D(x) - D(T(x))||^2. zCR's dz is `zcr_radius` * N(0, I) (`step.perturbed_latents`);
 its D term gives G(z + dz) the draw of A (and of D's noise) that G(z) got, so that
-only the latent differs (StudioGAN's ICR, which has no DiffAugment, compares D on the two
-unaugmented batches: the same without DiffAugment). D_cls are the class logits and f the features D sows. D adds its
-Gaussian noise (`model.d_input_noise` / `d_hidden_noise`, off by default) in every
-call but the penalties'.
+only the latent differs (StudioGAN's ICR, which has no DiffAugment, compares D on
+the two unaugmented batches: the same without DiffAugment). D_cls are the class
+logits and f the features D sows. D adds its Gaussian noise (`model.d_input_noise` /
+`d_hidden_noise`, off by default) in every call but the penalties'.
 """
 
 import jax
