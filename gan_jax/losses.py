@@ -91,7 +91,7 @@ def check_loss_config(loss_config):
   if not (isinstance(radius, (int, float)) and 0.0 < radius and math.isfinite(radius)):
     raise errors.ConfigError(
         f'config.loss.zcr_radius must be a finite number > 0 (the scale of zCR\'s latent '
-        f'perturbation), got {radius!r}.')
+        f'perturbation; the zCR weights switch it off), got {radius!r}.')
 
 
 def _check_label_smoothing(label_smoothing, loss_type):
