@@ -97,6 +97,15 @@ def validate(config):
         f'{config.augment.bcr_policy!r} augment images (H, W, C); model.name='
         f'{config.model.name!r} trains on points of shape {shape}. Set both to \'\' (and '
         'the bCR weights to 0).')
+  if config.loss.get('zcr_g_weight', 0.0) and len(shape) != 3:
+    # Images end in tanh, so -mean (G(z) - G(z + dz))^2 >= -4; a G of points has no
+    # bound and the term pulls its outputs apart without limit (all 2-D toy runs tried
+    # diverged with D's term beside it, docs/benchmarks.md).
+    raise errors.ConfigError(
+        f'config.loss.zcr_g_weight pushes G(z) and G(z + dz) apart, which is bounded only '
+        f'for images in [-1, 1]; model.name={config.model.name!r} generates points of '
+        f'shape {shape} without a bound, and its outputs run away. Set it to 0 '
+        '(zCR\'s D term, loss.zcr_d_weight, is allowed).')
   flip = config.data.get('random_flip', False)
   if not isinstance(flip, bool):
     raise errors.ConfigError(f'config.data.random_flip must be True or False, got {flip!r}.')

@@ -71,7 +71,7 @@ def get_config():
   l.lecam_decay = 0.99              # decay of LeCam's running averages of D's mean outputs on reals and fakes
   l.lecam_start = 1000              # LeCam's averages decay from this step (before: the last batch's means) and its term is added after it (StudioGAN, the authors' code: 1000)
   l.zcr_d_weight = 0.0              # zCR (Zhao et al. 2021's ICR): mean (D(G(z)) - D(G(z + r n)))^2 in D's loss, n ~ N(0, I), r = zcr_radius (0 = off; StudioGAN BigGAN-ICR: 20)
-  l.zcr_g_weight = 0.0              # zCR: -mean (G(z) - G(z + r n))^2 over pixels in G's loss, keeping nearby latents apart (0 = off; StudioGAN BigGAN-ICR: 0.5)
+  l.zcr_g_weight = 0.0              # zCR: -mean (G(z) - G(z + r n))^2 over pixels in G's loss, keeping nearby latents apart (images only; 0 = off; StudioGAN BigGAN-ICR: 0.5)
   l.zcr_radius = 0.05               # zCR's latent perturbation r (StudioGAN: 0.05; the paper: 0.03)
 
   # ---- optimisers ------------------------------------------------------------

@@ -4,6 +4,7 @@ import ml_collections
 import pytest
 
 from configs import semi_supervised_digits
+from configs import toy_ring
 from gan_jax import config_files
 from gan_jax import config_check
 from gan_jax import errors
@@ -218,6 +219,17 @@ def test_bad_lecam_settings_name_the_field(field, value, message):
 def test_bad_zcr_settings_name_the_field(field, value, message):
   with pytest.raises(errors.ConfigError, match=message):
     config_check.validate(tiny_config(**{field: value}))
+
+
+def test_zcr_g_term_refuses_a_generator_of_points():
+  # The 2-D MLP's outputs are unbounded: -mean (G(z) - G(z + dz))^2 has no minimum.
+  toy = toy_ring.get_config('smoke')
+  toy.loss.zcr_g_weight = 0.5
+  with pytest.raises(errors.ConfigError,
+                     match=r"model.name='mlp' generates points of shape \(2,\)"):
+    config_check.validate(toy)
+  toy.loss.zcr_g_weight, toy.loss.zcr_d_weight = 0.0, 20.0
+  config_check.validate(toy)
 
 
 def test_zcr_refuses_a_shared_fake_batch():
