@@ -64,7 +64,7 @@ with tfds.testing.mock_data(num_examples=24):
 @pytest.mark.parametrize('name', ZOO + (
     'cgan_digits', 'dcgan_digits:few',
     # StudioGAN's BigGAN-DiffAug-LeCam recipe: the BigGAN smoke run again with both
-    # switched on (LeCam from the first step), and its SAGAN training settings (five
+    # switched on (LeCam from the first step), and its SAGAN training settings (several
     # D steps per G step, flips, no EMA) around the same networks: repeats, so slow.
     pytest.param('biggan_cifar10:diffaug,lecam', marks=pytest.mark.slow),
     pytest.param('sagan_cifar10:studiogan', marks=pytest.mark.slow)))
