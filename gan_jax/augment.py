@@ -367,7 +367,9 @@ def consistency_loss(logits, augmented_logits):
   (data-efficient-gans, DiffAugment-biggan-cifar/train_fns.py). For logits with
   more axes each sample's squared L2 norm is summed over them, then averaged
   over the batch. Symmetric in its two arguments; gradients flow to both, as
-  in that reference (neither side is detached).
+  in that reference (neither side is detached). zCR's D term (the same paper,
+  section 3.2; StudioGAN's `MSELoss(D(G(z)), D(G(z_eps)))`) is this term on D's
+  outputs for G(z) and G(z + dz) (`objectives.py`).
 
   Args:
     logits: f32[B] (or f32[B, ...]) D's raw outputs on the un-augmented images.

@@ -2,7 +2,8 @@
 
 Adversarial losses (`discriminator_loss`, `generator_loss`), the classification
 loss of class logits (ACGAN, semi-supervised GAN), the semi-supervised GAN's
-unsupervised loss, feature matching, LeCam and zCR's two terms.
+unsupervised loss, feature matching, LeCam and zCR's G term (its D term is bCR's
+`augment.consistency_loss` on D(G(z)) and D(G(z + dz))).
 
 Every loss is pure, returns a float32 scalar, and works inside or outside
 `jax.jit` / `shard_map` (the `loss_type` string and `label_smoothing` must be
@@ -345,26 +346,6 @@ def lecam_regularization(*, real_logits, fake_logits, real_average, fake_average
   fake = _as_logits(fake_logits, 'fake_logits')
   return (jnp.mean(jnp.square(jax.nn.relu(real - fake_average)))
           + jnp.mean(jnp.square(jax.nn.relu(real_average - fake))))
-
-
-def latent_consistency_discriminator_term(*, fake_logits, perturbed_logits):
-  """zCR's D term (Zhao et al. 2021, "Improved Consistency Regularization for GANs",
-  AAAI, arXiv:2002.04724, section 3.2): D's outputs on G(z) and on G(z + dz), dz a
-  small latent perturbation, pulled together.
-
-  As PyTorch-StudioGAN's `MSELoss(D(G(z)), D(G(z_eps)))`: the mean over the batch
-  of the squared difference of the two logits (no side detached).
-
-  Args:
-    fake_logits: f32[B] D's raw outputs on G(z).
-    perturbed_logits: f32[B] D's raw outputs on G(z + dz), the same rows.
-
-  Returns:
-    f32[] >= 0; 0 when D scores every pair alike.
-  """
-  fake = _as_logits(fake_logits, 'fake_logits')
-  perturbed = _as_logits(perturbed_logits, 'perturbed_logits')
-  return jnp.mean(jnp.square(fake - perturbed))
 
 
 def latent_consistency_generator_term(*, fake, perturbed_fake):

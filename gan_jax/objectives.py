@@ -173,8 +173,9 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
   if perturbed_fake is not None:
     perturbed_logits, _, bs = run_discriminator(
         setup, d_params, bs, _augment(setup, perturbed_fake, keys[1]), fake_labels, key=keys[1])
-    aux['zcr_d'] = losses.latent_consistency_discriminator_term(
-        fake_logits=fake_logits, perturbed_logits=perturbed_logits)
+    # bCR's term on another pair: D(G(z)) against D(G(z + dz)).
+    aux['zcr_d'] = augment.consistency_loss(fake_logits.astype(jnp.float32),
+                                            perturbed_logits.astype(jnp.float32))
     loss = loss + setup.zcr_d_weight * aux['zcr_d']
   loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
                              loss, aux)

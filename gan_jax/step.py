@@ -141,37 +141,44 @@ def _pmean(setup, tree):
   return jax.lax.pmean(tree, setup.axis_name)
 
 
+def _global_normal(setup, key, local_batch):
+  """This device's rows f32[B_local, z_dim] of N(0, I) drawn for the global batch
+  from `key`, so any device count gives each row the same values."""
+  n = jax.lax.psum(1, setup.axis_name)
+  noise = jax.random.normal(key, (local_batch * n, setup.z_dim), jnp.float32)
+  return parallel.global_slice(noise, setup.axis_name)
+
+
 def sample_latents(setup, key, local_batch):
   """z f32[B_local, z_dim] (and fake labels int32[B_local] or None) for this device.
 
   Drawn for the global batch from `key` and sliced, so any device count gives
   the same rows. Labels are uniform over the classes, from their own key.
   """
-  n = jax.lax.psum(1, setup.axis_name)
-  z = jax.random.normal(key, (local_batch * n, setup.z_dim), jnp.float32)
-  z = parallel.global_slice(z, setup.axis_name)
+  z = _global_normal(setup, key, local_batch)
   if not setup.g_conditional:
     return z, None
+  n = jax.lax.psum(1, setup.axis_name)
   labels = jax.random.randint(jax.random.fold_in(key, 1), (local_batch * n,), 0,
                               setup.num_classes, jnp.int32)
   return z, parallel.global_slice(labels, setup.axis_name)
 
 
-def perturbed_latents(setup, key, z):
+def perturbed_latents(setup, z_key, z):
   """zCR's z + dz, dz = `zcr_radius` * N(0, I) (Zhao et al. 2021; StudioGAN's `zs_eps`).
 
   Args:
     setup: the `StepSetup`.
-    key: the perturbation's key (replicated).
-    z: f32[B_local, z_dim] this device's latents (`sample_latents`).
+    z_key: the key z was drawn from (`sample_latents`, replicated); dz comes from
+      it folded with `_ZCR_KEY`.
+    z: f32[B_local, z_dim] this device's latents.
 
   Returns:
     f32[B_local, z_dim]; dz is drawn for the global batch and sliced like z, so any
     device count perturbs each row alike.
   """
-  n = jax.lax.psum(1, setup.axis_name)
-  noise = jax.random.normal(key, (z.shape[0] * n, setup.z_dim), jnp.float32)
-  return z + setup.zcr_radius * parallel.global_slice(noise, setup.axis_name)
+  noise = _global_normal(setup, jax.random.fold_in(z_key, _ZCR_KEY), z.shape[0])
+  return z + setup.zcr_radius * noise
 
 
 def d_update(setup, state, real, real_labels, key, fake=None, fake_labels=None,
@@ -198,10 +205,9 @@ def d_update(setup, state, real, real_labels, key, fake=None, fake_labels=None,
     if setup.zcr_d_weight:
       # G in train mode as for `fake` (its statistics updated again, as StudioGAN's
       # second G call).
-      perturbed, g_batch_stats = apply_model(
-          setup.generator, state.g_params, g_batch_stats,
-          perturbed_latents(setup, jax.random.fold_in(z_key, _ZCR_KEY), z), fake_labels,
-          train=True)
+      perturbed, g_batch_stats = apply_model(setup.generator, state.g_params, g_batch_stats,
+                                             perturbed_latents(setup, z_key, z), fake_labels,
+                                             train=True)
       perturbed = jax.lax.stop_gradient(perturbed)
   fake = jax.lax.stop_gradient(fake)
   grads, (d_batch_stats, aux) = jax.grad(objectives.discriminator_objective, argnums=1,
@@ -230,8 +236,7 @@ def _g_grads_fresh_fake(setup, state, real, real_labels, key):
   through G(z + dz) with zCR's G term)."""
   z_key, loss_key = jax.random.split(key)
   z, fake_labels = sample_latents(setup, z_key, real.shape[0])
-  z_perturbed = (perturbed_latents(setup, jax.random.fold_in(z_key, _ZCR_KEY), z)
-                 if setup.zcr_g_weight else None)
+  z_perturbed = perturbed_latents(setup, z_key, z) if setup.zcr_g_weight else None
 
   def loss_fn(g_params):
     fake, g_bs = apply_model(setup.generator, g_params, state.g_batch_stats, z, fake_labels,

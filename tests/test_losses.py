@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gan_jax import augment
 from gan_jax import losses
 
 REAL = np.array([-2.0, -0.5, 0.3, 3.0])
@@ -457,9 +458,9 @@ def test_lecam_regularization_is_one_sided_squared_hinges_around_the_averages():
 
 
 def test_latent_consistency_terms_by_hand():
-  # zCR's D term: logit differences 1, -1, 0 -> mean of squares 2 / 3.
-  d_term = losses.latent_consistency_discriminator_term(
-      fake_logits=jnp.array([1.0, -2.0, 0.5]), perturbed_logits=jnp.array([0.0, -1.0, 0.5]))
+  # zCR's D term (bCR's augment.consistency_loss on D(G(z)), D(G(z + dz))): logit
+  # differences 1, -1, 0 -> mean of squares 2 / 3.
+  d_term = augment.consistency_loss(jnp.array([1.0, -2.0, 0.5]), jnp.array([0.0, -1.0, 0.5]))
   assert float(d_term) == pytest.approx(2.0 / 3.0, rel=1e-6)
   # G's term: minus the mean over all 8 elements; two differ, by 2 and by -1.
   fake = np.zeros((2, 2, 2, 1), np.float32)
@@ -470,6 +471,5 @@ def test_latent_consistency_terms_by_hand():
   assert float(losses.latent_consistency_generator_term(fake=fake, perturbed_fake=fake)) == 0.0
   with pytest.raises(ValueError, match='must have one shape'):
     losses.latent_consistency_generator_term(fake=fake, perturbed_fake=fake[:1])
-  with pytest.raises(ValueError, match='perturbed_logits must be f32'):
-    losses.latent_consistency_discriminator_term(fake_logits=jnp.zeros(2),
-                                                 perturbed_logits=jnp.zeros((2, 1)))
+  with pytest.raises(ValueError, match='needs two logit arrays of the same shape'):
+    augment.consistency_loss(jnp.zeros(2), jnp.zeros((2, 1)))
