@@ -23,11 +23,22 @@ The policy is a comma-separated string of op names, applied left to right:
 |               | (ratio 1/8), uniform over those integers, zero fill                    |
 | 'cutout'      | a zeroed rectangle of round(ratio * H) x round(ratio * W) pixels      |
 |               | (ratio 1/2) at a random position; it may be clipped by the border      |
+| 'flip'        | mirrors the image left-right (W axis) with probability 1/2             |
+| 'reflect_translation' | as 'translation' (same bound, same draw), but the uncovered    |
+|               | border is the image reflected about its edge, not a fill value         |
+
+'flip' and 'reflect_translation' are not DiffAugment ops: they are the augmentation
+T of consistency regularisation (CR-GAN, Zhang et al. 2020; bCR, Zhao et al. 2021),
+a random horizontal flip and a translation of up to 1/8 of the side with reflection
+padding, as PyTorch-StudioGAN's `src/utils/cr.py` (`apply_cr_aug`, its 'cr' and
+'bcr' augmentation types); `CR_POLICY` is that pair, for `config.augment.bcr_policy`.
+StudioGAN's bound is int(ratio * size), rounded down; here it is rounded half up
+like 'translation' (the same for the default ratio at 8, 16, 32, 48, 64, 128 px).
 
 '' is the identity. The value that translation and cutout write where they remove
 content is 0 as in the reference (`config.augment.fill` changes it; -1 is the black
 background of the digits, which grey borders and squares would not resemble);
-`config.augment.translation_ratio` and `cutout_ratio` set the two ops' sizes.
+`config.augment.translation_ratio` (both translations) and `cutout_ratio` set the ops' sizes.
 These are the ops, order, ranges and definitions of the
 authors' reference code (mit-han-lab/data-efficient-gans, `DiffAugment_tf.py`,
 `DiffAugment_pytorch.py`), which also works on images in [-1, 1]; "round" is
@@ -56,6 +67,7 @@ from gan_jax.errors import ConfigError
 
 __all__ = [
     'OPS',
+    'CR_POLICY',
     'parse_policy',
     'check_config',
     'consistency_policy',
@@ -63,6 +75,8 @@ __all__ = [
     'color',
     'translation',
     'cutout',
+    'flip',
+    'reflect_translation',
     'consistency_loss',
 ]
 
@@ -152,6 +166,12 @@ def _shift_axis(x, shift, axis, fill):
   return jnp.where(inside.reshape(shape), gathered, jnp.asarray(fill, x.dtype))
 
 
+def _shifts(key, batch, max_dy, max_dx):
+  """int32[B] dy and dx, uniform over the integers in [-max_dy, max_dy] and [-max_dx, max_dx]."""
+  u = _per_sample_uniforms(key, batch, 2).reshape(2, batch)
+  return _integers(u[0], -max_dy, max_dy), _integers(u[1], -max_dx, max_dx)
+
+
 def translation(x, key, *, ratio=0.125, fill=0.0):
   """Shifts each image by a random whole number of pixels, zero fill (DiffAugment 'translation').
 
@@ -183,11 +203,7 @@ def translation(x, key, *, ratio=0.125, fill=0.0):
   _check_images(x, 'translation')
   _check_ratio(ratio, 'augment.translation: ratio')
   batch, height, width, _ = x.shape
-  max_dy = _round_half_up(ratio * height)
-  max_dx = _round_half_up(ratio * width)
-  u = _per_sample_uniforms(key, batch, 2).reshape(2, batch)
-  dy = _integers(u[0], -max_dy, max_dy)
-  dx = _integers(u[1], -max_dx, max_dx)
+  dy, dx = _shifts(key, batch, _round_half_up(ratio * height), _round_half_up(ratio * width))
   return _shift_axis(_shift_axis(x, dy, axis=1, fill=fill), dx, axis=2, fill=fill)
 
 
@@ -238,12 +254,97 @@ def cutout(x, key, *, ratio=0.5, fill=0.0):
   return jnp.where(hole, jnp.asarray(fill, x.dtype), x)
 
 
-# name -> op(x, key); the reference's AUGMENT_FNS, with color's three steps in one op.
+def flip(x, key):
+  """Mirrors each image left-right with probability 1/2 (CR's random flip).
+
+  For each sample u ~ U[0, 1) is drawn and y[b] = x[b, :, ::-1, :] when u < 1/2,
+  y[b] = x[b] otherwise, as StudioGAN's `random_flip(x, 0.5)`. The gradient
+  w.r.t. x is the upstream gradient mirrored back for the flipped samples.
+
+  Args:
+    x: f32[B, H, W, C] images, nominally in [-1, 1].
+    key: a PRNG key.
+
+  Returns:
+    f32[B, H, W, C] (x's dtype): each image or its mirror image, pixel values unchanged.
+  """
+  _check_images(x, 'flip')
+  u = _per_sample_uniforms(key, x.shape[0], 1)[0]
+  return jnp.where(u < 0.5, x[:, :, ::-1, :], x)
+
+
+def _reflect_axis(x, shift, axis):
+  """out[b, ..., i, ...] = x[b, ..., r(i - shift[b]), ...] along `axis`, r reflecting at the edges.
+
+  r(k) = -k below 0 and 2 (n - 1) - k above n - 1 (the edge pixel is not
+  repeated: numpy's and torch's 'reflect' padding), valid for |shift| <= n - 1.
+  """
+  n = x.shape[axis]
+  source = jnp.abs(jnp.arange(n)[None, :] - shift[:, None])   # [B, n]
+  source = jnp.where(source > n - 1, 2 * (n - 1) - source, source)
+  shape = [x.shape[0], 1, 1, 1]
+  shape[axis] = n
+  return jnp.take_along_axis(x, source.reshape(shape), axis=axis, mode='clip')
+
+
+def _reflect_bound(ratio, size, what='augment.reflect_translation'):
+  """The largest shift, round(ratio * size); ConfigError unless it is < size (one reflection)."""
+  bound = _round_half_up(ratio * size)
+  if size > 1 and bound > size - 1:
+    raise ConfigError(
+        f'{what}: a shift of up to round({ratio!r} * {size}) = {bound} pixels needs '
+        f'more than one reflection of a side of {size} pixels; use a ratio below '
+        f'{(size - 0.5) / size:.4g} (config.augment.translation_ratio).')
+  return min(bound, size - 1)
+
+
+def reflect_translation(x, key, *, ratio=0.125):
+  """Shifts each image by a random whole number of pixels, reflection padding (CR's translation).
+
+  dy and dx are drawn exactly as in `translation` (the same key gives the same
+  shifts), from the integers in [-round(ratio * H), round(ratio * H)] and
+  [-round(ratio * W), round(ratio * W)], and
+
+    y[b, i, j, :] = x[b, r_H(i - dy), r_W(j - dx), :],
+
+  r_n(k) = |k| for k < n, 2 (n - 1) - k beyond: the uncovered border shows the
+  image mirrored about its edge (the edge pixel not repeated), so no constant
+  value appears, as StudioGAN's `random_translation` (pad 'reflect', then crop).
+  The gradient w.r.t. x is the upstream gradient sent back to the source pixels
+  (summed where a pixel is shown twice).
+
+  Args:
+    x: f32[B, H, W, C] images, nominally in [-1, 1].
+    key: a PRNG key.
+    ratio: the largest shift as a fraction of each side, in [0, 1] (Python float);
+      round(ratio * side) must be below the side.
+
+  Returns:
+    f32[B, H, W, C] (x's dtype), every value one of x's.
+
+  Raises:
+    ConfigError: ratio outside [0, 1], or a shift bound not below the side.
+  """
+  _check_images(x, 'reflect_translation')
+  _check_ratio(ratio, 'augment.reflect_translation: ratio')
+  batch, height, width, _ = x.shape
+  dy, dx = _shifts(key, batch, _reflect_bound(ratio, height), _reflect_bound(ratio, width))
+  return _reflect_axis(_reflect_axis(x, dy, axis=1), dx, axis=2)
+
+
+# name -> op(x, key); the reference's AUGMENT_FNS, with color's three steps in one
+# op, and CR's two ops.
 OPS = {
     'color': color,
     'translation': translation,
     'cutout': cutout,
+    'flip': flip,
+    'reflect_translation': reflect_translation,
 }
+
+# CR-GAN's and bCR's augmentation (StudioGAN's `apply_cr_aug`): a value for
+# `config.augment.bcr_policy`.
+CR_POLICY = 'flip,reflect_translation'
 
 
 def parse_policy(policy):
@@ -284,6 +385,11 @@ def consistency_policy(augment_config):
   return augment_config.bcr_policy or augment_config.policy
 
 
+# The ops with a size, and the `config.augment` field that sets it.
+_RATIO_NAMES = {'translation': 'translation_ratio', 'reflect_translation': 'translation_ratio',
+                'cutout': 'cutout_ratio'}
+
+
 def check_config(augment_config, *, resolution=None):
   """Checks `config.augment` (policy, fill, ratios) before anything is built.
 
@@ -295,8 +401,9 @@ def check_config(augment_config, *, resolution=None):
   Raises:
     ConfigError: an unknown op name in policy or bcr_policy (see `parse_policy`),
       a fill outside [-1, 1], a ratio outside [0, 1], or a policy naming
-      'translation' / 'cutout' with a ratio that rounds to 0 pixels at `resolution`
-      (the op would change nothing).
+      'translation' / 'reflect_translation' / 'cutout' with a ratio that rounds to 0
+      pixels at `resolution` (the op would change nothing), or 'reflect_translation'
+      with a shift bound not below `resolution`.
   """
   parse_policy(augment_config.policy)
   parse_policy(augment_config.bcr_policy)
@@ -308,14 +415,17 @@ def check_config(augment_config, *, resolution=None):
   if resolution is None:
     return
   named = set(parse_policy(augment_config.policy)) | set(parse_policy(augment_config.bcr_policy))
-  for op in sorted(named & {'translation', 'cutout'}):
-    ratio = augment_config[f'{op}_ratio']
+  for op in sorted(named & set(_RATIO_NAMES)):
+    ratio = augment_config[_RATIO_NAMES[op]]
     if _round_half_up(ratio * resolution) == 0:
       # A silent identity would make a run "with augmentation" one without it.
       raise ConfigError(
-          f"config.augment.{op}_ratio={ratio!r} is 0 pixels at {resolution} px (round("
+          f"config.augment.{_RATIO_NAMES[op]}={ratio!r} is 0 pixels at {resolution} px (round("
           f"{ratio!r} * {resolution}) = 0), so '{op}' would change nothing: raise the ratio "
           f"to at least {0.5 / resolution:.3g} or remove '{op}' from the policy.")
+  if 'reflect_translation' in named:
+    _reflect_bound(augment_config.translation_ratio, resolution,
+                   what=f"'reflect_translation' at {resolution} px")
 
 
 def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0.0):
@@ -344,6 +454,7 @@ def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0
   """
   names = parse_policy(policy)
   ratios = {'translation': {'ratio': translation_ratio, 'fill': fill},
+            'reflect_translation': {'ratio': translation_ratio},
             'cutout': {'ratio': cutout_ratio, 'fill': fill}}
   for i, name in enumerate(names):
     x = OPS[name](x, jax.random.fold_in(key, i), **ratios.get(name, {}))

@@ -126,9 +126,9 @@ def get_config():
   config.augment = a = ml_collections.ConfigDict()
   a.policy = ''                     # ops applied to every image D sees, e.g. 'color,translation,cutout' ('' = off)
   a.fill = 0.0                      # value translation / cutout write where they remove content (0: the reference's; -1: black)
-  a.translation_ratio = 0.125       # largest 'translation' shift, a fraction of each side (the reference's 1/8)
+  a.translation_ratio = 0.125       # largest 'translation' / 'reflect_translation' shift, a fraction of each side (the reference's 1/8)
   a.cutout_ratio = 0.5              # side of the 'cutout' square, a fraction of each side (the reference's 1/2)
-  a.bcr_policy = ''                 # bCR's augmentation T, applied on top of `policy` ('' = the same ops as `policy`)
+  a.bcr_policy = ''                 # bCR's augmentation T, applied on top of `policy` ('' = the same ops as `policy`; CR's own: 'flip,reflect_translation')
 
   # ---- parallelism -------------------------------------------------------------
   config.parallel = p = ml_collections.ConfigDict()

@@ -21,8 +21,9 @@ G's objective, through the fakes:
   averaging + ortho_weight / 2 * orthogonal regularisation.
 
 A is DiffAugment with `augment.policy` (the identity when ''), each application
-with its own key; T, bCR's augmentation, is DiffAugment with `augment.bcr_policy`
-(default: the ops of `augment.policy`) applied on top of A, as in the DiffAugment
+with its own key; T, bCR's augmentation, is the ops of `augment.bcr_policy`
+(default: those of `augment.policy`; CR's own, a flip and a reflection-padded
+shift, is `augment.CR_POLICY`) applied on top of A, as in the DiffAugment
 authors' CR code, so without DiffAugment the bCR term is the paper's
 ||D(x) - D(T(x))||^2. zCR's dz is `zcr_radius` * N(0, I) (`step.perturbed_latents`);
 its D term gives G(z + dz) the draw of A (and of D's noise) that G(z) got, so that

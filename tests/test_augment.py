@@ -36,6 +36,8 @@ _color = jax.jit(augment.color)
 _translation = jax.jit(augment.translation, static_argnames='ratio')
 _cutout = jax.jit(augment.cutout, static_argnames='ratio')
 _augment = jax.jit(augment.augment, static_argnames='policy')
+_flip = jax.jit(augment.flip)
+_reflect = jax.jit(augment.reflect_translation, static_argnames='ratio')
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -292,6 +294,74 @@ def test_fill_leaves_the_gradient_unchanged():
     np.testing.assert_array_equal(_vjp(black, x, g), _vjp(op, x, g))
 
 
+# --- flip and reflect_translation (consistency regularisation's T) -------------------
+
+
+def _np_reflect_shift(image, dy, dx):
+  """out[i, j] = image[i - dy, j - dx] of the image extended by numpy's 'reflect' padding."""
+  h, w = image.shape[:2]
+  padded = np.pad(image, ((h - 1, h - 1), (w - 1, w - 1), (0, 0)), mode='reflect')
+  return padded[h - 1 - dy:2 * h - 1 - dy, w - 1 - dx:2 * w - 1 - dx]
+
+
+def test_flip_mirrors_about_half_of_the_images_and_keeps_the_others():
+  x = _coordinate_image(BATCH, 8, 6, 3)
+  y = np.asarray(_flip(jnp.asarray(x), KEY))
+  mirrored = np.all(y == x[:, :, ::-1], axis=(1, 2, 3))
+  kept = np.all(y == x, axis=(1, 2, 3))
+  assert np.all(mirrored ^ kept)  # each image is one or the other, never mixed
+  assert abs(mirrored.mean() - 0.5) < 4.5 * np.sqrt(0.25 / BATCH)
+
+
+def test_flip_gradient_is_the_upstream_gradient_mirrored_back():
+  x = _coordinate_image(BATCH, 8, 6, 3)
+  mirrored = np.all(np.asarray(_flip(jnp.asarray(x), KEY)) == x[:, :, ::-1], axis=(1, 2, 3))
+  g = np.random.default_rng(13).normal(size=x.shape).astype(np.float32)
+  grad = np.asarray(_vjp(augment.flip, jnp.asarray(x), jnp.asarray(g)))
+  np.testing.assert_array_equal(grad, np.where(mirrored[:, None, None, None], g[:, :, ::-1], g))
+
+
+@pytest.mark.parametrize('height,width', ODD_SIZES)
+def test_reflect_translation_is_a_reflection_padded_shift_with_translations_draw(height, width):
+  # The same key draws the same shifts as 'translation' (read off its zero-filled
+  # output), so each sample must equal numpy's reflect-padded shift by them.
+  x = _coordinate_image(BATCH, height, width, 3)
+  shifts = _recovered_shifts(_translation(jnp.asarray(x), KEY))
+  y = np.asarray(_reflect(jnp.asarray(x), KEY))
+  expected = np.stack([_np_reflect_shift(xi, dy, dx) for xi, (dy, dx) in zip(x, shifts)])
+  np.testing.assert_array_equal(y, expected)
+  bounds = (_bound(0.125, height), _bound(0.125, width))
+  for axis, bound in enumerate(bounds):
+    np.testing.assert_array_equal(np.unique(shifts[:, axis]), np.arange(-bound, bound + 1))
+
+
+def test_reflect_translation_gradient_sends_the_upstream_gradient_to_the_sources():
+  height, width = SIZES[1]
+  x = _coordinate_image(BATCH, height, width, 3)
+  sources = np.asarray(_reflect(jnp.asarray(x), KEY)).astype(np.int64) - 1  # flat index + 1
+  g = np.random.default_rng(14).normal(size=x.shape).astype(np.float32)
+  grad = np.asarray(_vjp(augment.reflect_translation, jnp.asarray(x), jnp.asarray(g)))
+  expected = np.zeros((BATCH, height * width * 3), np.float64)
+  for b in range(BATCH):
+    np.add.at(expected[b], sources[b].ravel(), g[b].ravel())
+  np.testing.assert_allclose(grad.reshape(BATCH, -1), expected, atol=1e-5)
+  assert np.any(expected != g.reshape(BATCH, -1))  # some pixels are shown twice
+
+
+def test_reflect_translation_refuses_a_shift_that_needs_two_reflections():
+  x = jnp.zeros((2, 8, 8, 3))
+  for ratio in (0.94, 1.0):  # round(0.94 * 8) = 8: more than the 7 one reflection covers
+    with pytest.raises(ConfigError, match=r'ratio below 0\.9375'):
+      augment.reflect_translation(x, KEY, ratio=ratio)
+  assert augment.reflect_translation(x, KEY, ratio=0.93).shape == x.shape  # round(7.44) = 7
+
+
+def test_cr_policy_is_flip_then_reflect_translation():
+  x = jnp.asarray(_coordinate_image(16, 8, 8, 3))
+  expected = _reflect(_flip(x, jax.random.fold_in(KEY, 0)), jax.random.fold_in(KEY, 1))
+  np.testing.assert_array_equal(_augment(x, KEY, policy=augment.CR_POLICY), expected)
+
+
 # --- policies -----------------------------------------------------------------------
 
 
@@ -314,7 +384,7 @@ def test_parse_policy_keeps_order_and_ignores_spaces():
   assert augment.parse_policy(('color', 'color')) == ('color', 'color')
 
 
-@pytest.mark.parametrize('policy,bad', [('color,flip', "'flip'"), ('colour', "'colour'"),
+@pytest.mark.parametrize('policy,bad', [('color,mirror', "'mirror'"), ('colour', "'colour'"),
                                         ('color,,cutout', 'empty name')])
 def test_unknown_policy_names_raise_with_the_known_names(policy, bad):
   for call in (lambda: augment.parse_policy(policy),
@@ -323,13 +393,13 @@ def test_unknown_policy_names_raise_with_the_known_names(policy, bad):
       call()
     message = str(info.value)
     assert bad in message and 'config.augment.policy' in message
-    for name in ('color', 'translation', 'cutout'):
+    for name in ('color', 'translation', 'cutout', 'flip', 'reflect_translation'):
       assert name in message.split('known:')[1]
   assert issubclass(ConfigError, ValueError)
 
 
-_OPS = {'color': _color, 'translation': _translation, 'cutout': _cutout,
-        FULL: functools.partial(_augment, policy=FULL)}
+_OPS = {'color': _color, 'translation': _translation, 'cutout': _cutout, 'flip': _flip,
+        'reflect_translation': _reflect, FULL: functools.partial(_augment, policy=FULL)}
 
 
 def test_policy_op_i_uses_key_folded_with_i():
@@ -360,8 +430,9 @@ def test_fixed_key_is_deterministic_and_keys_differ(policy):
 
 # Distinct outputs expected at least, for 16 copies of one image: color's
 # parameters are continuous; translation has 9 shifts and cutout 81 positions
-# on 8x8, so repeats happen (about 7 and 15 distinct on average).
-@pytest.mark.parametrize('policy,distinct', [('color', 16), ('translation', 4), ('cutout', 8)])
+# on 8x8, so repeats happen (about 7 and 15 distinct on average); flip has 2 outcomes.
+@pytest.mark.parametrize('policy,distinct', [('color', 16), ('translation', 4), ('cutout', 8),
+                                             ('flip', 2), ('reflect_translation', 4)])
 def test_samples_of_one_batch_get_different_parameters(policy, distinct):
   image = np.random.default_rng(9).uniform(-1, 1, SMALL[1:]).astype(np.float32)
   x = jnp.asarray(np.broadcast_to(image, SMALL))

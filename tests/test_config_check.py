@@ -128,6 +128,8 @@ def test_bad_augment_settings_name_the_field(field, value, message):
     {'augment.policy': 'color,cutout', 'augment.cutout_ratio': 0.015},  # 0.48 px at 32 px
     {'augment.bcr_policy': 'translation', 'augment.translation_ratio': 0.0,
      'loss.bcr_real_weight': 1.0},
+    {'augment.bcr_policy': 'flip,reflect_translation', 'augment.translation_ratio': 0.01,
+     'loss.bcr_real_weight': 1.0},
 ])
 def test_an_augmentation_that_rounds_to_no_pixels_is_refused(overrides):
   config = tiny_config(**overrides)
@@ -142,6 +144,16 @@ def test_an_augmentation_that_rounds_to_no_pixels_is_refused(overrides):
 ])
 def test_an_augmentation_of_at_least_one_pixel_is_accepted(overrides):
   assert config_check.validate(tiny_config(**overrides)) is None  # no error
+
+
+def test_a_reflection_padded_shift_beyond_one_reflection_is_refused():
+  # round(0.98 * 32) = 31 pixels is the most one reflection of 32 covers; 0.99 -> 32.
+  overrides = {'augment.policy': 'reflect_translation'}
+  accepted = tiny_config(**overrides, **{'augment.translation_ratio': 0.98})
+  assert config_check.validate(accepted) is None
+  with pytest.raises(errors.ConfigError,
+                     match=r"'reflect_translation' at 32 px: a shift of up to .* = 32 pixels"):
+    config_check.validate(tiny_config(**overrides, **{'augment.translation_ratio': 0.99}))
 
 
 def test_augmenting_two_dimensional_points_is_refused():

@@ -47,8 +47,8 @@ def test_every_shipped_config_loads_with_a_one_line_description_and_its_variants
 def test_variants_are_the_ones_get_config_takes():
   assert config_files.variants('dcgan_digits') == dict(
       smoke=False, few=False, noaug=False, policy=None, fill=None)
-  assert config_files.variants('biggan_cifar10:smoke') == dict(smoke=False, diffaug=False,
-                                                              lecam=False, data=100)
+  assert config_files.variants('biggan_cifar10:smoke') == dict(
+      smoke=False, diffaug=False, lecam=False, cr=False, icr=False, data=100)
   assert config_files.variants('sagan_cifar10') == dict(smoke=False, studiogan=False)
   for name, default in config_files.variants('semi_supervised_digits').items():
     assert default is False

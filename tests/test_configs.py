@@ -13,8 +13,10 @@ import jax
 import numpy as np
 import pytest
 
+from gan_jax import augment
 from gan_jax import config_check
 from gan_jax import config_files
+from gan_jax import errors
 from gan_jax import models
 from gan_jax import objectives
 from gan_jax import workdir as workdir_lib
@@ -67,6 +69,8 @@ with tfds.testing.mock_data(num_examples=24):
     # switched on (LeCam from the first step), and its SAGAN training settings (several
     # D steps per G step, flips, no EMA) around the same networks: repeats, so slow.
     pytest.param('biggan_cifar10:diffaug,lecam', marks=pytest.mark.slow),
+    # StudioGAN's BigGAN-ICR: bCR with CR's flip and reflection-padded shift, and zCR.
+    pytest.param('biggan_cifar10:icr', marks=pytest.mark.slow),
     pytest.param('sagan_cifar10:studiogan', marks=pytest.mark.slow)))
 def test_smoke_variant_trains(tmp_path, name):
   # In a process of its own, on one CPU device and with LLVM unoptimised: these runs
@@ -149,6 +153,24 @@ def test_zoo_settings_read_from_the_references_own_files():
   assert lecam.train.num_steps == 200000 and lecam.augment.policy
   assert config_files.load('biggan_cifar10').loss.lecam_weight == 0
   config_check.validate(config_files.load('biggan_cifar10:lecam,smoke'))
+  # StudioGAN's CIFAR10/BigGAN-CR.yaml (apply_cr, cr_lambda 10, cr_aug_type 'cr') and
+  # BigGAN-ICR.yaml (apply_bcr, real_lambda 10, fake_lambda 10, apply_zcr, radius 0.05,
+  # g_lambda 0.5, d_lambda 20, bcr_aug_type 'bcr'); 'cr' / 'bcr' is src/utils/cr.py's
+  # apply_cr_aug: random_flip(x, 0.5), random_translation(x, 1 / 8) with reflect padding.
+  assert augment.CR_POLICY == 'flip,reflect_translation'
+  base = config_files.load('biggan_cifar10')
+  for variant, weights in (('cr', (10.0, 0.0, 0.0, 0.0)), ('icr', (10.0, 10.0, 20.0, 0.5))):
+    config = config_files.load(f'biggan_cifar10:{variant}')
+    assert (config.loss.bcr_real_weight, config.loss.bcr_fake_weight, config.loss.zcr_d_weight,
+            config.loss.zcr_g_weight) == weights, variant
+    assert config.loss.zcr_radius == 0.05 and config.augment.translation_ratio == 1 / 8
+    assert config.augment.bcr_policy == augment.CR_POLICY and not config.augment.policy
+    # Only the loss differs from BigGAN.yaml (the yaml files differ in LOSS and AUG only).
+    assert config.model == base.model and config.optim == base.optim
+    assert config.train == base.train and config.data == base.data, variant
+    config_check.validate(config)
+  with pytest.raises(errors.ConfigError, match='choose one of :cr and :icr'):
+    config_files.load('biggan_cifar10:cr,icr')
   for name in ('semi_supervised_svhn', 'semi_supervised_cifar10'):
     assert config_files.load(name).loss.d_adversarial_weight == 0.5, name
     assert config_files.load(f'{name}:supervised_only').loss.d_adversarial_weight == 0, name

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import toy_ring
+from gan_jax import augment
 from gan_jax import objectives
 from gan_jax import parallel
 from gan_jax import state as state_lib
@@ -453,6 +454,21 @@ def test_zcr_step_on_eight_devices_equals_one_device():
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
   assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
   assert max_rel_diff(multi.g_batch_stats, single.g_batch_stats) < 1e-5
+
+
+def test_icr_recipe_on_eight_devices_equals_one_device():
+  # StudioGAN's BigGAN-ICR terms (biggan_cifar10:icr): bCR with CR's flip and
+  # reflection-padded shift as T on un-augmented images, and both zCR terms.
+  config = tiny_config(**_ZCR, **{'augment.bcr_policy': augment.CR_POLICY,
+                                  'loss.bcr_real_weight': 10.0, 'loss.bcr_fake_weight': 10.0})
+  state = state_lib.create_state(config, jax.random.key(0))
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(
+      config, state, [random_batch(config, seed=0)], jax.random.key(3))
+  assert m1['bcr_real'] > 0 and m1['bcr_fake'] > 0 and m1['zcr_d'] > 0
+  np.testing.assert_allclose([m8['bcr_real'], m8['bcr_fake']], [m1['bcr_real'], m1['bcr_fake']],
+                             rtol=1e-5)
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
 
 
 def test_zcr_terms_each_change_only_their_own_update():
