@@ -1,4 +1,4 @@
-"""Differentiable augmentation (DiffAugment) and the bCR consistency term.
+"""Differentiable augmentation (DiffAugment, and CR's flip and shift) and the bCR consistency term.
 
 DiffAugment (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient
 GAN Training", arXiv:2006.10738) applies the same kind of random, differentiable
