@@ -117,7 +117,7 @@ def _consistency(setup, d_params, bs, x, logits, labels, key):
   """bCR: D on T(x) against D on `x` (`logits`), x the images D's loss saw."""
   augmented = _augment(setup, x, key, policy=setup.bcr_policy)
   other, _, bs = run_discriminator(setup, d_params, bs, augmented, labels, key=key)
-  return augment.consistency_loss(logits.astype(jnp.float32), other.astype(jnp.float32)), bs
+  return augment.consistency_loss(logits, other), bs
 
 
 def discriminator_objective(setup, d_params, state, real, real_labels, fake, fake_labels, key,
@@ -175,8 +175,7 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
     perturbed_logits, _, bs = run_discriminator(
         setup, d_params, bs, _augment(setup, perturbed_fake, keys[1]), fake_labels, key=keys[1])
     # bCR's term on another pair: D(G(z)) against D(G(z + dz)).
-    aux['zcr_d'] = augment.consistency_loss(fake_logits.astype(jnp.float32),
-                                            perturbed_logits.astype(jnp.float32))
+    aux['zcr_d'] = augment.consistency_loss(fake_logits, perturbed_logits)
     loss = loss + setup.zcr_d_weight * aux['zcr_d']
   loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
                              loss, aux)
