@@ -67,6 +67,8 @@ def get_config():
   l.ortho_weight = 0.0              # BigGAN orthogonal regularisation of G's weights (0 = off; BigGAN: 1e-4)
   l.bcr_real_weight = 0.0           # bCR: ||D(x) - D(T(x))||^2 on the reals D's loss sees, T = augment.bcr_policy (0 = off)
   l.bcr_fake_weight = 0.0           # bCR on generated images (0 = off)
+  # With an ACGAN D (model.d_cond='acgan') both bCR terms and zCR's D term also add the
+  # mean squared difference of D's class logits, as StudioGAN does for its 'AC' D.
   l.lecam_weight = 0.0              # LeCam regularisation (Tseng et al. 2021): D's outputs on reals held below the average of its outputs on fakes, and vice versa (0 = off; StudioGAN CIFAR-10: 0.3)
   l.lecam_decay = 0.99              # decay of LeCam's running averages of D's mean outputs on reals and fakes
   l.lecam_start = 1000              # LeCam's averages decay from this step (before: the last batch's means) and its term is added after it (StudioGAN, the authors' code: 1000)

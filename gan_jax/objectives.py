@@ -10,6 +10,8 @@ D's objective, for a real batch x (labels y) and a fake batch G(z) (labels y'):
   + gp_weight * GP + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
   + lecam_weight * LeCam(D(A(x)), D(A(G(z))); running averages a_real, a_fake)
   + zcr_d_weight * mean (D(A(G(z))) - D(A(G(z + dz))))^2   (zCR; one draw of A for both)
+  where, for an ACGAN D, each of the three consistency terms also adds the mean over
+  samples and classes of the squared difference of D_cls on the same pair (StudioGAN)
 
 G's objective, through the fakes:
 
@@ -113,11 +115,27 @@ def _mean_sigmoid(logits):
   return jnp.mean(jax.nn.sigmoid(logits.astype(jnp.float32)))
 
 
-def _consistency(setup, d_params, bs, x, logits, labels, key):
-  """bCR: D on T(x) against D on `x` (`logits`), x the images D's loss saw."""
+def _class_consistency(class_logits, other_class_logits):
+  """The class logits' part of an ACGAN D's consistency terms: f32[B, K] twice -> f32[].
+
+  The mean over samples and classes of the squared difference: StudioGAN adds
+  `MSELoss(cls_output, cls_output')` to bCR's and zCR's D terms for an auxiliary
+  classifier D (`d_cond_mtd == 'AC'`), and MSELoss averages over every element.
+  """
+  return augment.consistency_loss(class_logits, other_class_logits) / class_logits.shape[-1]
+
+
+def _consistency(setup, d_params, bs, x, logits, extras, labels, key):
+  """bCR: D on T(x) against D on `x` (`logits`, sown `extras`), x the images D's loss
+  saw; for an ACGAN D its class logits too."""
   augmented = _augment(setup, x, key, policy=setup.bcr_policy)
-  other, _, bs = run_discriminator(setup, d_params, bs, augmented, labels, key=key)
-  return augment.consistency_loss(logits, other), bs
+  with_classes = setup.d_cond == 'acgan'
+  other, other_extras, bs = run_discriminator(setup, d_params, bs, augmented, labels,
+                                              collect=with_classes, key=key)
+  loss = augment.consistency_loss(logits, other)
+  if with_classes:
+    loss = loss + _class_consistency(extras['class_logits'], other_extras['class_logits'])
+  return loss, bs
 
 
 def discriminator_objective(setup, d_params, state, real, real_labels, fake, fake_labels, key,
@@ -164,18 +182,22 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
       aux['d_class_entropy'] = losses.class_entropy(logits=real_x['class_logits'])
       loss = loss + setup.entropy_weight * aux['d_class_entropy']
   if setup.bcr_real_weight:
-    aux['bcr_real'], bs = _consistency(setup, d_params, bs, real_in, real_logits, real_labels,
-                                       keys[2])
+    aux['bcr_real'], bs = _consistency(setup, d_params, bs, real_in, real_logits, real_x,
+                                       real_labels, keys[2])
     loss = loss + setup.bcr_real_weight * aux['bcr_real']
   if setup.bcr_fake_weight:
-    aux['bcr_fake'], bs = _consistency(setup, d_params, bs, fake_in, fake_logits, fake_labels,
-                                       keys[3])
+    aux['bcr_fake'], bs = _consistency(setup, d_params, bs, fake_in, fake_logits, fake_x,
+                                       fake_labels, keys[3])
     loss = loss + setup.bcr_fake_weight * aux['bcr_fake']
   if perturbed_fake is not None:
-    perturbed_logits, _, bs = run_discriminator(
-        setup, d_params, bs, _augment(setup, perturbed_fake, keys[1]), fake_labels, key=keys[1])
+    perturbed_logits, perturbed_x, bs = run_discriminator(
+        setup, d_params, bs, _augment(setup, perturbed_fake, keys[1]), fake_labels,
+        collect=collect, key=keys[1])
     # bCR's term on another pair: D(G(z)) against D(G(z + dz)).
     aux['zcr_d'] = augment.consistency_loss(fake_logits, perturbed_logits)
+    if setup.d_cond == 'acgan':
+      aux['zcr_d'] = aux['zcr_d'] + _class_consistency(fake_x['class_logits'],
+                                                       perturbed_x['class_logits'])
     loss = loss + setup.zcr_d_weight * aux['zcr_d']
   loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
                              loss, aux)

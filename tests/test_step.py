@@ -230,14 +230,19 @@ def _conditional_config(d_cond, **overrides):
   return tiny_config(**{'model.num_classes': 10, 'model.d_cond': d_cond, **overrides})
 
 
-@pytest.mark.parametrize('d_cond', ['projection', 'acgan'])
-def test_conditional_step_on_eight_devices_equals_one_device(d_cond):
+_ICR = {'augment.bcr_policy': augment.CR_POLICY, 'loss.bcr_real_weight': 10.0,
+        'loss.bcr_fake_weight': 10.0, 'loss.zcr_d_weight': 20.0, 'loss.zcr_g_weight': 0.5}
+
+
+@pytest.mark.parametrize('d_cond,extra', [('projection', {}), ('acgan', {}), ('acgan', _ICR)])
+def test_conditional_step_on_eight_devices_equals_one_device(d_cond, extra):
   # SGD: Adam's first step, lr * g / (|g| + eps), turns float32 rounding in the
   # near-zero gradients of rarely drawn classes' embeddings into large relative
-  # differences (see the unconditional tests above).
+  # differences (see the unconditional tests above). `extra`: ICR's consistency terms,
+  # which compare an ACGAN D's class logits too.
   config = _conditional_config(d_cond, **{'optim.g.name': 'sgd', 'optim.d.name': 'sgd',
                                           'optim.g.learning_rate': 0.1,
-                                          'optim.d.learning_rate': 0.1})
+                                          'optim.d.learning_rate': 0.1, **extra})
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=0)]
   key = jax.random.key(3)
@@ -248,6 +253,10 @@ def test_conditional_step_on_eight_devices_equals_one_device(d_cond):
   if d_cond == 'acgan':
     assert np.isfinite(m1['d_class']) and np.isfinite(m1['g_class'])
     np.testing.assert_allclose(m8['d_class'], m1['d_class'], rtol=1e-5)
+  if extra:
+    assert m1['bcr_real'] > 0 and m1['bcr_fake'] > 0 and m1['zcr_d'] > 0
+    np.testing.assert_allclose([m8[k] for k in ('bcr_real', 'bcr_fake', 'zcr_d')],
+                               [m1[k] for k in ('bcr_real', 'bcr_fake', 'zcr_d')], rtol=1e-4)
 
 
 @pytest.mark.parametrize('d_cond', ['projection', 'acgan'])
@@ -552,6 +561,51 @@ def test_zcr_g_term_by_hand():
   assert loss - plain_loss == pytest.approx(-0.5 * distance, rel=1e-3)
 
 
+def test_acgan_consistency_terms_add_the_class_logits_mean_squared_difference():
+  # StudioGAN, for an auxiliary-classifier D (d_cond_mtd 'AC'): bCR's and zCR's D terms
+  # are MSELoss of the adversarial outputs plus MSELoss of the class logits f32[B, K]
+  # (a mean over samples and classes).
+  config = _conditional_config('acgan', **_ZCR, **{
+      'augment.bcr_policy': 'translation', 'loss.bcr_real_weight': 10.0,
+      'loss.bcr_fake_weight': 10.0})
+  state = state_lib.create_state(config, jax.random.key(0))
+  setup = step_lib.make_train_step(config).args[0]
+  rng = np.random.default_rng(3)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  perturbed = np.clip(fake + rng.normal(0, 0.1, fake.shape), -1, 1).astype(np.float32)
+  real_labels, fake_labels = (rng.integers(0, 10, 16).astype(np.int32) for _ in range(2))
+  key = jax.random.key(5)
+  loss, _, aux, _ = _d_objective(config, state, real, fake, key, perturbed=perturbed,
+                                 labels=(real_labels, fake_labels))
+
+  def outputs(x, labels):  # D in train mode (batch statistics, no spectral norm here)
+    logits, extras, _ = objectives.run_discriminator(setup, state.d_params, state.d_batch_stats,
+                                                     x, labels, collect=True)
+    return logits, extras['class_logits']
+
+  def translate(x, k):  # bCR's T with the key the objective gives it (keys 2 and 3 of 5)
+    return objectives._augment(setup, x, k, policy='translation')
+
+  keys = jax.random.split(key, 5)
+  on_device = lambda fn, *args: jax.jit(jax.vmap(fn, axis_name=parallel.DATA_AXIS))(
+      *(jnp.asarray(a)[None] for a in args))
+  expected = {}
+  for name, x, labels, k in (('bcr_real', real, real_labels, keys[2]),
+                             ('bcr_fake', fake, fake_labels, keys[3])):
+    (logits, classes), (t_logits, t_classes) = on_device(
+        lambda x, y: (outputs(x, y), outputs(translate(x, k), y)), x, labels)
+    adversarial = np.mean((np.float64(logits) - np.float64(t_logits)) ** 2)
+    class_part = np.mean((np.float64(classes) - np.float64(t_classes)) ** 2)
+    assert classes.shape == (1, 16, 10) and class_part > 0.01 * adversarial > 0
+    expected[name] = adversarial + class_part
+  (logits, classes), (p_logits, p_classes) = on_device(
+      lambda a, b, y: (outputs(a, y), outputs(b, y)), fake, perturbed, fake_labels)
+  expected['zcr_d'] = (np.mean((np.float64(logits) - np.float64(p_logits)) ** 2)
+                       + np.mean((np.float64(classes) - np.float64(p_classes)) ** 2))
+  for name, value in expected.items():
+    assert float(aux[name]) == pytest.approx(value, rel=1e-4), name
+
+
 def test_zcr_step_is_traced_once():
   config = tiny_config(**_ZCR)
   traces, _ = run_counting_traces(config, state_lib.create_state(config, jax.random.key(0)),
@@ -559,23 +613,23 @@ def test_zcr_step_is_traced_once():
   assert traces == 1
 
 
-def _d_objective(config, state, real, fake, key, perturbed=None):
+def _d_objective(config, state, real, fake, key, perturbed=None, labels=(None, None)):
   """objectives.discriminator_objective on one device (a mapped axis of size 1):
-  (loss, D's statistics after it, metrics, gradient w.r.t. D's parameters)."""
+  (loss, D's statistics after it, metrics, gradient w.r.t. D's parameters).
+  `labels`: (real labels, fake labels), int32[B] each for a conditional model."""
   setup = step_lib.make_train_step(config).args[0]
+  one = lambda a: None if a is None else jnp.asarray(a)[None]
 
-  def objective(d_params, state, real, fake, perturbed):
+  def objective(d_params, state, real, fake, perturbed, real_labels, fake_labels):
     loss, (stats, aux) = jax.vmap(
-        lambda r, f, p: objectives.discriminator_objective(setup, d_params, state, r, None, f,
-                                                           None, key, perturbed_fake=p),
-        axis_name=parallel.DATA_AXIS)(real[None], fake[None],
-                                      None if perturbed is None else perturbed[None])
+        lambda r, f, p, rl, fl: objectives.discriminator_objective(
+            setup, d_params, state, r, rl, f, fl, key, perturbed_fake=p),
+        axis_name=parallel.DATA_AXIS)(real, fake, perturbed, real_labels, fake_labels)
     return loss[0], (jax.tree.map(lambda v: v[0], stats), jax.tree.map(lambda v: v[0], aux))
 
   # Compiled as one program rather than dispatched op by op.
   (loss, (stats, aux)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(
-      state.d_params, state, jnp.asarray(real), jnp.asarray(fake),
-      None if perturbed is None else jnp.asarray(perturbed))
+      state.d_params, state, one(real), one(fake), one(perturbed), *map(one, labels))
   return float(loss), stats, aux, grads
 
 
