@@ -10,7 +10,12 @@ in train mode on `num_batches` batches of fresh latents (and uniformly drawn
 labels), and each BatchNorm's mean and variance become the averages of its batch
 means and batch variances over those batches. BigGAN-PyTorch accumulates 16
 batches of its training batch size; StudioGAN draws random batch sizes, which here
-would recompile G for every size, so every batch has `batch_size` rows.
+would recompile G for every size, so every batch has `batch_size` rows. Training and
+evaluation pass the global training batch, the rows G normalised over in training
+with the default `parallel.sync_batch_stats=True`; a run trained with per-device
+statistics normalised over fewer rows, whose biased batch variances are on average
+smaller by (n - 1) / n for n rows (under 7% from n = 16), as the references' single-
+device sampling batches differ from their training batches too.
 
 Only the BatchNorm entries ('mean', 'var') change. The spectral-norm state of G
 (SAGAN, BigGAN: 'u' and 'sigma') is read as it is and returned unchanged: the
