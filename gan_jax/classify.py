@@ -146,6 +146,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.output.endswith('.npz'):
     raise errors.ConfigError(f'--output={f.output!r}: use a .npz file.')
+  workdir_lib.check_output_path(f.workdir, f.output)
   images = read_input(f.input)
   _, classify = load_classifier(f.workdir, f.step, best=f.best)
   probs = classify(images)

@@ -82,6 +82,14 @@ def validate(config):
         'config.loss.bcr_real_weight / bcr_fake_weight compare D on images and on their '
         "augmentations: set config.augment.bcr_policy (e.g. 'translation'; bCR alone) or "
         'config.augment.policy (DiffAugment, whose ops bCR then also uses).')
+  if (config.augment.bcr_policy and not config.loss.bcr_real_weight
+      and not config.loss.bcr_fake_weight):
+    # Only the bCR terms use it: a run "with CR's augmentation" would have none.
+    raise errors.ConfigError(
+        f'config.augment.bcr_policy={config.augment.bcr_policy!r} is the augmentation of '
+        'the bCR terms, and both config.loss.bcr_real_weight and bcr_fake_weight are 0, so '
+        'it would change nothing: set a bCR weight (e.g. --config.loss.bcr_real_weight=10, '
+        "as CR-GAN), or leave bcr_policy '' (augmenting D's inputs is augment.policy).")
   optim.make_optimizers(config)
   parallel.cpu_compiler_options(config.parallel.cpu_conv_kernels)
   if config.parallel.mode not in parallel.MODES:

@@ -59,7 +59,7 @@ ACCURACY = classifier_lib.ACCURACY
 KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 
-def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_reference=None,
+def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
              output=None, cache_dir=None, accuracy_split='test', best=False, standing_stats=None,
              **evaluator_kwargs):
@@ -69,7 +69,9 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     workdir: run folder.
     step: checkpoint step (None: newest).
     metrics: comma list (or a list) of metric names (`KNOWN_METRICS`: those of
-      `metrics.METRICS`, and 'accuracy').
+      `metrics.METRICS`, and 'accuracy'); None: the run's `config.eval.metrics`, else
+      what works offline for its data (`workdir.suggested_metrics`: 'proxy' on digits
+      and toy data, 'accuracy' for a semi-supervised D, 'fid' for image data sets).
     num_samples: generated samples (>= 2).
     num_reference: reference examples (None: config.eval.num_reference, else num_samples).
     reference_split: reference split (None: config.eval.reference_split, else
@@ -93,17 +95,22 @@ def evaluate(workdir, *, step=None, metrics='fid', num_samples=50000, num_refere
     'accuracy' is in [0, 1], its split and image count in protocol['accuracy'].
     With several processes every one returns it and process 0 writes it.
   """
-  if not isinstance(metrics, str):
+  if metrics is not None and not isinstance(metrics, str):
     metrics = ','.join(metrics)
-  names = metrics_lib.parse_metrics(metrics, flag='--metrics', known=KNOWN_METRICS)
-  if not names:
+  if metrics is not None and not metrics_lib.parse_metrics(metrics, flag='--metrics',
+                                                           known=KNOWN_METRICS):
     raise errors.ConfigError(f'--metrics is empty; name one or more of {list(KNOWN_METRICS)}.')
   for flag, value, least in (('--num_samples', num_samples, 2), ('--batch_size', batch_size, 1),
                              ('--num_reference', num_reference or 2, 2)):
     if value < least:
       raise errors.ConfigError(f'{flag} must be at least {least}, got {value}.')
-  sample_metrics = ','.join(name for name in names if name != ACCURACY)
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
+  if output is not None:
+    workdir_lib.check_output_path(workdir, output)
+  if metrics is None:
+    metrics = workdir_lib.suggested_metrics(config)
+  names = metrics_lib.parse_metrics(metrics, flag='--metrics', known=KNOWN_METRICS)
+  sample_metrics = ','.join(name for name in names if name != ACCURACY)
   # Bad requests fail before anything loads.
   # TFDS splits are checked when the data set opens.
   if sample_metrics and reference_split and config.data.source == 'digits':
@@ -167,7 +174,10 @@ def _define_flags():
   """Command-line flags, defined only when run as a program (so importing is free)."""
   flags.DEFINE_string('workdir', None, 'Run folder (config.json, checkpoints/).', required=True)
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: newest).', lower_bound=0)
-  flags.DEFINE_string('metrics', 'fid', 'Comma list of: ' + ', '.join(KNOWN_METRICS) + '.')
+  flags.DEFINE_string('metrics', None, 'Comma list of: ' + ', '.join(KNOWN_METRICS) + ' '
+                      "(default: the run's config.eval.metrics, else what works offline for "
+                      "its data: proxy on digits and toy data, accuracy for a semi-supervised "
+                      "D, fid for image data sets).")
   flags.DEFINE_integer('num_samples', 50000, 'Generated samples.', lower_bound=2)
   flags.DEFINE_integer('num_reference', None, 'Reference (real) examples (default: '
                        'config.eval.num_reference, else --num_samples; fewer if the split '

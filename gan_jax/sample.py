@@ -330,6 +330,7 @@ def main(argv):
   # A bad --output, --labels or --interpolate fails before anything loads.
   if output_kind(f.output) == 'folder':
     check_folder_output(f.output)
+  workdir_lib.check_output_path(f.workdir, f.output)
   _parse_labels(f.labels)
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '

@@ -94,7 +94,8 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
     The final GANState (on device).
 
   Raises:
-    ConfigError / WorkdirError: bad config values or an incompatible workdir.
+    ConfigError / WorkdirError: bad config values, an incompatible workdir, or one
+      that another training run is using (`workdir.training_lock`).
     periodic.NonFiniteLossError: a loss became NaN/inf (names the first bad step;
       checkpoints written before it are kept).
     preemption.Interrupted: SIGTERM / SIGINT stopped the run after a checkpoint.
@@ -115,12 +116,24 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
         f'model.pack={config.model.pack} (PacGAN) packs each device\'s batch of '
         f'{per_device} (train.batch_size={t.batch_size} over {dp.num_devices} device(s)) '
         f'into groups of {config.model.pack}: make the per-device batch a multiple of it.')
-  accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
+  # The model's data shape and the data are checked before the workdir records
+  # anything too, so a run that cannot start leaves no config.json behind.
   shape = models.data_shape(config.model)
   iterator = data.create_train_iterator(
       config.data, data_shape=shape, batch_size=t.n_critic * local_batch, seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       labels=config.model.num_classes > 0)
+  try:
+    with workdir_lib.training_lock(workdir, enabled=chief):
+      return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch)
+  finally:
+    iterator.close()
+
+
+def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch):
+  """train_and_evaluate's loop, in a workdir this process may write (see there)."""
+  t, chief = config.train, jax.process_index() == 0
+  accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
   if config.model.num_classes:
     workdir_lib.record_class_names(config, workdir)
   init_key, train_key, sample_key = jax.random.split(jax.random.key(config.seed), 3)
@@ -175,7 +188,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
 
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:
-    for resource in (iterator, ckpt, writer, logger):
+    for resource in (ckpt, writer, logger):
       cleanup.callback(resource.close)
     # Entered last, so it is left first: a second Ctrl-C cannot abort the final save.
     stop = cleanup.enter_context(preemption.StopSignal())

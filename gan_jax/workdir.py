@@ -15,12 +15,19 @@ took effect, and `load_config(workdir)` replays them, so the workdir always
 says how its checkpoints were trained. Before the first checkpoint nothing has
 been trained, so every change is accepted (and recorded).
 
+A training run holds `train.lock` in its workdir while it runs (`training_lock`), so a
+second run started in the same folder stops at once instead of writing checkpoints and
+records beside the first.
+
 Paths may be local or URLs (`gs://...`): everything goes through `etils.epath`.
 """
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
+import socket
 
 from etils import epath
 import jax
@@ -41,6 +48,14 @@ CHECKPOINTS = 'checkpoints'
 # The checkpoint with the lowest FID / proxy FD so far (`checkpoint.BestCheckpoint`).
 BEST = 'best'
 CLASS_NAMES_FILE = 'class_names.json'
+# Held (flock) by the training run in a local workdir; says which process holds it.
+LOCK_FILE = 'train.lock'
+# The sections every run's config.json has.
+_RUN_SECTIONS = ('model', 'train', 'data')
+# What a run keeps in its workdir: files, and folders whose contents are its own.
+_RECORD_FILES = (CONFIG_FILE, HISTORY_FILE, CLASS_NAMES_FILE, LOCK_FILE, 'metrics.jsonl',
+                 'eval.jsonl')
+_RECORD_FOLDERS = (CHECKPOINTS, BEST, 'checkpoints_corrupt', 'samples', 'tensorboard')
 # Fields that change neither the networks nor the optimisation, so a resumed run
 # may change them freely. train.num_steps is free only with a constant learning
 # rate: with a decaying schedule it changes every later learning rate.
@@ -183,11 +198,45 @@ def load_config(workdir):
     raise errors.MissingFileError(
         f'{workdir!r} is not a gan_jax run folder (no {CONFIG_FILE} in it). Pass the '
         '--workdir of a training run (it holds config.json and checkpoints/).')
-  values = _overlay(defaults.get_config().to_dict(), _read_json(path))
+  saved = _read_json(path)
+  missing = [name for name in _RUN_SECTIONS
+             if not isinstance(saved, dict) or not isinstance(saved.get(name), dict)]
+  if missing:
+    # Laid over the defaults, such a file would describe another model, and every
+    # checkpoint would look damaged.
+    raise errors.WorkdirError(
+        f'{path} is not the config of a run (no {", ".join(missing)} section); the '
+        'workdir\'s record is damaged. Restore the file from a backup (training writes it '
+        'when a run starts), or use another --workdir.')
+  values = _overlay(defaults.get_config().to_dict(), saved)
   for entry in history(workdir):
     for field, change in entry['changes'].items():
       _set_path(values, field, change['to'])
   return ml_collections.ConfigDict(values)
+
+
+def check_output_path(workdir, output, flag='--output'):
+  """Raises ConfigError when writing `output` would replace one of `workdir`'s records.
+
+  The records are the files and folders training keeps there (config.json, the
+  histories and logs, checkpoints, the best checkpoint, sample grids, TensorBoard
+  events); anything else in the workdir (e.g. its `eval/` folder) may be written.
+  Both paths are compared after resolving them, so `./W/../W/config.json` counts.
+  Remote paths (`gs://...`) are compared as written.
+  """
+  def resolved(path):
+    path = os.fspath(path)
+    return path.rstrip('/') if '://' in path else os.path.realpath(path)
+  folder, target = resolved(workdir), resolved(output)
+  relative = target[len(folder):].lstrip('/') if target.startswith(folder + '/') else None
+  if relative is None:
+    return
+  top = relative.split('/')[0]
+  if relative in _RECORD_FILES or top in _RECORD_FOLDERS:
+    raise errors.ConfigError(
+        f'{flag}={output} would replace {top!r}, part of the run\'s own record in '
+        f'{workdir}; write to another path (e.g. {os.path.join(workdir, "eval", "")} '
+        'or outside the workdir).')
 
 
 def checkpoint_steps(workdir):
@@ -223,6 +272,58 @@ def _describe(changes):
                      for field, c in changes.items())
 
 
+def _make_folder(workdir):
+  """epath.Path of `workdir`, created with its parents; WorkdirError when a file is in the way."""
+  folder = epath.Path(workdir)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except (FileExistsError, NotADirectoryError) as e:
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                    folder)
+    raise errors.WorkdirError(
+        f'--workdir={workdir} cannot be a run folder: {blocking} is a file. '
+        'Pass another --workdir (a new or existing folder).') from e
+  return folder
+
+
+@contextlib.contextmanager
+def training_lock(workdir, *, enabled=True):
+  """Holds `<workdir>/train.lock` for the duration of a training run.
+
+  Two runs in one folder would rotate each other's checkpoints away (and then
+  report them as damaged) and interleave their records, so the second stops here.
+  The lock is an exclusive `flock` on the file, which the system drops when the
+  process ends, however it ends: a killed run leaves no stale lock. The file
+  itself stays, holding the last holder's pid, host and start time. Only local
+  folders are locked (a `gs://` workdir has no file locks; run one job per
+  folder there); `enabled=False` (every process but 0 of a multi-process run,
+  which shares process 0's folder) holds nothing.
+
+  Raises:
+    WorkdirError: another process holds the lock, or `workdir` cannot be a folder.
+  """
+  folder = _make_folder(workdir) if enabled else None
+  if not enabled or '://' in os.fspath(workdir):
+    yield
+    return
+  fd = os.open(os.fspath(folder / LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 300, 0).decode(errors='replace').strip() or 'another process'
+      raise errors.WorkdirError(
+          f'The workdir {workdir} is in use by another training run ({holder}); two runs in '
+          'one folder would overwrite each other\'s checkpoints. Wait for it to finish or '
+          'stop it, or pass another --workdir.') from None
+    started = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}, started {started}\n'.encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # drops the lock
+
+
 def prepare(config, workdir, *, allow_changes=False):
   """Creates the workdir or checks that `config` may continue the run in it.
 
@@ -239,15 +340,7 @@ def prepare(config, workdir, *, allow_changes=False):
   Raises:
     WorkdirError: when the workdir's run cannot be continued with `config`.
   """
-  folder = epath.Path(workdir)
-  try:
-    folder.mkdir(parents=True, exist_ok=True)
-  except (FileExistsError, NotADirectoryError) as e:
-    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
-                    folder)
-    raise errors.WorkdirError(
-        f'--workdir={workdir} cannot be a run folder: {blocking} is a file. '
-        'Pass another --workdir (a new or existing folder).') from e
+  folder = _make_folder(workdir)
   path = folder / CONFIG_FILE
   accepted = None
   if path.exists():
@@ -335,7 +428,8 @@ def summary(workdir, *, seconds, stopped=None):
   Args:
     workdir: the run folder.
     seconds: wall time of this invocation.
-    stopped: the reason the run stopped early (a signal), or None when it finished.
+    stopped: the reason the run stopped early (a signal, with how to resume), or
+      None when it finished.
 
   Returns:
     The text to print.
@@ -365,8 +459,6 @@ def summary(workdir, *, seconds, stopped=None):
             f'  python -m gan_jax.sample --workdir={workdir} --num_samples=64 --output=grid.png',
             evaluate,
             f"  tensorboard --logdir={workdir}   (pip install -e '.[tensorboard]')"]
-  if stopped:
-    lines.insert(1, '  Rerun the same command to resume from the last checkpoint.')
   return '\n'.join(lines)
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from configs import semi_supervised_digits
 from configs import toy_ring
+from gan_jax import augment
 from gan_jax import config_files
 from gan_jax import config_check
 from gan_jax import errors
@@ -154,6 +155,17 @@ def test_a_reflection_padded_shift_beyond_one_reflection_is_refused():
   with pytest.raises(errors.ConfigError,
                      match=r"'reflect_translation' at 32 px: a shift of up to .* = 32 pixels"):
     config_check.validate(tiny_config(**overrides, **{'augment.translation_ratio': 0.99}))
+
+
+def test_a_bcr_policy_without_a_bcr_weight_is_refused():
+  config = tiny_config(**{'augment.bcr_policy': augment.CR_POLICY})
+  with pytest.raises(errors.ConfigError,
+                     match=r"bcr_policy='flip,reflect_translation' is the augmentation of the "
+                           r'bCR terms, and both .* are 0'):
+    config_check.validate(config)
+  for weight in ('loss.bcr_real_weight', 'loss.bcr_fake_weight'):
+    assert config_check.validate(tiny_config(**{'augment.bcr_policy': augment.CR_POLICY,
+                                                weight: 1.0})) is None
 
 
 def test_augmenting_two_dimensional_points_is_refused():

@@ -87,6 +87,39 @@ def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkey
   assert saved['protocol']['labels'].startswith('sample row i generated with label i mod 10')
 
 
+@pytest.mark.parametrize('overrides,expected', [
+    ({}, ['proxy']),  # the config's own eval.metrics
+    ({'eval.metrics': '', 'model.num_classes': 10}, ['proxy', 'cas']),  # offline, for digits
+])
+def test_without_metrics_the_run_s_own_or_offline_metrics_are_evaluated(
+    tmp_path, monkeypatch, overrides, expected):
+  # Not 'fid', whose Inception weights a new user may not have.
+  workdir = str(tmp_path / 'run')
+  config = dcgan_digits.get_config()
+  config.update_from_flattened_dict(overrides)
+  workdir_lib.prepare(config, workdir)
+  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
+  generate.step = 5
+  monkeypatch.setattr(sample, 'load_generator',
+                      lambda workdir, step=None, best=False, **standing: (config, generate))
+  record = evaluate_lib.evaluate(workdir, num_samples=100, cache_dir=str(tmp_path / 'cache'))
+  assert record['protocol']['metrics'] == expected and 'proxy_fd' in record['results']
+
+
+@pytest.mark.parametrize('output', ['config.json', 'metrics.jsonl', 'checkpoints/x.json',
+                                    'samples/step_0000004.json', 'sub/../config_history.jsonl'])
+def test_an_output_that_would_replace_a_run_record_is_refused(tmp_path, output):
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(dcgan_digits.get_config(), workdir)
+  before = (tmp_path / 'run' / 'config.json').read_bytes()
+  with pytest.raises(errors.ConfigError, match="part of the run's own record"):
+    evaluate_lib.evaluate(workdir, metrics='proxy', output=str(tmp_path / 'run' / output))
+  assert (tmp_path / 'run' / 'config.json').read_bytes() == before
+  # Beside the records, in the eval folder or outside the workdir, is fine.
+  workdir_lib.check_output_path(workdir, str(tmp_path / 'run' / 'eval' / 'mine.json'))
+  workdir_lib.check_output_path(workdir, str(tmp_path / 'config.json'))
+
+
 def test_an_unknown_metric_fails_before_the_workdir_is_read(tmp_path):
   with pytest.raises(ValueError, match='--metrics'):
     evaluate_lib.evaluate(str(tmp_path / 'nope'), metrics='fid,nope')

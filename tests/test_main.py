@@ -243,6 +243,19 @@ def test_bad_counts_and_outputs_fail_before_anything_loads(tmp_path, module, fla
   assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
 
 
+@pytest.mark.parametrize('module,output', [('gan_jax.sample', 'samples/step_0000004.png'),
+                                           ('gan_jax.classify', 'checkpoints/p.npz')])
+def test_an_output_among_the_run_s_records_is_refused(tmp_path, module, output):
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(tiny_config(), workdir)
+  args = [f'--workdir={workdir}', f'--output={os.path.join(workdir, output)}']
+  if module == 'gan_jax.classify':
+    args.append(f'--input={tmp_path / "images.npz"}')
+  result = run_module(module, args)
+  assert_short_error(result, "part of the run's own record")
+  assert not os.path.exists(os.path.join(workdir, output))
+
+
 def test_evaluate_unknown_metric_names_its_own_flag(tmp_path):
   result = run_module('gan_jax.evaluate', [f'--workdir={tmp_path}', '--metrics=fid,nope'])
   assert_short_error(result, '--metrics', 'nope')

@@ -242,7 +242,7 @@ def test_a_signal_saves_then_exits_with_128_plus_its_number(tmp_path, signals, s
     time.sleep(0.05)
   output, _ = proc.communicate(timeout=300)
   assert proc.returncode == status, output[-3000:]
-  assert 'Traceback' not in output and 'Rerun the same command to resume' in output
+  assert 'Traceback' not in output and 'rerun the same command to resume' in output
   steps = [int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))]
   assert len(steps) == 1 and 0 < steps[0] < 100000
   resumed = run_module('gan_jax.main', [SMOKE, f'--workdir={workdir}',

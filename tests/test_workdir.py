@@ -3,6 +3,9 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,7 +13,9 @@ import pytest
 
 from gan_jax import checkpoint
 from gan_jax import errors
+from gan_jax import preemption
 from gan_jax import state as state_lib
+from gan_jax import train
 from gan_jax import workdir as workdir_lib
 from tests import data_helpers as h
 from tests.helpers import tiny_config
@@ -156,8 +161,10 @@ def test_summary_names_the_outputs_and_the_next_commands(run):
   text = workdir_lib.summary(run, seconds=75)
   assert 'step 4' in text and '1 min 15 s' in text
   assert 'python -m gan_jax.sample' in text and 'tensorboard' in text
-  stopped = workdir_lib.summary(run, seconds=1, stopped='Stopped by SIGINT at step 4')
-  assert 'Rerun the same command to resume' in stopped
+  stopped = workdir_lib.summary(run, seconds=1,
+                                stopped=str(preemption.Interrupted(signal.SIGINT, 4)))
+  assert stopped.startswith('Stopped by SIGINT at step 4')
+  assert stopped.lower().count('rerun the same command to resume') == 1  # said once
 
 
 def test_summary_aligns_the_outputs_column(run):
@@ -257,3 +264,70 @@ def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
     workdir_lib.record_class_names(config, workdir)
   with open(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE), encoding='utf-8') as f:
     assert json.load(f) == ['dog', 'zebra']  # the record is kept
+
+
+# --- the training lock ---------------------------------------------------------------
+
+
+def test_a_second_training_run_is_refused_while_the_first_holds_the_workdir(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with workdir_lib.training_lock(workdir):
+    with open(os.path.join(workdir, workdir_lib.LOCK_FILE), encoding='utf-8') as f:
+      assert f.read().startswith(f'pid {os.getpid()} on ')
+    # Another open file (as another process would have) cannot take it.
+    with pytest.raises(errors.WorkdirError,
+                       match=rf'in use by another training run \(pid {os.getpid()} on '):
+      with workdir_lib.training_lock(workdir):
+        pass
+    with pytest.raises(errors.WorkdirError, match='pass another --workdir'):
+      train.train_and_evaluate(tiny_config(), workdir)
+    assert os.listdir(workdir) == [workdir_lib.LOCK_FILE]  # the refused run wrote nothing
+    with workdir_lib.training_lock(workdir, enabled=False):  # processes > 0 take none
+      pass
+  with workdir_lib.training_lock(workdir):  # released when the holder leaves
+    pass
+
+
+def test_the_lock_of_a_killed_run_is_free_at_once(tmp_path):
+  workdir = str(tmp_path / 'run')
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time\n'
+       'from gan_jax import workdir\n'
+       'with workdir.training_lock(sys.argv[1]):\n'
+       '  print("held", flush=True)\n'
+       '  time.sleep(120)\n', workdir],
+      stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    with pytest.raises(errors.WorkdirError, match=rf'\(pid {holder.pid} on '):
+      with workdir_lib.training_lock(workdir):
+        pass
+  finally:
+    holder.kill()
+    holder.wait()
+  with workdir_lib.training_lock(workdir):  # SIGKILL left no stale lock
+    pass
+
+
+@pytest.mark.parametrize('overrides,error', [
+    ({'data.source': 'image_folder', 'data.path': 'missing'}, errors.MissingFileError),
+    ({'model.name': 'mlp'}, errors.ConfigError),  # 2-D points from a digits config
+])
+def test_a_run_that_cannot_start_leaves_no_workdir(tmp_path, overrides, error):
+  if 'data.path' in overrides:
+    overrides = {**overrides, 'data.path': str(tmp_path / 'missing')}
+  workdir = tmp_path / 'run'
+  with pytest.raises(error):
+    train.train_and_evaluate(tiny_config(**overrides), str(workdir))
+  assert not workdir.exists()  # no config.json claims a run that never started
+
+
+@pytest.mark.parametrize('text', ['{}', '[]', '{"model": 3, "train": {}, "data": {}}'])
+def test_a_config_json_that_is_no_run_config_is_reported_as_such(tmp_path, text):
+  workdir = tmp_path / 'run'
+  workdir_lib.prepare(tiny_config(), str(workdir))
+  (workdir / workdir_lib.CONFIG_FILE).write_text(text)
+  # Laid over the defaults it would describe another model, and every checkpoint
+  # would look damaged; the message names the file instead.
+  with pytest.raises(errors.WorkdirError, match=r'config.json is not the config of a run'):
+    workdir_lib.load_config(str(workdir))
