@@ -24,10 +24,14 @@ or the offline proxy's Frechet distance) in `<workdir>/best/`.
 Folders may be local paths or URLs (`gs://bucket/run/checkpoints`).
 """
 
+import contextlib
+import gc
+import io
 import json
 import logging
 import os
 import signal
+import sys
 import time
 
 from etils import epath
@@ -46,6 +50,8 @@ TMP_MARKER = 'orbax-checkpoint-tmp'
 # Tests set this to N to kill the process (no clean-up, as a preempted VM) right
 # after the checkpoint of step N is on disk.
 KILL_AT_STEP_ENV = 'GAN_JAX_SIGKILL_AT_STEP'
+# How long a failed restore waits for the reads orbax abandoned (`_read_quietly`).
+_ABANDONED_READS_S = 1.0
 
 
 class CheckpointError(errors.WorkdirError):
@@ -172,15 +178,21 @@ class Checkpointer:
       if step not in steps:
         raise CheckpointError(
             f'No checkpoint for step {step} in {self.directory}; available: {steps}.')
-      return self._restore_step(abstract_state, step) + (step,)
+      try:
+        return self._restore_step(abstract_state, step) + (step,)
+      except Exception as e:  # pylint: disable=broad-except
+        others = [s for s in steps if s != step]
+        raise CheckpointError(
+            f'Checkpoint {step} in {self.directory} could not be restored ({_describe(e)}). '
+            f'Pick another step (available: {others or "none"}), or leave the step out to '
+            'use the newest readable checkpoint.') from None
     if not steps:
       return None
     for candidate in reversed(steps):
       try:
         restored, error = self._restore_step(abstract_state, candidate), None
       except Exception as e:  # pylint: disable=broad-except
-        # One line: orbax's messages can hold a whole multi-line TensorStore spec.
-        restored, error = None, f'{type(e).__name__}: {" ".join(str(e).split())[:300]}'
+        restored, error = None, _describe(e)
       # Every process must resume from the same step, so one failure counts for all.
       if _on_any_process(error is not None):
         where = (f'moved it to {self._move_aside(candidate)}' if move_aside else
@@ -202,9 +214,9 @@ class Checkpointer:
     return _this_process(restored['data'])
 
   def _restore_step(self, abstract_state, step):
-    restored = self._manager.restore(
+    restored = _read_quietly(lambda: self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                      data=ocp.args.JsonRestore()))
+                                      data=ocp.args.JsonRestore())))
     return restored['state'], _this_process(restored['data'])
 
   def _move_aside(self, step):
@@ -230,6 +242,53 @@ class Checkpointer:
     """Waits for pending saves and releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _describe(error):
+  """What to print for a failed restore."""
+  return str(error) if isinstance(error, _UnreadableCheckpoint) else _one_line(error)
+
+
+def _one_line(error):
+  """An exception as one short line: orbax's can hold a whole multi-line TensorStore spec."""
+  return f'{type(error).__name__}: {" ".join(str(error).split())[:300]}'
+
+
+class _UnreadableCheckpoint(Exception):
+  """A checkpoint's restore failed; the message is the error, on one line."""
+
+
+def _read_quietly(read):
+  """`read()`, keeping the reads orbax abandons when one array fails from printing.
+
+  After the first failing read of a damaged checkpoint, orbax gives up on the
+  others; each then reports its own error, through asyncio's logger ('Task
+  exception was never retrieved'), as an unraisable exception when it is
+  collected, or as the traceback of its callback into the closed event loop
+  ('Event loop is closed'): hundreds of lines for one damaged file. The caller
+  reports the one error that matters.
+
+  Raises:
+    _UnreadableCheckpoint: `read` failed (its error on one line).
+  """
+  asyncio_logger = logging.getLogger('asyncio')
+  level, hook = asyncio_logger.level, sys.unraisablehook
+  asyncio_logger.setLevel(logging.CRITICAL + 1)
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    try:
+      return read()
+    except Exception as e:  # pylint: disable=broad-except
+      message = _one_line(e)
+    # Out of the except block the error and the frames it held are gone, so the
+    # abandoned reads can finish (within a fraction of a second) and be collected.
+    with contextlib.redirect_stderr(io.StringIO()):
+      time.sleep(_ABANDONED_READS_S)
+      gc.collect()
+    raise _UnreadableCheckpoint(message)
+  finally:
+    sys.unraisablehook = hook
+    asyncio_logger.setLevel(level)
 
 
 # ---- several processes: one data-iterator state each -------------------------

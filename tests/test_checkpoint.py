@@ -4,6 +4,9 @@ import glob
 import json
 import logging
 import os
+import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +74,63 @@ def test_a_reader_skips_an_unreadable_checkpoint_and_leaves_it_in_place(tmp_path
              for r in caplog.records)
   assert sorted(glob.glob(os.path.join(directory, '**'), recursive=True)) == before
   assert not os.path.exists(tmp_path / 'checkpoints_corrupt')
+
+
+# Run in a fresh interpreter: pytest catches unraisable exceptions and asyncio's log
+# records itself, so only a plain process shows what a user's terminal would.
+_DAMAGED_RESTORE = """
+import glob, os, sys
+import jax, jax.numpy as jnp, numpy as np
+from gan_jax import checkpoint
+
+def arrays(seed):  # 64x64 noise: incompressible, so the chunks are files of their own
+  rng = np.random.default_rng(seed)
+  return {f'w{i}': jnp.asarray(rng.normal(size=(64, 64)), jnp.float32) for i in range(24)}
+
+directory, step = sys.argv[1], sys.argv[2]
+ckpt = checkpoint.Checkpointer(directory, async_save=False, max_to_keep=None)
+for s in (2, 4):
+  ckpt.save(s, arrays(s), {'next_batch': s})
+ckpt.close()
+# The array chunks of checkpoint 4 are overwritten and its metadata kept, so the
+# restore starts every array's read and then fails on them.
+chunks = glob.glob(os.path.join(directory, '4', 'state', 'ocdbt.process_*', 'd', '*'))
+assert chunks
+for path in chunks:
+  with open(path, 'wb') as f:
+    f.write(os.urandom(100))
+sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                        arrays(0))
+reader = checkpoint.Checkpointer(directory)
+if step == 'newest':
+  state, _, restored = reader.restore(abstract, move_aside=False)
+  np.testing.assert_array_equal(state['w3'], arrays(2)['w3'])
+  print('restored', restored)
+else:
+  try:
+    reader.restore(abstract, step=int(step))
+  except checkpoint.CheckpointError as e:
+    print('CheckpointError:', e)
+"""
+
+
+@pytest.mark.parametrize('step', ['newest', '4'])
+def test_a_damaged_checkpoint_costs_one_line_not_a_traceback_per_array(tmp_path, step):
+  result = subprocess.run(
+      [sys.executable, '-c', _DAMAGED_RESTORE, str(tmp_path / 'checkpoints'), step],
+      capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr[-3000:]
+  if step == 'newest':  # falls back to step 2, with one warning
+    assert result.stdout.strip() == 'restored 2'
+    assert result.stderr.count('could not be restored') == 1
+  else:  # exactly the damaged step: a CheckpointError naming the others
+    assert re.match(r'CheckpointError: Checkpoint 4 in .* could not be restored .*'
+                    r'available: \[2\]', result.stdout), result.stdout
+  # The reads orbax abandoned after the first failure report nothing of their own.
+  for noise in ('Traceback', 'Event loop is closed', 'Task exception was never retrieved',
+                'Exception ignored'):
+    assert noise not in result.stderr, result.stderr[-3000:]
 
 
 def test_an_unfinished_save_is_ignored_with_a_warning(tmp_path, caplog):
