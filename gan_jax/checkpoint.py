@@ -195,7 +195,7 @@ class Checkpointer:
         restored, error = None, _describe(e)
       # Every process must resume from the same step, so one failure counts for all.
       if _on_any_process(error is not None):
-        where = (f'moved it to {self._move_aside(candidate)}' if move_aside else
+        where = (self._move_aside(candidate) if move_aside else
                  'left it in place')
         logging.warning(
             'Checkpoint %d in %s could not be restored (%s); %s and falling back to the '
@@ -220,19 +220,24 @@ class Checkpointer:
     return restored['state'], _this_process(restored['data'])
 
   def _move_aside(self, step):
-    """Renames an unreadable checkpoint out of the manager's way (keeps its files)."""
+    """Renames an unreadable checkpoint out of the manager's way (keeps its files);
+    returns what happened to it, for the warning."""
     self._manager.wait_until_finished()
     source = epath.Path(self.directory) / str(step)
     target_root = epath.Path(self.directory.rstrip('/') + '_corrupt')
     target = target_root / f'{step}-{int(time.time())}'
-    if jax.process_index() == 0 and source.exists():
-      target_root.mkdir(parents=True, exist_ok=True)
-      source.rename(target)
+    done = f'moved it to {target}'
+    if jax.process_index() == 0:
+      if source.exists():
+        target_root.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+      else:
+        done = 'it is gone (removed while it was read: another run in this folder?)'
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'gan_jax_move_aside_{step}')
     self._manager.close()
     self._manager = self._new_manager()
-    return target
+    return done
 
   def wait(self):
     """Blocks until pending asynchronous saves are on disk."""

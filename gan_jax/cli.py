@@ -154,9 +154,22 @@ def _unknown_field_message(text, argv):
       break
   else:
     message = f"unknown config field '{field}'."
+  if not hint.strip():
+    # ml_collections suggests names within the section; the field may live in another.
+    elsewhere = _sections_with_field(field)
+    if elsewhere:
+      hint = 'Did you mean ' + ' or '.join(f'--config.{s}.{field}' for s in elsewhere) + '?'
   hint = f'\n{hint.strip()}' if hint.strip() else ''
   return (f'{message}{hint}\nEvery field and its default: python -m gan_jax.main '
           '--config=NAME --print_config (or gan_jax/defaults.py).')
+
+
+def _sections_with_field(field):
+  """The sections of the default config (`gan_jax/defaults.py`) that have `field`."""
+  from gan_jax import defaults  # pylint: disable=g-import-not-at-top
+  config = defaults.get_config()
+  return [name for name, section in config.items()
+          if hasattr(section, 'keys') and field in section.keys()]
 
 
 def _os_error_text(error):

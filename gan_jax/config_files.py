@@ -95,7 +95,8 @@ def describe_all():
     known = variants(name)
     if known:
       lines.append(f'{"":<{width}}  variants: ' + ', '.join(
-          key if default is False else f'{key}={"..." if default is None else default}'
+          key if default is False else
+          f'{key}=...' + ('' if default is None else f' (default {default})')
           for key, default in known.items()))
   return '\n'.join(lines)
 

@@ -81,9 +81,12 @@ def write_whole_with(path, write):
     with open(tmp, 'xb') as f:
       write(f)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.filename == tmp:
+      # The user asked for `path`; the temporary name would only puzzle them.
+      raise type(e)(e.errno, e.strerror, str(path)) from None
     raise
 
 

@@ -85,8 +85,14 @@ def test_images_with_nan_are_refused():
 
 
 def test_a_run_without_class_logits_is_refused():
-  with pytest.raises(errors.ConfigError, match='classifier head'):
+  with pytest.raises(errors.ConfigError,
+                     match=r'runs/x has no classifier head: it is an unconditional model') as e:
     classifier_lib.check_classifier(dcgan_digits.get_config('smoke'), 'runs/x')
+  assert 'd_cond' not in str(e.value).split('needs')[0]  # no projection head to speak of
+  projection = dcgan_digits.get_config('smoke')
+  projection.model.num_classes = 10
+  with pytest.raises(errors.ConfigError, match=r"conditioned by d_cond='projection'"):
+    classifier_lib.check_classifier(projection, 'runs/x')
 
 
 @pytest.fixture(scope='module')

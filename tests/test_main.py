@@ -78,6 +78,18 @@ def test_an_unknown_config_field_with_no_near_name_still_names_the_override(tmp_
                      '--print_config')
 
 
+@pytest.mark.parametrize('override,fragment', [
+    ('--config.num_steps=3', "config has no field 'num_steps'.\nDid you mean "
+                             '--config.train.num_steps?'),
+    ('--config.model.batch_size=3', "config.model has no field 'batch_size'.\nDid you mean "
+                                    '--config.train.batch_size?'),
+])
+def test_a_field_of_another_section_is_suggested_with_its_section(tmp_path, override, fragment):
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
+                                       override])
+  assert_short_error(result, f'{override}: {fragment}')
+
+
 def test_an_unknown_config_section_names_the_override(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
                                        '--config.modl.ngf=4'])
@@ -197,6 +209,9 @@ def test_list_configs_prints_each_with_its_variants():
   assert 'offline default' in lines[at]
   assert lines[at + 1].split() == ['variants:', 'smoke,', 'few,', 'noaug,', 'policy=...,',
                                    'fill=...']
+  at = next(i for i, line in enumerate(lines) if line.startswith('biggan_cifar10 '))
+  # A value with a default shows as one, not as a variant of its own.
+  assert lines[at + 1].strip().endswith('icr, data=... (default 100)')
   assert any(line.startswith('toy_grid ') for line in lines)
 
 
@@ -254,6 +269,17 @@ def test_an_output_among_the_run_s_records_is_refused(tmp_path, module, output):
   result = run_module(module, args)
   assert_short_error(result, "part of the run's own record")
   assert not os.path.exists(os.path.join(workdir, output))
+
+
+@pytest.mark.parametrize('module,flag,fragment', [
+    ('gan_jax.bench.throughput', '--widths=abc', '--widths=abc: give positive integers'),
+    ('gan_jax.bench.throughput', '--widths=16,0', 'give positive integers'),
+    ('gan_jax.bench.input_wait', '--steps=0', '--steps'),
+    ('gan_jax.bench.input_wait', '--images=-3', '--images'),
+])
+def test_bad_bench_flags_are_short_errors(module, flag, fragment):
+  result = run_module(module, [flag])
+  assert_short_error(result, fragment)
 
 
 def test_evaluate_unknown_metric_names_its_own_flag(tmp_path):

@@ -162,6 +162,21 @@ def test_write_text_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, mon
   assert os.listdir(tmp_path) == ['record.json']
 
 
+def test_a_refused_write_names_the_requested_path_not_the_temporary_one(tmp_path, monkeypatch):
+  path = tmp_path / 'samples.npz'
+  real_open = open
+
+  def refusing_open(file, mode='r', *args, **kwargs):
+    if 'x' in mode:  # the temporary file beside the target
+      raise PermissionError(13, 'Permission denied', file)
+    return real_open(file, mode, *args, **kwargs)
+  monkeypatch.setattr('builtins.open', refusing_open)
+  with pytest.raises(PermissionError) as error:
+    writers.write_text_atomic(path, 'new')
+  assert error.value.filename == str(path) and error.value.strerror == 'Permission denied'
+  assert os.listdir(tmp_path) == []
+
+
 def test_flushed_events_are_on_disk_before_the_writer_closes(tmp_path):
   # What a checkpoint relies on: after `flush`, a kill loses none of the events.
   writer = writers.MetricWriter(str(tmp_path))

@@ -59,7 +59,8 @@ def measure(config, workdir):
 
 def main(argv):
   """The `python -m gan_jax.bench.input_wait` program (its flags parsed by absl)."""
-  del argv
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   from configs import dcgan_celeba  # pylint: disable=g-import-not-at-top
   from configs import dcgan_digits  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
@@ -89,7 +90,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  flags.DEFINE_integer('images', 2000, 'JPEG files in the CelebA-sized folder.')
-  flags.DEFINE_integer('steps', 60, 'Train steps per measurement.')
-  flags.DEFINE_integer('width', 64, 'ngf = ndf of the CelebA model.')
+  # At least one batch of 64 images, and two log intervals after the first (dropped).
+  flags.DEFINE_integer('images', 2000, 'JPEG files in the CelebA-sized folder (>= 64, one '
+                       'batch).', lower_bound=64)
+  flags.DEFINE_integer('steps', 60, 'Train steps per measurement (>= 3).', lower_bound=3)
+  flags.DEFINE_integer('width', 64, 'ngf = ndf of the CelebA model.', lower_bound=1)
   cli.run(main)

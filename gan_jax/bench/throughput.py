@@ -302,13 +302,25 @@ def _define_flags():
   flags.DEFINE_string('json', '', 'Write the JSON report to this path.')
 
 
+def _parse_widths(values):
+  """--widths as a tuple of positive ints (None when empty); ConfigError otherwise."""
+  try:
+    widths = tuple(int(value) for value in values)
+  except ValueError:
+    widths = ()
+  if len(widths) != len(values) or any(w < 1 for w in widths):
+    raise errors.ConfigError(f'--widths={",".join(values)}: give positive integers (ngf = ndf '
+                             'of each timed model), e.g. --widths=16,32,64.')
+  return widths or None
+
+
 def main(argv):
   """The `python -m gan_jax.bench.throughput` program (its flags parsed by absl)."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
   settings = Settings(
-      model=f.model, widths=tuple(int(w) for w in f.widths) or None, batch=f.batch,
+      model=f.model, widths=_parse_widths(f.widths), batch=f.batch,
       rounds=f.rounds,
       round_seconds=f.round_seconds, min_iters=f.min_iters,
       jax_variants=tuple(f.jax_variants), torch_variants=tuple(f.torch_variants),

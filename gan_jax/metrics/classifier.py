@@ -33,11 +33,16 @@ def check_classifier(config, where):
     where: the run folder or config name, for the message.
   """
   m = config.model
-  if not m.num_classes or m.d_cond not in CLASSIFIER_HEADS:
+  needs = (f'the discriminator needs class logits (model.num_classes > 0 and model.d_cond '
+           f'in {list(CLASSIFIER_HEADS)})')
+  if not m.num_classes:
+    # d_cond means nothing without classes, so only the class count is named.
+    raise errors.ConfigError(f'{where} has no classifier head: it is an unconditional model '
+                             f'(model.num_classes=0), and {needs}.')
+  if m.d_cond not in CLASSIFIER_HEADS:
     raise errors.ConfigError(
-        f'{where} has no classifier head: the discriminator needs class '
-        f"logits (model.num_classes > 0 and model.d_cond in {list(CLASSIFIER_HEADS)}), got "
-        f'num_classes={m.num_classes}, d_cond={m.d_cond!r}.')
+        f'{where} has no classifier head: {needs}; its D is conditioned by '
+        f'd_cond={m.d_cond!r}.')
 
 
 def make_classifier(config):
