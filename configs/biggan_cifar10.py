@@ -15,7 +15,13 @@ Variants (combinable, e.g. `:diffaug,data=20`; `:cr` and `:icr` exclude each oth
   `:diffaug`  DiffAugment 'translation,cutout' on every image D sees, for 200k
               steps (the policy of Zhao et al.'s BigGAN CIFAR scripts, whose numbers
               are below; StudioGAN's BigGAN-DiffAug.yaml uses 'color,translation,
-              cutout'; their scripts also differ: batch 50, 4 D steps, no attention);
+              cutout'). The networks and optimiser stay StudioGAN's; Zhao et al.'s
+              scripts (DiffAugment-biggan-cifar) differ: widths 64, z 128 neither
+              split nor shared, N(0, 0.02) init, Adam beta1 0 and eps 1e-8, batch 50,
+              4 D steps, no attention, about 250k G steps (125k at 10% data). With
+              `:diffaug` or `:data=P` the evaluations during training use their
+              FID-10k protocol: 10k samples against the 10k test images (they report
+              the best checkpoint: `best/`);
   `:lecam`    LeCam regularisation as StudioGAN's BigGAN-LeCam.yaml: weight 0.3,
               averages decaying 0.99 from step 1000 (`loss.lecam_*`), 200k steps;
               with `:diffaug`, its BigGAN-DiffAug-LeCam.yaml (but for the policy);
@@ -63,6 +69,11 @@ def get_config(arg=None):
   if args.diffaug:
     config.augment.policy = 'translation,cutout'
     config.train.num_steps = 200000
+  if args.diffaug or args.data < 100:
+    # Zhao et al.'s FID-10k: 10k samples against the 10k test images (their
+    # inception_tf.py reads the loader with train=False), best checkpoint of the run.
+    config.eval.reference_split = 'test'
+    config.eval.num_reference = 10000
   if args.lecam:
     config.loss.update(lecam_weight=0.3, lecam_decay=0.99, lecam_start=1000)
     config.train.num_steps = 200000

@@ -152,6 +152,16 @@ def test_zoo_settings_read_from_the_references_own_files():
       0.3, 1000, 0.99)
   assert lecam.train.num_steps == 200000 and lecam.augment.policy
   assert config_files.load('biggan_cifar10').loss.lecam_weight == 0
+  # Zhao et al. 2020's FID-10k (DiffAugment-biggan-cifar/inception_tf.py, train=False):
+  # 10k samples against CIFAR-10's 10k test images, for :diffaug and the :data=P
+  # variants they are compared with; the plain config keeps StudioGAN's protocol.
+  for name, examples in (('biggan_cifar10:diffaug', 0), ('biggan_cifar10:data=10', 5000),
+                         ('biggan_cifar10:diffaug,data=20', 10000)):
+    config = config_files.load(name)
+    assert (config.eval.reference_split, config.eval.num_samples,
+            config.eval.num_reference) == ('test', 10000, 10000), name
+    assert config.data.train_examples == examples, name
+  assert config_files.load('biggan_cifar10').eval.reference_split == ''
   config_check.validate(config_files.load('biggan_cifar10:lecam,smoke'))
   # StudioGAN's CIFAR10/BigGAN-CR.yaml (apply_cr, cr_lambda 10, cr_aug_type 'cr') and
   # BigGAN-ICR.yaml (apply_bcr, real_lambda 10, fake_lambda 10, apply_zcr, radius 0.05,
