@@ -7,7 +7,8 @@ Networks: StudioGAN's `big_resnet` at 32 px (ngf = ndf = 96, z 80 split
 hierarchically, shared class embedding 128, self-attention at 16x16 in G and D,
 spectral norm in G and D, projection D, 10 classes). Training as StudioGAN's
 defaults: hinge loss, Adam 2e-4 / 2e-4 (0.5, 0.999, eps 1e-6), 5 D steps per G
-step, batch 64, 100k G steps, EMA 0.9999 from step 1000, each training image
+step, batch 64, 100k G steps, EMA 0.9999 from step 1000 (of G's weights and, as
+StudioGAN's `Ema`, its BatchNorm statistics: `train.ema_batch_stats`), each training image
 mirrored with probability 1/2 (`data.random_flip`, StudioGAN's `PRE.apply_rflip`).
 Published (docs/benchmarks.md): StudioGAN BigGAN CIFAR-10 FID 4.2 (50k).
 
@@ -60,6 +61,7 @@ def get_config(arg=None):
     opt.update(name='adam', learning_rate=2e-4, b1=0.5, b2=0.999, eps=1e-6)
   config.train.n_critic = 5
   config.train.ema_decay = 0.9999
+  config.train.ema_batch_stats = True  # StudioGAN's Ema averages G's buffers too
   config.train.ema_start = 1000
   config.data.random_flip = True
   if not 0 < args.data <= 100:

@@ -7,8 +7,8 @@ the ILSVRC2012 tar files (`tfds build imagenet2012 --manual_dir=...
 --file_format=array_record`), then pass its data_dir. Networks: StudioGAN's
 `big_resnet` at 128 px (ngf = ndf = 96, z 120, shared embedding 128, attention
 at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999, eps
-1e-6), 2 D steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000,
-and StudioGAN's horizontal flips (`data.random_flip`). StudioGAN's command also uses
+1e-6), 2 D steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000
+(weights and BatchNorm statistics, `train.ema_batch_stats`), and StudioGAN's horizontal flips (`data.random_flip`). StudioGAN's command also uses
 synchronised BatchNorm (here `parallel.sync_batch_stats`, on by default) and samples
 with standing statistics (here `--standing_stats=N` of `gan_jax.evaluate` and
 `gan_jax.sample`, `eval.standing_stats` during training; BigGAN-PyTorch accumulates
@@ -34,6 +34,7 @@ def get_config(arg=None):
   config.optim.d.update(name='adam', learning_rate=2e-4, b1=0.0, b2=0.999, eps=1e-6)
   config.train.n_critic = 2
   config.train.ema_decay = 0.9999
+  config.train.ema_batch_stats = True  # StudioGAN's Ema averages G's buffers too
   config.train.ema_start = 20000
   config.data.random_flip = True
   if args.smoke:

@@ -63,6 +63,11 @@ def validate(config):
   t = config.train
   if not 0.0 <= t.ema_decay < 1.0:
     raise errors.ConfigError(f'config.train.ema_decay must be in [0, 1), got {t.ema_decay}.')
+  if t.get('ema_batch_stats', False) and not t.ema_decay:
+    raise errors.ConfigError(
+        'config.train.ema_batch_stats averages G\'s statistics for the EMA generator, and '
+        'config.train.ema_decay is 0 (no EMA): set a decay (e.g. 0.9999) or '
+        'ema_batch_stats=False.')
   if t.reuse_fake and t.n_critic != 1:
     raise errors.ConfigError(
         'config.train.reuse_fake needs config.train.n_critic == 1 (the G update reuses '

@@ -99,6 +99,7 @@ def get_config():
   t.reuse_fake = False
   t.ema_decay = 0.999               # EMA of G params used for sampling/eval (0 = off)
   t.ema_start = 0                   # step from which the EMA averages (before it, EMA = G's params; BigGAN: 20000)
+  t.ema_batch_stats = False         # the EMA generator keeps its own EMA of G's BatchNorm statistics and spectral-norm vectors (StudioGAN, BigGAN-PyTorch); False: it samples with the trained G's
   t.remat = False                   # rematerialise G and D blocks in the backward pass (less memory, more compute)
   t.log_every = 50                  # steps between metric fetches / log lines
   t.sample_every = 500              # steps between sample grids (0 = only at the end)

@@ -20,6 +20,7 @@ from gan_jax import data
 from gan_jax import errors
 from gan_jax import models
 from gan_jax import parallel
+from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import writers
 
@@ -159,7 +160,8 @@ class SampleGrids:
     """np.float32[N, *data_shape] samples (images in [-1, 1]) of the EMA generator of
     `state` (one copy of the state) for z f32[N, z_dim] and labels int32[N] or None."""
     labels = None if labels is None else jnp.asarray(labels, jnp.int32)
-    return parallel.to_host(self._generate(state.ema_g_params, state.g_batch_stats,
+    return parallel.to_host(self._generate(state.ema_g_params,
+                                           state_lib.sampling_batch_stats(state.g_batch_stats),
                                            jnp.asarray(z, jnp.float32), labels))
 
   def path(self, step):

@@ -28,6 +28,7 @@ from gan_jax import objectives
 from gan_jax import optim
 from gan_jax import parallel
 from gan_jax import penalties
+from gan_jax import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +306,7 @@ def g_update(setup, state, real, real_labels, key, reused=None):
   decay = jnp.where(state.step >= setup.ema_start, setup.ema_decay, 0.0)
   ema = (jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_g_params, g_params)
          if setup.ema_decay else g_params)
+  g_bs = state_lib.update_ema_batch_stats(g_bs, decay)
   state = state.replace(g_params=g_params, g_opt_state=g_opt_state,
                         g_batch_stats=g_bs, d_batch_stats=d_bs, ema_g_params=ema)
   return state, _pmean(setup, aux)

@@ -157,6 +157,13 @@ def test_a_reflection_padded_shift_beyond_one_reflection_is_refused():
     config_check.validate(tiny_config(**overrides, **{'augment.translation_ratio': 0.99}))
 
 
+def test_ema_statistics_without_an_ema_are_refused():
+  with pytest.raises(errors.ConfigError, match=r'ema_batch_stats averages .* ema_decay is 0'):
+    config_check.validate(tiny_config(**{'train.ema_batch_stats': True,
+                                         'train.ema_decay': 0.0}))
+  assert config_check.validate(tiny_config(**{'train.ema_batch_stats': True})) is None
+
+
 def test_a_bcr_policy_without_a_bcr_weight_is_refused():
   config = tiny_config(**{'augment.bcr_policy': augment.CR_POLICY})
   with pytest.raises(errors.ConfigError,

@@ -130,6 +130,9 @@ def test_zoo_settings_read_from_the_references_own_files():
   # normalise.
   for name in ('biggan_cifar10', 'biggan_cifar10:diffaug', 'biggan_imagenet128'):
     assert config_files.load(name).data.random_flip is True, name
+    # StudioGAN's src/utils/ema.py averages G's buffers (BatchNorm statistics,
+    # spectral-norm vectors) with its weights.
+    assert config_files.load(name).train.ema_batch_stats is True, name
   for name in ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10'):
     assert config_files.load(name).data.random_flip is False, name
   # StudioGAN's SAGAN.yaml sets the networks and the loss only; the rest is

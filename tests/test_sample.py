@@ -161,3 +161,30 @@ def test_a_folder_of_pngs_appears_whole_and_is_never_mixed_with_another_run(tmp_
   (tmp_path / 'a_file').write_text('x')
   with pytest.raises(errors.ConfigError, match='is a file, not a folder'):
     sample.check_folder_output(str(tmp_path / 'a_file'))
+
+
+def test_the_ema_generator_samples_with_its_own_statistics_when_the_run_keeps_them(tmp_path):
+  import jax  # pylint: disable=g-import-not-at-top
+  from gan_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from gan_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = tiny_config(**{'train.ema_batch_stats': True})
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  state = state_lib.create_state(config, jax.random.key(0))
+  trained = state_lib.sampling_batch_stats(state.g_batch_stats, ema=False)
+  # EMA statistics unlike the trained ones, so the two samplings must differ.
+  ema_stats = jax.tree.map(lambda x: x - 0.5, trained)  # mean -0.5, var 0.5: past the ReLUs
+  state = state.replace(g_batch_stats={**trained, state_lib.EMA_STATS: ema_stats})
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
+  ckpt.save(1, state, {})
+  ckpt.close()
+  z = np.random.default_rng(0).normal(size=(4, config.model.z_dim)).astype(np.float32)
+  generate_fn = step_lib.make_generate_fn(config)
+  for ema, params, stats in ((True, state.ema_g_params, ema_stats),
+                             (False, state.g_params, trained)):
+    _, generate = sample.load_generator(workdir, ema=ema)
+    np.testing.assert_allclose(generate(z), generate_fn(params, stats, z, None), atol=1e-6)
+  _, generate = sample.load_generator(workdir)
+  assert np.abs(generate(z) - np.asarray(generate_fn(state.ema_g_params, trained, z, None))).max() > 1e-3

@@ -60,10 +60,14 @@ def test_the_statistics_are_the_average_of_each_batch_statistics(name):
 def test_spectral_norm_state_is_kept_and_batch_norm_replaced():
   config = config_files.load('biggan_cifar10:smoke')
   state = state_lib.create_state(config, jax.random.key(0))
-  out = standing_stats.apply(config.model, state.ema_g_params, state.g_batch_stats,
+  sampled = state_lib.sampling_batch_stats(state.g_batch_stats)  # the EMA G's own
+  with pytest.raises(ValueError, match='sampling_batch_stats'):
+    standing_stats.apply(config.model, state.ema_g_params, state.g_batch_stats,
+                         jax.random.key(1), num_batches=2, batch_size=8)
+  out = standing_stats.apply(config.model, state.ema_g_params, sampled,
                              jax.random.key(1), num_batches=2, batch_size=8)
   before = dict((jax.tree_util.keystr(p), np.asarray(v))
-                for p, v in jax.tree_util.tree_leaves_with_path(state.g_batch_stats))
+                for p, v in jax.tree_util.tree_leaves_with_path(sampled))
   after = dict((jax.tree_util.keystr(p), np.asarray(v))
                for p, v in jax.tree_util.tree_leaves_with_path(out))
   assert set(before) == set(after)

@@ -692,3 +692,45 @@ def test_lecam_step_on_eight_devices_equals_one_device():
     np.testing.assert_allclose(multi.d_batch_stats['lecam'][side],
                                single.d_batch_stats['lecam'][side], rtol=1e-5)
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+
+
+def test_the_ema_generator_keeps_an_ema_of_g_s_statistics_when_asked():
+  # StudioGAN's / BigGAN-PyTorch's EMA averages G's buffers (BatchNorm statistics) with
+  # its weights: ema_stats <- decay * ema_stats + (1 - decay) * trained statistics.
+  config = tiny_config(**{'train.ema_batch_stats': True})  # ema_decay 0.5 from step 0
+  state = state_lib.create_state(config, jax.random.key(0))
+  initial = state.g_batch_stats[state_lib.EMA_STATS]
+  assert jax.tree.structure(initial) == jax.tree.structure(
+      state_lib.sampling_batch_stats(state.g_batch_stats, ema=False))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  new, _ = run_steps(config, dp, state, [random_batch(config, seed=0)], jax.random.key(1))
+  trained = state_lib.sampling_batch_stats(new.g_batch_stats, ema=False)
+  ema = state_lib.sampling_batch_stats(new.g_batch_stats)
+  assert max_rel_diff(trained, initial) > 1e-3  # the statistics moved
+  for e, i, t in zip(jax.tree.leaves(ema), jax.tree.leaves(initial), jax.tree.leaves(trained)):
+    np.testing.assert_allclose(e, 0.5 * np.asarray(i) + 0.5 * np.asarray(t), rtol=1e-6,
+                               atol=1e-7)
+  # The trained G's statistics are what a run without the switch computes.
+  plain = tiny_config()
+  plain_new, _ = run_steps(plain, dp, state_lib.create_state(plain, jax.random.key(0)),
+                           [random_batch(plain, seed=0)], jax.random.key(1))
+  assert state_lib.EMA_STATS not in plain_new.g_batch_stats
+  assert max_rel_diff(trained, plain_new.g_batch_stats) == 0.0
+  assert max_rel_diff(new.g_params, plain_new.g_params) == 0.0
+
+
+def test_before_ema_start_the_ema_statistics_copy_the_trained_ones():
+  config = tiny_config(**{'train.ema_batch_stats': True, 'train.ema_start': 5})
+  state = state_lib.create_state(config, jax.random.key(0))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  new, _ = run_steps(config, dp, state, [random_batch(config, seed=0)], jax.random.key(1))
+  assert max_rel_diff(state_lib.sampling_batch_stats(new.g_batch_stats),
+                      state_lib.sampling_batch_stats(new.g_batch_stats, ema=False)) == 0.0
+
+
+def test_ema_statistics_on_eight_devices_equal_one_device():
+  config = tiny_config(**{'train.ema_batch_stats': True})
+  state = state_lib.create_state(config, jax.random.key(0))
+  (single, _), (multi, _) = _on_one_and_eight_devices(
+      config, state, [random_batch(config, seed=0)], jax.random.key(3))
+  assert max_rel_diff(multi.g_batch_stats, single.g_batch_stats) < 1e-5
