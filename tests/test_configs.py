@@ -118,6 +118,46 @@ def test_smoke_variant_trains(tmp_path, name):
                for k in ('real', 'fake')), averages
 
 
+# Transcribed from the references, not from the configs: torch_mimicry's README
+# training tables and trainer defaults (hinge, Adam 2e-4 with (0.0, 0.9), 5 D steps,
+# batch 64, 100k G steps, linear decay to 0, no EMA, z 128), StudioGAN's
+# src/config.py defaults with CIFAR10/BigGAN.yaml (Adam 2e-4 / 2e-4 (0.5, 0.999),
+# 5 D steps, batch 64, 100k steps, G EMA 0.9999 from step 1000, z 80) and
+# ImageNet/BigGAN-256.yaml (Adam G 5e-5 / D 2e-4 (0.0, 0.999), 2 D steps, batch 256,
+# 200k steps, EMA 0.9999 from step 20000, z 120); attention at half the image side
+# (attn_g_loc / attn_d_loc), which `attention_resolution=-1` means.
+_RECIPES = {
+    # name: (loss, (lr G, lr D), (b1, b2), n_critic, batch, steps, schedule, ema, z)
+    'sngan_cifar10': ('hinge', (2e-4, 2e-4), (0.0, 0.9), 5, 64, 100000, 'linear', (0.0, 0),
+                      128),
+    'sngan_stl10': ('hinge', (2e-4, 2e-4), (0.0, 0.9), 5, 64, 100000, 'linear', (0.0, 0), 128),
+    'sngan_celeba': ('hinge', (2e-4, 2e-4), (0.0, 0.9), 5, 64, 100000, 'linear', (0.0, 0), 128),
+    'cgan_pd_cifar10': ('hinge', (2e-4, 2e-4), (0.0, 0.9), 5, 64, 100000, 'linear', (0.0, 0),
+                        128),
+    'biggan_cifar10': ('hinge', (2e-4, 2e-4), (0.5, 0.999), 5, 64, 100000, 'constant',
+                       (0.9999, 1000), 80),
+    'biggan_imagenet128': ('hinge', (5e-5, 2e-4), (0.0, 0.999), 2, 256, 200000, 'constant',
+                           (0.9999, 20000), 120),
+}
+
+
+@pytest.mark.parametrize('name', sorted(_RECIPES))
+def test_training_recipes_are_the_references(name):
+  loss, rates, betas, n_critic, batch, steps, schedule, ema, z_dim = _RECIPES[name]
+  config = config_files.load(name)
+  assert config.loss.type == loss
+  assert (config.optim.g.learning_rate, config.optim.d.learning_rate) == rates
+  for opt in (config.optim.g, config.optim.d):
+    assert (opt.name, opt.b1, opt.b2) == ('adam', *betas)
+  assert (config.train.n_critic, config.train.batch_size, config.train.num_steps) == (
+      n_critic, batch, steps)
+  assert config.optim.schedule == schedule
+  assert (config.train.ema_decay, config.train.ema_start) == ema
+  assert config.model.z_dim == z_dim
+  if config.model.name == 'biggan':
+    assert config.model.attention_resolution in (-1, config.model.resolution // 2)
+
+
 def test_zoo_settings_read_from_the_references_own_files():
   # Transcribed from the references (docs/benchmarks.md, "How comparable"): StudioGAN's
   # src/config.py Adam eps and flips, mimicry's CenterCrop(178), improved-gan's
