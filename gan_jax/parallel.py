@@ -182,7 +182,7 @@ class DataParallel:
     ones) or on this process's first device (pmap on one process).
     """
     if self.mode == 'pmap':
-      state = jax.tree.map(lambda x: x[0], state)
+      state = jax.tree.map(_first_copy, state)
       if jax.process_count() > 1:
         state = jax.tree.map(self._replicate_leaf, state)
     return state
@@ -227,8 +227,14 @@ class DataParallel:
   def get_metrics(self, metrics):
     """Fetches a dict of replicated scalar metrics to the host as Python floats."""
     if self.mode == 'pmap':
-      metrics = jax.tree.map(lambda x: x[0], metrics)
+      metrics = jax.tree.map(_first_copy, metrics)
     return {k: float(to_host(v)) for k, v in metrics.items()}
+
+
+def _first_copy(x):
+  """The first device's copy of a pmap output x[n_devices, ...], read off its shard:
+  indexing the mapped array (x[0]) would compile a gather over every device."""
+  return x.addressable_shards[0].data.reshape(x.shape[1:])
 
 
 class _PmapWithOptions:
