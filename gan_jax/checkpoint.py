@@ -373,6 +373,20 @@ class BestCheckpoint:
           'Restore the file from a backup, or move the folder away to start tracking '
           'the best checkpoint afresh.')
 
+  def _set_aside(self, metric):
+    """Renames the best folder to `best_<old metric>_step<step>` beside it (kept, not
+    deleted) and starts tracking the best by `metric` afresh."""
+    target = epath.Path(f'{self.directory.rstrip("/")}_{self.best["metric"]}_step'
+                        f'{self.best["step"]}')
+    if jax.process_index() == 0 and epath.Path(self.directory).exists():
+      epath.Path(self.directory).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('gan_jax_best_set_aside')
+    logging.warning('The evaluations now give %s, not %s, the metric of the best checkpoint '
+                    'so far (step %d): kept it in %s and tracking the best by %s from here.',
+                    metric, self.best['metric'], self.best['step'], target, metric)
+    self.best = None
+
   def _metric(self, results):
     """The first of METRICS in `results`, or None."""
     return next((k for k in self.METRICS if k in results), None)
@@ -397,7 +411,18 @@ class BestCheckpoint:
       True when `state` became the best checkpoint.
     """
     metric = self._metric(results)
-    if metric is None or (self.best is not None and results[metric] >= self.best['value']):
+    if metric is None:
+      return False
+    if self.best is not None and self.best.get('metric') != metric:
+      # The evaluation changed (e.g. proxy FD, then FID after a resume with other
+      # eval.metrics): the two distances cannot be compared, so the old best is
+      # compared by this metric if it was measured, else kept aside, never deleted.
+      earlier = (self.best.get('results') or {}).get(metric)
+      if earlier is None:
+        self._set_aside(metric)
+      else:
+        self.best = {**self.best, 'metric': metric, 'value': earlier}
+    if self.best is not None and results[metric] >= self.best['value']:
       return False
     saver = Checkpointer(self.directory, max_to_keep=1, async_save=False)
     saver.save(step, state, {'results': results})

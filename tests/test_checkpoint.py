@@ -172,6 +172,28 @@ def test_best_checkpoint_keeps_the_lowest_metric(tmp_path):
   assert step == 6
 
 
+def test_a_change_of_evaluation_metric_never_compares_two_distances(tmp_path, caplog):
+  # A run resumed with other eval.metrics: a proxy FD of 0.03 must not beat an FID of 20.
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert best.update(2, _state(2), {'proxy_fd': 0.05})
+  with caplog.at_level(logging.WARNING):
+    assert best.update(4, _state(4), {'fid': 40.0})  # no FID of step 2 to compare with
+  assert 'kept it in' in caplog.text
+  kept = tmp_path / 'best_proxy_fd_step2'
+  assert json.loads((kept / 'best.json').read_text())['value'] == 0.05  # set aside, whole
+  _, _, step = checkpoint.Checkpointer(str(kept)).restore(_abstract())
+  assert step == 2
+  assert not best.update(6, _state(6), {'fid': 45.0})
+  assert best.best['step'] == 4 and best.best['metric'] == 'fid'
+  # When the earlier best measured the new metric too, it is compared by that.
+  both = checkpoint.BestCheckpoint(str(tmp_path / 'both'))
+  assert both.update(2, _state(2), {'proxy_fd': 0.05, 'fid': 30.0})  # the best by FID
+  assert not both.update(4, _state(4), {'proxy_fd': 0.06})  # worse than step 2's 0.05
+  assert both.update(6, _state(6), {'proxy_fd': 0.01})
+  assert (both.best['step'], both.best['metric']) == (6, 'proxy_fd')
+  assert not os.path.exists(tmp_path / 'both_fid_step2')  # nothing to set aside
+
+
 @pytest.mark.parametrize('text, problem', [('{"step": 6, "met', 'is not valid JSON'),
                                            ('[6]', 'is not a best-checkpoint record')])
 def test_a_damaged_best_record_without_a_checkpoint_gets_a_short_error(tmp_path, text, problem):
