@@ -17,10 +17,10 @@ import numpy as np
 import tqdm
 
 from gan_jax import data
+from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import models
 from gan_jax import parallel
-from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import writers
 
@@ -161,7 +161,7 @@ class SampleGrids:
     `state` (one copy of the state) for z f32[N, z_dim] and labels int32[N] or None."""
     labels = None if labels is None else jnp.asarray(labels, jnp.int32)
     return parallel.to_host(self._generate(state.ema_g_params,
-                                           state_lib.sampling_batch_stats(state.g_batch_stats),
+                                           ema_lib.sampling_batch_stats(state.g_batch_stats),
                                            jnp.asarray(z, jnp.float32), labels))
 
   def path(self, step):

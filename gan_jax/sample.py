@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import cli
+from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import models
 from gan_jax import standing_stats as standing_stats_lib
-from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
@@ -76,7 +76,7 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0
     raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {standing_stats}.')
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
   params = state.ema_g_params if ema else state.g_params
-  g_batch_stats, standing = state_lib.sampling_batch_stats(state.g_batch_stats, ema=ema), None
+  g_batch_stats, standing = ema_lib.sampling_batch_stats(state.g_batch_stats, ema=ema), None
   if standing_stats:
     standing = dict(batches=int(standing_stats), batch_size=int(config.train.batch_size),
                     seed=int(standing_seed))

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import models
 from gan_jax import state as state_lib
@@ -109,7 +110,7 @@ def standing_statistics(model_config, g_params, g_batch_stats, z, labels=None):
     model_config: `config.model` of the run (any family; G must have BatchNorm).
     g_params, g_batch_stats: the generator's parameters (e.g. the EMA ones) and the
       statistics it samples with (BatchNorm, spectral norm;
-      `state.sampling_batch_stats` of the state's).
+      `ema.sampling_batch_stats` of the state's).
     z: f32[num_batches, batch_size, z_dim] latents, one batch per train-mode call.
     labels: int32[num_batches, batch_size] in [0, K) for a class-conditional G, else None.
 
@@ -122,9 +123,9 @@ def standing_statistics(model_config, g_params, g_batch_stats, z, labels=None):
     errors.ConfigError: G has no BatchNorm statistics (standing statistics would
       change nothing).
   """
-  if state_lib.EMA_STATS in g_batch_stats:
+  if ema_lib.EMA_STATS in g_batch_stats:
     raise ValueError('standing_statistics takes the statistics G samples with: pass '
-                     'state.sampling_batch_stats(g_batch_stats), not the state\'s whole entry.')
+                     'ema.sampling_batch_stats(g_batch_stats), not the state\'s whole entry.')
   _check_has_batch_norm(model_config, g_batch_stats)
   # With momentum 0 a train-mode call leaves exactly its batch's statistics behind.
   batch_stats_only = ml_collections.ConfigDict(model_config.to_dict())

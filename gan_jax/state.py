@@ -14,16 +14,12 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from gan_jax import ema
 from gan_jax import models
 from gan_jax import objectives
 from gan_jax import optim
 
 PyTree = Any
-# With `train.ema_batch_stats`, G's statistics hold, under this name, their own
-# exponential moving average (the EMA generator's BatchNorm statistics and
-# spectral-norm vectors), as the EMA of StudioGAN and BigGAN-PyTorch averages G's
-# buffers with its weights. A run without it keeps the state it always had.
-EMA_STATS = 'ema_of_statistics'
 
 
 @flax.struct.dataclass
@@ -35,7 +31,7 @@ class GANState:
     g_params: generator parameters.
     d_params: discriminator parameters.
     g_batch_stats: generator BatchNorm / spectral-norm statistics ({} when none);
-      with `train.ema_batch_stats` also their EMA (`EMA_STATS`).
+      with `train.ema_batch_stats` also their EMA (`ema.EMA_STATS`).
     d_batch_stats: discriminator BatchNorm statistics and spectral-norm vectors
       ({} when none); with LeCam regularisation also its running averages of D's
       outputs (`objectives.LECAM_STATS`).
@@ -85,7 +81,7 @@ def create_state(config, key):
   d_batch_stats = d_vars.get('batch_stats', {})
   g_batch_stats = g_vars.get('batch_stats', {})
   if config.train.get('ema_batch_stats', False):
-    g_batch_stats = {**g_batch_stats, EMA_STATS: g_batch_stats}
+    g_batch_stats = ema.with_batch_stats_average(g_batch_stats)
   if config.loss.get('lecam_weight', 0.0):
     d_batch_stats = {**d_batch_stats, objectives.LECAM_STATS: objectives.initial_lecam_stats()}
   return GANState(
@@ -100,40 +96,6 @@ def create_state(config, key):
       g_params_avg=g_params if hist else {},
       d_params_avg=d_params if hist else {},
   )
-
-
-def sampling_batch_stats(g_batch_stats, *, ema=True):
-  """The statistics G samples with: with `ema` the EMA generator's own (`EMA_STATS`)
-  where the run keeps them, else the trained G's (without that entry).
-
-  Args:
-    g_batch_stats: `GANState.g_batch_stats` (a pytree of arrays; {} for none).
-    ema: statistics for the EMA parameters (True) or the trained ones (False).
-  """
-  if EMA_STATS not in g_batch_stats:
-    return g_batch_stats
-  if ema:
-    return g_batch_stats[EMA_STATS]
-  return {name: value for name, value in g_batch_stats.items() if name != EMA_STATS}
-
-
-def update_ema_batch_stats(g_batch_stats, decay):
-  """`g_batch_stats` with its `EMA_STATS` entry moved toward the trained statistics.
-
-  ema <- decay * ema + (1 - decay) * trained, leaf by leaf (floating leaves; any
-  other is copied), as the parameters' EMA. Without the entry: unchanged.
-
-  Args:
-    g_batch_stats: G's statistics after an update.
-    decay: f32[] in [0, 1) (0: the EMA copies the trained statistics).
-  """
-  if EMA_STATS not in g_batch_stats:
-    return g_batch_stats
-  trained = sampling_batch_stats(g_batch_stats, ema=False)
-  average = jax.tree.map(
-      lambda e, b: decay * e + (1.0 - decay) * b if jnp.issubdtype(b.dtype, jnp.floating)
-      else b, g_batch_stats[EMA_STATS], trained)
-  return {**trained, EMA_STATS: average}
 
 
 def abstract_state(config, sharding=None):

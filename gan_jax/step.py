@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import optax
 
 from gan_jax import augment
+from gan_jax import ema as ema_lib
 from gan_jax import models
 from gan_jax import objectives
 from gan_jax import optim
 from gan_jax import parallel
 from gan_jax import penalties
-from gan_jax import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,9 +304,8 @@ def g_update(setup, state, real, real_labels, key, reused=None):
   aux['g_grad_norm'] = optax.global_norm(grads)
   # Before ema_start the EMA simply follows G (BigGAN starts averaging late).
   decay = jnp.where(state.step >= setup.ema_start, setup.ema_decay, 0.0)
-  ema = (jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_g_params, g_params)
-         if setup.ema_decay else g_params)
-  g_bs = state_lib.update_ema_batch_stats(g_bs, decay)
+  ema = ema_lib.update(state.ema_g_params, g_params, decay) if setup.ema_decay else g_params
+  g_bs = ema_lib.update_batch_stats(g_bs, decay)
   state = state.replace(g_params=g_params, g_opt_state=g_opt_state,
                         g_batch_stats=g_bs, d_batch_stats=d_bs, ema_g_params=ema)
   return state, _pmean(setup, aux)

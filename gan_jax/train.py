@@ -19,6 +19,7 @@ import numpy as np
 from gan_jax import checkpoint
 from gan_jax import config_check
 from gan_jax import data
+from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import metrics
 from gan_jax import models
@@ -173,7 +174,7 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
       if standing_fn is not None:
         # Keyed by the step, so a resumed run evaluates with the same statistics.
         sampled = host_state.replace(g_batch_stats=standing_fn(
-            host_state.ema_g_params, state_lib.sampling_batch_stats(host_state.g_batch_stats),
+            host_state.ema_g_params, ema_lib.sampling_batch_stats(host_state.g_batch_stats),
             standing_stats.standing_key(config.seed, step)))
       results.update(evaluator(
           lambda z, labels=None, s=sampled: grids.generate(s, z, labels), seed=config.seed))

@@ -158,7 +158,7 @@ def test_a_reflection_padded_shift_beyond_one_reflection_is_refused():
 
 
 def test_ema_statistics_without_an_ema_are_refused():
-  with pytest.raises(errors.ConfigError, match=r'ema_batch_stats averages .* ema_decay is 0'):
+  with pytest.raises(errors.ConfigError, match=r'ema_batch_stats averages .*ema_decay is 0'):
     config_check.validate(tiny_config(**{'train.ema_batch_stats': True,
                                          'train.ema_decay': 0.0}))
   assert config_check.validate(tiny_config(**{'train.ema_batch_stats': True})) is None

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import sample
 from gan_jax.metrics import sampling
@@ -173,10 +174,10 @@ def test_the_ema_generator_samples_with_its_own_statistics_when_the_run_keeps_th
   workdir = str(tmp_path / 'run')
   workdir_lib.prepare(config, workdir)
   state = state_lib.create_state(config, jax.random.key(0))
-  trained = state_lib.sampling_batch_stats(state.g_batch_stats, ema=False)
+  trained = ema_lib.sampling_batch_stats(state.g_batch_stats, ema=False)
   # EMA statistics unlike the trained ones, so the two samplings must differ.
   ema_stats = jax.tree.map(lambda x: x - 0.5, trained)  # mean -0.5, var 0.5: past the ReLUs
-  state = state.replace(g_batch_stats={**trained, state_lib.EMA_STATS: ema_stats})
+  state = state.replace(g_batch_stats={**trained, ema_lib.EMA_STATS: ema_stats})
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
   ckpt.save(1, state, {})
   ckpt.close()

@@ -11,6 +11,7 @@ import pytest
 
 from configs import dcgan_digits
 from gan_jax import config_files
+from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import evaluate as evaluate_lib
 from gan_jax import models
@@ -60,7 +61,7 @@ def test_the_statistics_are_the_average_of_each_batch_statistics(name):
 def test_spectral_norm_state_is_kept_and_batch_norm_replaced():
   config = config_files.load('biggan_cifar10:smoke')
   state = state_lib.create_state(config, jax.random.key(0))
-  sampled = state_lib.sampling_batch_stats(state.g_batch_stats)  # the EMA G's own
+  sampled = ema_lib.sampling_batch_stats(state.g_batch_stats)  # the EMA G's own
   with pytest.raises(ValueError, match='sampling_batch_stats'):
     standing_stats.apply(config.model, state.ema_g_params, state.g_batch_stats,
                          jax.random.key(1), num_batches=2, batch_size=8)

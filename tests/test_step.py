@@ -7,6 +7,7 @@ import pytest
 
 from configs import toy_ring
 from gan_jax import augment
+from gan_jax import ema as ema_lib
 from gan_jax import objectives
 from gan_jax import parallel
 from gan_jax import state as state_lib
@@ -699,13 +700,13 @@ def test_the_ema_generator_keeps_an_ema_of_g_s_statistics_when_asked():
   # its weights: ema_stats <- decay * ema_stats + (1 - decay) * trained statistics.
   config = tiny_config(**{'train.ema_batch_stats': True})  # ema_decay 0.5 from step 0
   state = state_lib.create_state(config, jax.random.key(0))
-  initial = state.g_batch_stats[state_lib.EMA_STATS]
+  initial = state.g_batch_stats[ema_lib.EMA_STATS]
   assert jax.tree.structure(initial) == jax.tree.structure(
-      state_lib.sampling_batch_stats(state.g_batch_stats, ema=False))
+      ema_lib.sampling_batch_stats(state.g_batch_stats, ema=False))
   dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
   new, _ = run_steps(config, dp, state, [random_batch(config, seed=0)], jax.random.key(1))
-  trained = state_lib.sampling_batch_stats(new.g_batch_stats, ema=False)
-  ema = state_lib.sampling_batch_stats(new.g_batch_stats)
+  trained = ema_lib.sampling_batch_stats(new.g_batch_stats, ema=False)
+  ema = ema_lib.sampling_batch_stats(new.g_batch_stats)
   assert max_rel_diff(trained, initial) > 1e-3  # the statistics moved
   for e, i, t in zip(jax.tree.leaves(ema), jax.tree.leaves(initial), jax.tree.leaves(trained)):
     np.testing.assert_allclose(e, 0.5 * np.asarray(i) + 0.5 * np.asarray(t), rtol=1e-6,
@@ -714,7 +715,7 @@ def test_the_ema_generator_keeps_an_ema_of_g_s_statistics_when_asked():
   plain = tiny_config()
   plain_new, _ = run_steps(plain, dp, state_lib.create_state(plain, jax.random.key(0)),
                            [random_batch(plain, seed=0)], jax.random.key(1))
-  assert state_lib.EMA_STATS not in plain_new.g_batch_stats
+  assert ema_lib.EMA_STATS not in plain_new.g_batch_stats
   assert max_rel_diff(trained, plain_new.g_batch_stats) == 0.0
   assert max_rel_diff(new.g_params, plain_new.g_params) == 0.0
 
@@ -724,8 +725,8 @@ def test_before_ema_start_the_ema_statistics_copy_the_trained_ones():
   state = state_lib.create_state(config, jax.random.key(0))
   dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
   new, _ = run_steps(config, dp, state, [random_batch(config, seed=0)], jax.random.key(1))
-  assert max_rel_diff(state_lib.sampling_batch_stats(new.g_batch_stats),
-                      state_lib.sampling_batch_stats(new.g_batch_stats, ema=False)) == 0.0
+  assert max_rel_diff(ema_lib.sampling_batch_stats(new.g_batch_stats),
+                      ema_lib.sampling_batch_stats(new.g_batch_stats, ema=False)) == 0.0
 
 
 def test_ema_statistics_on_eight_devices_equal_one_device():
