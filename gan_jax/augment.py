@@ -46,10 +46,13 @@ round-half-up there (`int(size * ratio + 0.5)`) and here. The outputs are not
 clipped back to [-1, 1], as in the reference.
 
 Every function is pure and traceable: `jax.jit` with a static policy, `vmap`,
-and `shard_map` on a per-device slice of the batch (fold the device index into
-the key first, so that devices draw different parameters; nothing here calls a
-collective). Random parameters are drawn per sample from `key`: they depend on
-the key, the batch size and the image size only, never on the pixel values.
+and `shard_map` (nothing here calls a collective). Random parameters are drawn per
+sample from `key`: they depend on the key, the batch size and the image size only,
+never on the pixel values. The train step (`objectives._augment`) calls the ops one
+image at a time, each with its own key split for the global batch and sliced like
+z, so the augmentations do not depend on how the batch is split over devices; a
+caller that passes one key to a per-device slice must fold the device index into
+it, or every device draws the same parameters.
 Translation and cutout select pixels with gathers and masks, so the gradient
 w.r.t. the input is the upstream gradient shifted back or masked.
 
@@ -347,13 +350,14 @@ OPS = {
 CR_POLICY = 'flip,reflect_translation'
 
 
-def parse_policy(policy):
+def parse_policy(policy, field='config.augment.policy'):
   """Splits and validates a policy string, before anything is built or traced.
 
   Args:
     policy: comma-separated op names, e.g. 'color,translation,cutout'; spaces
       around names are ignored; '' (or only spaces) means no augmentation. A
       tuple or list of names is accepted too (as returned here). Names may repeat.
+    field: the setting the policy came from, for the messages.
 
   Returns:
     tuple of str, the op names in the order they are applied; () for ''.
@@ -368,14 +372,13 @@ def parse_policy(policy):
     names = tuple(policy)
   else:
     raise ConfigError(
-        f'config.augment.policy must be a string such as "color,translation,cutout", '
-        f'got {policy!r}.')
+        f'{field} must be a string such as "color,translation,cutout", got {policy!r}.')
   known = ', '.join(OPS)
   for name in names:
     if name not in OPS:
       what = 'an empty name' if not name else f'unknown name {name!r}'
       raise ConfigError(
-          f'config.augment.policy {policy!r} has {what}; known: {known}. '
+          f'{field} {policy!r} has {what}; known: {known}. '
           'Use comma-separated names from these, or "" for no augmentation.')
   return names
 
@@ -406,7 +409,7 @@ def check_config(augment_config, *, resolution=None):
       with a shift bound not below `resolution`.
   """
   parse_policy(augment_config.policy)
-  parse_policy(augment_config.bcr_policy)
+  parse_policy(augment_config.bcr_policy, 'config.augment.bcr_policy')
   if not (math.isfinite(augment_config.fill) and -1 <= augment_config.fill <= 1):
     raise ConfigError('config.augment.fill must be a finite number in [-1, 1], the range of '
                       f'the images (0: grey, -1: black), got {augment_config.fill!r}.')
@@ -414,7 +417,8 @@ def check_config(augment_config, *, resolution=None):
     _check_ratio(augment_config[name], f'config.augment.{name}')
   if resolution is None:
     return
-  named = set(parse_policy(augment_config.policy)) | set(parse_policy(augment_config.bcr_policy))
+  named = set(parse_policy(augment_config.policy)) | set(
+      parse_policy(augment_config.bcr_policy, 'config.augment.bcr_policy'))
   for op in sorted(named & set(_RATIO_NAMES)):
     ratio = augment_config[_RATIO_NAMES[op]]
     if _round_half_up(ratio * resolution) == 0:

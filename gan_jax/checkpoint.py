@@ -131,7 +131,7 @@ class Checkpointer:
     """The newest checkpoint step, or None."""
     return self._manager.latest_step()
 
-  def save(self, step, state, data_state, *, force=True):
+  def save(self, step, state, data_state):
     """Starts writing a checkpoint (asynchronously unless async_save=False).
 
     Args:
@@ -139,7 +139,7 @@ class Checkpointer:
       state: the GANState (device or host arrays).
       data_state: JSON-serialisable dict from this process's data iterator
         (`get_state()`); with several processes all of them are saved.
-      force: save even if the manager's policy would skip this step.
+    The manager's own save-interval policy is overridden: the caller decides.
     """
     if step in self._manager.all_steps():
       logging.info('Checkpoint %d exists already; not saving it again.', step)
@@ -147,7 +147,7 @@ class Checkpointer:
     if jax.process_count() > 1:
       data_state = {PER_PROCESS: _gather_json(data_state)}
     self._manager.save(
-        step, force=force,
+        step, force=True,
         args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                 data=ocp.args.JsonSave(data_state)))
     if step == self._kill_at_step:  # fault injection for the resume tests

@@ -24,9 +24,10 @@ fresh latents (BigGAN's standing statistics, for the EMA weights; latents from
 `protocol.standing_stats`.
 
 `accuracy` is not a sample metric: it classifies the labelled --accuracy_split
-(default 'test') with the checkpoint's discriminator (eval mode, the most probable
-of its K class logits), as `gan_jax.classify` does; the record's protocol says
-which split and how many images.
+(default: the run's config.eval.accuracy_split, 'test' unless set) with the
+checkpoint's discriminator (eval mode, the most probable of its K class logits),
+as `gan_jax.classify` does; the record's protocol says which split and how many
+images.
 
 Inception metrics need pytorch-fid's weights file; without it the error message
 says where to download it and where to put it.
@@ -61,7 +62,7 @@ KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
-             output=None, cache_dir=None, accuracy_split='test', best=False, standing_stats=None,
+             output=None, cache_dir=None, accuracy_split=None, best=False, standing_stats=None,
              **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
 
@@ -81,7 +82,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     batch_size: latents per generator call (>= 1).
     output: JSON path (None: `<workdir>/eval/step_<step>.json`).
     cache_dir: cache root (None: default).
-    accuracy_split: the labelled split 'accuracy' classifies.
+    accuracy_split: the labelled split 'accuracy' classifies (None:
+      config.eval.accuracy_split, as the evaluations during training).
     best: evaluate the best checkpoint (`<workdir>/best/`, the lowest FID / proxy FD
       of the evaluations during training) instead of one of `checkpoints/`.
     standing_stats: > 0: G's BatchNorm statistics re-estimated over this many
@@ -119,6 +121,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     standing_stats = int(config.eval.get('standing_stats', 0))
   if sample_metrics:
     standing_stats_lib.check_config(config, standing_stats)
+  if accuracy_split is None:
+    accuracy_split = config.eval.get('accuracy_split', 'test')
   if ACCURACY in names:
     classifier_lib.check_classifier(config, workdir)
     classifier_lib.check_labelled_split(config.data, accuracy_split, '--accuracy_split')
@@ -199,8 +203,9 @@ def _define_flags():
                        'this many train-mode batches of train.batch_size latents before '
                        'sampling (BigGAN\'s standing statistics; BigGAN-PyTorch: 16; 0 = off; '
                        'default: config.eval.standing_stats).', lower_bound=0)
-  flags.DEFINE_string('accuracy_split', 'test',
-                      "Labelled split that --metrics=accuracy classifies (digits: the fixed "
+  flags.DEFINE_string('accuracy_split', None,
+                      "Labelled split that --metrics=accuracy classifies (default: the run's "
+                      "config.eval.accuracy_split, 'test' unless set; digits: the fixed "
                       "450-image 'test' split).")
 
 

@@ -49,6 +49,8 @@ __all__ = [
     'discriminator_loss',
     'feature_matching_loss',
     'generator_loss',
+    'latent_consistency_generator_term',
+    'lecam_regularization',
     'semi_supervised_logit',
     'semi_supervised_unsupervised_loss',
     'top_k_logits',
@@ -293,6 +295,10 @@ def semi_supervised_logit(class_logits):
 
 def semi_supervised_unsupervised_loss(*, real_class_logits, fake_class_logits):
   """-E[log D(real)] - E[log(1 - D(fake))] of the K+1-class discriminator.
+
+  The train step reaches the same value another way: the semi-supervised D head
+  outputs `semi_supervised_logit`, and `discriminator_loss` under 'non_saturating'
+  or 'minimax' (the losses that head accepts) is this loss of those logits (tests/test_losses.py checks that they agree).
 
   Args:
     real_class_logits: f32[B, K] class logits of (unlabelled) real examples.

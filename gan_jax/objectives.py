@@ -63,9 +63,12 @@ def initial_lecam_stats():
 
 
 def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False, key=None):
-  """D in train mode: (logits f32[B], sown extras {'features', 'class_logits'}, batch_stats).
+  """D in train mode: (logits f32[B // pack], sown extras, batch_stats).
 
-  x: f32[B, ...] this device's images (or 2-D points); logits are f32[B // pack].
+  x: f32[B, ...] this device's images (or 2-D points); logits are f32[B // pack]
+  (PacGAN packs `model.pack` samples into one). With `collect` the extras are
+  {'features': f32[B, F] (the layer feature matching compares), 'class_logits':
+  f32[B, K] (a D with class logits)}, as D sows them; else {}.
   `labels` (int32[B]) go to D for a class-conditional model and are ignored otherwise.
   `key`, the call's augmentation key, also seeds D's Gaussian noise
   (`model.d_input_noise` / `d_hidden_noise`; folded with `_NOISE`); without it
@@ -255,8 +258,10 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
     setup: the step's `StepSetup`.
     d_params, d_batch_stats: D after its updates (D runs in train mode, as the
       PyTorch DCGAN example does).
-    fake: f32[B, ...] generated examples (differentiated); fake_labels or None.
-    real, real_labels: a real batch, for feature matching.
+    fake: f32[B, ...] generated examples (differentiated); fake_labels int32[B] in
+      [0, K) for a conditional model, else None.
+    real, real_labels: this device's real batch f32[B, ...] and its labels int32[B]
+      (-1 = unlabelled) or None, for feature matching.
     key: the key of the augmentations.
     perturbed_fake: f32[B, ...] G(z + dz) of zCR's G term (differentiated, like
       `fake`); None without it.

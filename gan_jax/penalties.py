@@ -1,9 +1,13 @@
-"""Pure regularisers of GAN training: WGAN-GP, R1, historical averaging.
+"""Pure regularisers of GAN training: WGAN-GP, R1, historical averaging, orthogonal
+regularisation.
 
 Every function is pure and returns a float32 scalar (or, for
 `update_historical_average`, the new average); the weights are applied by the
-caller (`gan_jax.step`). The gradient penalties take D as a closure
-`d_fn: f32[B, ...] -> logits f32[B']` over its variables.
+caller (`gan_jax.objectives`). The gradient penalties take D as a closure
+`d_fn: f32[B, ...] -> logits f32[B']` over its variables. Each sample's gradient is
+its own only when samples do not interact in D: without BatchNorm in D, or with D
+in eval mode (the step runs D as its loss does, in train mode, and WGAN-GP's
+configs use layer norm).
 """
 
 import jax
@@ -23,8 +27,7 @@ def _input_gradients(d_fn, x):
   """grad_x sum(d_fn(x)): f32[B, ...], each sample's gradient of its own logit."""
   # Summing makes one backward pass give every sample's gradient, as samples do
   # not interact in D. With PacGAN packing a sample's gradient is that of its
-  # group's logit; BatchNorm in train mode would couple samples, so call D in
-  # eval mode (or without BN) inside d_fn.
+  # group's logit; BatchNorm in train mode couples samples (see the module docstring).
   return jax.grad(lambda inputs: jnp.sum(d_fn(inputs).astype(jnp.float32)))(x)
 
 
@@ -49,8 +52,8 @@ def gradient_penalty(d_fn, real, fake, key):
     d_fn: maps f32[B, ...] -> logits f32[B'] (B' = B, or B // pack with PacGAN
       packing). The penalty differentiates sum(d_fn(x)) wrt x and takes each
       sample's norm over its own features, so with packing each sample's
-      gradient is that of its group's logit. Close over D's variables; samples
-      must not interact (use D's eval mode if it has BatchNorm).
+      gradient is that of its group's logit. Close over D's variables; with
+      BatchNorm in train mode samples interact (see the module docstring).
     real: f32[B, ...] real batch.
     fake: f32[B, ...] generated batch, same shape as `real`.
     key: a PRNG key (typed `jax.random.key` or raw uint32) for eps.

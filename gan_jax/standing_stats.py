@@ -122,6 +122,8 @@ def standing_statistics(model_config, g_params, g_batch_stats, z, labels=None):
   Raises:
     errors.ConfigError: G has no BatchNorm statistics (standing statistics would
       change nothing).
+    ValueError: `g_batch_stats` is the state's whole entry, holding the EMA
+      generator's own statistics beside G's (pick one with `ema.sampling_batch_stats`).
   """
   if ema_lib.EMA_STATS in g_batch_stats:
     raise ValueError('standing_statistics takes the statistics G samples with: pass '

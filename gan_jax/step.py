@@ -270,7 +270,8 @@ def _g_grads_reused_fake(setup, state, real, real_labels, key, reused):
 
 
 def g_update(setup, state, real, real_labels, key, reused=None):
-  """One G update (and the EMA of G's parameters).
+  """One G update (and the EMA of G's parameters, and of its statistics with
+  `train.ema_batch_stats`).
 
   Args:
     setup: the `StepSetup`.
@@ -394,7 +395,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
   setup = StepSetup(
       generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
       axis_name=axis_name, z_dim=m.z_dim, num_classes=m.num_classes,
-      g_conditional=bool(m.num_classes) and m.d_cond != 'semi_supervised',
+      g_conditional=models.generator_is_conditional(m),
       d_cond=m.d_cond if m.num_classes else 'none', augment_policy=config.augment.policy,
       bcr_policy=augment.consistency_policy(config.augment),
       augment_fill=float(config.augment.fill),
@@ -427,7 +428,10 @@ def make_generate_fn(config):
   Returns:
     A pure (not compiled) function mapping generator params / statistics, z
     f32[N, z_dim] and, for a conditional model, labels int32[N] to
-    f32[N, *data_shape] (images in [-1, 1], or 2-D points).
+    f32[N, *data_shape] (images in [-1, 1], or 2-D points). The statistics are the
+    ones that go with the params: `ema.sampling_batch_stats(state.g_batch_stats,
+    ema=...)`, not the state's whole entry (which would give the EMA weights the
+    trained G's statistics in a run with `train.ema_batch_stats`).
   """
   generator, _ = models.build(config.model)
 

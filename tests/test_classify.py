@@ -155,6 +155,25 @@ def test_evaluate_names_the_flag_of_an_unknown_split_before_loading(tmp_path):
     evaluate.evaluate(workdir, metrics='proxy', reference_split='valid')
 
 
+@pytest.mark.parametrize('flag,expected', [(None, 'train'), ('test', 'test')])
+def test_evaluate_classifies_the_run_s_accuracy_split_unless_told(tmp_path, monkeypatch, flag,
+                                                                  expected):
+  # As the evaluations during training do (config.eval.accuracy_split).
+  config = semi_supervised_digits.get_config('smoke')
+  config.eval.accuracy_split = 'train'
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  seen = {}
+
+  def split_accuracy(workdir, *, split, step=None, best=False):
+    seen['split'] = split
+    return dict(step=3, accuracy=0.5, split=split, num_examples=10)
+  monkeypatch.setattr(classify, 'split_accuracy', split_accuracy)
+  record = evaluate.evaluate(workdir, metrics='accuracy', accuracy_split=flag,
+                             output=str(tmp_path / 'e.json'))
+  assert seen['split'] == expected and record['protocol']['accuracy']['split'] == expected
+
+
 def test_an_acgan_discriminator_classifies(tmp_path):
   # ACGAN's D has class logits beside its real-vs-fake logit and reads no labels.
   config = cgan_digits.get_config('smoke')

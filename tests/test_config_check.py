@@ -113,6 +113,9 @@ def test_ema_decay_outside_the_unit_interval_is_rejected():
 
 
 @pytest.mark.parametrize('field,value,message', [
+    ('augment.bcr_policy', 'flip,nope', r"config.augment.bcr_policy 'flip,nope' has unknown "
+                                        r"name 'nope'"),
+    ('augment.policy', 'cutout,,color', r"config.augment.policy 'cutout,,color' has an empty"),
     ('augment.fill', float('nan'), 'config.augment.fill must be a finite number'),
     ('augment.fill', float('inf'), 'config.augment.fill must be a finite number'),
     ('augment.fill', 5.0, r'config.augment.fill must be a finite number in \[-1, 1\].*5.0'),

@@ -419,6 +419,20 @@ def test_semi_supervised_unsupervised_loss_closed_form():
   np.testing.assert_allclose(float(got), want, rtol=1e-6)
 
 
+def test_the_step_s_route_to_the_unsupervised_loss_gives_the_same_value():
+  # The train step does not call semi_supervised_unsupervised_loss: the semi-supervised
+  # D head outputs semi_supervised_logit, and D's loss is discriminator_loss under
+  # 'non_saturating' or 'minimax' (the cross-entropy losses that head requires, whose D
+  # losses are one): the same number.
+  real, fake = CLASS_LOGITS[:2], CLASS_LOGITS[2:]
+  via_step = losses.discriminator_loss(
+      real_logits=losses.semi_supervised_logit(_f32(real)),
+      fake_logits=losses.semi_supervised_logit(_f32(fake)), loss_type='non_saturating')
+  direct = losses.semi_supervised_unsupervised_loss(real_class_logits=_f32(real),
+                                                    fake_class_logits=_f32(fake))
+  np.testing.assert_allclose(float(via_step), float(direct), rtol=1e-6)
+
+
 def test_semi_supervised_unsupervised_loss_is_finite_for_extreme_logits():
   huge = _f32([[300.0, -300.0], [-300.0, -300.0]])
   value, grad = jax.value_and_grad(lambda l: losses.semi_supervised_unsupervised_loss(
