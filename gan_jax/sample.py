@@ -145,6 +145,11 @@ def generate_samples(generate, *, z_dim, num_samples, seed, batch_size=500, labe
                      truncation=None):
   """Draws z from `seed` and generates `num_samples` samples in batches.
 
+  The sample CLI's sampler (truncation, chosen labels, one process). The
+  evaluations use `metrics.sampling.generate_samples`, which shares the rows out
+  over processes; for the same seed, labels cycling over all classes and no
+  truncation, the two give the same samples (tests/test_sample.py).
+
   Args:
     generate: `load_generator`'s function.
     z_dim, num_samples, seed: the latents.

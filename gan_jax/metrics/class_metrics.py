@@ -24,14 +24,15 @@ from gan_jax.metrics import sharded
 from gan_jax.metrics import stats
 
 
-def cycled_labels(start, stop, num_classes):
-  """int32[stop - start]: the label of each global sample row i in [start, stop), i mod K."""
+def row_labels(start, stop, num_classes):
+  """int32[stop - start]: the label of each global sample row i in [start, stop), i mod K
+  (the evaluations' labels; `sample.cycled_labels` is the sample CLI's, of chosen classes)."""
   return (np.arange(start, stop) % num_classes).astype(np.int32)
 
 
 def fake_per_class(num_samples, num_classes):
   """int[K]: generated samples per class when labels cycle over `num_samples` rows."""
-  return np.bincount(cycled_labels(0, num_samples, num_classes), minlength=num_classes)
+  return np.bincount(row_labels(0, num_samples, num_classes), minlength=num_classes)
 
 
 def check_config(metrics, *, source, num_classes, num_samples=None):

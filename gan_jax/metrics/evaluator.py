@@ -274,7 +274,7 @@ class Evaluator:
     """int32[stop - start]: the labels of this process's rows (None when unconditional)."""
     if not self._num_classes:
       return None
-    return class_metrics.cycled_labels(*self.rows, self._num_classes)
+    return class_metrics.row_labels(*self.rows, self._num_classes)
 
   def generate(self, generate, *, seed):
     """This process's samples: `generate_samples` with this evaluator's settings.
@@ -375,7 +375,7 @@ class Evaluator:
     if 'intra_fid' in self.metrics:
       values = class_metrics.intra_fid(
           real, self._ref['labels'], everyone,
-          class_metrics.cycled_labels(0, self._num_samples, self._num_classes),
+          class_metrics.row_labels(0, self._num_samples, self._num_classes),
           num_classes=self._num_classes)
       out['intra_fid'], per_class['intra_fid'] = float(values.mean()), values
       logging.info('intra-FID %.4f (mean over %d classes): per class %s generated vs %s real '

@@ -71,7 +71,7 @@ def generate_samples(generate, *, seed, num_samples, z_dim, batch_size=500, num_
   largest = -(-num_samples // process_count)
   batch = max(1, min(batch_size, largest))
   z = latents(seed, stop - start, z_dim, start=start)
-  labels = class_metrics.cycled_labels(start, stop, num_classes) if num_classes else None
+  labels = class_metrics.row_labels(start, stop, num_classes) if num_classes else None
   outputs = []
   for offset in range(0, max(largest, 1), batch):
     chunk = np.zeros((batch, z_dim), np.float32)
