@@ -133,10 +133,11 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
 @pytest.mark.parametrize('extra', [
     [],
     # The switches that carry state or draw from the step's key: LeCam's averages in
-    # D's statistics, flips of the real batch, standing statistics for evaluations.
+    # D's statistics, flips of the real batch, standing statistics for evaluations, the
+    # EMA generator's own statistics in G's.
     ['--config.loss.lecam_weight=0.3', '--config.loss.lecam_start=2',
      '--config.data.random_flip=True',
-     '--config.eval.standing_stats=2'],
+     '--config.eval.standing_stats=2', '--config.train.ema_batch_stats=True'],
 ], ids=['default', 'lecam_flips_standing'])
 def test_killed_run_resumes_exactly(tmp_path, extra):
   # Killed right after saving the checkpoint of step n (also a log step), before that
