@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -55,6 +56,28 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_p
   assert step == 2
   assert any('could not be restored' in r.message for r in caplog.records)
   assert glob.glob(str(tmp_path / 'checkpoints_corrupt' / '4-*')), 'kept, not deleted'
+
+
+def test_a_checkpoint_removed_while_it_was_read_is_reported_gone(tmp_path, caplog, monkeypatch):
+  # E.g. rotated away by another run in the same folder: nothing to move aside, and
+  # the warning must not claim a checkpoints_corrupt/ copy.
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2, 4])
+  ckpt = checkpoint.Checkpointer(directory)
+  read = ckpt._restore_step  # pylint: disable=protected-access
+
+  def vanishing(abstract_state, step):
+    if step == 4:
+      shutil.rmtree(os.path.join(directory, '4'))
+      raise FileNotFoundError(os.path.join(directory, '4'))
+    return read(abstract_state, step)
+  monkeypatch.setattr(ckpt, '_restore_step', vanishing)
+  with caplog.at_level(logging.WARNING):
+    _, _, step = ckpt.restore(_abstract())
+  assert step == 2
+  assert 'it is gone (removed while it was read' in caplog.text
+  assert 'moved it to' not in caplog.text
+  assert not os.path.exists(tmp_path / 'checkpoints_corrupt')
 
 
 def test_a_reader_skips_an_unreadable_checkpoint_and_leaves_it_in_place(tmp_path, caplog):
