@@ -8,8 +8,9 @@ hierarchically, shared class embedding 128, self-attention at 16x16 in G and D,
 spectral norm in G and D, projection D, 10 classes). Training as StudioGAN's
 defaults: hinge loss, Adam 2e-4 / 2e-4 (0.5, 0.999, eps 1e-6), 5 D steps per G
 step, batch 64, 100k G steps, EMA 0.9999 from step 1000 (of G's weights and, as
-StudioGAN's `Ema`, its BatchNorm statistics: `train.ema_batch_stats`), each training image
-mirrored with probability 1/2 (`data.random_flip`, StudioGAN's `PRE.apply_rflip`).
+StudioGAN's `Ema`, its BatchNorm statistics: `train.ema_batch_stats`), each
+training image mirrored with probability 1/2 (`data.random_flip`, StudioGAN's
+`PRE.apply_rflip`).
 Published (docs/benchmarks.md): StudioGAN BigGAN CIFAR-10 FID 4.2 (50k).
 
 Variants (combinable, e.g. `:diffaug,data=20`; `:cr` and `:icr` exclude each other):
