@@ -168,6 +168,39 @@ def test_image_folder_class_names_are_sorted_sub_folders(tmp_path):
   assert data.num_classes(_folder(tmp_path)) == 3
 
 
+def test_hidden_files_and_folders_are_neither_data_nor_classes(tmp_path):
+  # e.g. Jupyter's .ipynb_checkpoints/ beside the class folders, a .thumbnail.png.
+  h.write_folder(str(tmp_path), [10], subdir='ant')
+  h.write_folder(str(tmp_path), [20], subdir='moth')
+  h.write_folder(str(tmp_path), [30], subdir='.ipynb_checkpoints')
+  h.write_folder(str(tmp_path), [40], subdir='moth/.thumbs')
+  h.write_folder(str(tmp_path), [50], ext='.png', subdir='ant')
+  os.rename(tmp_path / 'ant' / 'img000.png', tmp_path / 'ant' / '.hidden.png')
+  assert image_folder.list_images(str(tmp_path)) == [os.path.join('moth', 'img000.png')]
+  assert data.class_names(_folder(tmp_path)) == ['moth']
+
+
+def test_bmp_webp_gif_and_tiff_files_are_images_too(tmp_path):
+  for i, ext in enumerate(['.bmp', '.webp', '.gif', '.TIFF', '.tif', '.JPG']):
+    h.write_folder(str(tmp_path), [10 * (i + 1)], ext=ext, subdir=f'c{i}')
+  (tmp_path / 'c0' / 'notes.txt').write_text('not an image')
+  assert len(image_folder.list_images(str(tmp_path))) == 6
+  batch, = h.first_batches(_folder(tmp_path), 1, data_shape=(4, 4, 1), batch_size=6, seed=0)
+  # Each file read as its own grey level (WebP and JPEG are lossy by a level or two).
+  np.testing.assert_allclose(sorted(h.levels(batch['images'])), [10, 20, 30, 40, 50, 60],
+                             atol=2)
+
+
+def test_a_class_folder_without_images_is_named(tmp_path, caplog):
+  h.write_folder(str(tmp_path), [10], subdir='ant')
+  h.write_folder(str(tmp_path), [20], subdir='moth')
+  (tmp_path / 'empty_class').mkdir()
+  (tmp_path / 'empty_class' / 'readme.txt').write_text('no images here')
+  with caplog.at_level(logging.WARNING):
+    assert data.class_names(_folder(tmp_path)) == ['ant', 'moth']
+  assert "sub-folder(s) ['empty_class'] hold no" in caplog.text
+
+
 def test_image_folder_eval_labels(tmp_path):
   _two_classes(tmp_path)
   images, labels = data.load_eval_data(_folder(tmp_path), data_shape=(4, 4, 1),

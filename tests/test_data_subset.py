@@ -1,6 +1,8 @@
 """Tests for data.train_examples and data.labels_per_class (gan_jax.data.subset and
 their use by the training iterator): counts per class, seeding, resumption, shards."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,20 @@ def test_labels_per_class_that_keeps_every_label_is_a_config_error():
   with pytest.raises(errors.ConfigError, match=r'labels_per_class=10 keeps every label.*10 '):
     _epoch(100, train_examples=100, labels_per_class=10)
   assert (_epoch(100, train_examples=100, labels_per_class=9)['labels'] == -1).sum() == 10
+
+
+def test_classes_smaller_than_labels_per_class_are_named(caplog):
+  # Nine classes of 10 and one of 12: 10 per class keeps the nine whole, said in a
+  # warning (the config check refuses only a count that keeps every class whole).
+  labels = np.repeat(np.arange(10), [10] * 9 + [12])
+  with caplog.at_level(logging.WARNING):
+    kept = subset.keep_labels_per_class(labels, per_class=10, seed=0)
+  assert 'class(es) [0, 1, 2, 3, 4, 5, 6, 7, 8] have only [10, 10' in caplog.text
+  assert (kept == -1).sum() == 2  # only the largest class has unlabelled examples
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    subset.keep_labels_per_class(labels, per_class=9, seed=0)
+  assert 'have only' not in caplog.text
 
 
 def test_fewer_examples_than_classes_for_a_conditional_model_is_a_config_error():

@@ -1,9 +1,12 @@
-"""A folder of JPEG/PNG files (searched recursively) as a dataset, decoded with Pillow.
+"""A folder of image files (searched recursively) as a dataset, decoded with Pillow.
 
-Files are listed once, sorted by relative path (so the order, and with it the
-shuffle, is the same on every host and run). The class of a file is its
-first-level sub-folder (`root/<class>/.../x.jpg`), class names sorted; a folder
-with images directly in its root has no classes. Decoding happens in grain
+Files with an extension in `EXTENSIONS` (JPEG, PNG, BMP, WebP, GIF's first frame,
+TIFF) are listed once, sorted by relative path (so the order, and with it the
+shuffle, is the same on every host and run); hidden files and folders (names
+starting with '.', e.g. `.ipynb_checkpoints/`) are left out. The class of a file is
+its first-level sub-folder (`root/<class>/.../x.jpg`), class names sorted; a folder
+with images directly in its root has no classes, and a class sub-folder without
+images is no class (a warning names it). Decoding happens in grain
 threads or worker processes (see decode.py: once into RAM, or every batch). A
 file Pillow cannot read is skipped: left out of the in-RAM cache or, when
 decoding every batch, replaced by the next readable file of the same shard.
@@ -21,7 +24,7 @@ from PIL import Image
 from gan_jax import errors
 from gan_jax.data import images as images_lib
 
-EXTENSIONS = ('.jpg', '.jpeg', '.png')
+EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 _WARN_NAMES = 3
 
 # Per process: root -> set of relative paths that failed to decode.
@@ -37,7 +40,8 @@ def list_images(root):
 
   Returns:
     Sorted list of paths relative to root, with an extension in EXTENSIONS
-    (case-insensitive).
+    (case-insensitive); hidden files and folders (a name starting with '.') are
+    left out.
 
   Raises:
     errors.ConfigError: when root is ''.
@@ -50,7 +54,7 @@ def list_images(root):
   if not os.path.isdir(root):
     raise errors.MissingFileError(
         f'Image folder {root!r} does not exist or is not a folder; set '
-        '--config.data.path to a folder of JPEG/PNG files.')
+        '--config.data.path to a folder of images.')
   paths, seen = [], set()
   for folder, subfolders, names in os.walk(root, followlinks=True):
     # A folder reached again through a symbolic link (a loop, or a second link to it)
@@ -60,9 +64,10 @@ def list_images(root):
       subfolders[:] = []
       continue
     seen.add(real)
-    subfolders.sort()
+    # Hidden entries are tools' (notebook checkpoints, thumbnails), not data.
+    subfolders[:] = sorted(name for name in subfolders if not name.startswith('.'))
     for name in names:
-      if name.lower().endswith(EXTENSIONS):
+      if name.lower().endswith(EXTENSIONS) and not name.startswith('.'):
         paths.append(os.path.relpath(os.path.join(folder, name), root))
   if not paths:
     raise errors.MissingFileError(
@@ -94,7 +99,15 @@ def class_labels(root, relpaths):
         "class's images in its own sub-folder: <path>/<class name>/*.jpg "
         '(the class is the first-level sub-folder).')
   names, labels = np.unique([part[0] for part in parts], return_inverse=True)
-  return [str(name) for name in names], labels.astype(np.int32)
+  names = [str(name) for name in names]
+  empty = sorted(entry.name for entry in os.scandir(root)
+                 if entry.is_dir() and not entry.name.startswith('.')
+                 and entry.name not in names)
+  if empty:
+    logging.warning('Image folder %s: sub-folder(s) %s hold no %s files, so they are no '
+                    'class; the %d classes are %s.', root, empty, '/'.join(EXTENSIONS),
+                    len(names), names)
+  return names, labels.astype(np.int32)
 
 
 def record_unreadable(root, relpath, error):
@@ -169,4 +182,4 @@ class FolderReader:
         f'(of {len(self._relpaths)}) could be read, e.g. '
         f'{self._relpaths[int(indices[0])]} (the warnings above give the '
         "decoder's errors). Replace the broken files, or set "
-        '--config.data.path to a folder of readable JPEG/PNG images.')
+        '--config.data.path to a folder of readable images.')

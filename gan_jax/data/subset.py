@@ -11,6 +11,8 @@ before it is sharded, so every process picks the same examples.
 
 import zlib
 
+from absl import logging
+
 import numpy as np
 
 from gan_jax import errors
@@ -103,6 +105,11 @@ def keep_labels_per_class(labels, *, per_class, seed):
         f'data.labels_per_class={per_class} keeps every label: the largest of the '
         f'{len(classes)} classes has {sizes.max()} training examples, so none would be '
         'unlabelled. Keep fewer per class, or set it to 0 to train on all labels.')
+  short = {int(c): int(n) for c, n in zip(classes, sizes) if n <= per_class}
+  if short:
+    logging.warning('data.labels_per_class=%d: class(es) %s have only %s training '
+                    'examples, so all of them stay labelled (no unlabelled examples of '
+                    'those classes).', per_class, list(short), list(short.values()))
   rng = np.random.default_rng([seed, _LABELS_STREAM])
   out = np.full_like(labels, UNLABELLED)
   for label in classes:
