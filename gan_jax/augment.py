@@ -408,8 +408,8 @@ def check_config(augment_config, *, resolution=None):
       pixels at `resolution` (the op would change nothing), or 'reflect_translation'
       with a shift bound not below `resolution`.
   """
-  parse_policy(augment_config.policy)
-  parse_policy(augment_config.bcr_policy, 'config.augment.bcr_policy')
+  named = set(parse_policy(augment_config.policy)) | set(
+      parse_policy(augment_config.bcr_policy, 'config.augment.bcr_policy'))
   if not (math.isfinite(augment_config.fill) and -1 <= augment_config.fill <= 1):
     raise ConfigError('config.augment.fill must be a finite number in [-1, 1], the range of '
                       f'the images (0: grey, -1: black), got {augment_config.fill!r}.')
@@ -417,8 +417,6 @@ def check_config(augment_config, *, resolution=None):
     _check_ratio(augment_config[name], f'config.augment.{name}')
   if resolution is None:
     return
-  named = set(parse_policy(augment_config.policy)) | set(
-      parse_policy(augment_config.bcr_policy, 'config.augment.bcr_policy'))
   for op in sorted(named & set(_RATIO_NAMES)):
     ratio = augment_config[_RATIO_NAMES[op]]
     if _round_half_up(ratio * resolution) == 0:

@@ -60,6 +60,17 @@ ACCURACY = classifier_lib.ACCURACY
 KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
 
 
+def _metric_names(metrics):
+  """--metrics (a comma list, or a list of names) as a tuple of known names; ConfigError
+  for an unknown name or none."""
+  if not isinstance(metrics, str):
+    metrics = ','.join(metrics)
+  names = metrics_lib.parse_metrics(metrics, flag='--metrics', known=KNOWN_METRICS)
+  if not names:
+    raise errors.ConfigError(f'--metrics is empty; name one or more of {list(KNOWN_METRICS)}.')
+  return names
+
+
 def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=0, batch_size=500,
              output=None, cache_dir=None, accuracy_split=None, best=False, standing_stats=None,
@@ -97,11 +108,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     'accuracy' is in [0, 1], its split and image count in protocol['accuracy'].
     With several processes every one returns it and process 0 writes it.
   """
-  if metrics is not None and not isinstance(metrics, str):
-    metrics = ','.join(metrics)
-  if metrics is not None and not metrics_lib.parse_metrics(metrics, flag='--metrics',
-                                                           known=KNOWN_METRICS):
-    raise errors.ConfigError(f'--metrics is empty; name one or more of {list(KNOWN_METRICS)}.')
+  # Asked-for names are checked before the workdir is read; None waits for its config.
+  names = None if metrics is None else _metric_names(metrics)
   for flag, value, least in (('--num_samples', num_samples, 2), ('--batch_size', batch_size, 1),
                              ('--num_reference', num_reference or 2, 2)):
     if value < least:
@@ -109,9 +117,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   if output is not None:
     workdir_lib.check_output_path(workdir, output)
-  if metrics is None:
-    metrics = workdir_lib.suggested_metrics(config)
-  names = metrics_lib.parse_metrics(metrics, flag='--metrics', known=KNOWN_METRICS)
+  if names is None:
+    names = _metric_names(workdir_lib.suggested_metrics(config))
   sample_metrics = ','.join(name for name in names if name != ACCURACY)
   # Bad requests fail before anything loads.
   # TFDS splits are checked when the data set opens.

@@ -30,6 +30,9 @@ _WARN_NAMES = 3
 # Per process: root -> set of relative paths that failed to decode.
 _unreadable = {}
 _unreadable_lock = threading.Lock()
+# Per process: roots whose image-less class folders were already named (a run reads
+# a folder's classes more than once).
+_warned_empty = set()
 
 
 def list_images(root):
@@ -103,7 +106,8 @@ def class_labels(root, relpaths):
   empty = sorted(entry.name for entry in os.scandir(root)
                  if entry.is_dir() and not entry.name.startswith('.')
                  and entry.name not in names)
-  if empty:
+  if empty and root not in _warned_empty:
+    _warned_empty.add(root)
     logging.warning('Image folder %s: sub-folder(s) %s hold no %s files, so they are no '
                     'class; the %d classes are %s.', root, empty, '/'.join(EXTENSIONS),
                     len(names), names)
