@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from gan_jax import augment
 from gan_jax import losses
+from gan_jax import models
 from gan_jax import parallel
 from gan_jax import penalties
 
@@ -76,9 +77,7 @@ def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False,
   is folded with the device index), so unlike the rest of the step it depends on
   how the batch is split.
   """
-  variables = {'params': d_params}
-  if batch_stats:
-    variables['batch_stats'] = batch_stats
+  variables = models.variables(d_params, batch_stats)
   args = (x, labels) if setup.num_classes else (x,)
   mutable = ['batch_stats'] + (['intermediates'] if collect else [])
   rngs = {}

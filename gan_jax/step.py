@@ -128,9 +128,7 @@ def apply_model(module, params, batch_stats, inputs, labels=None, *, train):
   Returns:
     (outputs, batch_stats after the call).
   """
-  variables = {'params': params}
-  if batch_stats:
-    variables['batch_stats'] = batch_stats
+  variables = models.variables(params, batch_stats)
   args = (inputs,) if labels is None else (inputs, labels)
   if not train:
     return module.apply(variables, *args, train=False), batch_stats

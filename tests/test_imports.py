@@ -14,7 +14,8 @@ LAYERS = (
     ('config_check', 'cli'),
     ('periodic', 'workdir', 'metrics', 'standing_stats'),
     ('step', 'state', 'checkpoint', 'data'),
-    ('objectives', 'models', 'optim', 'writers', 'ema'),
+    ('objectives',),
+    ('models', 'optim', 'writers', 'ema'),
     ('parallel', 'losses', 'penalties', 'augment', 'config_files', 'preemption', 'distributed'),
     ('errors', 'defaults'),
 )

@@ -41,6 +41,29 @@ def test_build_dispatches_on_the_name():
   assert models.get('resnet') is not models.get('dcgan')
 
 
+# ---- variables ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('name', ['mlp', 'dcgan'])
+def test_variables_apply_with_and_without_batch_stats(name):
+  # The MLP D has no batch_stats collection (flax refuses an empty one it does not
+  # declare); the DCGAN G has BatchNorm statistics, which eval mode must read.
+  config = model_config(name=name, channels=2 if name == 'mlp' else 1, resolution=8,
+                        g_norm='batch', d_norm='none')
+  generator, discriminator = models.build(config)
+  z = np.zeros((2, config.z_dim), np.float32)
+  g_vars = generator.init(jax.random.key(0), z, train=False)
+  x = np.zeros((2,) + models.data_shape(config), np.float32)
+  d_vars = discriminator.init(jax.random.key(1), x, train=False)
+  assert set(models.variables(d_vars['params'], d_vars.get('batch_stats', {}))) == (
+      set(d_vars))
+  built = models.variables(g_vars['params'], g_vars['batch_stats'])
+  assert set(built) == {'params', 'batch_stats'}
+  np.testing.assert_array_equal(generator.apply(built, z, train=False),
+                                generator.apply(g_vars, z, train=False))
+  assert models.variables({'w': 1}, None) == {'params': {'w': 1}}
+
+
 # ---- data_shape ---------------------------------------------------------------------
 
 

@@ -84,9 +84,7 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
   """
   config, state, restored_step = workdir_lib.restore_state(workdir, step)
   _, discriminator = models.build(config.model)
-  variables = {'params': state.d_params}
-  if state.d_batch_stats:
-    variables['batch_stats'] = state.d_batch_stats
+  variables = models.variables(state.d_params, state.d_batch_stats)
   a = config.augment
   policy = augment.parse_policy(a.policy)
   conditional = config.model.num_classes > 0

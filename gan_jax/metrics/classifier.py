@@ -70,9 +70,7 @@ def make_classifier(config):
 
   def probabilities(d_params, d_batch_stats, images):
     images = check_images(images, shape)
-    variables = {'params': d_params}
-    if d_batch_stats:
-      variables['batch_stats'] = d_batch_stats
+    variables = models.variables(d_params, d_batch_stats)
     out = [np.asarray(softmax(variables, images[i:i + chunk_size]))
            for i in range(0, len(images), chunk_size)]
     return (np.concatenate(out) if out else

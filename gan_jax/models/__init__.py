@@ -157,6 +157,24 @@ def check_loss(model_config, loss_config):
   conditional.check_loss(model_config, loss_config)
 
 
+def variables(params, batch_stats):
+  """The variables dict that `G.apply` / `D.apply` take.
+
+  Args:
+    params: the module's parameters (a pytree).
+    batch_stats: its BatchNorm statistics and spectral-norm state, or {} / None
+      for a model without that collection (flax refuses an empty collection it
+      does not declare).
+
+  Returns:
+    {'params': params} plus {'batch_stats': batch_stats} when there are any.
+  """
+  out = {'params': params}
+  if batch_stats:
+    out['batch_stats'] = batch_stats
+  return out
+
+
 def param_count(params):
   """Number of scalars in a pytree of arrays (or of shape-dtype structs)."""
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
