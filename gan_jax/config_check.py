@@ -63,7 +63,7 @@ def validate(config):
   t = config.train
   if not 0.0 <= t.ema_decay < 1.0:
     raise errors.ConfigError(f'config.train.ema_decay must be in [0, 1), got {t.ema_decay}.')
-  if t.get('ema_batch_stats', False) and not t.ema_decay:
+  if t.ema_batch_stats and not t.ema_decay:
     raise errors.ConfigError(
         'config.train.ema_batch_stats averages G\'s statistics for the EMA generator, and '
         'config.train.ema_decay is 0 (no EMA): set a decay (e.g. 0.9999) or '
@@ -74,7 +74,7 @@ def validate(config):
         f'the one D update\'s fake batch), got n_critic={t.n_critic}. Set '
         'train.reuse_fake=False or train.n_critic=1.')
   losses.check_loss_config(config.loss)
-  zcr = config.loss.get('zcr_d_weight', 0.0) or config.loss.get('zcr_g_weight', 0.0)
+  zcr = config.loss.zcr_d_weight or config.loss.zcr_g_weight
   if t.reuse_fake and zcr:
     raise errors.ConfigError(
         'config.loss.zcr_d_weight / zcr_g_weight need G(z) and G(z + dz) from one fresh z in '
@@ -110,7 +110,7 @@ def validate(config):
         f'{config.augment.bcr_policy!r} augment images (H, W, C); model.name='
         f'{config.model.name!r} trains on points of shape {shape}. Set both to \'\' (and '
         'the bCR weights to 0).')
-  if config.loss.get('zcr_g_weight', 0.0) and len(shape) != 3:
+  if config.loss.zcr_g_weight and len(shape) != 3:
     # Images end in tanh, so -mean (G(z) - G(z + dz))^2 >= -4; a G of points has no
     # bound and the term pulls its outputs apart without limit (all 2-D toy runs tried
     # diverged with D's term beside it, docs/benchmarks.md).
@@ -119,7 +119,7 @@ def validate(config):
         f'for images in [-1, 1]; model.name={config.model.name!r} generates points of '
         f'shape {shape} without a bound, and its outputs run away. Set it to 0 '
         '(zCR\'s D term, loss.zcr_d_weight, is allowed).')
-  flip = config.data.get('random_flip', False)
+  flip = config.data.random_flip
   if not isinstance(flip, bool):
     raise errors.ConfigError(f'config.data.random_flip must be True or False, got {flip!r}.')
   if flip and len(shape) != 3:
@@ -139,7 +139,7 @@ def validate(config):
                              num_samples=config.eval.num_samples)
   evaluator_lib.check_counts(
       eval_metrics, num_fake=config.eval.num_samples,
-      num_real=config.eval.get('num_reference', 0) or config.eval.num_samples)
+      num_real=config.eval.num_reference or config.eval.num_samples)
   # Checked even without sample metrics: it is also the sample / evaluate tools' default.
   standing_stats.check_config(config, config.eval.standing_stats, 'config.eval.standing_stats')
   if classifier_lib.ACCURACY in eval_metrics:

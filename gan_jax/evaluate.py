@@ -125,11 +125,11 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   if sample_metrics and reference_split and config.data.source == 'digits':
     digits_lib.check_split(reference_split, '--reference_split')
   if standing_stats is None:
-    standing_stats = int(config.eval.get('standing_stats', 0))
+    standing_stats = int(config.eval.standing_stats)
   if sample_metrics:
     standing_stats_lib.check_config(config, standing_stats)
   if accuracy_split is None:
-    accuracy_split = config.eval.get('accuracy_split', 'test')
+    accuracy_split = config.eval.accuracy_split
   if ACCURACY in names:
     classifier_lib.check_classifier(config, workdir)
     classifier_lib.check_labelled_split(config.data, accuracy_split, '--accuracy_split')

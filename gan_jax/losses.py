@@ -77,20 +77,19 @@ def check_loss_config(loss_config):
   weights = {name: loss_config[name] for name in (
       'gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
       'd_adversarial_weight', 'aux_weight', 'feature_matching_weight', 'ortho_weight',
-      'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight')}
-  for name in ('lecam_weight', 'zcr_d_weight', 'zcr_g_weight'):
-    weights[name] = loss_config.get(name, 0.0)
+      'bcr_real_weight', 'bcr_fake_weight', 'entropy_weight', 'lecam_weight', 'zcr_d_weight',
+      'zcr_g_weight')}
   for name, value in weights.items():
     if not value >= 0 or not math.isfinite(value):
       raise errors.ConfigError(f'config.loss.{name} must be a finite number >= 0, got {value}.')
-  if not 0.0 <= loss_config.get('lecam_decay', 0.99) < 1.0:
+  if not 0.0 <= loss_config.lecam_decay < 1.0:
     raise errors.ConfigError(
         f'config.loss.lecam_decay must be in [0, 1), got {loss_config.lecam_decay}.')
-  start = loss_config.get('lecam_start', 1000)
+  start = loss_config.lecam_start
   if not isinstance(start, int) or isinstance(start, bool) or start < 0:
     raise errors.ConfigError(
         f'config.loss.lecam_start must be an integer >= 0 (a step), got {start!r}.')
-  radius = loss_config.get('zcr_radius', 0.05)
+  radius = loss_config.zcr_radius
   if not (isinstance(radius, (int, float)) and 0.0 < radius and math.isfinite(radius)):
     raise errors.ConfigError(
         f'config.loss.zcr_radius must be a finite number > 0 (the scale of zCR\'s latent '

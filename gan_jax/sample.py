@@ -343,7 +343,7 @@ def main(argv):
                              'two end points); pass K >= 2, or 0 for plain samples.')
   standing = f.standing_stats
   if standing is None:
-    standing = int(workdir_lib.load_config(f.workdir).eval.get('standing_stats', 0))
+    standing = int(workdir_lib.load_config(f.workdir).eval.standing_stats)
   elif standing:
     standing_stats_lib.check_config(workdir_lib.load_config(f.workdir), standing)
   config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,

@@ -80,9 +80,9 @@ def create_state(config, key):
   hist = config.loss.hist_avg_weight > 0
   d_batch_stats = d_vars.get('batch_stats', {})
   g_batch_stats = g_vars.get('batch_stats', {})
-  if config.train.get('ema_batch_stats', False):
+  if config.train.ema_batch_stats:
     g_batch_stats = ema.with_batch_stats_average(g_batch_stats)
-  if config.loss.get('lecam_weight', 0.0):
+  if config.loss.lecam_weight:
     d_batch_stats = {**d_batch_stats, objectives.LECAM_STATS: objectives.initial_lecam_stats()}
   return GANState(
       step=jnp.zeros((), jnp.int32),

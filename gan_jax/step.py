@@ -408,12 +408,12 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       bcr_real_weight=l.bcr_real_weight, bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,
       n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn,
-      random_flip=bool(config.data.get('random_flip', False)),
-      lecam_weight=float(l.get('lecam_weight', 0.0)),
-      lecam_decay=float(l.get('lecam_decay', 0.99)), lecam_start=int(l.get('lecam_start', 1000)),
-      zcr_d_weight=float(l.get('zcr_d_weight', 0.0)),
-      zcr_g_weight=float(l.get('zcr_g_weight', 0.0)),
-      zcr_radius=float(l.get('zcr_radius', 0.05)))
+      random_flip=bool(config.data.random_flip),
+      lecam_weight=float(l.lecam_weight),
+      lecam_decay=float(l.lecam_decay), lecam_start=int(l.lecam_start),
+      zcr_d_weight=float(l.zcr_d_weight),
+      zcr_g_weight=float(l.zcr_g_weight),
+      zcr_radius=float(l.zcr_radius))
   return functools.partial(train_step, setup)
 
 

@@ -89,7 +89,7 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
   policy = augment.parse_policy(a.policy)
   conditional = config.model.num_classes > 0
   draws = draws if policy else 1
-  pack = int(config.model.get('pack', 1) or 1)
+  pack = int(config.model.pack or 1)
   chunk = max(pack, _CHUNK // pack * pack)  # whole groups in every chunk
 
   @jax.jit

@@ -130,8 +130,8 @@ class Evaluator:
     self.rows = exchange.process_share(self._num_samples)
     class_metrics.check_config(self.metrics, source=self._source,
                                num_classes=self._num_classes, num_samples=self._num_samples)
-    num_reference = int(num_reference or ev.get('num_reference', None) or self._num_samples)
-    split = reference_split or ev.get('reference_split', None) or config.data.split
+    num_reference = int(num_reference or ev.num_reference or self._num_samples)
+    split = reference_split or ev.reference_split or config.data.split
     references = dict(config=config, split=split, num_examples=num_reference,
                       cache_dir=cache_dir or None,
                       loader=load_eval_data or reference.default_loader())
@@ -221,7 +221,7 @@ class Evaluator:
         digest.update(np.ascontiguousarray(leaf).tobytes())
       return variables, dict(file='<variables>', sha256=digest.hexdigest())
     return inception_weights.load_weights_with_id(
-        weights or config.eval.get('inception_weights', '') or None,
+        weights or config.eval.inception_weights or None,
         origin='config.eval.inception_weights / --inception_weights')
 
   def _setup_inception(self, config, references, weights, variables, batch_size):
@@ -240,7 +240,7 @@ class Evaluator:
           'KID: subsets of %d images (%d generated, %d real), not torch-fidelity\'s %d, '
           'which refuses fewer images: compare such values only with each other.',
           min(n_ref, self._num_samples), self._num_samples, n_ref, protocols.KID_SUBSET_SIZE)
-    data_name = '/'.join(p for p in (config.data.source, config.data.get('name', '')) if p)
+    data_name = '/'.join(p for p in (config.data.source, config.data.name) if p)
     self._real_images = f'({data_name} split {split!r}), resized by {inception.RESIZE_METHOD}'
     self.protocol['inception'] = dict(
         implementation='gan_jax Flax port of pytorch-fid 0.3.0 InceptionV3 (FID weights, '
@@ -248,7 +248,7 @@ class Evaluator:
         weights=weights_id, input='NHWC in [-1, 1], grey repeated to RGB; '
                                   + inception.RESIZE_METHOD,
         resolution=list(self._data_shape),
-        reference=dict(source=config.data.source, name=config.data.get('name', ''),
+        reference=dict(source=config.data.source, name=config.data.name,
                        split=split, requested=references['num_examples'], num_examples=n_ref,
                        cache=self._ref['path']))
     self.protocol.update(protocols.inception_metrics(

@@ -62,12 +62,12 @@ _NOISE_FIELDS = ('d_input_noise', 'd_hidden_noise')
 _SWITCHES = (
     ('d_input_noise / model.d_hidden_noise', 'discriminator', '0',
      lambda m: has_discriminator_noise(m), (dcgan, image_mlp)),
-    ('pack', 'discriminator', '1', lambda m: m.get('pack', 1) != 1, (dcgan, mlp, resnet)),
-    ('minibatch_std', 'discriminator', 'False', lambda m: bool(m.get('minibatch_std', False)),
+    ('pack', 'discriminator', '1', lambda m: m.pack != 1, (dcgan, mlp, resnet)),
+    ('minibatch_std', 'discriminator', 'False', lambda m: bool(m.minibatch_std),
      (dcgan, mlp, resnet)),
     ('minibatch_discrimination', 'discriminator', '0',
-     lambda m: bool(m.get('minibatch_discrimination', 0)), (dcgan,)),
-    ('g_spectral_norm', 'generator', 'False', lambda m: bool(m.get('g_spectral_norm', False)),
+     lambda m: bool(m.minibatch_discrimination), (dcgan,)),
+    ('g_spectral_norm', 'generator', 'False', lambda m: bool(m.g_spectral_norm),
      (resnet, biggan, sagan)),
 )
 
@@ -110,8 +110,8 @@ def build(model_config, *, bn_axis_name=None, remat=False):
     ConfigError: an unknown name or a bad field of the family.
   """
   family = _family(model_config.name)
-  layers.check_stride2_forms(model_config.get('stride2_forms', 'custom'))
-  z_dim = model_config.get('z_dim', 1)
+  layers.check_stride2_forms(model_config.stride2_forms)
+  z_dim = model_config.z_dim
   if not isinstance(z_dim, int) or isinstance(z_dim, bool) or z_dim < 1:
     raise errors.ConfigError(f'model.z_dim must be an integer >= 1 (the latent size), got '
                              f'{z_dim!r}.')

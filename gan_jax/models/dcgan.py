@@ -348,7 +348,7 @@ def build(model_config, *, bn_axis_name=None, remat=False):
   dtype = layers.compute_dtype(model_config.dtype)
   _validate(model_config)
   m = model_config
-  stride2_forms = m.get('stride2_forms', 'custom')
+  stride2_forms = m.stride2_forms
   generator = Generator(
       resolution=m.resolution, channels=m.channels, ngf=m.ngf, norm=m.g_norm,
       extra_layers=m.extra_layers, num_classes=conditional.generator_classes(m),
@@ -359,8 +359,8 @@ def build(model_config, *, bn_axis_name=None, remat=False):
       spectral_norm=m.spectral_norm, pack=m.pack, minibatch_std=m.minibatch_std,
       minibatch_kernels=m.minibatch_discrimination, minibatch_kernel_dim=m.minibatch_kernel_dim,
       num_classes=m.num_classes, d_cond=m.d_cond, bn_momentum=m.bn_momentum,
-      input_noise=float(m.get('d_input_noise', 0.0)),
-      hidden_noise=float(m.get('d_hidden_noise', 0.0)),
+      input_noise=float(m.d_input_noise),
+      hidden_noise=float(m.d_hidden_noise),
       bn_axis_name=bn_axis_name, dtype=dtype, remat=remat,
       stride2_forms=stride2_forms)
   return generator, discriminator

@@ -195,7 +195,7 @@ def _validate(m):
     raise errors.ConfigError('image_mlp has no spectral-norm option (its D is '
                              "weight-normalised, model.d_norm='weight'); set "
                              'model.spectral_norm and model.g_spectral_norm to False.')
-  if m.pack != 1 or m.minibatch_std or m.get('minibatch_discrimination', 0):
+  if m.pack != 1 or m.minibatch_std or m.minibatch_discrimination:
     raise errors.ConfigError(
         'image_mlp has no PacGAN / minibatch-stddev / minibatch-discrimination option; '
         'set model.pack=1, model.minibatch_std=False, model.minibatch_discrimination=0.')
