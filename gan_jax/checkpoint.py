@@ -335,9 +335,12 @@ def _on_any_process(flag):
 class BestCheckpoint:
   """The checkpoint with the lowest evaluation metric, in `<workdir>/best/`.
 
-  `best/best.json` records {'step', 'metric', 'value', 'results'}; the state is
-  an orbax checkpoint beside it (the data item holds the results, from which a
-  missing, stale or damaged record is rebuilt).
+  `best/best.json` records {'step', 'metric', 'value', 'results', 'protocol'}; the
+  state is an orbax checkpoint beside it (the data item holds the results and the
+  protocol, from which a missing, stale or damaged record is rebuilt). `protocol` is
+  what the evaluations must share to be compared (`Evaluator.comparable`: sample
+  counts, reference split, extractor); when a resumed run evaluates otherwise, the
+  old best is set aside instead of compared, as for a change of metric.
 
   Args:
     directory: the `best` folder (usually `<workdir>/best`).
@@ -365,7 +368,8 @@ class BestCheckpoint:
         # damaged record: the checkpoint's own results are the truth.
         logging.warning('%s does not describe the best checkpoint (step %d) beside it; '
                         'rebuilding it from that checkpoint.', record, step)
-        self._record(step, reader.restore_data(step)['results'])
+        saved = reader.restore_data(step)
+        self._record(step, saved['results'], saved.get('protocol'))
       reader.close()
     if damage and step is None:
       raise errors.WorkdirError(
@@ -373,39 +377,45 @@ class BestCheckpoint:
           'Restore the file from a backup, or move the folder away to start tracking '
           'the best checkpoint afresh.')
 
-  def _set_aside(self, metric):
+  def _set_aside(self, why):
     """Renames the best folder to `best_<old metric>_step<step>` beside it (kept, not
-    deleted) and starts tracking the best by `metric` afresh."""
-    target = epath.Path(f'{self.directory.rstrip("/")}_{self.best["metric"]}_step'
-                        f'{self.best["step"]}')
+    deleted; a free name if that one is taken) and starts tracking the best afresh.
+    `why` ends the warning's first clause."""
+    stem = f'{self.directory.rstrip("/")}_{self.best["metric"]}_step{self.best["step"]}'
+    target, n = epath.Path(stem), 1
+    while target.exists():
+      n += 1
+      target = epath.Path(f'{stem}_{n}')
     if jax.process_index() == 0 and epath.Path(self.directory).exists():
       epath.Path(self.directory).rename(target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('gan_jax_best_set_aside')
-    logging.warning('The evaluations now give %s, not %s, the metric of the best checkpoint '
-                    'so far (step %d): kept it in %s and tracking the best by %s from here.',
-                    metric, self.best['metric'], self.best['step'], target, metric)
+    logging.warning('The evaluations now %s: kept the best checkpoint so far (step %d, %s '
+                    '%.6g) in %s and tracking the best afresh.', why, self.best['step'],
+                    self.best['metric'], self.best['value'], target)
     self.best = None
 
   def _metric(self, results):
     """The first of METRICS in `results`, or None."""
     return next((k for k in self.METRICS if k in results), None)
 
-  def _record(self, step, results):
+  def _record(self, step, results, protocol):
     """Makes the checkpoint of `step` (with evaluation `results`) the best one."""
     metric = self._metric(results)
     self.best = {'step': step, 'metric': metric, 'value': results[metric],
-                 'results': results}
+                 'results': results, 'protocol': protocol}
     if jax.process_index() == 0:
       writers.write_text_atomic(epath.Path(self.directory) / 'best.json', json.dumps(self.best))
 
-  def update(self, step, state, results):
+  def update(self, step, state, results, protocol=None):
     """Saves `state` if its metric beats the best so far.
 
     Args:
       step: the train step of `state`.
       state: the GANState (a collective when several processes run).
       results: the evaluation's {name: float}.
+      protocol: what evaluations must share to be compared (a JSON-serialisable
+        dict, `Evaluator.comparable`), or None (not checked).
 
     Returns:
       True when `state` became the best checkpoint.
@@ -413,19 +423,31 @@ class BestCheckpoint:
     metric = self._metric(results)
     if metric is None:
       return False
+    old_protocol = self.best.get('protocol') if self.best is not None else None
+    if old_protocol is not None and protocol is not None and old_protocol != protocol:
+      # E.g. a run resumed with more eval.num_samples: a Frechet distance from more
+      # samples is lower by itself, so the two cannot be compared.
+      self._set_aside('use another protocol (' + describe_change(old_protocol, protocol) + ')')
     if self.best is not None and self.best.get('metric') != metric:
       # The evaluation changed (e.g. proxy FD, then FID after a resume with other
       # eval.metrics): the two distances cannot be compared, so the old best is
       # compared by this metric if it was measured, else kept aside, never deleted.
       earlier = (self.best.get('results') or {}).get(metric)
       if earlier is None:
-        self._set_aside(metric)
+        self._set_aside(f'give {metric}, not {self.best["metric"]}')
       else:
         self.best = {**self.best, 'metric': metric, 'value': earlier}
     if self.best is not None and results[metric] >= self.best['value']:
       return False
     saver = Checkpointer(self.directory, max_to_keep=1, async_save=False)
-    saver.save(step, state, {'results': results})
+    saver.save(step, state, {'results': results, 'protocol': protocol})
     saver.close()
-    self._record(step, results)
+    self._record(step, results, protocol)
     return True
+
+
+def describe_change(old, new):
+  """'num_fake 1000 -> 10000' for each top-level field two protocol dicts differ in."""
+  old, new = old or {}, new or {}
+  return ', '.join(f'{k} {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}'
+                   for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))

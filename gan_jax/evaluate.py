@@ -72,7 +72,7 @@ def _metric_names(metrics):
 
 
 def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_reference=None,
-             reference_split=None, inception_weights=None, seed=0, batch_size=500,
+             reference_split=None, inception_weights=None, seed=None, batch_size=500,
              output=None, cache_dir=None, accuracy_split=None, best=False, standing_stats=None,
              **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
@@ -89,7 +89,9 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     reference_split: reference split (None: config.eval.reference_split, else
       config.data.split).
     inception_weights: weights path (None: config / environment / cache search).
-    seed: latent seed.
+    seed: latent seed (None: 0; with `best`, config.seed + 1, because the evaluations
+      during training that picked the best checkpoint drew their latents from
+      config.seed, and the same latents would report the luckiest of those draws).
     batch_size: latents per generator call (>= 1).
     output: JSON path (None: `<workdir>/eval/step_<step>.json`).
     cache_dir: cache root (None: default).
@@ -130,6 +132,12 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     standing_stats_lib.check_config(config, standing_stats)
   if accuracy_split is None:
     accuracy_split = config.eval.accuracy_split
+  if seed is None:
+    seed = config.seed + 1 if best else 0
+  elif best and seed == config.seed and sample_metrics:
+    logging.warning('--seed=%d is the seed whose latents picked the best checkpoint during '
+                    'training: its value is the lowest of several noisy estimates, so it is '
+                    'optimistic; another seed gives an unbiased one.', seed)
   if ACCURACY in names:
     classifier_lib.check_classifier(config, workdir)
     classifier_lib.check_labelled_split(config.data, accuracy_split, '--accuracy_split')
@@ -154,6 +162,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     per_class = evaluation['per_class']
     protocol.update(evaluator.protocol, seed=seed,
                     standing_stats=getattr(generate, 'standing_stats', None))
+    if best:
+      protocol['best_selected_with_seed'] = int(config.seed)
   protocol['metrics'] = list(names)
   if ACCURACY in names:
     accuracy = classify.split_accuracy(workdir, split=accuracy_split, step=restored_step,
@@ -199,7 +209,9 @@ def _define_flags():
   flags.DEFINE_string('inception_weights', None,
                       'pt_inception-2015-12-05-6726825d.pth (default: config.eval.'
                       'inception_weights, $GAN_JAX_INCEPTION_WEIGHTS, cache).')
-  flags.DEFINE_integer('seed', 0, 'Seed of the latents z.', lower_bound=0)
+  flags.DEFINE_integer('seed', None, 'Seed of the latents z (default 0; with --best, the run\'s '
+                       'config.seed + 1: other latents than those that picked the checkpoint).',
+                       lower_bound=0)
   flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
   flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json, '
                       'which a later evaluation of the same step replaces).')

@@ -151,6 +151,10 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
     standing_fn = standing_stats.make_standing_fn(
         config.model, num_batches=config.eval.standing_stats, batch_size=t.batch_size)
   best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST)
+  # What evaluations must share to be compared; eval.* may change on resume.
+  protocol = None
+  if evaluator is not None:
+    protocol = dict(evaluator.comparable, standing_stats=int(config.eval.standing_stats))
   logger = periodic.MetricLogger(
       dp, writer, num_steps=t.num_steps, log_every=t.log_every, start_step=start_step,
       checkpoint_dir=ckpt_dir, progress_bar=t.progress_bar)
@@ -184,8 +188,8 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
                  ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
     # The eval.jsonl line is the mark a resumed run checks, so it comes last: a run
     # killed before it evaluates this step again, and `best` too.
-    best.update(step, host_state, results)
-    writer.write_eval(step, results)
+    best.update(step, host_state, results, protocol)
+    writer.write_eval(step, results, protocol)
 
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:

@@ -356,11 +356,14 @@ class MetricWriter:
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
 
-  def write_eval(self, step, results):
+  def write_eval(self, step, results, protocol=None):
     """Logs evaluation results as `eval/<name>` scalars and one line of eval.jsonl.
 
     The line is written last, once the events are on disk: a resumed run takes the
-    line as the mark that the evaluation of `step` is complete.
+    line as the mark that the evaluation of `step` is complete. `protocol` (a
+    JSON-serialisable dict, e.g. `Evaluator.comparable`: how many images, which
+    split) goes into the line as 'protocol' when given, so that values a resumed
+    run measured otherwise can be told apart.
     """
     if not self.enabled:
       return
@@ -368,7 +371,10 @@ class MetricWriter:
     for name, value in results.items():
       self._tb.scalar(f'eval/{name}', value, step)
     self._tb.flush()
-    append_line(self._workdir / 'eval.jsonl', json.dumps({'step': int(step), **results}))
+    record = {'step': int(step), **results}
+    if protocol is not None:
+      record['protocol'] = protocol
+    append_line(self._workdir / 'eval.jsonl', json.dumps(record))
 
   def write_image(self, step, name, image):
     """Logs a uint8[H, W, 3] image to TensorBoard and flushes it to disk."""

@@ -201,7 +201,7 @@ def test_a_change_of_evaluation_metric_never_compares_two_distances(tmp_path, ca
   assert best.update(2, _state(2), {'proxy_fd': 0.05})
   with caplog.at_level(logging.WARNING):
     assert best.update(4, _state(4), {'fid': 40.0})  # no FID of step 2 to compare with
-  assert 'kept it in' in caplog.text
+  assert 'give fid, not proxy_fd' in caplog.text and 'best_proxy_fd_step2' in caplog.text
   kept = tmp_path / 'best_proxy_fd_step2'
   assert json.loads((kept / 'best.json').read_text())['value'] == 0.05  # set aside, whole
   _, _, step = checkpoint.Checkpointer(str(kept)).restore(_abstract())
@@ -215,6 +215,45 @@ def test_a_change_of_evaluation_metric_never_compares_two_distances(tmp_path, ca
   assert both.update(6, _state(6), {'proxy_fd': 0.01})
   assert (both.best['step'], both.best['metric']) == (6, 'proxy_fd')
   assert not os.path.exists(tmp_path / 'both_fid_step2')  # nothing to set aside
+
+
+def test_a_change_of_evaluation_protocol_never_compares_two_distances(tmp_path, caplog):
+  # A run resumed with eval.num_samples 1000 -> 10000: the FID of more samples is
+  # lower by itself (less bias), so it must not beat the old best by that.
+  small = {'num_fake': 1000, 'reference_split': 'train',
+           'inception': {'num_real': 1000, 'weights': 'ab12'}}
+  large = {**small, 'num_fake': 10000}
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert best.update(2, _state(2), {'fid': 30.0}, small)
+  assert not best.update(4, _state(4), {'fid': 31.0}, small)
+  assert json.loads((tmp_path / 'best' / 'best.json').read_text())['protocol'] == small
+  resumed = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  with caplog.at_level(logging.WARNING):
+    assert resumed.update(6, _state(6), {'fid': 35.0}, large)  # worse, but not comparable
+  assert 'num_fake 1000 -> 10000' in caplog.text
+  kept = tmp_path / 'best_fid_step2'
+  assert json.loads((kept / 'best.json').read_text())['protocol'] == small
+  assert resumed.best['step'] == 6 and resumed.best['protocol'] == large
+  assert not resumed.update(8, _state(8), {'fid': 36.0}, large)
+  # Back to the first protocol, where a folder of the name the step-6 best would be
+  # kept in exists already (a user's copy): a free name is used, nothing replaced.
+  (tmp_path / 'best_fid_step6').mkdir()
+  (tmp_path / 'best_fid_step6' / 'mine.txt').write_text('keep')
+  assert resumed.update(10, _state(10), {'fid': 40.0}, small)
+  assert json.loads((tmp_path / 'best_fid_step6_2' / 'best.json').read_text())['step'] == 6
+  assert os.listdir(tmp_path / 'best_fid_step6') == ['mine.txt']
+  assert json.loads((kept / 'best.json').read_text())['step'] == 2  # untouched
+  # The checkpoint keeps the protocol too: a lost record is rebuilt with it.
+  (tmp_path / 'best' / 'best.json').unlink()
+  assert checkpoint.BestCheckpoint(str(tmp_path / 'best')).best['protocol'] == small
+
+
+def test_describe_change_names_the_fields_that_differ():
+  assert checkpoint.describe_change(
+      {'num_fake': 1000, 'reference_split': 'train', 'proxy': {'num_real': 5}},
+      {'num_fake': 1000, 'reference_split': 'test', 'proxy': {'num_real': 5}}) == (
+          'reference_split "train" -> "test"')
+  assert checkpoint.describe_change({'a': 1}, {}) == 'a 1 -> null'
 
 
 @pytest.mark.parametrize('text, problem', [('{"step": 6, "met', 'is not valid JSON'),
@@ -242,7 +281,7 @@ def test_the_best_record_is_rebuilt_from_the_checkpoint_it_should_describe(tmp_p
   saver.close()
   resumed = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
   assert resumed.best == {'step': 6, 'metric': 'fid', 'value': 20.0,
-                          'results': {'fid': 20.0, 'kid': 0.1}}
+                          'results': {'fid': 20.0, 'kid': 0.1}, 'protocol': None}
   with open(path, encoding='utf-8') as f:
     assert json.load(f) == resumed.best
   assert not resumed.update(8, _state(8), {'fid': 25.0})  # worse than step 6's

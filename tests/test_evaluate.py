@@ -62,6 +62,35 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, cap
   assert any('Replacing the earlier record' in r.getMessage() for r in caplog.records)
 
 
+def test_the_best_checkpoint_is_evaluated_on_other_latents_than_picked_it(
+    tmp_path, monkeypatch, caplog):
+  # The evaluations during training drew latents from config.seed and kept the lowest
+  # value; reporting the same draw again would report the luckiest estimate.
+  workdir = str(tmp_path / 'run')
+  config = dcgan_digits.get_config()
+  config.seed = 7
+  workdir_lib.prepare(config, workdir)
+  pool = digits_lib.digits_images('test', size=(8, 8))
+  outputs = iter(range(10))
+
+  def load_generator(workdir, step=None, best=False, standing_stats=0, standing_seed=0):
+    del workdir, step, best, standing_stats, standing_seed
+    generate = _pool_generator(pool)
+    generate.step = 10
+    return config, generate
+
+  monkeypatch.setattr(sample, 'load_generator', load_generator)
+  run = lambda **kwargs: evaluate_lib.evaluate(
+      workdir, metrics='proxy', num_samples=100, cache_dir=str(tmp_path / 'cache'),
+      output=str(tmp_path / f'out{next(outputs)}.json'), **kwargs)['protocol']
+  protocol = run(best=True)
+  assert (protocol['seed'], protocol['best_selected_with_seed']) == (8, 7)
+  assert run()['seed'] == 0 and 'best_selected_with_seed' not in run()
+  with caplog.at_level(logging.WARNING):
+    assert run(best=True, seed=7)['seed'] == 7  # asked for: done, with a warning
+  assert 'picked the best checkpoint' in caplog.text and 'optimistic' in caplog.text
+
+
 def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'run')
   config = dcgan_digits.get_config()

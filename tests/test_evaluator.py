@@ -20,6 +20,7 @@ from gan_jax.data import digits as digits_lib
 from gan_jax.data import toy
 from gan_jax.metrics import inception
 from gan_jax.metrics import inception_weights
+from gan_jax.metrics import protocols
 
 
 def _ring_generator(z):
@@ -182,15 +183,18 @@ def fake_inception(monkeypatch):
   """Replaces the network by a fixed random feature map (32-d pool3, 10 logits)."""
   rng = np.random.default_rng(0)
   weights = {}
+  seen = []  # every image batch the network was given
 
   def extract_features(variables, images, **unused):
     del variables
+    seen.append(np.asarray(images))
     x = np.asarray(images, np.float64).reshape(len(images), -1)
     if x.shape[1] not in weights:
       weights[x.shape[1]] = rng.standard_normal((x.shape[1], 42)) / np.sqrt(x.shape[1])
     h = np.tanh(x @ weights[x.shape[1]])
     return {'pool3': h[:, :32].astype(np.float32), 'logits': 5 * h[:, 32:].astype(np.float32)}
 
+  extract_features.inputs = seen
   monkeypatch.setattr(inception, 'extract_features', extract_features)
   return {'params': {'fc': {'kernel': np.zeros((2, 2), np.float32)}}}
 
@@ -228,14 +232,27 @@ def test_fid_states_its_image_counts_split_and_resize(digits_config, tmp_path, f
   config = digits_config.copy_and_resolve_references()
   config.eval.metrics = 'fid'
   config.eval.num_samples = 40
-  evaluator = metrics.make_evaluator(config, data_shape=(32, 32, 1), cache_dir=tmp_path,
-                                     inception_variables=fake_inception, num_reference=30,
-                                     reference_split='test')
+  with caplog.at_level(logging.WARNING):
+    evaluator = metrics.make_evaluator(config, data_shape=(32, 32, 1), cache_dir=tmp_path,
+                                       inception_variables=fake_inception, num_reference=30,
+                                       reference_split='test')
+  assert 'Few images for FID, 40 generated and 30 real: fewer than 2048' in caplog.text
   fid = evaluator.protocol['fid']
   assert (fid['num_real'], fid['num_fake'], fid['reference_split']) == (30, 40, 'test')
   assert 'no antialiasing' in fid['resize'] and 'align_corners=False' in fid['resize']
+  assert 'rank deficient' in fid['note']  # 30 and 40 images of 2048-d features
+  comparable = evaluator.comparable
+  assert comparable['num_fake'] == 40 and comparable['reference_split'] == 'test'
+  assert comparable['inception']['num_real'] == 30
+  assert comparable['inception']['weights'] == (
+      evaluator.protocol['inception']['weights']['sha256'][:16])
+  assert 'rounded to 8 bits' in evaluator.protocol['inception']['input']
+  inception.extract_features.inputs.clear()
   with caplog.at_level(logging.INFO):
-    evaluator(lambda z: np.zeros((len(z), 32, 32, 1), np.float32), seed=0)
+    evaluator(lambda z: np.full((len(z), 32, 32, 1), 0.3, np.float32), seed=0)
+  # The network sees the nearest of the 256 levels of an 8-bit image: 0.3 -> 166.
+  (fakes,) = inception.extract_features.inputs
+  np.testing.assert_allclose(fakes, 166 / 127.5 - 1, rtol=0, atol=1e-7)
   line = [r.getMessage() for r in caplog.records if r.getMessage().startswith('FID ')][0]
   assert "40 generated vs 30 real images (digits split 'test')" in line
   assert 'no antialiasing' in line
@@ -250,6 +267,17 @@ def test_missing_weights_fail_when_the_evaluator_is_built(digits_config, tmp_pat
   with pytest.raises(errors.MissingFileError,
                      match='fid_weights/pt_inception-2015-12-05-6726825d'):
     metrics.make_evaluator(config, data_shape=(32, 32, 1))
+
+
+def test_the_small_sample_note_starts_below_2048_images_on_either_side():
+  note = lambda **counts: protocols.inception_metrics(('fid',), split='train', **counts)[
+      'fid'].get('note')
+  assert note(num_real=2048, num_fake=50000) is None
+  assert 'biased upwards' in note(num_real=2047, num_fake=50000)
+  assert 'biased upwards' in note(num_real=50000, num_fake=1000)
+  per_class = lambda real, fake: protocols.intra_fid(real, fake, split='train').get('note')
+  assert per_class([5000, 5000], [2048, 2048]) is None
+  assert 'of a class' in per_class([5000, 1300], [5000, 5000])
 
 
 @pytest.mark.parametrize('metric,num_samples,num_reference,message', [

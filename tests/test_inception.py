@@ -139,3 +139,15 @@ def test_float64_variables_without_x64_are_refused(variables, images):
 def test_inception_score_of_network_logits_matches_reference(features32):
   value, _ = stats.inception_score(features32['logits'], splits=1, shuffle=False)
   assert abs(value - IS_OF_EXPECTED_LOGITS) <= 1e-6 * IS_OF_EXPECTED_LOGITS
+
+
+def test_quantize_8_bit_rounds_to_the_levels_of_an_8_bit_image():
+  levels = np.arange(256, dtype=np.float64)
+  decoded = (levels / 127.5 - 1).astype(np.float32)   # how 8-bit images are decoded
+  np.testing.assert_array_equal(inception.quantize_8_bit(decoded), decoded)  # unchanged
+  # StudioGAN's quantize_images: uint8(clamp(255 (x + 1) / 2 + 0.5, 0, 255)).
+  x = np.array([-1.5, -1.0, 2 * 10.49 / 255 - 1, 2 * 10.5 / 255 - 1, 0.0, 0.999, 1.0, 1.7])
+  expected_u8 = np.array([0, 0, 10, 11, 128, 255, 255, 255])
+  out = inception.quantize_8_bit(x.reshape(1, 8, 1, 1)).ravel()
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out, expected_u8 / 127.5 - 1, rtol=0, atol=1e-7)

@@ -202,6 +202,28 @@ def test_killed_run_resumes_exactly(tmp_path, extra):
       assert views[0][key] == views[1][key], key
 
 
+def test_a_resume_with_more_eval_samples_sets_the_best_checkpoint_aside(tmp_path):
+  # eval.* may change on resume; a proxy FD of 200 samples is not comparable with
+  # one of 100, so the old best is kept aside and every eval.jsonl line says which.
+  workdir = str(tmp_path / 'run')
+  overrides = {'train.num_steps': 2, 'train.checkpoint_every': 2, 'train.sample_every': 0,
+               'eval.every': 2, 'eval.metrics': 'proxy', 'eval.num_samples': 100}
+  train.train_and_evaluate(tiny_config(**overrides), workdir)
+  train.train_and_evaluate(tiny_config(**{**overrides, 'train.num_steps': 4,
+                                          'eval.num_samples': 200}), workdir)
+  with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
+    lines = [json.loads(line) for line in f]
+  assert [(line['step'], line['protocol']['num_fake']) for line in lines] == [(2, 100),
+                                                                              (4, 200)]
+  assert lines[0]['protocol']['proxy']['num_real'] == 100  # the reference follows
+  assert lines[1]['protocol']['proxy']['num_real'] == 200  # eval.num_samples here
+  with open(os.path.join(workdir, 'best', 'best.json'), encoding='utf-8') as f:
+    assert json.load(f)['step'] == 4
+  with open(str(tmp_path / 'run' / 'best_proxy_fd_step2' / 'best.json'),
+            encoding='utf-8') as f:
+    assert json.load(f)['protocol']['num_fake'] == 100
+
+
 def test_the_marks_a_resumed_run_checks_are_written_last(tmp_path, monkeypatch):
   # A resumed run redoes a step's grid when its PNG is missing and its evaluation when
   # eval.jsonl lacks the step: each mark must come after everything it stands for

@@ -52,14 +52,14 @@ def test_scalars_and_evaluations_append_json_lines(tmp_path):
   for step in (1, 2):  # the second writer continues from step 1, as a resumed run does
     writer = writers.MetricWriter(str(tmp_path), start_step=step - 1)
     writer.write_scalars(step, {'d_loss': 0.5 * step})
-    writer.write_eval(step, {'fid': 10.0 / step})
+    writer.write_eval(step, {'fid': 10.0 / step}, {'num_fake': 1000} if step == 2 else None)
     writer.close()
   with open(tmp_path / 'metrics.jsonl', encoding='utf-8') as f:
     assert [json.loads(line) for line in f] == [{'step': 1, 'd_loss': 0.5},
                                                  {'step': 2, 'd_loss': 1.0}]
   with open(tmp_path / 'eval.jsonl', encoding='utf-8') as f:
-    assert [json.loads(line) for line in f] == [{'step': 1, 'fid': 10.0},
-                                                 {'step': 2, 'fid': 5.0}]
+    assert [json.loads(line) for line in f] == [
+        {'step': 1, 'fid': 10.0}, {'step': 2, 'fid': 5.0, 'protocol': {'num_fake': 1000}}]
   assert os.listdir(tmp_path / 'tensorboard')
 
 

@@ -80,6 +80,10 @@ class Evaluator:
   Attributes:
     metrics: the metric names being computed.
     protocol: JSON-serialisable description of how the numbers are computed.
+    comparable: the part of the protocol two evaluations must share for their
+      distances to be compared (a small JSON-serialisable dict: generated and real
+      image counts, reference split, feature extractor); the best checkpoint and
+      eval.jsonl keep it.
     rows: (start, stop), the global sample rows this process generates.
   """
 
@@ -144,6 +148,9 @@ class Evaluator:
     if self._num_classes:
       self.protocol['labels'] = (f'sample row i generated with label i mod {self._num_classes}'
                                  ' (cycled over the classes)')
+    # More samples lower a Frechet distance's bias, so a run resumed with another
+    # eval.num_samples must not compare its new values with the old ones.
+    self.comparable = dict(num_fake=self._num_samples, reference_split=split)
 
     if 'proxy' in self.metrics or 'cas' in self.metrics:
       self._setup_judges(config, references)
@@ -171,6 +178,7 @@ class Evaluator:
       from gan_jax.data import toy  # pylint: disable=g-import-not-at-top
       self._centers, self._std = toy.mixture(config.data.toy)
       self.protocol['proxy'] = protocols.toy_proxy(config.data.toy, self._centers, self._std)
+      self.comparable['toy'] = config.data.toy
       return
     if self._source != 'digits' or len(self._data_shape) != 3:
       raise errors.ConfigError(
@@ -198,6 +206,8 @@ class Evaluator:
     extractor = dict(name=digits_judge.JUDGE_VERSION, digest=judge.digest[:16])
     self._proxy_ref = self._reference(references, extractor_id=extractor,
                                       extract=judge.features)
+    self.comparable['proxy'] = dict(num_real=int(self._proxy_ref['num_examples']),
+                                    judge=extractor['digest'])
     real_confident = digits_judge.confident_share(
         judge.probabilities_from_features(self._proxy_ref['features']))
     self.protocol['proxy'] = dict(
@@ -206,6 +216,9 @@ class Evaluator:
         confidence=digits_judge.CONFIDENCE, judge_test_accuracy=judge.test_accuracy,
         judge_test_confident_share=judge.test_confident_share,
         reference_confident_share=real_confident,
+        baseline=('judge_test_confident_share: digits the judge never saw; '
+                  'reference_confident_share is measured on the reference split, which '
+                  "flatters it when that is 'train', the judge's own training digits"),
         reference=dict(split=references['split'], num_examples=self._proxy_ref['num_examples'],
                        cache=self._proxy_ref['path']))
     logging.info('Digits proxy: %s; %d real %r images at %s: confident share %.4f',
@@ -233,6 +246,8 @@ class Evaluator:
                                 extract=lambda x: self._features(x)['pool3'],
                                 labels='intra_fid' in self.metrics)
     n_ref, split = self._ref['num_examples'], references['split']
+    self.comparable['inception'] = dict(num_real=int(n_ref),
+                                        weights=weights_id['sha256'][:16])
     stats.check_finite('the reference features', self._ref['features'])
     check_counts(self.metrics, num_fake=self._num_samples, num_real=n_ref)  # what the split had
     if 'kid' in self.metrics and min(n_ref, self._num_samples) < protocols.KID_SUBSET_SIZE:
@@ -240,13 +255,16 @@ class Evaluator:
           'KID: subsets of %d images (%d generated, %d real), not torch-fidelity\'s %d, '
           'which refuses fewer images: compare such values only with each other.',
           min(n_ref, self._num_samples), self._num_samples, n_ref, protocols.KID_SUBSET_SIZE)
+    if 'fid' in self.metrics and min(n_ref, self._num_samples) < protocols.FID_MIN_IMAGES:
+      logging.warning('Few images for FID, %d generated and %d real: %s (published FIDs: 10,000 or '
+                      '50,000 each).', self._num_samples, n_ref, protocols.SMALL_SAMPLE_NOTE)
     data_name = '/'.join(p for p in (config.data.source, config.data.name) if p)
     self._real_images = f'({data_name} split {split!r}), resized by {inception.RESIZE_METHOD}'
     self.protocol['inception'] = dict(
         implementation='gan_jax Flax port of pytorch-fid 0.3.0 InceptionV3 (FID weights, '
                        'pool3 2048-d), parity-tested against pytorch-fid',
         weights=weights_id, input='NHWC in [-1, 1], grey repeated to RGB; '
-                                  + inception.RESIZE_METHOD,
+                                  + inception.QUANTIZE_METHOD + '; ' + inception.RESIZE_METHOD,
         resolution=list(self._data_shape),
         reference=dict(source=config.data.source, name=config.data.name,
                        split=split, requested=references['num_examples'], num_examples=n_ref,
@@ -264,7 +282,10 @@ class Evaluator:
                                             block=self._pr_block)
 
   def _features(self, images):
-    return inception.extract_features(self._variables, images,
+    # Rounded to 8 bits as the published protocols do (PNG files for pytorch-fid,
+    # StudioGAN's quantize_images, for real and generated images alike); an image
+    # decoded from 8 bits is unchanged, a resized or generated one is not.
+    return inception.extract_features(self._variables, inception.quantize_8_bit(images),
                                       batch_size=self._inception_batch, devices=self._devices)
 
   # -- evaluation ---------------------------------------------------------------

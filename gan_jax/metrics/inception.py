@@ -26,10 +26,32 @@ Precision = inception_net.Precision
 
 # Bumped whenever a change here or in the network could change the features, so
 # cached reference statistics computed by an older version are not reused.
-FEATURES_VERSION = 'pytorch-fid-0.3.0-inception-v3-pool3/v1'
+# v2: images rounded to 8 bits before the network (cached v1 reference features were not).
+FEATURES_VERSION = 'pytorch-fid-0.3.0-inception-v3-pool3/v2'
 # How `extract_features` resizes, for the evaluation protocol.
 RESIZE_METHOD = ('torch_bilinear_resize to 299x299: F.interpolate(mode="bilinear", '
                  'align_corners=False), no antialiasing, as pytorch-fid')
+
+
+QUANTIZE_METHOD = ('real and generated images rounded to 8 bits first, floor(255 (x + 1) / 2 '
+                   '+ 0.5) clipped to 0..255, as saved PNGs (pytorch-fid) and StudioGAN\'s '
+                   'quantize_images')
+
+
+def quantize_8_bit(images):
+  """Images in [-1, 1] rounded to the 256 levels of an 8-bit image, still in [-1, 1].
+
+  Args:
+    images: f[N, H, W, C], nominally in [-1, 1] (values outside are clipped).
+
+  Returns:
+    np.float32[N, H, W, C] in [-1, 1]: u8 / 127.5 - 1 with
+    u8 = clip(floor(255 (x + 1) / 2 + 0.5), 0, 255), so an image decoded from 8
+    bits comes back unchanged.
+  """
+  levels = np.clip(np.floor(255.0 * (np.asarray(images, np.float64) + 1.0) / 2.0 + 0.5),
+                   0.0, 255.0)
+  return (levels / 127.5 - 1.0).astype(np.float32)
 
 
 def _bilinear_taps(in_size, out_size):

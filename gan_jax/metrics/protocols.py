@@ -17,6 +17,13 @@ KID_SEED = 2020     # torch-fidelity's default rng_seed
 IS_SPLITS = 10
 IS_SEED = 2020      # torch-fidelity's shuffle seed
 PR_K = 3
+# Below as many images as pool3 has features (2048) a covariance estimate is rank
+# deficient and a Frechet distance is strongly biased upwards (pytorch-fid's README
+# calls 2048 the minimum); such values compare only with values of the same counts.
+FID_MIN_IMAGES = 2048
+SMALL_SAMPLE_NOTE = (f'fewer than {FID_MIN_IMAGES} images on a side: the covariance is rank '
+                     'deficient and the distance biased upwards; compare only with values '
+                     'of the same image counts')
 
 
 def inception_metrics(metrics, *, num_real, num_fake, split):
@@ -32,6 +39,8 @@ def inception_metrics(metrics, *, num_real, num_fake, split):
     out['fid'] = dict(formula='pytorch-fid; sqrt of covariances by symmetric eigh, float64',
                       num_real=num_real, num_fake=num_fake, reference_split=split,
                       resize=inception.RESIZE_METHOD)
+    if min(num_real, num_fake) < FID_MIN_IMAGES:
+      out['fid']['note'] = SMALL_SAMPLE_NOTE
   if 'is' in metrics:
     out['is'] = dict(implementation='torch-fidelity 0.4.0 isc_features_to_metric',
                      logits='pool3 @ fc.weight^T (logits_unbiased)',
@@ -59,7 +68,7 @@ def intra_fid(real_per_class, fake_per_class, *, split):
     fake_per_class: int[K] generated samples of each label.
     split: the reference split.
   """
-  return dict(
+  out = dict(
       formula='mean over classes c of FID(generated with label c, real of class c); pool3, '
               'pytorch-fid formula, float64',
       num_classes=len(real_per_class), reference_split=split,
@@ -67,6 +76,10 @@ def intra_fid(real_per_class, fake_per_class, *, split):
       num_fake_per_class=[int(n) for n in fake_per_class],
       real_per_class_range=_range(real_per_class), fake_per_class_range=_range(fake_per_class),
       resize=inception.RESIZE_METHOD)
+  if min(np.min(real_per_class), np.min(fake_per_class)) < FID_MIN_IMAGES:
+    # The published intra-FIDs are made with fewer per class, so this is said, not warned.
+    out['note'] = SMALL_SAMPLE_NOTE.replace('on a side', 'of a class on a side')
+  return out
 
 
 def toy_proxy(mixture, centers, std):
