@@ -161,10 +161,12 @@ class Checkpointer:
       abstract_state: a GANState of `jax.ShapeDtypeStruct`s (with shardings)
         that says where and how to place the restored arrays.
       step: a specific step; None means the newest that can be read.
-      move_aside: move an unreadable checkpoint to `checkpoints_corrupt/` (a run that
-        resumes, and would otherwise save over it or trip on it again); False skips it
-        and leaves the folder as it is (tools that only read a run, possibly beside
-        the training run that writes it).
+      move_aside: once an older checkpoint has been restored, move the newer ones that
+        could not be read to `checkpoints_corrupt/` (a run that resumes, and would
+        otherwise save over them or trip on them again); False leaves the folder as it
+        is (tools that only read a run, possibly beside the training run that writes
+        it). When none can be read nothing is moved: the failure may be passing (a
+        network file system, an object store), and a rerun must find them in place.
 
     Returns:
       (state, data_state, step), or None when the folder has no checkpoint.
@@ -173,7 +175,7 @@ class Checkpointer:
       CheckpointError: when `step` was given and cannot be read, or every
         checkpoint is unreadable.
     """
-    steps = self.all_steps()
+    steps = self._agreed_steps()
     if step is not None:
       if step not in steps:
         raise CheckpointError(
@@ -188,6 +190,7 @@ class Checkpointer:
             'use the newest readable checkpoint.') from None
     if not steps:
       return None
+    unreadable, first_error = [], None
     for candidate in reversed(steps):
       try:
         restored, error = self._restore_step(abstract_state, candidate), None
@@ -195,18 +198,38 @@ class Checkpointer:
         restored, error = None, _describe(e)
       # Every process must resume from the same step, so one failure counts for all.
       if _on_any_process(error is not None):
-        where = (self._move_aside(candidate) if move_aside else
-                 'left it in place')
-        logging.warning(
-            'Checkpoint %d in %s could not be restored (%s); %s and falling back to the '
-            'previous checkpoint.', candidate, self.directory,
-            error or 'failed on another process', where)
+        logging.warning('Checkpoint %d in %s could not be restored (%s); trying the previous '
+                        'one.', candidate, self.directory, error or 'failed on another process')
+        unreadable.append(candidate)
+        first_error = first_error or error or 'failed on another process'
         continue
+      for newer in unreadable:
+        logging.warning('Restored checkpoint %d instead of the unreadable %d: %s.', candidate,
+                        newer, self._move_aside(newer) if move_aside else 'left it in place')
       return restored + (candidate,)
     raise CheckpointError(
-        f'None of the checkpoints {steps} in {self.directory} could be restored' +
-        ('; they were moved to checkpoints_corrupt/ beside it' if move_aside else '') +
-        '. Start a new run with a fresh --workdir, or restore a backup.')
+        f'None of the checkpoints {steps} in {self.directory} could be restored (the newest: '
+        f'{first_error}); they are left in place. If the storage failed for a moment, run '
+        'again; if they are damaged, restore a backup or start a fresh --workdir.')
+
+  def _agreed_steps(self):
+    """The checkpoint steps as process 0 lists them, on every process.
+
+    Each process lists the folder itself, and a shared file system or object store
+    may show one of them an older listing; processes that resumed from different
+    steps would train apart and then wait on each other forever.
+    """
+    steps = self.all_steps()
+    if jax.process_count() == 1:
+      return steps
+    chief_steps = _gather_json(steps)[0]
+    if chief_steps != steps:
+      logging.warning('This process lists the checkpoints %s in %s, process 0 lists %s; '
+                      'using process 0\'s (re-reading the folder).', steps, self.directory,
+                      chief_steps)
+      self._manager.close()
+      self._manager = self._new_manager()
+    return chief_steps
 
   def restore_data(self, step):
     """This process's data state saved with checkpoint `step` (the state is not read)."""

@@ -136,7 +136,7 @@ def get_config():
   # ---- parallelism -------------------------------------------------------------
   config.parallel = p = ml_collections.ConfigDict()
   p.mode = 'shard_map'              # 'shard_map' (jit over a 1-axis mesh) or 'pmap'
-  p.sync_batch_stats = True         # BatchNorm statistics over the global batch (False: per device)
+  p.sync_batch_stats = True         # BatchNorm statistics and D's minibatch std over the global batch (False: per device)
   p.cpu_conv_kernels = 'eigen'      # XLA:CPU convolution kernels: 'eigen' (faster for DCGAN) or 'xla_default' (YNNPACK)
 
   # ---- evaluation during training -------------------------------------------------

@@ -66,8 +66,9 @@ def initialize_distributed(*, distributed='off', coordinator_address=None,
   kwargs = dict(
       # The coordination service gives up on missing processes after
       # timeout_s and names them; the clients wait longer so that this named
-      # error, not a bare DEADLINE_EXCEEDED, is what ends a process that
-      # started up to timeout_s before process 0.
+      # error, not a bare DEADLINE_EXCEEDED, is what ends them. A process that
+      # cannot reach process 0 at all stops itself after 0.9 * timeout_s
+      # (`_report_missing_processes`), so start process 0 first or within that.
       initialization_timeout=2 * timeout_s,
       heartbeat_timeout_seconds=timeout_s,
       # A process that finishes (or fails) first waits this long at exit for
@@ -225,7 +226,7 @@ def _flush_logs():
   sys.stderr.flush()
 
 
-def exit_after_failure(error, *, timeout_s):
+def exit_after_failure(error, *, timeout_s, user_error=False):
   """Ends a failed process of a multi-process run at once (never returns).
 
   A process that raised while its peers wait in a collective must not go
@@ -233,16 +234,25 @@ def exit_after_failure(error, *, timeout_s):
   timeout and JAX would then blame *them*. Exiting at once stops this
   process's heartbeats, so within `timeout_s` every peer aborts with
   `The following tasks are unhealthy (stopped sending heartbeats):` and
-  this process's id.
+  this process's id (or fails with its own copy of the same error).
 
   Args:
-    error: the exception that ended the run (logged with its traceback).
+    error: the exception that ended the run.
     timeout_s: the heartbeat timeout, for the message.
+    user_error: the error is the user's to fix (a bad config, missing data, a
+      workdir in use): `error: <message>` on stderr and status 2, as a single
+      process ends; otherwise the traceback is logged and the status is 1.
   """
-  logging.error(
-      'gan_jax: process %d of %d failed with %s: %s\nExiting now; the other processes '
-      'stop within --distributed_timeout=%d s, reporting process %d as unhealthy.',
-      jax.process_index(), jax.process_count(), type(error).__name__, error,
-      timeout_s, jax.process_index(), exc_info=error)
+  if user_error:
+    sys.stderr.write(f'error: {error}\n')
+    logging.warning('gan_jax: process %d of %d stops; the others stop within '
+                    '--distributed_timeout=%d s if they do not fail the same way.',
+                    jax.process_index(), jax.process_count(), timeout_s)
+  else:
+    logging.error(
+        'gan_jax: process %d of %d failed with %s: %s\nExiting now; the other processes '
+        'stop within --distributed_timeout=%d s, reporting process %d as unhealthy.',
+        jax.process_index(), jax.process_count(), type(error).__name__, error,
+        timeout_s, jax.process_index(), exc_info=error)
   _flush_logs()
-  os._exit(1)  # pylint: disable=protected-access
+  os._exit(2 if user_error else 1)  # pylint: disable=protected-access

@@ -165,31 +165,46 @@ def discriminator_loss(*, real_logits, fake_logits, loss_type, label_smoothing=0
   raise _no_branch(loss_type)
 
 
-def top_k_logits(fake_logits, fraction):
-  """The highest `fraction` of D's logits on a fake batch (top-k training).
+def top_k_count(batch_size, fraction):
+  """k = max(1, round(fraction * batch_size)): how many fakes top-k training keeps.
+
+  Raises:
+    ValueError (a ConfigError): if `fraction` is outside (0, 1].
+  """
+  if not 0.0 < fraction <= 1.0:
+    raise errors.ConfigError(f'config.loss.g_top_k must be in (0, 1], got {fraction}.')
+  return max(1, int(round(fraction * batch_size)))
+
+
+def top_k_mask(fake_logits, fraction):
+  """Marks the highest `fraction` of D's logits on a fake batch (top-k training).
 
   Top-k training (Sinha et al. 2020, "Top-k Training of GANs: Improving GAN
   Performance by Throwing Away Bad Samples"): G's loss uses only the generated
   samples D rates most real, so the samples D rejects (e.g. the thin bridges a
-  continuous G draws between the modes of a mixture) do not pull G around.
+  continuous G draws between the modes of a mixture) do not pull G around. A mask
+  rather than the kept logits, so that a batch split over devices can be ranked as
+  one (the caller gathers the logits) and each device keep its own rows.
 
   Args:
     fake_logits: f[B] raw D outputs on generated data (any real values).
-    fraction: share of the batch to keep, in (0, 1]; 1 returns the logits as is.
+    fraction: share of the batch to keep, in (0, 1].
 
   Returns:
-    f[k] with k = max(1, round(fraction * B)), the k largest logits (descending).
+    f32[B] of 0 / 1 with exactly k = `top_k_count(B, fraction)` ones, at the k
+    largest logits (equal logits: the earlier rows first). No gradient flows
+    through it.
 
   Raises:
-    ValueError: if `fraction` is outside (0, 1].
+    ValueError (a ConfigError): if `fraction` is outside (0, 1].
   """
-  if not 0.0 < fraction <= 1.0:
-    raise errors.ConfigError(f'config.loss.g_top_k must be in (0, 1], got {fraction}.')
-  logits = _as_logits(fake_logits, 'fake_logits')
-  if fraction == 1.0:
-    return logits
-  k = max(1, int(round(fraction * logits.shape[0])))
-  return jax.lax.top_k(logits, k)[0]
+  logits = jax.lax.stop_gradient(_as_logits(fake_logits, 'fake_logits'))
+  k = top_k_count(logits.shape[0], fraction)
+  index = jnp.arange(logits.shape[0])
+  # rank = rows above this one: larger logits, or equal ones earlier in the batch.
+  above = (logits[None, :] > logits[:, None]) | (
+      (logits[None, :] == logits[:, None]) & (index[None, :] < index[:, None]))
+  return (jnp.sum(above, axis=1) < k).astype(jnp.float32)
 
 
 def generator_loss(*, fake_logits, loss_type):
@@ -213,16 +228,25 @@ def generator_loss(*, fake_logits, loss_type):
     ValueError: for an unknown `loss_type` (listing the known ones) or logits of
       rank > 1.
   """
+  return jnp.mean(generator_loss_per_example(fake_logits=fake_logits, loss_type=loss_type))
+
+
+def generator_loss_per_example(*, fake_logits, loss_type):
+  """`generator_loss` before the mean over the batch: f32[B], one term per fake.
+
+  Raises:
+    ValueError: as `generator_loss`.
+  """
   _check_loss_type(loss_type)
   fake = _as_logits(fake_logits, 'fake_logits')
   if loss_type == 'minimax':
-    return -jnp.mean(jax.nn.softplus(fake))
+    return -jax.nn.softplus(fake)
   if loss_type == 'non_saturating':
-    return jnp.mean(jax.nn.softplus(-fake))
+    return jax.nn.softplus(-fake)
   if loss_type in ('wasserstein', 'hinge'):
-    return -jnp.mean(fake)
+    return -fake
   if loss_type == 'least_squares':
-    return 0.5 * jnp.mean(jnp.square(fake - 1.0))
+    return 0.5 * jnp.square(fake - 1.0)
   raise _no_branch(loss_type)
 
 

@@ -124,7 +124,9 @@ def main(argv):
   except Exception as e:  # pylint: disable=broad-except
     if jax.process_count() == 1:
       raise
-    distributed.exit_after_failure(e, timeout_s=_TIMEOUT.value)
+    distributed.exit_after_failure(
+        e, timeout_s=_TIMEOUT.value,
+        user_error=isinstance(e, errors.UserError) and not flags.FLAGS.verbose)
   if jax.process_count() == 1:  # (several processes leave together through jax.distributed)
     preemption.finish_on_signal(0)
   if chief:

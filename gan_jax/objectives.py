@@ -90,6 +90,22 @@ def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False,
   return logits, extras, updates.get('batch_stats', batch_stats)
 
 
+def _generator_adversarial_loss(setup, fake_logits):
+  """G's adversarial loss on this device's fakes; with top-k training (`loss.g_top_k`
+  < 1) the k fakes D rates highest are picked from the global batch, gathered from
+  every device, so that any device count keeps the same fakes; this device's term
+  is scaled so that the mean over devices is the mean over those k."""
+  if setup.g_top_k >= 1.0:
+    return losses.generator_loss(fake_logits=fake_logits, loss_type=setup.loss_type)
+  everyone = jax.lax.all_gather(fake_logits, setup.axis_name, tiled=True)
+  keep = parallel.global_slice(losses.top_k_mask(everyone, setup.g_top_k), setup.axis_name)
+  per_example = losses.generator_loss_per_example(fake_logits=fake_logits,
+                                                  loss_type=setup.loss_type)
+  k = losses.top_k_count(everyone.shape[0], setup.g_top_k)
+  devices = jax.lax.psum(1, setup.axis_name)
+  return jnp.sum(keep * per_example) * devices / k
+
+
 def _augment(setup, x, key, policy=None):
   """DiffAugment of this device's rows with per-example keys of the global batch.
 
@@ -276,8 +292,7 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
   aux = {}
   loss = jnp.zeros((), jnp.float32)
   if setup.g_adv_weight:
-    top = losses.top_k_logits(fake_logits, setup.g_top_k)
-    loss = setup.g_adv_weight * losses.generator_loss(fake_logits=top, loss_type=setup.loss_type)
+    loss = setup.g_adv_weight * _generator_adversarial_loss(setup, fake_logits)
   if setup.d_cond == 'acgan':
     aux['g_class'] = losses.class_cross_entropy(logits=fake_x['class_logits'],
                                                 labels=fake_labels)

@@ -17,6 +17,7 @@ states and batches in and out in the layout each mode expects:
 Multi-host start-up (`jax.distributed.initialize`) lives in `gan_jax.distributed`.
 """
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -145,8 +146,15 @@ class DataParallel:
                          devices=self.local_devices if jax.process_count() == 1
                          else None,
                          donate_argnums=donate_argnums)
-      return _PmapWithOptions(pmapped, self.compiler_options) if self.compiler_options \
-          else pmapped
+      if not self.compiler_options:
+        return pmapped
+      if jax.process_count() > 1:
+        # A pmap lowered by hand compiles for the global arrays while each process
+        # passes its own: it runs only as jax.pmap itself calls it.
+        logging.info('parallel.mode=pmap on %d processes: compiled without the XLA options '
+                     '%s (shard_map uses them).', jax.process_count(), self.compiler_options)
+        return pmapped
+      return _PmapWithOptions(pmapped, self.compiler_options)
     mapped = jax.shard_map(
         step_fn, mesh=self.mesh,
         in_specs=(P(), P(None, DATA_AXIS), P()), out_specs=(P(), P()),

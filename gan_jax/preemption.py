@@ -98,22 +98,30 @@ def finish_on_signal(status=0):
       signal.signal(sig, finish)
 
 
+# Several processes exchange their stop flags at least this often (in steps): a
+# cluster gives a preempted job seconds before SIGKILL (SLURM's KillWait: 30 s), so
+# the stop must not wait for a log step 500 steps away. Each exchange waits for the
+# step to finish on the devices, so not at every step.
+MAX_STEPS_BETWEEN_EXCHANGES = 10
+
+
 def agree(flag, step, every):
   """Whether to stop now; with several processes, all of them agree.
 
-  Processes exchange their flags every `every` steps (a collective), so all
-  stop at the same step; a single process answers at once.
+  Processes exchange their flags every min(`every`, MAX_STEPS_BETWEEN_EXCHANGES)
+  steps (a collective), so all stop at the same step; a single process answers
+  at once.
 
   Args:
     flag: this process's wish to stop.
     step: the current step.
-    every: steps between exchanges (the log interval).
+    every: the log interval (the processes synchronise there anyway).
 
   Returns:
     True when the run stops after this step.
   """
   if jax.process_count() == 1:
     return bool(flag)
-  if step % every:
+  if step % min(every, MAX_STEPS_BETWEEN_EXCHANGES):
     return False
   return bool(np.any(multihost_utils.process_allgather(np.array([bool(flag)]))))

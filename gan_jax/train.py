@@ -41,6 +41,31 @@ def _from_process_zero(flags):
   return tuple(bool(x) for x in multihost_utils.broadcast_one_to_all(np.asarray(flags)))
 
 
+@contextlib.contextmanager
+def _training_lock_of_every_process(workdir):
+  """`workdir.training_lock`, held by process 0; a refusal stops every process.
+
+  The other processes share process 0's folder and hold nothing themselves, but
+  they must stop too (with the same one-line error) instead of waiting for process
+  0 in the first collective until the heartbeat timeout.
+  """
+  with contextlib.ExitStack() as stack:
+    refusal = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lib.training_lock(workdir))
+      except errors.WorkdirError as e:
+        refusal = e
+    (refused,) = _from_process_zero((refusal is not None,))
+    if refusal is not None:
+      raise refusal
+    if refused:
+      raise errors.WorkdirError(
+          f'Process 0 could not take the workdir {workdir} for this run (its own message '
+          'says why: most likely another training run is using it).')
+    yield
+
+
 def _restore_or_create(config, ckpt, dp, iterator, key):
   """(state on the devices, start step): the newest readable checkpoint, else a new state."""
   target = (dp.replicated if dp.mode == 'shard_map'
@@ -125,7 +150,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       labels=config.model.num_classes > 0)
   try:
-    with workdir_lib.training_lock(workdir, enabled=chief):
+    with _training_lock_of_every_process(workdir):
       return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch)
   finally:
     iterator.close()

@@ -287,7 +287,7 @@ def _make_folder(workdir):
 
 
 @contextlib.contextmanager
-def training_lock(workdir, *, enabled=True):
+def training_lock(workdir):
   """Holds `<workdir>/train.lock` for the duration of a training run.
 
   Two runs in one folder would rotate each other's checkpoints away (and then
@@ -296,14 +296,14 @@ def training_lock(workdir, *, enabled=True):
   process ends, however it ends: a killed run leaves no stale lock. The file
   itself stays, holding the last holder's pid, host and start time. Only local
   folders are locked (a `gs://` workdir has no file locks; run one job per
-  folder there); `enabled=False` (every process but 0 of a multi-process run,
-  which shares process 0's folder) holds nothing.
+  folder there). In a multi-process run only process 0 takes it
+  (`train._training_lock_of_every_process`).
 
   Raises:
     WorkdirError: another process holds the lock, or `workdir` cannot be a folder.
   """
-  folder = _make_folder(workdir) if enabled else None
-  if not enabled or '://' in os.fspath(workdir):
+  folder = _make_folder(workdir)
+  if '://' in os.fspath(workdir):
     yield
     return
   fd = os.open(os.fspath(folder / LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)

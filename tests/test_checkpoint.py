@@ -58,6 +58,29 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_previous_one_used(tmp_p
   assert glob.glob(str(tmp_path / 'checkpoints_corrupt' / '4-*')), 'kept, not deleted'
 
 
+def test_when_no_checkpoint_can_be_read_none_is_moved_and_a_rerun_finds_them(
+    tmp_path, monkeypatch):
+  # A storage failure of a moment (a network file system, an object store) fails every
+  # read: the checkpoints must stay where they are, so that a rerun (a cluster's requeue)
+  # resumes from the newest instead of starting over in an emptied folder.
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2, 4])
+  ckpt = checkpoint.Checkpointer(directory)
+  read = ckpt._restore_step  # pylint: disable=protected-access
+
+  def failing(abstract_state, step):
+    raise OSError(5, 'Input/output error')
+  monkeypatch.setattr(ckpt, '_restore_step', failing)
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r'None of the checkpoints \[2, 4\].*Input/output error.*left in '
+                           r'place.*run again'):
+    ckpt.restore(_abstract())
+  assert sorted(os.listdir(directory)) == ['2', '4']
+  assert not os.path.exists(tmp_path / 'checkpoints_corrupt')
+  monkeypatch.setattr(ckpt, '_restore_step', read)
+  assert ckpt.restore(_abstract())[2] == 4
+
+
 def test_a_checkpoint_removed_while_it_was_read_is_reported_gone(tmp_path, caplog, monkeypatch):
   # E.g. rotated away by another run in the same folder: nothing to move aside, and
   # the warning must not claim a checkpoints_corrupt/ copy.
@@ -93,7 +116,8 @@ def test_a_reader_skips_an_unreadable_checkpoint_and_leaves_it_in_place(tmp_path
     state, _, step = checkpoint.Checkpointer(directory).restore(_abstract(), move_aside=False)
   assert step == 4
   np.testing.assert_array_equal(state['w'], np.full(3, 4.0))
-  assert any('could not be restored' in r.message and 'left it in place' in r.message
+  assert any('could not be restored' in r.message for r in caplog.records)
+  assert any('instead of the unreadable 6: left it in place' in r.message
              for r in caplog.records)
   assert sorted(glob.glob(os.path.join(directory, '**'), recursive=True)) == before
   assert not os.path.exists(tmp_path / 'checkpoints_corrupt')

@@ -343,20 +343,38 @@ def test_rank_two_logits_rejected():
 
 
 
-def test_top_k_logits_keeps_the_fakes_d_rates_most_real():
+def test_top_k_mask_marks_the_fakes_d_rates_most_real():
   logits = jnp.array([0.3, -2.0, 1.5, 0.0, -0.7, 2.2, -1.1, 0.9])
-  kept = losses.top_k_logits(logits, 0.5)
-  np.testing.assert_allclose(np.asarray(kept), [2.2, 1.5, 0.9, 0.3])
-  np.testing.assert_array_equal(np.asarray(losses.top_k_logits(logits, 1.0)), np.asarray(logits))
-  assert losses.top_k_logits(logits, 0.01).shape == (1,)
+  np.testing.assert_array_equal(np.asarray(losses.top_k_mask(logits, 0.5)),
+                                [1, 0, 1, 0, 0, 1, 0, 1])   # 2.2, 1.5, 0.9, 0.3
+  np.testing.assert_array_equal(np.asarray(losses.top_k_mask(logits, 1.0)), np.ones(8))
+  np.testing.assert_array_equal(np.asarray(losses.top_k_mask(logits, 0.01)),
+                                [0, 0, 0, 0, 0, 1, 0, 0])   # k = max(1, round(0.08))
+  # Equal logits: exactly k kept, the earlier rows first.
+  np.testing.assert_array_equal(np.asarray(losses.top_k_mask(jnp.array([1., 3., 1., 1.]), 0.5)),
+                                [1, 1, 0, 0])
+  assert losses.top_k_count(8, 0.3) == 2 and losses.top_k_count(3, 0.1) == 1
   # G's gradient reaches only the kept samples.
-  grad = jax.grad(lambda l: losses.generator_loss(
-      fake_logits=losses.top_k_logits(l, 0.5), loss_type='non_saturating'))(logits)
+  grad = jax.grad(lambda l: jnp.sum(losses.top_k_mask(l, 0.5) * losses.generator_loss_per_example(
+      fake_logits=l, loss_type='non_saturating')) / 4)(logits)
   expected = np.where(np.asarray(logits) >= 0.3, -jax.nn.sigmoid(-logits) / 4, 0.0)
   np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-6)
   for bad in (0.0, 1.5, -0.2):
     with pytest.raises(ValueError, match='g_top_k must be in'):
-      losses.top_k_logits(logits, bad)
+      losses.top_k_mask(logits, bad)
+
+
+@pytest.mark.parametrize('loss_type', ['minimax', 'non_saturating', 'wasserstein', 'hinge',
+                                       'least_squares'])
+def test_generator_loss_is_the_mean_of_its_per_example_terms(loss_type):
+  logits = jnp.array([0.3, -2.0, 1.5, 0.0])
+  by_hand = {'minimax': -np.log1p(np.exp(logits)), 'non_saturating': np.log1p(np.exp(-logits)),
+             'wasserstein': -logits, 'hinge': -logits,
+             'least_squares': 0.5 * (np.asarray(logits) - 1) ** 2}[loss_type]
+  np.testing.assert_allclose(np.asarray(losses.generator_loss_per_example(
+      fake_logits=logits, loss_type=loss_type)), by_hand, rtol=1e-6)
+  assert float(losses.generator_loss(fake_logits=logits, loss_type=loss_type)) == (
+      pytest.approx(float(np.mean(by_hand)), rel=1e-6))
 
 
 # ---- class logits, semi-supervised GAN, feature matching ------------------------------

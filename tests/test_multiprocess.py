@@ -260,8 +260,9 @@ def environment(cache_dir, devices, **extra):
 
 
 def start_processes(root, name, *, workdir, driver, cache_dir, timeout_s=60, env_by_process=None,
-                    num_processes=2, only=None):
-  """Starts the processes of one multi-process run (or only some of them)."""
+                    num_processes=2, only=None, extra_args=()):
+  """Starts the processes of one multi-process run (or only some of them); `extra_args`
+  come after ARGS (a later flag wins)."""
   port = free_port()
   processes = {}
   for i in range(num_processes) if only is None else only:
@@ -269,7 +270,7 @@ def start_processes(root, name, *, workdir, driver, cache_dir, timeout_s=60, env
     extra.update((env_by_process or {}).get(i, {}))
     command = [PYTHON, driver, f'--workdir={workdir}', f'--coordinator_address=127.0.0.1:{port}',
                f'--num_processes={num_processes}', f'--process_id={i}',
-               f'--distributed_timeout={timeout_s}', *ARGS]
+               f'--distributed_timeout={timeout_s}', *ARGS, *extra_args]
     processes[i] = Process(command, env=environment(cache_dir, 2, **extra),
                            log_path=os.path.join(root, f'{name}_process{i}.log'))
   return processes
@@ -397,6 +398,50 @@ def test_only_process_zero_writes_outputs(runs):
   assert steps == list(range(1, 2 * N + 1))  # each step once: no second writer
   with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
     assert [json.loads(line)['step'] for line in f] == [2 * N]
+
+
+def test_pmap_on_two_processes_trains_as_shard_map(runs):
+  # pmap compiled with the CPU XLA options by hand ran only on one process (the
+  # executable was built for global shapes, then given each process's own arrays).
+  root, driver, cache_dir = runs['root'], runs['driver'], runs['cache_dir']
+  wait_all(start_processes(root, 'pmap', workdir=os.path.join(root, 'pmap'), driver=driver,
+                           cache_dir=cache_dir, extra_args=['--config.parallel.mode=pmap']))
+  expected, _ = restore(runs['uninterrupted'], 2 * N)
+  actual, _ = restore(os.path.join(root, 'pmap'), 2 * N)
+  for key, value in expected.items():
+    assert relative_error(actual[key], value) < 1e-5, key
+
+
+def test_a_config_error_on_every_process_is_one_line_and_status_2(runs):
+  root, driver, cache_dir = runs['root'], runs['driver'], runs['cache_dir']
+  processes = start_processes(root, 'bad_batch', workdir=os.path.join(root, 'bad_batch'),
+                              driver=driver, cache_dir=cache_dir,
+                              extra_args=['--config.train.batch_size=6'])  # 4 devices
+  for process in processes.values():
+    assert process.wait() == 2, process.output()[-3000:]
+    output = process.output()
+    assert 'error: config.train.batch_size=6 must be a positive multiple' in output, output
+    assert 'Traceback' not in output, output[-3000:]
+
+
+def test_a_workdir_in_use_stops_every_process_at_once(runs):
+  # Process 0 finds the lock of another run; process 1 holds no lock of its own and
+  # must not wait in the first collective until the heartbeat timeout.
+  from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  root, driver, cache_dir = runs['root'], runs['driver'], runs['cache_dir']
+  workdir = os.path.join(root, 'locked')
+  with workdir_lib.training_lock(workdir):
+    processes = start_processes(root, 'locked', workdir=workdir, driver=driver,
+                                cache_dir=cache_dir)
+    for process in processes.values():
+      assert process.wait() == 2, process.output()[-3000:]
+  assert 'error: The workdir' in processes[0].output()
+  assert 'in use by another training run' in processes[0].output()
+  assert 'error: Process 0 could not take the workdir' in processes[1].output()
+  for process in processes.values():
+    assert 'Traceback' not in process.output() and 'unhealthy' not in process.output()
+    assert process.end - process.start < 60  # not the heartbeat timeout of 60 s and more
+  assert os.listdir(workdir) == [workdir_lib.LOCK_FILE]
 
 
 def test_killed_process_ends_run_and_run_resumes(runs):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gan_jax import preemption
@@ -48,6 +49,23 @@ def test_interrupted_carries_the_exit_status_and_the_step():
 
 def test_one_process_agrees_with_itself_at_every_step():
   assert preemption.agree(True, 3, 50) and not preemption.agree(False, 50, 50)
+
+
+@pytest.mark.parametrize('log_every, exchanges', [(50, [10, 20, 30]), (3, [3, 6, 9, 12, 15, 18,
+                                                                          21, 24, 27, 30])])
+def test_several_processes_exchange_stop_flags_at_least_every_ten_steps(
+    monkeypatch, log_every, exchanges):
+  # A preempted cluster job has seconds before SIGKILL: the stop must not wait for a
+  # log step hundreds of steps away.
+  seen = []
+  monkeypatch.setattr(preemption.jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(preemption.multihost_utils, 'process_allgather',
+                      lambda flags: (seen.append(step), np.stack([flags, [True]]))[1])
+  stops = []
+  for step in range(1, 31):
+    stops.append(preemption.agree(False, step, log_every))
+  assert seen == exchanges
+  assert [s for s, stop in zip(range(1, 31), stops) if stop] == exchanges  # peer's flag
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])

@@ -695,6 +695,58 @@ def test_lecam_step_on_eight_devices_equals_one_device():
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
 
 
+def test_top_k_step_on_eight_devices_equals_one_device():
+  # The k fakes G learns from are the global batch's k best, not each device's.
+  config = tiny_config(**{'loss.g_top_k': 0.25})
+  state = state_lib.create_state(config, jax.random.key(0))
+  batches = [random_batch(config, seed=0)]
+  key = jax.random.key(3)
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, batches, key)
+  np.testing.assert_allclose(m8['g_loss'], m1['g_loss'], rtol=1e-5)
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+  plain, m_all = run_steps(tiny_config(), parallel.DataParallel(
+      'shard_map', devices=jax.devices()[:1]), state, batches, key)
+  assert abs(m1['g_loss'] - m_all['g_loss']) > 1e-3  # top-k changed G's loss
+  assert max_rel_diff(plain.g_params, single.g_params) > 1e-4
+
+
+@pytest.mark.parametrize('name', ['dcgan', 'mlp'])
+def test_minibatch_std_step_on_eight_devices_equals_one_device(name):
+  # D's minibatch std is a batch statistic: over the global batch, as synchronised BN.
+  if name == 'mlp':
+    config = toy_ring.get_config('smoke')
+    config.model.minibatch_std = True
+    batches = [{'images': np.random.default_rng(0).normal(
+        size=(1, config.train.batch_size, 2)).astype(np.float32)}]
+  else:
+    config = tiny_config(**{'model.minibatch_std': True})
+    batches = [random_batch(config, seed=0)]
+  state = state_lib.create_state(config, jax.random.key(0))
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, batches,
+                                                        jax.random.key(3))
+  np.testing.assert_allclose(m8['g_loss'], m1['g_loss'], rtol=1e-5)
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+
+
+def test_top_k_loss_is_the_mean_over_the_kept_fakes():
+  # In the step's own terms: per-device sums scaled by devices / k average (pmean)
+  # to the mean of the global top-k terms.
+  logits = jnp.asarray(np.random.default_rng(0).normal(size=16), jnp.float32)
+  setup = type('Setup', (), dict(g_top_k=0.25, loss_type='non_saturating',
+                                 axis_name=parallel.DATA_AXIS))()
+  mesh = parallel.make_mesh(jax.devices()[:8])
+  logits = jax.device_put(logits, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS)))
+  per_device = jax.jit(jax.shard_map(
+      lambda l: jax.lax.pmean(objectives._generator_adversarial_loss(setup, l),  # pylint: disable=protected-access
+                              parallel.DATA_AXIS),
+      mesh=mesh, in_specs=jax.sharding.PartitionSpec(parallel.DATA_AXIS),
+      out_specs=jax.sharding.PartitionSpec(), check_vma=False))(logits)
+  best4 = np.sort(np.asarray(logits))[-4:]
+  np.testing.assert_allclose(float(per_device), np.mean(np.log1p(np.exp(-best4))), rtol=1e-6)
+
+
 def test_the_ema_generator_keeps_an_ema_of_g_s_statistics_when_asked():
   # StudioGAN's / BigGAN-PyTorch's EMA averages G's buffers (BatchNorm statistics) with
   # its weights: ema_stats <- decay * ema_stats + (1 - decay) * trained statistics.

@@ -185,7 +185,8 @@ class Discriminator(nn.Module):
       'semi_supervised', which ignores them).
     d_cond: 'projection', 'acgan' or 'semi_supervised' (K-class head, no logit conv).
     bn_momentum: BatchNorm running-average decay.
-    bn_axis_name: mapped axis to synchronise BatchNorm statistics over, or None.
+    bn_axis_name: mapped axis to synchronise BatchNorm statistics (and the
+      minibatch std) over, or None.
     dtype: compute dtype; params are float32 and the logits are float32.
     remat: recompute each layer (conv, norm, LeakyReLU) in the backward pass.
     input_noise: std of the Gaussian noise added to the input in training calls
@@ -281,7 +282,7 @@ class Discriminator(nn.Module):
     self.sow('intermediates', 'features', jnp.mean(h.astype(jnp.float32), axis=(1, 2)))
     h = self._noisy(h, self.hidden_noise, train)
     if self.minibatch_std:
-      h = layers.minibatch_stddev(h)
+      h = layers.minibatch_stddev(h, self.bn_axis_name)
     if self.minibatch_kernels:
       h = minibatch.append_to_map(h, minibatch.MinibatchDiscrimination(
           self.minibatch_kernels, self.minibatch_kernel_dim, dtype=self.dtype,

@@ -506,7 +506,7 @@ def leaky_relu(x):
   return nn.leaky_relu(x, negative_slope=0.2)
 
 
-def minibatch_stddev(x):
+def minibatch_stddev(x, axis_name=None):
   """Appends the minibatch-standard-deviation feature (Karras et al. 2018).
 
   The std over the batch of every feature, averaged over all features, is one scalar
@@ -514,6 +514,8 @@ def minibatch_stddev(x):
 
   Args:
     x: f[B, ..., C] (B >= 2 for a meaningful std; B = 1 gives 0).
+    axis_name: the mapped axis a batch is split over, to take the std over the
+      global batch (as synchronised BatchNorm does), or None for this batch alone.
 
   Returns:
     f[B, ..., C + 1].
@@ -521,7 +523,12 @@ def minibatch_stddev(x):
   # Statistics in float32 even under bf16 compute: the variance of nearly equal
   # values cancels badly in low precision.
   xf = x.astype(jnp.float32)
-  std = jnp.sqrt(jnp.var(xf, axis=0) + 1e-8)
+  if axis_name is None:
+    variance = jnp.var(xf, axis=0)
+  else:  # equal shares per device, so the mean of the means is the global mean
+    mean = jax.lax.pmean(jnp.mean(xf, axis=0), axis_name)
+    variance = jax.lax.pmean(jnp.mean(jnp.square(xf - mean), axis=0), axis_name)
+  std = jnp.sqrt(variance + 1e-8)
   feature = jnp.broadcast_to(jnp.mean(std), x.shape[:-1] + (1,)).astype(x.dtype)
   return jnp.concatenate([x, feature], axis=-1)
 

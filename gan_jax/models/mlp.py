@@ -101,7 +101,7 @@ class Discriminator(nn.Module):
     pack: PacGAN packing degree.
     minibatch_std: append the minibatch-stddev feature to the (packed) input.
     bn_momentum: BatchNorm running-average decay.
-    bn_axis_name: mapped axis for synchronised BatchNorm, or None.
+    bn_axis_name: mapped axis for synchronised BatchNorm (and minibatch std), or None.
     dtype: compute dtype; params and logits are float32.
     remat: recompute each hidden layer in the backward pass.
   """
@@ -153,7 +153,7 @@ class Discriminator(nn.Module):
 
     h = layers.pack_inputs(x, self.pack)
     if self.minibatch_std:
-      h = layers.minibatch_stddev(h)
+      h = layers.minibatch_stddev(h, self.bn_axis_name)
     h = h.astype(self.dtype)
     for k in range(self.num_layers):
       h = compute.remat_call(self._layer, h, k, train, remat=self.remat)

@@ -270,6 +270,8 @@ class Discriminator(nn.Module):
     spectral_norm: spectrally normalise every layer (SNGAN; state in `batch_stats`).
     pack: PacGAN packing degree.
     minibatch_std: append the minibatch-stddev feature map before the last block.
+    bn_axis_name: mapped axis to take the minibatch std over the global batch (as
+      synchronised BatchNorm), or None.
     dtype: compute dtype; params and logits are float32.
     remat: recompute each DBlock in the backward pass (`compute.remat_call`).
   """
@@ -280,6 +282,7 @@ class Discriminator(nn.Module):
   spectral_norm: bool = True
   pack: int = 1
   minibatch_std: bool = False
+  bn_axis_name: Any = None
   dtype: Any = jnp.float32
   remat: bool = False
 
@@ -313,7 +316,7 @@ class Discriminator(nn.Module):
     h = call(h, 0, self.ndf >> first_shift, True, train)
     for k, (shift, downsample) in enumerate(d_blocks, start=1):
       if self.minibatch_std and k == len(d_blocks):
-        h = layers.minibatch_stddev(h)
+        h = layers.minibatch_stddev(h, self.bn_axis_name)
       h = call(h, k, self.ndf >> shift, downsample, train)
     features = jnp.sum(nn.relu(h).astype(jnp.float32), axis=(1, 2))
     self.sow('intermediates', 'features', features)
@@ -392,6 +395,6 @@ def build(model_config, *, bn_axis_name=None, remat=False):
       bn_momentum=m.bn_momentum, bn_axis_name=bn_axis_name, dtype=dtype, remat=remat)
   discriminator = Discriminator(
       resolution=m.resolution, ndf=m.ndf, num_classes=m.num_classes, d_cond=m.d_cond,
-      spectral_norm=m.spectral_norm, pack=m.pack, minibatch_std=m.minibatch_std, dtype=dtype,
-      remat=remat)
+      spectral_norm=m.spectral_norm, pack=m.pack, minibatch_std=m.minibatch_std,
+      bn_axis_name=bn_axis_name, dtype=dtype, remat=remat)
   return generator, discriminator
