@@ -147,6 +147,9 @@ def main(argv):
   if not f.output.endswith('.npz'):
     raise errors.ConfigError(f'--output={f.output!r}: use a .npz file.')
   workdir_lib.check_output_path(f.workdir, f.output)
+  if os.path.realpath(f.output) == os.path.realpath(f.input):
+    raise errors.ConfigError(f'--output={f.output} is the --input file; writing the '
+                             'predictions there would replace the images. Pass another file.')
   images = read_input(f.input)
   _, classify = load_classifier(f.workdir, f.step, best=f.best)
   probs = classify(images)

@@ -211,7 +211,7 @@ def _define_flags():
                       'inception_weights, $GAN_JAX_INCEPTION_WEIGHTS, cache).')
   flags.DEFINE_integer('seed', None, 'Seed of the latents z (default 0; with --best, the run\'s '
                        'config.seed + 1: other latents than those that picked the checkpoint).',
-                       lower_bound=0)
+                       lower_bound=0, upper_bound=2**63 - 1)
   flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
   flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json, '
                       'which a later evaluation of the same step replaces).')

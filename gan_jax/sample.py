@@ -16,6 +16,7 @@ newest checkpoint unless --step. Without --truncation, --seed=S draws the latent
 (and labels) that `python -m gan_jax.evaluate --seed=S` scores: the same samples.
 """
 
+import math
 import os
 import shutil
 
@@ -39,7 +40,7 @@ from gan_jax.models import conditional
 OUTPUT_KINDS = '.npz file, .png file, or folder/'
 
 
-def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0,
+def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=None,
                    standing_seed=0):
   """Restores a checkpoint's generator as a sampling function.
 
@@ -52,8 +53,8 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0
     standing_stats: > 0: first re-estimate G's BatchNorm statistics for the sampling
       parameters over this many train-mode batches of `config.train.batch_size` fresh
       latents (`gan_jax.standing_stats`, BigGAN's standing statistics); 0: the
-      checkpoint's running averages. (The CLIs default to the run's
-      `eval.standing_stats`; this function to 0.)
+      checkpoint's running averages; None: the run's `config.eval.standing_stats`,
+      as its evaluations during training and the CLIs use.
     standing_seed: seed of those latents (with the checkpoint's step:
       `standing_stats.standing_key`; config.seed gives the statistics of the
       evaluations during training).
@@ -72,9 +73,11 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=0
     MissingFileError: no run or no checkpoint in `workdir`.
     ConfigError: standing_stats < 0, or > 0 for a generator without BatchNorm.
   """
-  if standing_stats < 0:
+  if standing_stats is not None and standing_stats < 0:
     raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {standing_stats}.')
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
+  if standing_stats is None:
+    standing_stats = int(config.eval.standing_stats)
   params = state.ema_g_params if ema else state.g_params
   g_batch_stats, standing = ema_lib.sampling_batch_stats(state.g_batch_stats, ema=ema), None
   if standing_stats:
@@ -124,20 +127,31 @@ def latents(seed, num_samples, z_dim, *, truncation=None):
   if truncation is None:
     return sampling.latents(seed, num_samples, z_dim)
   key = jax.random.key(seed)
-  if truncation <= 0:
-    raise errors.ConfigError(f'--truncation must be > 0, got {truncation}.')
+  check_truncation(truncation)
   # Redrawing entries outside [-T, T] until they fall inside is exactly sampling
   # the normal truncated to [-T, T].
   return np.asarray(jax.random.truncated_normal(key, -truncation, truncation,
                                                 (num_samples, z_dim)), np.float32)
 
 
-def cycled_labels(num_samples, num_classes, classes=None):
-  """int32[num_samples]: `classes` (default all of 0..K-1) repeated in order."""
-  classes = list(range(num_classes)) if not classes else list(classes)
+def check_truncation(truncation):
+  """A ConfigError unless `truncation` (--truncation, T) is None or a finite T > 0."""
+  if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
+    raise errors.ConfigError(f'--truncation must be a finite number > 0 (e.g. 0.5), got '
+                             f'{truncation}.')
+
+
+def check_classes(classes, num_classes):
+  """A ConfigError naming the classes (--labels) outside [0, num_classes)."""
   bad = [c for c in classes if not 0 <= c < num_classes]
   if bad:
     raise errors.ConfigError(f'--labels: classes {bad} are outside [0, {num_classes}).')
+
+
+def cycled_labels(num_samples, num_classes, classes=None):
+  """int32[num_samples]: `classes` (default all of 0..K-1) repeated in order."""
+  classes = list(range(num_classes)) if not classes else list(classes)
+  check_classes(classes, num_classes)
   return np.resize(np.asarray(classes, np.int32), num_samples)
 
 
@@ -187,9 +201,19 @@ def slerp(a, b, t):
 
 
 def interpolation_latents(seed, z_dim, *, rows, steps, truncation=None):
-  """f32[rows * steps, z_dim]: per row, `steps` spherical steps between two latents."""
+  """f32[rows * steps, z_dim]: per row, `steps` steps between two latents.
+
+  Spherical steps for Gaussian z (they keep the norm a Gaussian latent has); with
+  `truncation` T, straight ones, as BigGAN's own interpolations: the box [-T, T] is
+  convex, so every step stays inside it, where spherical steps can leave it by up to
+  a factor of sqrt(2).
+  """
   ends = latents(seed, 2 * rows, z_dim, truncation=truncation)
   fractions = np.linspace(0.0, 1.0, steps)
+  if truncation is not None:
+    t = fractions[:, None]
+    return np.concatenate([((1 - t) * ends[2 * r] + t * ends[2 * r + 1]).astype(np.float32)
+                           for r in range(rows)])
   return np.concatenate([slerp(ends[2 * r], ends[2 * r + 1], fractions) for r in range(rows)])
 
 
@@ -278,7 +302,8 @@ def _define_flags():
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)
   flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1)
   flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z (without --truncation, those '
-                       'gan_jax.evaluate --seed scores).', lower_bound=0)
+                       'gan_jax.evaluate --seed scores).', lower_bound=0,
+                       upper_bound=2**63 - 1)
   flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.', lower_bound=1)
   flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
   flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best/: the lowest FID '
@@ -313,6 +338,7 @@ def _requested(config, f):
         '--labels needs a class-conditional generator (model.num_classes > 0); this run\'s '
         'is unconditional' + (' (the semi-supervised GAN\'s labels train D only).'
                               if config.model.num_classes else '.'))
+  check_classes(classes, num_classes)
   if f.interpolate:
     rows = max(1, f.num_samples // f.interpolate)
     if num_classes:
@@ -338,6 +364,7 @@ def main(argv):
     check_folder_output(f.output)
   workdir_lib.check_output_path(f.workdir, f.output)
   _parse_labels(f.labels)
+  check_truncation(f.truncation)
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')

@@ -173,3 +173,30 @@ def test_quick_check_on_cpu_reports_every_part(tmp_path):
   for row in report['rows']:
     assert any(line.startswith(f'{row["model"]} {row["dtype"]} batch {row["batch"]}:')
                for line in lines)
+
+
+class _Rounds:
+  """A runner whose timed rounds run at the given speeds (it/s); the first call is
+  the warm-up that sizes the rounds."""
+
+  def __init__(self, speeds):
+    self.speeds = list(speeds)
+
+  def run(self, iterations):
+    if iterations == 1:
+      return 0.01, 0.0, None
+    speed = self.speeds.pop(0)
+    return iterations / speed, 0.1 * iterations / speed, None
+
+
+def test_time_runner_reports_the_median_round_not_the_fastest():
+  speed, wait = device_check._time_runner(_Rounds([100.0, 50.0, 80.0]), seconds=3.0)  # pylint: disable=protected-access
+  assert speed == pytest.approx(80.0) and wait == pytest.approx(0.1)
+
+
+def test_quick_keeps_the_sizes_given_explicitly():
+  settings = device_check.Settings(batch=4, seconds=0.5)
+  out = device_check.quick(settings, given={'batch', 'seconds'})
+  assert (out.batch, out.seconds) == (4, 0.5)
+  assert out.max_batch == device_check.QUICK_SETTINGS['max_batch']
+  assert device_check.quick(settings).batch == device_check.QUICK_SETTINGS['batch']

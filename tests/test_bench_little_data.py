@@ -54,6 +54,9 @@ def test_fd_change_compares_with_the_same_fraction_without_augmentation():
   ]
   # 6 / 8 - 1 = -25%; the 25% row has no un-augmented partner.
   assert bench.fd_changes(rows) == {1: pytest.approx(-0.25)}
+  # A second un-augmented row (e.g. zCR alone) does not replace the first as the base.
+  rows.append({'fraction': 0.1, 'policy': '', 'summary': {'proxy_fd': {'mean': 4.0}}})
+  assert bench.fd_changes(rows) == {1: pytest.approx(-0.25)}
 
 
 def test_examples_for_takes_the_floor_of_the_share_of_the_train_split():
@@ -218,3 +221,10 @@ def test_overrides_reach_every_trial_and_are_recorded(tmp_path, monkeypatch):
     bench.run_benchmark(['dcgan_digits:few'], fractions=(0.1,), trials=1,
                         out_dir=str(tmp_path), overrides=overrides.parse(['augment.cutout=1']),
                         log=lambda line: None)
+
+
+def test_fractions_must_name_at_least_one_share():
+  assert bench._parse_fractions('0.1, 0.25') == (0.1, 0.25)  # pylint: disable=protected-access
+  for bad in ('', ',', 'a'):
+    with pytest.raises(errors.ConfigError, match='--fractions'):
+      bench._parse_fractions(bad)  # pylint: disable=protected-access

@@ -17,7 +17,7 @@ def _trial(seed, accuracy, seconds=10.0):
 
 def test_parse_seeds():
   assert bench.parse_seeds('0, 1,2') == [0, 1, 2]
-  for bad in ('', 'a,1', '-1'):
+  for bad in ('', ',', 'a,1', '-1', '0,1,0'):
     with pytest.raises(errors.ConfigError, match='--seeds'):
       bench.parse_seeds(bad)
 

@@ -17,6 +17,9 @@ def test_split_config_names_keeps_variant_arguments_together():
   # A shipped config's name after a variant starts a new spec; empty pieces vanish.
   assert trials.split_config_names('dcgan_digits:few,noaug,,dcgan_digits:few') == [
       'dcgan_digits:few,noaug', 'dcgan_digits:few']
+  for empty in ('', ',', ' , '):
+    with pytest.raises(errors.ConfigError, match='--configs names no config'):
+      trials.split_config_names(empty)
 
 
 def test_load_config_turns_a_bad_name_or_variant_into_one_config_error():

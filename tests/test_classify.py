@@ -135,6 +135,13 @@ def test_command_line_round_trip_agrees_with_test_accuracy(trained_workdir, tmp_
   assert record['protocol']['accuracy']['split'] == 'test'
   assert record['protocol']['accuracy']['num_examples'] == 450
   assert record['protocol']['metrics'] == ['proxy', 'accuracy']
+  # The predictions never replace the images they were made from.
+  result = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.classify', f'--workdir={trained_workdir}',
+       f'--input={tmp_path / "in.npz"}', f'--output={tmp_path / "." / "in.npz"}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and 'is the --input file' in result.stderr, result.stderr
+  np.testing.assert_array_equal(np.load(tmp_path / 'in.npz')['images'], images)
 
 
 def test_evaluate_accuracy_needs_class_logits_and_says_so_before_loading(tmp_path):

@@ -21,8 +21,9 @@ def test_truncated_latents_stay_inside_the_bound_and_keep_their_spread():
   assert abs(z.std() - 0.2859) < 0.01
   plain = sample.latents(0, 4000, 16)
   assert np.abs(plain).max() > 3.0
-  with pytest.raises(errors.ConfigError, match='truncation'):
-    sample.latents(0, 4, 2, truncation=0.0)
+  for bad in (0.0, -1.0, float('nan'), float('inf')):
+    with pytest.raises(errors.ConfigError, match='truncation must be a finite number > 0'):
+      sample.latents(0, 4, 2, truncation=bad)
 
 
 @pytest.mark.parametrize('num_classes', [0, 10])
@@ -70,6 +71,15 @@ def test_interpolation_rows_start_and_end_at_independent_latents():
   np.testing.assert_allclose(z[10], ends[4], atol=1e-5)
 
 
+def test_truncated_interpolations_stay_inside_the_bound():
+  # Straight steps between two points of the box [-T, T]^D stay inside it; spherical
+  # ones between such points can leave it by up to sqrt(2).
+  z = sample.interpolation_latents(0, 128, rows=50, steps=9, truncation=0.5)
+  assert np.abs(z).max() <= 0.5
+  ends = sample.latents(0, 2, 128, truncation=0.5)
+  np.testing.assert_allclose(z[4], (ends[0] + ends[1]) / 2, atol=1e-6)
+
+
 def _flags(**values):
   base = dict(labels=[], interpolate=0, num_samples=10, seed=0, truncation=None)
   return types.SimpleNamespace(**{**base, **values})
@@ -83,6 +93,13 @@ def test_conditional_requests_cycle_classes_and_interpolate_per_class():
   assert z.shape == (40, 16) and columns == 4
   assert labels.tolist() == [c for c in range(10) for _ in range(4)]
   np.testing.assert_array_equal(z[:4], z[4:8])  # the same latent path for every class
+
+
+def test_classes_outside_the_range_are_refused_for_interpolations_too():
+  config = tiny_config(**{'model.num_classes': 10})
+  for labels in (['12'], ['-1'], ['3', '10']):
+    with pytest.raises(errors.ConfigError, match=r'--labels: classes .* outside \[0, 10\)'):
+      sample._requested(config, _flags(labels=labels, interpolate=4))  # pylint: disable=protected-access
 
 
 def test_labels_for_an_unconditional_run_are_refused():

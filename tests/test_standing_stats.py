@@ -20,6 +20,7 @@ from gan_jax import standing_stats
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax import train
+from gan_jax.bench import digits_check
 from tests.helpers import tiny_config
 
 
@@ -211,3 +212,9 @@ def test_evaluations_during_training_use_standing_statistics(tmp_path):
       np.load(out)['samples'],
       sample.generate_samples(generate, z_dim=config.model.z_dim, num_samples=8, seed=0),
       atol=1e-6)
+  # load_generator itself (the benchmarks' way in) defaults to the run's setting too.
+  _, default = sample.load_generator(workdir)
+  assert default.standing_stats == generate.standing_stats
+  checked = digits_check.run_check(workdir, num_samples=200, seed=0, logistic=False)
+  assert checked['standing_stats'] == {'batches': 4, 'batch_size': config.train.batch_size,
+                                       'seed': 0}

@@ -39,6 +39,7 @@ import dataclasses
 import os
 import platform
 import re
+import statistics
 import time
 
 from absl import flags
@@ -119,8 +120,9 @@ def matmul_rate(size, iterations, device):
               tflops=2 * size ** 3 * iterations / seconds / 1e12)
 
 
-def _time_runner(runner, seconds, rounds=2):
-  """Median it/s and input-wait share over `rounds` rounds of about seconds / rounds."""
+def _time_runner(runner, seconds, rounds=3):
+  """Median it/s and median input-wait share over `rounds` rounds of about
+  seconds / rounds each (an odd count, so the median is one round's value)."""
   wall, _, _ = runner.run(1)
   iterations = max(2, int(seconds / rounds / max(wall, 1e-4)))
   speeds, waits = [], []
@@ -128,7 +130,7 @@ def _time_runner(runner, seconds, rounds=2):
     wall, waited, _ = runner.run(iterations)
     speeds.append(iterations / wall)
     waits.append(waited / wall)
-  return sorted(speeds)[len(speeds) // 2], max(waits)
+  return statistics.median(speeds), statistics.median(waits)
 
 
 def time_step(model, *, dtype, batch, width, seconds, matmul_tflops, device,
@@ -226,6 +228,13 @@ class Settings:
 
 QUICK_SETTINGS = dict(widths=tuple(QUICK_WIDTHS.items()), batch=8, max_batch=32, seconds=2.0,
                       matmul_size=512, matmul_iterations=8, inception_batch=8)
+
+
+def quick(settings, *, given=()):
+  """`settings` with the sizes of QUICK_SETTINGS (`--quick`), except the fields in
+  `given` (flags the user set explicitly, which win)."""
+  return dataclasses.replace(settings, **{name: value for name, value in QUICK_SETTINGS.items()
+                                          if name not in given})
 
 
 def _ordered(models, inception):
@@ -395,7 +404,8 @@ def main(argv):
       inception=f.inception, inception_batch=f.inception_batch, memory_gb=f.memory_gb,
       fraction=f.fraction, budget_s=f.budget_s, stride2_forms=tuple(f.stride2_forms))
   if f.quick:
-    settings = dataclasses.replace(settings, **QUICK_SETTINGS)
+    settings = quick(settings, given={name for name in QUICK_SETTINGS
+                                      if name in f and f[name].present})
   report = run_check(settings, log=lambda line: print(line, flush=True))
   print(markdown_table(report))
   if f.json:

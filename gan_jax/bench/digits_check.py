@@ -120,9 +120,12 @@ def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDEN
   `logistic` as for `check_samples`.
 
   Returns:
-    `check_samples`'s dict plus 'workdir', 'step', 'seed' and 'resolution'.
+    `check_samples`'s dict plus 'workdir', 'step', 'seed', 'resolution' and
+    'standing_stats' (None, or the re-estimated statistics of G, as
+    `sample.load_generator` describes them).
   """
-  config, generate = sample.load_generator(workdir)
+  # G's statistics as the run's evaluations use them (eval.standing_stats).
+  config, generate = sample.load_generator(workdir, standing_seed=seed)
   if config.data.source != 'digits':
     raise errors.ConfigError(f'{workdir} is a {config.data.source!r} run; --workdir must be a '
                              'digits run (data.source digits).')
@@ -133,7 +136,7 @@ def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDEN
   real_test = real_test_digits(config.data, image_shape=samples.shape[1:])
   result = check_samples(samples, real_test=real_test, threshold=threshold, logistic=logistic)
   result.update(workdir=workdir, step=int(generate.step), seed=seed,
-                resolution=list(samples.shape[1:]))
+                resolution=list(samples.shape[1:]), standing_stats=generate.standing_stats)
   return result
 
 
@@ -168,7 +171,8 @@ def _define_flags():
   """Command-line flags, defined only when run as a program."""
   flags.DEFINE_string('workdir', 'runs/dcgan_digits', 'A digits training run folder.')
   flags.DEFINE_integer('num_samples', 1000, 'Generated samples to classify.', lower_bound=2)
-  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (as gan_jax.evaluate --seed).')
+  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (as gan_jax.evaluate --seed).',
+                       lower_bound=0, upper_bound=2**63 - 1)
   flags.DEFINE_float('threshold', judge_lib.CONFIDENCE, 'Confidence threshold.')
   flags.DEFINE_string('json', None, 'Optional path for the result as JSON.')
 

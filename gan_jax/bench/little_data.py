@@ -139,10 +139,14 @@ def fd_changes(rows):
   """{row index: relative change of the mean FD vs the same fraction's un-augmented row}.
 
   A value of -0.3 means the row's mean `proxy_fd` is 30% lower than that of the
-  row with the same fraction and `augment.policy` ''. Rows without such a
-  partner (or un-augmented rows) are left out.
+  row with the same fraction and `augment.policy` '' (the first such row in
+  `--configs` order, when several are). Rows without such a partner (or
+  un-augmented rows) are left out.
   """
-  plain = {r['fraction']: r for r in rows if not r['policy'] and r['summary']}
+  plain = {}
+  for r in rows:
+    if not r['policy'] and r['summary']:
+      plain.setdefault(r['fraction'], r)
   changes = {}
   for i, r in enumerate(rows):
     base = plain.get(r['fraction'])
@@ -279,7 +283,7 @@ def run_trial(config, *, seed, workdir, num_samples):
   start = time.perf_counter()
   train.train_and_evaluate(config, workdir)
   train_seconds = time.perf_counter() - start
-  saved_config, generate = sample.load_generator(workdir)
+  saved_config, generate = sample.load_generator(workdir, standing_seed=seed)
   saved_config.eval.metrics = 'proxy'
   saved_config.eval.num_samples = num_samples
   evaluator = metrics.make_evaluator(saved_config,
@@ -385,11 +389,15 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
 
 
 def _parse_fractions(text):
+  """--fractions as a tuple of floats (`examples_for` checks each), or a ConfigError."""
   try:
-    return tuple(float(p) for p in text.split(',') if p.strip())
+    fractions = tuple(float(p) for p in text.split(',') if p.strip())
   except ValueError:
+    fractions = ()
+  if not fractions:
     raise errors.ConfigError(f'--fractions must be comma-separated numbers such as '
-                             f'0.1,0.25, got {text!r}.') from None
+                             f'0.1,0.25, got {text!r}.')
+  return fractions
 
 
 def _define_flags():

@@ -137,7 +137,7 @@ def measure(workdir, *, seen, unseen, num_fakes=1000, seed=0, step=None):
     {'seen_vs_unseen': float, 'unseen_vs_fake': float, 'step': int}.
   """
   config, score = load_scorer(workdir, step, seed=seed)
-  _, generate = sample.load_generator(workdir, score.step, ema=False)
+  _, generate = sample.load_generator(workdir, score.step, ema=False, standing_stats=0)
   num_classes = config.model.num_classes
   fake_labels = sample.cycled_labels(num_fakes, num_classes) if num_classes else None
   fakes = sample.generate_samples(generate, z_dim=config.model.z_dim, num_samples=num_fakes,

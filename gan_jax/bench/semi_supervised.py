@@ -52,14 +52,15 @@ def parse_seeds(text):
   """'0,1,2' -> [0, 1, 2].
 
   Raises:
-    ConfigError: for an empty list, a non-integer or a negative seed.
+    ConfigError: for an empty list, a non-integer, a negative or a repeated seed (a
+      repeated trial would count twice in the mean and shrink the spread).
   """
   try:
     seeds = [int(s) for s in text.split(',') if s.strip()]
   except ValueError:
     raise errors.ConfigError(f'--seeds must be comma-separated integers, got {text!r}.') from None
-  if not seeds or min(seeds) < 0:
-    raise errors.ConfigError(f'--seeds must list integers >= 0, got {text!r}.')
+  if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+    raise errors.ConfigError(f'--seeds must list different integers >= 0, got {text!r}.')
   return seeds
 
 

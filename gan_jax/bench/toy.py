@@ -117,7 +117,7 @@ def run_trial(config, *, seed, workdir, num_samples=NUM_SAMPLES):
   start = time.perf_counter()
   train.train_and_evaluate(config, workdir)
   train_seconds = time.perf_counter() - start
-  saved_config, generate = sample.load_generator(workdir)
+  saved_config, generate = sample.load_generator(workdir, standing_seed=seed)
   samples = sample.generate_samples(generate, z_dim=saved_config.model.z_dim,
                                     num_samples=num_samples, seed=seed)
   centers, std = toy.mixture(config.data.toy)

@@ -39,6 +39,9 @@ def split_config_names(text):
 
   Returns:
     list of specs 'name[:arg]' in the given order.
+
+  Raises:
+    ConfigError: when `text` names no config at all.
   """
   specs = []
   for piece in (p.strip() for p in text.split(',')):
@@ -49,6 +52,9 @@ def split_config_names(text):
       specs[-1] += ',' + piece
     else:
       specs.append(piece)
+  if not specs:
+    raise errors.ConfigError(f'--configs names no config (got {text!r}); pass e.g. '
+                             '--configs=dcgan_digits:few,dcgan_digits:few,noaug.')
   return specs
 
 
