@@ -101,6 +101,22 @@ def test_image_folder_skips_and_counts_unreadable(tmp_path, caplog, cache,
   assert 'broken.jpg' in warnings[0]
 
 
+@pytest.mark.parametrize('cache', CACHES)
+def test_a_class_whose_every_image_is_unreadable_is_named(tmp_path, caplog, cache):
+  # G is still asked for that class; D would never see a real one.
+  h.write_folder(str(tmp_path), [50, 100], subdir='good')
+  (tmp_path / 'lost').mkdir()
+  for name in ('x.jpg', 'y.png'):
+    (tmp_path / 'lost' / name).write_bytes(b'broken')
+  (tmp_path / 'good' / 'z.jpg').write_bytes(b'broken')  # one of three: not all
+  with caplog.at_level(logging.WARNING):
+    with data.create_train_iterator(_folder(tmp_path, cache=cache), data_shape=(4, 4, 1),
+                                    batch_size=2, seed=0, labels=True) as iterator:
+      h.take(iterator, 4)
+  lost = [r.getMessage() for r in caplog.records if 'every one of the' in r.getMessage()]
+  assert len(lost) == 1 and "2 image file(s) of class 'lost'" in lost[0], lost
+
+
 def test_image_folder_eval_data_skips_unreadable(tmp_path):
   h.write_folder(str(tmp_path), [50, 100, 150, 200, 250])
   (tmp_path / 'broken.jpg').write_bytes(b'not a jpeg at all')

@@ -11,7 +11,8 @@ threads or worker processes (see decode.py: once into RAM, or every batch). A
 file Pillow cannot read is skipped: left out of the in-RAM cache or, when
 decoding every batch, replaced by the next readable file of the same shard.
 Each process logs a warning with the running count of unreadable files and a
-few of their names; a folder where nothing can be read is an error.
+few of their names, and names a class whose every file is unreadable; a folder
+where nothing can be read is an error.
 """
 
 import os
@@ -33,6 +34,9 @@ _unreadable_lock = threading.Lock()
 # Per process: roots whose image-less class folders were already named (a run reads
 # a folder's classes more than once).
 _warned_empty = set()
+# Per process: root -> {class name: number of image files} of folders read with
+# classes, so that a class whose every file is unreadable can be named.
+_class_sizes = {}
 
 
 def list_images(root):
@@ -103,6 +107,8 @@ def class_labels(root, relpaths):
         '(the class is the first-level sub-folder).')
   names, labels = np.unique([part[0] for part in parts], return_inverse=True)
   names = [str(name) for name in names]
+  with _unreadable_lock:
+    _class_sizes[root] = dict(zip(names, np.bincount(labels, minlength=len(names)).tolist()))
   empty = sorted(entry.name for entry in os.scandir(root)
                  if entry.is_dir() and not entry.name.startswith('.')
                  and entry.name not in names)
@@ -123,6 +129,16 @@ def record_unreadable(root, relpath, error):
     seen.add(relpath)
     count = len(seen)
     examples = sorted(seen)[:_WARN_NAMES]
+    class_name = relpath.split(os.sep, 1)[0]
+    class_size = _class_sizes.get(root, {}).get(class_name)
+    class_lost = class_size is not None and class_size == sum(
+        1 for p in seen if p.split(os.sep, 1)[0] == class_name)
+  if class_lost:
+    # The class still exists for G (labels of fakes are drawn over every class), but
+    # D never sees a real image of it.
+    logging.warning('Image folder %s: every one of the %d image file(s) of class %r is '
+                    'unreadable, so the run has no real image of that class; replace the '
+                    'files, or move the folder out of %s.', root, class_size, class_name, root)
   # Warn for the first few and then at powers of two so a folder with many
   # broken files does not flood the log.
   if count <= 10 or count & (count - 1) == 0:
