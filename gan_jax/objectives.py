@@ -7,7 +7,7 @@ D's objective, for a real batch x (labels y) and a fake batch G(z) (labels y'):
   + aux_weight * CE(D_cls(A(x)), y) over labelled x               (semi-supervised)
   + entropy_weight * mean entropy of softmax(D_cls(A(x))) over all x  (semi-supervised)
   + bcr_real_weight * ||D(A(x)) - D(T(A(x)))||^2 + bcr_fake_weight * (same for G(z))
-  + gp_weight * GP + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
+  + gp_weight * GP(x, G(z)) + r1_weight / 2 * R1 + hist_avg_weight * historical averaging
   + lecam_weight * LeCam(D(A(x)), D(A(G(z))); running averages a_real, a_fake)
   + zcr_d_weight * mean (D(A(G(z))) - D(A(G(z + dz))))^2   (zCR; one draw of A for both)
   where, for an ACGAN D, each of the three consistency terms also adds the mean over
@@ -30,7 +30,9 @@ authors' CR code, so without DiffAugment the bCR term is the paper's
 ||D(x) - D(T(x))||^2. zCR's dz is `zcr_radius` * N(0, I) (`step.perturbed_latents`);
 its D term gives G(z + dz) the draw of A (and of D's noise) that G(z) got, so that
 only the latent differs (StudioGAN's ICR, which has no DiffAugment, compares D on
-the two unaugmented batches: the same without DiffAugment). D_cls are the class
+the two unaugmented batches: the same without DiffAugment). GP interpolates the
+raw x and G(z) and runs D without A; R1 is E ||d D(A(x)) / dx||^2, the gradient
+with respect to the raw real image (StudioGAN, StyleGAN2-ADA). D_cls are the class
 logits and f the features D sows. D adds its Gaussian noise (`model.d_input_noise` /
 `d_hidden_noise`, off by default) in every call but the penalties'.
 """
@@ -217,7 +219,7 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
       aux['zcr_d'] = aux['zcr_d'] + _class_consistency(fake_x['class_logits'],
                                                        perturbed_x['class_logits'])
     loss = loss + setup.zcr_d_weight * aux['zcr_d']
-  loss, aux = _add_penalties(setup, d_params, state, bs, real_in, real_labels, fake_in, keys[4],
+  loss, aux = _add_penalties(setup, d_params, state, bs, real, real_labels, fake, keys,
                              loss, aux)
   if setup.lecam_weight:
     loss, aux, bs = _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux)
@@ -245,7 +247,11 @@ def _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux):
   return loss, aux, {**bs, LECAM_STATS: new}
 
 
-def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, key, loss, aux):
+def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, keys, loss, aux):
+  """GP, R1 and historical averaging on the raw (not augmented) images `real` and
+  `fake`, as StudioGAN and StyleGAN2-ADA: R1 is the gradient of D(A(x)) with respect
+  to the real image x (A: the augmentation D's loss drew, keys[0]), WGAN-GP
+  interpolates the raw images and runs D without augmentation."""
   # Penalties run D as its loss does (train mode, statistics not updated). With
   # BatchNorm in D (model.d_norm='batch') samples interact through the batch
   # statistics, so a sample's gradient is not its own alone: WGAN-GP uses layer norm
@@ -254,10 +260,10 @@ def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, key, los
   if setup.gp_weight:
     # Interpolation weights are per device (key folded with the device index).
     aux['gp'] = penalties.gradient_penalty(
-        d_fn, real, fake, jax.random.fold_in(key, jax.lax.axis_index(setup.axis_name)))
+        d_fn, real, fake, jax.random.fold_in(keys[4], jax.lax.axis_index(setup.axis_name)))
     loss = loss + setup.gp_weight * aux['gp']
   if setup.r1_weight:
-    aux['r1'] = penalties.r1_penalty(d_fn, real)
+    aux['r1'] = penalties.r1_penalty(lambda x: d_fn(_augment(setup, x, keys[0])), real)
     loss = loss + 0.5 * setup.r1_weight * aux['r1']
   if setup.hist_weight:
     aux['d_hist_avg'] = penalties.historical_averaging_penalty(d_params, state.d_params_avg)

@@ -69,8 +69,10 @@ def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_s
   if name == 'adam':
     return optax.adam(lr, b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps)
   if name == 'rmsprop':
-    # PyTorch's RMSprop adds eps outside the square root, like optax's eps.
-    return optax.rmsprop(lr, decay=opt_config.b2, eps=opt_config.eps)
+    # PyTorch's RMSprop (which WGAN's reference code uses) adds eps outside the square
+    # root; optax puts it inside unless told: with eps 1e-8 a gradient whose RMS is
+    # 1e-5 would take a step 100x smaller than PyTorch's.
+    return optax.rmsprop(lr, decay=opt_config.b2, eps=opt_config.eps, eps_in_sqrt=False)
   return optax.sgd(lr, momentum=opt_config.b1 or None)
 
 

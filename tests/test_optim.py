@@ -63,3 +63,21 @@ def test_discriminator_schedule_spans_n_critic_updates_per_step():
 def test_bad_optimiser_settings_name_the_field(field, value, message):
   with pytest.raises(errors.ConfigError, match=message):
     optim.make_optimizers(tiny_config(**{field: value}))
+
+
+def test_rmsprop_is_pytorch_s_with_eps_outside_the_square_root():
+  # torch.optim.RMSprop (alpha = b2): v = alpha v + (1 - alpha) g^2;
+  # p -= lr g / (sqrt(v) + eps). Gradients far below 1e-4 are where eps inside the
+  # root (optax's default) would shrink the step.
+  config = tiny_config(**{'optim.d.name': 'rmsprop', 'optim.d.learning_rate': 5e-5,
+                          'optim.d.b2': 0.99, 'optim.d.eps': 1e-8})
+  tx = optim.make_optimizer(config.optim.d, num_updates=10, field='config.optim.d')
+  params = jnp.zeros(4)
+  state = tx.init(params)
+  v = np.zeros(4)
+  for step, g in enumerate([np.array([1e-2, 1e-4, 1e-5, 1e-6]),
+                            np.array([-2e-2, 3e-4, -1e-5, 4e-6])]):
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+    v = 0.99 * v + 0.01 * g ** 2
+    expected = -5e-5 * g / (np.sqrt(v) + 1e-8)
+    np.testing.assert_allclose(np.asarray(updates), expected, rtol=1e-4, err_msg=f'step {step}')

@@ -634,6 +634,28 @@ def _d_objective(config, state, real, fake, key, perturbed=None, labels=(None, N
   return float(loss), stats, aux, grads
 
 
+def test_r1_is_the_gradient_with_respect_to_the_raw_real_images():
+  # StudioGAN / StyleGAN2-ADA: with DiffAugment, R1 differentiates D(A(x)) with respect
+  # to x, not D with respect to A(x) (cutout's hole then has no gradient at all).
+  config = tiny_config(**{'augment.policy': 'cutout', 'loss.r1_weight': 1.0})
+  state = state_lib.create_state(config, jax.random.key(0))
+  rng = np.random.default_rng(1)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  key = jax.random.key(5)
+  _, _, aux, _ = _d_objective(config, state, real, fake, key)
+  setup = step_lib.make_train_step(config).args[0]
+  augment_key = jax.random.split(key, 5)[0]   # the draw D's loss used for the reals
+  mapped = lambda fn: lambda x: jax.vmap(fn, axis_name=parallel.DATA_AXIS)(x[None])[0]
+  d_raw = mapped(lambda x: objectives.run_discriminator(
+      setup, state.d_params, state.d_batch_stats, x, None)[0])
+  augmented = mapped(lambda x: objectives._augment(setup, x, augment_key))  # pylint: disable=protected-access
+  norms = lambda g: np.mean(np.sum(np.square(np.asarray(g, np.float64)), axis=(1, 2, 3)))
+  wrt_raw = norms(jax.grad(lambda x: jnp.sum(d_raw(augmented(x))))(jnp.asarray(real)))
+  wrt_augmented = norms(jax.grad(lambda x: jnp.sum(d_raw(x)))(augmented(jnp.asarray(real))))
+  assert float(aux['r1']) == pytest.approx(wrt_raw, rel=1e-4)
+  assert abs(wrt_raw - wrt_augmented) > 1e-3 * wrt_augmented
+
+
 @pytest.mark.parametrize('step,start,added', [(3, 1, True), (1, 1, False), (0, 1, False)])
 def test_lecam_term_and_averages_by_hand(step, start, added):
   # The references' rule, worked here with D's own outputs: from averages (0.2,
