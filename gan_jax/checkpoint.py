@@ -197,15 +197,22 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         restored, error = None, _describe(e)
       # Every process must resume from the same step, so one failure counts for all.
-      if _on_any_process(error is not None):
+      on_any, on_every = _on_any_and_every_process(error is not None)
+      if on_any:
         logging.warning('Checkpoint %d in %s could not be restored (%s); trying the previous '
                         'one.', candidate, self.directory, error or 'failed on another process')
-        unreadable.append(candidate)
+        # Damage fails every process's read; a failure on some only may be passing.
+        unreadable.append((candidate, on_every))
         first_error = first_error or error or 'failed on another process'
         continue
-      for newer in unreadable:
+      for newer, everywhere in unreadable:
+        where = 'left it in place'
+        if move_aside and everywhere:
+          where = self._move_aside(newer)
+        elif move_aside:
+          where = 'left it in place (it failed on some processes only)'
         logging.warning('Restored checkpoint %d instead of the unreadable %d: %s.', candidate,
-                        newer, self._move_aside(newer) if move_aside else 'left it in place')
+                        newer, where)
       return restored + (candidate,)
     raise CheckpointError(
         f'None of the checkpoints {steps} in {self.directory} could be restored (the newest: '
@@ -227,8 +234,9 @@ class Checkpointer:
       logging.warning('This process lists the checkpoints %s in %s, process 0 lists %s; '
                       'using process 0\'s (re-reading the folder).', steps, self.directory,
                       chief_steps)
-      self._manager.close()
-      self._manager = self._new_manager()
+      # Only this process re-reads: reload() has no barrier (a new manager would wait
+      # for the other processes, which are already restoring).
+      self._manager.reload()
     return chief_steps
 
   def restore_data(self, step):
@@ -348,11 +356,13 @@ def _this_process(data_state):
   return states[0]
 
 
-def _on_any_process(flag):
-  """Whether `flag` is true on at least one process (a collective when several)."""
+def _on_any_and_every_process(flag):
+  """(whether `flag` is true on some process, on every process); a collective when
+  several processes run."""
   if jax.process_count() == 1:
-    return bool(flag)
-  return bool(np.any(multihost_utils.process_allgather(np.array([bool(flag)]))))
+    return bool(flag), bool(flag)
+  flags = np.asarray(multihost_utils.process_allgather(np.array([bool(flag)]))).reshape(-1)
+  return bool(flags.any()), bool(flags.all())
 
 
 class BestCheckpoint:
@@ -370,6 +380,9 @@ class BestCheckpoint:
   """
 
   METRICS = ('fid', 'proxy_fd')  # lower is better; the first one present is used
+  # Of a protocol (`Evaluator.comparable`), the feature extractor each metric uses:
+  # another extractor's part (another metric added to eval.metrics) does not matter.
+  _EXTRACTORS = {'fid': 'inception', 'proxy_fd': 'proxy'}
 
   def __init__(self, directory):
     self.directory = absolute(directory)
@@ -394,9 +407,13 @@ class BestCheckpoint:
         saved = reader.restore_data(step)
         self._record(step, saved['results'], saved.get('protocol'))
       reader.close()
-    if damage and step is None:
+    fatal = damage if step is None else None
+    if jax.process_count() > 1:
+      # Every later decision (set aside, save, skip) must be the same on every process.
+      self.best, fatal = _gather_json([self.best, fatal])[0]
+    if fatal:
       raise errors.WorkdirError(
-          f'{damage}, and there is no best checkpoint beside it to rebuild it from. '
+          f'{fatal}, and there is no best checkpoint beside it to rebuild it from. '
           'Restore the file from a backup, or move the folder away to start tracking '
           'the best checkpoint afresh.')
 
@@ -409,6 +426,8 @@ class BestCheckpoint:
     while target.exists():
       n += 1
       target = epath.Path(f'{stem}_{n}')
+    if jax.process_count() > 1:  # process 0's choice (it renames), for every log
+      target = epath.Path(_gather_json(str(target))[0])
     if jax.process_index() == 0 and epath.Path(self.directory).exists():
       epath.Path(self.directory).rename(target)
     if jax.process_count() > 1:
@@ -417,6 +436,13 @@ class BestCheckpoint:
                     '%.6g) in %s and tracking the best afresh.', why, self.best['step'],
                     self.best['metric'], self.best['value'], target)
     self.best = None
+
+  def _part(self, protocol, metric):
+    """What of `protocol` `metric`'s values depend on (None for no protocol)."""
+    if protocol is None:
+      return None
+    others = set(self._EXTRACTORS.values()) - {self._EXTRACTORS.get(metric)}
+    return {k: v for k, v in protocol.items() if k not in others}
 
   def _metric(self, results):
     """The first of METRICS in `results`, or None."""
@@ -446,11 +472,15 @@ class BestCheckpoint:
     metric = self._metric(results)
     if metric is None:
       return False
-    old_protocol = self.best.get('protocol') if self.best is not None else None
-    if old_protocol is not None and protocol is not None and old_protocol != protocol:
-      # E.g. a run resumed with more eval.num_samples: a Frechet distance from more
-      # samples is lower by itself, so the two cannot be compared.
-      self._set_aside('use another protocol (' + describe_change(old_protocol, protocol) + ')')
+    if self.best is not None and protocol is not None:
+      old = self._part(self.best.get('protocol'), metric)
+      if old is None:  # a record from before protocols were kept: cannot tell
+        self._set_aside('record their protocol, which the best so far lacks')
+      elif old != self._part(protocol, metric):
+        # E.g. a run resumed with more eval.num_samples: a Frechet distance from more
+        # samples is lower by itself, so the two cannot be compared.
+        self._set_aside('use another protocol (' +
+                        describe_change(old, self._part(protocol, metric)) + ')')
     if self.best is not None and self.best.get('metric') != metric:
       # The evaluation changed (e.g. proxy FD, then FID after a resume with other
       # eval.metrics): the two distances cannot be compared, so the old best is

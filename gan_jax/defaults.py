@@ -59,6 +59,8 @@ def get_config():
   l.r1_weight = 0.0                 # R1 penalty weight gamma; the loss adds gamma/2 * R1 (0 = off)
   l.hist_avg_weight = 0.0           # historical-averaging weight for G and D (0 = off)
   l.g_top_k = 1.0                   # top-k training: G's loss uses this share of the fakes D rates highest (1 = all)
+  l.g_top_k_decay = 0.0             # top-k annealing (Sinha et al.: 0.99 per epoch): the share starts at 1 and is multiplied by this every g_top_k_decay_steps steps, down to g_top_k (0 = g_top_k from the first step)
+  l.g_top_k_decay_steps = 0         # steps between two decays of the top-k share (an epoch: training examples / batch size)
   l.g_adversarial_weight = 1.0      # weight of G's adversarial loss (0 = feature matching only, as the semi-supervised GAN)
   l.d_adversarial_weight = 1.0      # weight of D's adversarial loss (0 = D trained on its class loss only: a supervised baseline)
   l.aux_weight = 1.0                # weight of D's class-logit loss: ACGAN (real + fake, and G's fakes), semi-supervised (labelled reals)

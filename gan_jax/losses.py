@@ -7,8 +7,10 @@ unsupervised loss, feature matching, LeCam and zCR's G term (its D term is bCR's
 
 Every loss is pure, returns a float32 scalar, and works inside or outside
 `jax.jit` / `shard_map` (the `loss_type` string and `label_smoothing` must be
-static Python values); two helpers return logits instead: `top_k_logits`
-(f32[k]) and `semi_supervised_logit` (f32[B]). Logits are the raw discriminator outputs (no sigmoid).
+static Python values); helpers return other things: `generator_loss_per_example`
+(f32[B]), top-k training's `top_k_mask` (f32[B] of 0 / 1), `top_k_count` and
+`top_k_fraction` (the annealed share), and `semi_supervised_logit` (f32[B]). Logits are
+the raw discriminator outputs (no sigmoid).
 
 Adversarial losses (means over the batch; l_r = real logits, l_f = fake logits,
 sigma = sigmoid, so D(x) = sigma(l) for the two cross-entropy losses):
@@ -49,11 +51,14 @@ __all__ = [
     'discriminator_loss',
     'feature_matching_loss',
     'generator_loss',
+    'generator_loss_per_example',
     'latent_consistency_generator_term',
     'lecam_regularization',
     'semi_supervised_logit',
     'semi_supervised_unsupervised_loss',
-    'top_k_logits',
+    'top_k_count',
+    'top_k_fraction',
+    'top_k_mask',
 ]
 
 
@@ -74,6 +79,17 @@ def check_loss_config(loss_config):
   if not 0.0 < loss_config.g_top_k <= 1.0:
     raise errors.ConfigError(
         f'config.loss.g_top_k must be in (0, 1], got {loss_config.g_top_k}.')
+  decay, decay_steps = loss_config.g_top_k_decay, loss_config.g_top_k_decay_steps
+  if not 0.0 <= decay < 1.0:
+    raise errors.ConfigError(f'config.loss.g_top_k_decay must be in [0, 1) (0 = no annealing; '
+                             f'Sinha et al. use 0.99 per epoch), got {decay}.')
+  if decay and (loss_config.g_top_k == 1.0 or not isinstance(decay_steps, int)
+                or isinstance(decay_steps, bool) or decay_steps < 1):
+    raise errors.ConfigError(
+        f'config.loss.g_top_k_decay={decay} anneals the top-k share down to config.loss.g_top_k '
+        f'every config.loss.g_top_k_decay_steps steps: set g_top_k < 1 (e.g. 0.5) and '
+        f'g_top_k_decay_steps to an integer >= 1 (an epoch), got g_top_k='
+        f'{loss_config.g_top_k}, g_top_k_decay_steps={decay_steps!r}.')
   weights = {name: loss_config[name] for name in (
       'gp_weight', 'r1_weight', 'hist_avg_weight', 'g_adversarial_weight',
       'd_adversarial_weight', 'aux_weight', 'feature_matching_weight', 'ortho_weight',
@@ -165,15 +181,42 @@ def discriminator_loss(*, real_logits, fake_logits, loss_type, label_smoothing=0
   raise _no_branch(loss_type)
 
 
+def top_k_fraction(step, *, final, decay=0.0, decay_steps=1):
+  """The share of the fakes top-k training keeps at `step` (Sinha et al. 2020).
+
+  The paper anneals k: it starts at the whole batch and is multiplied by `decay`
+  (0.99 there) every `decay_steps` steps (an epoch), never below `final` (nu);
+  `decay` 0 keeps `final` from the first step.
+
+  Args:
+    step: int32[] (or int) training step, >= 0.
+    final: nu in (0, 1], the share k ends at (`loss.g_top_k`).
+    decay: gamma in [0, 1) (`loss.g_top_k_decay`).
+    decay_steps: steps per decay, >= 1 (`loss.g_top_k_decay_steps`).
+
+  Returns:
+    f32[] share in [final, 1]: max(final, decay ** floor(step / decay_steps)), or
+    `final` when `decay` is 0.
+  """
+  if not decay:
+    return jnp.float32(final)
+  periods = (jnp.asarray(step, jnp.int32) // int(decay_steps)).astype(jnp.float32)
+  return jnp.maximum(jnp.float32(final), jnp.float32(decay) ** periods)
+
+
 def top_k_count(batch_size, fraction):
   """k = max(1, round(fraction * batch_size)): how many fakes top-k training keeps.
 
+  `fraction` may be a traced f32[] (an annealed share); then k is an int32[].
+
   Raises:
-    ValueError (a ConfigError): if `fraction` is outside (0, 1].
+    ValueError (a ConfigError): if a concrete `fraction` is outside (0, 1].
   """
-  if not 0.0 < fraction <= 1.0:
-    raise errors.ConfigError(f'config.loss.g_top_k must be in (0, 1], got {fraction}.')
-  return max(1, int(round(fraction * batch_size)))
+  if isinstance(fraction, (int, float)):
+    if not 0.0 < fraction <= 1.0:
+      raise errors.ConfigError(f'config.loss.g_top_k must be in (0, 1], got {fraction}.')
+    return max(1, int(round(fraction * batch_size)))
+  return jnp.maximum(1, jnp.round(fraction * batch_size)).astype(jnp.int32)
 
 
 def top_k_mask(fake_logits, fraction):
@@ -188,7 +231,8 @@ def top_k_mask(fake_logits, fraction):
 
   Args:
     fake_logits: f[B] raw D outputs on generated data (any real values).
-    fraction: share of the batch to keep, in (0, 1].
+    fraction: share of the batch to keep, in (0, 1] (a float, or a traced f32[]
+      such as `top_k_fraction`'s).
 
   Returns:
     f32[B] of 0 / 1 with exactly k = `top_k_count(B, fraction)` ones, at the k

@@ -92,18 +92,25 @@ def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False,
   return logits, extras, updates.get('batch_stats', batch_stats)
 
 
-def _generator_adversarial_loss(setup, fake_logits):
+def _generator_adversarial_loss(setup, fake_logits, step, aux):
   """G's adversarial loss on this device's fakes; with top-k training (`loss.g_top_k`
   < 1) the k fakes D rates highest are picked from the global batch, gathered from
   every device, so that any device count keeps the same fakes; this device's term
-  is scaled so that the mean over devices is the mean over those k."""
+  is scaled so that the mean over devices is the mean over those k. With annealing
+  (`loss.g_top_k_decay`) k follows `losses.top_k_fraction` of `step`, reported as
+  aux['g_top_k_share']."""
   if setup.g_top_k >= 1.0:
     return losses.generator_loss(fake_logits=fake_logits, loss_type=setup.loss_type)
+  fraction = setup.g_top_k
+  if setup.g_top_k_decay:
+    fraction = aux['g_top_k_share'] = losses.top_k_fraction(
+        step, final=setup.g_top_k, decay=setup.g_top_k_decay,
+        decay_steps=setup.g_top_k_decay_steps)
   everyone = jax.lax.all_gather(fake_logits, setup.axis_name, tiled=True)
-  keep = parallel.global_slice(losses.top_k_mask(everyone, setup.g_top_k), setup.axis_name)
+  keep = parallel.global_slice(losses.top_k_mask(everyone, fraction), setup.axis_name)
   per_example = losses.generator_loss_per_example(fake_logits=fake_logits,
                                                   loss_type=setup.loss_type)
-  k = losses.top_k_count(everyone.shape[0], setup.g_top_k)
+  k = losses.top_k_count(everyone.shape[0], fraction)
   devices = jax.lax.psum(1, setup.axis_name)
   return jnp.sum(keep * per_example) * devices / k
 
@@ -272,7 +279,7 @@ def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, keys, lo
 
 
 def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real, real_labels,
-                        key, perturbed_fake=None):
+                        key, perturbed_fake=None, step=0):
   """G's loss as a function of the fake batch (see the module docstring).
 
   Args:
@@ -286,6 +293,7 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
     key: the key of the augmentations.
     perturbed_fake: f32[B, ...] G(z + dz) of zCR's G term (differentiated, like
       `fake`); None without it.
+    step: int32[] the state's step (top-k annealing).
 
   Returns:
     (loss f32[], (D's batch_stats after the calls, metrics dict)).
@@ -298,7 +306,7 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
   aux = {}
   loss = jnp.zeros((), jnp.float32)
   if setup.g_adv_weight:
-    loss = setup.g_adv_weight * _generator_adversarial_loss(setup, fake_logits)
+    loss = setup.g_adv_weight * _generator_adversarial_loss(setup, fake_logits, step, aux)
   if setup.d_cond == 'acgan':
     aux['g_class'] = losses.class_cross_entropy(logits=fake_x['class_logits'],
                                                 labels=fake_labels)

@@ -66,6 +66,8 @@ class StepSetup:
   bcr_real_weight: float
   bcr_fake_weight: float
   g_top_k: float
+  g_top_k_decay: float    # top-k annealing (`losses.top_k_fraction`); 0 = off
+  g_top_k_decay_steps: int
   weight_clip: float
   ema_decay: float
   ema_start: int
@@ -246,7 +248,7 @@ def _g_grads_fresh_fake(setup, state, real, real_labels, key):
                                     train=True)
     loss, (d_bs, aux) = objectives.generator_objective(
         setup, state.d_params, state.d_batch_stats, fake, fake_labels, real, real_labels,
-        loss_key, perturbed_fake=perturbed)
+        loss_key, perturbed_fake=perturbed, step=state.step)
     return loss, (g_bs, d_bs, aux)
 
   (loss, (g_bs, d_bs, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.g_params)
@@ -261,7 +263,7 @@ def _g_grads_reused_fake(setup, state, real, real_labels, key, reused):
   (loss, (d_bs, aux)), d_fake = jax.value_and_grad(
       lambda f: objectives.generator_objective(
           setup, state.d_params, state.d_batch_stats, f, fake_labels, real, real_labels,
-          jax.random.split(key)[1]),
+          jax.random.split(key)[1], step=state.step),
       has_aux=True)(fake)
   (grads,) = g_vjp(d_fake)
   return loss, grads, state.g_batch_stats, d_bs, aux
@@ -406,6 +408,7 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       entropy_weight=l.entropy_weight,
       g_adv_weight=l.g_adversarial_weight, d_adv_weight=l.d_adversarial_weight,
       bcr_real_weight=l.bcr_real_weight, bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
+      g_top_k_decay=float(l.g_top_k_decay), g_top_k_decay_steps=int(l.g_top_k_decay_steps),
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,
       n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn,
       random_flip=bool(config.data.random_flip),

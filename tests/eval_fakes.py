@@ -28,6 +28,7 @@ from configs import dcgan_digits
 from gan_jax.data import digits as digits_lib
 from gan_jax.metrics import digits_judge
 from gan_jax.metrics import exchange
+from gan_jax.metrics import inception
 from gan_jax.metrics import sampling
 
 NUM_CLASSES = 10
@@ -94,9 +95,10 @@ class CountingExtractor:
     self.devices_seen = []
     self.variables = {'params': {'fc': {'kernel': np.zeros((2, 2), np.float32)}}}
 
-  def __call__(self, variables, images, *, batch_size=64, devices=None, **unused):
+  def __call__(self, variables, images, *, batch_size=64, devices=None, quantize=False,
+               **unused):
     del variables, batch_size, unused
-    images = np.asarray(images, np.float32)
+    images = np.asarray(inception.quantize_8_bit(images) if quantize else images, np.float32)
     self.counts[exchange.process_index()] += len(images)
     devices = list(devices or jax.local_devices())
     self.devices_seen.append(len(devices))

@@ -272,6 +272,51 @@ def test_a_change_of_evaluation_protocol_never_compares_two_distances(tmp_path, 
   assert checkpoint.BestCheckpoint(str(tmp_path / 'best')).best['protocol'] == small
 
 
+def test_a_best_record_without_a_protocol_is_set_aside_not_compared(tmp_path, caplog):
+  # A record from before protocols were kept cannot say how its value was measured.
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert best.update(2, _state(2), {'fid': 30.0})   # no protocol given: none recorded
+  with caplog.at_level(logging.WARNING):
+    assert best.update(4, _state(4), {'fid': 35.0}, {'num_fake': 1000})
+  assert 'which the best so far lacks' in caplog.text
+  assert (tmp_path / 'best_fid_step2').is_dir()
+
+
+def test_another_extractor_s_protocol_does_not_set_the_best_aside(tmp_path):
+  # Adding the digits proxy to an FID run changes nothing FID depends on.
+  fid_only = {'num_fake': 1000, 'reference_split': 'train',
+              'inception': {'num_real': 1000, 'weights': 'ab12'}}
+  both = {**fid_only, 'proxy': {'num_real': 1000, 'judge': 'cd34'}}
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'))
+  assert best.update(2, _state(2), {'fid': 30.0}, fid_only)
+  assert not best.update(4, _state(4), {'fid': 31.0, 'proxy_fd': 0.2}, both)
+  assert best.best['step'] == 2 and not (tmp_path / 'best_fid_step2').exists()
+  # ... but a change of the Inception part does.
+  assert best.update(6, _state(6), {'fid': 32.0}, {**fid_only, 'inception': {
+      'num_real': 1000, 'weights': 'ab12', 'features': 'v2'}})
+  assert (tmp_path / 'best_fid_step2').is_dir()
+
+
+def test_a_checkpoint_unreadable_on_some_processes_only_stays_in_place(
+    tmp_path, monkeypatch, caplog):
+  # A failure on one process of several may be passing (its view of a shared file
+  # system): the run resumes from an older step, but the checkpoint is not moved.
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2, 4])
+  ckpt = checkpoint.Checkpointer(directory)
+  read = ckpt._restore_step  # pylint: disable=protected-access
+  current = []
+  monkeypatch.setattr(ckpt, '_restore_step', lambda a, step: (current.append(step),
+                                                               read(a, step))[1])
+  # Step 4 read well here and failed on another process; step 2 everywhere well.
+  monkeypatch.setattr(checkpoint, '_on_any_and_every_process',
+                      lambda flag: (True, False) if current[-1] == 4 else (flag, flag))
+  with caplog.at_level(logging.WARNING):
+    assert ckpt.restore(_abstract())[2] == 2
+  assert 'it failed on some processes only' in caplog.text
+  assert sorted(os.listdir(directory)) == ['2', '4']
+
+
 def test_describe_change_names_the_fields_that_differ():
   assert checkpoint.describe_change(
       {'num_fake': 1000, 'reference_split': 'train', 'proxy': {'num_real': 5}},

@@ -99,6 +99,17 @@ def test_batching_padding_and_device_count_do_not_change_features(variables, ima
   np.testing.assert_allclose(out['logits'], features32['logits'][:3], rtol=0, atol=1e-5)
 
 
+def test_quantize_rounds_each_batch_as_the_whole_set_would_be(variables, images):
+  # Batch by batch, so that no second copy of an FID-50k sample set is made.
+  rounded = inception.extract_features(variables, images[:3], batch_size=2, quantize=True)
+  whole = inception.extract_features(variables, inception.quantize_8_bit(images[:3]),
+                                     batch_size=2)
+  for name in ('pool3', 'logits'):
+    np.testing.assert_array_equal(rounded[name], whole[name])
+  plain = inception.extract_features(variables, images[:3], batch_size=2)
+  assert not np.array_equal(plain['pool3'], rounded['pool3'])  # the fixtures are not 8-bit
+
+
 def test_float64_parity_in_a_subprocess():
   """jax_enable_x64 is process-wide, so the float64 run gets its own interpreter."""
   script = f'''

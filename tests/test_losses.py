@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from gan_jax import augment
+from gan_jax import defaults
+from gan_jax import errors
 from gan_jax import losses
 
 REAL = np.array([-2.0, -0.5, 0.3, 3.0])
@@ -362,6 +364,32 @@ def test_top_k_mask_marks_the_fakes_d_rates_most_real():
   for bad in (0.0, 1.5, -0.2):
     with pytest.raises(ValueError, match='g_top_k must be in'):
       losses.top_k_mask(logits, bad)
+
+
+def test_top_k_fraction_anneals_from_the_whole_batch_to_nu():
+  # Sinha et al.: k starts at the batch size and is multiplied by gamma every epoch,
+  # never below nu * B.
+  share = lambda step, **kw: float(losses.top_k_fraction(step, final=0.2, **kw))
+  assert share(0) == share(10**6) == pytest.approx(0.2)   # no decay: nu from the start
+  for step, expected in ((0, 1.0), (9, 1.0), (10, 0.5), (25, 0.25), (30, 0.2), (100, 0.2)):
+    assert share(step, decay=0.5, decay_steps=10) == pytest.approx(expected), step
+  assert share(jnp.int32(10), decay=0.99, decay_steps=5) == pytest.approx(0.99 ** 2)
+  # A traced share gives the same mask as the concrete one.
+  logits = jnp.array([0.3, -2.0, 1.5, 0.0, -0.7, 2.2, -1.1, 0.9])
+  traced = jax.jit(losses.top_k_mask)(logits, jnp.float32(0.5))
+  np.testing.assert_array_equal(np.asarray(traced), np.asarray(losses.top_k_mask(logits, 0.5)))
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(g_top_k_decay=1.0), r'g_top_k_decay must be in \[0, 1\)'),
+    (dict(g_top_k_decay=0.99, g_top_k=0.5), 'g_top_k_decay_steps to an integer >= 1'),
+    (dict(g_top_k_decay=0.99, g_top_k_decay_steps=100), 'set g_top_k < 1'),
+])
+def test_top_k_annealing_settings_are_checked(overrides, message):
+  config = defaults.get_config().loss
+  config.update(overrides)
+  with pytest.raises(errors.ConfigError, match=message):
+    losses.check_loss_config(config)
 
 
 @pytest.mark.parametrize('loss_type', ['minimax', 'non_saturating', 'wasserstein', 'hinge',

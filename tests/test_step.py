@@ -751,22 +751,25 @@ def test_minibatch_std_step_on_eight_devices_equals_one_device(name):
   assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
 
 
-def test_top_k_loss_is_the_mean_over_the_kept_fakes():
+@pytest.mark.parametrize('decay, step, kept', [(0.0, 0, 4), (0.0, 50, 4), (0.5, 0, 16),
+                                               (0.5, 9, 16), (0.5, 10, 8), (0.5, 35, 4)])
+def test_top_k_loss_is_the_mean_over_the_kept_fakes(decay, step, kept):
   # In the step's own terms: per-device sums scaled by devices / k average (pmean)
-  # to the mean of the global top-k terms.
+  # to the mean of the global top-k terms; annealed, k starts at the whole batch and
+  # halves every 10 steps down to a quarter of it.
   logits = jnp.asarray(np.random.default_rng(0).normal(size=16), jnp.float32)
-  setup = type('Setup', (), dict(g_top_k=0.25, loss_type='non_saturating',
-                                 axis_name=parallel.DATA_AXIS))()
+  setup = type('Setup', (), dict(g_top_k=0.25, g_top_k_decay=decay, g_top_k_decay_steps=10,
+                                 loss_type='non_saturating', axis_name=parallel.DATA_AXIS))()
   mesh = parallel.make_mesh(jax.devices()[:8])
   logits = jax.device_put(logits, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS)))
   per_device = jax.jit(jax.shard_map(
-      lambda l: jax.lax.pmean(objectives._generator_adversarial_loss(setup, l),  # pylint: disable=protected-access
+      lambda l: jax.lax.pmean(objectives._generator_adversarial_loss(setup, l, step, {}),  # pylint: disable=protected-access
                               parallel.DATA_AXIS),
       mesh=mesh, in_specs=jax.sharding.PartitionSpec(parallel.DATA_AXIS),
       out_specs=jax.sharding.PartitionSpec(), check_vma=False))(logits)
-  best4 = np.sort(np.asarray(logits))[-4:]
-  np.testing.assert_allclose(float(per_device), np.mean(np.log1p(np.exp(-best4))), rtol=1e-6)
+  best = np.sort(np.asarray(logits))[-kept:]
+  np.testing.assert_allclose(float(per_device), np.mean(np.log1p(np.exp(-best))), rtol=1e-6)
 
 
 def test_the_ema_generator_keeps_an_ema_of_g_s_statistics_when_asked():

@@ -246,8 +246,8 @@ class Evaluator:
                                 extract=lambda x: self._features(x)['pool3'],
                                 labels='intra_fid' in self.metrics)
     n_ref, split = self._ref['num_examples'], references['split']
-    self.comparable['inception'] = dict(num_real=int(n_ref),
-                                        weights=weights_id['sha256'][:16])
+    self.comparable['inception'] = dict(num_real=int(n_ref), weights=weights_id['sha256'][:16],
+                                        features=inception.FEATURES_VERSION)
     stats.check_finite('the reference features', self._ref['features'])
     check_counts(self.metrics, num_fake=self._num_samples, num_real=n_ref)  # what the split had
     if 'kid' in self.metrics and min(n_ref, self._num_samples) < protocols.KID_SUBSET_SIZE:
@@ -285,7 +285,7 @@ class Evaluator:
     # Rounded to 8 bits as the published protocols do (PNG files for pytorch-fid,
     # StudioGAN's quantize_images, for real and generated images alike); an image
     # decoded from 8 bits is unchanged, a resized or generated one is not.
-    return inception.extract_features(self._variables, inception.quantize_8_bit(images),
+    return inception.extract_features(self._variables, images, quantize=True,
                                       batch_size=self._inception_batch, devices=self._devices)
 
   # -- evaluation ---------------------------------------------------------------

@@ -136,7 +136,7 @@ def _compute_dtype(variables, images):
 
 
 def extract_features(variables, images, *, batch_size=64, devices=None,
-                     precision=Precision.HIGHEST):
+                     precision=Precision.HIGHEST, quantize=False):
   """pool3 features and unbiased logits of images, computed as pytorch-fid does.
 
   Images are resized to 299x299 by `torch_bilinear_resize` inside the compiled
@@ -155,6 +155,8 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
     devices: devices to shard the batch over (default: all of this process's).
     precision: matmul / conv precision; HIGHEST keeps float32 parity on GPUs and
       TPUs, whose default precision rounds inputs to bfloat16 / TF32.
+    quantize: round the images to 8 bits first (`quantize_8_bit`, batch by batch, so
+      that no copy of the whole set is made), as the evaluation protocol does.
 
   Returns:
     {'pool3': np[N, 2048], 'logits': np[N, 1008]} in the compute dtype.
@@ -182,7 +184,8 @@ def extract_features(variables, images, *, batch_size=64, devices=None,
 
   pending, last_log = None, time.monotonic()
   for start in range(0, n, batch):
-    chunk = images[start:start + batch].astype(dtype, copy=False)
+    chunk = images[start:start + batch]
+    chunk = (quantize_8_bit(chunk) if quantize else chunk).astype(dtype, copy=False)
     if chunk.shape[-1] == 1:
       chunk = np.repeat(chunk, 3, axis=-1)
     valid = chunk.shape[0]
