@@ -51,7 +51,7 @@ def _pool_generator(pool):
   """Returns pool images chosen deterministically from z."""
   def generate(z):
     return pool[(np.abs(z[:, 0]) * 1e6).astype(np.int64) % len(pool)]
-  generate.step = 1234
+  generate.step, generate.standing_stats = 1234, None   # as load_generator's
   return generate
 
 
@@ -63,7 +63,7 @@ def test_the_check_and_the_digits_proxy_report_the_same_confident_share(tmp_path
   pool = _as_images(0.6 * images + 0.2 * np.roll(images, 1, axis=2) +
                     0.2 * np.roll(images, 1, axis=1))
   generate = _pool_generator(pool)
-  monkeypatch.setattr(sample, 'load_generator', lambda workdir, step=None: (config, generate))
+  monkeypatch.setattr(sample, 'load_generator', lambda workdir, step=None, **_: (config, generate))
   result = digits_check.run_check(str(tmp_path), num_samples=300, seed=0, logistic=False)
   evaluator = metrics.make_evaluator(config, data_shape=(8, 8, 1), cache_dir=tmp_path)
   proxy = evaluator(generate, seed=0)
@@ -97,9 +97,9 @@ def test_a_conditional_generator_is_checked_on_cycled_labels(tmp_path, monkeypat
   def generate(z, labels):
     seen.append(np.asarray(labels))
     return np.stack([by_class[c][i % len(by_class[c])] for i, c in enumerate(labels)])
-  generate.step = 7
+  generate.step, generate.standing_stats = 7, None
 
-  monkeypatch.setattr(sample, 'load_generator', lambda workdir, step=None: (config, generate))
+  monkeypatch.setattr(sample, 'load_generator', lambda workdir, step=None, **_: (config, generate))
   result = digits_check.run_check(str(tmp_path), num_samples=300, seed=0, logistic=False)
   assert np.concatenate(seen)[:300].tolist() == [i % 10 for i in range(300)]
   np.testing.assert_allclose(result['judge']['class_shares'], 0.1, atol=0.02)

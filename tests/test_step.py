@@ -763,9 +763,9 @@ def test_top_k_loss_is_the_mean_over_the_kept_fakes(decay, step, kept):
   mesh = parallel.make_mesh(jax.devices()[:8])
   logits = jax.device_put(logits, jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec(parallel.DATA_AXIS)))
+  loss = objectives._generator_adversarial_loss  # pylint: disable=protected-access
   per_device = jax.jit(jax.shard_map(
-      lambda l: jax.lax.pmean(objectives._generator_adversarial_loss(setup, l, step, {}),  # pylint: disable=protected-access
-                              parallel.DATA_AXIS),
+      lambda l: jax.lax.pmean(loss(setup, l, step, {}), parallel.DATA_AXIS),
       mesh=mesh, in_specs=jax.sharding.PartitionSpec(parallel.DATA_AXIS),
       out_specs=jax.sharding.PartitionSpec(), check_vma=False))(logits)
   best = np.sort(np.asarray(logits))[-kept:]
