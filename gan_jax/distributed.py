@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 import jax
 
@@ -226,6 +227,10 @@ def _flush_logs():
   sys.stderr.flush()
 
 
+# Seconds process 0 stays after a user error (see `exit_after_failure`).
+USER_ERROR_GRACE_S = 5.0
+
+
 def exit_after_failure(error, *, timeout_s, user_error=False):
   """Ends a failed process of a multi-process run at once (never returns).
 
@@ -248,6 +253,11 @@ def exit_after_failure(error, *, timeout_s, user_error=False):
     logging.warning('gan_jax: process %d of %d stops; the others stop within '
                     '--distributed_timeout=%d s if they do not fail the same way.',
                     jax.process_index(), jax.process_count(), timeout_s)
+    if jax.process_index() == 0:
+      # Process 0 hosts the coordination service: leaving at once could end a slower
+      # peer through the lost service before it reports the same error itself.
+      _flush_logs()
+      time.sleep(min(USER_ERROR_GRACE_S, timeout_s / 2))
   else:
     logging.error(
         'gan_jax: process %d of %d failed with %s: %s\nExiting now; the other processes '
