@@ -132,7 +132,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
                       f'dict, see gan_jax/defaults.py), got {type(config).__name__}.')
     config = ml_collections.ConfigDict(config)
   config_check.validate(config)
-  t, chief = config.train, jax.process_index() == 0
+  t = config.train
   # The batch is checked against the devices before the workdir records anything.
   dp = parallel.DataParallel.from_config(config.parallel, remat=config.train.remat)
   local_batch = dp.local_batch_size(t.batch_size)
