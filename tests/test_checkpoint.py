@@ -81,6 +81,24 @@ def test_when_no_checkpoint_can_be_read_none_is_moved_and_a_rerun_finds_them(
   assert ckpt.restore(_abstract())[2] == 4
 
 
+def test_a_process_with_a_stale_listing_takes_process_0_s_and_rereads(tmp_path, monkeypatch,
+                                                                       caplog):
+  # Processes that restored different steps would train apart and then hang.
+  directory = str(tmp_path / 'checkpoints')
+  _save(directory, [2, 4])
+  stale = checkpoint.Checkpointer(directory)   # lists [2, 4] from here on
+  _save(directory, [6])                         # written meanwhile, as by another run
+  assert stale.all_steps() == [2, 4]
+  monkeypatch.setattr(checkpoint.jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(checkpoint, '_gather_json', lambda value: [[2, 4, 6], value])
+  with caplog.at_level(logging.WARNING):
+    assert stale._agreed_steps() == [2, 4, 6]  # pylint: disable=protected-access
+  assert "process 0 lists [2, 4, 6]; using process 0's" in caplog.text
+  monkeypatch.undo()
+  assert stale.all_steps() == [2, 4, 6]   # re-read, so the restore can find step 6
+  assert stale.restore(_abstract())[2] == 6
+
+
 def test_a_checkpoint_removed_while_it_was_read_is_reported_gone(tmp_path, caplog, monkeypatch):
   # E.g. rotated away by another run in the same folder: nothing to move aside, and
   # the warning must not claim a checkpoints_corrupt/ copy.
