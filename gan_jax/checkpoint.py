@@ -472,15 +472,6 @@ class BestCheckpoint:
     metric = self._metric(results)
     if metric is None:
       return False
-    if self.best is not None and protocol is not None:
-      old = self._part(self.best.get('protocol'), metric)
-      if old is None:  # a record from before protocols were kept: cannot tell
-        self._set_aside('record their protocol, which the best so far lacks')
-      elif old != self._part(protocol, metric):
-        # E.g. a run resumed with more eval.num_samples: a Frechet distance from more
-        # samples is lower by itself, so the two cannot be compared.
-        self._set_aside('use another protocol (' +
-                        describe_change(old, self._part(protocol, metric)) + ')')
     if self.best is not None and self.best.get('metric') != metric:
       # The evaluation changed (e.g. proxy FD, then FID after a resume with other
       # eval.metrics): the two distances cannot be compared, so the old best is
@@ -490,6 +481,15 @@ class BestCheckpoint:
         self._set_aside(f'give {metric}, not {self.best["metric"]}')
       else:
         self.best = {**self.best, 'metric': metric, 'value': earlier}
+    if self.best is not None and protocol is not None:
+      old = self._part(self.best.get('protocol'), metric)
+      if old is None:  # a record from before protocols were kept: cannot tell
+        self._set_aside('record their protocol, which the best so far lacks')
+      elif old != self._part(protocol, metric):
+        # E.g. a run resumed with more eval.num_samples: a Frechet distance from more
+        # samples is lower by itself, so the two cannot be compared.
+        self._set_aside('use another protocol (' +
+                        describe_change(old, self._part(protocol, metric)) + ')')
     if self.best is not None and results[metric] >= self.best['value']:
       return False
     saver = Checkpointer(self.directory, max_to_keep=1, async_save=False)
