@@ -53,6 +53,26 @@ def _check_fields(config):
         'gan_jax/defaults.py.')
 
 
+def _check_switches_that_would_change_nothing(config):
+  """A ConfigError for settings that are on but have nothing to act on."""
+  l, e = config.loss, config.eval
+  if l.g_top_k < 1.0 and not l.g_adversarial_weight:
+    raise errors.ConfigError(
+        f'config.loss.g_top_k={l.g_top_k} picks the fakes of G\'s adversarial loss, and '
+        'config.loss.g_adversarial_weight is 0 (G learns by feature matching only), so it '
+        'would change nothing: set g_top_k=1, or give G an adversarial loss.')
+  if l.g_top_k_decay_steps and not l.g_top_k_decay:
+    raise errors.ConfigError(
+        f'config.loss.g_top_k_decay_steps={l.g_top_k_decay_steps} is the period of the top-k '
+        'annealing, and config.loss.g_top_k_decay is 0 (no annealing): set the decay too '
+        '(Sinha et al.: 0.99 per epoch), or leave the steps at 0.')
+  if e.every > 0 and not str(e.metrics).strip():
+    raise errors.ConfigError(
+        f'config.eval.every={e.every} asks for evaluations, and config.eval.metrics is empty: '
+        'name them (e.g. --config.eval.metrics=proxy, offline on digits and toy data; fid '
+        'with the Inception weights), or set eval.every=-1.')
+
+
 def validate(config):
   """Raises ConfigError for the first bad field of `config`; returns None if it is fine."""
   _check_fields(config)
@@ -74,6 +94,7 @@ def validate(config):
         f'the one D update\'s fake batch), got n_critic={t.n_critic}. Set '
         'train.reuse_fake=False or train.n_critic=1.')
   losses.check_loss_config(config.loss)
+  _check_switches_that_would_change_nothing(config)
   zcr = config.loss.zcr_d_weight or config.loss.zcr_g_weight
   if t.reuse_fake and zcr:
     raise errors.ConfigError(

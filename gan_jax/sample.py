@@ -301,8 +301,9 @@ def _define_flags():
                       'suffix).', required=True)
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)
   flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1)
-  flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors z (without --truncation, those '
-                       'gan_jax.evaluate --seed scores).', lower_bound=0,
+  flags.DEFINE_integer('seed', None, 'Seed of the latent vectors z (without --truncation, those '
+                       'gan_jax.evaluate --seed scores; default 0, with --best the run\'s '
+                       'config.seed + 1, as gan_jax.evaluate --best).', lower_bound=0,
                        upper_bound=2**63 - 1)
   flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.', lower_bound=1)
   flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
@@ -316,8 +317,9 @@ def _define_flags():
                        '(BigGAN\'s standing statistics; 0 = off; default: the run\'s '
                        'config.eval.standing_stats).', lower_bound=0)
   flags.DEFINE_integer('interpolate', 0, 'Write rows of this many interpolation steps '
-                       'between random latents (per class for conditional runs).',
-                       lower_bound=0)
+                       'between random latents: --num_samples // K rows (at least one) of K, '
+                       'or for a conditional run one row per class (--labels or all) of one '
+                       'shared latent path.', lower_bound=0)
 
 
 def _parse_labels(values):
@@ -368,11 +370,14 @@ def main(argv):
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')
+  run_config = workdir_lib.load_config(f.workdir)
+  if f.seed is None:  # the latents gan_jax.evaluate scores by default
+    f.seed = run_config.seed + 1 if f.best else 0
   standing = f.standing_stats
   if standing is None:
-    standing = int(workdir_lib.load_config(f.workdir).eval.standing_stats)
+    standing = int(run_config.eval.standing_stats)
   elif standing:
-    standing_stats_lib.check_config(workdir_lib.load_config(f.workdir), standing)
+    standing_stats_lib.check_config(run_config, standing)
   config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,
                                     standing_stats=standing, standing_seed=f.seed)
   z, labels, columns = _requested(config, f)

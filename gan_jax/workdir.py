@@ -29,6 +29,7 @@ import json
 import os
 import socket
 
+from absl import logging
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
@@ -397,6 +398,10 @@ def record_changes(workdir, accepted, *, step):
   """
   if not accepted or jax.process_index() != 0:
     return
+  # Said in the log too: a resume that quietly drops, say, the evaluation flags of the
+  # first command would otherwise show it only in the history file.
+  logging.warning('Continuing %s at step %d with changed settings (%s): %s', workdir, step,
+                  accepted['accepted'], _describe(accepted['changes']).replace('\n  ', '; '))
   entry = dict(accepted, step=int(step),
                time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
   writers.append_line(epath.Path(workdir) / HISTORY_FILE, json.dumps(entry, sort_keys=True))

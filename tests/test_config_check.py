@@ -41,6 +41,25 @@ def test_bad_counts_name_the_field_and_the_minimum(field, value):
     config_check.validate(tiny_config(**{field: value}))
 
 
+@pytest.mark.parametrize('overrides,message', [
+    ({'loss.g_top_k': 0.5, 'loss.g_adversarial_weight': 0.0},
+     'g_top_k=0.5 picks the fakes of G.s adversarial loss.*would change nothing'),
+    ({'loss.g_top_k': 0.5, 'loss.g_top_k_decay_steps': 5},
+     'g_top_k_decay_steps=5 is the period.*g_top_k_decay is 0'),
+    ({'eval.every': 2, 'eval.metrics': ''},
+     r'eval.every=2 asks for evaluations, and config.eval.metrics is empty.*proxy'),
+])
+def test_switches_with_nothing_to_act_on_are_refused(overrides, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(tiny_config(**overrides))
+  # Each on its own, with what it acts on, is fine.
+  fixed = dict(overrides)
+  fixed.update({'loss.g_adversarial_weight': 1.0} if 'loss.g_adversarial_weight' in fixed
+               else {'loss.g_top_k_decay': 0.9} if 'loss.g_top_k_decay_steps' in fixed
+               else {'eval.metrics': 'proxy'})
+  assert config_check.validate(tiny_config(**fixed)) is None
+
+
 def test_a_field_defaults_does_not_have_is_refused_with_the_closest_name():
   config = tiny_config()
   config.model.zdim = 4  # a typo made in Python adds a field instead of setting z_dim

@@ -218,6 +218,16 @@ def test_evaluations_during_training_use_standing_statistics(tmp_path):
   z = sample.latents(0, 8, config.model.z_dim)
   np.testing.assert_array_equal(default(z), generate(z))
   assert np.abs(without(z) - generate(z)).max() > 1e-4  # the statistics matter here
+  # With --best, sample draws the latents evaluate --best scores: seed config.seed + 1.
+  done = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.sample', f'--workdir={workdir}', '--best',
+       f'--output={tmp_path / "best.npz"}', '--num_samples=8'],
+      capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stderr
+  _, best = sample.load_generator(workdir, best=True, standing_seed=1)
+  np.testing.assert_allclose(
+      np.load(tmp_path / 'best.npz')['samples'],
+      sample.generate_samples(best, z_dim=config.model.z_dim, num_samples=8, seed=1), atol=1e-6)
   checked = digits_check.run_check(workdir, num_samples=200, seed=0, logistic=False)
   assert checked['standing_stats'] == {'batches': 4, 'batch_size': config.train.batch_size,
                                        'seed': 0}

@@ -1,6 +1,7 @@
 """Tests of a run's workdir: the saved config, refused and recorded config changes."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -54,10 +55,14 @@ def test_a_changed_training_field_is_refused_with_a_diff(run):
   assert _config_bytes(run) == before
 
 
-def test_an_allowed_change_is_recorded_with_its_step_and_replayed(run):
+def test_an_allowed_change_is_recorded_with_its_step_and_replayed(run, caplog):
   before = _config_bytes(run)
   accepted = workdir_lib.prepare(tiny_config(**{'loss.type': 'hinge'}), run, allow_changes=True)
-  workdir_lib.record_changes(run, accepted, step=4)
+  with caplog.at_level(logging.WARNING):
+    workdir_lib.record_changes(run, accepted, step=4)
+  # Said in the log as well as in the history file.
+  assert ("at step 4 with changed settings (--allow_config_change): loss.type: saved "
+          "'non_saturating', now 'hinge'") in caplog.text
   assert _config_bytes(run) == before  # the original config is never overwritten
   entries = workdir_lib.history(run)
   assert [(e['step'], e['accepted']) for e in entries] == [(4, '--allow_config_change')]
