@@ -482,14 +482,13 @@ class BestCheckpoint:
       else:
         self.best = {**self.best, 'metric': metric, 'value': earlier}
     if self.best is not None and protocol is not None:
-      old = self._part(self.best.get('protocol'), metric)
+      old, new = self._part(self.best.get('protocol'), metric), self._part(protocol, metric)
       if old is None:  # a record from before protocols were kept: cannot tell
         self._set_aside('record their protocol, which the best so far lacks')
-      elif old != self._part(protocol, metric):
+      elif old != new:
         # E.g. a run resumed with more eval.num_samples: a Frechet distance from more
         # samples is lower by itself, so the two cannot be compared.
-        self._set_aside('use another protocol (' +
-                        describe_change(old, self._part(protocol, metric)) + ')')
+        self._set_aside(f'use another protocol ({describe_change(old, new)})')
     if self.best is not None and results[metric] >= self.best['value']:
       return False
     saver = Checkpointer(self.directory, max_to_keep=1, async_save=False)

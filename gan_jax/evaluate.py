@@ -89,9 +89,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     reference_split: reference split (None: config.eval.reference_split, else
       config.data.split).
     inception_weights: weights path (None: config / environment / cache search).
-    seed: latent seed (None: 0; with `best`, config.seed + 1, because the evaluations
-      during training that picked the best checkpoint drew their latents from
-      config.seed, and the same latents would report the luckiest of those draws).
+    seed: latent seed (None: `sample.default_seed`, 0, or with `best` config.seed + 1,
+      not the latents that picked the best checkpoint).
     batch_size: latents per generator call (>= 1).
     output: JSON path (None: `<workdir>/eval/step_<step>.json`).
     cache_dir: cache root (None: default).
@@ -133,7 +132,7 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   if accuracy_split is None:
     accuracy_split = config.eval.accuracy_split
   if seed is None:
-    seed = config.seed + 1 if best else 0
+    seed = sample.default_seed(config, best=best)
   elif best and seed == config.seed and sample_metrics:
     logging.warning('--seed=%d is the seed whose latents picked the best checkpoint during '
                     'training: its value is the lowest of several noisy estimates, so it is '

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax import augment
+from gan_jax import ema
 from gan_jax import losses
 from gan_jax import models
 from gan_jax import parallel
@@ -242,9 +243,8 @@ def _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux):
   decay = jnp.where(state.step >= setup.lecam_start, setup.lecam_decay, 0.0)
   global_mean = lambda logits: jax.lax.stop_gradient(jax.lax.pmean(
       jnp.mean(logits.astype(jnp.float32)), setup.axis_name))
-  old = state.d_batch_stats[LECAM_STATS]
-  new = {'real': decay * old['real'] + (1.0 - decay) * global_mean(real_logits),
-         'fake': decay * old['fake'] + (1.0 - decay) * global_mean(fake_logits)}
+  new = ema.update(state.d_batch_stats[LECAM_STATS], {'real': global_mean(real_logits),
+                                                      'fake': global_mean(fake_logits)}, decay)
   aux['lecam'] = losses.lecam_regularization(
       real_logits=real_logits, fake_logits=fake_logits, real_average=new['real'],
       fake_average=new['fake'])

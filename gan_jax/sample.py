@@ -134,6 +134,14 @@ def latents(seed, num_samples, z_dim, *, truncation=None):
                                                 (num_samples, z_dim)), np.float32)
 
 
+def default_seed(config, *, best):
+  """The latents' seed when none is given (sample and evaluate): 0, or with `best`
+  the run's config.seed + 1, because the evaluations during training that picked the
+  best checkpoint drew their latents from config.seed, and the same latents would
+  report the luckiest of those draws."""
+  return config.seed + 1 if best else 0
+
+
 def check_truncation(truncation):
   """A ConfigError unless `truncation` (--truncation, T) is None or a finite T > 0."""
   if truncation is not None and not (math.isfinite(truncation) and truncation > 0):
@@ -372,14 +380,11 @@ def main(argv):
                              'two end points); pass K >= 2, or 0 for plain samples.')
   run_config = workdir_lib.load_config(f.workdir)
   if f.seed is None:  # the latents gan_jax.evaluate scores by default
-    f.seed = run_config.seed + 1 if f.best else 0
-  standing = f.standing_stats
-  if standing is None:
-    standing = int(run_config.eval.standing_stats)
-  elif standing:
-    standing_stats_lib.check_config(run_config, standing)
+    f.seed = default_seed(run_config, best=f.best)
+  if f.standing_stats:  # (None: the run's own setting, which its config check passed)
+    standing_stats_lib.check_config(run_config, f.standing_stats)
   config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,
-                                    standing_stats=standing, standing_seed=f.seed)
+                                    standing_stats=f.standing_stats, standing_seed=f.seed)
   z, labels, columns = _requested(config, f)
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
   write_samples(samples, f.output, labels=labels, columns=columns)

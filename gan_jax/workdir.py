@@ -268,9 +268,9 @@ def _state_layout(config):
   return treedef, [(leaf.shape, str(leaf.dtype)) for leaf in leaves]
 
 
-def _describe(changes):
-  return '\n  '.join(f'{field}: saved {c["from"]!r}, now {c["to"]!r}'
-                     for field, c in changes.items())
+def _describe(changes, separator='\n  '):
+  return separator.join(f'{field}: saved {c["from"]!r}, now {c["to"]!r}'
+                        for field, c in changes.items())
 
 
 def _make_folder(workdir):
@@ -401,7 +401,7 @@ def record_changes(workdir, accepted, *, step):
   # Said in the log too: a resume that quietly drops, say, the evaluation flags of the
   # first command would otherwise show it only in the history file.
   logging.warning('Continuing %s at step %d with changed settings (%s): %s', workdir, step,
-                  accepted['accepted'], _describe(accepted['changes']).replace('\n  ', '; '))
+                  accepted['accepted'], _describe(accepted['changes'], '; '))
   entry = dict(accepted, step=int(step),
                time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
   writers.append_line(epath.Path(workdir) / HISTORY_FILE, json.dumps(entry, sort_keys=True))

@@ -15,6 +15,7 @@ few of their names, and names a class whose every file is unreadable; a folder
 where nothing can be read is an error.
 """
 
+import collections
 import os
 import threading
 
@@ -35,8 +36,10 @@ _unreadable_lock = threading.Lock()
 # a folder's classes more than once).
 _warned_empty = set()
 # Per process: root -> {class name: number of image files} of folders read with
-# classes, so that a class whose every file is unreadable can be named.
+# classes, and root -> Counter of unreadable files per first-level folder, so that a
+# class whose every file is unreadable can be named.
 _class_sizes = {}
+_unreadable_per_folder = {}
 
 
 def list_images(root):
@@ -130,9 +133,10 @@ def record_unreadable(root, relpath, error):
     count = len(seen)
     examples = sorted(seen)[:_WARN_NAMES]
     class_name = relpath.split(os.sep, 1)[0]
+    lost = _unreadable_per_folder.setdefault(root, collections.Counter())
+    lost[class_name] += 1
     class_size = _class_sizes.get(root, {}).get(class_name)
-    class_lost = class_size is not None and class_size == sum(
-        1 for p in seen if p.split(os.sep, 1)[0] == class_name)
+    class_lost = class_size is not None and class_size == lost[class_name]
   if class_lost:
     # The class still exists for G (labels of fakes are drawn over every class), but
     # D never sees a real image of it.
