@@ -27,6 +27,7 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import socket
 
 from absl import logging
@@ -57,6 +58,9 @@ _RUN_SECTIONS = ('model', 'train', 'data')
 _RECORD_FILES = (CONFIG_FILE, HISTORY_FILE, CLASS_NAMES_FILE, LOCK_FILE, 'metrics.jsonl',
                  'eval.jsonl')
 _RECORD_FOLDERS = (CHECKPOINTS, BEST, 'checkpoints_corrupt', 'samples', 'tensorboard')
+# An earlier best checkpoint kept aside (`checkpoint.BestCheckpoint`): best_fid_step4000/,
+# best_fid_step4000_2/.
+_SET_ASIDE_BEST = re.compile(rf'{BEST}_\w+_step\d+(_\d+)?')
 # Fields that change neither the networks nor the optimisation, so a resumed run
 # may change them freely. train.num_steps is free only with a constant learning
 # rate: with a decaying schedule it changes every later learning rate.
@@ -220,8 +224,8 @@ def check_output_path(workdir, output, flag='--output'):
   """Raises ConfigError when writing `output` would replace one of `workdir`'s records.
 
   The records are the files and folders training keeps there (config.json, the
-  histories and logs, checkpoints, the best checkpoint, sample grids, TensorBoard
-  events); anything else in the workdir (e.g. its `eval/` folder) may be written.
+  histories and logs, checkpoints, the best checkpoint and earlier ones kept aside,
+  sample grids, TensorBoard events); anything else in the workdir (e.g. its `eval/` folder) may be written.
   Both paths are compared after resolving them, so `./W/../W/config.json` counts.
   Remote paths (`gs://...`) are compared as written.
   """
@@ -233,7 +237,7 @@ def check_output_path(workdir, output, flag='--output'):
   if relative is None:
     return
   top = relative.split('/')[0]
-  if relative in _RECORD_FILES or top in _RECORD_FOLDERS:
+  if relative in _RECORD_FILES or top in _RECORD_FOLDERS or _SET_ASIDE_BEST.fullmatch(top):
     raise errors.ConfigError(
         f'{flag}={output} would replace {top!r}, part of the run\'s own record in '
         f'{workdir}; write to another path (e.g. {os.path.join(workdir, "eval", "")} '

@@ -136,7 +136,8 @@ def test_without_metrics_the_run_s_own_or_offline_metrics_are_evaluated(
 
 
 @pytest.mark.parametrize('output', ['config.json', 'metrics.jsonl', 'checkpoints/x.json',
-                                    'samples/step_0000004.json', 'sub/../config_history.jsonl'])
+                                    'samples/step_0000004.json', 'sub/../config_history.jsonl',
+                                    'best_fid_step40/x.json', 'best_proxy_fd_step40_2/x'])
 def test_an_output_that_would_replace_a_run_record_is_refused(tmp_path, output):
   workdir = str(tmp_path / 'run')
   workdir_lib.prepare(dcgan_digits.get_config(), workdir)
@@ -147,6 +148,7 @@ def test_an_output_that_would_replace_a_run_record_is_refused(tmp_path, output):
   # Beside the records, in the eval folder or outside the workdir, is fine.
   workdir_lib.check_output_path(workdir, str(tmp_path / 'run' / 'eval' / 'mine.json'))
   workdir_lib.check_output_path(workdir, str(tmp_path / 'config.json'))
+  workdir_lib.check_output_path(workdir, str(tmp_path / 'run' / 'best_fid.json'))
 
 
 def test_an_unknown_metric_fails_before_the_workdir_is_read(tmp_path):
