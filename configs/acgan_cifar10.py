@@ -9,7 +9,8 @@ same G as cGAN-PD, spectral norm in D); training as the SNGAN configs (Adam 2e-4
 (0, 0.9), n_critic 5, batch 64, 100k steps, linear decay). StudioGAN's ACGAN-Mod
 differs: no spectral norm in D but BatchNorm in its blocks (`apply_d_sn` False turns
 StudioGAN's resnet D blocks to BatchNorm), the class loss in D on real images only (here on
-real and fake; in G on fake in both), Adam (0.5, 0.999, eps 1e-6) at a constant
+real and fake; in G on fake in both), a class head without bias (here with one,
+as the semi-supervised D's head), Adam (0.5, 0.999, eps 1e-6) at a constant
 rate, nearest (not bilinear) upsampling, horizontal flips (`--config.data.random_flip=True`
 adds those). Published: StudioGAN
 ACGAN-Mod CIFAR-10 (docs/benchmarks.md).

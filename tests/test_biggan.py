@@ -173,6 +173,22 @@ def test_block_init_orthogonal_kernels_and_unit_bn_statistics():
   np.testing.assert_array_equal(stats['var'], 1.0)
 
 
+@pytest.mark.parametrize('features,downsample', [(8, True), (6, False), (4, False)])
+def test_a_later_dblock_sees_only_relu_of_its_input(features, downsample):
+  # StudioGAN's DiscBlock rectifies its input in place (nn.ReLU(inplace=True)), so its
+  # shortcut (1x1 conv when pooling or widening, else identity) sees relu(x) as the
+  # convs do: the block's output cannot depend on x's negative entries. The first
+  # ('optimized') block has no ReLU before its first conv, so it must.
+  x = np.random.default_rng(6).standard_normal((2, 4, 4, 4)).astype(np.float32)
+  for first, same in ((False, True), (True, False)):
+    block = biggan.DBlock(features, downsample=downsample, first=first)
+    run = fast_jit(lambda x, v, block=block: block.apply(v, x, train=False))
+    variables = fast_jit(lambda key, block=block: block.init(key, x, train=False))(
+        jax.random.key(1))
+    raw, rectified = run(x, variables), run(np.maximum(x, 0), variables)
+    assert np.allclose(raw, rectified, atol=1e-6) == same, (first, features, downsample)
+
+
 def test_attention_sits_at_the_configured_side(small):
   # 32 px, side 16: after G block 1 (ngf * 4 = 32 channels) and D block 0 (ndf * 2 = 16).
   assert small.g_vars['params']['attention']['o']['kernel'].shape == (1, 1, 16, 32)

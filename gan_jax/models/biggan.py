@@ -10,8 +10,9 @@ backbone apart from how G is conditioned (`sagan.py` builds that variant from he
                    conditional BN(c), ReLU, SN 3x3 conv; plus upsample + SN 1x1 conv of x.
   D: x -> DBlocks (first one 'optimized') -> [self-attention] -> ReLU -> sum over H, W
        -> SN linear to 1 logit (+ projection <embed(y), h>, or an ACGAN class head)
-     DBlock(x): ReLU, SN 3x3 conv, ReLU, SN 3x3 conv, [2x2 avg pool];
-                plus SN 1x1 conv + [avg pool] of x when the shape changes.
+     DBlock(x): x <- ReLU(x); SN 3x3 conv, ReLU, SN 3x3 conv, [2x2 avg pool];
+                plus x, or SN 1x1 conv + [avg pool] of x when the shape changes
+                (StudioGAN's in-place ReLU also rectifies the shortcut's input).
 
 Conditional BN (BigGAN's "conditional BN from a linear projection"): BatchNorm
 without affine parameters, then `(1 + c W_gain) * x_hat + c W_bias` with SN linear
@@ -27,7 +28,9 @@ Self-attention sits after the G block and after the first D block whose output
 has side `attention_resolution` (StudioGAN's configs: half the image side in both).
 Every G and D weight is spectrally normalised except G's shared class embedding
 (as the reference); weights are orthogonally initialised (StudioGAN's 'ortho').
-BatchNorm: epsilon 1e-4 as StudioGAN.
+BatchNorm: epsilon 1e-4 as StudioGAN. Spectral norm is the project's one
+implementation (flax's, epsilon 1e-12; StudioGAN's own uses 1e-6, which moves sigma
+by far less than one power iteration's error).
 """
 
 from typing import Any
@@ -168,7 +171,11 @@ class DBlock(nn.Module):
     """x: f[B, H, W, Cin] -> f[B, H', W', features] (H' = H / 2 when downsampling)."""
     conv = _block_conv(self, train)
     pool = _avg_pool_2x2 if self.downsample else (lambda h: h)
-    h = conv(x if self.first else nn.relu(x), 3, 'conv1')
+    if not self.first:
+      # StudioGAN's DiscBlock applies this ReLU in place (nn.ReLU(inplace=True)) to the
+      # block input itself, so its shortcut, 1x1 conv or identity, sees relu(x) too.
+      x = nn.relu(x)
+    h = conv(x, 3, 'conv1')
     h = pool(conv(nn.relu(h), 3, 'conv2'))
     if self.first:
       return h + conv(pool(x), 1, 'conv0')
