@@ -22,6 +22,7 @@ from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
 from gan_jax.metrics import classifier as classifier_lib
 from gan_jax.metrics import evaluator as evaluator_lib
+from gan_jax.models import conditional
 
 # (field, smallest allowed value): counts and intervals of config.train / .eval.
 _MINIMA = (
@@ -153,6 +154,24 @@ def validate(config):
         f'config.data.labels_per_class={config.data.labels_per_class} keeps a few labels '
         'for the semi-supervised GAN, but this model reads no labels '
         '(model.num_classes=0). Set it to 0.')
+  if config.data.labels_per_class and config.model.d_cond not in conditional.LABEL_FREE_HEADS:
+    # The dropped labels are -1, which a projection embedding would read as the last
+    # class: every unlabelled real image would be shown to D as class K - 1.
+    raise errors.ConfigError(
+        f'config.data.labels_per_class={config.data.labels_per_class} leaves most real '
+        f'images unlabelled, and model.d_cond={config.model.d_cond!r} needs the class of '
+        f'every real image. Use a D head that reads no labels '
+        f'({" or ".join(repr(h) for h in conditional.LABEL_FREE_HEADS)}), or set it to 0.')
+  if config.data.labelled_fraction and not config.data.labels_per_class:
+    raise errors.ConfigError(
+        f'config.data.labelled_fraction={config.data.labelled_fraction} draws that share '
+        'of every batch from the labelled examples, and every example is labelled '
+        '(data.labels_per_class=0), so it only repeats examples. Set it to 0, or set '
+        'data.labels_per_class for the semi-supervised GAN.')
+  if config.data.source == 'digits' and config.data.crop == 'celeba':
+    raise errors.ConfigError(
+        "config.data.crop='celeba' cuts CelebA's 218x178 faces; the digits are 8x8 and "
+        "are not cropped. Set it to 'center' (the default).")
   eval_metrics = metrics.parse_metrics(config.eval.metrics,
                                        known=metrics.METRICS + (classifier_lib.ACCURACY,))
   class_metrics.check_config(eval_metrics, source=config.data.source,
@@ -168,3 +187,5 @@ def validate(config):
         config, f"this model (config.eval.metrics has '{classifier_lib.ACCURACY}')")
     classifier_lib.check_labelled_split(config.data, config.eval.accuracy_split,
                                        'config.eval.accuracy_split')
+    classifier_lib.check_held_out(config.data, config.eval.accuracy_split,
+                                  'config.eval.accuracy_split')

@@ -3,6 +3,7 @@
 import ml_collections
 import pytest
 
+from configs import cgan_digits
 from configs import semi_supervised_digits
 from configs import toy_ring
 from gan_jax import augment
@@ -96,6 +97,50 @@ def test_class_metrics_of_the_semi_supervised_gan_are_refused_before_training():
 def test_labels_per_class_for_a_model_without_labels_is_refused():
   with pytest.raises(errors.ConfigError, match=r'labels_per_class=10.*reads no labels'):
     config_check.validate(tiny_config(**{'data.labels_per_class': 10}))
+
+
+@pytest.mark.parametrize('d_cond,refused', [('projection', True), ('acgan', False)])
+def test_labels_per_class_needs_a_discriminator_that_reads_no_labels(d_cond, refused):
+  # A projection D would read the dropped labels (-1) as the last class.
+  config = cgan_digits.get_config('smoke')
+  config.update_from_flattened_dict({'model.d_cond': d_cond, 'data.labels_per_class': 10})
+  if refused:
+    with pytest.raises(errors.ConfigError, match=r"labels_per_class=10 leaves.*'projection' "
+                                                 r"needs the class of every real image"):
+      config_check.validate(config)
+  else:
+    assert config_check.validate(config) is None
+  # The semi-supervised D reads no labels either.
+  assert config_check.validate(semi_supervised_digits.get_config('smoke')) is None
+
+
+def test_labelled_fraction_without_unlabelled_examples_is_refused():
+  with pytest.raises(errors.ConfigError, match=r'labelled_fraction=0.5 .*every example is '
+                                               r'labelled.*only repeats examples'):
+    config_check.validate(tiny_config(**{'data.labelled_fraction': 0.5}))
+  config = semi_supervised_digits.get_config('smoke')
+  config.data.labelled_fraction = 0.5
+  assert config.data.labels_per_class > 0 and config_check.validate(config) is None
+
+
+def test_the_celeba_crop_of_the_digits_is_refused():
+  with pytest.raises(errors.ConfigError, match="crop='celeba' cuts CelebA.*8x8"):
+    config_check.validate(tiny_config(**{'data.crop': 'celeba'}))
+
+
+@pytest.mark.parametrize('train_split,accuracy_split,refused', [
+    ('train', 'test', False), ('train', 'train', True), ('all', 'test', True),
+    ('test', 'all', True), ('test', 'train', False)])
+def test_accuracy_on_images_the_run_trains_on_is_refused(train_split, accuracy_split, refused):
+  config = semi_supervised_digits.get_config('smoke')
+  config.update_from_flattened_dict({'data.split': train_split, 'eval.metrics': 'accuracy',
+                                     'eval.every': 2, 'eval.accuracy_split': accuracy_split})
+  if refused:
+    with pytest.raises(errors.ConfigError, match=rf"accuracy_split='{accuracy_split}' holds "
+                                                 'images the run trains on'):
+      config_check.validate(config)
+  else:
+    assert config_check.validate(config) is None
 
 
 def test_entropy_weight_needs_the_semi_supervised_discriminator():

@@ -9,6 +9,7 @@ import pytest
 import data_helpers as h
 from gan_jax import data
 from gan_jax import errors
+from gan_jax.data import digits as digits_lib
 from gan_jax.data import iterator
 from gan_jax.data import subset
 
@@ -274,3 +275,71 @@ def test_labelled_mix_order_spreads_the_labelled_rows_and_walks_them_per_epoch()
   others = batches[:, [0, 1, 2, 4, 5, 6]].ravel()
   assert len(set(others)) == 18 and others.min() >= 0 and others.max() < 200
   np.testing.assert_array_equal(order(1), batches[1])  # a pure function of k
+
+
+# ---- several processes -------------------------------------------------------
+
+
+def _digit_labels_by_image():
+  """{bytes of an 8x8 digit's 0..16 values: its 'train' labels}, from digits.py directly."""
+  images, labels = digits_lib.digits_split('train')
+  table = {}
+  for image, label in zip(images.astype(np.int8), labels):
+    table.setdefault(image.tobytes(), set()).add(int(label))
+  return table
+
+
+@pytest.mark.parametrize('fields', [{}, {'train_examples': 100}, {'labels_per_class': 3},
+                                    {'labels_per_class': 3, 'labelled_fraction': 0.25}])
+@pytest.mark.parametrize('shard_index,shard_count', [(1, 2), (2, 3)])
+def test_every_shard_keeps_each_image_with_its_label(fields, shard_index, shard_count):
+  table = _digit_labels_by_image()
+  with data.create_train_iterator(h.config(**fields), data_shape=(8, 8, 1), batch_size=8,
+                                  seed=0, shard_index=shard_index, shard_count=shard_count,
+                                  labels=True) as stream:
+    batches = h.take(stream, 12)
+  labelled = 0
+  for batch in batches:
+    # digits.py scales x in 0..16 to x / 8 - 1.
+    values = np.rint((batch['images'][..., 0] + 1) * 8).astype(np.int8)
+    for image, label in zip(values, batch['labels']):
+      assert int(label) == -1 or int(label) in table[image.tobytes()]
+      labelled += int(label) >= 0
+  assert labelled >= (len(batches) * 8 if 'labels_per_class' not in fields else 1)
+
+
+def test_each_process_shuffles_its_shard_in_its_own_order():
+  # One order for all would draw row j of every process's batch from the same shard
+  # position j: the same groups of neighbouring examples in every global batch.
+  orders = [iterator.ShardOrder(per_shard=50, seed=0, batch_size=50, shard_index=i)(0)
+            for i in range(2)]
+  assert sorted(orders[0]) == sorted(orders[1]) == list(range(50))
+  assert np.mean(orders[0] == orders[1]) < 0.2
+  mixed = [iterator.LabelledMixOrder(per_shard=50, labelled_positions=np.arange(10),
+                                         seed=0, batch_size=10, num_labelled=5,
+                                         shard_index=i)(0) for i in range(2)]
+  assert not np.array_equal(mixed[0], mixed[1])
+  # One process keeps the plain order of the seed (its streams and saved runs stand).
+  np.testing.assert_array_equal(
+      iterator.ShardOrder(per_shard=50, seed=0, batch_size=50)(0),
+      np.random.default_rng([0, 0]).permutation(50))
+
+
+def test_too_few_labelled_examples_for_some_process_stops_every_process():
+  # 10 labelled digits over 16 processes: some processes hold none, and all must stop
+  # with the same error (a process that started would wait for the others forever).
+  config = h.config(labels_per_class=1, labelled_fraction=0.5)
+  for index in range(16):
+    with pytest.raises(errors.ConfigError, match='the process with the fewest of the 16 has '
+                                                 '0 labelled examples'):
+      data.create_train_iterator(config, data_shape=(8, 8, 1), batch_size=4, seed=0,
+                                 shard_index=index, shard_count=16, labels=True)
+
+
+def test_examples_left_out_by_sharding_are_reported(caplog):
+  with caplog.at_level(logging.WARNING):
+    with data.create_train_iterator(h.config(train_examples=100), data_shape=(8, 8, 1),
+                                    batch_size=4, seed=0, shard_index=0, shard_count=3):
+      pass
+  assert any('1 of the 100 training examples are left out' in r.getMessage()
+             for r in caplog.records)

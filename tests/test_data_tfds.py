@@ -2,6 +2,7 @@
 tiny dataset prepared locally as array_record (images, labels, errors)."""
 
 import os
+import re
 import socket
 
 import numpy as np
@@ -189,6 +190,16 @@ def test_array_record_class_names(tiny):
 def test_unknown_split_lists_the_known_ones(tiny):
   with pytest.raises(errors.ConfigError, match=r"\['train', 'test'\]"):
     data.create_train_iterator(_tiny_config(tiny, split='validation'),
+                               data_shape=(6, 5, 3), batch_size=2, seed=0)
+
+
+@pytest.mark.parametrize('split,problem', [('train[:abc]', 'does not open as a slice'),
+                                           ('train[4:2]', 'selects no examples'),
+                                           ('train[:0]', 'does not open as a slice')])
+def test_a_slice_that_selects_nothing_is_a_config_error(tiny, split, problem):
+  with pytest.raises(errors.ConfigError, match=rf"split '{re.escape(split)}' {problem}"
+                                               r".*'train\[:90%\]'"):
+    data.create_train_iterator(_tiny_config(tiny, split=split),
                                data_shape=(6, 5, 3), batch_size=2, seed=0)
 
 

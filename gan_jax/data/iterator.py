@@ -34,14 +34,26 @@ from gan_jax.data import images as images_lib
 STATE_VERSION = 1
 
 
+# Marks the shard's index in an order's seed, apart from any stream number.
+_SHARD_MARK = 0x5AD
+
+
 class ShardOrder:
   """k -> int64[B] shard positions of training batch k, through per-epoch
-  permutations of range(per_shard)."""
+  permutations of range(per_shard).
 
-  def __init__(self, *, per_shard, seed, batch_size, stream=None):
+  With several shards (`shard_index` not None) each shard permutes its examples in
+  its own order: with one order for all, process p's row j would always be drawn
+  beside row j of every other process, the same groups in every global batch.
+  One process (`shard_index` None) keeps the plain order of `seed`.
+  """
+
+  def __init__(self, *, per_shard, seed, batch_size, stream=None, shard_index=None):
     self._per_shard = per_shard
     # `stream` (an int) gives an order independent of the plain one of the same seed.
     self._seed = [seed] if stream is None else [seed, stream]
+    if shard_index is not None:
+      self._seed += [_SHARD_MARK, int(shard_index)]
     self._batch_size = batch_size
     self._cache = {}
     self._lock = threading.Lock()
@@ -161,15 +173,17 @@ class LabelledMixOrder:
 
   LABELLED_STREAM = 1
 
-  def __init__(self, *, per_shard, labelled_positions, seed, batch_size, num_labelled):
+  def __init__(self, *, per_shard, labelled_positions, seed, batch_size, num_labelled,
+               shard_index=None):
     self._labelled_positions = np.asarray(labelled_positions, np.int64)
     rows = np.arange(batch_size)
     self._labelled_rows = ((rows + 1) * num_labelled // batch_size
                            > rows * num_labelled // batch_size)
     self._all = ShardOrder(per_shard=per_shard, seed=seed,
-                           batch_size=batch_size - num_labelled)
+                           batch_size=batch_size - num_labelled, shard_index=shard_index)
     self._labelled = ShardOrder(per_shard=len(self._labelled_positions), seed=seed,
-                                batch_size=num_labelled, stream=self.LABELLED_STREAM)
+                                batch_size=num_labelled, stream=self.LABELLED_STREAM,
+                                shard_index=shard_index)
     self._batch_size = batch_size
 
   def __call__(self, k):

@@ -5,8 +5,9 @@
 sharded, and turned into an endless, resumable batch stream (iterator.py).
 A process owns the examples `pool[shard_index + shard_count * j]` for
 j < len(pool) // shard_count (the same count on every process, disjoint
-between processes), where the pool is the whole split or its subset. Batches
-are gathers from memory (digits, and tfds / image-folder shards decoded once
+between processes), where the pool is the whole split or its subset, and walks
+them in per-epoch permutations of its own (seeded by config.seed and, with
+several processes, its index). Batches are gathers from memory (digits, and tfds / image-folder shards decoded once
 into RAM) or decoded per batch (decode.py decides).
 
 `load_eval_data`: a fixed evaluation set, the first N of a permutation with a
@@ -96,6 +97,12 @@ def _shard(split, pool, pool_labels, *, labels, shard_index, shard_count):
         f'the {shard_count} processes that share it; raise '
         '--config.data.train_examples or use fewer processes.')
   take = slice(shard_index, shard_index + shard_count * per_shard, shard_count)
+  unused = len(pool) - shard_count * per_shard
+  if unused:
+    logging.warning('%s: %d of the %d training examples are left out, so that %d processes '
+                    'get equal shares (the same ones every epoch; a multiple of %d '
+                    'examples uses them all).', split.description, unused, len(pool),
+                    shard_count, shard_count)
   ids = pool[take]
   if not labels:
     return ids, None
@@ -180,7 +187,8 @@ def _example_iterator(split, data_config, *, labels, train_examples,
                description['shard_index'], description['shard_count'],
                batch_size, tuple(description['data_shape']), labels, how)
   order = _order(make_batch, data_config, per_shard=per_shard, seed=seed,
-                 batch_size=batch_size, description=description)
+                 batch_size=batch_size, description=description,
+                 fewest_labelled=_fewest_labelled(pool_labels, description['shard_count']))
   return iterator_lib.DataIterator(
       iterator_lib.endless(iterator_lib.TrainBatch(order, make_batch)),
       read_options=decode.read_options(
@@ -190,12 +198,27 @@ def _example_iterator(split, data_config, *, labels, train_examples,
       num_workers=workers, description=description)
 
 
-def _order(make_batch, data_config, *, per_shard, seed, batch_size, description):
+def _fewest_labelled(pool_labels, shard_count):
+  """The fewest labelled examples (label >= 0) any process's shard of the pool holds
+  (`_shard`'s split), or None when every example is labelled."""
+  if pool_labels is None:
+    return None
+  per_shard = len(pool_labels) // shard_count
+  return min(int(np.sum(pool_labels[i:i + shard_count * per_shard:shard_count] >= 0))
+             for i in range(shard_count))
+
+
+def _order(make_batch, data_config, *, per_shard, seed, batch_size, description,
+           fewest_labelled=None):
   """The batch order: plain shuffling, or with `data.labelled_fraction` of every batch
-  drawn from the labelled examples (`iterator.LabelledMixOrder`)."""
+  drawn from the labelled examples (`iterator.LabelledMixOrder`). Each of several
+  processes shuffles its shard in its own order. `fewest_labelled`: the fewest labelled
+  examples of any process (so that every process refuses a fraction together)."""
   fraction = float(sources.field(data_config, 'labelled_fraction'))
+  shard_index = description['shard_index'] if description['shard_count'] > 1 else None
   if not fraction:
-    return iterator_lib.ShardOrder(per_shard=per_shard, seed=seed, batch_size=batch_size)
+    return iterator_lib.ShardOrder(per_shard=per_shard, seed=seed, batch_size=batch_size,
+                                   shard_index=shard_index)
   if not 0 < fraction < 1:
     raise errors.ConfigError(
         f'data.labelled_fraction must be in [0, 1) (the share of every batch drawn '
@@ -207,18 +230,21 @@ def _order(make_batch, data_config, *, per_shard, seed, batch_size, description)
         'Set it to 0.')
   labelled = np.flatnonzero(make_batch.labels >= 0)
   num_labelled = round(fraction * batch_size)
-  if not len(labelled) or not 1 <= num_labelled < batch_size:
+  fewest = len(labelled) if fewest_labelled is None else min(fewest_labelled, len(labelled))
+  if not fewest or not 1 <= num_labelled < batch_size:
+    holder = ('this process has' if description['shard_count'] == 1 else
+              f'the process with the fewest of the {description["shard_count"]} has')
     raise errors.ConfigError(
         f'data.labelled_fraction={fraction} asks for {num_labelled} labelled rows in '
-        f'batches of {batch_size}, and this process has {len(labelled)} labelled '
-        'examples; it needs at least one of each and an unlabelled row. Raise '
+        f'batches of {batch_size}, and {holder} {fewest} labelled examples; each '
+        'process needs at least one of each and an unlabelled row. Raise '
         'data.labels_per_class or train.batch_size, or change the fraction.')
   description['labelled_fraction'] = fraction
   logging.info('Data: %d of every %d rows drawn from the %d labelled examples.',
                num_labelled, batch_size, len(labelled))
   return iterator_lib.LabelledMixOrder(per_shard=per_shard, labelled_positions=labelled,
                                        seed=seed, batch_size=batch_size,
-                                       num_labelled=num_labelled)
+                                       num_labelled=num_labelled, shard_index=shard_index)
 
 
 def create_train_iterator(data_config, *, data_shape, batch_size, seed,

@@ -126,6 +126,15 @@ def _open_error(builder, *, name, split, data_dir):
   return None
 
 
+def _bad_slice(name, split, problem):
+  """The ConfigError for a split string of known splits that TFDS cannot read or that
+  selects nothing (`problem` says which)."""
+  return errors.ConfigError(
+      f'TFDS dataset {name!r}: split {split!r} {problem}. Use a split name or a '
+      "non-empty slice such as 'train[:90%]' or 'train[1000:]' (--config.data.split, "
+      'or --config.eval.reference_split for evaluation).')
+
+
 def open_split(name, *, split, data_dir=''):
   """Opens one split of a prepared TFDS image dataset, never downloading.
 
@@ -142,7 +151,8 @@ def open_split(name, *, split, data_dir=''):
 
   Raises:
     errors.ConfigError: for an empty or unknown name (listing close and tested
-      names), an unknown split, or a dataset without an 'image' feature.
+      names), an unknown split, a slice that selects nothing or cannot be read,
+      or a dataset without an 'image' feature.
     errors.MissingFileError: when the dataset is not prepared as array_record
       under data_dir; the message gives the commands that prepare or convert it.
   """
@@ -155,9 +165,20 @@ def open_split(name, *, split, data_dir=''):
                               download=False)
   except Exception as error:  # pylint: disable=broad-except
     reason = _open_error(builder, name=name, split=split, data_dir=data_dir)
+    if reason is None and isinstance(error, ValueError):
+      # Known split names with a slice TFDS cannot parse ('train[:abc]') or that is
+      # empty ('train[:0]').
+      reason = _bad_slice(name, split, 'does not open as a slice of examples ('
+                          + str(error).splitlines()[0].split('. See format')[0] + ')')
     if reason is None:
       raise
     raise reason from error
+  try:
+    empty = len(source) <= 0
+  except ValueError as error:  # a reversed slice such as 'train[4:2]'
+    raise _bad_slice(name, split, 'selects no examples') from None
+  if empty:
+    raise _bad_slice(name, split, 'selects no examples')
   features = source.dataset_info.features
   if IMAGE_KEY not in features.keys():
     raise errors.ConfigError(

@@ -122,6 +122,21 @@ def check_labelled_split(data_config, split, where):
     digits_lib.check_split(split, where)
 
 
+def check_held_out(data_config, split, where):
+  """Raises ConfigError naming `where` when scoring on `split` would score images the
+  run trains on: the training split itself, or (digits) 'all', which holds both.
+
+  Other TFDS split strings (e.g. 'train[:90%]' against 'train[90%:]') are taken as
+  the user wrote them."""
+  train = data_config.split
+  overlap = split == train or (data_config.source == 'digits' and 'all' in (split, train))
+  if overlap:
+    raise errors.ConfigError(
+        f'{where}={split!r} holds images the run trains on (config.data.split={train!r}), '
+        'so its accuracy would not measure generalisation. Score a held-out split '
+        "(e.g. 'test' when training on 'train').")
+
+
 def labelled_split(config, split='test', num_examples=None):
   """(images f32[N, H, W, C] in [-1, 1], labels int[N]): a labelled split of the run's data,
   the first `num_examples` (None: all) of its fixed evaluation order."""
