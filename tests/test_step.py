@@ -812,3 +812,137 @@ def test_ema_statistics_on_eight_devices_equal_one_device():
   (single, _), (multi, _) = _on_one_and_eight_devices(
       config, state, [random_batch(config, seed=0)], jax.random.key(3))
   assert max_rel_diff(multi.g_batch_stats, single.g_batch_stats) < 1e-5
+
+
+# ---- each weight reaches the update it is for ----------------------------------
+
+
+def _toy_with(**overrides):
+  """toy_ring's smoke config (an MLP on 2-D points), constant learning rates."""
+  config = toy_ring.get_config('smoke')
+  config.optim.schedule = 'constant'
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def test_d_penalties_enter_d_loss_with_their_weights():
+  weights = {'loss.gp_weight': 2.0, 'loss.r1_weight': 3.0, 'loss.hist_avg_weight': 0.5}
+  config = _toy_with(**weights)
+  state = state_lib.create_state(config, jax.random.key(0))
+  # A historical average away from the parameters, so its penalty is not 0.
+  state = state.replace(d_params_avg=jax.tree.map(lambda p: 0.5 * p, state.d_params))
+  rng = np.random.default_rng(2)
+  real, fake = (rng.normal(size=(config.train.batch_size, 2)).astype(np.float32)
+                for _ in range(2))
+  key = jax.random.key(4)
+  plain, _, _, _ = _d_objective(_toy_with(), state, real, fake, key)
+  weighted, _, aux, _ = _d_objective(config, state, real, fake, key)
+  hist = sum(float(np.sum(np.square(0.5 * np.asarray(p, np.float64))))
+             for p in jax.tree.leaves(state.d_params))          # ||theta - theta / 2||^2
+  assert float(aux['d_hist_avg']) == pytest.approx(hist, rel=1e-5)
+  assert aux['gp'] > 0 and aux['r1'] > 0
+  # WGAN-GP's lambda, R1's gamma / 2 (Mescheder et al.), Salimans et al.'s weight.
+  assert weighted - plain == pytest.approx(
+      2.0 * float(aux['gp']) + 0.5 * 3.0 * float(aux['r1']) + 0.5 * hist, rel=1e-4)
+
+
+def test_g_regularisers_enter_g_update_with_their_weights():
+  # Plain SGD for G, D frozen: G's step with the regularisers differs from its step
+  # without them by -lr times their gradient alone, which is known in closed form:
+  # historical averaging w ||theta - avg||^2 -> 2 w (theta - avg); orthogonal
+  # regularisation (BigGAN-PyTorch's ortho) on each kernel K[in, out] ->
+  # w 2 K ((K^T K) * (1 - I)).
+  lr, hist_w, ortho_w = 0.1, 0.3, 0.05
+  base = {'optim.g.name': 'sgd', 'optim.g.b1': 0.0, 'optim.g.learning_rate': lr,
+          'optim.d.learning_rate': 0.0}
+  config = _toy_with(**base, **{'loss.hist_avg_weight': hist_w, 'loss.ortho_weight': ortho_w})
+  state = state_lib.create_state(config, jax.random.key(0))
+  state = state.replace(g_params_avg=jax.tree.map(lambda p: 0.5 * p, state.g_params))
+  batch = {'images': np.random.default_rng(0).normal(
+      size=(1, config.train.batch_size, 2)).astype(np.float32)}
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  regularised, metrics = run_steps(config, dp, state, [batch], jax.random.key(1))
+  plain, _ = run_steps(_toy_with(**base), dp, state, [batch], jax.random.key(1))
+  assert metrics['g_hist_avg'] > 0 and metrics['g_ortho'] > 0
+
+  def expected_gradient(path, theta):
+    theta = np.asarray(theta, np.float64)
+    grad = 2 * hist_w * (theta - 0.5 * theta)
+    if jax.tree_util.keystr(path).endswith("['kernel']") and theta.ndim >= 2:
+      k = theta.reshape(-1, theta.shape[-1])
+      gram = (k.T @ k) * (1 - np.eye(k.shape[1]))
+      grad = grad + ortho_w * 2 * (k @ gram).reshape(theta.shape)
+    return grad
+
+  want = jax.tree_util.tree_map_with_path(expected_gradient, state.g_params)
+  for got_r, got_p, grad in zip(jax.tree.leaves(regularised.g_params),
+                                jax.tree.leaves(plain.g_params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(got_r, np.float64) - np.asarray(got_p, np.float64),
+                               -lr * grad, rtol=1e-3, atol=1e-6)
+  assert max_rel_diff(regularised.d_params, state.d_params) == 0.0
+
+
+def test_weight_clipping_keeps_every_d_parameter_within_the_bound():
+  clip = 0.01
+  config = tiny_config(**{'optim.weight_clip': clip, 'optim.d.name': 'sgd', 'optim.d.b1': 0.0,
+                          'optim.d.learning_rate': 1.0})
+  state = state_lib.create_state(config, jax.random.key(0))
+  assert max(float(np.max(np.abs(p))) for p in jax.tree.leaves(state.d_params)) > 10 * clip
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  new, _ = run_steps(config, dp, state, [random_batch(config)], jax.random.key(1))
+  d_leaves = [np.asarray(p) for p in jax.tree.leaves(new.d_params)]
+  assert all(np.all(np.abs(p) <= clip) for p in d_leaves)
+  assert sum(int(np.sum(np.abs(p) == np.float32(clip))) for p in d_leaves) > 0
+  # G is not clipped (WGAN clips the critic only).
+  assert max(float(np.max(np.abs(p))) for p in jax.tree.leaves(new.g_params)) > 10 * clip
+
+
+def _d_loss_by_hand(config, state, real, fake, key, *, smoothing=0.0, augmented=True):
+  """D's cross-entropy loss recomputed from D's logits: D(A(real)), D(A(fake)) with the
+  augmentation draws of keys[0] and keys[1] of split(key, 5) (as D's loss draws them)."""
+  setup = step_lib.make_train_step(config).args[0]
+  keys = jax.random.split(key, 5)
+  mapped = lambda fn: lambda x: jax.vmap(fn, axis_name=parallel.DATA_AXIS)(x[None])[0]
+
+  def logits(x, draw):
+    if augmented:
+      x = mapped(lambda v: objectives._augment(setup, v, keys[draw]))(jnp.asarray(x))  # pylint: disable=protected-access
+    out, _, stats = jax.vmap(
+        lambda v, bs: objectives.run_discriminator(setup, state.d_params, bs, v, None),
+        in_axes=(0, None), axis_name=parallel.DATA_AXIS)(jnp.asarray(x)[None],
+                                                         state.d_batch_stats)
+    return np.asarray(out[0], np.float64), stats
+
+  real_logits, _ = logits(real, 0)
+  fake_logits, _ = logits(fake, 1)
+  log_sigmoid = lambda l: -np.logaddexp(0.0, -l)
+  # One-sided label smoothing (Salimans et al. 2016): real targets 1 - s.
+  real_term = -((1 - smoothing) * log_sigmoid(real_logits)
+                + smoothing * log_sigmoid(-real_logits))
+  return float(np.mean(real_term) + np.mean(-log_sigmoid(-fake_logits)))
+
+
+def test_d_loss_sees_augmented_real_and_fake_images():
+  # DiffAugment augments D's real inputs as well as its fakes (augmenting the fakes
+  # alone lets D tell them apart by the augmentation).
+  config = tiny_config(**{'augment.policy': 'translation', 'loss.type': 'non_saturating'})
+  state = state_lib.create_state(config, jax.random.key(0))
+  rng = np.random.default_rng(1)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  key = jax.random.key(5)
+  loss, _, _, _ = _d_objective(config, state, real, fake, key)
+  assert loss == pytest.approx(_d_loss_by_hand(config, state, real, fake, key), rel=1e-5)
+  assert abs(loss - _d_loss_by_hand(config, state, real, fake, key, augmented=False)) > 1e-4
+
+
+def test_label_smoothing_reaches_d_loss():
+  config = tiny_config(**{'loss.type': 'non_saturating', 'loss.label_smoothing': 0.2})
+  state = state_lib.create_state(config, jax.random.key(0))
+  rng = np.random.default_rng(1)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  key = jax.random.key(5)
+  loss, _, _, _ = _d_objective(config, state, real, fake, key)
+  by_hand = lambda s: _d_loss_by_hand(config, state, real, fake, key, smoothing=s,
+                                      augmented=False)
+  assert loss == pytest.approx(by_hand(0.2), rel=1e-5)
+  assert abs(by_hand(0.2) - by_hand(0.0)) > 1e-3
