@@ -344,6 +344,55 @@ def test_spectral_normalized_divides_by_largest_singular_value():
   np.testing.assert_allclose(out, np.asarray(x) @ kernel / sigma, rtol=1e-4, atol=1e-5)
 
 
+class _SNConv(nn.Module):
+  @nn.compact
+  def __call__(self, x, *, train):
+    return layers.spectral_normalized(nn.Conv(4, (3, 3), use_bias=False, name='conv'), x,
+                                      train=train)
+
+
+def _power_iteration(w, u):
+  """One step of PyTorch's spectral_norm power iteration on w f32[out, fan_in]."""
+  v = w.T @ u
+  v /= np.linalg.norm(v)
+  u = w @ v
+  u /= np.linalg.norm(u)
+  return u, v, u @ w @ v
+
+
+def test_spectral_normalized_runs_one_power_iteration_per_training_call():
+  # PyTorch's spectral_norm (n_power_iterations=1), which the SN-GAN results use:
+  # each training call advances the stored u by exactly one step from its last
+  # value, so sigma only converges over many updates. The conv kernel is treated as
+  # the matrix [out, kh * kw * in], as torch reshapes weight [out, in, kh, kw].
+  module = _SNConv()
+  x = jax.random.normal(jax.random.key(1), (2, 5, 5, 2))
+  variables = module.init(jax.random.key(0), x, train=False)
+  kernel = np.asarray(variables['params']['conv']['kernel'], np.float64)
+  w = kernel.reshape(-1, kernel.shape[-1]).T
+  stats = variables['batch_stats']['sn_conv']
+  u0 = np.asarray(stats['conv/kernel/u'], np.float64)[0]
+
+  # Evaluation reads u and sigma but leaves them where they were.
+  _, eval_updates = module.apply(variables, x, train=False, mutable=['batch_stats'])
+  np.testing.assert_array_equal(eval_updates['batch_stats']['sn_conv']['conv/kernel/u'],
+                                stats['conv/kernel/u'])
+
+  out, updates = module.apply(variables, x, train=True, mutable=['batch_stats'])
+  stored = updates['batch_stats']['sn_conv']
+  u1, _, sigma1 = _power_iteration(w, u0)
+  u2, _, sigma2 = _power_iteration(w, u1)
+  np.testing.assert_allclose(np.asarray(stored['conv/kernel/u'])[0], u1, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(stored['conv/kernel/sigma']), sigma1, rtol=1e-5)
+  # From a random u0 a second step still moves u and sigma, so the checks above
+  # tell one step from two.
+  assert np.abs(u2 - u1).max() > 1e-2 and abs(sigma2 - sigma1) / sigma1 > 1e-3
+  # The layer's output uses this call's sigma.
+  normalised = kernel.astype(np.float32) / np.float32(sigma1)
+  expected = lax.conv_general_dilated(x, normalised, (1, 1), 'SAME', dimension_numbers=_DN)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_batch_norm_without_affine_has_no_params():
   class Norm(nn.Module):
     @nn.compact

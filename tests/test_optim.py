@@ -81,3 +81,44 @@ def test_rmsprop_is_pytorch_s_with_eps_outside_the_square_root():
     v = 0.99 * v + 0.01 * g ** 2
     expected = -5e-5 * g / (np.sqrt(v) + 1e-8)
     np.testing.assert_allclose(np.asarray(updates), expected, rtol=1e-4, err_msg=f'step {step}')
+
+
+def test_adam_uses_the_configured_betas_and_eps():
+  # Kingma & Ba with optax's placement of eps (outside the root, after bias
+  # correction). Betas far from each other and from the defaults make a swap or a
+  # dropped field visible; gradients near 1e-6 are where eps 1e-6 halves the step.
+  config = tiny_config(**{'optim.g.name': 'adam', 'optim.g.learning_rate': 1e-3,
+                          'optim.g.b1': 0.3, 'optim.g.b2': 0.95, 'optim.g.eps': 1e-6})
+  tx, _ = optim.make_optimizers(config)
+  params = jnp.zeros(4)
+  state = tx.init(params)
+  b1, b2, eps, lr = 0.3, 0.95, 1e-6, 1e-3
+  m = np.zeros(4)
+  v = np.zeros(4)
+  grads = [np.array([0.5, 1e-6, -2e-3, 3e-6]),
+           np.array([-0.2, -2e-6, 1e-3, 1e-6]),
+           np.array([0.4, 1e-6, -4e-3, -5e-6])]
+  for t, g in enumerate(grads, start=1):
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g ** 2
+    m_hat = m / (1 - b1 ** t)
+    v_hat = v / (1 - b2 ** t)
+    expected = -lr * m_hat / (np.sqrt(v_hat) + eps)
+    np.testing.assert_allclose(np.asarray(updates), expected, rtol=1e-5, err_msg=f'step {t}')
+
+
+def test_sgd_uses_b1_as_heavy_ball_momentum():
+  # optax.sgd's (non-Nesterov) trace: t_k = g_k + momentum t_{k-1}, step -lr t_k,
+  # as torch.optim.SGD(momentum=b1) with dampening 0.
+  config = tiny_config(**{'optim.d.name': 'sgd', 'optim.d.learning_rate': 0.1,
+                          'optim.d.b1': 0.9})
+  _, tx = optim.make_optimizers(config)
+  params = jnp.zeros(3)
+  state = tx.init(params)
+  g1 = np.array([1.0, -2.0, 0.5])
+  g2 = np.array([0.25, 1.0, -3.0])
+  first, state = tx.update(jnp.asarray(g1, jnp.float32), state, params)
+  second, state = tx.update(jnp.asarray(g2, jnp.float32), state, params)
+  np.testing.assert_allclose(np.asarray(first), -0.1 * g1, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(second), -0.1 * (g2 + 0.9 * g1), rtol=1e-6)

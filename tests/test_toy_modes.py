@@ -30,3 +30,16 @@ def test_toy_reverse_kl_ignores_empty_modes_and_low_quality_samples():
   assert out['modes_captured'] == 4
   assert out['high_quality'] == pytest.approx(40 / 41)
   assert out['reverse_kl'] == pytest.approx(np.log(2))  # 0 log 0 = 0 for the empty modes
+
+
+def test_toy_high_quality_radius_is_three_stds_of_euclidean_distance():
+  # PacGAN counts a sample as high quality within 3 standard deviations of its
+  # nearest mode, by Euclidean distance. The 3.1 std point lies along (0.6, 0.8):
+  # each coordinate (1.86 and 2.48 stds) is inside 3 stds, only the distance is not.
+  centers = np.array([[0.0, 0.0], [100.0, 0.0]])  # the second mode is far from both points
+  std = 0.5
+  inside = 2.9 * std * np.array([1.0, 1.0]) / np.sqrt(2.0)
+  outside = 3.1 * std * np.array([0.6, 0.8])
+  out = toy_modes.toy_mode_metrics(np.stack([inside, outside]), centers, std)
+  assert out['high_quality'] == 0.5
+  assert out['modes_captured'] == 1
