@@ -117,8 +117,8 @@ def tfds_image_config(*, name, dataset, resolution, channels, num_steps, arg=Non
     **variants: further variant names the config accepts, with their defaults.
 
   Returns:
-    A ConfigDict evaluated with FID / IS every 5000 steps on 10k samples; the
-    parsed variants are in `config_args(config)` of the caller (see below).
+    A ConfigDict evaluated with FID / IS every 5000 steps on 10k samples; callers
+    parse their own variants again with `parse_arg`.
   """
   args = parse_arg(arg, smoke=False, **variants)
   config = defaults.get_config()

@@ -214,7 +214,8 @@ def _define_flags():
   flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
   flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json, '
                       'which a later evaluation of the same step replaces).')
-  flags.DEFINE_string('cache_dir', None, 'Cache folder (default ~/.cache/gan_jax).')
+  flags.DEFINE_string('cache_dir', None, 'Cache folder (default $GAN_JAX_CACHE_DIR, else '
+                      '$XDG_CACHE_HOME/gan_jax, else ~/.cache/gan_jax).')
   flags.DEFINE_bool('best', False, 'Evaluate the best checkpoint (<workdir>/best/: the lowest '
                     'FID or proxy FD of the evaluations during training).')
   flags.DEFINE_integer('standing_stats', None, 'Re-estimate G\'s BatchNorm statistics over '

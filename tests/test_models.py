@@ -149,6 +149,11 @@ def test_bn_axis_name_synchronises_statistics(overrides):
     # G's spectral norm: only resnet, sagan and biggan generators have it.
     ('dcgan', 'g_spectral_norm', True), ('mlp', 'g_spectral_norm', True),
     ('image_mlp', 'g_spectral_norm', True),
+    # Read by one family each: DCGAN's extra layers, BigGAN / SAGAN's attention side,
+    # the ResNet G's upsampling.
+    ('resnet', 'extra_layers', 2), ('biggan', 'extra_layers', 1), ('mlp', 'extra_layers', 1),
+    ('dcgan', 'attention_resolution', 16), ('resnet', 'attention_resolution', 0),
+    ('biggan', 'upsample', 'nearest'), ('dcgan', 'upsample', 'nearest'),
 ])
 def test_switches_a_family_does_not_implement_are_refused(name, field, value):
   model_config = defaults.get_config().model

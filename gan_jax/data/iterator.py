@@ -2,7 +2,9 @@
 
 A process's shard is a list of example ids (`ids[j]`, j < per_shard). Epoch e
 visits the shard's positions in the order `default_rng([seed, e]).permutation`,
-so every epoch is reshuffled from (seed, epoch). The grain pipeline is
+so every epoch is reshuffled from (seed, epoch); with several processes each adds
+its index (`[seed, _SHARD_MARK, shard_index, e]`), so shards are shuffled
+independently. The grain pipeline is
 
   MapDataset.range(endless)          # batch numbers k
     .map(TrainBatch(order, maker))   # k -> {'images': f32[B, ...], 'labels': i32[B]}

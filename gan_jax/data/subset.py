@@ -5,7 +5,7 @@ class as the class sizes allow (`balanced_quotas`; without labels, a uniform
 subset). `data.labels_per_class = L` keeps the labels of L examples per class
 and sets every other label to -1: the semi-supervised step treats -1 as
 "unlabelled". Both draw from `config.seed` through their own random streams
-(distinct from the per-epoch shuffle `[seed, epoch]`), over the whole split
+(distinct from the per-epoch shuffles, `iterator.ShardOrder`), over the whole split
 before it is sharded, so every process picks the same examples.
 """
 

@@ -69,6 +69,10 @@ _SWITCHES = (
      lambda m: bool(m.minibatch_discrimination), (dcgan,)),
     ('g_spectral_norm', 'generator', 'False', lambda m: bool(m.g_spectral_norm),
      (resnet, biggan, sagan)),
+    ('extra_layers', 'network', '0', lambda m: m.extra_layers != 0, (dcgan,)),
+    ('attention_resolution', 'network', '-1', lambda m: m.attention_resolution != -1,
+     (biggan, sagan)),
+    ('upsample', 'generator', "'bilinear'", lambda m: m.upsample != 'bilinear', (resnet,)),
 )
 
 

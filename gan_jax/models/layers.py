@@ -9,8 +9,8 @@ both layers carry a custom VJP made of the two forward kernels (each other's
 adjoints), because XLA lowers the textbook forms (input-dilated convolutions) to
 much slower kernels:
 
-  conv_4x4_s2(x, w)    forward: strided conv   dx: conv_transpose(dy, w^T)   dw: wgrad
-  conv_transpose(x, w) forward: sub-pixel conv dx: conv_4x4_s2(dy, w^T)      dw: wgrad^T
+  conv_4x4_s2(x, w)           forward: strided conv   dx: conv_transpose_4x4_s2(dy, w^T)  dw: wgrad
+  conv_transpose_4x4_s2(x, w) forward: sub-pixel conv dx: conv_4x4_s2(dy, w^T)            dw: wgrad^T
 
 where wgrad is the strided convolution's filter gradient, itself such an op with the
 other two as its adjoints (`_bilinear_with_adjoints`). All of them are convolutions
