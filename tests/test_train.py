@@ -138,7 +138,12 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
     ['--config.loss.lecam_weight=0.3', '--config.loss.lecam_start=2',
      '--config.data.random_flip=True',
      '--config.eval.standing_stats=2', '--config.train.ema_batch_stats=True'],
-], ids=['default', 'lecam_flips_standing'])
+    # Historical averages in the state, top-k annealed by the step, augmentations and
+    # several D updates per step drawing from the step's key.
+    ['--config.loss.hist_avg_weight=0.1', '--config.loss.g_top_k=0.5',
+     '--config.loss.g_top_k_decay=0.5', '--config.loss.g_top_k_decay_steps=3',
+     '--config.augment.policy=translation,cutout', '--config.train.n_critic=2'],
+], ids=['default', 'lecam_flips_standing', 'hist_topk_augment_ncritic'])
 def test_killed_run_resumes_exactly(tmp_path, extra):
   # Killed right after saving the checkpoint of step n (also a log step), before that
   # step's grid and evaluation: the resumed run writes them, and its record equals
