@@ -634,14 +634,19 @@ def _d_objective(config, state, real, fake, key, perturbed=None, labels=(None, N
   return float(loss), stats, aux, grads
 
 
+def _d_inputs(config):
+  """(initial state, real, fake f32[16, 32, 32, 1] uniform in [-1, 1], key) for one call
+  of D's objective under a `tiny_config`."""
+  rng = np.random.default_rng(1)
+  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
+  return state_lib.create_state(config, jax.random.key(0)), real, fake, jax.random.key(5)
+
+
 def test_r1_is_the_gradient_with_respect_to_the_raw_real_images():
   # StudioGAN / StyleGAN2-ADA: with DiffAugment, R1 differentiates D(A(x)) with respect
   # to x, not D with respect to A(x) (cutout's hole then has no gradient at all).
   config = tiny_config(**{'augment.policy': 'cutout', 'loss.r1_weight': 1.0})
-  state = state_lib.create_state(config, jax.random.key(0))
-  rng = np.random.default_rng(1)
-  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
-  key = jax.random.key(5)
+  state, real, fake, key = _d_inputs(config)
   _, _, aux, _ = _d_objective(config, state, real, fake, key)
   setup = step_lib.make_train_step(config).args[0]
   augment_key = jax.random.split(key, 5)[0]   # the draw D's loss used for the reals
@@ -926,10 +931,7 @@ def test_d_loss_sees_augmented_real_and_fake_images():
   # DiffAugment augments D's real inputs as well as its fakes (augmenting the fakes
   # alone lets D tell them apart by the augmentation).
   config = tiny_config(**{'augment.policy': 'translation', 'loss.type': 'non_saturating'})
-  state = state_lib.create_state(config, jax.random.key(0))
-  rng = np.random.default_rng(1)
-  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
-  key = jax.random.key(5)
+  state, real, fake, key = _d_inputs(config)
   loss, _, _, _ = _d_objective(config, state, real, fake, key)
   assert loss == pytest.approx(_d_loss_by_hand(config, state, real, fake, key), rel=1e-5)
   assert abs(loss - _d_loss_by_hand(config, state, real, fake, key, augmented=False)) > 1e-4
@@ -937,10 +939,7 @@ def test_d_loss_sees_augmented_real_and_fake_images():
 
 def test_label_smoothing_reaches_d_loss():
   config = tiny_config(**{'loss.type': 'non_saturating', 'loss.label_smoothing': 0.2})
-  state = state_lib.create_state(config, jax.random.key(0))
-  rng = np.random.default_rng(1)
-  real, fake = (rng.uniform(-1, 1, (16, 32, 32, 1)).astype(np.float32) for _ in range(2))
-  key = jax.random.key(5)
+  state, real, fake, key = _d_inputs(config)
   loss, _, _, _ = _d_objective(config, state, real, fake, key)
   by_hand = lambda s: _d_loss_by_hand(config, state, real, fake, key, smoothing=s,
                                       augmented=False)
