@@ -129,12 +129,46 @@ stop_all() {
     fi
   done
 }
+# Seconds a stopped process gets to save its checkpoint before it is killed.
+readonly STOP_GRACE_S=60
+
+# Stops the running processes and waits until they exit (killing any still there after
+# STOP_GRACE_S), so that a rerun does not meet them on the workdir or the port.
+stop_and_wait() {
+  local pid deadline=$((SECONDS + STOP_GRACE_S)) alive
+  stop_all
+  while :; do
+    alive=0
+    for pid in "${pids[@]}"; do
+      if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+        alive=1
+      fi
+    done
+    ((alive)) || break
+    if ((SECONDS >= deadline)); then
+      echo "local_multiprocess: processes still running ${STOP_GRACE_S}s after the stop; killing them" >&2
+      for pid in "${pids[@]}"; do
+        [[ -z $pid ]] || kill -KILL -- "-${pid}" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      done
+      break
+    fi
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do
+    [[ -z $pid ]] || wait "$pid" 2>/dev/null || true
+  done
+}
 trap 'stop_all' EXIT
-trap 'stop_all; exit 130' INT TERM
+trap 'stop_and_wait; exit 130' INT
+trap 'stop_and_wait; exit 143' TERM
 
 # Copies stdin to stdout with a "[I] " prefix (and to a log file when given).
 prefix_lines() {
   local index=$1 log_file=${2-} line
+  # It shares its process's group (bash starts it from the forked child), so the stop
+  # signal reaches it too: it ignores the signal and ends when the process's output
+  # closes, after the process's last lines (its stop message, its summary).
+  trap '' INT TERM
   while IFS= read -r line || [[ -n $line ]]; do
     printf '[%s] %s\n' "$index" "$line"
     if [[ -n $log_file ]]; then
@@ -196,10 +230,7 @@ while ((running > 0)); do
   done
   if ((timeout_s > 0 && SECONDS >= timeout_s && running > 0)); then
     echo "local_multiprocess: still running after ${timeout_s}s; stopping all processes" >&2
-    stop_all
-    for pid in "${pids[@]}"; do
-      [[ -z $pid ]] || wait "$pid" || true
-    done
+    stop_and_wait
     exit 124
   fi
   ((running == 0)) || sleep 0.2

@@ -373,3 +373,47 @@ def test_local_defaults_from_environment(run_script):
 def test_local_errors(run_script, args, message):
   result = run_script('local_multiprocess.sh', '--dry-run', *args, expect_rc=2)
   assert message in result.stderr
+
+
+def _stub_python(tmp_path):
+  """A `--python` for local_multiprocess.sh that, on SIGTERM, prints, takes a second
+  (as a checkpoint save would) and exits 143; it records its pid."""
+  stub = tmp_path / 'python'
+  stub.write_text(
+      '#!/bin/bash\n'
+      'index=${*: -1}; index=${index#--process_id=}\n'
+      f'echo $$ > "{tmp_path}/pid_$index"\n'
+      'exec 2>/dev/null\n'  # not bash's notes on its killed sleep
+      "trap 'echo stopping; sleep 1; echo saved; exit 143' TERM\n"
+      'echo up\n'
+      'while :; do sleep 0.1; done\n')
+  stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+  return stub
+
+
+def test_local_sigterm_waits_for_the_processes_and_keeps_their_last_lines(tmp_path):
+  logs = tmp_path / 'logs'
+  script = subprocess.Popen(
+      ['bash', str(LAUNCH / 'local_multiprocess.sh'), f'--python={_stub_python(tmp_path)}',
+       '--port=1', f'--log-dir={logs}', '2'], cwd=REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = 30
+    while deadline > 0 and not all(
+        (logs / f'process_{i}.log').exists() and 'up' in (logs / f'process_{i}.log').read_text()
+        for i in range(2)):
+      subprocess.run(['sleep', '0.1'], check=True)
+      deadline -= 0.1
+    script.terminate()
+    stdout, _ = script.communicate(timeout=30)
+  finally:
+    script.kill()
+  assert script.returncode == 143
+  # The stop lines reach the screen and the logs (the prefixers outlive the signal),
+  # and the script returned only after the processes had finished saving.
+  for i in range(2):
+    assert f'[{i}] saved' in stdout
+    assert (logs / f'process_{i}.log').read_text().split() == ['up', 'stopping', 'saved']
+    pid = int((tmp_path / f'pid_{i}').read_text())
+    assert subprocess.run(['kill', '-0', str(pid)], capture_output=True,
+                          check=False).returncode != 0
