@@ -71,6 +71,10 @@ readonly REMOTE_VENV=gan_jax_venv
 readonly REMOTE_LOG=gan_jax_run.log
 readonly REMOTE_PID=gan_jax_run.pid
 readonly REMOTE_TARBALL=gan_jax_code.tar.gz
+# Seconds `run` watches the new process before reporting it started (a bad flag or
+# config stops it sooner), and the most `stop` waits for the stop's checkpoint.
+readonly START_CHECK_S=${GAN_START_CHECK_S:-20}
+readonly STOP_WAIT_S=300
 
 project=${GAN_PROJECT:-${CLOUDSDK_CORE_PROJECT:-}}
 zone=${GAN_ZONE:-${CLOUDSDK_COMPUTE_ZONE:-}}
@@ -249,8 +253,10 @@ cmd_run() {
   fi
   main_args+=("${extra_args[@]}")
   # nohup with every stream redirected lets the ssh session end while training
-  # goes on; the pid file is for `stop`.
-  ssh_all "cd ~/${REMOTE_DIR} && { nohup ~/${REMOTE_VENV}/bin/python $(shell_quote "${main_args[@]}") > ~/${REMOTE_LOG} 2>&1 < /dev/null & echo \$! > ~/${REMOTE_PID}; }"
+  # goes on; the pid file is for `stop`. A run still going is never replaced (its pid
+  # would be lost to `stop`); the log is appended to. A process that ends within
+  # START_CHECK_S with an error fails `run`, showing the log's end.
+  ssh_all "cd ~/${REMOTE_DIR} || exit 1; if [ -f ~/${REMOTE_PID} ] && kill -0 \"\$(cat ~/${REMOTE_PID})\" 2>/dev/null; then echo \"gan_jax: a run (pid \$(cat ~/${REMOTE_PID})) is still going on \$(hostname); stop it first (tpu_pod.sh stop)\" >&2; exit 3; fi; echo \"=== gan_jax run started \$(date -u +%Y-%m-%dT%H:%M:%SZ)\" >> ~/${REMOTE_LOG}; nohup ~/${REMOTE_VENV}/bin/python $(shell_quote "${main_args[@]}") >> ~/${REMOTE_LOG} 2>&1 < /dev/null & pid=\$!; echo \$pid > ~/${REMOTE_PID}; sleep ${START_CHECK_S}; if ! kill -0 \$pid 2>/dev/null; then wait \$pid; status=\$?; if [ \$status -ne 0 ]; then echo \"gan_jax: the run on \$(hostname) stopped with status \$status:\" >&2; tail -n 20 ~/${REMOTE_LOG} >&2; exit \$status; fi; fi"
   if [[ $DRY_RUN == 1 ]]; then
     echo "(dry run: nothing was started on ${tpu_name})"
   else
@@ -264,8 +270,10 @@ cmd_logs() {
     "--worker=${worker}" "--command=tail -n 200 -F ~/${REMOTE_LOG}"
 }
 
+# SIGTERM makes gan_jax save a checkpoint and exit; `stop` returns once every worker's
+# process has exited, so a `delete` after it cannot cut the save short.
 cmd_stop() {
-  ssh_all "if [ -f ~/${REMOTE_PID} ]; then kill \$(cat ~/${REMOTE_PID}) 2>/dev/null || true; rm -f ~/${REMOTE_PID}; fi"
+  ssh_all "if [ -f ~/${REMOTE_PID} ]; then pid=\$(cat ~/${REMOTE_PID}); kill \$pid 2>/dev/null || true; i=0; while kill -0 \$pid 2>/dev/null && [ \$i -lt $((STOP_WAIT_S * 2)) ]; do sleep 0.5; i=\$((i + 1)); done; if kill -0 \$pid 2>/dev/null; then echo \"gan_jax: pid \$pid on \$(hostname) still runs after ${STOP_WAIT_S} s; kill -9 \$pid ends it without a checkpoint\" >&2; exit 1; fi; rm -f ~/${REMOTE_PID}; echo \"gan_jax: stopped on \$(hostname)\"; fi"
 }
 
 cmd_status() {

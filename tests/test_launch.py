@@ -417,3 +417,48 @@ def test_local_sigterm_waits_for_the_processes_and_keeps_their_last_lines(tmp_pa
     pid = int((tmp_path / f'pid_{i}').read_text())
     assert subprocess.run(['kill', '-0', str(pid)], capture_output=True,
                           check=False).returncode != 0
+
+
+def _tpu_remote(run_script, subcommand, **env):
+  """The --command of `tpu_pod.sh SUBCOMMAND`'s ssh call (a dry run)."""
+  (ssh,) = _commands(run_script('tpu_pod.sh', *TPU_FLAGS, subcommand, env=env).stdout)
+  return _remote_command(ssh)
+
+
+def test_tpu_run_and_stop_on_a_worker(run_script, tmp_path, request):
+  # The remote commands, run here as a worker's shell would, with a home holding the
+  # code folder and a venv whose python stands in for training: on SIGTERM it takes a
+  # second to save, as gan_jax does.
+  home = tmp_path / 'home'
+  (home / 'gan_jax').mkdir(parents=True)
+  (home / 'gan_jax_venv' / 'bin').mkdir(parents=True)
+  python = home / 'gan_jax_venv' / 'bin' / 'python'
+  python.write_text('#!/bin/bash\nexec 2>/dev/null\n'
+                    "trap 'echo saving; sleep 1; echo saved; exit 143' TERM\n"
+                    'echo training\nwhile :; do sleep 0.1; done\n')
+  python.chmod(python.stat().st_mode | stat.S_IEXEC)
+  worker = lambda command: subprocess.run(['bash', '-c', command], env={**os.environ,
+                                          'HOME': str(home)}, capture_output=True, text=True,
+                                          timeout=60, check=False)
+  run = _tpu_remote(run_script, 'run', GAN_START_CHECK_S='1')
+  assert worker(run).returncode == 0
+  pid = int((home / 'gan_jax_run.pid').read_text())
+  request.addfinalizer(lambda: subprocess.run(['kill', '-9', str(pid)], capture_output=True,
+                                              check=False))
+  assert os.path.exists(f'/proc/{pid}')
+  # A second run while the first goes on is refused, and the first keeps its pid file.
+  again = worker(run)
+  assert again.returncode == 3 and f'a run (pid {pid}) is still going' in again.stderr
+  assert int((home / 'gan_jax_run.pid').read_text()) == pid
+  # stop returns once the process has saved and exited.
+  stopped = worker(_tpu_remote(run_script, 'stop'))
+  assert stopped.returncode == 0 and 'gan_jax: stopped on' in stopped.stdout
+  assert not os.path.exists(f'/proc/{pid}') or 'zombie' in pathlib.Path(
+      f'/proc/{pid}/status').read_text().lower()
+  log = (home / 'gan_jax_run.log').read_text()
+  assert log.count('=== gan_jax run started') == 1 and log.rstrip().endswith('saved')
+  assert not (home / 'gan_jax_run.pid').exists()
+  # A process that fails at once fails `run`, with the end of its log.
+  python.write_text('#!/bin/bash\necho "error: config.model.name is wrong"\nexit 2\n')
+  failed = worker(run)
+  assert failed.returncode == 2 and 'error: config.model.name is wrong' in failed.stderr
