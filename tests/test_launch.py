@@ -249,7 +249,9 @@ def test_tpu_errors(run_script, args, message):
 def test_slurm_header():
   text = (LAUNCH / 'slurm_gpu.sbatch').read_text()
   for directive in ('#SBATCH --nodes=2', '#SBATCH --ntasks-per-node=8',
-                    '#SBATCH --gpus-per-node=8'):
+                    '#SBATCH --gpus-per-node=8',
+                    # Time to save before the time limit; a requeue keeps the output.
+                    '#SBATCH --signal=TERM@120', '#SBATCH --open-mode=append'):
     assert directive in text
 
 
@@ -280,6 +282,7 @@ def test_slurm_inside_a_job_one_process_per_gpu(run_script):
   (srun,) = _commands(out)
   assert srun[0] == 'srun'
   assert '--ntasks=16' in srun and '--ntasks-per-node=8' in srun
+  assert '--label' in srun and '--kill-on-bad-exit=1' in srun
   assert '/opt/venv/bin/python' in srun
   assert '--distributed=auto' in srun and '--config.data.data_dir=/shared/tfds' in srun
   assert 'JAX_LOCAL_DEVICE_IDS=' not in out.split('+ srun')[0]
@@ -309,6 +312,15 @@ def test_slurm_task_wrapper(run_script, visible, expected):
       ['bash', '-c', wrapper, 'task', 'sh', '-c', 'echo "${JAX_LOCAL_DEVICE_IDS:-unset}"'],
       env=env, capture_output=True, text=True, check=True)
   assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize('gpus', [{}, {'SLURM_GPUS_PER_NODE': 'a100:4,v100:2'}])
+def test_slurm_inside_a_job_without_a_gpu_count_asks_for_one(run_script, gpus):
+  job = {k: v for k, v in SLURM_JOB.items() if k != 'SLURM_GPUS_ON_NODE'}
+  result = run_script('slurm_gpu.sbatch', '--dry-run', env={**job, **gpus}, expect_rc=2)
+  assert 'pass --gpus-per-node=G' in result.stderr
+  assert '--ntasks-per-node=4' in run_script(
+      'slurm_gpu.sbatch', '--dry-run', env={**job, 'SLURM_GPUS_PER_NODE': 'a100:4'}).stdout
 
 
 @pytest.mark.parametrize('args, message', [
