@@ -108,10 +108,12 @@ fi
 [[ $port =~ ^[0-9]+$ ]] || die "--port must be a port number, got '$port'"
 
 # Keep the caller's XLA flags but not an earlier device count, which would
-# contradict --devices-per-process.
+# contradict --devices-per-process. (Arrays that may be empty expand as
+# ${a[@]+"${a[@]}"}: bash before 4.4, macOS's 3.2 included, calls an empty "${a[@]}"
+# unbound under set -u.)
 xla_flags=
 read -r -a caller_xla_flags <<<"${XLA_FLAGS:-}"
-for flag in "${caller_xla_flags[@]}"; do
+for flag in ${caller_xla_flags[@]+"${caller_xla_flags[@]}"}; do
   [[ $flag == --xla_force_host_platform_device_count=* ]] || xla_flags+="${flag} "
 done
 xla_flags+="--xla_force_host_platform_device_count=${devices_per_process}"
@@ -123,7 +125,7 @@ pids=()
 # it spawned, e.g. data-loading workers, stop with it.
 stop_all() {
   local pid
-  for pid in "${pids[@]}"; do
+  for pid in ${pids[@]+"${pids[@]}"}; do
     if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
       kill -TERM -- "-${pid}" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     fi
@@ -139,7 +141,7 @@ stop_and_wait() {
   stop_all
   while :; do
     alive=0
-    for pid in "${pids[@]}"; do
+    for pid in ${pids[@]+"${pids[@]}"}; do
       if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
         alive=1
       fi
@@ -147,14 +149,14 @@ stop_and_wait() {
     ((alive)) || break
     if ((SECONDS >= deadline)); then
       echo "local_multiprocess: processes still running ${STOP_GRACE_S}s after the stop; killing them" >&2
-      for pid in "${pids[@]}"; do
+      for pid in ${pids[@]+"${pids[@]}"}; do
         [[ -z $pid ]] || kill -KILL -- "-${pid}" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
       done
       break
     fi
     sleep 0.2
   done
-  for pid in "${pids[@]}"; do
+  for pid in ${pids[@]+"${pids[@]}"}; do
     [[ -z $pid ]] || wait "$pid" 2>/dev/null || true
   done
 }
@@ -186,7 +188,7 @@ set -m
 for ((i = 0; i < num_processes; i++)); do
   cmd=(env JAX_PLATFORMS=cpu "XLA_FLAGS=${xla_flags}" "$python" -m gan_jax.main
     --distributed=explicit "--coordinator_address=127.0.0.1:${port}"
-    "--num_processes=${num_processes}" "--process_id=${i}" "${extra_args[@]}")
+    "--num_processes=${num_processes}" "--process_id=${i}" ${extra_args[@]+"${extra_args[@]}"})
   printf '+ %s\n' "$(shell_quote "${cmd[@]}")"
   if [[ $DRY_RUN == 1 ]]; then
     continue
