@@ -7,8 +7,9 @@ A process owns the examples `pool[shard_index + shard_count * j]` for
 j < len(pool) // shard_count (the same count on every process, disjoint
 between processes), where the pool is the whole split or its subset, and walks
 them in per-epoch permutations of its own (seeded by config.seed and, with
-several processes, its index). Batches are gathers from memory (digits, and tfds / image-folder shards decoded once
-into RAM) or decoded per batch (decode.py decides).
+several processes, its index). Batches are gathers from memory (digits, and
+tfds / image-folder shards decoded once into RAM) or decoded per batch
+(decode.py decides).
 
 `load_eval_data`: a fixed evaluation set, the first N of a permutation with a
 fixed seed, so every run and process gets the same set; subsets never apply.

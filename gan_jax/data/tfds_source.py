@@ -175,7 +175,7 @@ def open_split(name, *, split, data_dir=''):
     raise reason from error
   try:
     empty = len(source) <= 0
-  except ValueError as error:  # a reversed slice such as 'train[4:2]'
+  except ValueError:  # a reversed slice such as 'train[4:2]'
     raise _bad_slice(name, split, 'selects no examples') from None
   if empty:
     raise _bad_slice(name, split, 'selects no examples')
