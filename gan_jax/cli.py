@@ -73,7 +73,10 @@ def _parse_flags(argv):
       # and absl raises this flag error while handling it.
       fail(_config_file_message(str(e), argv,
                                 user_error=isinstance(e.__context__, errors.UserError)))
-    fail(f'{e}\nSee --help for the flags of this command.')
+    # absl words some errors as a tuple: "flag --x=maybe: ('Non-boolean argument to
+    # boolean flag', 'maybe')".
+    text = re.sub(r": \('([^']*)', (.*)\)$", r': \1: \2', str(e))
+    fail(f'{text}\nSee --help for the flags of this command.')
   except Exception as e:  # pylint: disable=broad-except
     # Past absl's own flag errors, what is left comes from the config flag: ml_collections
     # raises an AttributeError or KeyError whose text is the quoted field (and 'Did you

@@ -70,8 +70,8 @@ class StopSignal:
       self.signum = signum
       logging.warning(
           'Received %s: finishing this step, saving a checkpoint and stopping. A second '
-          'Ctrl-C is ignored until the checkpoint is on disk (kill -9 stops at once; the '
-          'run then resumes from the previous checkpoint).', name)
+          'signal (Ctrl-C, SIGTERM) is ignored until the checkpoint is on disk (kill -9 '
+          'stops at once; the run then resumes from the previous checkpoint).', name)
     else:
       logging.warning('Received %s again: still saving the checkpoint; the run stops as '
                       'soon as it is on disk.', name)

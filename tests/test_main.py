@@ -90,6 +90,14 @@ def test_a_field_of_another_section_is_suggested_with_its_section(tmp_path, over
   assert_short_error(result, f'{override}: {fragment}')
 
 
+def test_a_non_boolean_value_of_a_boolean_field_is_a_plain_sentence(tmp_path):
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
+                                       '--config.model.spectral_norm=maybe'])
+  assert_short_error(result, 'flag --config.model.spectral_norm=maybe: Non-boolean argument '
+                             "to boolean flag: 'maybe'")
+  assert "('" not in result.stderr
+
+
 def test_an_unknown_config_section_names_the_override(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
                                        '--config.modl.ngf=4'])

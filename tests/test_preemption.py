@@ -23,7 +23,7 @@ def test_first_signal_sets_the_flag_and_a_second_does_not_interrupt(caplog):
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop.signum == signal.SIGINT
   messages = ' '.join(r.message for r in caplog.records)
-  assert 'A second Ctrl-C is ignored until the checkpoint is on disk' in messages
+  assert 'A second signal (Ctrl-C, SIGTERM) is ignored until the checkpoint is on disk' in messages
   assert 'still saving the checkpoint' in messages
 
 

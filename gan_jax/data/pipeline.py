@@ -99,7 +99,7 @@ def _shard(split, pool, pool_labels, *, labels, shard_index, shard_count):
         '--config.data.train_examples or use fewer processes.')
   take = slice(shard_index, shard_index + shard_count * per_shard, shard_count)
   unused = len(pool) - shard_count * per_shard
-  if unused:
+  if unused and shard_index == 0:  # said once, not by every process
     logging.warning('%s: %d of the %d training examples are left out, so that %d processes '
                     'get equal shares (the same ones every epoch; a multiple of %d '
                     'examples uses them all).', split.description, unused, len(pool),
