@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import data_helpers as h
 from gan_jax import data
@@ -250,3 +251,19 @@ def test_a_folder_reached_again_through_a_link_is_listed_once(tmp_path):
   os.symlink(tmp_path, tmp_path / 'a' / 'loop')   # a loop back to the root
   os.symlink(tmp_path / 'a', tmp_path / 'again')  # a second way into a/
   assert image_folder.list_images(str(tmp_path)) == ['a/img000.png', 'a/img001.png']
+
+
+def test_colour_images_for_a_grey_model_are_reported_once(tmp_path, caplog):
+  h.write_folder(str(tmp_path / 'grey'), [50, 100])            # grey pixels, stored as RGB
+  colour = tmp_path / 'colour'
+  colour.mkdir()
+  Image.fromarray(np.dstack([np.full((8, 8), v, np.uint8) for v in (200, 30, 30)])).save(
+      colour / 'red.png')
+  with caplog.at_level(logging.WARNING):
+    for root in ('grey', 'colour', 'colour'):
+      data.load_eval_data(_folder(tmp_path / root), data_shape=(4, 4, 1), split='train',
+                          num_examples=1)
+    data.load_eval_data(_folder(tmp_path / 'colour'), data_shape=(4, 4, 3), split='train',
+                        num_examples=1)
+  warnings = [r.getMessage() for r in caplog.records if 'converted to grey' in r.getMessage()]
+  assert len(warnings) == 1 and 'red.png has colour' in warnings[0]

@@ -123,6 +123,29 @@ def class_labels(root, relpaths):
   return names, labels.astype(np.int32)
 
 
+_WARNED_GREY = set()
+
+
+def warn_if_colour_made_grey(root, relpaths, *, channels, look_at=8):
+  """Warns once per folder when a model of `channels` = 1 would turn its colour images
+  grey, naming the first of the first `look_at` files whose pixels have colour (grey
+  pictures stored as RGB do not count)."""
+  if channels != 1 or root in _WARNED_GREY:
+    return
+  for relpath in relpaths[:look_at]:
+    try:
+      with Image.open(os.path.join(root, relpath)) as image:
+        rgb = np.asarray(image.convert('RGB'), np.int16)
+    except (OSError, ValueError):
+      continue  # unreadable files are reported where they are decoded
+    if np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]):
+      _WARNED_GREY.add(root)
+      logging.warning('%s has colour and model.channels=1: every image is converted to '
+                      'grey (luma). Set --config.model.channels=3 to train in colour.',
+                      os.path.join(root, relpath))
+      return
+
+
 def record_unreadable(root, relpath, error):
   """Counts an unreadable file and logs the running count (once per file)."""
   with _unreadable_lock:

@@ -155,6 +155,7 @@ def _open_folder(data_config, *, split, data_shape):
   del split  # the whole folder is one split
   fit = _image_fit(data_config, data_shape, 'image_folder')
   root, relpaths = _folder_images(data_config)
+  folder_lib.warn_if_colour_made_grey(root, relpaths, channels=fit['channels'])
   read_labels, no_labels = None, ''
   try:
     read_labels = _array_labels(folder_lib.class_labels(root, relpaths)[1])
