@@ -64,9 +64,10 @@ class MetricLogger:
     self._track_bad = jax.jit(
         lambda bad, finite, step: jnp.where((bad < 0) & (finite < 1), step, bad))
     self._since, self._waited, self._steps = time.perf_counter(), 0.0, 0
+    # A finished run resumed has no steps to show (a full bar would be its only output).
     self._bar = (tqdm.tqdm(total=num_steps, initial=start_step, desc='train', unit='step',
                            dynamic_ncols=True, mininterval=1.0)
-                 if progress_bar and self._chief else None)
+                 if progress_bar and self._chief and start_step < num_steps else None)
 
   def record(self, step, metrics, waited_s):
     """Takes the metrics of `step` (device arrays) and the seconds it waited for data."""

@@ -37,3 +37,11 @@ def test_the_semi_supervised_gan_grid_is_unconditional(tmp_path):
   # Its G takes no labels: rows per class would repeat the same images.
   grids = _grids(tmp_path, num_classes=10, count=64, d_cond='semi_supervised')
   assert grids._labels is None and grids._columns is None and grids._z.shape[0] == 64
+
+
+def test_the_progress_bar_shows_only_when_there_are_steps_to_train(capsys):
+  for start_step, shown in ((0, True), (5, True), (10, False)):
+    logger = periodic.MetricLogger(None, None, num_steps=10, log_every=5, start_step=start_step,
+                                   checkpoint_dir='/tmp', progress_bar=True)
+    logger.close()
+    assert ('train:' in capsys.readouterr().err) == shown, start_step
