@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -416,6 +417,12 @@ class BestCheckpoint:
           f'{fatal}, and there is no best checkpoint beside it to rebuild it from. '
           'Restore the file from a backup, or move the folder away to start tracking '
           'the best checkpoint afresh.')
+
+  @staticmethod
+  def set_aside_pattern(best_name):
+    """The names `_set_aside` gives earlier best folders beside a best folder called
+    `best_name`: `<best_name>_<metric>_step<N>`, then `_2`, `_3`... if taken."""
+    return re.compile(rf'{re.escape(best_name)}_\w+_step\d+(_\d+)?')
 
   def _set_aside(self, why):
     """Renames the best folder to `best_<old metric>_step<step>` beside it (kept, not

@@ -27,7 +27,6 @@ import datetime
 import fcntl
 import json
 import os
-import re
 import socket
 
 from absl import logging
@@ -58,9 +57,8 @@ _RUN_SECTIONS = ('model', 'train', 'data')
 _RECORD_FILES = (CONFIG_FILE, HISTORY_FILE, CLASS_NAMES_FILE, LOCK_FILE, 'metrics.jsonl',
                  'eval.jsonl')
 _RECORD_FOLDERS = (CHECKPOINTS, BEST, 'checkpoints_corrupt', 'samples', 'tensorboard')
-# An earlier best checkpoint kept aside (`checkpoint.BestCheckpoint`): best_fid_step4000/,
-# best_fid_step4000_2/.
-_SET_ASIDE_BEST = re.compile(rf'{BEST}_\w+_step\d+(_\d+)?')
+# An earlier best checkpoint kept aside: best_fid_step4000/, best_fid_step4000_2/.
+_SET_ASIDE_BEST = checkpoint.BestCheckpoint.set_aside_pattern(BEST)
 # Fields that change neither the networks nor the optimisation, so a resumed run
 # may change them freely. train.num_steps is free only with a constant learning
 # rate: with a decaying schedule it changes every later learning rate.
@@ -225,7 +223,8 @@ def check_output_path(workdir, output, flag='--output'):
 
   The records are the files and folders training keeps there (config.json, the
   histories and logs, checkpoints, the best checkpoint and earlier ones kept aside,
-  sample grids, TensorBoard events); anything else in the workdir (e.g. its `eval/` folder) may be written.
+  sample grids, TensorBoard events); anything else in the workdir (e.g. its `eval/`
+  folder) may be written.
   Both paths are compared after resolving them, so `./W/../W/config.json` counts.
   Remote paths (`gs://...`) are compared as written.
   """

@@ -285,6 +285,10 @@ def test_a_change_of_evaluation_protocol_never_compares_two_distances(tmp_path, 
   assert json.loads((tmp_path / 'best_fid_step6_2' / 'best.json').read_text())['step'] == 6
   assert os.listdir(tmp_path / 'best_fid_step6') == ['mine.txt']
   assert json.loads((kept / 'best.json').read_text())['step'] == 2  # untouched
+  # The names the folders got are the ones workdir.check_output_path protects.
+  pattern = checkpoint.BestCheckpoint.set_aside_pattern('best')
+  assert all(pattern.fullmatch(p.name) for p in tmp_path.iterdir() if p.name != 'best')
+  assert not pattern.fullmatch('best') and not pattern.fullmatch('best_fid')
   # The checkpoint keeps the protocol too: a lost record is rebuilt with it.
   (tmp_path / 'best' / 'best.json').unlink()
   assert checkpoint.BestCheckpoint(str(tmp_path / 'best')).best['protocol'] == small

@@ -40,6 +40,9 @@ _warned_empty = set()
 # class whose every file is unreadable can be named.
 _class_sizes = {}
 _unreadable_per_folder = {}
+# Per process: roots already looked at for colour under a one-channel model (a run
+# opens a folder more than once: training, then evaluation).
+_checked_for_colour = set()
 
 
 def list_images(root):
@@ -123,15 +126,13 @@ def class_labels(root, relpaths):
   return names, labels.astype(np.int32)
 
 
-_WARNED_GREY = set()
-
-
 def warn_if_colour_made_grey(root, relpaths, *, channels, look_at=8):
   """Warns once per folder when a model of `channels` = 1 would turn its colour images
   grey, naming the first of the first `look_at` files whose pixels have colour (grey
-  pictures stored as RGB do not count)."""
-  if channels != 1 or root in _WARNED_GREY:
+  pictures stored as RGB do not count). Each folder is looked at once per process."""
+  if channels != 1 or root in _checked_for_colour:
     return
+  _checked_for_colour.add(root)
   for relpath in relpaths[:look_at]:
     try:
       with Image.open(os.path.join(root, relpath)) as image:
@@ -139,7 +140,6 @@ def warn_if_colour_made_grey(root, relpaths, *, channels, look_at=8):
     except (OSError, ValueError):
       continue  # unreadable files are reported where they are decoded
     if np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]):
-      _WARNED_GREY.add(root)
       logging.warning('%s has colour and model.channels=1: every image is converted to '
                       'grey (luma). Set --config.model.channels=3 to train in colour.',
                       os.path.join(root, relpath))
