@@ -176,10 +176,12 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
     standing_fn = standing_stats.make_standing_fn(
         config.model, num_batches=config.eval.standing_stats, batch_size=t.batch_size)
   best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST)
-  # What evaluations must share to be compared; eval.* may change on resume.
-  protocol = None
+  # What evaluations must share to be compared (eval.* may change on resume), and
+  # what each eval.jsonl line says of how its values were measured.
+  protocol = summary = None
   if evaluator is not None:
     protocol = dict(evaluator.comparable, standing_stats=int(config.eval.standing_stats))
+    summary = dict(evaluator.summary, standing_stats=protocol['standing_stats'])
   logger = periodic.MetricLogger(
       dp, writer, num_steps=t.num_steps, log_every=t.log_every, start_step=start_step,
       checkpoint_dir=ckpt_dir, progress_bar=t.progress_bar)
@@ -214,7 +216,7 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
     # The eval.jsonl line is the mark a resumed run checks, so it comes last: a run
     # killed before it evaluates this step again, and `best` too.
     best.update(step, host_state, results, protocol)
-    writer.write_eval(step, results, protocol)
+    writer.write_eval(step, results, summary)
 
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:

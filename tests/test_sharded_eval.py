@@ -203,3 +203,21 @@ def test_the_reference_cache_is_agreed_between_processes(reference, tmp_path, mo
   assert not (tmp_path / 'empty').exists()  # process 1 never writes
   features([tmp_path / 'new', tmp_path / 'empty'])  # nobody has it: computed again
   assert len(embedded) == 4 and len(writers) == 2
+
+
+def test_the_summary_of_an_eval_line_says_the_image_counts_split_and_resizer(
+    reference, extractor, tmp_path):
+  # 115 reference images, row j of class j % 10: classes 0-4 have 12, 5-9 have 11;
+  # 125 samples cycled over the labels: 13 of labels 0-4, 12 of 5-9.
+  evaluator = metrics.make_evaluator(
+      eval_fakes.config('proxy,fid,intra_fid', num_samples=125, num_reference=115),
+      data_shape=eval_fakes.SHAPE, cache_dir=tmp_path,
+      inception_variables=extractor.variables, load_eval_data=eval_fakes.Loader(*reference))
+  summary = evaluator.summary
+  assert {k: summary[k] for k in evaluator.comparable} == evaluator.comparable
+  assert summary['fid'] == dict(num_real=115, num_fake=125, reference_split='train',
+                                resize=inception.RESIZE_METHOD)
+  assert summary['intra_fid'] == dict(num_classes=10, real_per_class_range='11-12',
+                                      fake_per_class_range='12-13', reference_split='train',
+                                      resize=inception.RESIZE_METHOD)
+  assert set(summary) == set(evaluator.comparable) | {'fid', 'intra_fid'}

@@ -26,6 +26,7 @@ from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+from gan_jax.metrics import evaluator as metrics_evaluator
 from tests.compile_flags import subprocess_xla_flags
 from tests import tensorboard_events
 from tests.helpers import tiny_config
@@ -227,6 +228,26 @@ def test_a_resume_with_more_eval_samples_sets_the_best_checkpoint_aside(tmp_path
   with open(str(tmp_path / 'run' / 'best_proxy_fd_step2' / 'best.json'),
             encoding='utf-8') as f:
     assert json.load(f)['protocol']['num_fake'] == 100
+
+
+def test_eval_lines_keep_the_summary_and_the_best_checkpoint_the_comparable_part(
+    tmp_path, monkeypatch):
+  # The summary adds fid's / intra_fid's image counts and resizer to the line; the
+  # best checkpoint compares only what decides comparability.
+  comparable = metrics_evaluator.Evaluator.summary
+  monkeypatch.setattr(metrics_evaluator.Evaluator, 'summary', property(
+      lambda self: {**comparable.fget(self), 'fid': {'resize': 'marker'}}))
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(**{
+      'train.num_steps': 2, 'train.checkpoint_every': 2, 'train.sample_every': 0,
+      'eval.every': 2, 'eval.metrics': 'proxy', 'eval.num_samples': 100}), workdir)
+  with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
+    (line,) = [json.loads(line) for line in f]
+  assert line['protocol']['fid'] == {'resize': 'marker'}
+  assert line['protocol']['num_fake'] == 100 and line['protocol']['standing_stats'] == 0
+  with open(os.path.join(workdir, 'best', 'best.json'), encoding='utf-8') as f:
+    best = json.load(f)['protocol']
+  assert best == {k: v for k, v in line['protocol'].items() if k != 'fid'}
 
 
 def test_the_marks_a_resumed_run_checks_are_written_last(tmp_path, monkeypatch):

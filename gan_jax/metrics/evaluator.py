@@ -74,6 +74,15 @@ def parse_metrics(spec, *, flag='--config.eval.metrics', known=METRICS):
   return tuple(dict.fromkeys(names))
 
 
+# Of the metrics' protocol entries, what each eval.jsonl line repeats (the whole
+# entries, with intra_fid's counts of every class, are in `gan_jax.evaluate`'s record).
+_SUMMARY_KEYS = {
+    'fid': ('num_real', 'num_fake', 'reference_split', 'resize'),
+    'intra_fid': ('num_classes', 'real_per_class_range', 'fake_per_class_range',
+                  'reference_split', 'resize'),
+}
+
+
 class Evaluator:
   """`evaluator(generate, *, seed) -> dict[str, float]`; see the module docstring.
 
@@ -82,8 +91,11 @@ class Evaluator:
     protocol: JSON-serialisable description of how the numbers are computed.
     comparable: the part of the protocol two evaluations must share for their
       distances to be compared (a small JSON-serialisable dict: generated and real
-      image counts, reference split, feature extractor); the best checkpoint and
-      eval.jsonl keep it.
+      image counts, reference split, feature extractor); the best checkpoint
+      keeps it.
+    summary: what an eval.jsonl line keeps: `comparable`, and for fid and intra_fid
+      their image counts (per class for intra_fid), reference split and resizer,
+      so that a line read alone says how its values were measured.
     rows: (start, stop), the global sample rows this process generates.
   """
 
@@ -287,6 +299,15 @@ class Evaluator:
     # decoded from 8 bits is unchanged, a resized or generated one is not.
     return inception.extract_features(self._variables, images, quantize=True,
                                       batch_size=self._inception_batch, devices=self._devices)
+
+  @property
+  def summary(self):
+    """`comparable` plus the image counts, split and resizer of fid and intra_fid."""
+    out = dict(self.comparable)
+    for name, keys in _SUMMARY_KEYS.items():
+      if name in self.protocol:
+        out[name] = {k: self.protocol[name][k] for k in keys}
+    return out
 
   # -- evaluation ---------------------------------------------------------------
 
