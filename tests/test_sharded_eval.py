@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from gan_jax import checkpoint
 from gan_jax import metrics
 from gan_jax.metrics import cache
 from gan_jax.metrics import digits_judge
@@ -221,3 +222,18 @@ def test_the_summary_of_an_eval_line_says_the_image_counts_split_and_resizer(
                                       fake_per_class_range='12-13', reference_split='train',
                                       resize=inception.RESIZE_METHOD)
   assert set(summary) == set(evaluator.comparable) | {'fid', 'intra_fid'}
+
+
+def test_the_best_checkpoint_knows_which_part_of_the_comparable_protocol_each_metric_uses(
+    reference, extractor, tmp_path):
+  # BestCheckpoint ignores another extractor's part of the protocol; the names it
+  # uses for them must be the evaluator's, or adding a metric on resume would set
+  # the best checkpoint aside for nothing.
+  evaluator = metrics.make_evaluator(
+      eval_fakes.config('proxy,fid'), data_shape=eval_fakes.SHAPE, cache_dir=tmp_path,
+      inception_variables=extractor.variables, load_eval_data=eval_fakes.Loader(*reference))
+  results = evaluator(eval_fakes.RowGenerator(*reference, seed=0, num_samples=120), seed=0)
+  extractors = checkpoint.BestCheckpoint._EXTRACTORS  # pylint: disable=protected-access
+  assert set(extractors) == set(checkpoint.BestCheckpoint.METRICS) <= set(results)
+  assert {k for k, v in evaluator.comparable.items() if isinstance(v, dict)} == set(
+      extractors.values())
