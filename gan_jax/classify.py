@@ -35,7 +35,7 @@ def load_classifier(workdir, step=None, *, best=False):
   """Restores a checkpoint's discriminator as a classifier.
 
   Args:
-    workdir: a run folder whose D has class logits (`classifier.CLASSIFIER_HEADS`).
+    workdir: a run folder whose D has class logits (`conditional.CLASS_LOGIT_HEADS`).
     step: checkpoint step (None: the newest readable one).
     best: the best checkpoint (`<workdir>/best/`) instead of one of `checkpoints/`.
 

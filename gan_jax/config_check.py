@@ -119,9 +119,7 @@ def validate(config):
         "as CR-GAN), or leave bcr_policy '' (augmenting D's inputs is augment.policy).")
   optim.make_optimizers(config)
   parallel.cpu_compiler_options(config.parallel.cpu_conv_kernels)
-  if config.parallel.mode not in parallel.MODES:
-    raise errors.ConfigError(f'Unknown config.parallel.mode {config.parallel.mode!r}; '
-                             f'known: {list(parallel.MODES)}.')
+  parallel.check_mode(config.parallel.mode)
   models.build(config.model)
   models.check_loss(config.model, config.loss)
   shape = models.data_shape(config.model)
@@ -154,14 +152,14 @@ def validate(config):
         f'config.data.labels_per_class={config.data.labels_per_class} keeps a few labels '
         'for the semi-supervised GAN, but this model reads no labels '
         '(model.num_classes=0). Set it to 0.')
-  if config.data.labels_per_class and config.model.d_cond not in conditional.LABEL_FREE_HEADS:
+  if config.data.labels_per_class and config.model.d_cond not in conditional.CLASS_LOGIT_HEADS:
     # The dropped labels are -1, which a projection embedding would read as the last
     # class: every unlabelled real image would be shown to D as class K - 1.
     raise errors.ConfigError(
         f'config.data.labels_per_class={config.data.labels_per_class} leaves most real '
         f'images unlabelled, and model.d_cond={config.model.d_cond!r} needs the class of '
         f'every real image. Use a D head that reads no labels '
-        f'({" or ".join(repr(h) for h in conditional.LABEL_FREE_HEADS)}), or set it to 0.')
+        f'({" or ".join(repr(h) for h in conditional.CLASS_LOGIT_HEADS)}), or set it to 0.')
   if config.data.labelled_fraction and not config.data.labels_per_class:
     raise errors.ConfigError(
         f'config.data.labelled_fraction={config.data.labelled_fraction} draws that share '

@@ -46,6 +46,7 @@ from gan_jax import losses
 from gan_jax import models
 from gan_jax import parallel
 from gan_jax import penalties
+from gan_jax.models import conditional
 
 # The shared class embedding of BigGAN is left out of orthogonal regularisation,
 # as in BigGAN-PyTorch.
@@ -136,7 +137,7 @@ def _augment(setup, x, key, policy=None):
 
 
 def _class_terms_wanted(setup):
-  return setup.d_cond in ('acgan', 'semi_supervised')
+  return setup.d_cond in conditional.CLASS_LOGIT_HEADS
 
 
 def _mean_sigmoid(logits):

@@ -42,6 +42,13 @@ _YNN_WITHOUT_CONVOLUTIONS = 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_T
 CPU_REMAT_COMPILER_OPTIONS = {'xla_disable_hlo_passes': 'cse_barrier_expander'}
 
 
+def check_mode(mode):
+  """Returns `mode` if it is one of MODES ('shard_map', 'pmap'), else ConfigError."""
+  if mode not in MODES:
+    raise errors.ConfigError(f'Unknown config.parallel.mode {mode!r}; known: {list(MODES)}.')
+  return mode
+
+
 def cpu_compiler_options(cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS, *, remat=False):
   """XLA compiler options for a CPU training step.
 
@@ -106,10 +113,7 @@ class DataParallel:
 
   def __init__(self, mode='shard_map', devices=None, *,
                cpu_conv_kernels=DEFAULT_CPU_CONV_KERNELS, remat=False):
-    if mode not in MODES:
-      raise errors.ConfigError(
-          f'Unknown config.parallel.mode {mode!r}; known: {list(MODES)}.')
-    self.mode = mode
+    self.mode = check_mode(mode)
     self.mesh = make_mesh(devices)
     options = cpu_compiler_options(cpu_conv_kernels, remat=remat)  # validates the name
     self.compiler_options = options if all_cpu(self.mesh.devices.flat) else {}

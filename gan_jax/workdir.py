@@ -42,6 +42,7 @@ from gan_jax import defaults
 from gan_jax import errors
 from gan_jax import state as state_lib
 from gan_jax import writers
+from gan_jax.models import conditional
 
 CONFIG_FILE = 'config.json'
 HISTORY_FILE = 'config_history.jsonl'
@@ -421,7 +422,7 @@ def suggested_metrics(config):
   """
   if config.eval.metrics:
     return config.eval.metrics
-  if config.model.num_classes and config.model.d_cond == 'semi_supervised':
+  if conditional.is_semi_supervised(config.model):
     return 'accuracy'
   if config.data.source == 'digits':
     return 'proxy,cas' if config.model.num_classes else 'proxy'

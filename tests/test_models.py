@@ -179,3 +179,21 @@ def test_d_switches_are_accepted_and_used_by_the_families_that_implement_them():
     # Each of these switches gives D parameters of its own (or wider first-layer
     # inputs), so a family that took the field and ignored it fails here.
     assert models.count_params(on)[1] != models.count_params(off)[1], (name, field)
+
+
+# A config of each family (the defaults hold settings some families refuse).
+FAMILY_CONFIGS = ('dcgan_digits', 'sngan_cifar10', 'biggan_cifar10', 'sagan_cifar10',
+                  'toy_ring', 'semi_supervised_digits')
+
+
+def test_the_family_configs_cover_every_family():
+  assert sorted({config_files.load(n).model.name for n in FAMILY_CONFIGS}) == models.names()
+
+
+@pytest.mark.parametrize('config_name', FAMILY_CONFIGS)
+@pytest.mark.parametrize('num_classes', [-1, True])
+def test_every_family_refuses_a_class_count_that_is_not_a_count(config_name, num_classes):
+  model_config = config_files.load(config_name).model
+  model_config.num_classes = num_classes
+  with pytest.raises(errors.ConfigError, match=f'model.num_classes must be .*got {num_classes}'):
+    models.build(model_config)

@@ -13,8 +13,8 @@ from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import models
 from gan_jax.data import digits as digits_lib
+from gan_jax.models import conditional
 
-CLASSIFIER_HEADS = ('semi_supervised', 'acgan')
 # The metric name of the discriminator's accuracy as a classifier on a labelled split
 # (`gan_jax.evaluate --metrics=accuracy`, `config.eval.metrics`).
 ACCURACY = 'accuracy'
@@ -26,7 +26,7 @@ _RANGE_TOLERANCE = 1e-3
 
 
 def check_classifier(config, where):
-  """Raises ConfigError unless the config's D has class logits (`CLASSIFIER_HEADS`).
+  """Raises ConfigError unless the config's D has class logits (`conditional.CLASS_LOGIT_HEADS`).
 
   Args:
     config: an experiment config.
@@ -34,12 +34,12 @@ def check_classifier(config, where):
   """
   m = config.model
   needs = (f'the discriminator needs class logits (model.num_classes > 0 and model.d_cond '
-           f'in {list(CLASSIFIER_HEADS)})')
+           f'in {list(conditional.CLASS_LOGIT_HEADS)})')
   if not m.num_classes:
     # d_cond means nothing without classes, so only the class count is named.
     raise errors.ConfigError(f'{where} has no classifier head: it is an unconditional model '
                              f'(model.num_classes=0), and {needs}.')
-  if m.d_cond not in CLASSIFIER_HEADS:
+  if m.d_cond not in conditional.CLASS_LOGIT_HEADS:
     raise errors.ConfigError(
         f'{where} has no classifier head: {needs}; its D is conditioned by '
         f'd_cond={m.d_cond!r}.')

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from gan_jax import errors
 from gan_jax.models import attention as attention_lib
 from gan_jax.models import compute
+from gan_jax.models import conditional
 from gan_jax.models import layers
 
 BOTTOM_WIDTH = 4
@@ -184,14 +185,6 @@ class DBlock(nn.Module):
     return h + x
 
 
-def _check_labels(labels, batch, who):
-  if labels is None:
-    raise ValueError(f'The conditional {who} needs labels int32[{batch}] '
-                     '(model.num_classes > 0); got None.')
-  if labels.shape != (batch,):
-    raise ValueError(f'{who} labels must have shape ({batch},), got {labels.shape}.')
-
-
 class Generator(nn.Module):
   """BigGAN / SAGAN generator: (z, labels) -> image (module docstring).
 
@@ -237,7 +230,8 @@ class Generator(nn.Module):
       z, *z_chunks = jnp.split(z, num_blocks + 1, axis=-1)
     class_cond = None
     if self.num_classes:
-      _check_labels(labels, z.shape[0], 'generator')
+      labels = conditional.check_labels(labels, batch=z.shape[0], num_classes=self.num_classes,
+                                        who='generator')
       if self.shared_dim:
         class_cond = nn.Embed(self.num_classes, self.shared_dim,
                               embedding_init=attention_lib.orthogonal_init,
@@ -348,7 +342,8 @@ class Discriminator(nn.Module):
     if self.conditioning == 'acgan':
       self.sow('intermediates', 'class_logits', dense(self.num_classes, False, 'linear2'))
       return logits
-    _check_labels(labels, x.shape[0], 'discriminator')
+    labels = conditional.check_labels(labels, batch=x.shape[0], num_classes=self.num_classes,
+                                      who='discriminator', d_cond=self.conditioning)
     embed = nn.Embed(self.num_classes, features.shape[-1],
                      embedding_init=attention_lib.orthogonal_init, name='embedding')
     class_embedding = layers.spectral_normalized(embed, labels, train=train)
@@ -370,6 +365,7 @@ def check_config(model_config):
     raise errors.ConfigError(
         f'model.attention_resolution must be 0 (none), -1 (half the image side) or one '
         f'of {valid} at {resolution} px, got {model_config.attention_resolution}.')
+  conditional.validate(model_config)
   if model_config.d_cond not in D_CONDITIONING:
     raise errors.ConfigError(
         f'model.d_cond must be one of {list(D_CONDITIONING)}, got {model_config.d_cond!r}.')
@@ -377,14 +373,11 @@ def check_config(model_config):
     raise errors.ConfigError(
         f'biggan / sagan start from a {BOTTOM_WIDTH}x{BOTTOM_WIDTH} map; set '
         f'model.bottom_width to {BOTTOM_WIDTH}, got {model_config.bottom_width}.')
-  if model_config.pack != 1 or model_config.minibatch_std:
+  # PacGAN and minibatch features are refused by `models.build`.
+  if model_config.shared_dim < 0:
     raise errors.ConfigError(
-        'biggan / sagan discriminators have no PacGAN packing or minibatch-stddev '
-        'feature: set model.pack=1 and model.minibatch_std=False.')
-  if model_config.num_classes < 0 or model_config.shared_dim < 0:
-    raise errors.ConfigError(
-        'model.num_classes and model.shared_dim must be >= 0 (0: unconditional / one-hot '
-        f'labels), got {model_config.num_classes} and {model_config.shared_dim}.')
+        'model.shared_dim must be >= 0 (0: one-hot labels), got '
+        f'{model_config.shared_dim}.')
   # These networks are fixed in what they normalise: a config must say so, not ask for
   # something else and silently get this.
   fixed = dict(d_norm='none', g_norm='batch', spectral_norm=True, g_spectral_norm=True)

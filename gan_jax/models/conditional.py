@@ -33,9 +33,10 @@ from gan_jax.models import layers
 
 D_CONDS = ('projection', 'acgan', 'semi_supervised')
 SEMI_SUPERVISED = 'semi_supervised'
-# D heads that read no labels: ACGAN's class logits are a second output beside the
-# real-vs-fake logit, and the semi-supervised D's logit comes from its class logits.
-LABEL_FREE_HEADS = ('acgan', SEMI_SUPERVISED)
+# D heads with class logits, which read no labels: ACGAN's class logits are a second
+# output beside the real-vs-fake logit, and the semi-supervised D's logit comes from
+# its class logits. They are the heads that can classify images (`gan_jax.classify`).
+CLASS_LOGIT_HEADS = ('acgan', SEMI_SUPERVISED)
 
 
 def validate(model_config, *, semi_supervised=False):
@@ -111,13 +112,13 @@ def check_labels(labels, *, batch, num_classes, who, d_cond=None):
     num_classes: 0 for an unconditional model (labels are then ignored).
     who: 'generator' or 'discriminator', for the message.
     d_cond: the discriminator's head (None for a generator); the heads whose output
-      does not depend on labels, 'acgan' and 'semi_supervised' (`LABEL_FREE_HEADS`),
+      does not depend on labels, 'acgan' and 'semi_supervised' (`CLASS_LOGIT_HEADS`),
       ignore them (they may be None, or hold -1 = unlabelled).
 
   Raises:
     ValueError: a conditional model without labels of the right shape.
   """
-  if num_classes == 0 or d_cond in LABEL_FREE_HEADS:
+  if num_classes == 0 or d_cond in CLASS_LOGIT_HEADS:
     return None
   if labels is None:
     raise ValueError(f'The conditional {who} (model.num_classes={num_classes}) needs '

@@ -191,14 +191,11 @@ def _validate(m):
     raise errors.ConfigError(
         f"model.d_norm must be 'weight' (weight normalisation) or 'none' for image_mlp, "
         f"got {m.d_norm!r}.")
-  if m.spectral_norm or m.g_spectral_norm:
+  # PacGAN, minibatch features and G's spectral norm are refused by `models.build`.
+  if m.spectral_norm:
     raise errors.ConfigError('image_mlp has no spectral-norm option (its D is '
                              "weight-normalised, model.d_norm='weight'); set "
-                             'model.spectral_norm and model.g_spectral_norm to False.')
-  if m.pack != 1 or m.minibatch_std or m.minibatch_discrimination:
-    raise errors.ConfigError(
-        'image_mlp has no PacGAN / minibatch-stddev / minibatch-discrimination option; '
-        'set model.pack=1, model.minibatch_std=False, model.minibatch_discrimination=0.')
+                             'model.spectral_norm to False.')
   conditional.validate(m, semi_supervised=True)
   if m.num_classes and m.d_cond != conditional.SEMI_SUPERVISED:
     raise errors.ConfigError(
