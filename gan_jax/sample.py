@@ -12,8 +12,9 @@
 Toy (2-D) runs write `samples` of shape [N, 2]. Class-conditional runs also write
 `labels` (int32[N]) and cycle over every class unless --labels is given (N = 1000
 on 10 classes gives 100 of each). The EMA generator is used unless --noema; the
-newest checkpoint unless --step. Without --truncation, --seed=S draws the latents
-(and labels) that `python -m gan_jax.evaluate --seed=S` scores: the same samples.
+newest checkpoint unless --step. --seed=S draws the latents (and labels) that
+`python -m gan_jax.evaluate --seed=S` scores: the same samples (with --truncation,
+the entries outside [-T, T] are redrawn inside).
 """
 
 import math
@@ -115,23 +116,32 @@ def _checked_labels(labels, num, num_classes):
   return labels
 
 
+# The truncated redraws' key, folded into the seed's key beside the latents' own
+# blocks (`metrics.sampling.latents` folds in block numbers 0, 1, ...).
+_TRUNCATION_STREAM = 2**31 - 1
+
+
 def latents(seed, num_samples, z_dim, *, truncation=None):
   """z ~ N(0, I) f32[num_samples, z_dim] from `seed`.
 
   Without truncation these are the latents `gan_jax.evaluate --seed` scores
   (`metrics.sampling.latents`), so `--seed=S` writes the samples an evaluation with
   seed S generated (with the same labels, cycled over all classes).
-  With `truncation` T > 0, every entry with |z| > T is redrawn until it is inside
-  (BigGAN's truncation trick: a truncated normal, trading variety for quality).
+  With `truncation` T > 0 (BigGAN's truncation trick, trading variety for quality),
+  every entry of those latents with |z| > T is redrawn from the normal truncated to
+  [-T, T]; the entries inside are kept, so one seed at several T differs only in the
+  entries each T redraws. Every entry is then a truncated normal in [-T, T].
   """
+  plain = sampling.latents(seed, num_samples, z_dim)
   if truncation is None:
-    return sampling.latents(seed, num_samples, z_dim)
-  key = jax.random.key(seed)
+    return plain
   check_truncation(truncation)
-  # Redrawing entries outside [-T, T] until they fall inside is exactly sampling
-  # the normal truncated to [-T, T].
-  return np.asarray(jax.random.truncated_normal(key, -truncation, truncation,
-                                                (num_samples, z_dim)), np.float32)
+  # A normal entry kept when inside [-T, T] is a truncated normal there, and so is
+  # the redraw of one outside: every entry is a truncated normal, independently.
+  key = jax.random.fold_in(jax.random.key(seed), _TRUNCATION_STREAM)
+  redraw = np.asarray(jax.random.truncated_normal(key, -truncation, truncation,
+                                                  (num_samples, z_dim)), np.float32)
+  return np.where(np.abs(plain) > truncation, redraw, plain)
 
 
 def default_seed(config, *, best):
@@ -197,21 +207,32 @@ def generate_in_batches(generate, z, labels=None, *, batch_size=500):
 
 
 def slerp(a, b, t):
-  """Spherical interpolation between latents a and b (f32[D]) at fractions t f[K]."""
+  """Interpolation between latents a and b (f32[D]) at fractions t (f[K] in [0, 1]).
+
+  Returns f32[K, D]: the direction moves along the great circle from a's to b's (at
+  a constant angular speed), the length straight from |a| to |b|, so no step is
+  longer than the longer end; for equal lengths this is the usual slerp. Where the
+  great circle is not unique or not stable, (nearly) parallel or opposite
+  directions (always so for D = 1), the steps are straight.
+  """
   a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  cos = np.dot(a64, b64) / max(np.linalg.norm(a64) * np.linalg.norm(b64), 1e-12)
-  omega = np.arccos(np.clip(cos, -1.0, 1.0))
   t = np.asarray(t, np.float64)[:, None]
-  if omega < 1e-6:  # (nearly) parallel: linear is the limit
+  norm_a, norm_b = np.linalg.norm(a64), np.linalg.norm(b64)
+  if min(norm_a, norm_b) < 1e-12:
     return ((1 - t) * a64 + t * b64).astype(np.float32)
-  return ((np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64)
-          / np.sin(omega)).astype(np.float32)
+  unit_a, unit_b = a64 / norm_a, b64 / norm_b
+  omega = np.arccos(np.clip(np.dot(unit_a, unit_b), -1.0, 1.0))
+  # sin(omega) divides below: near 0 and pi it would amplify rounding without bound.
+  if np.sin(omega) < 1e-6:
+    return ((1 - t) * a64 + t * b64).astype(np.float32)
+  direction = (np.sin((1 - t) * omega) * unit_a + np.sin(t * omega) * unit_b) / np.sin(omega)
+  return (direction * ((1 - t) * norm_a + t * norm_b)).astype(np.float32)
 
 
 def interpolation_latents(seed, z_dim, *, rows, steps, truncation=None):
   """f32[rows * steps, z_dim]: per row, `steps` steps between two latents.
 
-  Spherical steps for Gaussian z (they keep the norm a Gaussian latent has); with
+  Spherical steps for Gaussian z (`slerp`: no step longer than the longer end); with
   `truncation` T, straight ones, as BigGAN's own interpolations: the box [-T, T] is
   convex, so every step stays inside it, where spherical steps can leave it by up to
   a factor of sqrt(2).
@@ -309,8 +330,8 @@ def _define_flags():
                       'suffix).', required=True)
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).', lower_bound=0)
   flags.DEFINE_integer('num_samples', 64, 'Number of samples.', lower_bound=1)
-  flags.DEFINE_integer('seed', None, 'Seed of the latent vectors z (without --truncation, those '
-                       'gan_jax.evaluate --seed scores; default 0, with --best the run\'s '
+  flags.DEFINE_integer('seed', None, 'Seed of the latent vectors z (those gan_jax.evaluate --seed '
+                       'scores, with --truncation\'s redraws; default 0, with --best the run\'s '
                        'config.seed + 1, as gan_jax.evaluate --best).', lower_bound=0,
                        upper_bound=2**63 - 1)
   flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.', lower_bound=1)

@@ -17,13 +17,28 @@ from tests.helpers import tiny_config
 def test_truncated_latents_stay_inside_the_bound_and_keep_their_spread():
   z = sample.latents(0, 4000, 16, truncation=0.5)
   assert np.abs(z).max() <= 0.5
-  # A normal truncated to [-0.5, 0.5] has std 0.2859 (closed form).
-  assert abs(z.std() - 0.2859) < 0.01
+  # A normal truncated to [-0.5, 0.5]: variance 1 - 2 * 0.5 * phi(0.5) / (2 Phi(0.5) - 1)
+  # = 0.08056, std 0.28383 (closed form); 64,000 entries estimate it to +-0.001.
+  assert abs(z.std() - 0.28383) < 0.003
+  assert abs(z.mean()) < 0.003
   plain = sample.latents(0, 4000, 16)
   assert np.abs(plain).max() > 3.0
   for bad in (0.0, -1.0, float('nan'), float('inf')):
     with pytest.raises(errors.ConfigError, match='truncation must be a finite number > 0'):
       sample.latents(0, 4, 2, truncation=bad)
+
+
+def test_truncation_redraws_only_the_entries_outside_the_bound():
+  plain = sample.latents(3, 1000, 8)
+  for bound in (0.5, 1.0, 2.0):
+    z = sample.latents(3, 1000, 8, truncation=bound)
+    inside = np.abs(plain) <= bound
+    np.testing.assert_array_equal(z[inside], plain[inside])
+    assert np.all(z[~inside] != plain[~inside]) and np.abs(z[~inside]).max() <= bound
+  # The redraws are not the next entries of the plain latents (another stream).
+  more = sample.latents(3, 2000, 8)[1000:]
+  z = sample.latents(3, 1000, 8, truncation=0.5)
+  assert not np.any(np.isin(z[np.abs(plain) > 0.5], more))
 
 
 @pytest.mark.parametrize('num_classes', [0, 10])
@@ -60,6 +75,33 @@ def test_slerp_ends_at_its_endpoints_and_keeps_the_norm_of_equal_norm_latents():
   np.testing.assert_allclose(path[-1], b, atol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(path, axis=1), 1.0, atol=1e-6)
   np.testing.assert_allclose(path[2], [np.sqrt(0.5), np.sqrt(0.5), 0.0], atol=1e-6)
+
+
+@pytest.mark.parametrize('b', [[-2.0, 1e-7], [-2.0, 0.0], [-1.0, 0.3], [0.5, 3.0]])
+def test_slerp_never_steps_farther_out_than_its_longer_end(b):
+  # Nearly opposite latents of unequal length made the plain formula's
+  # sin(omega) denominator throw a step 1e7 times farther out (2-D toy latents).
+  a, b = np.array([1.0, 0.0]), np.array(b)
+  path = sample.slerp(a, b, np.linspace(0, 1, 9))
+  np.testing.assert_allclose(path[0], a, atol=1e-6)
+  np.testing.assert_allclose(path[-1], b, atol=1e-6)
+  assert np.all(np.linalg.norm(path, axis=1) <= max(np.linalg.norm(a), np.linalg.norm(b)) + 1e-6)
+
+
+def test_slerp_moves_the_direction_along_the_great_circle_and_the_length_straight():
+  a, b = np.array([2.0, 0.0, 0.0]), np.array([0.0, 4.0, 0.0])
+  path = sample.slerp(a, b, np.array([0.0, 1 / 3, 0.5, 1.0]))
+  np.testing.assert_allclose(np.linalg.norm(path, axis=1), [2.0, 8 / 3, 3.0, 4.0], atol=1e-6)
+  np.testing.assert_allclose(np.degrees(np.arctan2(path[:, 1], path[:, 0])),
+                             [0.0, 30.0, 45.0, 90.0], atol=1e-4)
+
+
+def test_one_dimensional_latents_interpolate_straight():
+  z = sample.interpolation_latents(0, 1, rows=50, steps=6)
+  ends = sample.latents(0, 100, 1)
+  for r in range(50):
+    np.testing.assert_allclose(z[6 * r:6 * r + 6, 0],
+                               np.linspace(ends[2 * r, 0], ends[2 * r + 1, 0], 6), atol=1e-5)
 
 
 def test_interpolation_rows_start_and_end_at_independent_latents():
