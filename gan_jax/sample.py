@@ -2,7 +2,7 @@
 
   python -m gan_jax.sample --workdir=runs/dcgan_digits --num_samples=1000 \
       --seed=0 --output=samples.npz        # key 'samples': f32[N, H, W, C] in [-1, 1]
-  ... --output=grid.png                    # one PNG grid (scatter plot for 2-D data)
+  ... --output=grid.png                    # one PNG grid (a column per class; 2-D data: a scatter plot)
   ... --output=folder/                     # one PNG per sample, a new or empty folder (FID tools)
   ... --labels=3 / --labels=0,2,5          # class-conditional runs: these classes, cycled
   ... --truncation=1.0                     # BigGAN's truncation trick
@@ -31,6 +31,7 @@ from gan_jax import cli
 from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import models
+from gan_jax import periodic
 from gan_jax import standing_stats as standing_stats_lib
 from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
@@ -381,8 +382,14 @@ def _requested(config, f):
       return z, np.repeat(np.asarray(classes, np.int32), f.interpolate), f.interpolate
     return (interpolation_latents(f.seed, config.model.z_dim, rows=rows, steps=f.interpolate,
                                   truncation=f.truncation), None, f.interpolate)
-  labels = cycled_labels(f.num_samples, num_classes, classes) if num_classes else None
-  return latents(f.seed, f.num_samples, config.model.z_dim, truncation=f.truncation), labels, None
+  labels, columns = None, None
+  if num_classes:
+    labels = cycled_labels(f.num_samples, num_classes, classes)
+    cycle = len(classes) if classes else num_classes
+    # One column per class in a grid, as the training grids' rows, up to as many.
+    columns = cycle if 2 <= cycle <= periodic.MAX_GRID_CLASSES else None
+  return (latents(f.seed, f.num_samples, config.model.z_dim, truncation=f.truncation), labels,
+          columns)
 
 
 def main(argv):

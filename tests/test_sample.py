@@ -130,7 +130,11 @@ def _flags(**values):
 def test_conditional_requests_cycle_classes_and_interpolate_per_class():
   config = tiny_config(**{'model.num_classes': 10})
   z, labels, columns = sample._requested(config, _flags(labels=['3', '5']))  # pylint: disable=protected-access
-  assert z.shape == (10, 16) and labels.tolist() == [3, 5] * 5 and columns is None
+  assert z.shape == (10, 16) and labels.tolist() == [3, 5] * 5 and columns == 2
+  # A grid has one column per class: every column holds one class.
+  assert sample._requested(config, _flags())[2] == 10  # pylint: disable=protected-access
+  assert sample._requested(config, _flags(labels=['4']))[2] is None  # pylint: disable=protected-access
+  assert sample._requested(tiny_config(), _flags())[2] is None  # pylint: disable=protected-access
   z, labels, columns = sample._requested(config, _flags(interpolate=4))  # pylint: disable=protected-access
   assert z.shape == (40, 16) and columns == 4
   assert labels.tolist() == [c for c in range(10) for _ in range(4)]
