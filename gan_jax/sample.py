@@ -2,7 +2,7 @@
 
   python -m gan_jax.sample --workdir=runs/dcgan_digits --num_samples=1000 \
       --seed=0 --output=samples.npz        # key 'samples': f32[N, H, W, C] in [-1, 1]
-  ... --output=grid.png                    # one PNG grid (a column per class; 2-D data: a scatter plot)
+  ... --output=grid.png                    # one PNG grid (a column per class; 2-D: scatter)
   ... --output=folder/                     # one PNG per sample, a new or empty folder (FID tools)
   ... --labels=3 / --labels=0,2,5          # class-conditional runs: these classes, cycled
   ... --truncation=1.0                     # BigGAN's truncation trick
