@@ -61,3 +61,10 @@ def test_command_line_and_machine_record_how_a_report_was_made(monkeypatch):
   machine = trials.machine_description()
   assert machine['jax_backend'] == 'cpu' and machine['jax_devices'] >= 1
   assert machine['cpu'] and machine['cpu_count'] == os.cpu_count()
+
+
+def test_a_slug_names_the_config_its_variant_and_extras_safely():
+  assert trials.slug('dcgan_digits') == 'dcgan_digits'
+  assert trials.slug('dcgan_digits:few,noaug', 134) == 'dcgan_digits-few_noaug-134'
+  assert trials.slug('/home/me/my configs/run.py:smoke') == 'run-smoke'
+  assert trials.slug('toy_ring:policy=a b') == 'toy_ring-policy=a_b'

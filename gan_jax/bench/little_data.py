@@ -48,7 +48,6 @@ separately.
 
 import datetime
 import os
-import re
 import time
 
 from absl import flags
@@ -154,12 +153,6 @@ def fd_changes(rows):
       changes[i] = (r['summary']['proxy_fd']['mean'] / base['summary']['proxy_fd']['mean']
                     - 1.0)
   return changes
-
-
-def _slug(spec, examples):
-  name, _, arg = spec.partition(':')
-  name = os.path.splitext(os.path.basename(name))[0]
-  return re.sub(r'[^A-Za-z0-9_.=-]+', '_', f"{name}-{arg or 'default'}-{examples}")
 
 
 def _cell(stat, *, digits):
@@ -371,7 +364,7 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
            'num_steps': int(config.train.num_steps), 'trials': [], 'summary': None}
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
-      slug = _slug(spec, examples) + overrides_lib.slug(overrides)
+      slug = trials_lib.slug(spec, examples) + overrides_lib.slug(overrides)
       with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
         record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir,
                            num_samples=num_samples)

@@ -28,7 +28,6 @@ separately.
 
 import datetime
 import os
-import re
 import time
 
 from absl import flags
@@ -73,10 +72,6 @@ def load_config(spec):
   config = trials_lib.load_config(spec)
   classifier_lib.check_classifier(config, spec)
   return config
-
-
-def _slug(spec):
-  return re.sub(r'[^A-Za-z0-9_.=-]+', '_', spec.replace(':', '-'))
 
 
 def run_trial(config, *, seed, workdir):
@@ -184,7 +179,7 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
   # Seeds outermost: an interrupted run still compares both configs on the same seeds.
   for seed in seeds:
     for (spec, config), row in zip(configs, result['rows']):
-      slug = _slug(spec) + overrides_lib.slug(overrides)
+      slug = trials_lib.slug(spec) + overrides_lib.slug(overrides)
       with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
         record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir)
       row['trials'].append(record)

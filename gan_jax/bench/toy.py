@@ -31,7 +31,6 @@ rewritten after every trial, so an interrupted run keeps what it measured.
 
 import datetime
 import os
-import re
 import time
 
 from absl import flags
@@ -69,12 +68,6 @@ def load_config(spec):
         f'Config {spec!r} trains on data.source={config.data.source!r}; the toy '
         "benchmark needs data.source='toy' (configs toy_ring, toy_grid).")
   return config
-
-
-def _slug(spec):
-  name, _, arg = spec.partition(':')
-  name = os.path.splitext(os.path.basename(name))[0]
-  return re.sub(r'[^A-Za-z0-9_.=-]+', '_', name + ('-' + arg if arg else ''))
 
 
 def scatter_plot(samples, mixture_name):
@@ -187,7 +180,7 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
            'num_steps': int(config.train.num_steps), 'trials': [], 'summary': None}
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
-      slug = _slug(spec) + overrides_lib.slug(overrides)
+      slug = trials_lib.slug(spec) + overrides_lib.slug(overrides)
       with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
         record, samples = run_trial(config.copy_and_resolve_references(), seed=seed,
                                     workdir=workdir)

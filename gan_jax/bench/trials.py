@@ -7,6 +7,7 @@ the parts they share, so each of them keeps only its protocol and its scores:
 
   split_config_names   '--configs' text -> config specs ('name[:variant,...]')
   load_config          a spec -> its ConfigDict, a bad name as a one-line ConfigError
+  slug                 a spec (and the trial's other settings) -> a file-name-safe name
   trial_workdir        the run folder of one trial (temporary, or kept under --out)
   command_line, machine_description   what a report records about how it was made
   define_flags         --out, --num_steps, --set and --keep_workdirs
@@ -15,6 +16,7 @@ the parts they share, so each of them keeps only its protocol and its scores:
 import contextlib
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -68,6 +70,15 @@ def load_config(spec):
     return config_files.load(spec)
   except KeyError as e:
     raise errors.ConfigError(e.args[0]) from None
+
+
+def slug(spec, *extra):
+  """'name[-variant][-extra...]' of a config spec 'name[:variant]' or 'path.py[:variant]'
+  (a path by its file name), with every run of characters other than letters, digits
+  and `_.=-` replaced by '_': a folder or file name."""
+  name, _, variant = spec.partition(':')
+  parts = [os.path.splitext(os.path.basename(name))[0]] + ([variant] if variant else [])
+  return re.sub(r'[^A-Za-z0-9_.=-]+', '_', '-'.join(parts + [str(e) for e in extra]))
 
 
 @contextlib.contextmanager
