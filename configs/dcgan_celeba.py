@@ -21,7 +21,7 @@ def get_config(arg=None):
       arg=arg)
   config.data.crop = 'celeba'
   # As the PyTorch example: G runs forward once per iteration and the G update
-  # back-propagates through the D update's fake batch (~10% less work per step).
+  # back-propagates through the D update's fake batch (one G forward pass fewer).
   config.train.reuse_fake = True
   if not common.parse_arg(arg, smoke=False).smoke:
     config.eval.every = 10000

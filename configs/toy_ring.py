@@ -10,10 +10,9 @@ row), `:smoke` (seconds), combinable as `:baseline,smoke`.
 What makes the best config precise (3 std = 0.03 around each mode):
   * the generator learns 3x faster than the discriminator (3e-3 vs 1e-3): the
     thin bridges between modes shrink only as G's transitions in z-space get
-    steep, which needs large G weights, i.e. large G steps. At 6x (the earlier
-    setting) some seeds end with modes of very unequal mass (one of 20 seeds:
-    63% high quality, reverse KL 0.70): G's steps are then large enough to keep
-    moving mass between modes late in training;
+    steep, which needs large G weights, i.e. large G steps. With a larger ratio
+    some seeds end with modes of very unequal mass (docs/benchmarks.md): G's steps
+    are then large enough to keep moving mass between modes late in training;
   * EMA of G (0.995) averages the noise of G's steps, and both learning rates
     decay linearly to 0 over the whole run, so the late steps are small;
   * PacGAN packing (pack=2) for coverage.

@@ -1,10 +1,10 @@
 """Parallel decoding: grain threads / worker processes, and the in-RAM cache decision.
 
-Decoding a CelebA JPEG, cropping and resizing costs ~0.5-1 ms per image, i.e.
-~100 ms of CPU per batch of 128, which no reasonable host hides behind a
-~10 ms GPU step. So tfds and image-folder shards are normally decoded once at
-start-up (`map_examples`: grain worker processes when num_workers > 0, else
-threads) into a uint8 array in RAM, and batches are then gathers. 'auto' (the
+Decoding, cropping and resizing a batch of JPEGs takes far more CPU time than a
+GPU takes for a training step, so tfds and image-folder shards are normally
+decoded once at start-up (`map_examples`: grain worker processes when
+num_workers > 0, else threads) into a uint8 array in RAM, and batches are then
+gathers. 'auto' (the
 default `data.cache`) caches when this process's shard takes at most
 min(8 GiB, RAM / 4) (CelebA at 64x64x3: 2 GiB); 'none' decodes every batch
 (in grain workers), 'memory' always caches.

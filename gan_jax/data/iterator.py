@@ -15,8 +15,8 @@ Batch k is a pure function of (config, seed, shard, k), so the iterator state
 is just the next k: it does not depend on num_workers or thread counts, and a
 run can resume on a machine with a different core count. A batch's positions
 are computed with vectorised numpy rather than one grain element per example:
-grain's per-element index shuffle costs ~50-100 us per example in Python,
-which for in-memory digits would be most of a training step.
+grain's per-element index shuffle runs Python code for every example, which
+for in-memory digits would be most of a training step.
 
 Every batch maker and the order are picklable (grain worker processes get
 copies).

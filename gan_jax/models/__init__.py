@@ -125,8 +125,9 @@ def build(model_config, *, bn_axis_name=None, remat=False):
                                f'got {model_config[name]}.')
   for field, network, off, is_on, families in _SWITCHES:
     if is_on(model_config) and family not in families:
-      names = sorted(n for n, f in _FAMILIES.items() if f in families)
-      implemented = ' and '.join([', '.join(names[:-1]), names[-1]] if len(names) > 1 else names)
+      having = sorted(n for n, f in _FAMILIES.items() if f in families)
+      implemented = ' and '.join([', '.join(having[:-1]), having[-1]] if len(having) > 1
+                                 else having)
       raise errors.ConfigError(
           f'model.{field} is implemented for the {implemented} {network}s only; '
           f'model.name={model_config.name!r} would ignore it: set it to {off}.')

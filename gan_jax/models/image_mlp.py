@@ -140,7 +140,7 @@ class Discriminator(nn.Module):
   def _noisy(self, h, std, train):
     return layers.gaussian_noise(self, h, std, train=train)
 
-  def _layer(self, h, k, train):
+  def _layer(self, h, k):
     return nn.relu(dense(self.widths[k], weight_norm=self.weight_norm, dtype=self.dtype,
                          name=f'dense{k}')(h))
 
@@ -165,7 +165,7 @@ class Discriminator(nn.Module):
     h = x.reshape(x.shape[0], -1).astype(self.dtype)
     h = self._noisy(h, self.input_noise, train)
     for k in range(len(self.widths)):
-      h = compute.remat_call(self._layer, h, k, train, remat=self.remat)
+      h = compute.remat_call(self._layer, h, k, remat=self.remat)
       if k == len(self.widths) - 1:
         self.sow('intermediates', 'features', h.astype(jnp.float32))
       h = self._noisy(h, self.hidden_noise, train)
