@@ -2,8 +2,9 @@
 
 Adversarial losses (`discriminator_loss`, `generator_loss`), the classification
 loss of class logits (ACGAN, semi-supervised GAN), the semi-supervised GAN's
-unsupervised loss, feature matching, LeCam and zCR's G term (its D term is bCR's
-`augment.consistency_loss` on D(G(z)) and D(G(z + dz))).
+unsupervised loss, feature matching, LeCam, bCR's consistency term
+(`consistency_loss`) and zCR's G term (its D term is `consistency_loss` on D(G(z))
+and D(G(z + dz))).
 
 Every loss is pure, returns a float32 scalar, and works inside or outside
 `jax.jit` / `shard_map` (the `loss_type` string and `label_smoothing` must be
@@ -48,6 +49,7 @@ __all__ = [
     'check_loss_config',
     'class_cross_entropy',
     'class_entropy',
+    'consistency_loss',
     'discriminator_loss',
     'feature_matching_loss',
     'generator_loss',
@@ -419,6 +421,50 @@ def lecam_regularization(*, real_logits, fake_logits, real_average, fake_average
   fake = _as_logits(fake_logits, 'fake_logits')
   return (jnp.mean(jnp.square(jax.nn.relu(real - fake_average)))
           + jnp.mean(jnp.square(jax.nn.relu(real_average - fake))))
+
+
+def consistency_loss(*, logits, augmented_logits):
+  """The consistency term ||D(x) - D(T(x))||^2, averaged over the batch.
+
+  bCR (Zhao et al. 2021, "Improved Consistency Regularization for GANs", AAAI,
+  arXiv:2002.04724, Algorithm 1) adds to D's loss
+
+    lambda_real * ||D(x) - D(T(x))||^2 + lambda_fake * ||D(G(z)) - D(T(G(z)))||^2
+
+  (lambda_real = lambda_fake = 10 in the paper), where D is the last layer
+  before the activation (the logit, as in CR-GAN, Zhang et al. 2020,
+  arXiv:1910.12027) and T a random augmentation; the weights are the caller's.
+  With one logit per sample the squared norm of a sample is the squared
+  difference, and its batch mean is the mean of squares, as
+  `torch.mean((D_real_aug - D_real) ** 2)` in the DiffAugment-CR reference
+  (data-efficient-gans, DiffAugment-biggan-cifar/train_fns.py). For logits with
+  more axes each sample's squared L2 norm is summed over them, then averaged
+  over the batch. Symmetric in its two arguments; gradients flow to both, as
+  in that reference (neither side is detached). zCR's D term (the same paper,
+  section 3.2; StudioGAN's `MSELoss(D(G(z)), D(G(z_eps)))`) is this term on D's
+  outputs for G(z) and G(z + dz) (`objectives.py`).
+
+  Args:
+    logits: f32[B] (or f32[B, ...]) D's raw outputs on the un-augmented images.
+    augmented_logits: D's raw outputs on their augmentations, same shape.
+
+  Returns:
+    f32[] scalar, >= 0.
+
+  Raises:
+    ValueError: the two shapes differ (broadcasting would pair wrong samples).
+  """
+  logits = jnp.asarray(logits)
+  augmented_logits = jnp.asarray(augmented_logits)
+  if logits.shape != augmented_logits.shape or logits.ndim < 1:
+    raise ValueError(
+        f'consistency_loss needs two logit arrays of the same shape f32[B, ...], got '
+        f'{logits.shape} and {augmented_logits.shape}. Pass D(x) and D(T(x)) for '
+        'the same batch.')
+  # Accumulate in float32 even when D computes in bfloat16.
+  diff = logits.astype(jnp.float32) - augmented_logits.astype(jnp.float32)
+  per_sample = jnp.sum(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)
+  return jnp.mean(per_sample)
 
 
 def latent_consistency_generator_term(*, fake, perturbed_fake):

@@ -151,7 +151,8 @@ def _class_consistency(class_logits, other_class_logits):
   `MSELoss(cls_output, cls_output')` to bCR's and zCR's D terms for an auxiliary
   classifier D (`d_cond_mtd == 'AC'`), and MSELoss averages over every element.
   """
-  return augment.consistency_loss(class_logits, other_class_logits) / class_logits.shape[-1]
+  return losses.consistency_loss(logits=class_logits,
+                                 augmented_logits=other_class_logits) / class_logits.shape[-1]
 
 
 def _consistency(setup, d_params, bs, x, logits, extras, labels, key):
@@ -161,7 +162,7 @@ def _consistency(setup, d_params, bs, x, logits, extras, labels, key):
   with_classes = setup.d_cond == 'acgan'
   other, other_extras, bs = run_discriminator(setup, d_params, bs, augmented, labels,
                                               collect=with_classes, key=key)
-  loss = augment.consistency_loss(logits, other)
+  loss = losses.consistency_loss(logits=logits, augmented_logits=other)
   if with_classes:
     loss = loss + _class_consistency(extras['class_logits'], other_extras['class_logits'])
   return loss, bs
@@ -223,7 +224,7 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
         setup, d_params, bs, _augment(setup, perturbed_fake, keys[1]), fake_labels,
         collect=collect, key=keys[1])
     # bCR's term on another pair: D(G(z)) against D(G(z + dz)).
-    aux['zcr_d'] = augment.consistency_loss(fake_logits, perturbed_logits)
+    aux['zcr_d'] = losses.consistency_loss(logits=fake_logits, augmented_logits=perturbed_logits)
     if setup.d_cond == 'acgan':
       aux['zcr_d'] = aux['zcr_d'] + _class_consistency(fake_x['class_logits'],
                                                        perturbed_x['class_logits'])

@@ -1,4 +1,4 @@
-"""Tests of gan_jax.augment: DiffAugment ops, policies and the bCR consistency term.
+"""Tests of gan_jax.augment: DiffAugment ops and policies, consistency regularisation's T.
 
 Expected values come from the definitions in the module docstring, written out
 with numpy here: color's parameters are recovered in closed form from the
@@ -483,36 +483,3 @@ def test_one_sample_one_channel_non_square():
   assert y.shape == shape and y.dtype == jnp.float32
   assert np.all(np.isfinite(y))
   assert not np.allclose(y, x)
-
-
-# --- consistency_loss ---------------------------------------------------------------
-
-
-def test_consistency_loss_is_the_batch_mean_squared_difference():
-  a = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
-  b = np.array([1.5, -1.0, -1.0, 0.25], np.float32)
-  expected = (1.0 + 0.0 + 9.0 + 0.0625) / 4
-  loss = augment.consistency_loss(logits=jnp.asarray(a), augmented_logits=jnp.asarray(b))
-  assert loss.shape == () and loss.dtype == jnp.float32
-  np.testing.assert_allclose(loss, expected, rtol=1e-6)
-  np.testing.assert_allclose(augment.consistency_loss(b, a), expected, rtol=1e-6)
-  assert augment.consistency_loss(a, a) == 0.0
-
-
-def test_consistency_loss_sums_extra_axes_per_sample():
-  a = np.array([[0.0, 1.0], [2.0, 0.0]], np.float32)
-  b = np.zeros_like(a)
-  np.testing.assert_allclose(augment.consistency_loss(a, b), (1.0 + 4.0) / 2, rtol=1e-6)
-
-
-def test_consistency_loss_gradient():
-  a = jnp.array([0.5, -1.0, 2.0])
-  b = jnp.array([1.5, -1.0, -1.0])
-  grad_a, grad_b = jax.grad(augment.consistency_loss, argnums=(0, 1))(a, b)
-  np.testing.assert_allclose(grad_a, [2 * -1.0 / 3, 0.0, 2 * 3.0 / 3], rtol=1e-6)
-  np.testing.assert_allclose(grad_b, -np.asarray(grad_a), rtol=1e-6)
-
-
-def test_consistency_loss_refuses_mismatched_shapes():
-  with pytest.raises(ValueError, match='same shape'):
-    augment.consistency_loss(jnp.zeros(4), jnp.zeros((4, 1)))

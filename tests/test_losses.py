@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan_jax import augment
 from gan_jax import defaults
 from gan_jax import errors
 from gan_jax import losses
@@ -518,9 +517,10 @@ def test_lecam_regularization_is_one_sided_squared_hinges_around_the_averages():
 
 
 def test_latent_consistency_terms_by_hand():
-  # zCR's D term (bCR's augment.consistency_loss on D(G(z)), D(G(z + dz))): logit
+  # zCR's D term (bCR's consistency_loss on D(G(z)), D(G(z + dz))): logit
   # differences 1, -1, 0 -> mean of squares 2 / 3.
-  d_term = augment.consistency_loss(jnp.array([1.0, -2.0, 0.5]), jnp.array([0.0, -1.0, 0.5]))
+  d_term = losses.consistency_loss(logits=jnp.array([1.0, -2.0, 0.5]),
+                                   augmented_logits=jnp.array([0.0, -1.0, 0.5]))
   assert float(d_term) == pytest.approx(2.0 / 3.0, rel=1e-6)
   # G's term: minus the mean over all 8 elements; two differ, by 2 and by -1.
   fake = np.zeros((2, 2, 2, 1), np.float32)
@@ -532,4 +532,40 @@ def test_latent_consistency_terms_by_hand():
   with pytest.raises(ValueError, match='must have one shape'):
     losses.latent_consistency_generator_term(fake=fake, perturbed_fake=fake[:1])
   with pytest.raises(ValueError, match='needs two logit arrays of the same shape'):
-    augment.consistency_loss(jnp.zeros(2), jnp.zeros((2, 1)))
+    losses.consistency_loss(logits=jnp.zeros(2), augmented_logits=jnp.zeros((2, 1)))
+
+
+# --- consistency_loss ---------------------------------------------------------------
+
+
+def test_consistency_loss_is_the_batch_mean_squared_difference():
+  a = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
+  b = np.array([1.5, -1.0, -1.0, 0.25], np.float32)
+  expected = (1.0 + 0.0 + 9.0 + 0.0625) / 4
+  loss = losses.consistency_loss(logits=jnp.asarray(a), augmented_logits=jnp.asarray(b))
+  assert loss.shape == () and loss.dtype == jnp.float32
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+  np.testing.assert_allclose(losses.consistency_loss(logits=b, augmented_logits=a), expected,
+                             rtol=1e-6)
+  assert losses.consistency_loss(logits=a, augmented_logits=a) == 0.0
+
+
+def test_consistency_loss_sums_extra_axes_per_sample():
+  a = np.array([[0.0, 1.0], [2.0, 0.0]], np.float32)
+  b = np.zeros_like(a)
+  np.testing.assert_allclose(losses.consistency_loss(logits=a, augmented_logits=b), (1.0 + 4.0) / 2,
+                             rtol=1e-6)
+
+
+def test_consistency_loss_gradient():
+  a = jnp.array([0.5, -1.0, 2.0])
+  b = jnp.array([1.5, -1.0, -1.0])
+  grad_a, grad_b = jax.grad(lambda x, y: losses.consistency_loss(logits=x, augmented_logits=y),
+                            argnums=(0, 1))(a, b)
+  np.testing.assert_allclose(grad_a, [2 * -1.0 / 3, 0.0, 2 * 3.0 / 3], rtol=1e-6)
+  np.testing.assert_allclose(grad_b, -np.asarray(grad_a), rtol=1e-6)
+
+
+def test_consistency_loss_refuses_mismatched_shapes():
+  with pytest.raises(ValueError, match='same shape'):
+    losses.consistency_loss(logits=jnp.zeros(4), augmented_logits=jnp.zeros((4, 1)))
