@@ -277,7 +277,8 @@ class _PmapWithOptions:
 
 
 def to_host(x):
-  """Copies an array (of one or many processes) to a numpy array on this host.
+  """Copies an array (of one or many processes) to a numpy array on this host, of
+  x's global shape and dtype.
 
   A replicated array of a multi-process run is read from this process's own
   copy (no communication). An array split over processes is gathered from all

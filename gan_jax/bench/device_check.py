@@ -135,7 +135,23 @@ def _time_runner(runner, seconds, rounds=3):
 
 def time_step(model, *, dtype, batch, width, seconds, matmul_tflops, device,
               stride2_forms='custom'):
-  """One row: the training step of `model` timed on `device`."""
+  """One row: the training step of `model` timed on `device`.
+
+  Args:
+    model: a throughput-benchmark model ('dcgan', 'resnet', 'sagan', 'biggan' or a config).
+    dtype: 'float32' or 'bfloat16' (the model's compute dtype).
+    batch, width: global batch and the networks' base width (0: the model's own).
+    seconds: how long to time the step after compiling it.
+    matmul_tflops: the device's measured bf16 matmul rate, the row's yardstick.
+    device: the jax device to run on.
+    stride2_forms: `model.stride2_forms` of DCGAN's stride-2 layers ('custom' or 'xla').
+
+  Returns:
+    {model, dtype, batch, width, stride2_forms, n_critic, it_per_s, images_per_s,
+    input_wait_share (0-1), gflop_per_step, tflops, matmul_fraction (tflops over
+    matmul_tflops), compile_s, xla_mem_mb, conv_dtypes_lowered / _compiled (the
+    convolution operand dtypes in the HLO before and after XLA's passes)}.
+  """
   spec = dict(model=model, variant=dtype, batch=batch, width=width,
               stride2_forms=stride2_forms)
   runner = throughput_runners.JaxRunner(spec, devices=[device])

@@ -196,7 +196,11 @@ class LabelledMixOrder:
 
 
 class TrainBatch:
-  """k -> batch: a shard order composed with a batch maker."""
+  """k -> batch: a shard order composed with a batch maker.
+
+  `order(k)` gives batch k's example indices (int64[B]); `make_batch` turns them into
+  the batch dict (e.g. {'images': f32[B, H, W, C] in [-1, 1], 'labels': int32[B]}).
+  """
 
   def __init__(self, order, make_batch):
     self._order = order

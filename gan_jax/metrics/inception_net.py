@@ -26,7 +26,10 @@ Precision = lax.Precision
 
 
 class BasicConv(nn.Module):
-  """Conv (no bias) -> BatchNorm (eps 1e-3, running statistics) -> ReLU."""
+  """Conv (no bias) -> BatchNorm (eps 1e-3, running statistics) -> ReLU.
+
+  f32[B, H, W, C] -> f32[B, H', W', features] (H' = (H + 2 pad - kernel) // stride + 1), >= 0.
+  """
   features: int
   kernel: tuple[int, int]
   stride: int = 1
@@ -62,7 +65,8 @@ def _avg_pool_3x3_same(x):
 
 
 class InceptionA(nn.Module):
-  """Mixed_5b/5c/5d (pytorch-fid's FIDInceptionA)."""
+  """Mixed_5b/5c/5d (pytorch-fid's FIDInceptionA): f32[B, 35, 35, C] -> f32[B, 35, 35,
+  224 + pool_features]."""
   pool_features: int
   precision: Precision = Precision.HIGHEST
 
@@ -80,7 +84,7 @@ class InceptionA(nn.Module):
 
 
 class InceptionB(nn.Module):
-  """Mixed_6a: the 35 -> 17 grid reduction."""
+  """Mixed_6a, the 35 -> 17 grid reduction: f32[B, 35, 35, 288] -> f32[B, 17, 17, 768]."""
   precision: Precision = Precision.HIGHEST
 
   @nn.compact
@@ -94,7 +98,8 @@ class InceptionB(nn.Module):
 
 
 class InceptionC(nn.Module):
-  """Mixed_6b..6e (pytorch-fid's FIDInceptionC): factorised 7x7 convolutions."""
+  """Mixed_6b..6e (pytorch-fid's FIDInceptionC), factorised 7x7 convolutions:
+  f32[B, 17, 17, 768] -> f32[B, 17, 17, 768]."""
   channels_7x7: int
   precision: Precision = Precision.HIGHEST
 
@@ -116,7 +121,7 @@ class InceptionC(nn.Module):
 
 
 class InceptionD(nn.Module):
-  """Mixed_7a: the 17 -> 8 grid reduction."""
+  """Mixed_7a, the 17 -> 8 grid reduction: f32[B, 17, 17, 768] -> f32[B, 8, 8, 1280]."""
   precision: Precision = Precision.HIGHEST
 
   @nn.compact
@@ -132,7 +137,8 @@ class InceptionD(nn.Module):
 
 
 class InceptionE(nn.Module):
-  """Mixed_7b (average pool branch) and Mixed_7c (max pool branch, as in TF's graph)."""
+  """Mixed_7b (average pool branch) and Mixed_7c (max pool branch, as in TF's graph):
+  f32[B, 8, 8, C] -> f32[B, 8, 8, 2048]."""
   pool: str  # 'avg' (FIDInceptionE_1) or 'max' (FIDInceptionE_2)
   precision: Precision = Precision.HIGHEST
 
@@ -153,7 +159,8 @@ class InceptionE(nn.Module):
 
 
 class UnbiasedLinear(nn.Module):
-  """fc of the network: holds weight and bias, applies the weight only.
+  """fc of the network: holds weight and bias, applies the weight only: f32[B, 2048] ->
+  f32[B, 1008] logits.
 
   torch-fidelity's Inception Score uses `logits_unbiased` = x @ W^T; the bias is
   kept in the variables so a converted checkpoint is complete.
@@ -169,7 +176,8 @@ class UnbiasedLinear(nn.Module):
 
 
 class FIDInceptionV3(nn.Module):
-  """FID InceptionV3 on 299x299 NHWC inputs in [-1, 1] -> (pool3, unbiased logits)."""
+  """FID InceptionV3: f32[B, 299, 299, 3] in [-1, 1] -> (pool3 f32[B, 2048] >= 0, unbiased
+  logits f32[B, 1008])."""
   precision: Precision = Precision.HIGHEST
 
   @nn.compact
