@@ -367,7 +367,8 @@ def semi_supervised_unsupervised_loss(*, real_class_logits, fake_class_logits):
 
   The train step reaches the same value another way: the semi-supervised D head
   outputs `semi_supervised_logit`, and `discriminator_loss` under 'non_saturating'
-  or 'minimax' (the losses that head accepts) is this loss of those logits (tests/test_losses.py checks that they agree).
+  or 'minimax' (the losses that head accepts) is this loss of those logits
+  (tests/test_losses.py checks that they agree).
 
   Args:
     real_class_logits: f32[B, K] class logits of (unlabelled) real examples.
