@@ -7,6 +7,11 @@ a shipped one, with an optional `:VARIANT`:
   --config=my_experiment.py          a file (relative to the current directory)
   --config=configs/dcgan_digits.py   a shipped config, from any directory
   --config=dcgan_digits:smoke        the same by name, with a variant
+
+A config file defines `get_config(arg=None)`, which returns the experiment's
+`ml_collections.ConfigDict` (start from `gan_jax.defaults.get_config()`); `arg` is
+the text after ':' (None without one), which the file parses itself (the shipped
+ones with `configs.common.parse_arg`, importable from anywhere once installed).
 """
 
 import ast

@@ -168,7 +168,9 @@ def discriminator_loss(*, real_logits, fake_logits, loss_type, label_smoothing=0
   fake = _as_logits(fake_logits, 'fake_logits')
   label_smoothing = _check_label_smoothing(label_smoothing, loss_type)
 
-  if loss_type in BCE_LOSS_TYPES:
+  # Each branch names its own types (not BCE_LOSS_TYPES, which serves label smoothing
+  # and probability readings): a type added there without a branch must raise.
+  if loss_type in ('minimax', 'non_saturating'):
     # BCE with target t on logit l: t * softplus(-l) + (1 - t) * softplus(l).
     target = 1.0 - label_smoothing
     real_term = target * jax.nn.softplus(-real) + (1.0 - target) * jax.nn.softplus(real)

@@ -500,6 +500,10 @@ def test_a_listed_loss_type_without_a_branch_is_an_error_not_another_loss(monkey
     losses.discriminator_loss(real_logits=logits, fake_logits=logits, loss_type='new_loss')
   with pytest.raises(NotImplementedError, match="'new_loss'"):
     losses.generator_loss(fake_logits=logits, loss_type='new_loss')
+  # Nor when it is also a cross-entropy type (BCE_LOSS_TYPES serves label smoothing).
+  monkeypatch.setattr(losses, 'BCE_LOSS_TYPES', losses.BCE_LOSS_TYPES + ('new_loss',))
+  with pytest.raises(NotImplementedError, match="'new_loss' is in LOSS_TYPES but has no branch"):
+    losses.discriminator_loss(real_logits=logits, fake_logits=logits, loss_type='new_loss')
 
 
 def test_lecam_regularization_is_one_sided_squared_hinges_around_the_averages():

@@ -8,6 +8,7 @@ import pytest
 from configs import toy_ring
 from gan_jax import augment
 from gan_jax import ema as ema_lib
+from gan_jax import losses
 from gan_jax import objectives
 from gan_jax import parallel
 from gan_jax import state as state_lib
@@ -99,9 +100,12 @@ def test_eight_devices_equal_one_device_with_synchronised_bn(config, state0, mod
   np.testing.assert_allclose(m8['d_loss'], m1['d_loss'], rtol=1e-5)
 
 
-def test_several_sgd_steps_on_eight_devices_equal_one_device():
+# Every loss: a loss that coupled the examples of a batch (e.g. a batch mean) would
+# see one device's examples, and only this comparison would notice.
+@pytest.mark.parametrize('loss_type', losses.LOSS_TYPES)
+def test_several_sgd_steps_on_eight_devices_equal_one_device(loss_type):
   config = tiny_config(**{'optim.g.name': 'sgd', 'optim.d.name': 'sgd',
-                          'optim.g.b1': 0.0, 'optim.d.b1': 0.0})
+                          'optim.g.b1': 0.0, 'optim.d.b1': 0.0, 'loss.type': loss_type})
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=s) for s in range(3)]
   key = jax.random.key(3)

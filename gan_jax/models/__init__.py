@@ -73,6 +73,7 @@ _SWITCHES = (
     ('attention_resolution', 'network', '-1', lambda m: m.attention_resolution != -1,
      (biggan, sagan)),
     ('upsample', 'generator', "'bilinear'", lambda m: m.upsample != 'bilinear', (resnet,)),
+    ('stride2_forms', 'network', "'custom'", lambda m: m.stride2_forms != 'custom', (dcgan,)),
 )
 
 
@@ -130,7 +131,9 @@ def build(model_config, *, bn_axis_name=None, remat=False):
                                  else having)
       raise errors.ConfigError(
           f'model.{field} is implemented for the {implemented} {network}s only; '
-          f'model.name={model_config.name!r} would ignore it: set it to {off}.')
+          f'model.name={model_config.name!r} would ignore it: set it to {off} (a family '
+          'of your own that implements it: list it in gan_jax/models/__init__.py\'s '
+          '_SWITCHES).')
   return family.build(model_config, bn_axis_name=bn_axis_name, remat=remat)
 
 
