@@ -117,7 +117,7 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
       raise errors.ConfigError(f'{flag} must be at least {least}, got {value}.')
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   if output is not None:
-    workdir_lib.check_output_path(workdir, output)
+    workdir_lib.check_output_file(output, flag='--output', workdir=workdir)
   if names is None:
     names = _metric_names(workdir_lib.suggested_metrics(config))
   sample_metrics = ','.join(name for name in names if name != ACCURACY)

@@ -220,28 +220,71 @@ def load_config(workdir):
 
 
 def check_output_path(workdir, output, flag='--output'):
-  """Raises ConfigError when writing `output` would replace one of `workdir`'s records.
+  """Raises ConfigError when writing `output` would replace a run's records.
 
-  The records are the files and folders training keeps there (config.json, the
-  histories and logs, checkpoints, the best checkpoint and earlier ones kept aside,
-  sample grids, TensorBoard events); anything else in the workdir (e.g. its `eval/`
-  folder) may be written.
-  Both paths are compared after resolving them, so `./W/../W/config.json` counts.
+  The records are the files and folders training keeps in a workdir (config.json,
+  the histories and logs, checkpoints, the best checkpoint and earlier ones kept
+  aside, sample grids, TensorBoard events); anything else there (e.g. its `eval/`
+  folder) may be written. Checked for `workdir` (None: no such run) and, for local
+  paths, for every folder above `output` that holds a run (`is_run_folder`), so one
+  run's tools cannot overwrite another's records either.
+  Paths are compared after resolving them, so `./W/../W/config.json` counts.
   Remote paths (`gs://...`) are compared as written.
   """
   def resolved(path):
     path = os.fspath(path)
     return path.rstrip('/') if '://' in path else os.path.realpath(path)
-  folder, target = resolved(workdir), resolved(output)
-  relative = target[len(folder):].lstrip('/') if target.startswith(folder + '/') else None
-  if relative is None:
-    return
-  top = relative.split('/')[0]
-  if relative in _RECORD_FILES or top in _RECORD_FOLDERS or _SET_ASIDE_BEST.fullmatch(top):
-    raise errors.ConfigError(
-        f'{flag}={output} would replace {top!r}, part of the run\'s own record in '
-        f'{workdir}; write to another path (e.g. {os.path.join(workdir, "eval", "")} '
-        'or outside the workdir).')
+  target = resolved(output)
+  folders = [resolved(workdir)] if workdir is not None else []
+  if '://' not in target:
+    above = os.path.dirname(target)
+    while True:
+      if is_run_folder(above):
+        folders.append(above)
+      parent = os.path.dirname(above)
+      if parent == above:
+        break
+      above = parent
+  for folder in folders:
+    relative = target[len(folder):].lstrip('/') if target.startswith(folder + '/') else None
+    if relative is None:
+      continue
+    top = relative.split('/')[0]
+    if relative in _RECORD_FILES or top in _RECORD_FOLDERS or _SET_ASIDE_BEST.fullmatch(top):
+      raise errors.ConfigError(
+          f'{flag}={output} would replace {top!r}, part of the record of the run in '
+          f'{folder}; write to another path (e.g. {os.path.join(folder, "eval", "")} '
+          'or outside the workdir).')
+
+
+def check_output_file(output, *, flag, workdir=None):
+  """Raises ConfigError unless `output` can be written as a file, before any work.
+
+  Refused: an empty path (an unset shell variable), an existing folder, a path under
+  a file, and a run's records (`check_output_path`, for `workdir` and any run above
+  `output`). Remote paths are checked for records only.
+  """
+  if not output:
+    raise errors.ConfigError(f'{flag} is empty; give the path of a file to write.')
+  output = os.fspath(output)
+  if '://' not in output:
+    if os.path.isdir(output):
+      raise errors.ConfigError(f'{flag}={output} is a folder; give the path of a file '
+                               f'(e.g. {os.path.join(output, "result.json")}).')
+    above = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(above):
+      above = os.path.dirname(above)
+    if not os.path.isdir(above):
+      raise errors.ConfigError(f'{flag}={output}: {above} is a file, not a folder.')
+  check_output_path(workdir, output, flag)
+
+
+def is_run_folder(path):
+  """Whether the local folder `path` holds a training run: its config.json beside a
+  checkpoints folder, a lock or a metrics log (what `prepare` and training write)."""
+  return os.path.isfile(os.path.join(path, CONFIG_FILE)) and any(
+      os.path.exists(os.path.join(path, name))
+      for name in (CHECKPOINTS, LOCK_FILE, 'metrics.jsonl'))
 
 
 def checkpoint_steps(workdir):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import dcgan_digits
+from gan_jax import errors
 from gan_jax import metrics
 from gan_jax import sample
 from gan_jax.bench import digits_check
@@ -104,3 +105,9 @@ def test_a_conditional_generator_is_checked_on_cycled_labels(tmp_path, monkeypat
   assert np.concatenate(seen)[:300].tolist() == [i % 10 for i in range(300)]
   np.testing.assert_allclose(result['judge']['class_shares'], 0.1, atol=0.02)
   assert result['passed']
+
+
+@pytest.mark.parametrize('threshold', [float('nan'), -0.5, 1.5])
+def test_a_threshold_that_is_not_a_probability_is_refused(threshold):
+  with pytest.raises(errors.ConfigError, match='--threshold must be a probability'):
+    digits_check.run_check('/nonexistent', threshold=threshold)

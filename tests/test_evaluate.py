@@ -142,13 +142,30 @@ def test_an_output_that_would_replace_a_run_record_is_refused(tmp_path, output):
   workdir = str(tmp_path / 'run')
   workdir_lib.prepare(dcgan_digits.get_config(), workdir)
   before = (tmp_path / 'run' / 'config.json').read_bytes()
-  with pytest.raises(errors.ConfigError, match="part of the run's own record"):
+  with pytest.raises(errors.ConfigError, match='part of the record of the run in'):
     evaluate_lib.evaluate(workdir, metrics='proxy', output=str(tmp_path / 'run' / output))
   assert (tmp_path / 'run' / 'config.json').read_bytes() == before
   # Beside the records, in the eval folder or outside the workdir, is fine.
   workdir_lib.check_output_path(workdir, str(tmp_path / 'run' / 'eval' / 'mine.json'))
   workdir_lib.check_output_path(workdir, str(tmp_path / 'config.json'))
   workdir_lib.check_output_path(workdir, str(tmp_path / 'run' / 'best_fid.json'))
+
+
+def test_an_output_into_another_runs_records_is_refused_too(tmp_path):
+  other = tmp_path / 'other'
+  workdir_lib.prepare(dcgan_digits.get_config(), str(other))
+  (other / 'metrics.jsonl').write_text('')  # what a run that trained has beside config.json
+  (other / 'checkpoints' / '6').mkdir(parents=True)
+  for output in ('config.json', 'checkpoints/99/', 'samples/step_0000006.png',
+                 'best/best.json', 'eval/../metrics.jsonl'):
+    with pytest.raises(errors.ConfigError, match=f'record of the run in {other}'):
+      workdir_lib.check_output_path(str(tmp_path / 'run'), str(other / output))
+  workdir_lib.check_output_path(str(tmp_path / 'run'), str(other / 'eval' / 'step_6.json'))
+  # A folder holding a config.json but no run's logs or checkpoints is not a run.
+  plain = tmp_path / 'model'
+  plain.mkdir()
+  (plain / 'config.json').write_text('{}')
+  workdir_lib.check_output_path(None, str(plain / 'config.json'))
 
 
 def test_an_unknown_metric_fails_before_the_workdir_is_read(tmp_path):

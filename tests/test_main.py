@@ -275,7 +275,7 @@ def test_an_output_among_the_run_s_records_is_refused(tmp_path, module, output):
   if module == 'gan_jax.classify':
     args.append(f'--input={tmp_path / "images.npz"}')
   result = run_module(module, args)
-  assert_short_error(result, "part of the run's own record")
+  assert_short_error(result, 'part of the record of the run in')
   assert not os.path.exists(os.path.join(workdir, output))
 
 

@@ -334,3 +334,15 @@ def test_a_config_json_that_is_no_run_config_is_reported_as_such(tmp_path, text)
   # would look damaged; the message names the file instead.
   with pytest.raises(errors.WorkdirError, match=r'config.json is not the config of a run'):
     workdir_lib.load_config(str(workdir))
+
+
+def test_an_output_file_is_checked_before_any_work(tmp_path):
+  (tmp_path / 'afile').write_text('x')
+  for output, message in [('', '--json is empty'),
+                          (str(tmp_path), 'is a folder; give the path of a file'),
+                          (str(tmp_path / 'afile' / 'x.json'), 'afile is a file, not a folder'),
+                          (str(tmp_path / 'afile' / 'a' / 'b.json'), 'afile is a file, not a folder')]:
+    with pytest.raises(errors.ConfigError, match=message):
+      workdir_lib.check_output_file(output, flag='--json')
+  workdir_lib.check_output_file(str(tmp_path / 'new' / 'deeper' / 'x.json'), flag='--json')
+  workdir_lib.check_output_file(str(tmp_path / 'afile'), flag='--json')  # replaced: fine

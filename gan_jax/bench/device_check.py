@@ -48,6 +48,7 @@ import jax.numpy as jnp
 
 from gan_jax import cli
 from gan_jax import errors
+from gan_jax import workdir as workdir_lib
 from gan_jax.bench import memory
 from gan_jax.bench import presets
 from gan_jax.bench import report_files
@@ -395,14 +396,17 @@ def _define_flags():
   flags.DEFINE_list('dtypes', 'float32,bfloat16', 'Compute dtypes.')
   flags.DEFINE_integer('batch', 64, 'Reference batch size.', lower_bound=1)
   flags.DEFINE_integer('max_batch', 4096, 'Cap of the largest batch.', lower_bound=1)
-  flags.DEFINE_float('seconds', 4.0, 'Timed seconds per run.')
+  flags.DEFINE_float('seconds', 4.0, 'Timed seconds per run.', lower_bound=0.01)
   flags.DEFINE_integer('matmul_size', 8192, 'Side of the bf16 matmul.', lower_bound=16)
   flags.DEFINE_integer('matmul_iterations', 100, 'Chained matmuls timed.', lower_bound=1)
   flags.DEFINE_bool('inception', True, 'Time FID Inception feature extraction.')
   flags.DEFINE_integer('inception_batch', 500, 'Images per Inception call.', lower_bound=1)
-  flags.DEFINE_float('memory_gb', 0.0, 'Memory budget in GiB (0: the device limit).')
-  flags.DEFINE_float('fraction', 0.85, 'Share of the memory the largest batch may fill.')
-  flags.DEFINE_float('budget_s', 270.0, 'No run starts after this many seconds.')
+  flags.DEFINE_float('memory_gb', 0.0, 'Memory budget in GiB (0: the device limit).',
+                     lower_bound=0.0)
+  flags.DEFINE_float('fraction', 0.85, 'Share of the memory the largest batch may fill.',
+                     lower_bound=0.01, upper_bound=1.0)
+  flags.DEFINE_float('budget_s', 270.0, 'No run starts after this many seconds.',
+                     lower_bound=0.0)
   flags.DEFINE_list('stride2_forms', 'custom',
                     "DCGAN's stride-2 layers (model.stride2_forms): custom and/or xla.")
   flags.DEFINE_bool('quick', False, f'CPU-sized run: {QUICK_SETTINGS}.')
@@ -414,6 +418,8 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
+  if f.json:  # checked before the work
+    workdir_lib.check_output_file(f.json, flag='--json')
   settings = Settings(
       models=tuple(f.models), dtypes=tuple(f.dtypes), batch=f.batch, max_batch=f.max_batch,
       seconds=f.seconds, matmul_size=f.matmul_size, matmul_iterations=f.matmul_iterations,

@@ -33,6 +33,7 @@ from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import models
 from gan_jax import sample
+from gan_jax import workdir as workdir_lib
 from gan_jax.bench import report_files
 from gan_jax.metrics import digits_judge as judge_lib
 from gan_jax.metrics import sampling
@@ -124,6 +125,8 @@ def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDEN
     'standing_stats' (None, or the re-estimated statistics of G, as
     `sample.load_generator` describes them).
   """
+  if not 0.0 <= threshold <= 1.0:  # NaN too, which flag bounds let through
+    raise errors.ConfigError(f'--threshold must be a probability in [0, 1], got {threshold}.')
   # G's statistics as the run's evaluations use them (eval.standing_stats).
   config, generate = sample.load_generator(workdir, standing_seed=seed)
   if config.data.source != 'digits':
@@ -173,7 +176,8 @@ def _define_flags():
   flags.DEFINE_integer('num_samples', 1000, 'Generated samples to classify.', lower_bound=2)
   flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (as gan_jax.evaluate --seed).',
                        lower_bound=0, upper_bound=2**63 - 1)
-  flags.DEFINE_float('threshold', judge_lib.CONFIDENCE, 'Confidence threshold.')
+  flags.DEFINE_float('threshold', judge_lib.CONFIDENCE, 'Confidence threshold (a top class '
+                     'probability in [0, 1]).', lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_string('json', None, 'Optional path for the result as JSON.')
 
 
@@ -182,6 +186,8 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
+  if f.json is not None:  # before the work, and never over the run's own records
+    workdir_lib.check_output_file(f.json, flag='--json', workdir=f.workdir)
   result = run_check(f.workdir, num_samples=f.num_samples, seed=f.seed, threshold=f.threshold)
   print(format_report(result))
   if f.json:

@@ -37,6 +37,7 @@ from gan_jax import models
 from gan_jax import parallel
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
+from gan_jax import workdir as workdir_lib
 from gan_jax.bench import presets
 from gan_jax.bench import report_files
 
@@ -251,6 +252,8 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
+  if f.json:  # checked before the work
+    workdir_lib.check_output_file(f.json, flag='--json')
   for model in f.models:
     presets.model_config(model, batch=f.batch)   # an unknown name fails before compiling
   for dtype in f.dtypes:

@@ -58,6 +58,7 @@ import jax
 
 from gan_jax import cli
 from gan_jax import errors
+from gan_jax import workdir as workdir_lib
 from gan_jax.bench import presets
 from gan_jax.bench import report_files
 from gan_jax.bench import worker_process
@@ -288,7 +289,8 @@ def _define_flags():
                     'the other models their reference widths).')
   flags.DEFINE_integer('batch', 64, 'Batch size.', lower_bound=1)
   flags.DEFINE_integer('rounds', 5, 'Interleaved timed rounds.', lower_bound=1)
-  flags.DEFINE_float('round_seconds', 3.0, 'Target length of one timed round per worker.')
+  flags.DEFINE_float('round_seconds', 3.0, 'Target length of one timed round per worker.',
+                     lower_bound=0.01)
   flags.DEFINE_integer('min_iters', 1, 'Fewest iterations in one timed round.', lower_bound=1)
   flags.DEFINE_list('jax_variants', 'float32',
                     'gan_jax variants DTYPE[/KERNELS]: float32, bfloat16, and e.g. '
@@ -297,7 +299,8 @@ def _define_flags():
   flags.DEFINE_bool('torch', True, 'Time the PyTorch baseline when torch is installed.')
   flags.DEFINE_bool('inception', False, 'Also time FID Inception feature extraction.')
   flags.DEFINE_integer('inception_batch', 16, 'Images per Inception call.', lower_bound=1)
-  flags.DEFINE_integer('profile', 0, 'Trace this many gan_jax steps and print per-op time.')
+  flags.DEFINE_integer('profile', 0, 'Trace this many gan_jax steps and print per-op time.',
+                       lower_bound=0)
   flags.DEFINE_string('xla_flags', '', 'Extra XLA_FLAGS for the gan_jax workers only.')
   flags.DEFINE_string('json', '', 'Write the JSON report to this path.')
 
@@ -319,6 +322,8 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   f = flags.FLAGS
+  if f.json:  # checked before the work
+    workdir_lib.check_output_file(f.json, flag='--json')
   settings = Settings(
       model=f.model, widths=_parse_widths(f.widths), batch=f.batch,
       rounds=f.rounds,
