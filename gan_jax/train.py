@@ -128,8 +128,10 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   """
   if not isinstance(config, ml_collections.ConfigDict):
     if not isinstance(config, collections.abc.Mapping):
-      raise TypeError('train_and_evaluate takes a config (ml_collections.ConfigDict or '
-                      f'dict, see gan_jax/defaults.py), got {type(config).__name__}.')
+      raise errors.ConfigError(
+          'train_and_evaluate takes a config (ml_collections.ConfigDict or dict, see '
+          f'gan_jax/defaults.py), got {type(config).__name__}: a config file\'s '
+          'get_config() returns one, built from gan_jax.defaults.get_config().')
     config = ml_collections.ConfigDict(config)
   config_check.validate(config)
   t = config.train

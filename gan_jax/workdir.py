@@ -196,6 +196,7 @@ def load_config(workdir):
 
   Raises:
     MissingFileError: when the folder holds no run.
+    WorkdirError: a record that is damaged or gives a value no run can have.
   """
   path = epath.Path(workdir) / CONFIG_FILE
   if not path.exists():
@@ -216,7 +217,18 @@ def load_config(workdir):
   for entry in history(workdir):
     for field, change in entry['changes'].items():
       _set_path(values, field, change['to'])
-  return ml_collections.ConfigDict(values)
+  config = ml_collections.ConfigDict(values)
+  from gan_jax import config_check  # pylint: disable=g-import-not-at-top  (it imports this module)
+  try:
+    config_check.check_types_and_counts(config)
+  except errors.ConfigError as e:
+    # A hand-edited or damaged record; the full checks stay with training, so that
+    # a run saved before a newer check still samples and evaluates.
+    raise errors.WorkdirError(
+        f'The config saved in {workdir} ({CONFIG_FILE} with {HISTORY_FILE}) is not one a '
+        f'run can have: {e} Mend the file that sets it, or restore it from a backup.'
+    ) from None
+  return config
 
 
 def check_output_path(workdir, output, flag='--output'):

@@ -342,3 +342,36 @@ def test_zcr_refuses_a_shared_fake_batch():
 def test_a_weight_that_is_not_a_finite_number_is_refused(field):
   with pytest.raises(errors.ConfigError, match=rf'config.{field} must be a finite number >= 0'):
     config_check.validate(tiny_config(**{field: float('nan')}))
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('model.ngf', 'abc', r"config.model.ngf must be an integer, got 'abc'"),
+    ('model.ngf', 8.0, r'config.model.ngf must be an integer, got 8.0'),
+    ('model.spectral_norm', 1, r'config.model.spectral_norm must be True or False, got 1'),
+    ('train.ema_decay', '0.99', r"config.train.ema_decay must be a number, got '0.99'"),
+    ('loss.type', 3, r'config.loss.type must be text, got 3'),
+])
+def test_a_value_of_the_wrong_type_is_refused(field, value, message):
+  # Typed flags cannot make these; a config file or an edited record can.
+  section, name = field.split('.')
+  config = tiny_config()
+  config[section] = ml_collections.ConfigDict({**config[section].to_dict(), name: value})
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(config)
+
+
+@pytest.mark.parametrize('field', ['model.ngf', 'model.ndf', 'model.z_dim', 'model.hidden',
+                                   'model.num_layers', 'model.channels'])
+def test_a_network_size_below_one_is_refused(field):
+  # --config.model.ngf=-8 was a reshape traceback from inside the model.
+  config = tiny_config(**{field: -8})
+  with pytest.raises(errors.ConfigError, match=f'config.{field} must be an integer >= 1, got -8'):
+    config_check.validate(config)
+
+
+def test_a_config_not_built_from_the_defaults_is_refused_naming_a_missing_field():
+  config = ml_collections.ConfigDict({'model': tiny_config().model.to_dict()})
+  with pytest.raises(errors.ConfigError,
+                     match=r'config.augment.bcr_policy is missing \(and \d+ more\).*'
+                           r'gan_jax.defaults.get_config\(\)'):
+    config_check.validate(config)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from configs import dcgan_celeba
 from gan_jax import checkpoint
+from gan_jax import errors
 from gan_jax import models
 from gan_jax import periodic
 from gan_jax import sample
@@ -313,7 +314,7 @@ def test_an_overridden_smoke_step_count_keeps_outputs_sensible(tmp_path):
 
 
 def test_a_config_that_is_not_a_mapping_is_refused(tmp_path):
-  with pytest.raises(TypeError, match='takes a config'):
+  with pytest.raises(errors.ConfigError, match='takes a config'):
     train.train_and_evaluate('configs/dcgan_digits.py', str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
 

@@ -346,3 +346,21 @@ def test_an_output_file_is_checked_before_any_work(tmp_path):
       workdir_lib.check_output_file(output, flag='--json')
   workdir_lib.check_output_file(str(tmp_path / 'new' / 'deeper' / 'x.json'), flag='--json')
   workdir_lib.check_output_file(str(tmp_path / 'afile'), flag='--json')  # replaced: fine
+
+
+@pytest.mark.parametrize('edit', ['config', 'history'])
+def test_a_saved_config_no_run_can_have_is_one_error_naming_the_files(tmp_path, edit):
+  # Hand edits of the records were tracebacks from inside the model (ngf '8x', -8).
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(tiny_config(), workdir)
+  if edit == 'config':
+    path = tmp_path / 'run' / 'config.json'
+    saved = json.loads(path.read_text())
+    saved['model']['ngf'] = '8x'
+    path.write_text(json.dumps(saved))
+  else:
+    (tmp_path / 'run' / 'config_history.jsonl').write_text(
+        json.dumps({'step': 6, 'changes': {'model.ngf': {'from': 8, 'to': -8}}}) + '\n')
+  with pytest.raises(errors.WorkdirError, match=r'config saved in .*run \(config.json with '
+                     r'config_history.jsonl\) is not one a run can have: config.model.ngf'):
+    workdir_lib.load_config(workdir)
