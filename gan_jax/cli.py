@@ -208,6 +208,13 @@ def run(main, *, quiet=False):
       if flags.FLAGS.verbose:
         raise
       fail(f'{_os_error_text(e)}\nRun with --verbose for the traceback.')
+    except errors.Stopped as e:
+      # A signal stopped the work early (what became of it is in the message).
+      if flags.FLAGS.verbose:
+        raise
+      sys.stderr.write(f'{e}\n')  # no 'error:': stopping on request is no failure
+      sys.stderr.flush()
+      sys.exit(128 + e.signum)
     except KeyboardInterrupt:
       # Ctrl-C before a training loop took over SIGINT (`preemption.StopSignal`, which
       # saves a checkpoint first): setting up, compiling, sampling, evaluating.

@@ -25,3 +25,16 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class WorkdirError(UserError, ValueError):
   """A workdir holds a run that this command cannot continue or read."""
+
+
+class Stopped(Exception):
+  """A run or benchmark stopped early on a signal; the tools print its message as one
+  line and exit with status 128 + `signum` (not a `UserError`: nothing was wrong).
+
+  Attributes:
+    signum: the signal's number.
+  """
+
+  def __init__(self, message, signum):
+    super().__init__(message)
+    self.signum = signum

@@ -20,10 +20,12 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from gan_jax import errors
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Interrupted(Exception):
+class Interrupted(errors.Stopped):
   """The run stopped early on a signal, after saving a checkpoint.
 
   Attributes:
@@ -33,8 +35,7 @@ class Interrupted(Exception):
 
   def __init__(self, signum, step):
     super().__init__(f'Stopped by {signal.Signals(signum).name} at step {step} after '
-                     'saving a checkpoint; rerun the same command to resume.')
-    self.signum = signum
+                     'saving a checkpoint; rerun the same command to resume.', signum)
     self.step = step
 
 

@@ -1,11 +1,14 @@
 """Tests of what the seed-by-seed benchmarks share (`gan_jax.bench.trials`)."""
 
 import os
+import signal
 import sys
+import time
 
 import pytest
 
 from gan_jax import errors
+from gan_jax import preemption
 from gan_jax.bench import trials
 
 
@@ -68,3 +71,27 @@ def test_a_slug_names_the_config_its_variant_and_extras_safely():
   assert trials.slug('dcgan_digits:few,noaug', 134) == 'dcgan_digits-few_noaug-134'
   assert trials.slug('/home/me/my configs/run.py:smoke') == 'run-smoke'
   assert trials.slug('toy_ring:policy=a b') == 'toy_ring-policy=a_b'
+
+
+def test_sigterm_during_a_trial_deletes_its_temporary_folder_and_says_so(tmp_path):
+  before = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(errors.Stopped, match=r'SIGTERM during the trial toy_ring, seed 4: its '
+                     r'temporary folder is deleted, so a rerun trains it again') as stopped:
+    with trials.trial_workdir(str(tmp_path / 'out'), 'toy_ring', 4, keep=False) as w:
+      os.kill(os.getpid(), signal.SIGTERM)  # by default the process would die here
+      time.sleep(5)  # the handler raises before this ends
+  assert stopped.value.signum == signal.SIGTERM and not os.path.exists(w)
+  assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize('stop,signum', [
+    (lambda: preemption.Interrupted(signal.SIGTERM, 6), signal.SIGTERM),
+    (KeyboardInterrupt, signal.SIGINT)])
+def test_a_stopped_kept_trial_says_a_rerun_resumes_it(tmp_path, stop, signum):
+  out = str(tmp_path / 'out')
+  with pytest.raises(errors.Stopped, match='its folder is kept: rerun the same command to '
+                     'resume it') as stopped:
+    with trials.trial_workdir(out, 'toy_ring', 3, keep=True) as w:
+      os.makedirs(w)
+      raise stop()
+  assert stopped.value.signum == signum and os.path.isdir(w)

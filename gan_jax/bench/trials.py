@@ -17,9 +17,11 @@ import contextlib
 import os
 import platform
 import re
+import signal
 import shutil
 import sys
 import tempfile
+import threading
 
 from absl import flags
 import jax
@@ -92,15 +94,47 @@ def trial_workdir(out_dir, slug, seed, *, keep):
     keep: True: `<out_dir>/workdirs/<slug>/seed_<seed>`, kept afterwards (a run
       already there is resumed); False: a new temporary folder, deleted when the
       block ends, also when it raises (a failed trial leaves nothing behind).
+
+  Raises:
+    errors.Stopped: SIGTERM or Ctrl-C during the trial (training saves its
+      checkpoint first), with a message saying what became of the trial's folder.
+      SIGTERM raises here instead of killing the process, so a temporary folder
+      is deleted then too.
   """
-  if keep:
-    yield os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
-    return
-  workdir = tempfile.mkdtemp(prefix=f'bench_{slug}_{seed}_')
+  restore = _stop_on_sigterm()
   try:
-    yield workdir
+    if keep:
+      yield os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
+    else:
+      workdir = tempfile.mkdtemp(prefix=f'bench_{slug}_{seed}_')
+      try:
+        yield workdir
+      finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+  except (errors.Stopped, KeyboardInterrupt) as e:
+    signum = getattr(e, 'signum', signal.SIGINT)
+    fate = ('its folder is kept: rerun the same command to resume it' if keep else
+            'its temporary folder is deleted, so a rerun trains it again (--keep_workdirs '
+            'keeps trial folders to resume)')
+    raise errors.Stopped(
+        f'Stopped by {signal.Signals(signum).name} during the trial {slug}, seed {seed}: '
+        f'{fate}. The report holds the trials finished before it.', signum) from None
   finally:
-    shutil.rmtree(workdir, ignore_errors=True)
+    restore()
+
+
+def _stop_on_sigterm():
+  """Makes SIGTERM raise `errors.Stopped` in the main thread (by default it ends the
+  process at once, skipping every `finally`); returns the function that restores
+  the previous handler. Training replaces it with its own while it runs."""
+  if threading.current_thread() is not threading.main_thread():
+    return lambda: None
+
+  def stop(signum, frame):  # pylint: disable=unused-argument
+    raise errors.Stopped('Stopped by SIGTERM.', signum)
+
+  previous = signal.signal(signal.SIGTERM, stop)
+  return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def command_line(module):
