@@ -2,8 +2,14 @@
 
 import json
 import os
+import re
+
+from absl import logging
 
 from gan_jax import writers
+
+# The reports this process has written (it replaces its own after every trial).
+_WRITTEN = set()
 
 
 def write_json(path, report):
@@ -35,8 +41,44 @@ def write_result(result, out_dir, *, json_name, table_name):
 
   The markdown ends with `machine_note(result['machine'])` (every trial benchmark's
   result names its machine), so a table copied into the docs says where it was measured.
+  A report already in `out_dir` that another command made (an earlier benchmark in
+  the same --out) is kept beside, renamed by its creation time, not replaced; one the
+  same command made (a rerun, e.g. resuming kept trials) is replaced.
   """
+  path = os.path.join(out_dir, json_name)
+  if path not in _WRITTEN:
+    _keep_earlier(path, os.path.join(out_dir, table_name), result.get('command'))
+    _WRITTEN.add(path)
   writers.write_text_atomic(os.path.join(out_dir, json_name),
                             json.dumps(result, indent=2) + '\n')
   writers.write_text_atomic(os.path.join(out_dir, table_name),
                             result['table'] + machine_note(result['machine']))
+
+
+def _keep_earlier(json_path, table_path, command):
+  """Renames an earlier report at `json_path` (and its table) that `command` did not make."""
+  if not os.path.exists(json_path):
+    return
+  try:
+    with open(json_path, encoding='utf-8') as f:
+      earlier = json.load(f)
+  except (OSError, ValueError):
+    earlier = {}
+  earlier = earlier if isinstance(earlier, dict) else {}
+  if command is not None and earlier.get('command') == command:
+    return  # the same benchmark again: its report is replaced
+  stamp = re.sub(r'[^0-9T]', '', str(earlier.get('created') or '')) or 'earlier'
+  n, suffix = 1, ''
+  while any(os.path.exists(_stamped(p, stamp + suffix)) for p in (json_path, table_path)):
+    n += 1
+    suffix = f'_{n}'
+  for p in (json_path, table_path):
+    if os.path.exists(p):
+      os.rename(p, _stamped(p, stamp + suffix))
+  logging.warning('%s holds the report of another command (%s); kept it as %s.', json_path,
+                  earlier.get('command', 'unknown'), _stamped(json_path, stamp + suffix))
+
+
+def _stamped(path, stamp):
+  stem, ext = os.path.splitext(path)
+  return f'{stem}.{stamp}{ext}'
