@@ -59,10 +59,15 @@ def fail(message, *, status=USAGE_ERROR_STATUS):
 _HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--helpxml')
 
 
+# Path flags that, given but empty (an unset shell variable: --workdir=$W), would fall
+# back to a default or the current folder instead of failing.
+_PATH_FLAGS = ('workdir', 'output', 'input', 'json', 'out', 'config')
+
+
 def _parse_flags(argv):
   """absl's flag parsing, with bad flags and config overrides as short errors."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
   except SystemExit as e:
     if e.code == 1 and any(arg in _HELP_FLAGS for arg in argv[1:]):
       sys.exit(0)
@@ -98,6 +103,14 @@ def _parse_flags(argv):
     if not isinstance(e, (AttributeError, KeyError, TypeError, ValueError, OSError)):
       text = f'{_config_flag(argv)}: {type(e).__name__}: {str(e).strip()}'  # the file's own
     fail(f'{text}\nRun with --verbose for the traceback.')
+  for name in _PATH_FLAGS:
+    if name in flags.FLAGS and flags.FLAGS[name].present and _is_empty(flags.FLAGS[name].value):
+      fail(f'--{name} is empty (an unset shell variable?); give a path.')
+  return remaining
+
+
+def _is_empty(value):
+  return isinstance(value, str) and not value.strip()
 
 
 # ml_collections' flag error when a config file's get_config raises: its text
@@ -178,6 +191,13 @@ def _sections_with_field(field):
 def _os_error_text(error):
   """'No space left on device: runs/x/metrics.jsonl' for an OSError (its paths when known)."""
   paths = [p for p in (error.filename, error.filename2) if p is not None]
+  if isinstance(error, (FileExistsError, NotADirectoryError)) and paths:
+    # makedirs over a file, or a path through one: say which file is in the way.
+    above = os.path.abspath(os.fspath(paths[0]))
+    while above != os.path.dirname(above) and not os.path.exists(above):
+      above = os.path.dirname(above)
+    if os.path.isfile(above):
+      return f'{above} is a file, where a folder is needed (for {paths[0]}).'
   text = error.strerror or str(error)
   return f'{text}: {" -> ".join(map(str, paths))}' if paths else text
 

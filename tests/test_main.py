@@ -243,7 +243,7 @@ def test_a_file_system_refusal_is_a_short_error_that_names_the_path(tmp_path):
   workdir.mkdir()
   (workdir / 'checkpoints').write_text('')
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={workdir}'])
-  assert_short_error(result, 'Not a directory', str(workdir / 'checkpoints'),
+  assert_short_error(result, f'{workdir / "checkpoints"} is a file, where a folder is needed',
                      'Run with --verbose for the traceback.')
 
 
@@ -306,3 +306,14 @@ def test_evaluate_without_inception_weights_says_where_to_get_them(tmp_path):
                            'GAN_JAX_INCEPTION_WEIGHTS': ''})
   assert_short_error(result, 'pt_inception-2015-12-05-6726825d.pth')
   assert not re.search(r'^I\d{4} ', result.stderr, re.M)  # quiet: no INFO log lines
+
+
+@pytest.mark.parametrize('module,args', [
+    ('gan_jax.main', ['--config=dcgan_digits:smoke', '--workdir=']),
+    ('gan_jax.sample', ['--workdir=runs/none', '--output=']),
+    ('gan_jax.evaluate', ['--workdir= ', '--metrics=proxy'])])
+def test_an_empty_path_flag_is_refused_not_read_as_a_default(module, args):
+  # --workdir=$W with W unset trained in (or resumed) the default runs/<config> folder.
+  result = run_module(module, args)
+  flag = next(a.split('=')[0] for a in args if not a.split('=', 1)[1].strip())
+  assert_short_error(result, f'{flag} is empty (an unset shell variable?)')
