@@ -317,3 +317,14 @@ def test_an_empty_path_flag_is_refused_not_read_as_a_default(module, args):
   result = run_module(module, args)
   flag = next(a.split('=')[0] for a in args if not a.split('=', 1)[1].strip())
   assert_short_error(result, f'{flag} is empty (an unset shell variable?)')
+
+
+def test_a_run_whose_evaluation_cannot_start_records_nothing(tmp_path):
+  # Missing Inception weights stop the run before config.json is written, so the
+  # corrected command is a new run, not a "changed config" of one that never trained.
+  workdir = tmp_path / 'run'
+  result = run_module('gan_jax.main', [
+      '--config=dcgan_digits:smoke', f'--workdir={workdir}', '--config.eval.metrics=fid',
+      '--config.eval.every=3', f'--config.eval.inception_weights={tmp_path / "none.pth"}'])
+  assert_short_error(result, 'none.pth')
+  assert not workdir.exists()
