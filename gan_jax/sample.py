@@ -140,9 +140,10 @@ def latents(seed, num_samples, z_dim, *, truncation=None):
   # A normal entry kept when inside [-T, T] is a truncated normal there, and so is
   # the redraw of one outside: every entry is a truncated normal, independently.
   key = jax.random.fold_in(jax.random.key(seed), _TRUNCATION_STREAM)
-  redraw = np.asarray(jax.random.truncated_normal(key, -truncation, truncation,
-                                                  (num_samples, z_dim)), np.float32)
-  return np.where(np.abs(plain) > truncation, redraw, plain)
+  bound = min(truncation, 100.0)  # as float32 a bound of 1e300 is inf; no draw nears 100
+  redraw = np.asarray(jax.random.truncated_normal(key, -bound, bound, (num_samples, z_dim)),
+                      np.float32)
+  return np.where(np.abs(plain) > bound, redraw, plain)
 
 
 def default_seed(config, *, best):
