@@ -94,7 +94,9 @@ class Worker:
       if not self._process.is_alive():
         raise RuntimeError(
             f'{self.spec["framework"]} worker exited with code {self._process.exitcode} '
-            'without a reply (out of memory?).')
+            'without a reply: its own error, if it printed one, is above (e.g. an XLA flag '
+            'of --xla_flags / $XLA_FLAGS that XLA does not know); with none, the system '
+            'probably stopped it for memory.')
     status, payload = self._conn.recv()
     if status == 'error':
       self._process.join(timeout=10)
