@@ -17,40 +17,17 @@ from gan_jax import models
 from gan_jax import optim
 from gan_jax import parallel
 from gan_jax import standing_stats
-from gan_jax import workdir
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
 from gan_jax.metrics import classifier as classifier_lib
 from gan_jax.metrics import evaluator as evaluator_lib
 from gan_jax.models import conditional
 
-# (field, smallest allowed value): counts and intervals of config.train / .eval.
-_MINIMA = (
-    ('train.num_steps', 0), ('train.batch_size', 1), ('train.n_critic', 1),
-    ('train.log_every', 1), ('train.sample_every', 0), ('train.checkpoint_every', 1),
-    ('train.max_to_keep', 1), ('train.num_sample_images', 1), ('eval.every', -1),
-    ('train.ema_start', 0), ('eval.num_samples', 2), ('eval.num_reference', 0),
-    ('data.prefetch', 1), ('eval.standing_stats', 0),
-    ('data.num_workers', 0), ('seed', 0),
-    # Sizes of the networks (a family reads those it has).
-    ('model.resolution', 1), ('model.channels', 1), ('model.z_dim', 1), ('model.ngf', 1),
-    ('model.ndf', 1), ('model.hidden', 1), ('model.num_layers', 1), ('model.extra_layers', 0),
-    ('model.minibatch_discrimination', 0), ('model.minibatch_kernel_dim', 1),
-    ('model.bottom_width', 1))
-
-
-def _get(config, dotted):
-  value = config
-  for name in dotted.split('.'):
-    value = value[name]
-  return value
-
-
 def _check_complete(config):
   """Raises ConfigError for a field of `gan_jax.defaults` that `config` lacks (a config
   file that built its own ConfigDict instead of starting from the defaults)."""
-  missing = sorted(set(workdir.flatten(defaults.get_config().to_dict()))
-                   - set(workdir.flatten(config.to_dict())))
+  missing = sorted(set(defaults.flatten(defaults.get_config().to_dict()))
+                   - set(defaults.flatten(config.to_dict())))
   if missing:
     more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
     raise errors.ConfigError(
@@ -61,40 +38,14 @@ def _check_complete(config):
 def _check_fields(config):
   """Raises ConfigError for a field `gan_jax.defaults` does not have (a typo such as
   `config.model.zdim = 4` made in Python, which would otherwise be ignored)."""
-  known = set(workdir.flatten(defaults.get_config().to_dict()))
-  unknown = sorted(set(workdir.flatten(config.to_dict())) - known)
+  known = set(defaults.flatten(defaults.get_config().to_dict()))
+  unknown = sorted(set(defaults.flatten(config.to_dict())) - known)
   if unknown:
     close = difflib.get_close_matches(unknown[0], known, n=1)
     hint = f' (did you mean {close[0]}?)' if close else ''
     raise errors.ConfigError(
         f'config.{unknown[0]} is not a config field{hint}; every field and its default is in '
         'gan_jax/defaults.py.')
-
-
-def _check_types(config):
-  """Raises ConfigError for a field whose value is not of its default's type (a
-  number where text belongs, or text where a number does: a config file's or a
-  saved record's mistake that the command line's typed flags cannot make)."""
-  expected = workdir.flatten(defaults.get_config().to_dict())
-  for field, value in workdir.flatten(config.to_dict()).items():
-    default = expected.get(field)
-    if isinstance(default, bool):
-      ok = isinstance(value, bool)
-    elif isinstance(default, int):
-      ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(default, str):
-      ok = isinstance(value, str)
-    else:
-      continue
-    if not ok:
-      raise errors.ConfigError(
-          f'config.{field} must be {_KIND[type(default)]}, got {value!r} (its default is '
-          f'{default!r}).')
-
-
-_KIND = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'text'}
 
 
 def _check_switches_that_would_change_nothing(config):
@@ -117,21 +68,11 @@ def _check_switches_that_would_change_nothing(config):
         'with the Inception weights), or set eval.every=-1.')
 
 
-def check_types_and_counts(config):
-  """Raises ConfigError for a value of the wrong type or a count below its minimum:
-  what no network, loader or step could run with (also checked on saved configs)."""
-  _check_types(config)
-  for field, minimum in _MINIMA:
-    value = _get(config, field)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-      raise errors.ConfigError(f'config.{field} must be an integer >= {minimum}, got {value!r}.')
-
-
 def validate(config):
   """Raises ConfigError for the first bad field of `config`; returns None if it is fine."""
   _check_complete(config)
   _check_fields(config)
-  check_types_and_counts(config)
+  defaults.check_types_and_counts(config)
   t = config.train
   if not 0.0 <= t.ema_decay < 1.0:
     raise errors.ConfigError(f'config.train.ema_decay must be in [0, 1), got {t.ema_decay}.')
@@ -190,7 +131,7 @@ def validate(config):
         f'for images in [-1, 1]; model.name={config.model.name!r} generates points of '
         f'shape {shape} without a bound, and its outputs run away. Set it to 0 '
         '(zCR\'s D term, loss.zcr_d_weight, is allowed).')
-  flip = config.data.random_flip  # a bool (`_check_types`)
+  flip = config.data.random_flip  # a bool (`defaults.check_types_and_counts`)
   if flip and len(shape) != 3:
     raise errors.ConfigError(
         f'config.data.random_flip mirrors images (H, W, C); model.name={config.model.name!r} '

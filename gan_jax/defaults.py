@@ -5,9 +5,13 @@ they need; any field can also be overridden on the command line, e.g.
 `--config.train.num_steps=100` or `--config.seed=3`. A workdir's saved
 `config.json` is read back on top of these defaults (`workdir.load_config`), so
 a run saved before a field existed gets that field's default.
+`check_types_and_counts` holds every value to its default's type and every count
+to its least value (what no network, loader or step could run with).
 """
 
 import ml_collections
+
+from gan_jax import errors
 
 
 def get_config():
@@ -152,3 +156,72 @@ def get_config():
   e.accuracy_split = 'test'         # labelled split the 'accuracy' metric classifies
   e.standing_stats = 0              # sample metrics with G's BatchNorm statistics averaged over N train-mode batches (BigGAN's standing statistics; 0 = off)
   return config
+
+
+def flatten(tree, prefix=''):
+  """{'a': {'b': 1}} -> {'a.b': 1} (lists and scalars are leaves)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+# (field, smallest allowed value): the counts, intervals and network sizes.
+_MINIMA = (
+    ('train.num_steps', 0), ('train.batch_size', 1), ('train.n_critic', 1),
+    ('train.log_every', 1), ('train.sample_every', 0), ('train.checkpoint_every', 1),
+    ('train.max_to_keep', 1), ('train.num_sample_images', 1), ('eval.every', -1),
+    ('train.ema_start', 0), ('eval.num_samples', 2), ('eval.num_reference', 0),
+    ('data.prefetch', 1), ('eval.standing_stats', 0),
+    ('data.num_workers', 0), ('seed', 0),
+    # Sizes of the networks (a family reads those it has).
+    ('model.resolution', 1), ('model.channels', 1), ('model.z_dim', 1), ('model.ngf', 1),
+    ('model.ndf', 1), ('model.hidden', 1), ('model.num_layers', 1), ('model.extra_layers', 0),
+    ('model.minibatch_discrimination', 0), ('model.minibatch_kernel_dim', 1),
+    ('model.bottom_width', 1))
+
+
+def _get(config, dotted):
+  value = config
+  for name in dotted.split('.'):
+    value = value[name]
+  return value
+
+
+def check_types_and_counts(config):
+  """Raises ConfigError for a value of the wrong type or a count below its minimum:
+  what no network, loader or step could run with (also checked on saved configs)."""
+  _check_types(config)
+  for field, minimum in _MINIMA:
+    value = _get(config, field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+      raise errors.ConfigError(f'config.{field} must be an integer >= {minimum}, got {value!r}.')
+
+
+def _check_types(config):
+  """Raises ConfigError for a field whose value is not of its default's type (a
+  number where text belongs, or text where a number does: a config file's or a
+  saved record's mistake that the command line's typed flags cannot make)."""
+  expected = flatten(get_config().to_dict())
+  for field, value in flatten(config.to_dict()).items():
+    default = expected.get(field)
+    if isinstance(default, bool):
+      ok = isinstance(value, bool)
+    elif isinstance(default, int):
+      ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+      ok = isinstance(value, str)
+    else:
+      continue
+    if not ok:
+      raise errors.ConfigError(
+          f'config.{field} must be {_KIND[type(default)]}, got {value!r} (its default is '
+          f'{default!r}).')
+
+
+_KIND = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'text'}

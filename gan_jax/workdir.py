@@ -72,17 +72,6 @@ FREE_FIELDS = (
 FREE_PREFIXES = ('eval.',)
 
 
-def flatten(tree, prefix=''):
-  """{'a': {'b': 1}} -> {'a.b': 1} (lists and scalars are leaves)."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = value
-  return flat
-
-
 def _overlay(base, saved):
   """The nested dict `base` with every value of the nested dict `saved` over it."""
   merged = dict(base)
@@ -218,9 +207,8 @@ def load_config(workdir):
     for field, change in entry['changes'].items():
       _set_path(values, field, change['to'])
   config = ml_collections.ConfigDict(values)
-  from gan_jax import config_check  # pylint: disable=g-import-not-at-top  (it imports this module)
   try:
-    config_check.check_types_and_counts(config)
+    defaults.check_types_and_counts(config)
   except errors.ConfigError as e:
     # A hand-edited or damaged record; the full checks stay with training, so that
     # a run saved before a newer check still samples and evaluates.
@@ -309,7 +297,7 @@ def checkpoint_steps(workdir):
 
 def config_changes(saved, config):
   """{field: {'from': old, 'to': new}} for every leaf that differs (new fields included)."""
-  old, new = flatten(_as_json(saved)), flatten(_as_json(config))
+  old, new = defaults.flatten(_as_json(saved)), defaults.flatten(_as_json(config))
   return {field: {'from': old.get(field), 'to': new[field]}
           for field in sorted(new) if old.get(field) != new[field]}
 

@@ -17,7 +17,8 @@ LAYERS = (
     ('objectives',),
     ('models', 'optim', 'writers', 'ema'),
     ('parallel', 'losses', 'penalties', 'augment', 'config_files', 'preemption', 'distributed'),
-    ('errors', 'defaults'),
+    ('defaults',),
+    ('errors',),
 )
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 
