@@ -135,6 +135,31 @@ def test_without_metrics_the_run_s_own_or_offline_metrics_are_evaluated(
   assert record['protocol']['metrics'] == expected and 'proxy_fd' in record['results']
 
 
+def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_path, monkeypatch):
+  # A quick 100-sample check must not replace a long evaluation of the same step.
+  workdir = str(tmp_path / 'run')
+  config = dcgan_digits.get_config()
+  workdir_lib.prepare(config, workdir)
+  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
+  generate.step = 5
+  monkeypatch.setattr(sample, 'load_generator',
+                      lambda workdir, step=None, best=False, **standing: (config, generate))
+  folder = tmp_path / 'run' / 'eval'
+  kwargs = dict(metrics='proxy', cache_dir=str(tmp_path / 'cache'))
+  evaluate_lib.evaluate(workdir, num_samples=300, **kwargs)
+  evaluate_lib.evaluate(workdir, num_samples=300, **kwargs)  # the same: replaced
+  assert sorted(p.name for p in folder.iterdir()) == ['step_5.json']
+  evaluate_lib.evaluate(workdir, num_samples=100, **kwargs)  # another: the first kept
+  names = sorted(p.name for p in folder.iterdir())
+  assert len(names) == 2 and names[1] == 'step_5.json'
+  assert names[0].startswith('step_5.') and names[0].endswith('.json')
+  kept = json.loads((folder / names[0]).read_text())
+  assert kept['protocol']['num_samples'] == 300
+  assert json.loads((folder / 'step_5.json').read_text())['protocol']['num_samples'] == 100
+  evaluate_lib.evaluate(workdir, num_samples=100, seed=9, **kwargs)  # another seed
+  assert len(list(folder.iterdir())) == 3
+
+
 @pytest.mark.parametrize('output', ['config.json', 'metrics.jsonl', 'checkpoints/x.json',
                                     'samples/step_0000004.json', 'sub/../config_history.jsonl',
                                     'best_fid_step40/x.json', 'best_proxy_fd_step40_2/x'])
