@@ -179,7 +179,7 @@ _MINIMA = (
     ('data.num_workers', 0), ('seed', 0),
     # Sizes of the networks (a family reads those it has).
     ('model.resolution', 1), ('model.channels', 1), ('model.z_dim', 1), ('model.ngf', 1),
-    ('model.ndf', 1), ('model.hidden', 1), ('model.num_layers', 1), ('model.extra_layers', 0),
+    ('model.ndf', 1), ('model.hidden', 1), ('model.num_layers', 0), ('model.extra_layers', 0),
     ('model.minibatch_discrimination', 0), ('model.minibatch_kernel_dim', 1),
     ('model.bottom_width', 1))
 

@@ -27,9 +27,11 @@ class WorkdirError(UserError, ValueError):
   """A workdir holds a run that this command cannot continue or read."""
 
 
-class Stopped(Exception):
+class Stopped(BaseException):
   """A run or benchmark stopped early on a signal; the tools print its message as one
   line and exit with status 128 + `signum` (not a `UserError`: nothing was wrong).
+  A BaseException, as KeyboardInterrupt: the `except Exception` that treats a
+  failed read as a damaged file must not take a signal for one.
 
   Attributes:
     signum: the signal's number.

@@ -15,8 +15,8 @@ training split config.data.split; --num_reference
 images, default config.eval.num_reference, else --num_samples), cached on disk. The result, with the protocol
 spelled out (implementation, weights hash, resolution, reference split and size,
 number of samples), is printed as JSON and written to --output (default
-`<workdir>/eval/step_<step>.json`; an earlier record there of other metrics, sample
-count or seed is kept beside it, renamed by its date). Conditional models are sampled with the
+`<workdir>/eval/step_<step>.json`; an earlier record there of another protocol, e.g.
+other metrics, sample count or seed, is kept beside it, renamed by its date). Conditional models are sampled with the
 labels cycled over the classes; the class-aware metrics (`intra_fid`, `cas`)
 also record their per-class values under `per_class`. `--standing_stats=N` first
 replaces G's BatchNorm statistics by their averages over N train-mode batches of
@@ -41,6 +41,7 @@ import time
 
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 
@@ -185,7 +186,7 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   if default_output:
     output = os.path.join(workdir, 'eval', f'step_{restored_step}.json')
   if jax.process_index() == 0:
-    if os.path.exists(output):
+    if epath.Path(output).exists():
       kept = _keep_a_different_record(output, record) if default_output else None
       if kept is None:
         logging.warning('Replacing the earlier record %s (pass --output=... to keep both).',
@@ -197,28 +198,29 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
 
 def _keep_a_different_record(path, record):
   """Renames the record at `path` to `<stem>.<its date>.json` when it measured
-  otherwise than `record` (other metrics, sample count or seed): a quick check must
-  not replace a long evaluation of the same step. Returns the new path, or None
-  when the old record is the same measurement (it is then replaced)."""
+  otherwise than `record` (any difference of protocol: metrics, sample count, seed,
+  standing statistics, reference, weights...): a quick check must not replace a
+  long evaluation of the same step. Returns the new path, or None when the old
+  record is the same measurement (it is then replaced)."""
+  path = epath.Path(path)
   try:
-    with open(path, encoding='utf-8') as f:
-      old = json.load(f)
+    old = json.loads(path.read_text())
   except (OSError, ValueError):
     old = {}
   old = old if isinstance(old, dict) else {}
-  old_protocol, protocol = old.get('protocol') or {}, record['protocol']
-  if all(old_protocol.get(k) == protocol.get(k) for k in ('metrics', 'num_samples', 'seed')):
+  if old.get('protocol') == json.loads(json.dumps(record['protocol'])):
     return None
-  stamp = ''.join(c for c in str(old.get('date') or 'earlier') if c.isalnum())
-  stem, n, kept = path[:-len('.json')], 1, None
-  while kept is None or os.path.exists(kept):
-    kept = f'{stem}.{stamp}{"" if n == 1 else f"_{n}"}.json'
+  stamp = ''.join(c for c in str(old.get('date') or 'earlier')[:19] if c.isalnum())
+  n, kept = 1, None
+  while kept is None or kept.exists():
+    kept = path.parent / f'{path.stem}.{stamp}{"" if n == 1 else f"_{n}"}.json'
     n += 1
-  os.rename(path, kept)
+  path.rename(kept)
+  old_protocol = old.get('protocol') or {}
   logging.warning('Kept the earlier record of this step, which measured otherwise (metrics '
                   '%s, %s samples), as %s.', old_protocol.get('metrics'),
                   old_protocol.get('num_samples'), kept)
-  return kept
+  return str(kept)
 
 
 def _define_flags():
@@ -244,8 +246,8 @@ def _define_flags():
                        lower_bound=0, upper_bound=2**63 - 1)
   flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
   flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json, '
-                      'which a later evaluation of the same step replaces when it has the '
-                      'same metrics, sample count and seed, else keeps beside it).')
+                      'which a later evaluation of the same step replaces when its protocol '
+                      '(metrics, samples, seed, reference...) is the same, else keeps beside it).')
   flags.DEFINE_string('cache_dir', None, 'Cache folder (default $GAN_JAX_CACHE_DIR, else '
                       '$XDG_CACHE_HOME/gan_jax, else ~/.cache/gan_jax).')
   flags.DEFINE_bool('best', False, 'Evaluate the best checkpoint (<workdir>/best/: the lowest '

@@ -152,19 +152,19 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       labels=config.model.num_classes > 0)
   try:
-    # So are the evaluations' weights and reference data (a missing Inception file).
-    evaluators = _evaluators(config, shape)
     with _training_lock_of_every_process(workdir):
-      return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch,
-                    evaluators)
+      return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch)
   finally:
     iterator.close()
 
 
-def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch,
-           evaluators):
+def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch):
   """train_and_evaluate's loop, in a workdir this process may write (see there)."""
   t, chief = config.train, jax.process_index() == 0
+  # The evaluations' weights and references are checked before the config is
+  # recorded too (a missing Inception file), and after the lock, so that a second
+  # run in a busy folder is refused at once.
+  evaluator, classifier = _evaluators(config, shape)
   accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
   if config.model.num_classes:
     workdir_lib.record_class_names(config, workdir)
@@ -176,7 +176,6 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   step_fn = dp.compile(step_lib.make_train_step(config))
   writer = writers.MetricWriter(workdir, enabled=chief, start_step=start_step)
   grids = periodic.SampleGrids(config, workdir, writer, sample_key)
-  evaluator, classifier = evaluators
   standing_fn = None
   if evaluator is not None and config.eval.standing_stats:
     standing_fn = standing_stats.make_standing_fn(

@@ -69,6 +69,8 @@ def test_command_line_and_machine_record_how_a_report_was_made(monkeypatch):
 def test_a_slug_names_the_config_its_variant_and_extras_safely():
   assert trials.slug('dcgan_digits') == 'dcgan_digits'
   assert trials.slug('dcgan_digits:few,noaug', 134) == 'dcgan_digits-few_noaug-134'
+  # little_data's kept folders from before one slug served every benchmark:
+  assert trials.slug('dcgan_digits', 134, no_variant='default') == 'dcgan_digits-default-134'
   assert trials.slug('/home/me/my configs/run.py:smoke') == 'run-smoke'
   assert trials.slug('toy_ring:policy=a b') == 'toy_ring-policy=a_b'
 
@@ -95,3 +97,15 @@ def test_a_stopped_kept_trial_says_a_rerun_resumes_it(tmp_path, stop, signum):
       os.makedirs(w)
       raise stop()
   assert stopped.value.signum == signum and os.path.isdir(w)
+
+
+def test_sigterm_is_not_taken_for_a_failed_read(tmp_path):
+  # Code that treats any Exception as a damaged file (a checkpoint restore) must not
+  # catch the signal, or a good checkpoint would be moved aside as unreadable.
+  with pytest.raises(errors.Stopped):
+    with trials.trial_workdir(str(tmp_path / 'out'), 'toy_ring', 5, keep=False):
+      try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+      except Exception:  # pylint: disable=broad-except
+        pytest.fail('SIGTERM was caught as an ordinary error')

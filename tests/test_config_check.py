@@ -361,7 +361,7 @@ def test_a_value_of_the_wrong_type_is_refused(field, value, message):
 
 
 @pytest.mark.parametrize('field', ['model.ngf', 'model.ndf', 'model.z_dim', 'model.hidden',
-                                   'model.num_layers', 'model.channels'])
+                                   'model.channels'])
 def test_a_network_size_below_one_is_refused(field):
   # --config.model.ngf=-8 was a reshape traceback from inside the model.
   config = tiny_config(**{field: -8})

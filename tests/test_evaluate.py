@@ -55,9 +55,9 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, cap
   assert protocol['num_samples'] == 200 and protocol['data_shape'] == [8, 8, 1]
   assert protocol['metrics'] == ['proxy'] and protocol['seed'] == 0
   assert protocol['standing_stats'] is None
-  # Evaluating the same step again replaces the record, and says so.
+  # Evaluating the same step the same way again replaces the record, and says so.
   with caplog.at_level(logging.WARNING):
-    evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=100,
+    evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=200,
                           cache_dir=str(tmp_path / 'cache'))
   assert any('Replacing the earlier record' in r.getMessage() for r in caplog.records)
 
@@ -158,6 +158,8 @@ def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_pa
   assert json.loads((folder / 'step_5.json').read_text())['protocol']['num_samples'] == 100
   evaluate_lib.evaluate(workdir, num_samples=100, seed=9, **kwargs)  # another seed
   assert len(list(folder.iterdir())) == 3
+  evaluate_lib.evaluate(workdir, num_samples=100, seed=9, num_reference=200, **kwargs)
+  assert len(list(folder.iterdir())) == 4  # another reference: kept as well
 
 
 @pytest.mark.parametrize('output', ['config.json', 'metrics.jsonl', 'checkpoints/x.json',

@@ -327,4 +327,4 @@ def test_a_run_whose_evaluation_cannot_start_records_nothing(tmp_path):
       '--config=dcgan_digits:smoke', f'--workdir={workdir}', '--config.eval.metrics=fid',
       '--config.eval.every=3', f'--config.eval.inception_weights={tmp_path / "none.pth"}'])
   assert_short_error(result, 'none.pth')
-  assert not workdir.exists()
+  assert not (workdir / 'config.json').exists()

@@ -34,7 +34,7 @@ def test_truncation_redraws_only_the_entries_outside_the_bound():
     z = sample.latents(3, 1000, 8, truncation=bound)
     inside = np.abs(plain) <= bound
     np.testing.assert_array_equal(z[inside], plain[inside])
-    assert np.all(z[~inside] != plain[~inside]) and np.abs(z[~inside]).max() <= bound
+    assert np.abs(z[~inside]).max() <= bound
   # The redraws are not the next entries of the plain latents (another stream).
   more = sample.latents(3, 2000, 8)[1000:]
   z = sample.latents(3, 1000, 8, truncation=0.5)

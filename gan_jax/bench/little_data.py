@@ -352,8 +352,9 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
   plan = [(f, examples_for(f), spec, config) for f in fractions for spec, config in configs]
-  os.makedirs(out_dir, exist_ok=True)
   result = _new_result(command, num_samples)
+  report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
+  os.makedirs(out_dir, exist_ok=True)
   for fraction, examples, spec, config in plan:
     config = config.copy_and_resolve_references()
     config.data.train_examples = examples
@@ -364,7 +365,7 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
            'num_steps': int(config.train.num_steps), 'trials': [], 'summary': None}
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
-      slug = trials_lib.slug(spec, examples) + overrides_lib.slug(overrides)
+      slug = trials_lib.slug(spec, examples, no_variant='default') + overrides_lib.slug(overrides)
       with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
         record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir,
                            num_samples=num_samples)

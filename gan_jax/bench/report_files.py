@@ -2,14 +2,9 @@
 
 import json
 import os
-import re
 
-from absl import logging
-
+from gan_jax import errors
 from gan_jax import writers
-
-# The reports this process has written (it replaces its own after every trial).
-_WRITTEN = set()
 
 
 def write_json(path, report):
@@ -41,44 +36,29 @@ def write_result(result, out_dir, *, json_name, table_name):
 
   The markdown ends with `machine_note(result['machine'])` (every trial benchmark's
   result names its machine), so a table copied into the docs says where it was measured.
-  A report already in `out_dir` that another command made (an earlier benchmark in
-  the same --out) is kept beside, renamed by its creation time, not replaced; one the
-  same command made (a rerun, e.g. resuming kept trials) is replaced.
+  `check_out_dir` keeps it from replacing another command's report.
   """
-  path = os.path.join(out_dir, json_name)
-  if path not in _WRITTEN:
-    _keep_earlier(path, os.path.join(out_dir, table_name), result.get('command'))
-    _WRITTEN.add(path)
   writers.write_text_atomic(os.path.join(out_dir, json_name),
                             json.dumps(result, indent=2) + '\n')
   writers.write_text_atomic(os.path.join(out_dir, table_name),
                             result['table'] + machine_note(result['machine']))
 
 
-def _keep_earlier(json_path, table_path, command):
-  """Renames an earlier report at `json_path` (and its table) that `command` did not make."""
-  if not os.path.exists(json_path):
+def check_out_dir(out_dir, json_name, command):
+  """Raises ConfigError when `out_dir` holds a report (`json_name`) that another
+  command made: the benchmark would replace it after its first trial (and a toy
+  report's plots before that). The same command again (a rerun, or resuming kept
+  trials) may replace its own report. Call before any trial writes there."""
+  path = os.path.join(out_dir, json_name)
+  if not os.path.exists(path):
     return
   try:
-    with open(json_path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8') as f:
       earlier = json.load(f)
   except (OSError, ValueError):
     earlier = {}
-  earlier = earlier if isinstance(earlier, dict) else {}
-  if command is not None and earlier.get('command') == command:
-    return  # the same benchmark again: its report is replaced
-  stamp = re.sub(r'[^0-9T]', '', str(earlier.get('created') or '')) or 'earlier'
-  n, suffix = 1, ''
-  while any(os.path.exists(_stamped(p, stamp + suffix)) for p in (json_path, table_path)):
-    n += 1
-    suffix = f'_{n}'
-  for p in (json_path, table_path):
-    if os.path.exists(p):
-      os.rename(p, _stamped(p, stamp + suffix))
-  logging.warning('%s holds the report of another command (%s); kept it as %s.', json_path,
-                  earlier.get('command', 'unknown'), _stamped(json_path, stamp + suffix))
-
-
-def _stamped(path, stamp):
-  stem, ext = os.path.splitext(path)
-  return f'{stem}.{stamp}{ext}'
+  earlier = earlier.get('command') if isinstance(earlier, dict) else None
+  if earlier != command:
+    raise errors.ConfigError(
+        f'--out={out_dir} holds the report of another benchmark ({earlier or "unreadable"}); '
+        'this one would replace it. Pass another --out, or move that report away.')

@@ -162,13 +162,14 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
   """
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
-  os.makedirs(out_dir, exist_ok=True)
   result = {
       'benchmark': 'semi-supervised GAN: test accuracy of D as a classifier',
       'command': trials_lib.command_line('gan_jax.bench.semi_supervised'),
       'machine': trials_lib.machine_description(),
       'created': datetime.datetime.now().isoformat(timespec='seconds'),
       'rows': [], 'table': ''}
+  report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
+  os.makedirs(out_dir, exist_ok=True)
   for spec, config in configs:
     if num_steps is not None:
       config.train.num_steps = int(num_steps)

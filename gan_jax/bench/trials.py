@@ -74,11 +74,14 @@ def load_config(spec):
     raise errors.ConfigError(e.args[0]) from None
 
 
-def slug(spec, *extra):
+def slug(spec, *extra, no_variant=''):
   """'name[-variant][-extra...]' of a config spec 'name[:variant]' or 'path.py[:variant]'
-  (a path by its file name), with every run of characters other than letters, digits
-  and `_.=-` replaced by '_': a folder or file name."""
+  (a path by its file name; `no_variant` stands for a missing variant when given),
+  with every run of characters other than letters, digits and `_.=-` replaced by
+  '_': a folder or file name. Kept trial folders are found again by it, so it
+  does not change."""
   name, _, variant = spec.partition(':')
+  variant = variant or no_variant
   parts = [os.path.splitext(os.path.basename(name))[0]] + ([variant] if variant else [])
   return re.sub(r'[^A-Za-z0-9_.=-]+', '_', '-'.join(parts + [str(e) for e in extra]))
 
