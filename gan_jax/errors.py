@@ -1,8 +1,9 @@
 """Errors a user can act on, and nothing else.
 
 The command-line tools (`gan_jax.cli.run`) print a `UserError` as one short
-`error:` paragraph and exit with status 2, without a traceback; every other
-exception is a bug or an environment failure and keeps its traceback. The
+`error:` paragraph and exit with status 2, without a traceback, and a `Stopped`
+(a signal ended the work early) as one line with status 128 + the signal; every
+other exception is a bug or an environment failure and keeps its traceback. The
 message of a `UserError` says what was wrong and what to do about it.
 
 The subclasses also derive from the built-in exception a caller would expect
