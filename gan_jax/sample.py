@@ -387,7 +387,8 @@ def _requested(config, f):
   if num_classes:
     labels = cycled_labels(f.num_samples, num_classes, classes)
     cycle = len(classes) if classes else num_classes
-    # One column per class in a grid, as the training grids' rows, up to as many.
+    # A grid gets one column per class (for at most as many classes as a training
+    # grid shows one row each, `periodic.MAX_GRID_CLASSES`).
     columns = cycle if 2 <= cycle <= periodic.MAX_GRID_CLASSES else None
   return (latents(f.seed, f.num_samples, config.model.z_dim, truncation=f.truncation), labels,
           columns)
