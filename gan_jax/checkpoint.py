@@ -428,11 +428,8 @@ class BestCheckpoint:
     """Renames the best folder to `best_<old metric>_step<step>` beside it (kept, not
     deleted; a free name if that one is taken) and starts tracking the best afresh.
     `why` ends the warning's first clause."""
-    stem = f'{self.directory.rstrip("/")}_{self.best["metric"]}_step{self.best["step"]}'
-    target, n = epath.Path(stem), 1
-    while target.exists():
-      n += 1
-      target = epath.Path(f'{stem}_{n}')
+    target = writers.free_path(
+        f'{self.directory.rstrip("/")}_{self.best["metric"]}_step{self.best["step"]}')
     if jax.process_count() > 1:  # process 0's choice (it renames), for every log
       target = epath.Path(_gather_json(str(target))[0])
     if jax.process_index() == 0 and epath.Path(self.directory).exists():

@@ -23,23 +23,20 @@ from gan_jax.metrics import classifier as classifier_lib
 from gan_jax.metrics import evaluator as evaluator_lib
 from gan_jax.models import conditional
 
-def _check_complete(config):
+def _check_fields(config):
   """Raises ConfigError for a field of `gan_jax.defaults` that `config` lacks (a config
-  file that built its own ConfigDict instead of starting from the defaults)."""
-  missing = sorted(set(defaults.flatten(defaults.get_config().to_dict()))
-                   - set(defaults.flatten(config.to_dict())))
+  file that built its own ConfigDict instead of starting from the defaults), then
+  for a field the defaults do not have (a typo such as `config.model.zdim = 4` made
+  in Python, which would otherwise be ignored)."""
+  known = set(defaults.flatten(defaults.get_config().to_dict()))
+  present = set(defaults.flatten(config.to_dict()))
+  missing = sorted(known - present)
   if missing:
     more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
     raise errors.ConfigError(
         f'config.{missing[0]} is missing{more}: a config file starts from '
         'gan_jax.defaults.get_config() and changes fields, so every field has a value.')
-
-
-def _check_fields(config):
-  """Raises ConfigError for a field `gan_jax.defaults` does not have (a typo such as
-  `config.model.zdim = 4` made in Python, which would otherwise be ignored)."""
-  known = set(defaults.flatten(defaults.get_config().to_dict()))
-  unknown = sorted(set(defaults.flatten(config.to_dict())) - known)
+  unknown = sorted(present - known)
   if unknown:
     close = difflib.get_close_matches(unknown[0], known, n=1)
     hint = f' (did you mean {close[0]}?)' if close else ''
@@ -70,7 +67,6 @@ def _check_switches_that_would_change_nothing(config):
 
 def validate(config):
   """Raises ConfigError for the first bad field of `config`; returns None if it is fine."""
-  _check_complete(config)
   _check_fields(config)
   defaults.check_types_and_counts(config)
   t = config.train

@@ -211,10 +211,7 @@ def _keep_a_different_record(path, record):
   if old.get('protocol') == json.loads(json.dumps(record['protocol'])):
     return None
   stamp = ''.join(c for c in str(old.get('date') or 'earlier')[:19] if c.isalnum())
-  n, kept = 1, None
-  while kept is None or kept.exists():
-    kept = path.parent / f'{path.stem}.{stamp}{"" if n == 1 else f"_{n}"}.json'
-    n += 1
+  kept = writers.free_path(path.parent / f'{path.stem}.{stamp}', '.json')
   path.rename(kept)
   old_protocol = old.get('protocol') or {}
   logging.warning('Kept the earlier record of this step, which measured otherwise (metrics '

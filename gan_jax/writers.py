@@ -43,6 +43,16 @@ def append_line(path, line):
       f.write(line + '\n')
 
 
+def free_path(stem, suffix=''):
+  """The first of `<stem><suffix>`, `<stem>_2<suffix>`, `<stem>_3<suffix>`... that does
+  not exist (an epath.Path): where a record is kept aside without replacing another."""
+  path, n = epath.Path(f'{stem}{suffix}'), 1
+  while path.exists():
+    n += 1
+    path = epath.Path(f'{stem}_{n}{suffix}')
+  return path
+
+
 def write_text_atomic(path, text):
   """Writes `text` to `path` whole: a reader, or a run killed mid-write, sees the
   old file (or none) or the new one, never part of it.
