@@ -16,9 +16,10 @@ images, default config.eval.num_reference, else --num_samples), cached on disk. 
 spelled out (implementation, weights hash, resolution, reference split and size,
 number of samples), is printed as JSON and written to --output (default
 `<workdir>/eval/step_<step>.json`; an earlier record there of another protocol, e.g.
-other metrics, sample count or seed, is kept beside it, renamed by its date). Conditional models are sampled with the
-labels cycled over the classes; the class-aware metrics (`intra_fid`, `cas`)
-also record their per-class values under `per_class`. `--standing_stats=N` first
+other metrics, sample count or seed, is kept beside it, renamed by its date).
+Conditional models are sampled with the labels cycled over the classes; the
+class-aware metrics (`intra_fid`, `cas`) also record their per-class values under
+`per_class`. `--standing_stats=N` first
 replaces G's BatchNorm statistics by their averages over N train-mode batches of
 fresh latents (BigGAN's standing statistics, for the EMA weights; latents from
 --seed; default: the run's config.eval.standing_stats), recorded as

@@ -4,10 +4,9 @@ Decoding, cropping and resizing a batch of JPEGs takes far more CPU time than a
 GPU takes for a training step, so tfds and image-folder shards are normally
 decoded once at start-up (`map_examples`: grain worker processes when
 num_workers > 0, else threads) into a uint8 array in RAM, and batches are then
-gathers. 'auto' (the
-default `data.cache`) caches when this process's shard takes at most
-min(8 GiB, RAM / 4) (CelebA at 64x64x3: 2 GiB); 'none' decodes every batch
-(in grain workers), 'memory' always caches.
+gathers. 'auto' (the default `data.cache`) caches when this process's shard
+takes at most min(8 GiB, RAM / 4) (CelebA at 64x64x3: 2 GiB); 'none' decodes
+every batch (in grain workers), 'memory' always caches.
 
 A reader is a picklable `index -> example` that returns None for an example
 that cannot be read; such a reader also has `unreadable_error(indices)`, the
