@@ -10,6 +10,7 @@ checkpoint. (SIGKILL still stops the process at once; the run then resumes from
 the previous checkpoint.)
 """
 
+import contextlib
 import logging
 import os
 import signal
@@ -81,6 +82,27 @@ class StopSignal:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
     self._previous = {}
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+  """While the block runs, SIGTERM raises `errors.Stopped` in the main thread, as
+  Ctrl-C raises KeyboardInterrupt (by default SIGTERM ends the process at once,
+  skipping every `finally`); the previous handler is restored after. A training
+  loop inside the block replaces it with its own (`StopSignal`) while it runs.
+  Outside the main thread it does nothing."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def stop(signum, frame):  # pylint: disable=unused-argument
+    raise errors.Stopped('Stopped by SIGTERM.', signum)
+
+  previous = signal.signal(signal.SIGTERM, stop)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def finish_on_signal(status=0):

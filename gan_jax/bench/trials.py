@@ -21,13 +21,13 @@ import signal
 import shutil
 import sys
 import tempfile
-import threading
 
 from absl import flags
 import jax
 
 from gan_jax import config_files
 from gan_jax import errors
+from gan_jax import preemption
 
 
 def split_config_names(text):
@@ -104,16 +104,16 @@ def trial_workdir(out_dir, slug, seed, *, keep):
       SIGTERM raises here instead of killing the process, so a temporary folder
       is deleted then too.
   """
-  restore = _stop_on_sigterm()
   try:
-    if keep:
-      yield os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
-    else:
-      workdir = tempfile.mkdtemp(prefix=f'bench_{slug}_{seed}_')
-      try:
-        yield workdir
-      finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with preemption.sigterm_raises():
+      if keep:
+        yield os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
+      else:
+        workdir = tempfile.mkdtemp(prefix=f'bench_{slug}_{seed}_')
+        try:
+          yield workdir
+        finally:
+          shutil.rmtree(workdir, ignore_errors=True)
   except (errors.Stopped, KeyboardInterrupt) as e:
     signum = getattr(e, 'signum', signal.SIGINT)
     fate = ('its folder is kept: rerun the same command to resume it' if keep else
@@ -122,22 +122,6 @@ def trial_workdir(out_dir, slug, seed, *, keep):
     raise errors.Stopped(
         f'Stopped by {signal.Signals(signum).name} during the trial {slug}, seed {seed}: '
         f'{fate}. The report holds the trials finished before it.', signum) from None
-  finally:
-    restore()
-
-
-def _stop_on_sigterm():
-  """Makes SIGTERM raise `errors.Stopped` in the main thread (by default it ends the
-  process at once, skipping every `finally`); returns the function that restores
-  the previous handler. Training replaces it with its own while it runs."""
-  if threading.current_thread() is not threading.main_thread():
-    return lambda: None
-
-  def stop(signum, frame):  # pylint: disable=unused-argument
-    raise errors.Stopped('Stopped by SIGTERM.', signum)
-
-  previous = signal.signal(signal.SIGTERM, stop)
-  return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def command_line(module):
