@@ -27,6 +27,7 @@ import datetime
 import fcntl
 import json
 import os
+import pathlib
 import socket
 
 from absl import logging
@@ -237,14 +238,7 @@ def check_output_path(workdir, output, flag='--output'):
   target = resolved(output)
   folders = [resolved(workdir)] if workdir is not None else []
   if '://' not in target:
-    above = os.path.dirname(target)
-    while True:
-      if is_run_folder(above):
-        folders.append(above)
-      parent = os.path.dirname(above)
-      if parent == above:
-        break
-      above = parent
+    folders += [str(p) for p in pathlib.Path(target).parents if is_run_folder(p)]
   for folder in folders:
     relative = target[len(folder):].lstrip('/') if target.startswith(folder + '/') else None
     if relative is None:
@@ -271,10 +265,8 @@ def check_output_file(output, *, flag, workdir=None):
     if os.path.isdir(output):
       raise errors.ConfigError(f'{flag}={output} is a folder; give the path of a file '
                                f'(e.g. {os.path.join(output, "result.json")}).')
-    above = os.path.dirname(os.path.abspath(output))
-    while not os.path.exists(above):
-      above = os.path.dirname(above)
-    if not os.path.isdir(above):
+    above = next(p for p in pathlib.Path(os.path.abspath(output)).parents if p.exists())
+    if not above.is_dir():
       raise errors.ConfigError(f'{flag}={output}: {above} is a file, not a folder.')
   check_output_path(workdir, output, flag)
 
