@@ -248,11 +248,12 @@ def top_k_mask(fake_logits, fraction):
   """
   logits = jax.lax.stop_gradient(_as_logits(fake_logits, 'fake_logits'))
   k = top_k_count(logits.shape[0], fraction)
-  index = jnp.arange(logits.shape[0])
-  # rank = rows above this one: larger logits, or equal ones earlier in the batch.
-  above = (logits[None, :] > logits[:, None]) | (
-      (logits[None, :] == logits[:, None]) & (index[None, :] < index[:, None]))
-  return (jnp.sum(above, axis=1) < k).astype(jnp.float32)
+  # A stable descending sort ranks equal logits in batch order; O(B log B), so a
+  # large global batch costs no B x B comparison matrix.
+  order = jnp.argsort(logits, descending=True, stable=True)
+  rank = jnp.zeros(logits.shape[0], jnp.int32).at[order].set(
+      jnp.arange(logits.shape[0], dtype=jnp.int32))
+  return (rank < k).astype(jnp.float32)
 
 
 def generator_loss(*, fake_logits, loss_type):

@@ -365,6 +365,18 @@ def test_top_k_mask_marks_the_fakes_d_rates_most_real():
       losses.top_k_mask(logits, bad)
 
 
+def test_top_k_mask_equals_a_stable_sort_on_a_large_batch_with_ties():
+  # Integer logits in a small range: hundreds of ties, broken by batch order.
+  logits = np.random.default_rng(5).integers(-20, 20, size=1000).astype(np.float32)
+  for fraction in (0.1, 0.37, 0.5, 1.0):
+    k = losses.top_k_count(1000, fraction)
+    expected = np.zeros(1000)
+    expected[np.argsort(-logits, kind='stable')[:k]] = 1
+    mask = np.asarray(losses.top_k_mask(jnp.asarray(logits), fraction))
+    np.testing.assert_array_equal(mask, expected)
+    assert mask.sum() == k
+
+
 def test_top_k_fraction_anneals_from_the_whole_batch_to_nu():
   # Sinha et al.: k starts at the batch size and is multiplied by gamma every epoch,
   # never below nu * B.
