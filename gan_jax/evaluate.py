@@ -128,6 +128,11 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   # TFDS splits are checked when the data set opens.
   if sample_metrics and reference_split and config.data.source == 'digits':
     digits_lib.check_split(reference_split, '--reference_split')
+  if sample_metrics and reference_split not in (None, '', 'train') and (
+      config.data.source == 'image_folder'):
+    raise errors.ConfigError(
+        f'--reference_split={reference_split!r}: an image folder has no splits (every image '
+        f'under {config.data.path} is read); leave the flag out.')
   if standing_stats is None:
     standing_stats = int(config.eval.standing_stats)
   if sample_metrics:

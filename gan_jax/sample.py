@@ -5,12 +5,13 @@
   ... --output=grid.png                    # one PNG grid (a column per class; 2-D: scatter)
   ... --output=folder/                     # one PNG per sample, a new or empty folder (FID tools)
   ... --labels=3 / --labels=0,2,5          # class-conditional runs: these classes, cycled
+  ... --labels=cat,dog                     # the same by the names in class_names.json
   ... --truncation=1.0                     # BigGAN's truncation trick
   ... --interpolate=8 --output=interp.png  # rows of 8-step interpolations between latents
   ... --standing_stats=16                  # BigGAN's standing statistics first
 
 Toy (2-D) runs write `samples` of shape [N, 2]. Class-conditional runs also write
-`labels` (int32[N]) and cycle over every class unless --labels is given (N = 1000
+`labels` (int32[N]; in a folder, each file's name ends in `_class<i>.png`) and cycle over every class unless --labels is given (N = 1000
 on 10 classes gives 100 of each). The EMA generator is used unless --noema; the
 newest checkpoint unless --step. --seed=S draws the latents (and labels) that
 `python -m gan_jax.evaluate --seed=S` scores: the same samples (with --truncation,
@@ -298,7 +299,9 @@ def write_samples(samples, output, *, labels=None, columns=None):
     try:
       for i, image in enumerate(samples):
         pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
-        writers.save_png(os.path.join(folder, f'{i:06d}.png'),
+        # A conditional sample's class is in its name (FID tools read any *.png).
+        name = f'{i:06d}.png' if labels is None else f'{i:06d}_class{int(labels[i])}.png'
+        writers.save_png(os.path.join(folder, name),
                          pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
       if staged:
         os.replace(folder, target)
@@ -341,7 +344,8 @@ def _define_flags():
   flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best/: the lowest FID '
                     'or proxy FD of the evaluations during training).')
   flags.DEFINE_list('labels', [], 'Class-conditional runs: classes to sample, cycled '
-                    '(default: every class).')
+                    '(default: every class): indices, or the names of the run\'s '
+                    'class_names.json (e.g. image sub-folders).')
   flags.DEFINE_float('truncation', None, 'Redraw latent entries with |z| > T (BigGAN).')
   flags.DEFINE_integer('standing_stats', None, 'Re-estimate G\'s BatchNorm statistics over '
                        'this many train-mode batches of train.batch_size latents first '
@@ -353,19 +357,30 @@ def _define_flags():
                        'shared latent path.', lower_bound=0)
 
 
-def _parse_labels(values):
-  """--labels as a list of ints, or a ConfigError."""
-  try:
-    return [int(c) for c in values]
-  except ValueError:
-    raise errors.ConfigError(f'--labels must be class indices such as 3 or 0,2,5, got '
-                             f'{",".join(values)!r}.') from None
+def _parse_labels(values, class_names=None):
+  """--labels as a list of class indices, or a ConfigError.
+
+  Args:
+    values: the flag's strings: class indices ('3'), or names of `class_names`.
+    class_names: the run's saved class names (`workdir.saved_class_names`), or None.
+  """
+  classes = []
+  for value in values:
+    if value.lstrip('-').isdigit():
+      classes.append(int(value))
+    elif class_names and value in class_names:
+      classes.append(class_names.index(value))
+    else:
+      known = (f'; this run\'s classes: {class_names[:20]}' if class_names else '')
+      raise errors.ConfigError(f'--labels must be class indices such as 3 or 0,2,5, or '
+                               f'class names of the run, got {value!r}{known}.')
+  return classes
 
 
-def _requested(config, f):
-  """(z, labels, columns) the flags ask for."""
+def _requested(config, f, class_names=None):
+  """(z, labels, columns) the flags ask for (`class_names`: the run's saved names)."""
   num_classes = models.generator_classes(config.model)
-  classes = _parse_labels(f.labels)
+  classes = _parse_labels(f.labels, class_names)
   if classes and not num_classes:
     raise errors.ConfigError(
         '--labels needs a class-conditional generator (model.num_classes > 0); this run\'s '
@@ -403,7 +418,8 @@ def main(argv):
   if output_kind(f.output) == 'folder':
     check_folder_output(f.output)
   workdir_lib.check_output_path(f.workdir, f.output)
-  _parse_labels(f.labels)
+  class_names = workdir_lib.saved_class_names(f.workdir)
+  _parse_labels(f.labels, class_names)
   check_truncation(f.truncation)
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
@@ -415,7 +431,7 @@ def main(argv):
     standing_stats_lib.check_config(run_config, f.standing_stats)
   config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,
                                     standing_stats=f.standing_stats, standing_seed=f.seed)
-  z, labels, columns = _requested(config, f)
+  z, labels, columns = _requested(config, f, class_names)
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
   write_samples(samples, f.output, labels=labels, columns=columns)
   print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step '

@@ -147,6 +147,8 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   # The model's data shape and the data are checked before the workdir records
   # anything too, so a run that cannot start leaves no config.json behind.
   shape = models.data_shape(config.model)
+  if config.model.num_classes:
+    workdir_lib.check_class_count(config)   # files listed, none decoded yet
   iterator = data.create_train_iterator(
       config.data, data_shape=shape, batch_size=t.n_critic * local_batch, seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count(),

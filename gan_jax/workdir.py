@@ -506,6 +506,39 @@ def summary(workdir, *, seconds, stopped=None):
   return '\n'.join(lines)
 
 
+def saved_class_names(workdir):
+  """The class names a conditional run saved (`record_class_names`), class i at
+  position i; None when the workdir has none (an unconditional run, or none yet)."""
+  path = epath.Path(workdir) / CLASS_NAMES_FILE
+  try:
+    names = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+  return [str(name) for name in names] if isinstance(names, list) else None
+
+
+def check_class_count(config):
+  """Checks a conditional model's class count against its data's classes.
+
+  Reads metadata or lists files only (`data.class_names`), so a run can call it
+  before its data are decoded and before its workdir records anything.
+
+  Returns:
+    list[str], the data's class names (class i at position i).
+
+  Raises:
+    ConfigError: when `config.model.num_classes` differs from the data's classes, or
+      the data have none.
+  """
+  names = data.class_names(config.data)
+  if len(names) != config.model.num_classes:
+    raise errors.ConfigError(
+        f'config.model.num_classes={config.model.num_classes}, but the data '
+        f'({config.data.source}) has {len(names)} classes: {names[:12]}. Set '
+        f'--config.model.num_classes={len(names)}.')
+  return names
+
+
 def record_class_names(config, workdir):
   """Checks a conditional model's class count against its data and saves the names.
 
@@ -520,12 +553,7 @@ def record_class_names(config, workdir):
   Returns:
     list[str], the data's class names (class i at position i).
   """
-  names = data.class_names(config.data)
-  if len(names) != config.model.num_classes:
-    raise errors.ConfigError(
-        f'config.model.num_classes={config.model.num_classes}, but the data '
-        f'({config.data.source}) has {len(names)} classes: {names[:12]}. Set '
-        f'--config.model.num_classes={len(names)}.')
+  names = check_class_count(config)
   path = epath.Path(workdir) / CLASS_NAMES_FILE
   if checkpoint_steps(workdir) and path.exists():
     saved = json.loads(path.read_text())

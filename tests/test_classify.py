@@ -244,5 +244,6 @@ def test_accuracy_during_training_needs_class_logits():
   config.eval.metrics = 'accuracy'
   config.data.source, config.data.path = 'image_folder', '/data/digits'
   with pytest.raises(errors.ConfigError, match=r"accuracy_split='test': an image folder has no "
-                                               r'held-out split'):
+                                               r'held-out split') as error:
     config_check.validate(config)
+  assert 'python -m gan_jax.classify --workdir=W --input=held_out.npz' in str(error.value)

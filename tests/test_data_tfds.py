@@ -104,6 +104,14 @@ def test_unknown_dataset_lists_close_and_tested_names():
   assert 'Close matches' in str(error.value)
 
 
+def test_a_version_or_name_tfds_cannot_use_is_a_config_error(tmp_path):
+  for name, detail in (('mnist:9.9.9', 'only: 3.0.1'), ('mnist@2', 'Parsing builder name')):
+    with pytest.raises(errors.ConfigError, match=f'TFDS cannot use data.name={name!r}') as error:
+      data.create_train_iterator(h.config(source='tfds', name=name, data_dir=str(tmp_path)),
+                                 data_shape=(8, 8, 1), batch_size=2, seed=0)
+    assert detail in str(error.value)
+
+
 def test_empty_dataset_name_is_a_config_error():
   with pytest.raises(errors.ConfigError, match='--config.data.name=mnist'):
     data.create_train_iterator(h.config(source='tfds'), data_shape=(8, 8, 1),

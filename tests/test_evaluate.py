@@ -202,6 +202,16 @@ def test_an_unknown_metric_fails_before_the_workdir_is_read(tmp_path):
     evaluate_lib.evaluate(str(tmp_path / 'nope'), metrics=['fid', 'nope'])  # a list is fine
 
 
+def test_a_reference_split_of_an_image_folder_run_is_refused(tmp_path):
+  config = dcgan_digits.get_config()
+  config.data.source, config.data.path, config.eval.metrics = 'image_folder', '/data/x', ''
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  with pytest.raises(errors.ConfigError, match="--reference_split='test': an image folder has "
+                                               'no splits'):
+    evaluate_lib.evaluate(workdir, metrics='fid', reference_split='test')
+
+
 @pytest.mark.parametrize('kwargs,message', [
     (dict(num_samples=1), '--num_samples must be at least 2, got 1'),
     (dict(batch_size=0), '--batch_size must be at least 1, got 0'),

@@ -153,6 +153,26 @@ def test_labels_for_an_unconditional_run_are_refused():
     sample._requested(tiny_config(), _flags(labels=['1']))  # pylint: disable=protected-access
 
 
+def test_labels_may_be_the_run_s_class_names():
+  config = tiny_config(**{'model.num_classes': 3})
+  names = ['cat', 'dog', '7up']
+  _, labels, _ = sample._requested(config, _flags(labels=['dog', '0', '7up']), names)  # pylint: disable=protected-access
+  assert labels.tolist()[:3] == [1, 0, 2]
+  with pytest.raises(errors.ConfigError, match=r"got 'cow'; this run's classes: \['cat'"):
+    sample._requested(config, _flags(labels=['cow']), names)  # pylint: disable=protected-access
+  with pytest.raises(errors.ConfigError, match="class names of the run, got 'dog'.$"):
+    sample._requested(config, _flags(labels=['dog']))  # pylint: disable=protected-access
+
+
+def test_a_folder_of_conditional_samples_names_each_file_s_class(tmp_path):
+  samples = np.zeros((3, 8, 8, 1), np.float32)
+  sample.write_samples(samples, str(tmp_path / 'pngs'), labels=np.array([2, 0, 1]))
+  assert sorted(os.listdir(tmp_path / 'pngs')) == [
+      '000000_class2.png', '000001_class0.png', '000002_class1.png']
+  sample.write_samples(samples, str(tmp_path / 'plain'))
+  assert sorted(os.listdir(tmp_path / 'plain')) == ['000000.png', '000001.png', '000002.png']
+
+
 def test_the_semi_supervised_generator_is_sampled_as_unconditional():
   # Its labels train D only: G takes none, so no labels are written and an
   # interpolation has one row per latent path, not one per class.

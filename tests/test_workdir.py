@@ -18,6 +18,7 @@ from gan_jax import preemption
 from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
+from gan_jax.data import image_folder
 from tests import data_helpers as h
 from tests.helpers import tiny_config
 
@@ -269,6 +270,25 @@ def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
     workdir_lib.record_class_names(config, workdir)
   with open(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE), encoding='utf-8') as f:
     assert json.load(f) == ['dog', 'zebra']  # the record is kept
+  assert workdir_lib.saved_class_names(workdir) == ['dog', 'zebra']
+  assert workdir_lib.saved_class_names(str(tmp_path / 'no_run')) is None
+
+
+def test_a_wrong_class_count_is_refused_before_decoding_and_recording(tmp_path, monkeypatch):
+  images = tmp_path / 'images'
+  for value, name in ((10, 'cat'), (20, 'dog')):
+    h.write_folder(str(images), [value, value + 1], subdir=name)
+  config = tiny_config(**{'model.num_classes': 3})
+  config.data.source, config.data.path = 'image_folder', str(images)
+
+  def decoded(*args, **kwargs):
+    raise AssertionError('a file was decoded before the class count was checked')
+
+  monkeypatch.setattr(image_folder, 'decode', decoded)
+  workdir = tmp_path / 'run'
+  with pytest.raises(errors.ConfigError, match=r"num_classes=3, but the data .* has 2 classes"):
+    train.train_and_evaluate(config, str(workdir))
+  assert not (workdir / workdir_lib.CONFIG_FILE).exists()
 
 
 # --- the training lock ---------------------------------------------------------------

@@ -1,12 +1,17 @@
 """A folder of image files (searched recursively) as a dataset, decoded with Pillow.
 
 Files with an extension in `EXTENSIONS` (JPEG, PNG, BMP, WebP, GIF's first frame,
-TIFF) are listed once, sorted by relative path (so the order, and with it the
+TIFF, PPM / PGM) are listed once, sorted by relative path (so the order, and with it the
 shuffle, is the same on every host and run); hidden files and folders (names
 starting with '.', e.g. `.ipynb_checkpoints/`) are left out. The class of a file is
 its first-level sub-folder (`root/<class>/.../x.jpg`), class names sorted; a folder
 with images directly in its root has no classes, and a class sub-folder without
-images is no class (a warning names it). Decoding happens in grain
+images is no class (a warning names it). Sub-folders that are all named like
+splits (`train/`, `test/`, ...) are no classes either: a class-conditional run is
+refused and an unconditional one warned, since every split would be trained on.
+A JPEG's EXIF orientation is applied (a phone photo stored sideways is read
+upright; pytorch-fid's and torchvision's loaders do not apply it, so their FID of
+such files differs). Decoding happens in grain
 threads or worker processes (see decode.py: once into RAM, or every batch). A
 file Pillow cannot read is skipped: left out of the in-RAM cache or, when
 decoding every batch, replaced by the next readable file of the same shard.
@@ -21,28 +26,38 @@ import threading
 
 from absl import logging
 import numpy as np
+from PIL import ExifTags
 from PIL import Image
+from PIL import ImageOps
 
 from gan_jax import errors
 from gan_jax.data import images as images_lib
 
-EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
+EXTENSIONS = ('.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff',
+              '.ppm', '.pgm', '.pbm', '.pnm')
+# Image formats a folder may hold that are not read (Pillow needs plug-ins, or they are
+# not pixels); a folder holding them gets a warning with their count.
+NOT_READ_EXTENSIONS = ('.heic', '.heif', '.avif', '.jp2', '.jxl', '.tga', '.psd', '.exr',
+                       '.hdr', '.dng', '.cr2', '.nef', '.arw', '.raw', '.svg', '.ico')
+# First-level folder names that mean a data set's splits, not its classes.
+SPLIT_FOLDER_NAMES = ('train', 'training', 'test', 'testing', 'val', 'valid', 'validation',
+                      'eval', 'dev')
+# CelebA's aligned faces, (width, height): the size `crop='celeba'` is made for.
+CELEBA_SIZE = (178, 218)
 _WARN_NAMES = 3
+_LOOK_AT = 64
 
 # Per process: root -> set of relative paths that failed to decode.
 _unreadable = {}
 _unreadable_lock = threading.Lock()
-# Per process: roots whose image-less class folders were already named (a run reads
-# a folder's classes more than once).
-_warned_empty = set()
 # Per process: root -> {class name: number of image files} of folders read with
 # classes, and root -> Counter of unreadable files per first-level folder, so that a
 # class whose every file is unreadable can be named.
 _class_sizes = {}
 _unreadable_per_folder = {}
-# Per process: roots already looked at for colour under a one-channel model (a run
-# opens a folder more than once: training, then evaluation).
-_checked_for_colour = set()
+# Per process: (root, warning kind) pairs already warned about (a run opens a folder
+# more than once: training, then evaluation).
+_warned = set()
 
 
 def list_images(root):
@@ -68,7 +83,7 @@ def list_images(root):
     raise errors.MissingFileError(
         f'Image folder {root!r} does not exist or is not a folder; set '
         '--config.data.path to a folder of images.')
-  paths, seen = [], set()
+  paths, seen, not_read = [], set(), collections.Counter()
   for folder, subfolders, names in os.walk(root, followlinks=True):
     # A folder reached again through a symbolic link (a loop, or a second link to it)
     # is listed once, under the path a sorted depth-first walk reaches first.
@@ -80,8 +95,17 @@ def list_images(root):
     # Hidden entries are tools' (notebook checkpoints, thumbnails), not data.
     subfolders[:] = sorted(name for name in subfolders if not name.startswith('.'))
     for name in names:
-      if name.lower().endswith(EXTENSIONS) and not name.startswith('.'):
+      if name.startswith('.'):
+        continue
+      if name.lower().endswith(EXTENSIONS):
         paths.append(os.path.relpath(os.path.join(folder, name), root))
+      elif name.lower().endswith(NOT_READ_EXTENSIONS):
+        not_read[os.path.splitext(name)[1].lower()] += 1
+  if not_read:
+    warn_once(root, 'not_read', 'Image folder %s: %s file(s) are not read (formats read: %s); '
+              'convert them to PNG or JPEG to train on them.', root,
+              ', '.join(f'{count} {ext}' for ext, count in sorted(not_read.items())),
+              '/'.join(EXTENSIONS))
   if not paths:
     raise errors.MissingFileError(
         f'Image folder {root!r} holds no {"/".join(EXTENSIONS)} files (searched '
@@ -111,6 +135,12 @@ def class_labels(root, relpaths):
         f'{loose[0]}), so they have no class. For class labels put each '
         "class's images in its own sub-folder: <path>/<class name>/*.jpg "
         '(the class is the first-level sub-folder).')
+  splits = split_folders(relpaths)
+  if splits:
+    raise errors.ConfigError(
+        f'Image folder {root!r} holds split folders {splits}, not classes. Point '
+        f'--config.data.path at one split, e.g. {os.path.join(root, splits[-1])}, whose '
+        'sub-folders are the classes.')
   names, labels = np.unique([part[0] for part in parts], return_inverse=True)
   names = [str(name) for name in names]
   with _unreadable_lock:
@@ -118,32 +148,120 @@ def class_labels(root, relpaths):
   empty = sorted(entry.name for entry in os.scandir(root)
                  if entry.is_dir() and not entry.name.startswith('.')
                  and entry.name not in names)
-  if empty and root not in _warned_empty:
-    _warned_empty.add(root)
-    logging.warning('Image folder %s: sub-folder(s) %s hold no %s files, so they are no '
-                    'class; the %d classes are %s.', root, empty, '/'.join(EXTENSIONS),
-                    len(names), names)
+  if empty:
+    warn_once(root, 'empty', 'Image folder %s: sub-folder(s) %s hold no %s files, so they '
+              'are no class; the %d classes are %s.', root, empty, '/'.join(EXTENSIONS),
+              len(names), names)
   return names, labels.astype(np.int32)
 
 
-def warn_if_colour_made_grey(root, relpaths, *, channels, look_at=8):
-  """Warns once per folder when a model of `channels` = 1 would turn its colour images
-  grey, naming the first of the first `look_at` files whose pixels have colour (grey
-  pictures stored as RGB do not count). Each folder is looked at once per process."""
-  if channels != 1 or root in _checked_for_colour:
+def split_folders(relpaths):
+  """The first-level folders of an image folder when all of them are named like splits.
+
+  Args:
+    relpaths: image paths relative to the folder, as from `list_images`.
+
+  Returns:
+    The sorted first-level folder names when each is one of SPLIT_FOLDER_NAMES
+    (case-insensitive) and no image lies directly in the folder (e.g. ['test',
+    'train'] for `data/{train,test}/<class>/x.jpg`); otherwise [].
+  """
+  firsts = {path.split(os.sep, 1)[0] for path in relpaths if os.sep in path}
+  if not firsts or len(firsts) != len({path.split(os.sep, 1)[0] for path in relpaths}):
+    return []
+  if all(name.lower() in SPLIT_FOLDER_NAMES for name in firsts):
+    return sorted(firsts)
+  return []
+
+
+def warn_once(root, kind, message, *args):
+  """Logs `message % args` as a warning unless this folder already had one of `kind`."""
+  if (root, kind) in _warned:
     return
-  _checked_for_colour.add(root)
-  for relpath in relpaths[:look_at]:
+  _warned.add((root, kind))
+  logging.warning(message, *args)
+
+
+def _files_to_look_at(relpaths):
+  """The first file of each first-level folder, then the first files: at most _LOOK_AT,
+  so that a class unlike the first one is looked at too."""
+  firsts, seen = [], set()
+  for path in relpaths:
+    folder = path.split(os.sep, 1)[0] if os.sep in path else ''
+    if folder not in seen:
+      seen.add(folder)
+      firsts.append(path)
+  chosen = list(dict.fromkeys(firsts[:_LOOK_AT // 2] + relpaths[:_LOOK_AT]))
+  return chosen[:_LOOK_AT]
+
+
+def warn_about_images(root, relpaths, *, channels, crop):
+  """Warns (once per folder and process) about what decoding does to these files that
+  the user may not expect, judged on the first file of each class and the first files:
+
+  * colour images under a model of `channels` = 1 are made grey (grey pictures
+    stored as RGB do not count);
+  * transparent pixels train as whatever colour is stored under them (alpha is
+    dropped, as torchvision's RGB conversion does);
+  * `crop` = 'celeba' on images that are not CelebA's 178x218 keeps a fixed
+    108x108 centre box, whatever their size.
+
+  Args:
+    root: the image folder.
+    relpaths: its image paths, as from `list_images`.
+    channels: the model's image channels (1 or 3).
+    crop: data.crop, one of images.CROPS.
+  """
+  for relpath in _files_to_look_at(relpaths):
+    path = os.path.join(root, relpath)
     try:
-      with Image.open(os.path.join(root, relpath)) as image:
-        rgb = np.asarray(image.convert('RGB'), np.int16)
-    except (OSError, ValueError):
+      with Image.open(path) as image:
+        size = _upright_size(image)
+        transparent = _has_transparent_pixels(image)
+        rgb = np.asarray(image.convert('RGB'), np.int16) if channels == 1 else None
+    except Exception:  # pylint: disable=broad-except
       continue  # unreadable files are reported where they are decoded
-    if np.any(rgb[..., 0] != rgb[..., 1]) or np.any(rgb[..., 1] != rgb[..., 2]):
-      logging.warning('%s has colour and model.channels=1: every image is converted to '
-                      'grey (luma). Set --config.model.channels=3 to train in colour.',
-                      os.path.join(root, relpath))
-      return
+    if rgb is not None and (np.any(rgb[..., 0] != rgb[..., 1])
+                            or np.any(rgb[..., 1] != rgb[..., 2])):
+      warn_once(root, 'colour', '%s has colour and model.channels=1: every image is '
+                'converted to grey (luma). Set --config.model.channels=3 to train in colour.',
+                path)
+    if transparent:
+      warn_once(root, 'alpha', '%s has transparent pixels: the alpha channel is dropped, so '
+                'they train as the colour stored under them. Composite the images onto a '
+                'background first if that colour is not what you want.', path)
+    if crop == 'celeba' and size != CELEBA_SIZE:
+      warn_once(root, 'celeba', "%s is %dx%d, and data.crop='celeba' keeps the central "
+                "108x108 box made for CelebA's aligned %dx%d faces, whatever the image's "
+                "size. Set --config.data.crop=center for other images.",
+                path, size[0], size[1], *CELEBA_SIZE)
+
+
+def _has_transparent_pixels(image):
+  if image.mode not in ('RGBA', 'LA', 'PA', 'La', 'RGBa') and 'transparency' not in image.info:
+    return False
+  return image.convert('RGBA').getchannel('A').getextrema()[0] < 255
+
+
+def _exif_orientation(image):
+  try:
+    return image.getexif().get(ExifTags.Base.Orientation, 1)
+  except Exception:  # pylint: disable=broad-except
+    return 1  # damaged EXIF: the pixels may still be fine
+
+
+def _upright_size(image):
+  """(width, height) of the image as it is shown: EXIF orientations 5-8 turn it."""
+  width, height = image.size
+  return (height, width) if _exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
+def upright(image):
+  """The image turned as its EXIF orientation tag says (JPEGs from cameras and phones
+  store pixels as the sensor read them); the image itself when there is no tag."""
+  if _exif_orientation(image) in (2, 3, 4, 5, 6, 7, 8):
+    return ImageOps.exif_transpose(image)
+  return image
 
 
 def record_unreadable(root, relpath, error):
@@ -191,7 +309,7 @@ def decode(root, relpath, *, size, channels, crop):
   """
   try:
     with Image.open(os.path.join(root, relpath)) as image:
-      return images_lib.fit_image(image, size=size, channels=channels,
+      return images_lib.fit_image(upright(image), size=size, channels=channels,
                                   crop=crop)
   # Any failure means the file is unusable (PIL raises OSError, ValueError,
   # SyntaxError, struct.error, ... for different kinds of damage).
@@ -214,6 +332,10 @@ class FolderReader:
 
   def __call__(self, index):
     return decode(self.root, self._relpaths[int(index)], **self._fit)
+
+  def example_name(self, index):
+    """The path of example `index`, for messages."""
+    return os.path.join(self.root, self._relpaths[int(index)])
 
   def unreadable_error(self, indices):
     """The error for files that were all unreadable.

@@ -112,6 +112,10 @@ def fit_image(image, *, size, channels, crop):
 
   Returns:
     uint8[H, W, channels].
+
+  Raises:
+    ValueError: for pixels of no known range (32-bit float, or 32-bit integers
+      outside 0..65535); a folder's reader counts such a file as unreadable.
   """
   if isinstance(image, np.ndarray):
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -119,11 +123,22 @@ def fit_image(image, *, size, channels, crop):
     elif image.ndim == 3 and image.shape[-1] == 4:
       image = image[..., :3]  # alpha is dropped: GAN targets are opaque
     image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-  if image.mode.startswith('I;16') or (image.mode == 'I' and np.asarray(image).max() > 255):
+  if image.mode == 'F':
+    # Float pixels have no fixed range ([0, 1], [0, 255], HDR): any scale is a guess.
+    raise ValueError('32-bit floating-point pixels (mode F) have no known range; save the '
+                     'image as an 8- or 16-bit PNG.')
+  sixteen_bit = image.mode.startswith('I;16')
+  if image.mode == 'I':
+    low, high = image.getextrema()
+    if low < 0 or high > 65535:
+      raise ValueError(f'32-bit integer pixels in [{low}, {high}], outside the 0..65535 of '
+                       '16-bit images; save the image as an 8- or 16-bit PNG.')
+    sixteen_bit = high > 255
+  if sixteen_bit:
     # 16-bit grey (PNG): PIL's convert('L') would clip every value above 255 to white.
     image = Image.fromarray(np.round(np.asarray(image, np.float64) / 257).clip(0, 255)
                             .astype(np.uint8))
-  grey = image.mode in ('1', 'L', 'LA', 'I', 'I;16', 'F')
+  grey = image.mode in ('1', 'L', 'LA', 'I', 'I;16')
   # Resizing a grey image once is cheaper than resizing three equal channels.
   mode = 'L' if channels == 1 or grey else 'RGB'
   if image.mode != mode:

@@ -34,6 +34,8 @@ from gan_jax.data import subset
 # Fixed permutation seed for evaluation subsets (independent of config.seed so
 # reference statistics are the same across runs).
 _EVAL_SEED = 0
+# Examples decoded at a time when checking that a subset decoded every batch is readable.
+_READ_CHECK_SLICE = 4096
 
 
 def _check_args(*, batch_size, seed, shard_index, shard_count):
@@ -110,8 +112,13 @@ def _shard(split, pool, pool_labels, *, labels, shard_index, shard_count):
   return ids, (split.labels(ids) if pool_labels is None else pool_labels[take])
 
 
-def _batch_maker(split, ids, labels, *, data_shape, data_config):
-  """Returns (make_batch, examples per shard, worker processes, how, for the log)."""
+def _batch_maker(split, ids, labels, *, data_shape, data_config, subset=None):
+  """Returns (make_batch, examples per shard, worker processes, how, for the log).
+
+  `subset`: (what, bool[len(ids)]) when a subset was asked for (data.train_examples,
+  data.labels_per_class): the examples of the mask must all be readable, since a
+  skipped one would shrink and unbalance the subset (`_check_subset_readable`).
+  """
   if split.images is not None:
     return (iterator_lib.ArrayBatch(split.images[ids], labels), len(ids), 0,
             'in memory')
@@ -124,14 +131,53 @@ def _batch_maker(split, ids, labels, *, data_shape, data_config):
         num_workers=num_workers, what=split.description)
     if not len(images):
       raise split.reader.unreadable_error(ids)
+    if subset is not None:
+      readable = np.zeros(len(ids), bool)
+      readable[kept] = True
+      _check_subset_readable(split, ids, readable, *subset)
     # Unreadable files are left out of the cache.
     return (iterator_lib.ArrayBatch(
         images, None if labels is None else labels[kept]), len(images), 0,
             f'decoded once into RAM ({images.nbytes / 2**20:.0f} MiB, '
             f'{time.monotonic() - start:.1f} s)')
   decode.check_readable(split.reader, ids)
+  if subset is not None:
+    what, must = subset
+    readable = np.ones(len(ids), bool)
+    positions = np.flatnonzero(must)
+    # In slices, so that a large subset is never held in memory at once.
+    for start in range(0, len(positions), _READ_CHECK_SLICE):
+      part = positions[start:start + _READ_CHECK_SLICE]
+      _, kept = decode.map_examples(split.reader, ids[part], example_shape=data_shape,
+                                    dtype=np.uint8, num_workers=num_workers,
+                                    what=f'{split.description} ({what})')
+      readable[part] = False
+      readable[part[kept]] = True
+    _check_subset_readable(split, ids, readable, what, must)
   return (iterator_lib.DecodeBatch(split.reader, ids, labels), len(ids),
           num_workers, f'decoded per batch, {num_workers} worker process(es)')
+
+
+def _check_subset_readable(split, ids, readable, what, must):
+  """Raises MissingFileError when examples of a chosen subset cannot be read.
+
+  Args:
+    split: the `sources.Split` the ids index.
+    ids: int64[n] this process's examples.
+    readable: bool[n], whether each could be read.
+    what: the subset's setting, e.g. 'data.train_examples=134'.
+    must: bool[n], the examples of the subset.
+  """
+  bad = ids[must & ~readable]
+  if not len(bad):
+    return
+  name = getattr(split.reader, 'example_name', lambda index: f'example {index}')
+  raise errors.MissingFileError(
+      f'{what}: {len(bad)} of the {int(np.sum(must))} examples it picked on this process '
+      f'cannot be read (e.g. {", ".join(name(i) for i in bad[:3])}; the warnings above '
+      'give the decoder\'s errors), so the run would train on fewer than it asks for, '
+      'and not class-balanced. Replace or delete the broken files (deleting changes which '
+      'examples the seed picks).')
 
 
 def _sample_iterator(split, data_config, *, labels, train_examples,
@@ -168,9 +214,14 @@ def _example_iterator(split, data_config, *, labels, train_examples,
   ids, shard_labels = _shard(split, pool, pool_labels, labels=labels,
                              shard_index=description['shard_index'],
                              shard_count=description['shard_count'])
+  subset = None
+  if train_examples:
+    subset = (f'data.train_examples={train_examples}', np.ones(len(ids), bool))
+  elif labels and labels_per_class:
+    subset = (f'data.labels_per_class={labels_per_class}', shard_labels >= 0)
   make_batch, per_shard, workers, how = _batch_maker(
       split, ids, shard_labels, data_shape=tuple(description['data_shape']),
-      data_config=data_config)
+      data_config=data_config, subset=subset)
   if split.reader is not None:
     description['crop'] = sources.field(data_config, 'crop')
   # Only set subsets enter the state, so default states stay as they were.

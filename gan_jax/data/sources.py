@@ -152,15 +152,20 @@ def _folder_images(data_config):
 
 
 def _open_folder(data_config, *, split, data_shape):
-  del split  # the whole folder is one split
+  del split  # the whole folder is one split (config_check refuses others)
   fit = _image_fit(data_config, data_shape, 'image_folder')
   root, relpaths = _folder_images(data_config)
-  folder_lib.warn_if_colour_made_grey(root, relpaths, channels=fit['channels'])
+  folder_lib.warn_about_images(root, relpaths, channels=fit['channels'], crop=fit['crop'])
   read_labels, no_labels = None, ''
   try:
     read_labels = _array_labels(folder_lib.class_labels(root, relpaths)[1])
   except errors.ConfigError as error:
     no_labels = str(error)  # only an error if labels are asked for
+  splits = folder_lib.split_folders(relpaths)
+  if len(splits) > 1:
+    folder_lib.warn_once(root, 'splits', 'Image folder %s holds split folders %s: the images '
+                         'of all of them are read. Point --config.data.path at one of them '
+                         'to use one split.', root, splits)
   return Split(description=f'image_folder:{root}', count=len(relpaths),
                reader=folder_lib.FolderReader(root, relpaths, fit),
                read_labels=read_labels, no_labels=no_labels)

@@ -96,6 +96,13 @@ def _builder(name, data_dir):
         f'tested with gan_jax: {list(TESTED_DATASETS)}; all {len(known)} '
         'names: python -c "import tensorflow_datasets as tfds; '
         'print(tfds.list_builders())". Set --config.data.name.') from None
+  # A known dataset with a version, builder config or name string TFDS cannot use; its
+  # message lists what there is.
+  except (AssertionError, ValueError) as error:
+    raise errors.ConfigError(
+        f'TFDS cannot use data.name={name!r}: {error} Names look like mnist, '
+        'mnist:3.0.1 (a version) or lsun/bedroom (a builder config); set '
+        '--config.data.name.') from None
 
 
 def _open_error(builder, *, name, split, data_dir):

@@ -116,8 +116,9 @@ def check_labelled_split(data_config, split, where):
   if data_config.source == 'image_folder':
     raise errors.ConfigError(
         f"{where}={split!r}: an image folder has no held-out split (it would score D on its "
-        'own training images); classify a held-out folder with python -m gan_jax.classify '
-        'instead.')
+        'own training images). Save held-out images as an .npz (key images, NHWC in [-1, 1] '
+        'at the model\'s resolution) and run python -m gan_jax.classify --workdir=W '
+        '--input=held_out.npz --output=predictions.npz.')
   if data_config.source == 'digits':
     digits_lib.check_split(split, where)
 
