@@ -202,6 +202,26 @@ def _os_error_text(error):
   return f'{text}: {" -> ".join(map(str, paths))}' if paths else text
 
 
+class RememberingInterrupts:
+  """A SIGINT handler that raises KeyboardInterrupt, as Python's own does, and remembers
+  the signal in `remembered`: Python only prints a KeyboardInterrupt raised inside a
+  garbage-collection callback or a __del__ (JAX runs one at every collection), so a
+  Ctrl-C while a program sets up could be lost. A training loop that starts after one
+  (`preemption.StopSignal`) stops at its first step, saving a checkpoint.
+
+  Attributes:
+    remembered: the signal numbers received, oldest first.
+  """
+
+  def __init__(self):
+    self.remembered = []
+
+  def __call__(self, signum, frame):
+    del frame
+    self.remembered.append(signum)
+    raise KeyboardInterrupt
+
+
 def run(main, *, quiet=False):
   """Runs `main(argv)` under absl with gan_jax's error and logging conventions.
 
@@ -214,6 +234,11 @@ def run(main, *, quiet=False):
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if quiet:
       logging.set_verbosity(logging.WARNING)
+  # Only in place of Python's own handler: a job started in the background (`cmd &`)
+  # ignores SIGINT, and keeps doing so.
+  previous, interrupts = signal.getsignal(signal.SIGINT), RememberingInterrupts()
+  if previous is signal.default_int_handler:
+    signal.signal(signal.SIGINT, interrupts)
 
   def wrapped(argv):
     try:
@@ -240,6 +265,18 @@ def run(main, *, quiet=False):
       # saves a checkpoint first): setting up, compiling, sampling, evaluating.
       if flags.FLAGS.verbose:
         raise
-      fail('interrupted (Ctrl-C).', status=128 + signal.SIGINT)
+      sys.stderr.write('error: interrupted (Ctrl-C).\n')
+      # Every `finally` has run on the way here; the interpreter's shutdown would next
+      # tear down native threads that may still be compiling, which can crash (SIGSEGV)
+      # and report that instead of the interrupt.
+      py_logging.shutdown()
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
 
-  app.run(wrapped, flags_parser=_parse_flags)
+  try:
+    app.run(wrapped, flags_parser=_parse_flags)
+  finally:
+    # Unless the program replaced it (`preemption.finish_on_signal` keeps its own).
+    if signal.getsignal(signal.SIGINT) is interrupts:
+      signal.signal(signal.SIGINT, previous)

@@ -10,6 +10,7 @@ checkpoint. (SIGKILL still stops the process at once; the run then resumes from
 the previous checkpoint.)
 """
 
+import atexit
 import contextlib
 import logging
 import os
@@ -64,6 +65,13 @@ class StopSignal:
     if threading.current_thread() is threading.main_thread():
       for sig in SIGNALS:
         self._previous[sig] = signal.signal(sig, self._handle)
+      # A Ctrl-C before the loop whose KeyboardInterrupt Python swallowed (it only prints
+      # one raised inside a garbage-collection callback, which JAX runs at every
+      # collection): the handler it went to remembers it (`cli.RememberingInterrupts`).
+      remembered = getattr(self._previous[signal.SIGINT], 'remembered', None)
+      if remembered:
+        self._handle(remembered[0], None)
+        remembered.clear()
     return self
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
@@ -107,18 +115,26 @@ def sigterm_raises():
 
 def finish_on_signal(status=0):
   """Makes SIGTERM / SIGINT end this process at once with `status`, stdout and stderr
-  flushed: for a run whose training is complete and on disk, which a signal during
-  the summary or the interpreter's shutdown can no longer interrupt (the default
-  action would report status 143 / 130, as if the run had stopped early)."""
+  flushed, and ignored once the interpreter shuts down: for a run whose training is
+  complete and on disk, which a signal during the summary or the shutdown can no
+  longer interrupt (the default action would report status 143 / 130, as if the run
+  had stopped early). A command-line program's last act; a library must not call it."""
   def finish(signum, frame):  # pylint: disable=unused-argument
     logging.shutdown()  # flushes every log handler (absl's --log_dir files too)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # pylint: disable=protected-access
 
+  def ignore():
+    # Python resets its own handlers to the default action early in the shutdown
+    # (before modules and native libraries are torn down); an ignored signal it keeps.
+    for sig in SIGNALS:
+      signal.signal(sig, signal.SIG_IGN)
+
   if threading.current_thread() is threading.main_thread():
     for sig in SIGNALS:
       signal.signal(sig, finish)
+    atexit.register(ignore)
 
 
 # Several processes exchange their stop flags at least this often (in steps): a

@@ -1,13 +1,16 @@
 """Tests of stopping on SIGTERM / SIGINT (gan_jax.preemption)."""
 
+import gc
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+from gan_jax import cli
 from gan_jax import preemption
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +44,39 @@ def test_handlers_are_restored_after_the_block():
     signal.signal(signal.SIGINT, inherited)
 
 
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_ctrl_c_python_swallows_during_start_up_stops_the_loop_at_its_first_step():
+  # Python only prints a KeyboardInterrupt raised inside a garbage-collection callback
+  # (JAX runs one at every collection); the start-up's Ctrl-C must not be lost.
+  handler = cli.RememberingInterrupts()
+  inherited = signal.signal(signal.SIGINT, handler)
+  fired = []
+
+  def collecting(phase, info):  # pylint: disable=unused-argument
+    if phase == 'start' and not fired:
+      fired.append(True)
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.05)   # the handler runs here; its KeyboardInterrupt is swallowed
+
+  try:
+    gc.callbacks.append(collecting)
+    try:
+      gc.collect()
+    finally:
+      gc.callbacks.remove(collecting)
+    assert fired and handler.remembered == [signal.SIGINT]
+    with preemption.StopSignal() as stop:
+      assert stop.received and stop.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is handler
+    with preemption.StopSignal() as stop:   # acted on once (trials share a process)
+      assert not stop.received
+    with pytest.raises(KeyboardInterrupt):   # outside a gc callback: raised as usual
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(1)
+  finally:
+    signal.signal(signal.SIGINT, inherited)
+
+
 def test_interrupted_carries_the_exit_status_and_the_step():
   error = preemption.Interrupted(signal.SIGTERM, 12)
   assert 128 + error.signum == 143 and error.step == 12
@@ -66,6 +102,27 @@ def test_several_processes_exchange_stop_flags_at_least_every_ten_steps(
     stops.append(preemption.agree(False, step, log_every))
   assert seen == exchanges
   assert [s for s, stop in zip(range(1, 31), stops) if stop] == exchanges  # peer's flag
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_interpreter_s_shutdown_after_finishing_is_no_stop(signum):
+  # Python resets its own handlers to the default action early in its shutdown; native
+  # libraries are torn down after that (here: a __del__ that takes its time).
+  program = ('import os, time\n'
+             'from gan_jax import preemption\n'
+             'class Slow:\n'
+             '  def __del__(self, write=os.write, sleep=time.sleep):\n'
+             "    write(1, b'tearing down\\n')\n"
+             '    sleep(2)\n'
+             'holder = Slow()\n'
+             'preemption.finish_on_signal(0)\n')
+  process = subprocess.Popen([sys.executable, '-c', program], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=REPO)
+  assert process.stdout.readline() == 'tearing down\n'
+  time.sleep(0.2)
+  process.send_signal(signum)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == 0, stderr[-2000:]
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
