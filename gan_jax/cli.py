@@ -240,9 +240,23 @@ def run(main, *, quiet=False):
   if previous is signal.default_int_handler:
     signal.signal(signal.SIGINT, interrupts)
 
+  def interrupted():
+    jax = sys.modules.get('jax')
+    if jax is not None and jax.distributed.is_initialized():
+      # The shutdown tells the other processes this one is leaving.
+      fail('interrupted (Ctrl-C).', status=128 + signal.SIGINT)
+    sys.stderr.write('error: interrupted (Ctrl-C).\n')
+    # Every `finally` has run on the way here; the interpreter's shutdown would next
+    # tear down native threads that may still be compiling, which can crash (SIGSEGV)
+    # and report that instead of the interrupt.
+    py_logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
+
   def wrapped(argv):
     try:
-      return main(argv)
+      result = main(argv)
     except errors.UserError as e:
       if flags.FLAGS.verbose:
         raise
@@ -265,14 +279,10 @@ def run(main, *, quiet=False):
       # saves a checkpoint first): setting up, compiling, sampling, evaluating.
       if flags.FLAGS.verbose:
         raise
-      sys.stderr.write('error: interrupted (Ctrl-C).\n')
-      # Every `finally` has run on the way here; the interpreter's shutdown would next
-      # tear down native threads that may still be compiling, which can crash (SIGSEGV)
-      # and report that instead of the interrupt.
-      py_logging.shutdown()
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
+      interrupted()
+    if interrupts.remembered:  # a Ctrl-C whose KeyboardInterrupt Python swallowed
+      interrupted()
+    return result
 
   try:
     app.run(wrapped, flags_parser=_parse_flags)

@@ -152,14 +152,6 @@ def validate(config):
         'of every batch from the labelled examples, and every example is labelled '
         '(data.labels_per_class=0), so it only repeats examples. Set it to 0, or set '
         'data.labels_per_class for the semi-supervised GAN.')
-  if config.data.source == 'image_folder':
-    for name, split, default in (('data.split', config.data.split, 'train'),
-                                 ('eval.reference_split', config.eval.reference_split, '')):
-      if split not in ('train', default):
-        raise errors.ConfigError(
-            f'config.{name}={split!r}: an image folder has no splits (every image under '
-            'data.path is read). Point --config.data.path at the folder of that split '
-            f'and leave config.{name} at {default!r}.')
   if config.data.source == 'digits' and config.data.crop == 'celeba':
     raise errors.ConfigError(
         "config.data.crop='celeba' cuts CelebA's 218x178 faces; the digits are 8x8 and "

@@ -344,8 +344,8 @@ def _define_flags():
   flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best/: the lowest FID '
                     'or proxy FD of the evaluations during training).')
   flags.DEFINE_list('labels', [], 'Class-conditional runs: classes to sample, cycled '
-                    '(default: every class): indices, or the names of the run\'s '
-                    'class_names.json (e.g. image sub-folders).')
+                    '(default: every class): the names of the run\'s class_names.json '
+                    '(e.g. image sub-folders; a name wins over an index), or indices.')
   flags.DEFINE_float('truncation', None, 'Redraw latent entries with |z| > T (BigGAN).')
   flags.DEFINE_integer('standing_stats', None, 'Re-estimate G\'s BatchNorm statistics over '
                        'this many train-mode batches of train.batch_size latents first '
@@ -361,19 +361,22 @@ def _parse_labels(values, class_names=None):
   """--labels as a list of class indices, or a ConfigError.
 
   Args:
-    values: the flag's strings: class indices ('3'), or names of `class_names`.
+    values: the flag's strings: names of `class_names`, or class indices ('3'). A
+      class name wins: with class folders '1', '10', '2', '3', '1' is class '1'
+      (index 0), not index 1.
     class_names: the run's saved class names (`workdir.saved_class_names`), or None.
   """
   classes = []
   for value in values:
-    if value.lstrip('-').isdigit():
-      classes.append(int(value))
-    elif class_names and value in class_names:
+    if class_names and value in class_names:
       classes.append(class_names.index(value))
-    else:
+      continue
+    try:
+      classes.append(int(value))
+    except ValueError:
       known = (f'; this run\'s classes: {class_names[:20]}' if class_names else '')
       raise errors.ConfigError(f'--labels must be class indices such as 3 or 0,2,5, or '
-                               f'class names of the run, got {value!r}{known}.')
+                               f'class names of the run, got {value!r}{known}.') from None
   return classes
 
 

@@ -227,11 +227,10 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
 
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:
-    # Entered first, so it is left last: a Ctrl-C cannot abort the final save, nor the
-    # closing of the checkpointer and writers after it.
-    stop = cleanup.enter_context(preemption.StopSignal())
     for resource in (ckpt, writer, logger):
       cleanup.callback(resource.close)
+    # Entered last, so it is left first: a second Ctrl-C cannot abort the final save.
+    stop = cleanup.enter_context(preemption.StopSignal())
     if start_step:
       # A run killed after saving the checkpoint of `start_step` but before writing
       # that step's grid or evaluation writes them now, as the uninterrupted run did.

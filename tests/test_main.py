@@ -6,6 +6,7 @@ exit with status 2, without a traceback, before anything slow happens.
 """
 
 import os
+import signal
 import re
 import subprocess
 import sys
@@ -57,6 +58,44 @@ def test_ctrl_c_before_training_takes_over_is_a_short_exit_130(tmp_path):
   assert result.returncode == 130, result.stderr[-3000:]
   assert 'error: interrupted (Ctrl-C).' in result.stderr
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+
+
+def test_a_ctrl_c_python_swallowed_still_ends_a_tool_with_exit_130():
+  # Raised inside a garbage-collection callback (as JAX's), the KeyboardInterrupt is only
+  # printed and the tool's work goes on; the tool then ends as interrupted, not 0.
+  program = ('import gc, os, signal, time\n'
+             'from gan_jax import cli\n'
+             'def swallow(phase, info):\n'
+             '  if phase == "start":\n'
+             '    gc.callbacks.remove(swallow)\n'
+             '    os.kill(os.getpid(), signal.SIGINT)\n'
+             '    time.sleep(0.05)\n'
+             'def main(argv):\n'
+             '  gc.callbacks.append(swallow)\n'
+             '  gc.collect()\n'
+             "  print('work done', flush=True)\n"
+             'cli.run(main)\n')
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert 'Exception ignored' in result.stderr   # Python did swallow it
+  assert result.stdout == 'work done\n'
+  assert result.returncode == 130, result.stderr[-3000:]
+  assert 'error: interrupted (Ctrl-C).' in result.stderr
+
+
+def test_a_tool_started_with_ctrl_c_ignored_keeps_ignoring_it():
+  # A job started in the background (`cmd &`) has SIGINT ignored; Ctrl-C at the terminal
+  # is not for it.
+  program = ('import os, signal\n'
+             'from gan_jax import cli\n'
+             'def main(argv):\n'
+             '  os.kill(os.getpid(), signal.SIGINT)\n'
+             "  print('work done', flush=True)\n"
+             'cli.run(main)\n')
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+  assert result.returncode == 0 and result.stdout == 'work done\n', result.stderr[-3000:]
 
 
 def test_unknown_config_name_suggests_close_ones(tmp_path):

@@ -164,6 +164,17 @@ def test_labels_may_be_the_run_s_class_names():
     sample._requested(config, _flags(labels=['dog']))  # pylint: disable=protected-access
 
 
+def test_a_class_name_wins_over_an_index():
+  # Numbered class folders, sorted as strings: '1' is class '1' (index 0), not index 1.
+  config = tiny_config(**{'model.num_classes': 4})
+  names = ['1', '10', '2', '3']
+  _, labels, _ = sample._requested(config, _flags(labels=['1', '10', '3', '2']), names)  # pylint: disable=protected-access
+  assert labels.tolist()[:4] == [0, 1, 3, 2]
+  for bad in ('\u00b2', '--3', '4x'):
+    with pytest.raises(errors.ConfigError, match='--labels must be class indices'):
+      sample._requested(config, _flags(labels=[bad]), names)  # pylint: disable=protected-access
+
+
 def test_a_folder_of_conditional_samples_names_each_file_s_class(tmp_path):
   samples = np.zeros((3, 8, 8, 1), np.float32)
   sample.write_samples(samples, str(tmp_path / 'pngs'), labels=np.array([2, 0, 1]))

@@ -9,9 +9,9 @@ with images directly in its root has no classes, and a class sub-folder without
 images is no class (a warning names it). Sub-folders that are all named like
 splits (`train/`, `test/`, ...) are no classes either: a class-conditional run is
 refused and an unconditional one warned, since every split would be trained on.
-A JPEG's EXIF orientation is applied (a phone photo stored sideways is read
-upright; pytorch-fid's and torchvision's loaders do not apply it, so their FID of
-such files differs). Decoding happens in grain
+An image's EXIF orientation (JPEG, PNG, WebP) is applied: a phone photo stored
+sideways is read upright (pytorch-fid's and torchvision's loaders do not apply it, so
+their FID of such files differs). Decoding happens in grain
 threads or worker processes (see decode.py: once into RAM, or every batch). A
 file Pillow cannot read is skipped: left out of the in-RAM cache or, when
 decoding every batch, replaced by the next readable file of the same shard.
@@ -33,10 +33,11 @@ from PIL import ImageOps
 from gan_jax import errors
 from gan_jax.data import images as images_lib
 
-EXTENSIONS = ('.jpg', '.jpeg', '.jfif', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff',
+EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff',
               '.ppm', '.pgm', '.pbm', '.pnm')
-# Image formats a folder may hold that are not read (Pillow needs plug-ins, or they are
-# not pixels); a folder holding them gets a warning with their count.
+# Image formats a folder may hold that are not listed (camera raw and HDR files need a
+# choice of exposure, HEIC and JPEG XL a Pillow plug-in, SVG is no pixels, and the rest
+# are rare as training data); a folder holding them gets a warning with their count.
 NOT_READ_EXTENSIONS = ('.heic', '.heif', '.avif', '.jp2', '.jxl', '.tga', '.psd', '.exr',
                        '.hdr', '.dng', '.cr2', '.nef', '.arw', '.raw', '.svg', '.ico')
 # First-level folder names that mean a data set's splits, not its classes.
@@ -45,7 +46,10 @@ SPLIT_FOLDER_NAMES = ('train', 'training', 'test', 'testing', 'val', 'valid', 'v
 # CelebA's aligned faces, (width, height): the size `crop='celeba'` is made for.
 CELEBA_SIZE = (178, 218)
 _WARN_NAMES = 3
-_LOOK_AT = 64
+# `warn_about_images` looks at the first file of every class and the first few files,
+# at most this many in all.
+_LOOK_AT = 1024
+_LOOK_AT_FIRST = 8
 
 # Per process: root -> set of relative paths that failed to decode.
 _unreadable = {}
@@ -55,9 +59,11 @@ _unreadable_lock = threading.Lock()
 # class whose every file is unreadable can be named.
 _class_sizes = {}
 _unreadable_per_folder = {}
-# Per process: (root, warning kind) pairs already warned about (a run opens a folder
-# more than once: training, then evaluation).
+# Per process: (root, warning kind) pairs already warned about, and (root, channels,
+# crop) already looked at by `warn_about_images` (a run opens a folder more than once:
+# training, then evaluation).
 _warned = set()
+_looked_at = set()
 
 
 def list_images(root):
@@ -137,10 +143,11 @@ def class_labels(root, relpaths):
         '(the class is the first-level sub-folder).')
   splits = split_folders(relpaths)
   if splits:
+    training = [name for name in splits if name.lower().startswith('train')]
     raise errors.ConfigError(
         f'Image folder {root!r} holds split folders {splits}, not classes. Point '
-        f'--config.data.path at one split, e.g. {os.path.join(root, splits[-1])}, whose '
-        'sub-folders are the classes.')
+        f'--config.data.path at one split, e.g. {os.path.join(root, (training or splits)[0])}, '
+        'whose sub-folders are the classes.')
   names, labels = np.unique([part[0] for part in parts], return_inverse=True)
   names = [str(name) for name in names]
   with _unreadable_lock:
@@ -191,13 +198,13 @@ def _files_to_look_at(relpaths):
     if folder not in seen:
       seen.add(folder)
       firsts.append(path)
-  chosen = list(dict.fromkeys(firsts[:_LOOK_AT // 2] + relpaths[:_LOOK_AT]))
-  return chosen[:_LOOK_AT]
+  return list(dict.fromkeys(firsts + relpaths[:_LOOK_AT_FIRST]))[:_LOOK_AT]
 
 
 def warn_about_images(root, relpaths, *, channels, crop):
   """Warns (once per folder and process) about what decoding does to these files that
-  the user may not expect, judged on the first file of each class and the first files:
+  the user may not expect, judged on the first file of every class (first-level
+  folder) and the first few files, at most _LOOK_AT in all:
 
   * colour images under a model of `channels` = 1 are made grey (grey pictures
     stored as RGB do not count);
@@ -206,31 +213,42 @@ def warn_about_images(root, relpaths, *, channels, crop):
   * `crop` = 'celeba' on images that are not CelebA's 178x218 keeps a fixed
     108x108 centre box, whatever their size.
 
+  Files are decoded only for the checks that need pixels (colour, transparency).
+
   Args:
     root: the image folder.
     relpaths: its image paths, as from `list_images`.
     channels: the model's image channels (1 or 3).
     crop: data.crop, one of images.CROPS.
   """
+  if (root, channels, crop) in _looked_at:
+    return  # a run opens a folder more than once (training, then evaluation)
+  _looked_at.add((root, channels, crop))
+  check_colour, check_size, check_alpha = channels == 1, crop == 'celeba', True
   for relpath in _files_to_look_at(relpaths):
+    if not (check_colour or check_size or check_alpha):
+      break
     path = os.path.join(root, relpath)
     try:
       with Image.open(path) as image:
-        size = _upright_size(image)
-        transparent = _has_transparent_pixels(image)
-        rgb = np.asarray(image.convert('RGB'), np.int16) if channels == 1 else None
+        size = _upright_size(image) if check_size else None
+        transparent = check_alpha and _has_transparent_pixels(image)
+        rgb = np.asarray(image.convert('RGB'), np.int16) if check_colour else None
     except Exception:  # pylint: disable=broad-except
       continue  # unreadable files are reported where they are decoded
     if rgb is not None and (np.any(rgb[..., 0] != rgb[..., 1])
                             or np.any(rgb[..., 1] != rgb[..., 2])):
+      check_colour = False
       warn_once(root, 'colour', '%s has colour and model.channels=1: every image is '
                 'converted to grey (luma). Set --config.model.channels=3 to train in colour.',
                 path)
     if transparent:
+      check_alpha = False
       warn_once(root, 'alpha', '%s has transparent pixels: the alpha channel is dropped, so '
                 'they train as the colour stored under them. Composite the images onto a '
                 'background first if that colour is not what you want.', path)
-    if crop == 'celeba' and size != CELEBA_SIZE:
+    if size is not None and size != CELEBA_SIZE:
+      check_size = False
       warn_once(root, 'celeba', "%s is %dx%d, and data.crop='celeba' keeps the central "
                 "108x108 box made for CelebA's aligned %dx%d faces, whatever the image's "
                 "size. Set --config.data.crop=center for other images.",
@@ -257,8 +275,16 @@ def _upright_size(image):
 
 
 def upright(image):
-  """The image turned as its EXIF orientation tag says (JPEGs from cameras and phones
-  store pixels as the sensor read them); the image itself when there is no tag."""
+  """The image turned as its EXIF orientation tag says (cameras and phones store pixels
+  as the sensor read them); the image itself when there is no tag.
+
+  Args:
+    image: an open PIL image (any mode).
+
+  Returns:
+    A PIL image, turned or mirrored for orientations 2-8 (width and height swap for
+    5-8); `image` itself for orientation 1 or none.
+  """
   if _exif_orientation(image) in (2, 3, 4, 5, 6, 7, 8):
     return ImageOps.exif_transpose(image)
   return image

@@ -115,7 +115,8 @@ def fit_image(image, *, size, channels, crop):
 
   Raises:
     ValueError: for pixels of no known range (32-bit float, or 32-bit integers
-      outside 0..65535); a folder's reader counts such a file as unreadable.
+      outside 0..65535); a folder's reader counts such a file as unreadable. Other
+      32-bit integer images are read as 16-bit (0..65535).
   """
   if isinstance(image, np.ndarray):
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -127,14 +128,14 @@ def fit_image(image, *, size, channels, crop):
     # Float pixels have no fixed range ([0, 1], [0, 255], HDR): any scale is a guess.
     raise ValueError('32-bit floating-point pixels (mode F) have no known range; save the '
                      'image as an 8- or 16-bit PNG.')
-  sixteen_bit = image.mode.startswith('I;16')
   if image.mode == 'I':
+    # Pillow opens 16-bit PNG / PGM and 10- or 12-bit files (scaled up) as 'I'; one scale
+    # for every file, so that a dark image stays dark.
     low, high = image.getextrema()
     if low < 0 or high > 65535:
       raise ValueError(f'32-bit integer pixels in [{low}, {high}], outside the 0..65535 of '
                        '16-bit images; save the image as an 8- or 16-bit PNG.')
-    sixteen_bit = high > 255
-  if sixteen_bit:
+  if image.mode.startswith('I;16') or image.mode == 'I':
     # 16-bit grey (PNG): PIL's convert('L') would clip every value above 255 to white.
     image = Image.fromarray(np.round(np.asarray(image, np.float64) / 257).clip(0, 255)
                             .astype(np.uint8))

@@ -116,8 +116,8 @@ def _batch_maker(split, ids, labels, *, data_shape, data_config, subset=None):
   """Returns (make_batch, examples per shard, worker processes, how, for the log).
 
   `subset`: (what, bool[len(ids)]) when a subset was asked for (data.train_examples,
-  data.labels_per_class): the examples of the mask must all be readable, since a
-  skipped one would shrink and unbalance the subset (`_check_subset_readable`).
+  data.labels_per_class): unreadable examples of the mask are reported, since
+  skipping them shrinks (and unbalances) the subset (`_check_subset_readable`).
   """
   if split.images is not None:
     return (iterator_lib.ArrayBatch(split.images[ids], labels), len(ids), 0,
@@ -149,7 +149,7 @@ def _batch_maker(split, ids, labels, *, data_shape, data_config, subset=None):
     for start in range(0, len(positions), _READ_CHECK_SLICE):
       part = positions[start:start + _READ_CHECK_SLICE]
       _, kept = decode.map_examples(split.reader, ids[part], example_shape=data_shape,
-                                    dtype=np.uint8, num_workers=num_workers,
+                                    dtype=np.uint8, num_workers=0,
                                     what=f'{split.description} ({what})')
       readable[part] = False
       readable[part[kept]] = True
@@ -159,7 +159,9 @@ def _batch_maker(split, ids, labels, *, data_shape, data_config, subset=None):
 
 
 def _check_subset_readable(split, ids, readable, what, must):
-  """Raises MissingFileError when examples of a chosen subset cannot be read.
+  """Warns when examples of a chosen subset cannot be read (they are skipped, so the
+  subset is smaller than asked, and its classes no longer balanced). A warning, not an
+  error, so that a run which trained that way still resumes.
 
   Args:
     split: the `sources.Split` the ids index.
@@ -172,12 +174,13 @@ def _check_subset_readable(split, ids, readable, what, must):
   if not len(bad):
     return
   name = getattr(split.reader, 'example_name', lambda index: f'example {index}')
-  raise errors.MissingFileError(
-      f'{what}: {len(bad)} of the {int(np.sum(must))} examples it picked on this process '
-      f'cannot be read (e.g. {", ".join(name(i) for i in bad[:3])}; the warnings above '
-      'give the decoder\'s errors), so the run would train on fewer than it asks for, '
-      'and not class-balanced. Replace or delete the broken files (deleting changes which '
-      'examples the seed picks).')
+  balance = ', its classes no longer balanced' if split.read_labels is not None else ''
+  logging.warning(
+      '%s: %d of the %d examples it picked on this process cannot be read (e.g. %s), so '
+      'the run trains on %d%s. To study exactly the subset asked for, replace or delete '
+      'the broken files before the run starts (deleting changes which examples the seed '
+      'picks).', what, len(bad), int(np.sum(must)), ', '.join(name(i) for i in bad[:3]),
+      int(np.sum(must)) - len(bad), balance)
 
 
 def _sample_iterator(split, data_config, *, labels, train_examples,

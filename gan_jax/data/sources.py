@@ -152,9 +152,15 @@ def _folder_images(data_config):
 
 
 def _open_folder(data_config, *, split, data_shape):
-  del split  # the whole folder is one split (config_check refuses others)
   fit = _image_fit(data_config, data_shape, 'image_folder')
   root, relpaths = _folder_images(data_config)
+  if split not in ('train', ''):
+    # Said, not refused: configs written for a data set's splits (sngan_stl10's
+    # 'unlabelled', a 'test' reference) stay usable on a folder, and resumable.
+    folder_lib.warn_once(root, f'split {split}', 'Image folder %s has no splits: split %r '
+                         '(data.split or eval.reference_split) reads every image under it. '
+                         'Point --config.data.path at the folder of one split to use that '
+                         'split.', root, split)
   folder_lib.warn_about_images(root, relpaths, channels=fit['channels'], crop=fit['crop'])
   read_labels, no_labels = None, ''
   try:
