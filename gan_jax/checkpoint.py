@@ -352,8 +352,10 @@ def _this_process(data_state):
   states = data_state[PER_PROCESS]
   if len(states) == jax.process_count():
     return states[jax.process_index()]
-  logging.info('The checkpoint was written by %d processes and is read by %d: using the '
-               'data position of its process 0.', len(states), jax.process_count())
+  logging.warning('The checkpoint was written by %d processes and is read by %d: using the '
+                  'data position of its process 0, so the batches from here on differ from '
+                  'an uninterrupted run\'s (resume with %d processes to continue it exactly).',
+                  len(states), jax.process_count(), len(states))
   return states[0]
 
 

@@ -240,19 +240,20 @@ def run(main, *, quiet=False):
   if previous is signal.default_int_handler:
     signal.signal(signal.SIGINT, interrupts)
 
-  def interrupted():
-    jax = sys.modules.get('jax')
-    if jax is not None and jax.distributed.is_initialized():
-      # The shutdown tells the other processes this one is leaving.
-      fail('interrupted (Ctrl-C).', status=128 + signal.SIGINT)
-    sys.stderr.write('error: interrupted (Ctrl-C).\n')
-    # Every `finally` has run on the way here; the interpreter's shutdown would next
+  def leave_at_once(status):
+    # Every `finally` has run on the way here. The interpreter's shutdown would next
     # tear down native threads that may still be compiling, which can crash (SIGSEGV)
-    # and report that instead of the interrupt.
+    # and report that instead; with several processes it would wait at JAX's shutdown
+    # barrier for peers blocked in a collective, and abort. Leaving at once, the peers
+    # fail fast on the closed connection or at the heartbeat timeout.
     py_logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
+    os._exit(status)  # pylint: disable=protected-access
+
+  def interrupted():
+    sys.stderr.write('error: interrupted (Ctrl-C).\n')
+    leave_at_once(128 + signal.SIGINT)
 
   def wrapped(argv):
     try:
@@ -273,7 +274,9 @@ def run(main, *, quiet=False):
         raise
       sys.stderr.write(f'{e}\n')  # no 'error:': stopping on request is no failure
       sys.stderr.flush()
-      sys.exit(128 + e.signum)
+      if type(e) is not errors.Stopped:  # a subclass: every process stopped together
+        sys.exit(128 + e.signum)
+      leave_at_once(128 + e.signum)  # stopped alone (before a training loop)
     except KeyboardInterrupt:
       # Ctrl-C before a training loop took over SIGINT (`preemption.StopSignal`, which
       # saves a checkpoint first): setting up, compiling, sampling, evaluating.

@@ -259,10 +259,16 @@ def exit_after_failure(error, *, timeout_s, user_error=False):
       _flush_logs()
       time.sleep(min(USER_ERROR_GRACE_S, timeout_s / 2))
   else:
+    # A collective fails on a closed connection when a peer died first (killed,
+    # interrupted): this process is then not the cause.
+    lost_peer = ('Connection closed by peer' in str(error)
+                 or 'Connection reset by peer' in str(error))
     logging.error(
-        'gan_jax: process %d of %d failed with %s: %s\nExiting now; the other processes '
+        'gan_jax: process %d of %d failed with %s: %s\n%sExiting now; the other processes '
         'stop within --distributed_timeout=%d s, reporting process %d as unhealthy.',
         jax.process_index(), jax.process_count(), type(error).__name__, error,
+        'Another process left first (its log says why: killed, interrupted, failed); '
+        'this is the consequence.\n' if lost_peer else '',
         timeout_s, jax.process_index(), exc_info=error)
   _flush_logs()
   os._exit(2 if user_error else 1)  # pylint: disable=protected-access

@@ -106,29 +106,35 @@ def main(argv):
   from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   _start_processes()
-  chief = jax.process_index() == 0
-  if not chief:
-    logging.set_verbosity(logging.WARNING)
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize().partition('=')[2])
-  logging.info('gan_jax: process %d/%d, %d local devices, %d global devices, workdir %s',
-               jax.process_index(), jax.process_count(), jax.local_device_count(),
-               jax.device_count(), workdir)
-  start = time.monotonic()
-  try:
-    train.train_and_evaluate(_CONFIG.value, workdir,
-                             allow_config_change=_ALLOW_CHANGE.value)
-  except preemption.Interrupted as e:
-    if chief:
-      print(workdir_lib.summary(workdir, stopped=str(e), seconds=time.monotonic() - start))
-    sys.exit(128 + e.signum)
-  except Exception as e:  # pylint: disable=broad-except
-    if jax.process_count() == 1:
-      raise
-    distributed.exit_after_failure(
-        e, timeout_s=_TIMEOUT.value,
-        user_error=isinstance(e, errors.UserError) and not flags.FLAGS.verbose)
-  if jax.process_count() == 1:  # (several processes leave together through jax.distributed)
-    preemption.finish_on_signal(0)
+  # Until training is complete, SIGTERM raises errors.Stopped (one line and status 143,
+  # not the default action's silent death; jax.distributed's start-up installs a handler
+  # that only logs it); the loop itself saves, then stops.
+  with preemption.sigterm_raises():
+    chief = jax.process_index() == 0
+    if not chief:
+      logging.set_verbosity(logging.WARNING)
+    workdir = _WORKDIR.value or default_workdir(
+        flags.FLAGS['config'].serialize().partition('=')[2])
+    logging.info('gan_jax: process %d/%d, %d local devices, %d global devices, workdir %s',
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count(), workdir)
+    start = time.monotonic()
+    try:
+      train.train_and_evaluate(_CONFIG.value, workdir,
+                               allow_config_change=_ALLOW_CHANGE.value)
+    except preemption.Interrupted as e:
+      if chief:
+        print(workdir_lib.summary(workdir, stopped=str(e), seconds=time.monotonic() - start))
+      sys.exit(128 + e.signum)
+    except Exception as e:  # pylint: disable=broad-except
+      if jax.process_count() == 1:
+        raise
+      distributed.exit_after_failure(
+          e, timeout_s=_TIMEOUT.value,
+          user_error=isinstance(e, errors.UserError) and not flags.FLAGS.verbose)
+  # One process leaves at once on a signal now; several ignore it, to leave together
+  # through jax.distributed's shutdown.
+  preemption.finish_on_signal(0, at_once=jax.process_count() == 1)
   if chief:
     print(workdir_lib.summary(workdir, seconds=time.monotonic() - start))
 

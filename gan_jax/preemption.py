@@ -44,9 +44,10 @@ class Interrupted(errors.Stopped):
 class StopSignal:
   """Turns SIGTERM / SIGINT into a flag the loop checks (save, then stop).
 
-  Use as a context manager around the loop *and* the final checkpoint save, so
-  that a second Ctrl-C cannot abort the save. Outside the main thread (where
-  Python cannot install handlers) it does nothing.
+  Use as a context manager around the loop, the final checkpoint save and the
+  closing of the checkpointer and writers, so that a Ctrl-C cannot abort them (kill
+  -9 still can). After `loop_done`, a signal is only reported: the run is complete.
+  Outside the main thread (where Python cannot install handlers) it does nothing.
 
   Attributes:
     signum: the first signal received, or None.
@@ -55,6 +56,11 @@ class StopSignal:
   def __init__(self):
     self.signum = None
     self._previous = {}
+    self._done = False
+
+  def loop_done(self):
+    """Marks the run complete: signals from now on change nothing (they are reported)."""
+    self._done = True
 
   @property
   def received(self):
@@ -65,18 +71,23 @@ class StopSignal:
     if threading.current_thread() is threading.main_thread():
       for sig in SIGNALS:
         self._previous[sig] = signal.signal(sig, self._handle)
-      # A Ctrl-C before the loop whose KeyboardInterrupt Python swallowed (it only prints
-      # one raised inside a garbage-collection callback, which JAX runs at every
-      # collection): the handler it went to remembers it (`cli.RememberingInterrupts`).
-      remembered = getattr(self._previous[signal.SIGINT], 'remembered', None)
-      if remembered:
-        self._handle(remembered[0], None)
-        remembered.clear()
+      # A signal before the loop whose exception Python swallowed (it only prints one
+      # raised inside a garbage-collection callback, which JAX runs at every
+      # collection): the handler it went to remembers it (`cli.RememberingInterrupts`,
+      # `sigterm_raises`).
+      for sig in SIGNALS:
+        remembered = getattr(self._previous[sig], 'remembered', None)
+        if remembered:
+          self._handle(remembered[0], None)
+          remembered.clear()
     return self
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     name = signal.Signals(signum).name
-    if self.signum is None:
+    if self._done:
+      logging.warning('Received %s after the last step: the run is complete and on disk; '
+                      'closing its files.', name)
+    elif self.signum is None:
       self.signum = signum
       logging.warning(
           'Received %s: finishing this step, saving a checkpoint and stopping. A second '
@@ -103,22 +114,36 @@ def sigterm_raises():
     yield
     return
 
-  def stop(signum, frame):  # pylint: disable=unused-argument
-    raise errors.Stopped('Stopped by SIGTERM.', signum)
+  class Stop:
+    """Raises errors.Stopped, and remembers the signal (as `cli.RememberingInterrupts`)."""
 
-  previous = signal.signal(signal.SIGTERM, stop)
+    def __init__(self):
+      self.remembered = []
+
+    def __call__(self, signum, frame):
+      del frame
+      self.remembered.append(signum)
+      raise errors.Stopped('Stopped by SIGTERM.', signum)
+
+  previous = signal.signal(signal.SIGTERM, Stop())
   try:
     yield
   finally:
     signal.signal(signal.SIGTERM, previous)
 
 
-def finish_on_signal(status=0):
+def finish_on_signal(status=0, *, at_once=True):
   """Makes SIGTERM / SIGINT end this process at once with `status`, stdout and stderr
   flushed, and ignored once the interpreter shuts down: for a run whose training is
   complete and on disk, which a signal during the summary or the shutdown can no
   longer interrupt (the default action would report status 143 / 130, as if the run
-  had stopped early). A command-line program's last act; a library must not call it."""
+  had stopped early). A command-line program's last act; a library must not call it.
+
+  Args:
+    status: the exit status a signal leaves with.
+    at_once: False ignores the signals from now on instead (several processes, which
+      must leave together through jax.distributed's shutdown).
+  """
   def finish(signum, frame):  # pylint: disable=unused-argument
     logging.shutdown()  # flushes every log handler (absl's --log_dir files too)
     sys.stdout.flush()
@@ -132,6 +157,9 @@ def finish_on_signal(status=0):
       signal.signal(sig, signal.SIG_IGN)
 
   if threading.current_thread() is threading.main_thread():
+    if not at_once:
+      ignore()
+      return
     for sig in SIGNALS:
       signal.signal(sig, finish)
     atexit.register(ignore)

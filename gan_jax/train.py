@@ -227,10 +227,12 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
 
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:
+    # Entered first, so it is left last: a signal cannot abort the final save, nor the
+    # closing of the checkpointer and writers (with several processes, one of them
+    # leaving there would stop the others at jax.distributed's shutdown).
+    stop = cleanup.enter_context(preemption.StopSignal())
     for resource in (ckpt, writer, logger):
       cleanup.callback(resource.close)
-    # Entered last, so it is left first: a second Ctrl-C cannot abort the final save.
-    stop = cleanup.enter_context(preemption.StopSignal())
     if start_step:
       # A run killed after saving the checkpoint of `start_step` but before writing
       # that step's grid or evaluation writes them now, as the uninterrupted run did.
@@ -269,6 +271,7 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
     ckpt.wait()
     if stopped:  # every process stops here together, signalled or not
       raise preemption.Interrupted(stop.signum or signal.SIGTERM, step)
+    stop.loop_done()
   if start_step >= t.num_steps and chief:
     logging.info('The run in %s is already at step %d >= num_steps=%d; nothing to train.',
                  workdir, start_step, t.num_steps)

@@ -98,6 +98,23 @@ def test_a_tool_started_with_ctrl_c_ignored_keeps_ignoring_it():
   assert result.returncode == 0 and result.stdout == 'work done\n', result.stderr[-3000:]
 
 
+def test_sigterm_before_the_training_loop_is_one_line_and_exit_143(tmp_path):
+  # Before the loop takes SIGTERM over (to save, then stop), it stops the program with one
+  # line, not by the default action (a silent death, status -15).
+  program = ('import os, signal, sys, time\n'
+             'from gan_jax import main, train\n'
+             'def setting_up(*args, **kwargs):\n'
+             '  os.kill(os.getpid(), signal.SIGTERM)\n'
+             '  time.sleep(30)\n'
+             'train.train_and_evaluate = setting_up\n'
+             f"sys.argv = ['gan_jax.main', '--config=toy_ring:smoke', '--workdir={tmp_path}']\n"
+             'main.run()\n')
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 143, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == 'Stopped by SIGTERM.'
+
+
 def test_unknown_config_name_suggests_close_ones(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digit', f'--workdir={tmp_path}'])
   assert_short_error(result, "unknown config 'dcgan_digit'", 'dcgan_digits', '--list_configs')

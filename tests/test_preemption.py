@@ -30,6 +30,15 @@ def test_first_signal_sets_the_flag_and_a_second_does_not_interrupt(caplog):
   assert 'still saving the checkpoint' in messages
 
 
+def test_a_signal_after_the_last_step_changes_nothing(caplog):
+  # The loop is over (the files are being closed): nothing to stop, nothing to save.
+  with preemption.StopSignal() as stop:
+    stop.loop_done()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert not stop.received
+  assert 'after the last step: the run is complete' in caplog.text
+
+
 def test_handlers_are_restored_after_the_block():
   # Start from Python's own Ctrl-C handler whatever pytest inherited: a shell that
   # runs the suite as a background job (`cmd &`) starts it with SIGINT ignored.
@@ -77,6 +86,21 @@ def test_a_ctrl_c_python_swallows_during_start_up_stops_the_loop_at_its_first_st
     signal.signal(signal.SIGINT, inherited)
 
 
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_sigterm_python_swallows_before_the_loop_stops_it_at_its_first_step():
+  def collecting(phase, info):  # pylint: disable=unused-argument
+    if phase == 'start':
+      gc.callbacks.remove(collecting)
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.05)   # errors.Stopped is raised here, and swallowed
+
+  with preemption.sigterm_raises():
+    gc.callbacks.append(collecting)
+    gc.collect()
+    with preemption.StopSignal() as stop:
+      assert stop.received and stop.signum == signal.SIGTERM
+
+
 def test_interrupted_carries_the_exit_status_and_the_step():
   error = preemption.Interrupted(signal.SIGTERM, 12)
   assert 128 + error.signum == 143 and error.step == 12
@@ -102,6 +126,19 @@ def test_several_processes_exchange_stop_flags_at_least_every_ten_steps(
     stops.append(preemption.agree(False, step, log_every))
   assert seen == exchanges
   assert [s for s, stop in zip(range(1, 31), stops) if stop] == exchanges  # peer's flag
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_several_processes_ignore_a_signal_after_finishing_to_leave_together(signum):
+  program = ('import os, signal\n'
+             'from gan_jax import preemption\n'
+             'preemption.finish_on_signal(0, at_once=False)\n'
+             f'os.kill(os.getpid(), {int(signum)})\n'
+             "print('the summary, then the shutdown')\n")
+  result = subprocess.run([sys.executable, '-c', program], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout == 'the summary, then the shutdown\n'
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
