@@ -147,20 +147,22 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   # The model's data shape and the data are checked before the workdir records
   # anything too, so a run that cannot start leaves no config.json behind.
   shape = models.data_shape(config.model)
-  if config.model.num_classes:
-    workdir_lib.check_class_count(config)   # files listed, none decoded yet
+  # Files listed, none decoded yet.
+  class_names = workdir_lib.check_class_count(config) if config.model.num_classes else None
   iterator = data.create_train_iterator(
       config.data, data_shape=shape, batch_size=t.n_critic * local_batch, seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       labels=config.model.num_classes > 0)
   try:
     with _training_lock_of_every_process(workdir):
-      return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch)
+      return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch,
+                    class_names)
   finally:
     iterator.close()
 
 
-def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch):
+def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch,
+           class_names):
   """train_and_evaluate's loop, in a workdir this process may write (see there)."""
   t, chief = config.train, jax.process_index() == 0
   # The evaluations' weights and references are checked before the config is
@@ -168,8 +170,8 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   # run in a busy folder is refused at once.
   evaluator, classifier = _evaluators(config, shape)
   accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
-  if config.model.num_classes:
-    workdir_lib.record_class_names(config, workdir)
+  if class_names is not None:
+    workdir_lib.record_class_names(workdir, class_names)
   init_key, train_key, sample_key = jax.random.split(jax.random.key(config.seed), 3)
   ckpt_dir = epath.Path(workdir) / 'checkpoints'
   ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=t.max_to_keep)

@@ -539,21 +539,23 @@ def check_class_count(config):
   return names
 
 
-def record_class_names(config, workdir):
-  """Checks a conditional model's class count against its data and saves the names.
+def record_class_names(workdir, names):
+  """Saves a conditional run's class names, as `check_class_count` returned them.
 
   Writes `<workdir>/class_names.json` (class i at position i; process 0 only) so
   that samples of class i can be named without the data.
 
+  Args:
+    workdir: the run folder.
+    names: list[str], the data's class names (class i at position i).
+
   Raises:
-    ConfigError: when `config.model.num_classes` differs from the data's classes.
-    WorkdirError: when a trained run's saved names differ from the data's (a renamed,
+    WorkdirError: when a trained run's saved names differ from `names` (a renamed,
       added or removed class folder would give the same ids to other classes).
 
   Returns:
-    list[str], the data's class names (class i at position i).
+    `names`.
   """
-  names = check_class_count(config)
   path = epath.Path(workdir) / CLASS_NAMES_FILE
   if checkpoint_steps(workdir) and path.exists():
     saved = json.loads(path.read_text())

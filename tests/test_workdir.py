@@ -261,13 +261,14 @@ def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
   config.data.source, config.data.path = 'image_folder', str(images)
   workdir = str(tmp_path / 'run')
   workdir_lib.prepare(config, workdir)
-  assert workdir_lib.record_class_names(config, workdir) == ['cat', 'dog']
+  record = lambda: workdir_lib.record_class_names(workdir, workdir_lib.check_class_count(config))
+  assert record() == ['cat', 'dog']
   os.rename(images / 'cat', images / 'zebra')  # before any checkpoint: a fresh start
-  assert workdir_lib.record_class_names(config, workdir) == ['dog', 'zebra']
+  assert record() == ['dog', 'zebra']
   os.makedirs(os.path.join(workdir, workdir_lib.CHECKPOINTS, '2'))
   os.rename(images / 'zebra', images / 'cat')  # ids 0 and 1 would swap meaning
   with pytest.raises(errors.WorkdirError, match=r"\(0, 'dog', 'cat'\), \(1, 'zebra', 'dog'\)"):
-    workdir_lib.record_class_names(config, workdir)
+    record()
   with open(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE), encoding='utf-8') as f:
     assert json.load(f) == ['dog', 'zebra']  # the record is kept
   assert workdir_lib.saved_class_names(workdir) == ['dog', 'zebra']
