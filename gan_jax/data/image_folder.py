@@ -119,6 +119,12 @@ def list_images(root):
   return sorted(paths)
 
 
+def first_folder(relpath):
+  """The first-level folder of a path relative to an image folder ('' for a file
+  lying directly in it): the image's class in a folder read with classes."""
+  return relpath.split(os.sep, 1)[0] if os.sep in relpath else ''
+
+
 def class_labels(root, relpaths):
   """Returns the classes of a folder's images: their first-level sub-folders.
 
@@ -133,8 +139,8 @@ def class_labels(root, relpaths):
   Raises:
     errors.ConfigError: when some images lie directly in root (no class).
   """
-  parts = [path.split(os.sep, 1) for path in relpaths]
-  loose = [path for path, part in zip(relpaths, parts) if len(part) == 1]
+  folders = [first_folder(path) for path in relpaths]
+  loose = [path for path, folder in zip(relpaths, folders) if not folder]
   if loose:
     raise errors.ConfigError(
         f'Image folder {root!r} has {len(loose)} image(s) directly in it (e.g. '
@@ -148,7 +154,7 @@ def class_labels(root, relpaths):
         f'Image folder {root!r} holds split folders {splits}, not classes. Point '
         f'--config.data.path at one split, e.g. {os.path.join(root, (training or splits)[0])}, '
         'whose sub-folders are the classes.')
-  names, labels = np.unique([part[0] for part in parts], return_inverse=True)
+  names, labels = np.unique(folders, return_inverse=True)
   names = [str(name) for name in names]
   with _unreadable_lock:
     _class_sizes[root] = dict(zip(names, np.bincount(labels, minlength=len(names)).tolist()))
@@ -173,8 +179,8 @@ def split_folders(relpaths):
     (case-insensitive) and no image lies directly in the folder (e.g. ['test',
     'train'] for `data/{train,test}/<class>/x.jpg`); otherwise [].
   """
-  firsts = {path.split(os.sep, 1)[0] for path in relpaths if os.sep in path}
-  if not firsts or len(firsts) != len({path.split(os.sep, 1)[0] for path in relpaths}):
+  firsts = {first_folder(path) for path in relpaths}
+  if not firsts or '' in firsts:
     return []
   if all(name.lower() in SPLIT_FOLDER_NAMES for name in firsts):
     return sorted(firsts)
@@ -194,7 +200,7 @@ def _files_to_look_at(relpaths):
   so that a class unlike the first one is looked at too."""
   firsts, seen = [], set()
   for path in relpaths:
-    folder = path.split(os.sep, 1)[0] if os.sep in path else ''
+    folder = first_folder(path)
     if folder not in seen:
       seen.add(folder)
       firsts.append(path)
@@ -299,7 +305,7 @@ def record_unreadable(root, relpath, error):
     seen.add(relpath)
     count = len(seen)
     examples = sorted(seen)[:_WARN_NAMES]
-    class_name = relpath.split(os.sep, 1)[0]
+    class_name = first_folder(relpath)
     lost = _unreadable_per_folder.setdefault(root, collections.Counter())
     lost[class_name] += 1
     class_size = _class_sizes.get(root, {}).get(class_name)
