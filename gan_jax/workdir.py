@@ -510,11 +510,25 @@ def saved_class_names(workdir):
   """The class names a conditional run saved (`record_class_names`), class i at
   position i; None when the workdir has none (an unconditional run, or none yet)."""
   path = epath.Path(workdir) / CLASS_NAMES_FILE
-  try:
-    names = json.loads(path.read_text())
-  except (OSError, ValueError):
+  if not path.exists():
     return None
-  return [str(name) for name in names] if isinstance(names, list) else None
+  try:
+    names = _read_class_names(path)
+  except errors.WorkdirError as e:
+    # Names only label sample files; the class ids stay right without them.
+    logging.warning('%s Samples are numbered by class id instead of named.', e)
+    return None
+  return names
+
+
+def _read_class_names(path):
+  names = _read_json(path)
+  if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+    raise errors.WorkdirError(
+        f'{path} is not a list of class names; the workdir is damaged. Restore the file '
+        'from a backup, or delete it if the class folders have not changed since the '
+        'run started.')
+  return names
 
 
 def check_class_count(config):
@@ -558,7 +572,7 @@ def record_class_names(workdir, names):
   """
   path = epath.Path(workdir) / CLASS_NAMES_FILE
   if checkpoint_steps(workdir) and path.exists():
-    saved = json.loads(path.read_text())
+    saved = _read_class_names(path)
     if saved != names:
       changed = [(i, a, b) for i, (a, b) in enumerate(zip(saved, names)) if a != b]
       raise errors.WorkdirError(

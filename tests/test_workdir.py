@@ -275,6 +275,29 @@ def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
   assert workdir_lib.saved_class_names(str(tmp_path / 'no_run')) is None
 
 
+def test_a_damaged_class_names_file_is_a_one_line_error_for_training_and_a_warning_for_samples(
+    tmp_path, caplog):
+  images = tmp_path / 'images'
+  for value, name in ((10, 'cat'), (20, 'dog')):
+    h.write_folder(str(images), [value], subdir=name)
+  config = tiny_config(**{'model.num_classes': 2})
+  config.data.source, config.data.path = 'image_folder', str(images)
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  os.makedirs(os.path.join(workdir, workdir_lib.CHECKPOINTS, '2'))
+  path = os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE)
+  for damaged in ('["cat", "do', '{"0": "cat"}', '[0, 1]'):
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(damaged)
+    with pytest.raises(errors.WorkdirError, match='class_names.json .*damaged'):
+      workdir_lib.record_class_names(workdir, ['cat', 'dog'])
+    with open(path, encoding='utf-8') as f:
+      assert f.read() == damaged  # not replaced: the user restores it
+    caplog.clear()
+    assert workdir_lib.saved_class_names(workdir) is None
+    assert 'numbered by class id' in caplog.text
+
+
 def test_a_wrong_class_count_is_refused_before_decoding_and_recording(tmp_path, monkeypatch):
   images = tmp_path / 'images'
   for value, name in ((10, 'cat'), (20, 'dog')):
