@@ -50,13 +50,20 @@ def load_classifier(workdir, step=None, *, best=False):
   """
   classifier.check_classifier(workdir_lib.load_config(workdir), workdir)
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
+  return config, classifier_from_state(config, state, restored_step)
+
+
+def classifier_from_state(config, state, restored_step):
+  """`load_classifier`'s `classify` for a state already restored (`workdir.restore_state`;
+  its D has class logits), so that a tool using G and D of one checkpoint restores it
+  once: a training run beside it may delete the step between two restores."""
   probabilities = classifier.make_classifier(config)
 
   def classify(images):
     return probabilities(state.d_params, state.d_batch_stats, images)
 
   classify.step = restored_step
-  return config, classify
+  return classify
 
 
 def split_accuracy(workdir, *, split='test', step=None, num_examples=None, best=False):
@@ -75,6 +82,12 @@ def split_accuracy(workdir, *, split='test', step=None, num_examples=None, best=
     'split'; 'step': the checkpoint's step}.
   """
   config, classify = load_classifier(workdir, step, best=best)
+  return accuracy_on_split(config, classify, split=split, num_examples=num_examples)
+
+
+def accuracy_on_split(config, classify, *, split='test', num_examples=None):
+  """`split_accuracy` of a `classify` function (from `load_classifier` or
+  `classifier_from_state`) of the run whose config is `config`."""
   images, labels = classifier.labelled_split(config, split, num_examples)
   return {'accuracy': classifier.accuracy(classify(images), labels), 'num_examples': len(labels),
           'split': split, 'step': int(classify.step)}

@@ -161,10 +161,12 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
         config, data_shape=models.data_shape(config.model), num_reference=num_reference,
         reference_split=reference_split, batch_size=batch_size, cache_dir=cache_dir,
         **evaluator_kwargs)
-    _, generate = sample.load_generator(workdir, step, best=best,
-                                        standing_stats=standing_stats, standing_seed=seed)
+  # One restore for G and D: a run training in the workdir may delete a step between two.
+  run_config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
+  if sample_metrics:
+    generate = sample.generator_from_state(run_config, state, restored_step,
+                                           standing_stats=standing_stats, standing_seed=seed)
     evaluation = evaluator.run(generate, seed=seed)
-    restored_step = getattr(generate, 'step', step)
     results.update(evaluation['results'])
     per_class = evaluation['per_class']
     protocol.update(evaluator.protocol, seed=seed,
@@ -173,9 +175,9 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
       protocol['best_selected_with_seed'] = int(config.seed)
   protocol['metrics'] = list(names)
   if ACCURACY in names:
-    accuracy = classify.split_accuracy(workdir, split=accuracy_split, step=restored_step,
-                                       best=best)
-    restored_step = accuracy['step']
+    accuracy = classify.accuracy_on_split(
+        run_config, classify.classifier_from_state(run_config, state, restored_step),
+        split=accuracy_split)
     results[ACCURACY] = accuracy['accuracy']
     protocol[ACCURACY] = dict(
         split=accuracy['split'], num_examples=accuracy['num_examples'],

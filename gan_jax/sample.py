@@ -79,6 +79,26 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=N
   if standing_stats is not None and standing_stats < 0:
     raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {standing_stats}.')
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
+  return config, generator_from_state(config, state, restored_step, ema=ema,
+                                      standing_stats=standing_stats,
+                                      standing_seed=standing_seed)
+
+
+def generator_from_state(config, state, restored_step, *, ema=True, standing_stats=None,
+                         standing_seed=0):
+  """`load_generator`'s `generate` for a state already restored (`workdir.restore_state`),
+  so that a tool using G and D of one checkpoint restores it once: a training run beside
+  it may delete the step between two restores.
+
+  Args:
+    config: the run's config; state: its `GANState`; restored_step: the state's step.
+    ema, standing_stats, standing_seed: as `load_generator`.
+
+  Returns:
+    generate, as `load_generator` returns it.
+  """
+  if standing_stats is not None and standing_stats < 0:
+    raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {standing_stats}.')
   if standing_stats is None:
     standing_stats = int(config.eval.standing_stats)
   params = state.ema_g_params if ema else state.g_params
@@ -103,7 +123,7 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=N
 
   generate.step = restored_step
   generate.standing_stats = standing
-  return config, generate
+  return generate
 
 
 def _checked_labels(labels, num, num_classes):

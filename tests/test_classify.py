@@ -3,6 +3,7 @@ round trip through a tiny trained semi-supervised run."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -172,10 +173,15 @@ def test_evaluate_classifies_the_run_s_accuracy_split_unless_told(tmp_path, monk
   workdir_lib.prepare(config, workdir)
   seen = {}
 
-  def split_accuracy(workdir, *, split, step=None, best=False):
+  def accuracy_on_split(config, classify_fn, *, split):
     seen['split'] = split
-    return dict(step=3, accuracy=0.5, split=split, num_examples=10)
-  monkeypatch.setattr(classify, 'split_accuracy', split_accuracy)
+    return dict(step=classify_fn.step, accuracy=0.5, split=split, num_examples=10)
+  classify_fn = lambda images: None
+  classify_fn.step = 3
+  monkeypatch.setattr(workdir_lib, 'restore_state',
+                      lambda workdir, step=None, best=False: (config, None, 3))
+  monkeypatch.setattr(classify, 'classifier_from_state', lambda *args: classify_fn)
+  monkeypatch.setattr(classify, 'accuracy_on_split', accuracy_on_split)
   record = evaluate.evaluate(workdir, metrics='accuracy', accuracy_split=flag,
                              output=str(tmp_path / 'e.json'))
   assert seen['split'] == expected and record['protocol']['accuracy']['split'] == expected
@@ -207,6 +213,29 @@ def test_an_acgan_discriminator_classifies(tmp_path):
                              atol=1e-6)
   result = classify.split_accuracy(workdir, num_examples=40)
   assert result['accuracy'] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
+
+
+def test_evaluate_restores_one_checkpoint_for_samples_and_accuracy(tmp_path, monkeypatch):
+  # A run training in the workdir deletes old checkpoints (train.max_to_keep): evaluate
+  # must score G and classify with D of the checkpoint it restored, not restore the step
+  # again once the samples are scored (it failed with 'No checkpoint for step N').
+  config = semi_supervised_digits.get_config('smoke')
+  config.train.num_steps = 2
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  restore, calls = workdir_lib.restore_state, []
+
+  def restore_then_rotate(*args, **kwargs):
+    calls.append(args)
+    restored = restore(*args, **kwargs)
+    shutil.rmtree(os.path.join(workdir, workdir_lib.CHECKPOINTS, str(restored[2])))
+    return restored
+  monkeypatch.setattr(workdir_lib, 'restore_state', restore_then_rotate)
+  record = evaluate.evaluate(workdir, metrics='proxy,accuracy', num_samples=100,
+                             output=str(tmp_path / 'e.json'), cache_dir=str(tmp_path / 'cache'))
+  assert len(calls) == 1 and record['step'] == 2
+  assert {'proxy_fd', 'accuracy'} <= set(record['results'])
+  assert 0 <= record['results']['accuracy'] <= 1
 
 
 def test_accuracy_is_tracked_during_training(tmp_path):

@@ -21,6 +21,24 @@ from gan_jax import workdir as workdir_lib
 from gan_jax.data import digits as digits_lib
 
 
+def _serve(monkeypatch, config, generate, seen=None):
+  """Makes evaluate's checkpoint restore hand out `generate` (step `generate.step`),
+  recording what it was asked for in `seen`."""
+  def restore_state(workdir, step=None, *, best=False):
+    if seen is not None:
+      seen.update(workdir=workdir, step=step, best=best)
+    return config, None, generate.step
+
+  def generator_from_state(config, state, restored_step, **standing):
+    del config, state, restored_step
+    if seen is not None:
+      seen.update(standing)
+    return generate
+
+  monkeypatch.setattr(workdir_lib, 'restore_state', restore_state)
+  monkeypatch.setattr(sample, 'generator_from_state', generator_from_state)
+
+
 def _pool_generator(pool):
   """Returns pool images chosen deterministically from z."""
   def generate(z, labels=None):
@@ -37,15 +55,11 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, cap
   generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
   generate.step = 1234
   seen = {}
-
-  def load_generator(workdir, step=None, best=False, standing_stats=0, standing_seed=0):
-    seen.update(workdir=workdir, step=step, best=best, standing_stats=standing_stats)
-    return config, generate
-
-  monkeypatch.setattr(sample, 'load_generator', load_generator)
+  _serve(monkeypatch, config, generate, seen)
   record = evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=200,
                                  cache_dir=str(tmp_path / 'cache'))
-  assert seen == {'workdir': workdir, 'step': 1234, 'best': False, 'standing_stats': 0}
+  assert seen == {'workdir': workdir, 'step': 1234, 'best': False, 'standing_stats': 0,
+                  'standing_seed': 0}
   with open(tmp_path / 'run' / 'eval' / 'step_1234.json', encoding='utf-8') as f:
     saved = json.load(f)
   assert saved['step'] == 1234 and saved['results'] == record['results']
@@ -72,14 +86,9 @@ def test_the_best_checkpoint_is_evaluated_on_other_latents_than_picked_it(
   workdir_lib.prepare(config, workdir)
   pool = digits_lib.digits_images('test', size=(8, 8))
   outputs = iter(range(10))
-
-  def load_generator(workdir, step=None, best=False, standing_stats=0, standing_seed=0):
-    del workdir, step, best, standing_stats, standing_seed
-    generate = _pool_generator(pool)
-    generate.step = 10
-    return config, generate
-
-  monkeypatch.setattr(sample, 'load_generator', load_generator)
+  generate = _pool_generator(pool)
+  generate.step = 10
+  _serve(monkeypatch, config, generate)
   run = lambda **kwargs: evaluate_lib.evaluate(
       workdir, metrics='proxy', num_samples=100, cache_dir=str(tmp_path / 'cache'),
       output=str(tmp_path / f'out{next(outputs)}.json'), **kwargs)['protocol']
@@ -104,8 +113,7 @@ def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkey
     return np.stack([pools[c][i % len(pools[c])] for c, i in zip(labels, index)])
 
   generate.step = 7
-  monkeypatch.setattr(sample, 'load_generator',
-                      lambda workdir, step=None, best=False, **standing: (config, generate))
+  _serve(monkeypatch, config, generate)
   record = evaluate_lib.evaluate(workdir, metrics='cas', num_samples=200,
                                  cache_dir=str(tmp_path / 'cache'))
   with open(tmp_path / 'run' / 'eval' / 'step_7.json', encoding='utf-8') as f:
@@ -129,8 +137,7 @@ def test_without_metrics_the_run_s_own_or_offline_metrics_are_evaluated(
   workdir_lib.prepare(config, workdir)
   generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
   generate.step = 5
-  monkeypatch.setattr(sample, 'load_generator',
-                      lambda workdir, step=None, best=False, **standing: (config, generate))
+  _serve(monkeypatch, config, generate)
   record = evaluate_lib.evaluate(workdir, num_samples=100, cache_dir=str(tmp_path / 'cache'))
   assert record['protocol']['metrics'] == expected and 'proxy_fd' in record['results']
 
@@ -142,8 +149,7 @@ def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_pa
   workdir_lib.prepare(config, workdir)
   generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
   generate.step = 5
-  monkeypatch.setattr(sample, 'load_generator',
-                      lambda workdir, step=None, best=False, **standing: (config, generate))
+  _serve(monkeypatch, config, generate)
   folder = tmp_path / 'run' / 'eval'
   kwargs = dict(metrics='proxy', cache_dir=str(tmp_path / 'cache'))
   evaluate_lib.evaluate(workdir, num_samples=300, **kwargs)
