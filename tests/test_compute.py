@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gan_jax import config_files
 from gan_jax import parallel
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
@@ -96,6 +97,7 @@ def assert_bf16_close_to_f32(model):
   error = np.abs(samples(small_config(model), f32_state) -
                  samples(small_config(model), bf16_state))
   assert error.max() < SAMPLE_MAX and error.mean() < SAMPLE_MEAN, (error.max(), error.mean())
+  assert error.max() > 0  # bf16 reached the computation (a switch ignored would be exact)
 
 
 def test_bf16_dcgan_steps_stay_close_to_f32():
@@ -139,6 +141,37 @@ def test_bf16_step_runs_its_convolutions_in_bf16(model):
         defined.get(n.strip().split()[-1].lstrip('%'), '') for n in names]
     if any(t.startswith('f32') for t in tensors[1:]):
       assert any(re.search(r',1\]$', t) for t in tensors), line
+
+
+# Every model family (and conditional head) with its smallest shipped config: the bf16
+# and remat switches must reach its compiled step, never be silently ignored.
+FAMILY_CONFIGS = [
+    'dcgan_digits:smoke', 'cgan_digits:smoke', 'toy_ring:smoke', 'semi_supervised_digits:smoke',
+    pytest.param('sngan_cifar10:smoke', marks=pytest.mark.slow),
+    pytest.param('acgan_cifar10:smoke', marks=pytest.mark.slow),
+    pytest.param('sagan_cifar10:smoke', marks=pytest.mark.slow),
+    pytest.param('biggan_cifar10:smoke', marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize('name', FAMILY_CONFIGS)
+def test_bf16_and_remat_reach_every_family_s_step(name):
+  def lowered(dtype='float32', remat=False):
+    config = config_files.load(name)
+    config.model.dtype, config.train.remat = dtype, remat
+    return lowered_step(config)
+
+  def products(text):  # (matmuls and convolutions, those with a bf16 result)
+    ops = [line for line in text.splitlines() if re.search(r' (dot|convolution)\(', line)]
+    return len(ops), sum(bool(re.search(r'=\s*bf16\[', line)) for line in ops)
+
+  plain = lowered()
+  assert 'bf16[' not in plain and 'opt-barrier(' not in plain
+  total, in_bf16 = products(lowered('bfloat16'))
+  # The rest are float32 by policy: D's output layers, spectral norm's power iteration
+  # (up to 2/3 of the products of a spectrally normalised ResNet) and their gradients.
+  assert total == products(plain)[0] and in_bf16 >= 0.25 * total, (total, in_bf16)
+  assert lowered(remat=True).count('opt-barrier(') > 0
 
 
 # ---- rematerialisation -------------------------------------------------------------------

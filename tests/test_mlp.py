@@ -78,3 +78,21 @@ def test_labels_are_ignored():
 def test_bad_fields_are_config_errors(field, value):
   with pytest.raises(errors.ConfigError, match=f'model.{field}'):
     models.build(model_config(**{field: value}))
+
+
+def test_bf16_points_are_not_rounded_to_bf16():
+  # The toy modes are 0.01-0.05 wide at radius up to 4, where bf16's spacing is 0.03:
+  # G's output layer gives float32 points (bf16 operands, float32 accumulation).
+  f32_config, bf16_config = model_config(hidden=64), model_config(hidden=64, dtype='bfloat16')
+  generator, _, g_vars, _ = init(f32_config)
+  bf16_generator, _ = models.build(bf16_config)
+  z = jax.random.normal(jax.random.key(1), (4096, f32_config.z_dim))
+  g_vars = jax.tree.map(lambda x: x * 20.0, g_vars)  # points out to a few units
+  points = np.asarray(generator.apply(g_vars, z, train=False))
+  bf16_points = np.asarray(bf16_generator.apply(g_vars, z, train=False))
+  assert bf16_points.dtype == np.float32 and np.abs(points).max() > 2
+  snapped = np.asarray(jnp.asarray(bf16_points).astype(jnp.bfloat16).astype(jnp.float32))
+  assert np.mean(snapped == bf16_points) < 0.05   # not on bf16's lattice
+  assert len(np.unique(bf16_points[:, 0])) > 0.9 * len(z)
+  # Still close to float32 (the hidden layers run in bf16).
+  assert np.max(np.abs(bf16_points - points)) < 0.05 * np.abs(points).max()

@@ -11,7 +11,8 @@ networks run in bfloat16, except what needs the range or the digits of float32:
   * biases: `Conv` / `Dense` add a float32 bias and cast the sum, so a bias's
     gradient (a sum over every batch row and position) is accumulated in float32;
   * D's output layers (logit, class logits): float32 results (`conv_f32_output`,
-    `dot_f32_output`, or float32 layers on D's float32 pooled features);
+    `dot_f32_output`, or float32 layers on D's float32 pooled features), and the toy
+    generator's points (`OutputDense`);
   * G's output tanh, the attention softmax, losses and penalties (float32 in
     `gan_jax.losses` / `penalties`).
 
@@ -62,6 +63,15 @@ class Dense(nn.Dense):
   def __call__(self, inputs):
     y = super().__call__(inputs)
     return y if self.dtype is None else y.astype(self.dtype)
+
+
+class OutputDense(nn.Dense):
+  """`nn.Dense` whose result is float32 whatever `dtype`: operands in `dtype`, float32
+  accumulation and bias, no cast back. For outputs with no squashing after them, such
+  as the toy generator's points, where bf16's spacing (0.03 at 4) would snap samples
+  to a lattice as coarse as a mode."""
+  promote_dtype: Any = _promote_keep_bias
+  dot_general: Any = dot_f32_output
 
 
 def remat_call(method, *args, remat):

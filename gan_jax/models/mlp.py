@@ -86,8 +86,8 @@ class Generator(nn.Module):
     h = z.astype(self.dtype)
     for k in range(self.num_layers):
       h = compute.remat_call(self._layer, h, k, train, remat=self.remat)
-    h = compute.Dense(self.channels, dtype=self.dtype, param_dtype=jnp.float32, name='out')(h)
-    return h.astype(jnp.float32)
+    return compute.OutputDense(self.channels, dtype=self.dtype, param_dtype=jnp.float32,
+                               name='out')(h)
 
 
 class Discriminator(nn.Module):
