@@ -99,10 +99,14 @@ class Checkpointer:
     directory: the checkpoint folder (usually `<workdir>/checkpoints`).
     max_to_keep: newest checkpoints kept on disk (None keeps all).
     async_save: write in a background thread (the step loop goes on).
+    training_run: for a reader beside a live training run (`workdir.training_run_in`),
+      its description: unfinished saves in the folder are then that run's saves in
+      progress, not leftovers of an interrupted one.
   """
 
-  def __init__(self, directory, *, max_to_keep=3, async_save=True):
+  def __init__(self, directory, *, max_to_keep=3, async_save=True, training_run=None):
     _save_replicated_arrays_from_one_copy()
+    self._training_run = training_run
     self.directory = absolute(directory)
     self._options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
@@ -114,7 +118,10 @@ class Checkpointer:
   def _warn_about_unfinished_saves(self):
     folder = epath.Path(self.directory)
     leftovers = sorted(p.name for p in folder.iterdir() if TMP_MARKER in p.name)
-    if leftovers:
+    if leftovers and self._training_run:
+      logging.info('Ignoring %s in %s: the save in progress of the run training there (%s).',
+                   ', '.join(leftovers), self.directory, self._training_run)
+    elif leftovers:
       logging.warning(
           'Ignoring %d unfinished checkpoint save(s) in %s (%s): a save was '
           'interrupted before it completed; they are not checkpoints and can be '

@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import socket
+import time
 
 from absl import logging
 from etils import epath
@@ -155,20 +156,38 @@ def restore_state(workdir, step=None, *, best=False):
     raise TypeError(f'step must be an int (a checkpoint step) or None, got {step!r}.')
   config = load_config(workdir)
   folder = os.path.join(workdir, BEST if best else CHECKPOINTS)
-  restored = None
+  restored, training = None, training_run_in(workdir)
   # Only an existing folder is opened: orbax would create a missing one.
   if epath.Path(folder).exists():
-    ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None)
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    # Read-only: an unreadable checkpoint is skipped, not moved (training may be writing).
-    restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step,
-                            move_aside=False)
-    ckpt.close()
+    for attempt in (1, 2):
+      ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None,
+                                     training_run=training)
+      try:
+        # Read-only: an unreadable checkpoint is skipped, not moved (training may be
+        # writing).
+        restored = ckpt.restore(state_lib.abstract_state(config, sharding), step=step,
+                                move_aside=False)
+        break
+      except checkpoint.CheckpointError:
+        # The training run there may have deleted the listed checkpoints (max_to_keep)
+        # while they were read: list them again, once.
+        if attempt == 2 or step is not None or training is None:
+          raise
+        logging.info('The checkpoints of %s changed while they were read (a run trains '
+                     'there); reading the newest again.', folder)
+      finally:
+        ckpt.close()
   if restored is None and best:
     raise errors.MissingFileError(
         f'No best checkpoint in {folder}: a run keeps one when it evaluates FID or the '
         'proxy metrics while it trains (config.eval.every, config.eval.metrics). Drop '
         '--best to use the newest checkpoint.')
+  if restored is None and training:
+    first = min(config.train.checkpoint_every, config.train.num_steps)
+    raise errors.MissingFileError(
+        f'No checkpoint in {folder} yet: a run is training there ({training}) and saves '
+        f'its first at step {first} (train.checkpoint_every); try again then.')
   if restored is None:
     raise errors.MissingFileError(
         f'No checkpoint in {folder} yet; train first with '
@@ -326,6 +345,44 @@ def _make_folder(workdir):
   return folder
 
 
+# How long a starting run waits for train.lock: a tool asking whether a run trains in
+# the folder (`training_run_in`) holds it for a moment.
+_LOCK_PATIENCE_S = 2.0
+
+
+def _lock_within(fd, kind, seconds):
+  """flock(fd, kind) without blocking, tried for up to `seconds`; True once held."""
+  deadline = time.monotonic() + seconds
+  while True:
+    try:
+      fcntl.flock(fd, kind | fcntl.LOCK_NB)
+      return True
+    except BlockingIOError:
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.05)
+
+
+def training_run_in(workdir):
+  """The training run in progress in `workdir`, as it describes itself in `train.lock`
+  (pid, host, start time), or None when none holds the lock (or the folder has no file
+  locks: `gs://`). For tools that read a run, to tell a save in progress or a first
+  checkpoint still to come from damage."""
+  if '://' in os.fspath(workdir):
+    return None
+  try:
+    fd = os.open(os.path.join(os.fspath(workdir), LOCK_FILE), os.O_RDONLY)
+  except OSError:
+    return None
+  try:
+    if _lock_within(fd, fcntl.LOCK_SH, 0):
+      fcntl.flock(fd, fcntl.LOCK_UN)
+      return None
+    return os.pread(fd, 300, 0).decode(errors='replace').strip() or 'another process'
+  finally:
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def training_lock(workdir):
   """Holds `<workdir>/train.lock` for the duration of a training run.
@@ -348,9 +405,7 @@ def training_lock(workdir):
     return
   fd = os.open(os.fspath(folder / LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _lock_within(fd, fcntl.LOCK_EX, _LOCK_PATIENCE_S):
       holder = os.pread(fd, 300, 0).decode(errors='replace').strip() or 'another process'
       raise errors.WorkdirError(
           f'The workdir {workdir} is in use by another training run ({holder}); two runs in '

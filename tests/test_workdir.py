@@ -1,5 +1,6 @@
 """Tests of a run's workdir: the saved config, refused and recorded config changes."""
 
+import fcntl
 import json
 import logging
 import os
@@ -7,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -354,6 +356,60 @@ def test_the_lock_of_a_killed_run_is_free_at_once(tmp_path):
     holder.wait()
   with workdir_lib.training_lock(workdir):  # SIGKILL left no stale lock
     pass
+
+
+def test_tools_beside_a_training_run_say_so(tmp_path, caplog, monkeypatch):
+  # sample / evaluate / classify read a run that may be training: its first checkpoint
+  # still to come and its save in progress are not damage, nor files to delete.
+  config = tiny_config(**{'train.checkpoint_every': 3, 'train.num_steps': 8})
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  assert workdir_lib.training_run_in(workdir) is None
+  assert workdir_lib.LOCK_FILE not in os.listdir(workdir)  # asking creates nothing
+  folder = os.path.join(workdir, workdir_lib.CHECKPOINTS)
+  with workdir_lib.training_lock(workdir):
+    assert workdir_lib.training_run_in(workdir).startswith(f'pid {os.getpid()} on ')
+    with pytest.raises(errors.MissingFileError,
+                       match=r'a run is training there \(pid .*saves its first at step 3'):
+      workdir_lib.restore_state(workdir)
+    ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None)
+    ckpt.save(3, state_lib.create_state(config, jax.random.key(0)), {'next': 3})
+    ckpt.close()
+    os.makedirs(os.path.join(folder, f'6.{checkpoint.TMP_MARKER}-1'))  # a save under way
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+      assert workdir_lib.restore_state(workdir)[2] == 3
+    assert 'save in progress of the run training there' in caplog.text
+    assert 'can be deleted' not in caplog.text
+    # Checkpoints rotated away while they were read: listed and read again, once.
+    restore, calls = checkpoint.Checkpointer.restore, []
+
+    def rotated_once(self, *args, **kwargs):
+      calls.append(1)
+      if len(calls) == 1:
+        raise checkpoint.CheckpointError('None of the checkpoints could be restored')
+      return restore(self, *args, **kwargs)
+    monkeypatch.setattr(checkpoint.Checkpointer, 'restore', rotated_once)
+    assert workdir_lib.restore_state(workdir)[2] == 3 and len(calls) == 2
+    monkeypatch.undo()
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):  # no run: an interrupted save's leftover
+    assert workdir_lib.restore_state(workdir)[2] == 3
+  assert 'can be deleted' in caplog.text
+
+
+def test_a_starting_run_waits_for_a_tool_that_looks_at_its_lock(tmp_path):
+  workdir = str(tmp_path / 'run')
+  os.makedirs(workdir)
+  fd = os.open(os.path.join(workdir, workdir_lib.LOCK_FILE), os.O_RDWR | os.O_CREAT)
+  fcntl.flock(fd, fcntl.LOCK_SH)  # what training_run_in holds for a moment
+  releaser = threading.Timer(0.3, lambda: os.close(fd))
+  releaser.start()
+  try:
+    with workdir_lib.training_lock(workdir):
+      assert workdir_lib.training_run_in(workdir) is not None
+  finally:
+    releaser.join()
 
 
 @pytest.mark.parametrize('overrides,error', [
