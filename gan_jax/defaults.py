@@ -41,7 +41,7 @@ def get_config():
   m.pack = 1                        # PacGAN packing: D sees `pack` samples concatenated
   m.minibatch_std = False           # append the minibatch-stddev feature in D
   m.dtype = 'float32'               # compute dtype ('float32' or 'bfloat16'); params stay float32
-  m.stride2_forms = 'custom'        # dcgan stride-2 convs: 'custom' (custom VJPs, fast on XLA:CPU) or 'xla' (XLA's own derivatives); same numbers
+  m.stride2_forms = 'custom'        # dcgan stride-2 convs: 'custom' (custom VJPs, fast on XLA:CPU) or 'xla' (XLA's own derivatives); same numbers in float32 (bf16: within its rounding)
   m.num_classes = 0                 # classes of a class-conditional model (0 = unconditional)
   m.d_cond = 'projection'           # conditional D: 'projection' (Miyato & Koyama), 'acgan' (auxiliary classifier) or 'semi_supervised' (K-class D, unconditional G; Salimans et al.)
   m.minibatch_discrimination = 0    # dcgan D: minibatch-discrimination kernels B (Salimans et al. 2016; 0 = off)

@@ -170,7 +170,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     results.update(evaluation['results'])
     per_class = evaluation['per_class']
     protocol.update(evaluator.protocol, seed=seed,
-                    standing_stats=getattr(generate, 'standing_stats', None))
+                    standing_stats=getattr(generate, 'standing_stats', None),
+                    generator_dtype=str(run_config.model.dtype))
     if best:
       protocol['best_selected_with_seed'] = int(config.seed)
   protocol['metrics'] = list(names)

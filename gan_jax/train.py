@@ -190,7 +190,10 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   protocol = summary = None
   if evaluator is not None:
     protocol = dict(evaluator.comparable, standing_stats=int(config.eval.standing_stats))
-    summary = dict(evaluator.summary, standing_stats=protocol['standing_stats'])
+    # The latents' seed and G's compute dtype too: `gan_jax.evaluate` defaults to
+    # others (seed 0; a bf16 run's G computes in bf16 in both).
+    summary = dict(evaluator.summary, standing_stats=protocol['standing_stats'],
+                   seed=int(config.seed), generator_dtype=str(config.model.dtype))
   logger = periodic.MetricLogger(
       dp, writer, num_steps=t.num_steps, log_every=t.log_every, start_step=start_step,
       checkpoint_dir=ckpt_dir, progress_bar=t.progress_bar)

@@ -68,7 +68,7 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, cap
   protocol = saved['protocol']
   assert protocol['num_samples'] == 200 and protocol['data_shape'] == [8, 8, 1]
   assert protocol['metrics'] == ['proxy'] and protocol['seed'] == 0
-  assert protocol['standing_stats'] is None
+  assert protocol['standing_stats'] is None and protocol['generator_dtype'] == 'float32'
   # Evaluating the same step the same way again replaces the record, and says so.
   with caplog.at_level(logging.WARNING):
     evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=200,

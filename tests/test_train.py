@@ -246,9 +246,12 @@ def test_eval_lines_keep_the_summary_and_the_best_checkpoint_the_comparable_part
     (line,) = [json.loads(line) for line in f]
   assert line['protocol']['fid'] == {'resize': 'marker'}
   assert line['protocol']['num_fake'] == 100 and line['protocol']['standing_stats'] == 0
+  # The latents' seed and G's compute dtype (gan_jax.evaluate's defaults may differ).
+  assert (line['protocol']['seed'], line['protocol']['generator_dtype']) == (0, 'float32')
   with open(os.path.join(workdir, 'best', 'best.json'), encoding='utf-8') as f:
     best = json.load(f)['protocol']
-  assert best == {k: v for k, v in line['protocol'].items() if k != 'fid'}
+  assert best == {k: v for k, v in line['protocol'].items()
+                  if k not in ('fid', 'seed', 'generator_dtype')}
 
 
 def test_the_marks_a_resumed_run_checks_are_written_last(tmp_path, monkeypatch):
