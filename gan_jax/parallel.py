@@ -155,8 +155,13 @@ class DataParallel:
       if jax.process_count() > 1:
         # A pmap lowered by hand compiles for the global arrays while each process
         # passes its own: it runs only as jax.pmap itself calls it.
-        logging.info('parallel.mode=pmap on %d processes: compiled without the XLA options '
-                     '%s (shard_map uses them).', jax.process_count(), self.compiler_options)
+        remat = set(CPU_REMAT_COMPILER_OPTIONS) <= set(self.compiler_options)
+        # Without its option XLA:CPU merges remat's recomputation back into the forward
+        # pass: the run trains the same, but without the memory remat is for.
+        (logging.warning if remat else logging.info)(
+            'parallel.mode=pmap on %d processes: compiled without the XLA options %s%s '
+            '(parallel.mode=shard_map uses them).', jax.process_count(),
+            self.compiler_options, ', so train.remat saves no memory on CPU' if remat else '')
         return pmapped
       return _PmapWithOptions(pmapped, self.compiler_options)
     mapped = jax.shard_map(
