@@ -23,6 +23,7 @@ import os
 import shutil
 
 from absl import flags
+from absl import logging
 from etils import epath
 import jax
 import jax.numpy as jnp
@@ -313,9 +314,10 @@ def write_samples(samples, output, *, labels=None, columns=None):
     # killed run leaves no half-filled folder for an FID tool to read as complete. An
     # existing (empty) folder, e.g. a mount point, and remote folders are written in place.
     staged = '://' not in target and not os.path.exists(target)
-    folder = (os.path.join(os.path.dirname(os.path.abspath(target)),
-                           f'.{os.path.basename(target)}.partial-{os.getpid()}')
-              if staged else target)
+    parent, partial = os.path.dirname(os.path.abspath(target)), f'.{os.path.basename(target)}.partial-'
+    folder = os.path.join(parent, f'{partial}{os.getpid()}') if staged else target
+    if staged:
+      _warn_about_partial_folders(parent, partial)
     try:
       for i, image in enumerate(samples):
         pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
@@ -329,6 +331,20 @@ def write_samples(samples, output, *, labels=None, columns=None):
       if staged:
         shutil.rmtree(folder, ignore_errors=True)
       raise
+
+
+def _warn_about_partial_folders(parent, prefix):
+  """Names the hidden half-filled folders (`prefix<pid>`) that killed runs left in
+  `parent`: they are never complete, and this run does not remove them (another may
+  still be filling one)."""
+  try:
+    left = sorted(name for name in os.listdir(parent) if name.startswith(prefix))
+  except OSError:
+    return
+  if left:
+    logging.warning('%s holds %s, left by a sample run that was stopped before its folder '
+                    'was complete (or one still writing); delete them if no run is.', parent,
+                    ', '.join(left))
 
 
 def check_folder_output(output):

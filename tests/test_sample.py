@@ -1,5 +1,6 @@
 """Tests of the sampling controls of `python -m gan_jax.sample` (gan_jax/sample.py)."""
 
+import logging
 import os
 import types
 
@@ -256,6 +257,23 @@ def test_a_folder_of_pngs_appears_whole_and_is_never_mixed_with_another_run(tmp_
   (tmp_path / 'a_file').write_text('x')
   with pytest.raises(errors.ConfigError, match='is a file, not a folder'):
     sample.check_folder_output(str(tmp_path / 'a_file'))
+
+
+def test_a_folder_left_half_filled_by_a_killed_run_is_named_not_removed(tmp_path, caplog):
+  # SIGKILL leaves the hidden staging folder behind: a later run says so, and leaves it
+  # (a run still writing there would lose its files).
+  samples = np.zeros((2, 4, 4, 1), np.float32)
+  left = tmp_path / '.pngs.partial-12345'
+  left.mkdir()
+  (left / '000000.png').write_bytes(b'')
+  with caplog.at_level(logging.WARNING):
+    sample.write_samples(samples, str(tmp_path / 'pngs/'))
+  assert '.pngs.partial-12345' in caplog.text and 'delete them' in caplog.text
+  assert sorted(os.listdir(tmp_path)) == ['.pngs.partial-12345', 'pngs']
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    sample.write_samples(samples, str(tmp_path / 'other/'))  # another name: not its leftover
+  assert 'partial' not in caplog.text
 
 
 def test_the_ema_generator_samples_with_its_own_statistics_when_the_run_keeps_them(tmp_path):
