@@ -314,7 +314,8 @@ def write_samples(samples, output, *, labels=None, columns=None):
     # killed run leaves no half-filled folder for an FID tool to read as complete. An
     # existing (empty) folder, e.g. a mount point, and remote folders are written in place.
     staged = '://' not in target and not os.path.exists(target)
-    parent, partial = os.path.dirname(os.path.abspath(target)), f'.{os.path.basename(target)}.partial-'
+    parent = os.path.dirname(os.path.abspath(target))
+    partial = f'.{os.path.basename(target)}.partial-'
     folder = os.path.join(parent, f'{partial}{os.getpid()}') if staged else target
     if staged:
       _warn_about_partial_folders(parent, partial)
