@@ -1,11 +1,17 @@
 """Tests of the benchmarks' `--set=FIELD=VALUE` overrides (`gan_jax.bench.overrides`)."""
 
+import os
+import subprocess
+import sys
+
 import ml_collections
 import pytest
 
 from configs import semi_supervised_digits
 from gan_jax import errors
 from gan_jax.bench import overrides
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config():
@@ -87,3 +93,26 @@ def test_row_label_names_the_overrides_only_when_there_are_some():
   assert overrides.row_label({'config': 'a:b'}) == '`a:b`'
   assert overrides.row_label({'config': 'a:b', 'overrides': ''}) == '`a:b`'
   assert overrides.row_label({'config': 'a', 'overrides': 'x.y=1 z=2'}) == '`a` with `x.y=1 z=2`'
+
+
+def test_parse_refuses_a_field_the_harness_sets_itself():
+  with pytest.raises(errors.ConfigError, match='sets seed itself.*pass --seeds'):
+    overrides.parse(['loss.type=hinge', 'seed=9'], controlled={'seed': 'pass --seeds'})
+  assert overrides.parse(['seed=9']) == (('seed', '9'),)  # no harness: any field
+
+
+@pytest.mark.parametrize('module,field,advice', [
+    ('toy', 'seed', '--first_seed'), ('toy', 'train.num_steps', '--num_steps'),
+    ('little_data', 'data.train_examples', '--fractions'),
+    ('little_data', 'eval.num_samples', '--num_samples'),
+    ('semi_supervised', 'seed', '--seeds')])
+def test_each_benchmark_refuses_to_label_a_value_it_would_replace(tmp_path, module, field,
+                                                                  advice):
+  # Its table would have said `field=9` ran while every trial ran the harness's value.
+  out = tmp_path / 'out'
+  result = subprocess.run(
+      [sys.executable, '-m', f'gan_jax.bench.{module}', f'--set={field}=9', f'--out={out}'],
+      capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert f'sets {field} itself' in result.stderr and advice in result.stderr
+  assert 'Traceback' not in result.stderr and not out.exists()

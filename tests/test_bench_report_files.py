@@ -27,3 +27,16 @@ def test_an_out_folder_holding_another_commands_report_is_refused(tmp_path):
   (tmp_path / 'bench.json').write_text('not json')
   with pytest.raises(errors.ConfigError, match='another benchmark \\(unreadable\\)'):
     report_files.check_out_dir(str(tmp_path), 'bench.json', 'bench b')
+
+
+def test_the_same_command_with_its_flags_in_another_order_may_replace_its_report(tmp_path):
+  _write(tmp_path, 'python -m gan_jax.bench.toy --configs=toy_ring --trials=1 --num_steps=20')
+  check = lambda command: report_files.check_out_dir(str(tmp_path), 'bench.json', command)
+  check('python3 -m gan_jax.bench.toy --num_steps=20 --configs=toy_ring --trials=1')
+  check('python -m gan_jax.bench.toy --num_steps 20 --trials 1 --configs=toy_ring')
+  for other in ('python -m gan_jax.bench.toy --configs=toy_ring --trials=20 --num_steps=1',
+                'python -m gan_jax.bench.toy --configs=toy_ring --trials 20 --num_steps 1',
+                'python -m gan_jax.bench.little_data --configs=toy_ring --trials=1 '
+                '--num_steps=20'):
+    with pytest.raises(errors.ConfigError, match='another benchmark'):
+      check(other)

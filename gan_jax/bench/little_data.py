@@ -252,6 +252,14 @@ def copy_fd(evaluator, images, *, num_samples, seed):
   return float(evaluator.score_proxy(images[draws])['proxy_fd'])
 
 
+# Fields every trial sets itself (`run_benchmark`, `run_trial`), and what to do instead.
+CONTROLLED = {**overrides_lib.SEED_AND_STEPS,
+              'data.train_examples': 'pass --fractions',
+              'eval.num_samples': 'pass --num_samples',
+              'eval.every': 'each trial is scored once, at its end, with the proxy metrics',
+              'eval.metrics': 'each trial is scored once, at its end, with the proxy metrics'}
+
+
 def run_trial(config, *, seed, workdir, num_samples):
   """Trains one seed in `workdir` and scores its final EMA generator.
 
@@ -415,7 +423,7 @@ def main(argv):
   result = run_benchmark(
       trials_lib.split_config_names(f.configs), fractions=_parse_fractions(f.fractions),
       trials=f.trials, first_seed=f.first_seed, out_dir=f.out, num_steps=f.num_steps,
-      num_samples=f.num_samples, overrides=overrides_lib.parse(f.set),
+      num_samples=f.num_samples, overrides=overrides_lib.parse(f.set, controlled=CONTROLLED),
       keep_workdirs=f.keep_workdirs,
       log=lambda line: print(line, flush=True))
   print()

@@ -8,9 +8,12 @@ command a reader can rerun instead of a private script:
   python -m gan_jax.bench.semi_supervised --seeds=20,21 \\
       --set=loss.d_adversarial_weight=2
 
-The text after '=' is converted to the field's type (bool: true/false/1/0/yes/no;
-int; float; str as written), the way `python -m gan_jax.main --config.FIELD=VALUE`
-would; the train-time checks (`gan_jax.config_check`) still judge the value.
+The text after '=' is converted to the field's type (bool: true/false/1/0, and
+yes/no, which `python -m gan_jax.main --config.FIELD=VALUE` does not take; int;
+float; str as written); the train-time checks (`gan_jax.config_check`) still judge
+the value. Fields a harness sets itself for each trial (the seed, the step count,
+the data subset) are refused, naming the flag that sets them: a table must not
+say a value ran that the harness replaced.
 """
 
 import hashlib
@@ -22,17 +25,20 @@ from gan_jax import errors
 _TRUE, _FALSE = ('true', '1', 'yes'), ('false', '0', 'no')
 
 
-def parse(texts):
+def parse(texts, *, controlled=None):
   """Parses override flags.
 
   Args:
     texts: iterable of 'section.field=value' strings (None = no overrides).
+    controlled: {dotted field: what to do instead, e.g. 'pass --num_steps'} for the
+      fields the harness sets itself in every trial (after the overrides).
 
   Returns:
     tuple of (dotted field name, value text) pairs, in the order given.
 
   Raises:
-    ConfigError: a text without '=', with an empty field name, or a field named twice.
+    ConfigError: a text without '=', with an empty field name, a field named twice,
+      or a field in `controlled`.
   """
   pairs, seen = [], set()
   for text in texts or ():
@@ -41,6 +47,10 @@ def parse(texts):
     if not has_value or not field:
       raise errors.ConfigError(
           f'--set wants FIELD=VALUE, e.g. --set=loss.d_adversarial_weight=2; got {text!r}.')
+    if field in (controlled or {}):
+      raise errors.ConfigError(
+          f'--set {field}: this benchmark sets {field} itself in every trial, so the value '
+          f'would not be used; {controlled[field]}.')
     if field in seen:
       raise errors.ConfigError(f'--set names {field} twice; give each field once.')
     seen.add(field)
@@ -99,6 +109,11 @@ def apply(config, overrides):
       raise errors.ConfigError(f'--set {field}: that is a section; name one of its fields.')
     node[parts[-1]] = _convert(text, current, field)
   return config
+
+
+# What every trial harness sets itself.
+SEED_AND_STEPS = {'seed': 'pass --first_seed (and --trials)',
+                  'train.num_steps': 'pass --num_steps'}
 
 
 def describe(overrides):

@@ -44,6 +44,19 @@ def write_result(result, out_dir, *, json_name, table_name):
                             result['table'] + machine_note(result['machine']))
 
 
+def _flags_of(command):
+  """A `trials.command_line` as what it asks for: the module and its flags in any order
+  ('--name value' read as '--name=value'), whichever Python ran it."""
+  tokens, flags = command.split()[1:], []
+  for token in tokens:
+    if flags and flags[-1].startswith('--') and '=' not in flags[-1] and (
+        not token.startswith('-')):
+      flags[-1] += '=' + token
+    else:
+      flags.append(token)
+  return sorted(flags)
+
+
 def check_out_dir(out_dir, json_name, command):
   """Raises ConfigError when `out_dir` holds a report (`json_name`) that another
   command made: the benchmark would replace it after its first trial (and a toy
@@ -58,7 +71,7 @@ def check_out_dir(out_dir, json_name, command):
   except (OSError, ValueError):
     earlier = {}
   earlier = earlier.get('command') if isinstance(earlier, dict) else None
-  if earlier != command:
+  if earlier is None or _flags_of(earlier) != _flags_of(command):
     raise errors.ConfigError(
         f'--out={out_dir} holds the report of another benchmark ({earlier or "unreadable"}); '
         'this one would replace it. Pass another --out, or move that report away.')

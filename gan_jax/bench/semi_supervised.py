@@ -74,6 +74,10 @@ def load_config(spec):
   return config
 
 
+# Fields every trial sets itself, and what to do instead.
+CONTROLLED = {'seed': 'pass --seeds', 'train.num_steps': 'pass --num_steps'}
+
+
 def run_trial(config, *, seed, workdir):
   """Trains one seed in `workdir` and scores its discriminator on the 'test' split.
 
@@ -209,7 +213,8 @@ def main(argv):
   f = flags.FLAGS
   result = run_benchmark(trials_lib.split_config_names(f.configs), seeds=parse_seeds(f.seeds),
                          out_dir=f.out, num_steps=f.num_steps,
-                         overrides=overrides_lib.parse(f.set), keep_workdirs=f.keep_workdirs,
+                         overrides=overrides_lib.parse(f.set, controlled=CONTROLLED),
+                         keep_workdirs=f.keep_workdirs,
                          log=lambda line: print(line, flush=True))
   print()
   print(result['table'], end='')

@@ -214,7 +214,8 @@ def main(argv):
   f = flags.FLAGS
   result = run_benchmark(
       trials_lib.split_config_names(f.configs), trials=f.trials, out_dir=f.out,
-      first_seed=f.first_seed, num_steps=f.num_steps, overrides=overrides_lib.parse(f.set),
+      first_seed=f.first_seed, num_steps=f.num_steps, overrides=overrides_lib.parse(
+          f.set, controlled=overrides_lib.SEED_AND_STEPS),
       keep_workdirs=f.keep_workdirs,
       log=lambda line: print(line, flush=True))
   print()

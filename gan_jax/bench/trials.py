@@ -152,7 +152,7 @@ def define_flags(*, out, out_help, set_example):
   """
   flags.DEFINE_string('out', out, out_help)
   flags.DEFINE_integer('num_steps', None,
-                       "Override every config's train.num_steps (quick checks only).",
+                       "Every config's train.num_steps (default: each config's own).",
                        lower_bound=1)
   flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: set a field of every config, e.g. '
                             f'--set={set_example} (repeat for more).')
