@@ -441,10 +441,12 @@ def prepare(config, workdir, *, allow_changes=False):
   if path.exists():
     saved = load_config(workdir)
     changes = config_changes(saved, config)
-    trained = bool(checkpoint_steps(workdir))
+    steps = checkpoint_steps(workdir)
+    trained = bool(steps)
     if changes:
       accepted = {'changes': changes, 'accepted': 'before the first checkpoint'}
     if changes and trained:
+      _check_some_step_is_left(workdir, config, changes, steps[-1])
       model_changes = {f: c for f, c in changes.items() if f.startswith('model.')}
       # Free fields never change what a checkpoint holds: only other changes cost a trace.
       same_state = (all(_is_free(f, config) for f in changes)
@@ -480,6 +482,22 @@ def prepare(config, workdir, *, allow_changes=False):
   if jax.process_index() == 0 and not path.exists():
     writers.write_text_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True))
   return accepted
+
+
+def _check_some_step_is_left(workdir, config, changes, newest):
+  """Refuses changes that would apply to no step: a run resumed with fewer steps than
+  it has trained (a sweep over `--config.*` in one default workdir lands here) trains
+  nothing, and a recorded change would make `load_config` name settings no step was
+  trained with."""
+  num_steps = config.train.num_steps
+  fewer = num_steps < newest
+  if not fewer and (num_steps > newest or all(_is_free(f, config) for f in changes)):
+    return
+  raise errors.WorkdirError(
+      f'The run in {workdir} has trained {newest} steps, and this config '
+      f'(train.num_steps={num_steps}) would train none, so its changes apply to no step:\n  '
+      + _describe(changes) + '\nUse another --workdir for a new run (each point of a sweep '
+      'needs its own), or raise train.num_steps to continue this one.')
 
 
 def record_changes(workdir, accepted, *, step):

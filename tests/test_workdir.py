@@ -220,6 +220,25 @@ def test_a_damaged_config_history_line_is_named_in_a_short_error(run, line):
     workdir_lib.load_config(run)
 
 
+def test_changes_that_would_apply_to_no_step_are_refused(run):
+  # The run in `run` has trained 4 steps. A sweep point in the same (default) workdir
+  # with fewer steps trained nothing and exited 0; a change accepted on a finished run
+  # was recorded, so load_config named a loss no step was trained with.
+  history = os.path.join(run, workdir_lib.HISTORY_FILE)
+  for overrides, allow in (({'train.num_steps': 2}, False),
+                           ({'train.num_steps': 3, 'loss.type': 'hinge'}, True),
+                           ({'train.num_steps': 4, 'loss.type': 'hinge'}, True)):
+    with pytest.raises(errors.WorkdirError, match=r'(?s)has trained 4 steps.*would train none.*'
+                       r'Use another --workdir for a new run'):
+      workdir_lib.prepare(tiny_config(**overrides), run, allow_changes=allow)
+    assert not os.path.exists(history)
+  # Free changes of a finished run, and changes with steps left to train, go on.
+  assert workdir_lib.prepare(tiny_config(**{'train.num_steps': 4, 'eval.every': 7}), run)
+  accepted = workdir_lib.prepare(tiny_config(**{'train.num_steps': 5, 'loss.type': 'hinge'}),
+                                 run, allow_changes=True)
+  assert {'train.num_steps', 'loss.type'} <= set(accepted['changes'])
+
+
 def test_config_history_changes_are_replayed_in_order(run):
   with open(os.path.join(run, workdir_lib.HISTORY_FILE), 'w', encoding='utf-8') as f:
     f.write('{"changes": {"train.num_steps": {"from": 6, "to": 8}}, "step": 4}\n\n'
