@@ -116,3 +116,13 @@ def test_each_benchmark_refuses_to_label_a_value_it_would_replace(tmp_path, modu
   assert result.returncode == 2, result.stderr[-2000:]
   assert f'sets {field} itself' in result.stderr and advice in result.stderr
   assert 'Traceback' not in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize('module', ['toy', 'little_data', 'semi_supervised'])
+def test_each_benchmark_s_help_lists_the_shared_flags(module):
+  # They are defined in gan_jax.bench.trials; absl's --help shows the main module's.
+  result = subprocess.run([sys.executable, '-m', f'gan_jax.bench.{module}', '--help'],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+  text = result.stdout + result.stderr
+  for flag in ('--set', '--out', '--num_steps', '--[no]keep_workdirs'):
+    assert f'  {flag}:' in text, flag

@@ -413,6 +413,7 @@ def _define_flags():
   trials_lib.define_flags(out='runs/bench_little_data',
                           out_help='Output folder (JSON and table).',
                           set_example='augment.cutout_ratio=0.25')
+  flags.adopt_module_key_flags(trials_lib)  # --out, --set, ... in --help too
 
 
 def main(argv):

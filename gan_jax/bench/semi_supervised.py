@@ -204,6 +204,7 @@ def _define_flags():
   trials_lib.define_flags(out='runs/bench_semi_supervised',
                           out_help='Output folder (JSON, table).',
                           set_example='loss.d_adversarial_weight=2')
+  flags.adopt_module_key_flags(trials_lib)  # --out, --set, ... in --help too
 
 
 def main(argv):

@@ -205,6 +205,7 @@ def _define_flags():
   flags.DEFINE_integer('first_seed', 0, 'Seed of the first trial.', lower_bound=0)
   trials_lib.define_flags(out='runs/bench_toy', out_help='Output folder (JSON, table, PNGs).',
                           set_example='optim.g.learning_rate=0.006')
+  flags.adopt_module_key_flags(trials_lib)  # --out, --set, ... in --help too
 
 
 def main(argv):
