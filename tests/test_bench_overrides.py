@@ -126,3 +126,13 @@ def test_each_benchmark_s_help_lists_the_shared_flags(module):
   text = result.stdout + result.stderr
   for flag in ('--set', '--out', '--num_steps', '--[no]keep_workdirs'):
     assert f'  {flag}:' in text, flag
+
+
+def test_a_value_the_config_checks_refuse_leaves_no_out_folder(tmp_path):
+  out = tmp_path / 'out'
+  result = subprocess.run(
+      [sys.executable, '-m', 'gan_jax.bench.toy', '--configs=toy_ring:smoke', '--trials=1',
+       '--set=loss.type=hnige', f'--out={out}'], capture_output=True, text=True, timeout=300,
+      cwd=REPO)
+  assert result.returncode == 2 and "Unknown config.loss.type 'hnige'" in result.stderr
+  assert not out.exists()

@@ -9,6 +9,8 @@ import pytest
 
 from gan_jax import errors
 from gan_jax import preemption
+from gan_jax.bench import little_data
+from gan_jax.bench import toy_table
 from gan_jax.bench import trials
 
 
@@ -109,3 +111,14 @@ def test_sigterm_is_not_taken_for_a_failed_read(tmp_path):
         time.sleep(5)
       except Exception:  # pylint: disable=broad-except
         pytest.fail('SIGTERM was caught as an ordinary error')
+
+
+def test_a_table_header_says_how_many_steps_its_rows_trained():
+  # A --num_steps=4 table must not look like a full-length one.
+  assert trials.steps_label([{'num_steps': 8000}, {'num_steps': 8000}]) == ' (8,000 steps)'
+  assert trials.steps_label([{'num_steps': 8000}, {'num_steps': 4}]) == ' (4 / 8,000 steps)'
+  assert trials.steps_label([{}]) == ''
+  assert toy_table.format_table([]).startswith('| mixture | config | trials |')
+  row = {'config': 'dcgan_digits:few', 'fraction': 0.1, 'train_examples': 134, 'policy': '',
+         'num_steps': 40, 'trials': [], 'summary': None}
+  assert little_data.format_table([row]).startswith('| data | config (40 steps) |')

@@ -180,7 +180,8 @@ def format_table(rows):
   # The FD's sample count matters (its bias and spread shrink with it): say it.
   samples = sorted({t['num_samples'] for r in rows for t in r['trials'] if 'num_samples' in t})
   fd = f"proxy FD ({', '.join(f'{n:,}' for n in samples)} samples)" if samples else 'proxy FD'
-  lines = [f'| data | config | augment.policy | seeds | {fd} | FD vs no aug '
+  lines = [f'| data | config{trials_lib.steps_label(rows)} | augment.policy | seeds | {fd} '
+           '| FD vs no aug '
            '| FD of a copy of its digits | confident share | coverage KL | D: seen vs unseen '
            '| D: unseen vs fake | train s / seed |',
            '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -359,6 +360,7 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
+  trials_lib.check_configs(configs, num_steps)
   plan = [(f, examples_for(f), spec, config) for f in fractions for spec, config in configs]
   result = _new_result(command, num_samples)
   report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])

@@ -166,6 +166,7 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
   """
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
+  trials_lib.check_configs(configs, num_steps)
   result = {
       'benchmark': 'semi-supervised GAN: test accuracy of D as a classifier',
       'command': trials_lib.command_line('gan_jax.bench.semi_supervised'),

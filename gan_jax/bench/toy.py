@@ -169,6 +169,7 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
     raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
+  trials_lib.check_configs(configs, num_steps)
   result = _new_result(command)
   report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
   os.makedirs(out_dir, exist_ok=True)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from gan_jax.bench import overrides as overrides_lib
+from gan_jax.bench import trials as trials_lib
 
 METRICS = ('modes_captured', 'high_quality', 'reverse_kl', 'train_seconds')
 # The worst trial of each metric: min for the ones where more is better.
@@ -111,7 +112,8 @@ def format_table(rows, references=REFERENCE_ROWS):
     trials with every mode, high-quality samples (%), reverse KL and training
     seconds per trial; our cells are `mean ± s.e. (worst trial)`.
   """
-  lines = ['| mixture | config | trials | modes captured (worst) | trials with all modes '
+  lines = [f'| mixture | config{trials_lib.steps_label(rows)} | trials | modes captured (worst) '
+           '| trials with all modes '
            '| high quality % (worst) | reverse KL (worst) | train s / trial (slowest) |',
            '|---|---|---:|---:|---:|---:|---:|---:|']
   mixtures = list(dict.fromkeys(r['mixture'] for r in list(rows) + list(references)))

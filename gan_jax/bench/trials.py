@@ -25,6 +25,7 @@ import tempfile
 from absl import flags
 import jax
 
+from gan_jax import config_check
 from gan_jax import config_files
 from gan_jax import errors
 from gan_jax import preemption
@@ -122,6 +123,25 @@ def trial_workdir(out_dir, slug, seed, *, keep):
     raise errors.Stopped(
         f'Stopped by {signal.Signals(signum).name} during the trial {slug}, seed {seed}: '
         f'{fate}. The report holds the trials finished before it.', signum) from None
+
+
+def check_configs(configs, num_steps=None):
+  """Runs the train-time config checks (`config_check.validate`) on every (spec, config)
+  of a benchmark, with `num_steps` as --num_steps sets it, before anything is written:
+  a bad --set value must not leave an empty --out folder, nor fail after the first
+  configs' trials have trained."""
+  for _, config in configs:
+    config = config.copy_and_resolve_references()
+    if num_steps is not None:
+      config.train.num_steps = int(num_steps)
+    config_check.validate(config)
+
+
+def steps_label(rows):
+  """' (8,000 steps)' for a table's header: the train.num_steps of its rows (each
+  different count once, in order), '' when the rows do not say."""
+  steps = sorted({int(r['num_steps']) for r in rows if r.get('num_steps')})
+  return f" ({' / '.join(f'{n:,}' for n in steps)} steps)" if steps else ''
 
 
 def command_line(module):
