@@ -44,7 +44,7 @@ def get_config():
   m.stride2_forms = 'custom'        # dcgan stride-2 convs: 'custom' (custom VJPs, fast on XLA:CPU) or 'xla' (XLA's own derivatives); same numbers in float32 (bf16: within its rounding)
   m.num_classes = 0                 # classes of a class-conditional model (0 = unconditional)
   m.d_cond = 'projection'           # conditional D: 'projection' (Miyato & Koyama), 'acgan' (auxiliary classifier) or 'semi_supervised' (K-class D, unconditional G; Salimans et al.)
-  m.minibatch_discrimination = 0    # dcgan D: minibatch-discrimination kernels B (Salimans et al. 2016; 0 = off)
+  m.minibatch_discrimination = 0    # dcgan D: minibatch-discrimination kernels B (Salimans et al. 2016; 0 = off; over each device's rows)
   m.minibatch_kernel_dim = 5        # dcgan D: dimension C of each minibatch-discrimination kernel
   m.d_input_noise = 0.0             # dcgan / image_mlp D: std of Gaussian noise on its input in training (Salimans et al. 2016; 0 = off)
   m.d_hidden_noise = 0.0            # dcgan / image_mlp D: std of Gaussian noise on each hidden layer's output in training (0 = off)

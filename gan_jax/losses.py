@@ -305,7 +305,7 @@ def _no_branch(loss_type):
                              'here: write its discriminator and generator losses.')
 
 
-def class_cross_entropy(*, logits, labels):
+def class_cross_entropy(*, logits, labels, num_labelled=None):
   """Mean softmax cross-entropy of class logits over the labelled examples.
 
   The classification loss of an auxiliary-classifier D (ACGAN, Odena et al.
@@ -315,18 +315,23 @@ def class_cross_entropy(*, logits, labels):
   Args:
     logits: f32[B, K] class logits (any real values; bf16 is upcast).
     labels: int32[B] in [0, K), or -1 for unlabelled examples.
+    num_labelled: f32[] >= 0, what the sum is divided by; None: the labelled examples
+      of `labels`. A data-parallel step passes the global batch's count over the
+      number of devices, so that the mean of the devices' losses is the mean over
+      every labelled example (devices hold different numbers of them).
 
   Returns:
-    f32[] mean of -log softmax(logits)[label] over labelled examples (0 when
-    there is none).
+    f32[] sum of -log softmax(logits)[label] over labelled examples divided by
+    `num_labelled` (0 when that is 0).
   """
   logits = jnp.asarray(logits).astype(jnp.float32)
   labels = jnp.asarray(labels)
   labelled = labels >= 0
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   picked = jnp.take_along_axis(log_probs, jnp.maximum(labels, 0)[:, None], axis=-1)[:, 0]
-  count = jnp.sum(labelled)
-  return -jnp.sum(jnp.where(labelled, picked, 0.0)) / jnp.maximum(count, 1)
+  count = jnp.sum(labelled) if num_labelled is None else jnp.asarray(num_labelled, jnp.float32)
+  total = -jnp.sum(jnp.where(labelled, picked, 0.0))
+  return jnp.where(count > 0, total / jnp.maximum(count, 1e-30), 0.0)
 
 
 def class_entropy(*, logits):

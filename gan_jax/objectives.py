@@ -168,6 +168,19 @@ def _consistency(setup, d_params, bs, x, logits, extras, labels, key):
   return loss, bs
 
 
+def _class_cross_entropy(setup, logits, labels):
+  """`losses.class_cross_entropy` as a mean over the global batch's labelled rows.
+
+  Devices hold different numbers of labelled rows (the semi-supervised batches, ACGAN
+  with `data.labels_per_class`), and the step averages the devices' losses: each
+  divides its sum by the global count over the number of devices, not by its own
+  count, which would weight a row by 1 / (devices x its device's count)."""
+  count = jax.lax.psum(jnp.sum(labels >= 0), setup.axis_name)
+  return losses.class_cross_entropy(
+      logits=logits, labels=labels,
+      num_labelled=count / jax.lax.psum(1, setup.axis_name))
+
+
 def discriminator_objective(setup, d_params, state, real, real_labels, fake, fake_labels, key,
                             perturbed_fake=None):
   """D's loss for one update (see the module docstring).
@@ -201,12 +214,11 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
     aux['d_real_prob'] = _mean_sigmoid(real_logits)
     aux['d_fake_prob'] = _mean_sigmoid(fake_logits)
   if setup.d_cond == 'acgan':
-    aux['d_class'] = (losses.class_cross_entropy(logits=real_x['class_logits'], labels=real_labels)
-                      + losses.class_cross_entropy(logits=fake_x['class_logits'],
-                                                   labels=fake_labels))
+    aux['d_class'] = (_class_cross_entropy(setup, real_x['class_logits'], real_labels)
+                      + _class_cross_entropy(setup, fake_x['class_logits'], fake_labels))
     loss = loss + setup.aux_weight * aux['d_class']
   elif setup.d_cond == 'semi_supervised':
-    aux['d_class'] = losses.class_cross_entropy(logits=real_x['class_logits'], labels=real_labels)
+    aux['d_class'] = _class_cross_entropy(setup, real_x['class_logits'], real_labels)
     loss = loss + setup.aux_weight * aux['d_class']
     if setup.entropy_weight:
       aux['d_class_entropy'] = losses.class_entropy(logits=real_x['class_logits'])
@@ -310,8 +322,7 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
   if setup.g_adv_weight:
     loss = setup.g_adv_weight * _generator_adversarial_loss(setup, fake_logits, step, aux)
   if setup.d_cond == 'acgan':
-    aux['g_class'] = losses.class_cross_entropy(logits=fake_x['class_logits'],
-                                                labels=fake_labels)
+    aux['g_class'] = _class_cross_entropy(setup, fake_x['class_logits'], fake_labels)
     loss = loss + setup.aux_weight * aux['g_class']
   if setup.fm_weight:
     _, real_x, bs = run_discriminator(setup, d_params, bs, _augment(setup, real, real_key),

@@ -440,6 +440,19 @@ def test_class_cross_entropy_without_labelled_examples_is_zero_with_zero_gradien
   assert float(value) == 0.0 and not np.any(np.asarray(grad))
 
 
+def test_class_cross_entropy_divides_by_the_given_count():
+  # A device's share of the global mean: its sum over the global count per device.
+  labels = np.array([0, 2, -1, 1])
+  total = -np.sum([_log_softmax(CLASS_LOGITS)[i, l] for i, l in ((0, 0), (1, 2), (3, 1))])
+  for count in (0.5, 2.0, 7.0):
+    got = losses.class_cross_entropy(logits=_f32(CLASS_LOGITS), labels=jnp.asarray(labels),
+                                     num_labelled=count)
+    np.testing.assert_allclose(float(got), total / count, rtol=1e-6)
+  value, grad = jax.value_and_grad(lambda l: losses.class_cross_entropy(
+      logits=l, labels=jnp.asarray(labels), num_labelled=0.0))(_f32(CLASS_LOGITS))
+  assert float(value) == 0.0 and not np.any(np.asarray(grad))
+
+
 def test_class_entropy_closed_form():
   # Softmax probabilities written out: (0.25, 0.75) and uniform over 4 classes.
   two = np.log([[0.25, 0.75]])

@@ -256,16 +256,23 @@ def test_main_config_is_the_papers_mnist_recipe_with_a_narrower_generator():
   assert config.train.batch_size == 200 and config.data.labelled_fraction == 0.5
 
 
-def test_image_mlp_step_on_eight_devices_equals_one_device():
-  # Noise off (each device draws its own) and SGD (see tests/test_step.py); every
-  # device holds one labelled and one unlabelled row, as data.labelled_fraction=0.5
-  # spreads them, so the per-device class losses average to the global one.
+@pytest.mark.parametrize('spread', ['even', 'uneven'])
+def test_image_mlp_step_on_eight_devices_equals_one_device(spread):
+  # Noise off (each device draws its own) and SGD (see tests/test_step.py). 'even':
+  # every device holds one labelled and one unlabelled row; 'uneven': devices hold 0,
+  # 1 or 2 labelled rows, as real batches do (the class loss must still be the mean
+  # over the global batch's labelled rows, not a mean of per-device means).
   config = smoke_config()
   config.model.d_input_noise = config.model.d_hidden_noise = 0.0
   for opt in (config.optim.g, config.optim.d):
     opt.update(name='sgd', learning_rate=0.1)
   state = state_lib.create_state(config, jax.random.key(0))
-  batches, key = [partly_labelled_batch()], jax.random.key(3)
+  batch = partly_labelled_batch()
+  if spread == 'uneven':
+    batch['labels'][:, :8] = np.random.default_rng(1).integers(0, 10, 8)
+    batch['labels'][:, 8:] = UNLABELLED
+    batch['labels'][:, 1] = UNLABELLED
+  batches, key = [batch], jax.random.key(3)
   single, m1 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:1]),
                          state, batches, key)
   multi, m8 = run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:8]),
