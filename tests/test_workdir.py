@@ -274,7 +274,9 @@ def test_restore_state_reads_the_best_checkpoint_on_request(tmp_path):
   assert workdir_lib.restore_state(workdir, best=True)[2] == 2
 
 
-def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
+def _cat_and_dog_run(tmp_path):
+  """(image folder with classes cat and dog, a conditional config reading it, its
+  prepared workdir), all under tmp_path."""
   images = tmp_path / 'images'
   for value, name in ((10, 'cat'), (20, 'dog')):
     h.write_folder(str(images), [value], subdir=name)
@@ -282,6 +284,11 @@ def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
   config.data.source, config.data.path = 'image_folder', str(images)
   workdir = str(tmp_path / 'run')
   workdir_lib.prepare(config, workdir)
+  return images, config, workdir
+
+
+def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
+  images, config, workdir = _cat_and_dog_run(tmp_path)
   record = lambda: workdir_lib.record_class_names(workdir, workdir_lib.check_class_count(config))
   assert record() == ['cat', 'dog']
   os.rename(images / 'cat', images / 'zebra')  # before any checkpoint: a fresh start
@@ -298,13 +305,7 @@ def test_renamed_class_folders_are_refused_once_the_run_has_trained(tmp_path):
 
 def test_a_damaged_class_names_file_is_a_one_line_error_for_training_and_a_warning_for_samples(
     tmp_path, caplog):
-  images = tmp_path / 'images'
-  for value, name in ((10, 'cat'), (20, 'dog')):
-    h.write_folder(str(images), [value], subdir=name)
-  config = tiny_config(**{'model.num_classes': 2})
-  config.data.source, config.data.path = 'image_folder', str(images)
-  workdir = str(tmp_path / 'run')
-  workdir_lib.prepare(config, workdir)
+  _, config, workdir = _cat_and_dog_run(tmp_path)
   os.makedirs(os.path.join(workdir, workdir_lib.CHECKPOINTS, '2'))
   path = os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE)
   for damaged in ('["cat", "do', '{"0": "cat"}', '[0, 1]'):
