@@ -205,6 +205,14 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   return record
 
 
+def _measurement(protocol):
+  """A record's protocol without what names where things were kept (the reference
+  statistics' cache file): two records that differ only there measured the same."""
+  if isinstance(protocol, dict):
+    return {k: _measurement(v) for k, v in protocol.items() if k != 'cache'}
+  return protocol
+
+
 def _keep_a_different_record(path, record):
   """Renames the record at `path` to `<stem>.<its date>.json` when it measured
   otherwise than `record` (any difference of protocol: metrics, sample count, seed,
@@ -217,7 +225,7 @@ def _keep_a_different_record(path, record):
   except (OSError, ValueError):
     old = {}
   old = old if isinstance(old, dict) else {}
-  if old.get('protocol') == json.loads(json.dumps(record['protocol'])):
+  if _measurement(old.get('protocol')) == _measurement(json.loads(json.dumps(record['protocol']))):
     return None
   stamp = ''.join(c for c in str(old.get('date') or 'earlier')[:19] if c.isalnum())
   kept = writers.free_path(path.parent / f'{path.stem}.{stamp}', '.json')

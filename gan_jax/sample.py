@@ -14,8 +14,9 @@ Toy (2-D) runs write `samples` of shape [N, 2]. Class-conditional runs also writ
 `labels` (int32[N]; in a folder, each file's name ends in `_class<i>.png`) and cycle over every class unless --labels is given (N = 1000
 on 10 classes gives 100 of each). The EMA generator is used unless --noema; the
 newest checkpoint unless --step. --seed=S draws the latents (and labels) that
-`python -m gan_jax.evaluate --seed=S` scores: the same samples (with --truncation,
-the entries outside [-T, T] are redrawn inside).
+`python -m gan_jax.evaluate --seed=S` scores: the same samples, equal to float rounding
+(~1e-7: XLA rounds another batch shape differently; with --truncation, the entries
+outside [-T, T] are redrawn inside).
 """
 
 import math
@@ -204,7 +205,8 @@ def generate_samples(generate, *, z_dim, num_samples, seed, batch_size=500, labe
   The sample CLI's sampler (truncation, chosen labels, one process). The
   evaluations use `metrics.sampling.generate_samples`, which shares the rows out
   over processes; for the same seed, labels cycling over all classes and no
-  truncation, the two give the same samples (tests/test_sample.py).
+  truncation, the two give the same latents and labels (tests/test_sample.py), so the
+  same samples to float rounding (XLA may round another batch shape differently).
 
   Args:
     generate: `load_generator`'s function.

@@ -164,6 +164,10 @@ def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_pa
   assert json.loads((folder / 'step_5.json').read_text())['protocol']['num_samples'] == 100
   evaluate_lib.evaluate(workdir, num_samples=100, seed=9, **kwargs)  # another seed
   assert len(list(folder.iterdir())) == 3
+  # The reference statistics cached elsewhere: the same measurement, replaced.
+  evaluate_lib.evaluate(workdir, num_samples=100, seed=9, metrics='proxy',
+                        cache_dir=str(tmp_path / 'other_cache'))
+  assert len(list(folder.iterdir())) == 3
   evaluate_lib.evaluate(workdir, num_samples=100, seed=9, num_reference=200, **kwargs)
   assert len(list(folder.iterdir())) == 4  # another reference: kept as well
 
