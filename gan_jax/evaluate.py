@@ -205,27 +205,33 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   return record
 
 
-def _measurement(protocol):
+def _measurement(protocol, generator_dtype=None):
   """A record's protocol without what names where things were kept (the reference
-  statistics' cache file): two records that differ only there measured the same."""
-  if isinstance(protocol, dict):
-    return {k: _measurement(v) for k, v in protocol.items() if k != 'cache'}
-  return protocol
+  statistics' cache file): two records that differ only there measured the same.
+  A record made before protocols named G's compute dtype gets `generator_dtype`:
+  G sampled in the run's dtype then too."""
+  if not isinstance(protocol, dict):
+    return protocol
+  out = {k: _measurement(v) for k, v in protocol.items() if k != 'cache'}
+  if generator_dtype is not None:
+    out.setdefault('generator_dtype', generator_dtype)
+  return out
 
 
 def _keep_a_different_record(path, record):
   """Renames the record at `path` to `<stem>.<its date>.json` when it measured
-  otherwise than `record` (any difference of protocol: metrics, sample count, seed,
-  standing statistics, reference, weights...): a quick check must not replace a
-  long evaluation of the same step. Returns the new path, or None when the old
-  record is the same measurement (it is then replaced)."""
+  otherwise than `record` (any difference of protocol but the reference cache's path:
+  metrics, sample count, seed, standing statistics, reference, weights...): a quick
+  check must not replace a long evaluation of the same step. Returns the new path, or
+  None when the old record is the same measurement (it is then replaced)."""
   path = epath.Path(path)
   try:
     old = json.loads(path.read_text())
   except (OSError, ValueError):
     old = {}
   old = old if isinstance(old, dict) else {}
-  if _measurement(old.get('protocol')) == _measurement(json.loads(json.dumps(record['protocol']))):
+  new = _measurement(json.loads(json.dumps(record['protocol'])))
+  if _measurement(old.get('protocol'), new.get('generator_dtype')) == new:
     return None
   stamp = ''.join(c for c in str(old.get('date') or 'earlier')[:19] if c.isalnum())
   kept = writers.free_path(path.parent / f'{path.stem}.{stamp}', '.json')

@@ -78,8 +78,6 @@ def load_generator(workdir, step=None, *, ema=True, best=False, standing_stats=N
     MissingFileError: no run or no checkpoint in `workdir`.
     ConfigError: standing_stats < 0, or > 0 for a generator without BatchNorm.
   """
-  if standing_stats is not None and standing_stats < 0:
-    raise errors.ConfigError(f'--standing_stats must be >= 0 (0 = off), got {standing_stats}.')
   config, state, restored_step = workdir_lib.restore_state(workdir, step, best=best)
   return config, generator_from_state(config, state, restored_step, ema=ema,
                                       standing_stats=standing_stats,

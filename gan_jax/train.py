@@ -167,7 +167,7 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   t, chief = config.train, jax.process_index() == 0
   # The evaluations' weights and references are checked before the config is
   # recorded too (a missing Inception file), and after the lock, so that a second
-  # run in a busy folder is refused at once.
+  # run in a busy folder is refused before they load (within the lock's 2 s wait).
   evaluator, classifier = _evaluators(config, shape)
   accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
   if class_names is not None:

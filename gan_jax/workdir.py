@@ -8,7 +8,9 @@ compares the two field by field:
     checkpoint / evaluate, where the data lives, throughput knobs) may change;
   * any other change (loss, learning rates, batch size, ...) is refused unless
     the user passes `--allow_config_change`;
-  * a change of the networks' parameter shapes is always refused.
+  * a change of the networks' parameter shapes is always refused, and so is a change
+    that would apply to no step (fewer steps than the newest checkpoint's; training
+    changes to a finished run).
 
 Every accepted change is appended to `config_history.jsonl` with the step it
 took effect, and `load_config(workdir)` replays them, so the workdir always
@@ -16,8 +18,9 @@ says how its checkpoints were trained. Before the first checkpoint nothing has
 been trained, so every change is accepted (and recorded).
 
 A training run holds `train.lock` in its workdir while it runs (`training_lock`), so a
-second run started in the same folder stops at once instead of writing checkpoints and
-records beside the first.
+second run started in the same folder stops (within 2 s) instead of writing checkpoints
+and records beside the first; the tools that read a run ask it whether one is training
+there (`training_run_in`).
 
 Paths may be local or URLs (`gs://...`): everything goes through `etils.epath`.
 """
@@ -163,6 +166,7 @@ def restore_state(workdir, step=None, *, best=False):
     for attempt in (1, 2):
       ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None,
                                      training_run=training)
+      listed = ckpt.all_steps()
       try:
         # Read-only: an unreadable checkpoint is skipped, not moved (training may be
         # writing).
@@ -170,12 +174,12 @@ def restore_state(workdir, step=None, *, best=False):
                                 move_aside=False)
         break
       except checkpoint.CheckpointError:
-        # The training run there may have deleted the listed checkpoints (max_to_keep)
-        # while they were read: list them again, once.
-        if attempt == 2 or step is not None or training is None:
+        # A training run there may have deleted the listed checkpoints (max_to_keep)
+        # while they were read: list them again, once, if the list changed.
+        if attempt == 2 or step is not None or _step_folders(folder) == listed:
           raise
         logging.info('The checkpoints of %s changed while they were read (a run trains '
-                     'there); reading the newest again.', folder)
+                     'there?); reading the newest again.', folder)
       finally:
         ckpt.close()
   if restored is None and best:
@@ -300,7 +304,12 @@ def is_run_folder(path):
 
 def checkpoint_steps(workdir):
   """Steps of the finished checkpoints in `<workdir>/checkpoints` (sorted)."""
-  folder = epath.Path(workdir) / CHECKPOINTS
+  return _step_folders(epath.Path(workdir) / CHECKPOINTS)
+
+
+def _step_folders(folder):
+  """Sorted steps of the checkpoint folders (named by their step) in `folder`."""
+  folder = epath.Path(folder)
   if not folder.exists():
     return []
   return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
@@ -379,6 +388,8 @@ def training_run_in(workdir):
       fcntl.flock(fd, fcntl.LOCK_UN)
       return None
     return os.pread(fd, 300, 0).decode(errors='replace').strip() or 'another process'
+  except OSError:
+    return None  # a file system without flock (ENOLCK, ENOSYS): not known
   finally:
     os.close(fd)
 
@@ -491,13 +502,15 @@ def _check_some_step_is_left(workdir, config, changes, newest):
   trained with."""
   num_steps = config.train.num_steps
   fewer = num_steps < newest
-  if not fewer and (num_steps > newest or all(_is_free(f, config) for f in changes)):
+  free = all(_is_free(f, config) for f in changes)
+  if not fewer and (num_steps > newest or free):
     return
   raise errors.WorkdirError(
-      f'The run in {workdir} has trained {newest} steps, and this config '
-      f'(train.num_steps={num_steps}) would train none, so its changes apply to no step:\n  '
-      + _describe(changes) + '\nUse another --workdir for a new run (each point of a sweep '
-      'needs its own), or raise train.num_steps to continue this one.')
+      f'The newest checkpoint of the run in {workdir} is step {newest}, and this config '
+      f'(train.num_steps={num_steps}) would train no step after it, so its changes apply '
+      'to no step:\n  ' + _describe(changes) + '\nUse another --workdir for a new run '
+      f'(each point of a sweep needs its own), or raise train.num_steps above {newest} '
+      'to continue this one' + ('.' if free else ' (with --allow_config_change).'))
 
 
 def record_changes(workdir, accepted, *, step):

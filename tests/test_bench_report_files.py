@@ -37,6 +37,18 @@ def test_the_same_command_with_its_flags_in_another_order_may_replace_its_report
   for other in ('python -m gan_jax.bench.toy --configs=toy_ring --trials=20 --num_steps=1',
                 'python -m gan_jax.bench.toy --configs=toy_ring --trials 20 --num_steps 1',
                 'python -m gan_jax.bench.little_data --configs=toy_ring --trials=1 '
-                '--num_steps=20'):
+                '--num_steps=20',
+                # the last of a repeated flag counts, as absl reads it
+                'python -m gan_jax.bench.toy --configs=toy_ring --trials=1 --num_steps=20 '
+                '--trials=20'):
     with pytest.raises(errors.ConfigError, match='another benchmark'):
       check(other)
+
+
+def test_commands_with_spaces_in_values_are_told_apart(tmp_path):
+  # trials.command_line quotes as a shell would, and the comparison reads it back so.
+  _write(tmp_path, "python -m gan_jax.bench.toy '--set=data.path=/my data' --set=model.name=mlp")
+  check = lambda command: report_files.check_out_dir(str(tmp_path), 'bench.json', command)
+  check("python -m gan_jax.bench.toy --set=model.name=mlp '--set=data.path=/my data'")
+  with pytest.raises(errors.ConfigError, match='another benchmark'):
+    check("python -m gan_jax.bench.toy --set=data.path=/my '--set=model.name=mlp data'")

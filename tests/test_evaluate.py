@@ -51,6 +51,7 @@ def _pool_generator(pool):
 def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, caplog):
   workdir = str(tmp_path / 'run')
   config = dcgan_digits.get_config()
+  config.model.dtype = 'bfloat16'
   workdir_lib.prepare(config, workdir)
   generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
   generate.step = 1234
@@ -68,7 +69,7 @@ def test_evaluate_writes_the_record_with_its_protocol(tmp_path, monkeypatch, cap
   protocol = saved['protocol']
   assert protocol['num_samples'] == 200 and protocol['data_shape'] == [8, 8, 1]
   assert protocol['metrics'] == ['proxy'] and protocol['seed'] == 0
-  assert protocol['standing_stats'] is None and protocol['generator_dtype'] == 'float32'
+  assert protocol['standing_stats'] is None and protocol['generator_dtype'] == 'bfloat16'
   # Evaluating the same step the same way again replaces the record, and says so.
   with caplog.at_level(logging.WARNING):
     evaluate_lib.evaluate(workdir, step=1234, metrics='proxy', num_samples=200,
@@ -167,6 +168,12 @@ def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_pa
   # The reference statistics cached elsewhere: the same measurement, replaced.
   evaluate_lib.evaluate(workdir, num_samples=100, seed=9, metrics='proxy',
                         cache_dir=str(tmp_path / 'other_cache'))
+  assert len(list(folder.iterdir())) == 3
+  # A record made before protocols named G's compute dtype measured the same way.
+  record = json.loads((folder / 'step_5.json').read_text())
+  assert record['protocol'].pop('generator_dtype') == 'float32'
+  (folder / 'step_5.json').write_text(json.dumps(record))
+  evaluate_lib.evaluate(workdir, num_samples=100, seed=9, **kwargs)
   assert len(list(folder.iterdir())) == 3
   evaluate_lib.evaluate(workdir, num_samples=100, seed=9, num_reference=200, **kwargs)
   assert len(list(folder.iterdir())) == 4  # another reference: kept as well

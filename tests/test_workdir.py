@@ -1,5 +1,6 @@
 """Tests of a run's workdir: the saved config, refused and recorded config changes."""
 
+import errno
 import fcntl
 import json
 import logging
@@ -228,7 +229,7 @@ def test_changes_that_would_apply_to_no_step_are_refused(run):
   for overrides, allow in (({'train.num_steps': 2}, False),
                            ({'train.num_steps': 3, 'loss.type': 'hinge'}, True),
                            ({'train.num_steps': 4, 'loss.type': 'hinge'}, True)):
-    with pytest.raises(errors.WorkdirError, match=r'(?s)has trained 4 steps.*would train none.*'
+    with pytest.raises(errors.WorkdirError, match=r'(?s)newest checkpoint of the run .* is step 4.*would train no step after it.*'
                        r'Use another --workdir for a new run'):
       workdir_lib.prepare(tiny_config(**overrides), run, allow_changes=allow)
     assert not os.path.exists(history)
@@ -401,21 +402,41 @@ def test_tools_beside_a_training_run_say_so(tmp_path, caplog, monkeypatch):
       assert workdir_lib.restore_state(workdir)[2] == 3
     assert 'save in progress of the run training there' in caplog.text
     assert 'can be deleted' not in caplog.text
-    # Checkpoints rotated away while they were read: listed and read again, once.
+    # Checkpoints rotated away while they were read (the run saved step 6 meanwhile):
+    # listed and read again, once.
     restore, calls = checkpoint.Checkpointer.restore, []
 
     def rotated_once(self, *args, **kwargs):
       calls.append(1)
       if len(calls) == 1:
+        os.rename(os.path.join(folder, '3'), os.path.join(folder, '6'))
         raise checkpoint.CheckpointError('None of the checkpoints could be restored')
       return restore(self, *args, **kwargs)
     monkeypatch.setattr(checkpoint.Checkpointer, 'restore', rotated_once)
-    assert workdir_lib.restore_state(workdir)[2] == 3 and len(calls) == 2
+    assert workdir_lib.restore_state(workdir)[2] == 6 and len(calls) == 2
     monkeypatch.undo()
+    os.rename(os.path.join(folder, '6'), os.path.join(folder, '3'))
   caplog.clear()
   with caplog.at_level(logging.WARNING):  # no run: an interrupted save's leftover
     assert workdir_lib.restore_state(workdir)[2] == 3
   assert 'can be deleted' in caplog.text
+  # Checkpoints that fail to read while their list stays the same are read once.
+  calls.clear()
+
+  def always_fails(self, *args, **kwargs):
+    calls.append(1)
+    raise checkpoint.CheckpointError('None of the checkpoints could be restored')
+  monkeypatch.setattr(checkpoint.Checkpointer, 'restore', always_fails)
+  with pytest.raises(checkpoint.CheckpointError):
+    workdir_lib.restore_state(workdir)
+  assert len(calls) == 1
+  monkeypatch.undo()
+  # A file system without flock: whether a run trains there is not known.
+  def no_locks(fd, operation):
+    raise OSError(errno.ENOLCK, 'No locks available')
+  monkeypatch.setattr(fcntl, 'flock', no_locks)
+  assert workdir_lib.training_run_in(workdir) is None
+  assert workdir_lib.restore_state(workdir)[2] == 3
 
 
 def test_a_starting_run_waits_for_a_tool_that_looks_at_its_lock(tmp_path):

@@ -360,7 +360,7 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
-  trials_lib.check_configs(configs, num_steps)
+  trials_lib.check_configs(configs, num_steps, as_trained=lambda c: c.eval.update(every=-1))
   plan = [(f, examples_for(f), spec, config) for f in fractions for spec, config in configs]
   result = _new_result(command, num_samples)
   report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])

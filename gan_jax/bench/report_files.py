@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 
 from gan_jax import errors
 from gan_jax import writers
@@ -45,16 +46,28 @@ def write_result(result, out_dir, *, json_name, table_name):
 
 
 def _flags_of(command):
-  """A `trials.command_line` as what it asks for: the module and its flags in any order
-  ('--name value' read as '--name=value'), whichever Python ran it."""
-  tokens, flags = command.split()[1:], []
+  """A `trials.command_line` as what it asks for, whichever Python ran it: the module,
+  and its flags in any order ('--name value' read as '--name=value'; of a repeated
+  flag the last value counts, as absl reads it, except --set, which collects them)."""
+  try:
+    tokens = shlex.split(command)[1:]
+  except ValueError:
+    tokens = command.split()[1:]
+  words = []
   for token in tokens:
-    if flags and flags[-1].startswith('--') and '=' not in flags[-1] and (
+    if words and words[-1].startswith('--') and '=' not in words[-1] and (
         not token.startswith('-')):
-      flags[-1] += '=' + token
+      words[-1] += '=' + token
     else:
-      flags.append(token)
-  return sorted(flags)
+      words.append(token)
+  flags, settings = {}, []
+  for word in words:
+    name, _, value = word.partition('=')
+    if name == '--set':
+      settings.append(value)
+    else:
+      flags[name] = value
+  return flags, sorted(settings)
 
 
 def check_out_dir(out_dir, json_name, command):

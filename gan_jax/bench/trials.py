@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import signal
+import shlex
 import shutil
 import sys
 import tempfile
@@ -125,15 +126,18 @@ def trial_workdir(out_dir, slug, seed, *, keep):
         f'{fate}. The report holds the trials finished before it.', signum) from None
 
 
-def check_configs(configs, num_steps=None):
-  """Runs the train-time config checks (`config_check.validate`) on every (spec, config)
-  of a benchmark, with `num_steps` as --num_steps sets it, before anything is written:
-  a bad --set value must not leave an empty --out folder, nor fail after the first
-  configs' trials have trained."""
+def check_configs(configs, num_steps=None, *, as_trained=None):
+  """Runs the config checks (`config_check.validate`) on every (spec, config) of a
+  benchmark, with `num_steps` as --num_steps sets it and `as_trained(config)` (what
+  the harness changes in every trial, in place) applied, before anything is written:
+  a bad --set value must not leave an empty --out folder. (Checks that need the
+  devices or the data, such as PacGAN's batch divisibility, still come at training.)"""
   for _, config in configs:
     config = config.copy_and_resolve_references()
     if num_steps is not None:
       config.train.num_steps = int(num_steps)
+    if as_trained is not None:
+      as_trained(config)
     config_check.validate(config)
 
 
@@ -146,7 +150,7 @@ def steps_label(rows):
 
 def command_line(module):
   """The command that started this process, as `python -m <module> <its flags>`."""
-  return ' '.join([os.path.basename(sys.executable), '-m', module] + sys.argv[1:])
+  return shlex.join([os.path.basename(sys.executable), '-m', module] + sys.argv[1:])
 
 
 def machine_description():
