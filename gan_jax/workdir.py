@@ -166,7 +166,7 @@ def restore_state(workdir, step=None, *, best=False):
     for attempt in (1, 2):
       ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None,
                                      training_run=training)
-      listed = ckpt.all_steps()
+      listed = _step_folders(folder)
       try:
         # Read-only: an unreadable checkpoint is skipped, not moved (training may be
         # writing).
