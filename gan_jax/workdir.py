@@ -449,15 +449,15 @@ def prepare(config, workdir, *, allow_changes=False):
   folder = _make_folder(workdir)
   path = folder / CONFIG_FILE
   accepted = None
-  if path.exists():
+  exists, newest = _as_process_zero_sees((path.exists(), (checkpoint_steps(workdir) or [-1])[-1]))
+  if exists:
     saved = load_config(workdir)
     changes = config_changes(saved, config)
-    steps = checkpoint_steps(workdir)
-    trained = bool(steps)
+    trained = newest >= 0
     if changes:
       accepted = {'changes': changes, 'accepted': 'before the first checkpoint'}
     if changes and trained:
-      _check_some_step_is_left(workdir, config, changes, steps[-1])
+      _check_some_step_is_left(workdir, config, changes, newest)
       model_changes = {f: c for f, c in changes.items() if f.startswith('model.')}
       # Free fields never change what a checkpoint holds: only other changes cost a trace.
       same_state = (all(_is_free(f, config) for f in changes)
@@ -493,6 +493,15 @@ def prepare(config, workdir, *, allow_changes=False):
   if jax.process_index() == 0 and not path.exists():
     writers.write_text_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True))
   return accepted
+
+
+def _as_process_zero_sees(values):
+  """Process 0's tuple of ints (bools count as 0 / 1), on every process: a shared file
+  system may show another process an older listing, and processes that judged a
+  resume differently would wait on each other until the heartbeat timeout."""
+  if jax.process_count() == 1:
+    return tuple(int(v) for v in values)
+  return tuple(int(v) for v in multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32)))
 
 
 def _check_some_step_is_left(workdir, config, changes, newest):

@@ -240,6 +240,23 @@ def test_changes_that_would_apply_to_no_step_are_refused(run):
   assert {'train.num_steps', 'loss.type'} <= set(accepted['changes'])
 
 
+def test_a_resume_is_judged_on_process_zero_s_listing(run, monkeypatch):
+  # Several processes on a shared file system: one may list an older set of
+  # checkpoints. All must judge the resume alike (else some raise and the others
+  # wait in a collective until the heartbeat timeout), so each uses process 0's.
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  seen = []
+
+  def process_zero_sees(values):
+    seen.append(np.asarray(values).tolist())
+    return np.asarray([1, 8])  # config.json exists, newest checkpoint 8
+  monkeypatch.setattr(workdir_lib.multihost_utils, 'broadcast_one_to_all', process_zero_sees)
+  monkeypatch.setattr(workdir_lib.multihost_utils, 'sync_global_devices', lambda name: None)
+  with pytest.raises(errors.WorkdirError, match=r'(?s)newest checkpoint .* is step 8'):
+    workdir_lib.prepare(tiny_config(**{'train.num_steps': 6, 'eval.every': 5}), run)
+  assert seen == [[1, 4]]  # what this process listed, replaced by process 0's
+
+
 def test_config_history_changes_are_replayed_in_order(run):
   with open(os.path.join(run, workdir_lib.HISTORY_FILE), 'w', encoding='utf-8') as f:
     f.write('{"changes": {"train.num_steps": {"from": 6, "to": 8}}, "step": 4}\n\n'
