@@ -177,6 +177,7 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   ckpt = checkpoint.Checkpointer(ckpt_dir, max_to_keep=t.max_to_keep)
   state, start_step = _restore_or_create(config, ckpt, dp, iterator, init_key)
   workdir_lib.record_changes(workdir, accepted, step=start_step)
+  workdir_lib.record_start(workdir, step=start_step)
   step_fn = dp.compile(step_lib.make_train_step(config))
   writer = writers.MetricWriter(workdir, enabled=chief, start_step=start_step)
   grids = periodic.SampleGrids(config, workdir, writer, sample_key)

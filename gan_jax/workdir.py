@@ -32,6 +32,8 @@ import json
 import os
 import pathlib
 import socket
+import subprocess
+import sys
 import time
 
 from absl import logging
@@ -41,6 +43,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
+import gan_jax
 from gan_jax import checkpoint
 from gan_jax import data
 from gan_jax import defaults
@@ -60,8 +63,10 @@ LOCK_FILE = 'train.lock'
 # The sections every run's config.json has.
 _RUN_SECTIONS = ('model', 'train', 'data')
 # What a run keeps in its workdir: files, and folders whose contents are its own.
-_RECORD_FILES = (CONFIG_FILE, HISTORY_FILE, CLASS_NAMES_FILE, LOCK_FILE, 'metrics.jsonl',
-                 'eval.jsonl')
+# One line per start of training in the workdir: how the invocation was made.
+STARTS_FILE = 'starts.jsonl'
+_RECORD_FILES = (CONFIG_FILE, HISTORY_FILE, CLASS_NAMES_FILE, LOCK_FILE, STARTS_FILE,
+                 'metrics.jsonl', 'eval.jsonl')
 _RECORD_FOLDERS = (CHECKPOINTS, BEST, 'checkpoints_corrupt', 'samples', 'tensorboard')
 # An earlier best checkpoint kept aside: best_fid_step4000/, best_fid_step4000_2/.
 _SET_ASIDE_BEST = checkpoint.BestCheckpoint.set_aside_pattern(BEST)
@@ -520,6 +525,41 @@ def _check_some_step_is_left(workdir, config, changes, newest):
       'to no step:\n  ' + _describe(changes) + '\nUse another --workdir for a new run '
       f'(each point of a sweep needs its own), or raise train.num_steps above {newest} '
       'to continue this one' + ('.' if free else ' (with --allow_config_change).'))
+
+
+def record_start(workdir, *, step):
+  """Appends how this training invocation started to `<workdir>/starts.jsonl` (process
+  0 only), what a table of results needs beside the config to be reproduced: the time,
+  the step it starts from, the command line (`sys.argv`), gan_jax's version and the
+  git commit of its source ('+dirty' with uncommitted changes; None outside a
+  checkout), JAX's version and backend, the device and process counts, and the host."""
+  if jax.process_index() != 0:
+    return
+  entry = dict(
+      time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      step=int(step), argv=list(sys.argv), gan_jax=gan_jax.__version__,
+      commit=source_commit(), jax=jax.__version__, backend=jax.default_backend(),
+      devices=jax.device_count(), processes=jax.process_count(), host=socket.gethostname())
+  writers.append_line(epath.Path(workdir) / STARTS_FILE, json.dumps(entry, sort_keys=True))
+
+
+def source_commit():
+  """The git commit of the gan_jax source that is running, with '+dirty' when tracked
+  files have uncommitted changes; None when it is not a git checkout of its own (an
+  installed copy inside some other repository does not count)."""
+  root = pathlib.Path(__file__).resolve().parent.parent
+  git = ['git', '-C', str(root)]
+  try:
+    head = subprocess.run(git + ['rev-parse', '--show-toplevel', 'HEAD'], capture_output=True,
+                          text=True, timeout=10, check=False)
+    lines = head.stdout.split()
+    if head.returncode or len(lines) != 2 or pathlib.Path(lines[0]).resolve() != root:
+      return None
+    status = subprocess.run(git + ['status', '--porcelain', '--untracked-files=no'],
+                            capture_output=True, text=True, timeout=10, check=False)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return lines[1] + ('+dirty' if status.stdout.strip() else '')
 
 
 def record_changes(workdir, accepted, *, step):

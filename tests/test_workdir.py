@@ -257,6 +257,27 @@ def test_a_resume_is_judged_on_process_zero_s_listing(run, monkeypatch):
   assert seen == [[1, 4]]  # what this process listed, replaced by process 0's
 
 
+def test_each_start_of_training_records_how_it_was_invoked(tmp_path):
+  # For a table of results: the command, the source's commit, the step it started at.
+  workdir = str(tmp_path / 'run')
+  overrides = {'train.num_steps': 2, 'train.checkpoint_every': 2, 'train.sample_every': 0}
+  train.train_and_evaluate(tiny_config(**overrides), workdir)
+  train.train_and_evaluate(tiny_config(**{**overrides, 'train.num_steps': 3}), workdir,
+                           allow_config_change=True)
+  with open(os.path.join(workdir, workdir_lib.STARTS_FILE), encoding='utf-8') as f:
+    starts = [json.loads(line) for line in f]
+  assert [start['step'] for start in starts] == [0, 2]
+  head = subprocess.run(['git', '-C', os.path.dirname(os.path.dirname(__file__)), 'rev-parse',
+                         'HEAD'], capture_output=True, text=True, check=True).stdout.strip()
+  for start in starts:
+    assert start['argv'] == sys.argv and start['commit'].split('+')[0] == head
+    assert (start['jax'], start['devices'], start['processes']) == (
+        jax.__version__, jax.device_count(), 1)
+  with pytest.raises(errors.ConfigError, match='part of the record'):
+    workdir_lib.check_output_file(os.path.join(workdir, workdir_lib.STARTS_FILE),
+                                  flag='--output', workdir=workdir)
+
+
 def test_config_history_changes_are_replayed_in_order(run):
   with open(os.path.join(run, workdir_lib.HISTORY_FILE), 'w', encoding='utf-8') as f:
     f.write('{"changes": {"train.num_steps": {"from": 6, "to": 8}}, "step": 4}\n\n'
