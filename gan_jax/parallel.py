@@ -281,6 +281,17 @@ class _PmapWithOptions:
     return self._compiled[key](*args)
 
 
+def from_process_zero(values):
+  """Process 0's tuple of ints (bools count as 0 / 1), on every process, so that all
+  act alike on what each judged from its own view (a shared file system may show
+  another process an older listing): processes that acted differently would wait on
+  each other in a collective until the heartbeat timeout. A collective: every process
+  calls it at the same point."""
+  if jax.process_count() == 1:
+    return tuple(int(v) for v in values)
+  return tuple(int(v) for v in multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32)))
+
+
 def to_host(x):
   """Copies an array (of one or many processes) to a numpy array on this host, of
   x's global shape and dtype.

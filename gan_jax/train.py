@@ -12,9 +12,7 @@ import signal
 
 from etils import epath
 import jax
-from jax.experimental import multihost_utils
 import ml_collections
-import numpy as np
 
 from gan_jax import checkpoint
 from gan_jax import config_check
@@ -36,9 +34,7 @@ from gan_jax.metrics import classifier as classifier_lib
 
 def _from_process_zero(flags):
   """Process 0's tuple of bools, on every process (so that all act alike)."""
-  if jax.process_count() == 1:
-    return tuple(flags)
-  return tuple(bool(x) for x in multihost_utils.broadcast_one_to_all(np.asarray(flags)))
+  return tuple(bool(x) for x in parallel.from_process_zero(flags))
 
 
 @contextlib.contextmanager

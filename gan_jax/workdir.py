@@ -48,6 +48,7 @@ from gan_jax import checkpoint
 from gan_jax import data
 from gan_jax import defaults
 from gan_jax import errors
+from gan_jax import parallel
 from gan_jax import state as state_lib
 from gan_jax import writers
 from gan_jax.models import conditional
@@ -454,7 +455,9 @@ def prepare(config, workdir, *, allow_changes=False):
   folder = _make_folder(workdir)
   path = folder / CONFIG_FILE
   accepted = None
-  exists, newest = _as_process_zero_sees((path.exists(), (checkpoint_steps(workdir) or [-1])[-1]))
+  # Judged on process 0's view, so that every process judges the resume alike.
+  exists, newest = parallel.from_process_zero(
+      (path.exists(), (checkpoint_steps(workdir) or [-1])[-1]))
   if exists:
     saved = load_config(workdir)
     changes = config_changes(saved, config)
@@ -498,15 +501,6 @@ def prepare(config, workdir, *, allow_changes=False):
   if jax.process_index() == 0 and not path.exists():
     writers.write_text_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True))
   return accepted
-
-
-def _as_process_zero_sees(values):
-  """Process 0's tuple of ints (bools count as 0 / 1), on every process: a shared file
-  system may show another process an older listing, and processes that judged a
-  resume differently would wait on each other until the heartbeat timeout."""
-  if jax.process_count() == 1:
-    return tuple(int(v) for v in values)
-  return tuple(int(v) for v in multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32)))
 
 
 def _check_some_step_is_left(workdir, config, changes, newest):
