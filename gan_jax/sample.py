@@ -9,6 +9,7 @@
   ... --truncation=1.0                     # BigGAN's truncation trick
   ... --interpolate=8 --output=interp.png  # rows of 8-step interpolations between latents
   ... --standing_stats=16                  # BigGAN's standing statistics first
+  ... --langevin_steps=100                 # DDLS: D moves the latents first (gan_jax.langevin)
 
 Toy (2-D) runs write `samples` of shape [N, 2]. Class-conditional runs also write
 `labels` (int32[N]; in a folder, each file's name ends in `_class<i>.png`) and cycle over every class unless --labels is given (N = 1000
@@ -33,6 +34,7 @@ import numpy as np
 from gan_jax import cli
 from gan_jax import ema as ema_lib
 from gan_jax import errors
+from gan_jax import langevin
 from gan_jax import models
 from gan_jax import periodic
 from gan_jax import standing_stats as standing_stats_lib
@@ -123,6 +125,7 @@ def generator_from_state(config, state, restored_step, *, ema=True, standing_sta
 
   generate.step = restored_step
   generate.standing_stats = standing
+  generate.variables = (params, g_batch_stats)  # what G samples with (DDLS reads them)
   return generate
 
 
@@ -392,6 +395,7 @@ def _define_flags():
                        'between random latents: --num_samples // K rows (at least one) of K, '
                        'or for a conditional run one row per class (--labels or all) of one '
                        'shared latent path.', lower_bound=0)
+  langevin.add_flags()
 
 
 def _parse_labels(values, class_names=None):
@@ -461,6 +465,12 @@ def main(argv):
   class_names = workdir_lib.saved_class_names(f.workdir)
   _parse_labels(f.labels, class_names)
   check_truncation(f.truncation)
+  ddls = langevin.options_from_flags(f)
+  if ddls.steps and (f.interpolate or f.truncation is not None):
+    undone = ("an interpolation's path" if f.interpolate else 'the truncation to [-T, T]')
+    raise errors.ConfigError(
+        f'--langevin_steps moves each latent by D\'s gradient and fresh noise, which would '
+        f'undo {undone}: use one of the two.')
   if f.interpolate == 1:
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')
@@ -469,13 +479,20 @@ def main(argv):
     f.seed = default_seed(run_config, best=f.best)
   if f.standing_stats:  # (None: the run's own setting, which its config check passed)
     standing_stats_lib.check_config(run_config, f.standing_stats)
-  config, generate = load_generator(f.workdir, f.step, ema=f.ema, best=f.best,
-                                    standing_stats=f.standing_stats, standing_seed=f.seed)
+  if ddls.steps:
+    langevin.check_model(run_config)
+  # One restore serves G and (for DDLS) D.
+  config, state, restored_step = workdir_lib.restore_state(f.workdir, f.step, best=f.best)
+  generate = generator_from_state(config, state, restored_step, ema=f.ema,
+                                  standing_stats=f.standing_stats, standing_seed=f.seed)
   z, labels, columns = _requested(config, f, class_names)
+  if ddls.steps:
+    refine = langevin.make_refiner(config, state, *generate.variables, ddls)
+    z = langevin.refine_in_batches(refine, z, labels, seed=f.seed, batch_size=f.batch_size)
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
   write_samples(samples, f.output, labels=labels, columns=columns)
   print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step '
-        f'{generate.step} to {f.output}')
+        f'{generate.step} to {f.output}' + (f' ({ddls.describe()})' if ddls.steps else ''))
 
 
 if __name__ == '__main__':

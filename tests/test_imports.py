@@ -12,7 +12,7 @@ LAYERS = (
     ('main', 'bench', 'evaluate'),
     ('train', 'sample', 'classify'),
     ('config_check', 'cli'),
-    ('periodic', 'workdir', 'metrics', 'standing_stats'),
+    ('periodic', 'workdir', 'metrics', 'standing_stats', 'langevin'),
     ('step', 'state', 'checkpoint', 'data'),
     ('objectives',),
     ('models', 'optim', 'writers', 'ema'),

@@ -312,6 +312,7 @@ def test_sample_of_a_missing_workdir_is_a_short_error(tmp_path):
     ('gan_jax.sample', '--num_samples=0'), ('gan_jax.sample', '--num_samples=-5'),
     ('gan_jax.evaluate', '--num_samples=0'), ('gan_jax.sample', '--output=x.txt'),
     ('gan_jax.sample', '--interpolate=1'), ('gan_jax.sample', '--labels=abc'),
+    ('gan_jax.sample', '--langevin_step_size=0'), ('gan_jax.sample', '--langevin_decay=2'),
 ])
 def test_bad_counts_and_outputs_fail_before_anything_loads(tmp_path, module, flag):
   args = [f'--workdir={tmp_path / "nope"}', flag]

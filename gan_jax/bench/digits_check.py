@@ -12,7 +12,8 @@ split):
   2. the same share for `num_samples` samples of the run's final (EMA)
      generator, drawn from the evaluation latents of `gan_jax.evaluate` (so
      `--metrics=proxy` with the same seed and count reports the same share as
-     `proxy_confident`);
+     `proxy_confident`); with --langevin_steps, those latents moved by D first
+     (`gan_jax.langevin`, DDLS), a sampler the evaluations do not use;
   3. pass when 2 >= 0.8 x 1 and every digit (the judge's most probable class)
      gets between 5% and 15% of the samples.
 A secondary line, outside the pass / fail decision, gives the confident shares of
@@ -31,6 +32,7 @@ import threadpoolctl
 from gan_jax import cli
 from gan_jax import data as data_lib
 from gan_jax import errors
+from gan_jax import langevin
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import workdir as workdir_lib
@@ -115,31 +117,49 @@ def check_samples(samples, *, real_test, threshold=judge_lib.CONFIDENCE, logisti
 
 
 def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDENCE,
-              logistic=True):
+              logistic=True, ddls=None):
   """Samples the run's final EMA generator and checks the samples; see the module docstring.
 
-  `logistic` as for `check_samples`.
+  `logistic` as for `check_samples`; `ddls`: `langevin.Options` (None or 0 steps: the
+  generator's own samples).
 
   Returns:
-    `check_samples`'s dict plus 'workdir', 'step', 'seed', 'resolution' and
+    `check_samples`'s dict plus 'workdir', 'step', 'seed', 'resolution',
     'standing_stats' (None, or the re-estimated statistics of G, as
-    `sample.load_generator` describes them).
+    `sample.load_generator` describes them) and 'sampler' ('generator', or the DDLS
+    settings' description).
   """
   if not 0.0 <= threshold <= 1.0:  # NaN too, which flag bounds let through
     raise errors.ConfigError(f'--threshold must be a probability in [0, 1], got {threshold}.')
-  # G's statistics as the run's evaluations use them (eval.standing_stats).
-  config, generate = sample.load_generator(workdir, standing_seed=seed)
+  ddls = ddls or langevin.Options()
+  ddls.check()
+  if ddls.steps:
+    # One restore serves G and D; G's statistics as the run's evaluations use them
+    # (eval.standing_stats).
+    config, state, step = workdir_lib.restore_state(workdir)
+    generate = sample.generator_from_state(config, state, step, standing_seed=seed)
+  else:
+    config, generate = sample.load_generator(workdir, standing_seed=seed)
   if config.data.source != 'digits':
     raise errors.ConfigError(f'{workdir} is a {config.data.source!r} run; --workdir must be a '
                              'digits run (data.source digits).')
-  # A class-conditional G draws row i as class i mod K (the evaluator's rows).
-  samples = sampling.generate_samples(generate, seed=seed, num_samples=num_samples,
-                                      z_dim=int(config.model.z_dim),
-                                      num_classes=models.generator_classes(config.model))
+  z_dim, num_classes = int(config.model.z_dim), models.generator_classes(config.model)
+  if ddls.steps:
+    # The evaluation latents and labels (row i: class i mod K), moved by D first.
+    z = sampling.latents(seed, num_samples, z_dim)
+    labels = sample.cycled_labels(num_samples, num_classes) if num_classes else None
+    refine = langevin.make_refiner(config, state, *generate.variables, ddls)
+    samples = sample.generate_in_batches(
+        generate, langevin.refine_in_batches(refine, z, labels, seed=seed), labels)
+  else:
+    # A class-conditional G draws row i as class i mod K (the evaluator's rows).
+    samples = sampling.generate_samples(generate, seed=seed, num_samples=num_samples,
+                                        z_dim=z_dim, num_classes=num_classes)
   real_test = real_test_digits(config.data, image_shape=samples.shape[1:])
   result = check_samples(samples, real_test=real_test, threshold=threshold, logistic=logistic)
   result.update(workdir=workdir, step=int(generate.step), seed=seed,
-                resolution=list(samples.shape[1:]), standing_stats=generate.standing_stats)
+                resolution=list(samples.shape[1:]), standing_stats=generate.standing_stats,
+                sampler=ddls.describe() if ddls.steps else 'generator')
   return result
 
 
@@ -149,7 +169,9 @@ def format_report(result):
   low, high = CLASS_SHARE_RANGE
   lines = [
       f"digits check of {result['workdir']} (step {result['step']}, {result['num_samples']} "
-      f"samples, seed {result['seed']}, {size} px)",
+      f"samples, seed {result['seed']}, {size} px)" +
+      (f", latents by {result['sampler']}" if result.get('sampler', 'generator') != 'generator'
+       else ''),
       f"judge: {judge['description']} (test accuracy {judge['test_accuracy']:.4f})",
       f"  confident share (p >= {result['threshold']}), real 'test' split ({result['num_real']} "
       f"digits at {size}): {judge['real_confident_share']:.4f}",
@@ -179,6 +201,7 @@ def _define_flags():
   flags.DEFINE_float('threshold', judge_lib.CONFIDENCE, 'Confidence threshold (a top class '
                      'probability in [0, 1]).', lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_string('json', None, 'Optional path for the result as JSON.')
+  langevin.add_flags()
 
 
 def main(argv):
@@ -188,7 +211,9 @@ def main(argv):
   f = flags.FLAGS
   if f.json is not None:  # before the work, and never over the run's own records
     workdir_lib.check_output_file(f.json, flag='--json', workdir=f.workdir)
-  result = run_check(f.workdir, num_samples=f.num_samples, seed=f.seed, threshold=f.threshold)
+  ddls = langevin.options_from_flags(f)
+  result = run_check(f.workdir, num_samples=f.num_samples, seed=f.seed, threshold=f.threshold,
+                     ddls=ddls)
   print(format_report(result))
   if f.json:
     report_files.write_json(f.json, result)

@@ -1,0 +1,213 @@
+"""Discriminator-driven latent sampling (DDLS; Che et al. 2020), as StudioGAN's `-lgv`.
+
+A trained D estimates how much more likely the data is than G's samples at x,
+d(x) ~ log p_data(x) / p_G(x). Sampling z from p_0(z) exp(d(G(z))) (p_0 = N(0, I))
+instead of p_0 corrects G's distribution by D's estimate; DDLS does it with Langevin
+dynamics on the latent energy
+
+  E(z) = |z|^2 / 2 - d(G(z)),
+  z <- z - step_size / 2 * dE/dz + sqrt(step_size) * noise_std * n,   n ~ N(0, I),
+
+starting from the usual latents, with G and D in eval mode (no statistics change).
+Every `decay_every` steps the step size and the noise scale are multiplied by `decay`
+(StudioGAN's -lgv_decay / -lgv_decay_steps). Each row's noise comes from its own
+key (the seed's key folded with the row number), so a row's path is the same in any
+batch. Differences from StudioGAN's `langevin_sampling`: d is D's estimate of the log
+density ratio for the run's loss (`log_density_ratio`; StudioGAN takes D's raw
+output for every loss), and `noise_std` is a standard deviation (StudioGAN's
+-lgv_std is the variance of its noise).
+
+Off unless `steps` > 0; the sample CLI and the digits check take it as flags
+(`add_flags`), the in-training evaluations never use it.
+"""
+
+import dataclasses
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gan_jax import errors
+from gan_jax import losses
+from gan_jax import models
+from gan_jax import step as step_lib
+
+# Folded into the sampling seed's key for the Langevin noise, beside the latents'
+# own blocks (`metrics.sampling.latents`) and the truncation redraws (2**31 - 1).
+_LANGEVIN_STREAM = 2**31 - 2
+# D's output of an LSGAN is clipped into [EPS, 1 - EPS] before its log-odds.
+LSGAN_EPS = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """DDLS settings: `steps` Langevin steps (0 = off) of `step_size`, noise scaled by
+  `noise_std`; both multiplied by `decay` every `decay_every` steps (0 = never)."""
+  steps: int = 0
+  step_size: float = 0.02
+  noise_std: float = 1.0
+  decay: float = 1.0
+  decay_every: int = 0
+
+  def check(self):
+    """A ConfigError naming the first bad setting (as the flags name them)."""
+    if self.steps < 0:
+      raise errors.ConfigError(f'--langevin_steps must be >= 0 (0 = off), got {self.steps}.')
+    for name, value in (('step_size', self.step_size), ('noise_std', self.noise_std)):
+      if not (np.isfinite(value) and value >= 0) or (name == 'step_size' and value == 0):
+        raise errors.ConfigError(f'--langevin_{name} must be a finite number '
+                                 f'{">" if name == "step_size" else ">="} 0, got {value}.')
+    if not (np.isfinite(self.decay) and 0 < self.decay <= 1):
+      raise errors.ConfigError(f'--langevin_decay must be in (0, 1] (1 = none), got {self.decay}.')
+    if self.decay_every < 0:
+      raise errors.ConfigError(f'--langevin_decay_every must be >= 0 (0 = never), got '
+                               f'{self.decay_every}.')
+
+  def describe(self):
+    """One line for a report, e.g. 'DDLS: 100 Langevin steps of 0.05, noise std 1'."""
+    decay = (f', x{self.decay:g} every {self.decay_every} steps'
+             if self.decay_every and self.decay != 1 else '')
+    return (f'DDLS: {self.steps} Langevin steps of {self.step_size:g}, noise std '
+            f'{self.noise_std:g}{decay}')
+
+
+def log_density_ratio(d_logits, *, loss_type):
+  """D's estimate of log p_data(x) / p_G(x) from its outputs.
+
+  Args:
+    d_logits: f32[B] D's outputs (`models` contract: no sigmoid).
+    loss_type: the run's `config.loss.type` (`losses.LOSS_TYPES`).
+
+  Returns:
+    f32[B]. minimax / non_saturating: the logit itself (the optimal D is
+    sigmoid(log p_data / p_G)); least_squares (targets 0 and 1): the log-odds of the
+    output clipped into [LSGAN_EPS, 1 - LSGAN_EPS] (the optimal D is p_data /
+    (p_data + p_G)); wasserstein / hinge: the critic's output, which estimates no
+    ratio (DDLS reads it as a negative energy, as StudioGAN does for every loss).
+  """
+  d = jnp.asarray(d_logits, jnp.float32)
+  if loss_type == 'least_squares':
+    d = jnp.clip(d, LSGAN_EPS, 1 - LSGAN_EPS)
+    return jnp.log(d) - jnp.log1p(-d)
+  if loss_type not in losses.LOSS_TYPES:
+    raise errors.ConfigError(f'loss.type must be one of {losses.LOSS_TYPES}, got {loss_type!r}.')
+  return d
+
+
+def langevin(energy, z, key, options, *, rows=None):
+  """Runs `options.steps` Langevin steps on `energy` from z.
+
+  Args:
+    energy: f(z f32[B, D]) -> f32[B], each row's energy depending on that row only.
+    z: f32[B, D] start points.
+    key: a JAX key; row i's noise comes from fold_in(key, rows[i]).
+    options: `Options`.
+    rows: int32[B] the rows' numbers (default 0..B-1), so a row's path is the same in
+      any batch.
+
+  Returns:
+    f32[B, D] the latents after the steps (z itself for 0 steps).
+  """
+  z = jnp.asarray(z, jnp.float32)
+  if options.steps == 0:
+    return z
+  rows = jnp.arange(z.shape[0]) if rows is None else jnp.asarray(rows)
+  row_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, rows)
+  grad = jax.grad(lambda v: jnp.sum(energy(v)))
+
+  def one_step(t, carry):
+    z, step_size, scale = carry
+    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, t), z.shape[1:]))(
+        row_keys)
+    z = z - 0.5 * step_size * grad(z) + jnp.sqrt(step_size) * scale * noise
+    if options.decay_every:
+      decays = (t + 1) % options.decay_every == 0
+      step_size = jnp.where(decays, step_size * options.decay, step_size)
+      scale = jnp.where(decays, scale * options.decay, scale)
+    return z, step_size, scale
+
+  start = (z, jnp.float32(options.step_size), jnp.float32(options.noise_std))
+  return jax.lax.fori_loop(0, options.steps, one_step, start)[0]
+
+
+def check_model(config):
+  """A ConfigError when the run's D cannot score single samples (PacGAN's D scores
+  groups of `model.pack`)."""
+  if config.model.pack != 1:
+    raise errors.ConfigError(
+        f'--langevin_steps needs a D that scores each sample; this run\'s D (model.pack='
+        f'{config.model.pack}, PacGAN) scores groups of {config.model.pack}.')
+
+
+def make_refiner(config, state, g_params, g_batch_stats, options):
+  """The DDLS of one checkpoint, compiled.
+
+  Args:
+    config: the run's config; state: its restored `GANState` (D's variables are read).
+    g_params, g_batch_stats: the generator's sampling variables (those the samples
+      are drawn with: EMA or not, standing statistics or not).
+    options: `Options` (checked here).
+
+  Returns:
+    `refine(z f32[B, z_dim], labels int32[B] | None, seed, rows int[B]) ->
+    np.float32[B, z_dim]`: the latents after DDLS, row i's noise from `seed` and
+    rows[i]; labels as G takes them (None for an unconditional G).
+  """
+  options.check()
+  check_model(config)
+  generator, discriminator = models.build(config.model)
+  loss_type = config.loss.type
+
+  def energy(z, labels):
+    x, _ = step_lib.apply_model(generator, g_params, g_batch_stats, z, labels, train=False)
+    d, _ = step_lib.apply_model(discriminator, state.d_params, state.d_batch_stats,
+                                x, labels, train=False)
+    return 0.5 * jnp.sum(jnp.square(z), axis=-1) - log_density_ratio(d, loss_type=loss_type)
+
+  @jax.jit
+  def run(z, labels, key, rows):
+    return langevin(lambda v: energy(v, labels), z, key, options, rows=rows)
+
+  def refine(z, labels, seed, rows):
+    key = jax.random.fold_in(jax.random.key(seed), _LANGEVIN_STREAM)
+    return np.asarray(run(jnp.asarray(z, jnp.float32), labels, key, jnp.asarray(rows)))
+
+  return refine
+
+
+def refine_in_batches(refine, z, labels=None, *, seed, batch_size=500):
+  """`make_refiner`'s `refine` over z f32[N, z_dim] (labels int32[N] or None) in chunks
+  of `batch_size` rows: np.float32[N, z_dim], the same rows in any chunking."""
+  out = []
+  for i in range(0, len(z), batch_size):
+    chunk = slice(i, i + batch_size)
+    out.append(refine(z[chunk], None if labels is None else labels[chunk], seed,
+                      np.arange(i, min(i + batch_size, len(z)))))
+  return np.concatenate(out, axis=0) if out else np.asarray(z, np.float32)
+
+
+def add_flags():
+  """Defines the --langevin_* flags (for a program's flag definitions)."""
+  d = Options()
+  flags.DEFINE_integer('langevin_steps', d.steps, 'Discriminator-driven latent sampling '
+                       '(DDLS, Che et al. 2020; StudioGAN -lgv): Langevin steps on '
+                       '|z|^2/2 - D\'s log density ratio before generating (0 = off).',
+                       lower_bound=0)
+  flags.DEFINE_float('langevin_step_size', d.step_size, 'DDLS step size (StudioGAN '
+                     '-lgv_rate).')
+  flags.DEFINE_float('langevin_noise_std', d.noise_std, 'DDLS noise standard deviation '
+                     '(1: Langevin dynamics; StudioGAN\'s -lgv_std is its square).')
+  flags.DEFINE_float('langevin_decay', d.decay, 'DDLS: multiply the step size and noise '
+                     'scale by this every --langevin_decay_every steps.')
+  flags.DEFINE_integer('langevin_decay_every', d.decay_every, 'DDLS: steps between decays '
+                       '(0 = never).', lower_bound=0)
+
+
+def options_from_flags(f):
+  """The `Options` the --langevin_* flags of `f` (absl FLAGS) ask for, checked."""
+  options = Options(steps=f.langevin_steps, step_size=f.langevin_step_size,
+                    noise_std=f.langevin_noise_std, decay=f.langevin_decay,
+                    decay_every=f.langevin_decay_every)
+  options.check()
+  return options
