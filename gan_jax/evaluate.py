@@ -23,7 +23,9 @@ class-aware metrics (`intra_fid`, `cas`) also record their per-class values unde
 replaces G's BatchNorm statistics by their averages over N train-mode batches of
 fresh latents (BigGAN's standing statistics, for the EMA weights; latents from
 --seed; default: the run's config.eval.standing_stats), recorded as
-`protocol.standing_stats`.
+`protocol.standing_stats`. `--langevin_steps=N` scores samples of latents moved by D
+first (DDLS, `gan_jax.langevin`; the noise seeded by --seed), recorded as
+`protocol.ddls`: numbers of another sampler than G's own, as StudioGAN's `-lgv` ones.
 
 `accuracy` is not a sample metric: it classifies the labelled --accuracy_split
 (default: the run's config.eval.accuracy_split, 'test' unless set) with the
@@ -35,6 +37,7 @@ Inception metrics need pytorch-fid's weights file; without it the error message
 says where to download it and where to put it.
 """
 
+import dataclasses
 import datetime
 import json
 import os
@@ -49,6 +52,7 @@ import ml_collections
 from gan_jax import classify
 from gan_jax import cli
 from gan_jax import errors
+from gan_jax import langevin
 from gan_jax import metrics as metrics_lib
 from gan_jax import models
 from gan_jax import sample
@@ -77,7 +81,7 @@ def _metric_names(metrics):
 def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_reference=None,
              reference_split=None, inception_weights=None, seed=None, batch_size=500,
              output=None, cache_dir=None, accuracy_split=None, best=False, standing_stats=None,
-             **evaluator_kwargs):
+             ddls=None, **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
 
   Args:
@@ -104,6 +108,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     standing_stats: > 0: G's BatchNorm statistics re-estimated over this many
       train-mode batches first (`sample.load_generator`; latents from `seed`); 0: off;
       None: config.eval.standing_stats.
+    ddls: `langevin.Options`: the sample metrics score the latents moved by DDLS
+      (None or 0 steps: G's own samples).
     **evaluator_kwargs: passed to `metrics.make_evaluator`.
 
   Returns:
@@ -137,6 +143,14 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     standing_stats = int(config.eval.standing_stats)
   if sample_metrics:
     standing_stats_lib.check_config(config, standing_stats)
+  ddls = ddls or langevin.Options()
+  ddls.check()
+  if ddls.steps:
+    if not sample_metrics:
+      raise errors.ConfigError(
+          f'--langevin_steps moves the latents of the sample metrics, and --metrics='
+          f'{",".join(names)} draws no samples: leave it out, or ask for a sample metric.')
+    langevin.check_model(config)
   if accuracy_split is None:
     accuracy_split = config.eval.accuracy_split
   if seed is None:
@@ -166,12 +180,17 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   if sample_metrics:
     generate = sample.generator_from_state(run_config, state, restored_step,
                                            standing_stats=standing_stats, standing_seed=seed)
+    if ddls.steps:
+      generate = langevin.refined_generator(generate, langevin.make_refiner(
+          run_config, state, *generate.variables, ddls, seed=seed))
     evaluation = evaluator.run(generate, seed=seed)
     results.update(evaluation['results'])
     per_class = evaluation['per_class']
     protocol.update(evaluator.protocol, seed=seed,
                     standing_stats=getattr(generate, 'standing_stats', None),
                     generator_dtype=str(run_config.model.dtype))
+    if ddls.steps:  # only then: records of G's own samples keep their protocol
+      protocol['ddls'] = dataclasses.asdict(ddls)
     if best:
       protocol['best_selected_with_seed'] = int(config.seed)
   protocol['metrics'] = list(names)
@@ -280,6 +299,7 @@ def _define_flags():
                       "Labelled split that --metrics=accuracy classifies (default: the run's "
                       "config.eval.accuracy_split, 'test' unless set; digits: the fixed "
                       "450-image 'test' split).")
+  langevin.add_flags()
 
 
 def main(argv):
@@ -292,7 +312,7 @@ def main(argv):
                     inception_weights=f.inception_weights, seed=f.seed,
                     batch_size=f.batch_size, output=f.output, cache_dir=f.cache_dir,
                     accuracy_split=f.accuracy_split, best=f.best,
-                    standing_stats=f.standing_stats)
+                    standing_stats=f.standing_stats, ddls=langevin.options_from_flags(f))
   print(json.dumps(record, indent=2))
 
 

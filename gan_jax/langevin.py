@@ -10,15 +10,16 @@ dynamics on the latent energy
 
 starting from the usual latents, with G and D in eval mode (no statistics change).
 Every `decay_every` steps the step size and the noise scale are multiplied by `decay`
-(StudioGAN's -lgv_decay / -lgv_decay_steps). Each row's noise comes from its own
-key (the seed's key folded with the row number), so a row's path is the same in any
-batch. Differences from StudioGAN's `langevin_sampling`: d is D's estimate of the log
-density ratio for the run's loss (`log_density_ratio`; StudioGAN takes D's raw
-output for every loss), and `noise_std` is a standard deviation (StudioGAN's
--lgv_std is the variance of its noise).
+(StudioGAN's -lgv_decay / -lgv_decay_steps). Each row's noise comes from the seed's key
+folded with a hash of the row's starting latent, so a latent follows the same path in
+any batch, on any process and at any position (what a sharded evaluation needs).
+Differences from StudioGAN's `langevin_sampling`: d is D's estimate of the log density
+ratio for the run's loss (`log_density_ratio`; StudioGAN takes D's raw output for
+every loss), and `noise_std` is a standard deviation (StudioGAN's -lgv_std is the
+variance of its noise).
 
-Off unless `steps` > 0; the sample CLI and the digits check take it as flags
-(`add_flags`), the in-training evaluations never use it.
+Off unless `steps` > 0; the sample and evaluate CLIs and the digits check take it as
+flags (`add_flags`); the evaluations during training never use it.
 """
 
 import dataclasses
@@ -54,15 +55,21 @@ class Options:
     """A ConfigError naming the first bad setting (as the flags name them)."""
     if self.steps < 0:
       raise errors.ConfigError(f'--langevin_steps must be >= 0 (0 = off), got {self.steps}.')
-    for name, value in (('step_size', self.step_size), ('noise_std', self.noise_std)):
-      if not (np.isfinite(value) and value >= 0) or (name == 'step_size' and value == 0):
-        raise errors.ConfigError(f'--langevin_{name} must be a finite number '
-                                 f'{">" if name == "step_size" else ">="} 0, got {value}.')
+    if not (np.isfinite(self.step_size) and self.step_size > 0):
+      raise errors.ConfigError(f'--langevin_step_size must be a finite number > 0, got '
+                               f'{self.step_size}.')
+    if not (np.isfinite(self.noise_std) and self.noise_std >= 0):
+      raise errors.ConfigError(f'--langevin_noise_std must be a finite number >= 0, got '
+                               f'{self.noise_std}.')
     if not (np.isfinite(self.decay) and 0 < self.decay <= 1):
       raise errors.ConfigError(f'--langevin_decay must be in (0, 1] (1 = none), got {self.decay}.')
     if self.decay_every < 0:
       raise errors.ConfigError(f'--langevin_decay_every must be >= 0 (0 = never), got '
                                f'{self.decay_every}.')
+    if (self.decay != 1) != bool(self.decay_every):
+      raise errors.ConfigError(
+          f'--langevin_decay={self.decay:g} with --langevin_decay_every={self.decay_every} '
+          'would change nothing: set both (e.g. 0.9 every 10 steps), or neither.')
 
   def describe(self):
     """One line for a report, e.g. 'DDLS: 100 Langevin steps of 0.05, noise std 1'."""
@@ -95,16 +102,24 @@ def log_density_ratio(d_logits, *, loss_type):
   return d
 
 
-def langevin(energy, z, key, options, *, rows=None):
+def row_keys(key, z):
+  """One key per row of z f32[B, D]: `key` folded with a 32-bit hash of the row's bits
+  (rows with equal entries get equal keys, any others almost surely different ones)."""
+  bits = jax.lax.bitcast_convert_type(jnp.asarray(z, jnp.float32), jnp.uint32)
+  # Odd multipliers, one per entry: a multiplicative hash that wraps mod 2**32.
+  multipliers = jax.random.bits(jax.random.key(_LANGEVIN_STREAM), z.shape[1:], jnp.uint32) | 1
+  hashes = jnp.sum(bits * multipliers, axis=-1, dtype=jnp.uint32)
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, hashes)
+
+
+def langevin(energy, z, key, options):
   """Runs `options.steps` Langevin steps on `energy` from z.
 
   Args:
     energy: f(z f32[B, D]) -> f32[B], each row's energy depending on that row only.
     z: f32[B, D] start points.
-    key: a JAX key; row i's noise comes from fold_in(key, rows[i]).
+    key: a JAX key; each row's noise comes from `row_keys(key, z)`.
     options: `Options`.
-    rows: int32[B] the rows' numbers (default 0..B-1), so a row's path is the same in
-      any batch.
 
   Returns:
     f32[B, D] the latents after the steps (z itself for 0 steps).
@@ -112,14 +127,12 @@ def langevin(energy, z, key, options, *, rows=None):
   z = jnp.asarray(z, jnp.float32)
   if options.steps == 0:
     return z
-  rows = jnp.arange(z.shape[0]) if rows is None else jnp.asarray(rows)
-  row_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, rows)
+  keys = row_keys(key, z)
   grad = jax.grad(lambda v: jnp.sum(energy(v)))
 
   def one_step(t, carry):
     z, step_size, scale = carry
-    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, t), z.shape[1:]))(
-        row_keys)
+    noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, t), z.shape[1:]))(keys)
     z = z - 0.5 * step_size * grad(z) + jnp.sqrt(step_size) * scale * noise
     if options.decay_every:
       decays = (t + 1) % options.decay_every == 0
@@ -140,7 +153,7 @@ def check_model(config):
         f'{config.model.pack}, PacGAN) scores groups of {config.model.pack}.')
 
 
-def make_refiner(config, state, g_params, g_batch_stats, options):
+def make_refiner(config, state, g_params, g_batch_stats, options, *, seed):
   """The DDLS of one checkpoint, compiled.
 
   Args:
@@ -148,43 +161,52 @@ def make_refiner(config, state, g_params, g_batch_stats, options):
     g_params, g_batch_stats: the generator's sampling variables (those the samples
       are drawn with: EMA or not, standing statistics or not).
     options: `Options` (checked here).
+    seed: the noise's seed (the CLIs pass the latents' own).
 
   Returns:
-    `refine(z f32[B, z_dim], labels int32[B] | None, seed, rows int[B]) ->
-    np.float32[B, z_dim]`: the latents after DDLS, row i's noise from `seed` and
-    rows[i]; labels as G takes them (None for an unconditional G).
+    `refine(z f32[B, z_dim], labels int32[B] | None = None) -> np.float32[B, z_dim]`:
+    the latents after DDLS; labels as G takes them (None for an unconditional G).
   """
   options.check()
   check_model(config)
   generator, discriminator = models.build(config.model)
   loss_type = config.loss.type
+  key = jax.random.fold_in(jax.random.key(seed), _LANGEVIN_STREAM)
 
-  def energy(z, labels):
-    x, _ = step_lib.apply_model(generator, g_params, g_batch_stats, z, labels, train=False)
-    d, _ = step_lib.apply_model(discriminator, state.d_params, state.d_batch_stats,
-                                x, labels, train=False)
-    return 0.5 * jnp.sum(jnp.square(z), axis=-1) - log_density_ratio(d, loss_type=loss_type)
-
+  # The variables are arguments, not constants of the compiled function: on several
+  # processes they are global arrays.
   @jax.jit
-  def run(z, labels, key, rows):
-    return langevin(lambda v: energy(v, labels), z, key, options, rows=rows)
+  def run(g_vars, d_vars, z, labels):
+    def energy(v):
+      x, _ = step_lib.apply_model(generator, *g_vars, v, labels, train=False)
+      d, _ = step_lib.apply_model(discriminator, *d_vars, x, labels, train=False)
+      return 0.5 * jnp.sum(jnp.square(v), axis=-1) - log_density_ratio(d, loss_type=loss_type)
+    return langevin(energy, z, key, options)
 
-  def refine(z, labels, seed, rows):
-    key = jax.random.fold_in(jax.random.key(seed), _LANGEVIN_STREAM)
-    return np.asarray(run(jnp.asarray(z, jnp.float32), labels, key, jnp.asarray(rows)))
+  def refine(z, labels=None):
+    return np.asarray(run((g_params, g_batch_stats), (state.d_params, state.d_batch_stats),
+                          jnp.asarray(z, jnp.float32), labels))
 
   return refine
 
 
-def refine_in_batches(refine, z, labels=None, *, seed, batch_size=500):
+def refine_in_batches(refine, z, labels=None, *, batch_size=500):
   """`make_refiner`'s `refine` over z f32[N, z_dim] (labels int32[N] or None) in chunks
   of `batch_size` rows: np.float32[N, z_dim], the same rows in any chunking."""
-  out = []
-  for i in range(0, len(z), batch_size):
-    chunk = slice(i, i + batch_size)
-    out.append(refine(z[chunk], None if labels is None else labels[chunk], seed,
-                      np.arange(i, min(i + batch_size, len(z)))))
+  out = [refine(z[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
+         for i in range(0, len(z), batch_size)]
   return np.concatenate(out, axis=0) if out else np.asarray(z, np.float32)
+
+
+def refined_generator(generate, refine):
+  """`generate(z, labels=None)` on the latents `refine` moved: a sampler for code that
+  takes a generator (the evaluator), with the step and statistics of `generate`."""
+  def generate_refined(z, labels=None):
+    moved = refine(z, labels)
+    return generate(moved) if labels is None else generate(moved, labels)
+  generate_refined.step = generate.step
+  generate_refined.standing_stats = generate.standing_stats
+  return generate_refined
 
 
 def add_flags():

@@ -62,7 +62,8 @@ def test_without_noise_the_steps_are_gradient_descent_in_closed_form():
 def test_langevin_dynamics_sample_a_gaussian_target():
   # Unadjusted Langevin on N(m, s^2): its stationary law is N(m, s^2 / (1 - e / (4 s^2))).
   mean, std, step_size = 1.5, 0.5, 0.05
-  z0 = jnp.zeros((4000, 2))
+  # Distinct starts: equal latents would share their noise (`row_keys`).
+  z0 = jnp.asarray(np.random.default_rng(0).normal(size=(4000, 2)), jnp.float32)
   options = langevin.Options(steps=600, step_size=step_size)
   z = np.asarray(langevin.langevin(_gaussian_energy(mean, std), z0, jax.random.key(3),
                                    options))
@@ -81,29 +82,41 @@ def test_no_steps_leave_the_latents_as_they_are():
   np.testing.assert_array_equal(out, z0)
 
 
-def test_a_row_follows_the_same_path_in_any_batch():
+def test_a_latent_follows_the_same_path_in_any_batch_and_position():
   energy = _gaussian_energy(0.5, 1.0)
-  run = jax.jit(lambda z, key, rows: langevin.langevin(
-      energy, z, key, langevin.Options(steps=5), rows=rows))
+  run = jax.jit(lambda z, key: langevin.langevin(energy, z, key, langevin.Options(steps=5)))
 
-  def refine(z, labels, seed, rows):
-    assert labels is None
-    return np.asarray(run(jnp.asarray(z), jax.random.key(seed), jnp.asarray(rows)))
+  def refine_with(seed):
+    return lambda z, labels: np.asarray(run(jnp.asarray(z), jax.random.key(seed)))
 
   z0 = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
-  by_3 = langevin.refine_in_batches(refine, z0, seed=2, batch_size=3)
-  by_7 = langevin.refine_in_batches(refine, z0, seed=2, batch_size=7)
+  by_3 = langevin.refine_in_batches(refine_with(2), z0, batch_size=3)
+  by_7 = langevin.refine_in_batches(refine_with(2), z0, batch_size=7)
   np.testing.assert_allclose(by_3, by_7, rtol=1e-6, atol=1e-6)
-  assert np.abs(by_3 - z0).min() > 0  # every row moved
-  other_seed = langevin.refine_in_batches(refine, z0, seed=3, batch_size=3)
+  order = np.random.default_rng(2).permutation(10)
+  shuffled = langevin.refine_in_batches(refine_with(2), z0[order], batch_size=4)
+  np.testing.assert_allclose(shuffled, by_3[order], rtol=1e-6, atol=1e-6)
+  # Each row its own noise: the moves of two rows are not alike.
+  moves = by_3 - z0
+  assert np.abs(moves[1:] - moves[:1]).min(axis=1).max() > 0.05
+  other_seed = langevin.refine_in_batches(refine_with(3), z0, batch_size=3)
   assert np.abs(other_seed - by_3).max() > 0.1
+
+
+def test_row_keys_differ_for_latents_one_bit_apart():
+  z = np.zeros((3, 8), np.float32)
+  z[1, 5] = np.float32(1e-45)  # the smallest subnormal: one bit
+  z[2, 0] = -0.0  # the sign bit
+  keys = jax.random.key_data(langevin.row_keys(jax.random.key(0), z))
+  assert len({tuple(np.asarray(k).tolist()) for k in keys}) == 3
 
 
 @pytest.mark.parametrize('field, value, message', [
     ('steps', -1, '--langevin_steps'), ('step_size', 0.0, '--langevin_step_size'),
     ('step_size', float('nan'), '--langevin_step_size'),
     ('noise_std', -0.1, '--langevin_noise_std'), ('decay', 0.0, '--langevin_decay'),
-    ('decay', 1.5, '--langevin_decay'), ('decay_every', -2, '--langevin_decay_every')])
+    ('decay', 1.5, '--langevin_decay'), ('decay_every', -2, '--langevin_decay_every'),
+    ('decay', 0.9, 'would change nothing'), ('decay_every', 10, 'would change nothing')])
 def test_bad_settings_are_refused_by_their_flag_name(field, value, message):
   with pytest.raises(errors.ConfigError, match=message):
     langevin.Options(**{field: value}).check()
@@ -133,9 +146,10 @@ def test_a_step_follows_the_gradient_of_the_sampling_generator_s_energy(tmp_path
   generate = sample.generator_from_state(config, state, step)  # the EMA G
   step_size = 0.1
   refine = langevin.make_refiner(config, state, *generate.variables,
-                                 langevin.Options(steps=1, step_size=step_size, noise_std=0.0))
+                                 langevin.Options(steps=1, step_size=step_size, noise_std=0.0),
+                                 seed=0)
   z0 = np.random.default_rng(0).normal(size=(6, config.model.z_dim)).astype(np.float32)
-  gradient = (z0 - refine(z0, None, 0, np.arange(6))) / (0.5 * step_size)
+  gradient = (z0 - refine(z0)) / (0.5 * step_size)
   _, discriminator = models.build(config.model)
 
   def energy(z):  # from the sample CLI's generator; a non-saturating D's logit is d
@@ -157,10 +171,10 @@ def test_the_digits_check_samples_moved_latents_and_says_so(tmp_path):
   workdir = _saved_run(tmp_path)
   plain = digits_check.run_check(workdir, num_samples=40, logistic=False)
   moved = digits_check.run_check(workdir, num_samples=40, logistic=False,
-                                 ddls=langevin.Options(steps=3))
+                                 ddls=langevin.Options(steps=20, step_size=0.5))
   assert plain['sampler'] == 'generator'
-  assert moved['sampler'] == 'DDLS: 3 Langevin steps of 0.02, noise std 1'
-  assert 'latents by DDLS: 3 Langevin steps' in digits_check.format_report(moved)
+  assert moved['sampler'] == 'DDLS: 20 Langevin steps of 0.5, noise std 1'
+  assert 'latents by DDLS: 20 Langevin steps' in digits_check.format_report(moved)
   assert plain['judge']['class_shares'] != moved['judge']['class_shares']
 
 
@@ -181,9 +195,9 @@ def test_the_sample_cli_writes_the_samples_of_the_moved_latents(tmp_path):
   config, state, step = workdir_lib.restore_state(workdir)
   generate = sample.generator_from_state(config, state, step)
   refine = langevin.make_refiner(config, state, *generate.variables,
-                                 langevin.Options(steps=4, step_size=0.05))
+                                 langevin.Options(steps=4, step_size=0.05), seed=3)
   z = sample.latents(3, 10, config.model.z_dim)
-  expected = generate(langevin.refine_in_batches(refine, z, seed=3))
+  expected = generate(refine(z))
   with np.load(output) as written:
     np.testing.assert_allclose(written['samples'], expected, atol=1e-5)
     assert np.abs(written['samples'] - generate(z)).max() > 1e-3  # not G's own samples
@@ -194,3 +208,35 @@ def test_ddls_with_an_interpolation_or_truncation_is_refused_before_loading(tmp_
   result = run_module('gan_jax.sample', [f'--workdir={tmp_path / "nope"}', '--output=x.npz',
                                          '--langevin_steps=5', flag])
   assert_short_error(result, '--langevin_steps moves each latent')
+
+
+def test_evaluate_scores_the_moved_latents_records_the_sampler_and_keeps_g_s_record(tmp_path):
+  from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = _saved_run(tmp_path)
+  cache = str(tmp_path / 'cache')
+  ddls = langevin.Options(steps=20, step_size=0.5)
+  plain = evaluate.evaluate(workdir, metrics='proxy', num_samples=60, cache_dir=cache)
+  moved = evaluate.evaluate(workdir, metrics='proxy', num_samples=60, cache_dir=cache,
+                            ddls=ddls)
+  assert 'ddls' not in plain['protocol']
+  assert moved['protocol']['ddls'] == dict(steps=20, step_size=0.5, noise_std=1.0, decay=1.0,
+                                           decay_every=0)
+  assert moved['results']['proxy_fd'] != plain['results']['proxy_fd']
+  # G's own record was kept beside the DDLS one (another protocol), not replaced.
+  records = sorted(os.listdir(os.path.join(workdir, 'eval')))
+  assert len(records) == 2 and 'step_1.json' in records
+  # The same samples in other batches, and those the digits check judges.
+  rebatched = evaluate.evaluate(workdir, metrics='proxy', num_samples=60, cache_dir=cache,
+                                ddls=ddls, batch_size=7, output=str(tmp_path / 'r.json'))
+  assert rebatched['results']['proxy_fd'] == pytest.approx(moved['results']['proxy_fd'],
+                                                           rel=1e-4)
+  check = digits_check.run_check(workdir, num_samples=60, logistic=False, ddls=ddls)
+  assert check['judge']['generated_confident_share'] == moved['results']['proxy_confident']
+
+
+def test_evaluate_refuses_ddls_without_a_sample_metric(tmp_path):
+  from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = _saved_run(tmp_path, **{'model.num_classes': 10,
+                                    'model.d_cond': 'semi_supervised'})
+  with pytest.raises(errors.ConfigError, match='draws no samples'):
+    evaluate.evaluate(workdir, metrics='accuracy', ddls=langevin.Options(steps=3))

@@ -143,18 +143,13 @@ def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDEN
   if config.data.source != 'digits':
     raise errors.ConfigError(f'{workdir} is a {config.data.source!r} run; --workdir must be a '
                              'digits run (data.source digits).')
-  z_dim, num_classes = int(config.model.z_dim), models.generator_classes(config.model)
-  if ddls.steps:
-    # The evaluation latents and labels (row i: class i mod K), moved by D first.
-    z = sampling.latents(seed, num_samples, z_dim)
-    labels = sample.cycled_labels(num_samples, num_classes) if num_classes else None
-    refine = langevin.make_refiner(config, state, *generate.variables, ddls)
-    samples = sample.generate_in_batches(
-        generate, langevin.refine_in_batches(refine, z, labels, seed=seed), labels)
-  else:
-    # A class-conditional G draws row i as class i mod K (the evaluator's rows).
-    samples = sampling.generate_samples(generate, seed=seed, num_samples=num_samples,
-                                        z_dim=z_dim, num_classes=num_classes)
+  if ddls.steps:  # the same latents, moved by D first
+    generate = langevin.refined_generator(generate, langevin.make_refiner(
+        config, state, *generate.variables, ddls, seed=seed))
+  # A class-conditional G draws row i as class i mod K (the evaluator's rows).
+  samples = sampling.generate_samples(generate, seed=seed, num_samples=num_samples,
+                                      z_dim=int(config.model.z_dim),
+                                      num_classes=models.generator_classes(config.model))
   real_test = real_test_digits(config.data, image_shape=samples.shape[1:])
   result = check_samples(samples, real_test=real_test, threshold=threshold, logistic=logistic)
   result.update(workdir=workdir, step=int(generate.step), seed=seed,
