@@ -82,13 +82,15 @@ def shrink_for_smoke(config, *, batch_size=8, num_steps=4, width=8):
     config: the ConfigDict to change in place.
     batch_size: global batch of the smoke run.
     num_steps: train steps.
-    width: G and D base widths.
+    width: G and D base widths (model.ngf / model.ndf of the families that read them;
+      an MLP config sizes its own model.hidden).
 
   Returns:
     `config`, for chaining.
   """
-  config.model.ngf = width
-  config.model.ndf = width
+  if config.model.name not in ('mlp', 'image_mlp'):
+    config.model.ngf = width
+    config.model.ndf = width
   config.model.z_dim = 16
   config.train.batch_size = batch_size
   t = config.train

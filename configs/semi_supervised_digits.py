@@ -123,6 +123,7 @@ def get_config(arg=None):
   config.name = '_'.join(['semi_supervised_digits'] + variant)
   if args.smoke:
     common.shrink_for_smoke(config, batch_size=16, num_steps=6)
-    config.model.hidden = 16
-    config.model.d_widths = '16,8'
+    if not args.dcgan:
+      config.model.hidden = 16
+      config.model.d_widths = '16,8'
   return config

@@ -109,6 +109,7 @@ def validate(config):
   parallel.cpu_compiler_options(config.parallel.cpu_conv_kernels)
   parallel.check_mode(config.parallel.mode)
   models.build(config.model)
+  models.check_fields_read(config.model, defaults.get_config().model)
   models.check_loss(config.model, config.loss)
   shape = models.data_shape(config.model)
   bcr = config.loss.bcr_real_weight or config.loss.bcr_fake_weight

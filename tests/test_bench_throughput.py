@@ -110,3 +110,10 @@ def test_zoo_model_names_load_their_config_files():
   assert presets.model_config('resnet', batch=4, width=8).model.ngf == 8
   with pytest.raises(errors.ConfigError, match="'nope' is not one of the benchmark models"):
     throughput.Settings(model='nope')
+
+
+def test_a_width_for_a_config_whose_family_reads_no_ngf_is_refused():
+  # toy_grid's MLP is sized by model.hidden: every --widths value would time one network.
+  with pytest.raises(errors.ConfigError, match='model.ngf=16 is read by'):
+    presets.model_config('toy_grid', batch=8, width=16)
+  assert presets.model_config('toy_grid', batch=8).model.name == 'mlp'

@@ -9,7 +9,9 @@ from configs import toy_ring
 from gan_jax import augment
 from gan_jax import config_files
 from gan_jax import config_check
+from gan_jax import defaults
 from gan_jax import errors
+from gan_jax import models
 from tests.helpers import tiny_config
 
 
@@ -375,3 +377,34 @@ def test_a_config_not_built_from_the_defaults_is_refused_naming_a_missing_field(
                      match=r'config.augment.bcr_policy is missing \(and \d+ more\).*'
                            r'gan_jax.defaults.get_config\(\)'):
     config_check.validate(config)
+
+
+@pytest.mark.parametrize('name, field, value, fragments', [
+    ('mlp', 'ngf', 128, ['model.ngf=128 is read by the biggan, dcgan, resnet, sagan families only',
+                         'its widths are model.hidden', 'Leave model.ngf at 64']),
+    ('image_mlp', 'ndf', 32, ['its widths are model.d_widths']),
+    ('dcgan', 'hidden', 256, ['model.hidden=256 is read by the image_mlp, mlp families only',
+                              'its widths are model.ngf / model.ndf']),
+    ('dcgan', 'bottom_width', 8, ['is read by the biggan, resnet, sagan families only']),
+    ('resnet', 'shared_dim', 64, ['is read by the biggan families only']),
+    ('dcgan', 'num_layers', 5, ['is read by the image_mlp, mlp families only']),
+])
+def test_a_size_the_family_does_not_read_is_refused(name, field, value, fragments):
+  # A sweep over it would train the same networks in every trial.
+  config = defaults.get_config()
+  config.model.name = name
+  config.model[field] = value
+  with pytest.raises(errors.ConfigError) as error:
+    models.check_fields_read(config.model, defaults.get_config().model)
+  for fragment in fragments:
+    assert fragment in str(error.value), str(error.value)
+  config.model[field] = defaults.get_config().model[field]
+  models.check_fields_read(config.model, defaults.get_config().model)  # the default is fine
+
+
+def test_a_minibatch_kernel_size_without_the_layer_is_refused():
+  config = tiny_config(**{'model.minibatch_kernel_dim': 7})
+  with pytest.raises(errors.ConfigError, match='minibatch_discrimination is 0'):
+    config_check.validate(config)
+  config.model.minibatch_discrimination = 10
+  config_check.validate(config)

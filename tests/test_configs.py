@@ -39,6 +39,28 @@ def test_config_and_its_smoke_variant_pass_the_check(name):
   assert g + d < 2_000_000, 'a smoke variant must be small enough for a CPU test'
 
 
+def _variant_specs():
+  """Every config with each of its on / off variants alone and with ':smoke' (those
+  taking a value, such as biggan_cifar10:data=P, have tests of their own)."""
+  for name in config_files.names():
+    for variant, default in config_files.variants(name).items():
+      if not isinstance(default, bool):
+        continue
+      yield f'{name}:{variant}'
+      if variant != 'smoke':
+        yield f'{name}:{variant},smoke'
+
+
+@pytest.mark.parametrize('spec', list(_variant_specs()))
+def test_every_variant_passes_the_check(spec):
+  try:
+    config = config_files.load(spec)
+  except errors.ConfigError as e:  # variants that exclude each other say so
+    assert 'Pick one of' in str(e) or 'cannot be combined' in str(e), str(e)
+    return
+  config_check.validate(config)
+
+
 def test_zoo_configs_have_the_reference_parameter_counts():
   # torch_mimicry (SNGAN / cGAN-PD) and PyTorch-StudioGAN (SAGAN, BigGAN) counts,
   # as read off the reference code (tests/test_resnet.py, tests/test_biggan.py).

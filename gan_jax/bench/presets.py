@@ -17,6 +17,7 @@ dtype (`model.dtype`) and, on CPU, the convolution kernels
 from gan_jax import config_files
 from gan_jax import defaults
 from gan_jax import errors
+from gan_jax import models
 from gan_jax import parallel
 
 RESOLUTION = 64
@@ -80,6 +81,9 @@ def model_config(model, *, batch, variant='float32', width=0):
   config.train.batch_size = batch
   if width:
     config.model.update(dict(ngf=width, ndf=width))
+    # A config whose family sizes itself otherwise (an MLP) would time the same network
+    # at every width.
+    models.check_fields_read(config.model, defaults.get_config().model)
   return config
 
 

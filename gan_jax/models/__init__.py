@@ -77,6 +77,56 @@ _SWITCHES = (
 )
 
 
+# Size fields, the families that read each, and what sizes the same part in some of
+# the others: a family that does not read a field refuses a value other than the
+# default, which a sweep over it would otherwise run as identical trials.
+_SIZE_FIELDS = (
+    ('ngf', (dcgan, resnet, biggan, sagan), {'mlp': 'model.hidden', 'image_mlp': 'model.hidden'}),
+    ('ndf', (dcgan, resnet, biggan, sagan), {'mlp': 'model.hidden',
+                                             'image_mlp': 'model.d_widths'}),
+    ('hidden', (mlp, image_mlp), {'dcgan': 'model.ngf / model.ndf',
+                                  'resnet': 'model.ngf / model.ndf',
+                                  'biggan': 'model.ngf / model.ndf',
+                                  'sagan': 'model.ngf / model.ndf'}),
+    ('num_layers', (mlp, image_mlp), {}),
+    ('d_widths', (image_mlp,), {'mlp': 'model.hidden', 'dcgan': 'model.ndf',
+                                'resnet': 'model.ndf', 'biggan': 'model.ndf',
+                                'sagan': 'model.ndf'}),
+    ('bottom_width', (resnet, biggan, sagan), {}),
+    ('shared_dim', (biggan,), {}),
+    ('hierarchical_z', (biggan,), {}),
+)
+
+
+def check_fields_read(model_config, default_model_config):
+  """A ConfigError for a size field `model_config.name`'s family does not read, set
+  to another value than in `default_model_config` (gan_jax.defaults' config.model),
+  and for a minibatch-discrimination kernel size with the layer off.
+
+  Checked when a run or a benchmark starts (`config_check.validate`), not when a
+  saved run is loaded, so runs made before this check still sample and evaluate.
+  """
+  family = _family(model_config.name)
+  for field, families, sized_by in _SIZE_FIELDS:
+    value, default = model_config[field], default_model_config[field]
+    if family in families or value == default:
+      continue
+    readers = sorted(n for n, f in _FAMILIES.items() if f in families)
+    instead = sized_by.get(model_config.name)
+    use = f' (its widths are {instead})' if instead else ''
+    raise errors.ConfigError(
+        f'model.{field}={value!r} is read by the {", ".join(readers)} families only: '
+        f'model.name={model_config.name!r}{use} would train the same networks as with the '
+        f'default {default!r}. Leave model.{field} at {default!r}.')
+  if (not model_config.minibatch_discrimination and model_config.minibatch_kernel_dim !=
+      default_model_config.minibatch_kernel_dim):
+    raise errors.ConfigError(
+        f'model.minibatch_kernel_dim={model_config.minibatch_kernel_dim} sizes the '
+        'minibatch-discrimination kernels, and model.minibatch_discrimination is 0 (off): '
+        'turn the layer on (e.g. 100 kernels), or leave the size at its default '
+        f'{default_model_config.minibatch_kernel_dim}.')
+
+
 def names():
   """Registered model family names, sorted."""
   return sorted(_FAMILIES)
