@@ -8,11 +8,12 @@ dynamics on the latent energy
   E(z) = |z|^2 / 2 - d(G(z)),
   z <- z - step_size / 2 * dE/dz + sqrt(step_size) * noise_std * n,   n ~ N(0, I),
 
-starting from the usual latents, with G and D in eval mode (no statistics change).
+starting from the usual latents, with G and D in eval mode (no statistics change; a D
+that compares the rows of a batch, PacGAN's or one with minibatch features, is refused).
 Every `decay_every` steps the step size and the noise scale are multiplied by `decay`
 (StudioGAN's -lgv_decay / -lgv_decay_steps). Each row's noise comes from the seed's key
-folded with a hash of the row's starting latent, so a latent follows the same path in
-any batch, on any process and at any position (what a sharded evaluation needs).
+folded with a 64-bit hash of the row's starting latent, so a latent follows the same path
+in any batch, on any process and at any position (what a sharded evaluation needs).
 Differences from StudioGAN's `langevin_sampling`: d is D's estimate of the log density
 ratio for the run's loss (`log_density_ratio`; StudioGAN takes D's raw output for
 every loss), and `noise_std` is a standard deviation (StudioGAN's -lgv_std is the
@@ -37,8 +38,9 @@ from gan_jax import step as step_lib
 # Folded into the sampling seed's key for the Langevin noise, beside the latents'
 # own blocks (`metrics.sampling.latents`) and the truncation redraws (2**31 - 1).
 _LANGEVIN_STREAM = 2**31 - 2
-# D's output of an LSGAN is clipped into [EPS, 1 - EPS] before its log-odds.
-LSGAN_EPS = 1e-4
+# An LSGAN D's log-odds are taken inside [EPS, 1 - EPS] and continued by their tangent
+# outside, where D's output (not a probability there) would otherwise give no gradient.
+LSGAN_EPS = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,27 +91,37 @@ def log_density_ratio(d_logits, *, loss_type):
   Returns:
     f32[B]. minimax / non_saturating: the logit itself (the optimal D is
     sigmoid(log p_data / p_G)); least_squares (targets 0 and 1): the log-odds of the
-    output clipped into [LSGAN_EPS, 1 - LSGAN_EPS] (the optimal D is p_data /
-    (p_data + p_G)); wasserstein / hinge: the critic's output, which estimates no
-    ratio (DDLS reads it as a negative energy, as StudioGAN does for every loss).
+    output (the optimal D is p_data / (p_data + p_G)) inside [LSGAN_EPS, 1 - LSGAN_EPS],
+    continued linearly outside with the slope at the bound, so that the fakes D is
+    surest of (outputs <= 0) still move up its gradient; wasserstein / hinge: the
+    critic's output, which estimates no ratio (DDLS reads it as a negative energy, as
+    StudioGAN does for every loss).
   """
   d = jnp.asarray(d_logits, jnp.float32)
   if loss_type == 'least_squares':
-    d = jnp.clip(d, LSGAN_EPS, 1 - LSGAN_EPS)
-    return jnp.log(d) - jnp.log1p(-d)
+    inside = jnp.clip(d, LSGAN_EPS, 1 - LSGAN_EPS)
+    # d - inside is 0 inside the bounds; outside, `inside` is constant and the tangent
+    # term carries the slope 1 / (c (1 - c)) of the log-odds at the bound c.
+    return (jnp.log(inside) - jnp.log1p(-inside) +
+            (d - inside) / (inside * (1 - inside)))
   if loss_type not in losses.LOSS_TYPES:
     raise errors.ConfigError(f'loss.type must be one of {losses.LOSS_TYPES}, got {loss_type!r}.')
   return d
 
 
 def row_keys(key, z):
-  """One key per row of z f32[B, D]: `key` folded with a 32-bit hash of the row's bits
-  (rows with equal entries get equal keys, any others almost surely different ones)."""
+  """One key per row of z f32[B, D]: `key` folded with two 32-bit hashes of the row's
+  bits (rows with equal entries get equal keys; two of 10^6 different rows share one
+  with a chance of about 3e-8)."""
   bits = jax.lax.bitcast_convert_type(jnp.asarray(z, jnp.float32), jnp.uint32)
-  # Odd multipliers, one per entry: a multiplicative hash that wraps mod 2**32.
-  multipliers = jax.random.bits(jax.random.key(_LANGEVIN_STREAM), z.shape[1:], jnp.uint32) | 1
-  hashes = jnp.sum(bits * multipliers, axis=-1, dtype=jnp.uint32)
-  return jax.vmap(jax.random.fold_in, (None, 0))(key, hashes)
+  keys = jnp.broadcast_to(key, z.shape[:1])
+  for part in range(2):
+    # Odd multipliers, one per entry: a multiplicative hash that wraps mod 2**32.
+    multipliers = jax.random.bits(jax.random.fold_in(jax.random.key(_LANGEVIN_STREAM), part),
+                                  z.shape[1:], jnp.uint32) | 1
+    hashes = jnp.sum(bits * multipliers, axis=-1, dtype=jnp.uint32)
+    keys = jax.vmap(jax.random.fold_in)(keys, hashes)
+  return keys
 
 
 def langevin(energy, z, key, options):
@@ -145,12 +157,25 @@ def langevin(energy, z, key, options):
 
 
 def check_model(config):
-  """A ConfigError when the run's D cannot score single samples (PacGAN's D scores
-  groups of `model.pack`)."""
-  if config.model.pack != 1:
+  """A ConfigError when the run's D cannot score each sample on its own (PacGAN's D
+  scores groups; minibatch features compare a row with the others of its batch, so
+  a latent's path would depend on its batch), or its loss makes D's output no log
+  density ratio DDLS knows (label smoothing)."""
+  m = config.model
+  batchwise = [name for name, on in (
+      (f'model.pack={m.pack} (PacGAN)', m.pack != 1),
+      ('model.minibatch_std', m.minibatch_std),
+      (f'model.minibatch_discrimination={m.minibatch_discrimination}',
+       m.minibatch_discrimination)) if on]
+  if batchwise:
     raise errors.ConfigError(
-        f'--langevin_steps needs a D that scores each sample; this run\'s D (model.pack='
-        f'{config.model.pack}, PacGAN) scores groups of {config.model.pack}.')
+        f'--langevin_steps needs a D that scores each sample on its own; this run\'s D '
+        f'({", ".join(batchwise)}) looks across the rows of a batch, so each latent\'s path '
+        'would depend on the others in its batch.')
+  if config.loss.label_smoothing:
+    raise errors.ConfigError(
+        f'--langevin_steps reads D\'s logit as log p_data / p_G, which it is not with '
+        f'loss.label_smoothing={config.loss.label_smoothing} (this run\'s).')
 
 
 def make_refiner(config, state, g_params, g_batch_stats, options, *, seed):
@@ -173,8 +198,8 @@ def make_refiner(config, state, g_params, g_batch_stats, options, *, seed):
   loss_type = config.loss.type
   key = jax.random.fold_in(jax.random.key(seed), _LANGEVIN_STREAM)
 
-  # The variables are arguments, not constants of the compiled function: on several
-  # processes they are global arrays.
+  # The variables are arguments, not constants of the compiled function (one
+  # compilation serves any checkpoint of the run).
   @jax.jit
   def run(g_vars, d_vars, z, labels):
     def energy(v):

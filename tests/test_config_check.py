@@ -408,3 +408,20 @@ def test_a_minibatch_kernel_size_without_the_layer_is_refused():
     config_check.validate(config)
   config.model.minibatch_discrimination = 10
   config_check.validate(config)
+
+
+def test_the_shared_embedding_size_of_an_unconditional_biggan_is_refused():
+  config = config_files.load('biggan_cifar10:smoke')
+  config.model.num_classes = 0
+  config.model.shared_dim = 64
+  with pytest.raises(errors.ConfigError, match='this BigGAN is unconditional'):
+    config_check.validate(config)
+  config.model.num_classes = 10  # conditional: the embedding exists
+  config_check.validate(config)
+
+
+def test_a_minibatch_kernel_size_on_a_family_without_the_layer_says_so():
+  config = config_files.load('toy_grid:smoke')
+  config.model.minibatch_kernel_dim = 7
+  with pytest.raises(errors.ConfigError, match='the mlp family has no such layer'):
+    config_check.validate(config)

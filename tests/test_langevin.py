@@ -29,12 +29,18 @@ def test_the_log_density_ratio_is_the_logit_or_the_lsgan_log_odds():
   d = jnp.asarray([-2.0, 0.0, 0.5, 0.8, 3.0])
   for loss_type in ('minimax', 'non_saturating', 'hinge', 'wasserstein'):
     np.testing.assert_array_equal(langevin.log_density_ratio(d, loss_type=loss_type), d)
-  # LSGAN (targets 0 / 1): the optimal D is p / (p + q), so the ratio is D / (1 - D).
+  # LSGAN (targets 0 / 1): the optimal D is p / (p + q), so the ratio is D / (1 - D);
+  # outside [e, 1 - e] the log-odds continue along their tangent at the bound.
   eps = langevin.LSGAN_EPS
-  expected = [math.log(eps / (1 - eps)), math.log(eps / (1 - eps)), 0.0, math.log(4.0),
-              math.log((1 - eps) / eps)]
-  np.testing.assert_allclose(langevin.log_density_ratio(d, loss_type='least_squares'),
-                             expected, atol=5e-4)  # float32 near the clip
+  logit_eps, slope_eps = math.log(eps / (1 - eps)), 1 / (eps * (1 - eps))
+  expected = [logit_eps + (-2.0 - eps) * slope_eps, logit_eps - eps * slope_eps, 0.0,
+              math.log(4.0), -logit_eps + (3.0 - (1 - eps)) * slope_eps]
+  lsgan = lambda x: langevin.log_density_ratio(x, loss_type='least_squares')
+  np.testing.assert_allclose(lsgan(d), expected, rtol=1e-5, atol=1e-5)
+  # Its slope: that of the log-odds inside, of the tangent outside (never 0).
+  slopes = jax.vmap(jax.grad(lambda x: lsgan(x[None])[0]))(d)
+  np.testing.assert_allclose(slopes, [slope_eps, slope_eps, 4.0, 1 / (0.8 * 0.2), slope_eps],
+                             rtol=1e-4)
   with pytest.raises(errors.ConfigError, match='loss.type'):
     langevin.log_density_ratio(d, loss_type='lsgan')
 
@@ -178,10 +184,18 @@ def test_the_digits_check_samples_moved_latents_and_says_so(tmp_path):
   assert plain['judge']['class_shares'] != moved['judge']['class_shares']
 
 
-def test_a_packed_discriminator_is_refused(tmp_path):
-  workdir = _saved_run(tmp_path, **{'model.pack': 2})
-  with pytest.raises(errors.ConfigError, match='PacGAN'):
+@pytest.mark.parametrize('overrides, fragment', [
+    ({'model.pack': 2}, 'model.pack=2 (PacGAN)'),
+    ({'model.minibatch_std': True}, 'model.minibatch_std'),
+    ({'model.minibatch_discrimination': 4}, 'model.minibatch_discrimination=4'),
+    ({'loss.label_smoothing': 0.1}, 'loss.label_smoothing=0.1'),
+])
+def test_a_d_that_compares_rows_or_smooths_its_labels_is_refused(tmp_path, overrides, fragment):
+  # A row's path would depend on its batch (or D's logit is no log density ratio).
+  workdir = _saved_run(tmp_path, **overrides)
+  with pytest.raises(errors.ConfigError, match='--langevin_steps') as error:
     digits_check.run_check(workdir, num_samples=8, ddls=langevin.Options(steps=1))
+  assert fragment in str(error.value)
 
 
 def test_the_sample_cli_writes_the_samples_of_the_moved_latents(tmp_path):
@@ -240,3 +254,18 @@ def test_evaluate_refuses_ddls_without_a_sample_metric(tmp_path):
                                     'model.d_cond': 'semi_supervised'})
   with pytest.raises(errors.ConfigError, match='draws no samples'):
     evaluate.evaluate(workdir, metrics='accuracy', ddls=langevin.Options(steps=3))
+
+
+def test_a_conditional_run_moves_each_latent_under_d_s_score_for_its_class(tmp_path):
+  workdir = _saved_run(tmp_path, **{'model.num_classes': 10})  # projection D, cBN G
+  config, state, step = workdir_lib.restore_state(workdir)
+  generate = sample.generator_from_state(config, state, step)
+  refine = langevin.make_refiner(config, state, *generate.variables,
+                                 langevin.Options(steps=3, step_size=0.1, noise_std=0.0), seed=0)
+  z = sample.latents(0, 8, config.model.z_dim)
+  as_3, as_7 = refine(z, np.full(8, 3, np.int32)), refine(z, np.full(8, 7, np.int32))
+  assert np.abs(as_3 - as_7).max() > 1e-4  # the class enters G and D's projection
+  # The evaluator's sampler hands each row its label.
+  refined = langevin.refined_generator(generate, refine)
+  labels = sample.cycled_labels(8, 10)
+  np.testing.assert_allclose(refined(z, labels), generate(refine(z, labels), labels), atol=1e-6)

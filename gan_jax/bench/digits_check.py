@@ -13,7 +13,7 @@ split):
      generator, drawn from the evaluation latents of `gan_jax.evaluate` (so
      `--metrics=proxy` with the same seed and count reports the same share as
      `proxy_confident`); with --langevin_steps, those latents moved by D first
-     (`gan_jax.langevin`, DDLS), a sampler the evaluations do not use;
+     (`gan_jax.langevin`, DDLS; `gan_jax.evaluate --langevin_steps` scores the same);
   3. pass when 2 >= 0.8 x 1 and every digit (the judge's most probable class)
      gets between 5% and 15% of the samples.
 A secondary line, outside the pass / fail decision, gives the confident shares of

@@ -80,10 +80,13 @@ def model_config(model, *, batch, variant='float32', width=0):
   config = _config_model(model, variant)
   config.train.batch_size = batch
   if width:
-    config.model.update(dict(ngf=width, ndf=width))
     # A config whose family sizes itself otherwise (an MLP) would time the same network
     # at every width.
-    models.check_fields_read(config.model, defaults.get_config().model)
+    if not models.reads_field(config.model.name, 'ngf'):
+      raise errors.ConfigError(
+          f'--widths sets model.ngf / ndf, which the {config.model.name} family of {model!r} '
+          'does not read (its widths are model.hidden): leave --widths out.')
+    config.model.update(dict(ngf=width, ndf=width))
   return config
 
 

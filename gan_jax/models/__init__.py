@@ -120,11 +120,24 @@ def check_fields_read(model_config, default_model_config):
         f'default {default!r}. Leave model.{field} at {default!r}.')
   if (not model_config.minibatch_discrimination and model_config.minibatch_kernel_dim !=
       default_model_config.minibatch_kernel_dim):
+    on = ('turn the layer on (e.g. --config.model.minibatch_discrimination=100), or '
+          if family is dcgan else f'the {model_config.name} family has no such layer; ')
     raise errors.ConfigError(
         f'model.minibatch_kernel_dim={model_config.minibatch_kernel_dim} sizes the '
         'minibatch-discrimination kernels, and model.minibatch_discrimination is 0 (off): '
-        'turn the layer on (e.g. 100 kernels), or leave the size at its default '
-        f'{default_model_config.minibatch_kernel_dim}.')
+        f'{on}leave the size at its default {default_model_config.minibatch_kernel_dim}.')
+  if (family is biggan and not generator_classes(model_config) and
+      model_config.shared_dim != default_model_config.shared_dim):
+    raise errors.ConfigError(
+        f'model.shared_dim={model_config.shared_dim} sizes the shared class embedding, and '
+        'this BigGAN is unconditional (model.num_classes=0): it would train the same '
+        f'networks as with the default {default_model_config.shared_dim}; leave it there.')
+
+
+def reads_field(model_name, field):
+  """Whether family `model_name` reads the size field `field` (one of `_SIZE_FIELDS`)."""
+  family = _family(model_name)
+  return any(family in families for name, families, _ in _SIZE_FIELDS if name == field)
 
 
 def names():
