@@ -65,6 +65,19 @@ def _check_switches_that_would_change_nothing(config):
         'with the Inception weights), or set eval.every=-1.')
 
 
+def check_batch_over_devices(config, num_devices, num_processes=1):
+  """A ConfigError when `config.train.batch_size` does not split evenly over the
+  devices and processes, or a device's share over PacGAN's groups of `model.pack`."""
+  batch, pack = config.train.batch_size, config.model.pack
+  parallel.check_global_batch(batch, num_devices, num_processes)
+  per_device = batch // num_devices
+  if per_device % pack:
+    raise errors.ConfigError(
+        f'model.pack={pack} (PacGAN) packs each device\'s batch of {per_device} '
+        f'(train.batch_size={batch} over {num_devices} device(s)) into groups of {pack}: '
+        'make the per-device batch a multiple of it.')
+
+
 def validate(config):
   """Raises ConfigError for the first bad field of `config`; returns None if it is fine."""
   _check_fields(config)

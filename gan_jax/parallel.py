@@ -99,6 +99,15 @@ def make_mesh(devices=None):
                        axis_types=(AxisType.Auto,), devices=devices)
 
 
+def check_global_batch(global_batch, num_devices, num_processes):
+  """A ConfigError unless `global_batch` is a positive multiple of the number of
+  devices and of processes (each device and process gets an equal share)."""
+  if global_batch < 1 or global_batch % num_devices or global_batch % num_processes:
+    raise errors.ConfigError(
+        f'config.train.batch_size={global_batch} must be a positive multiple of the '
+        f'number of devices ({num_devices}) and processes ({num_processes}).')
+
+
 class DataParallel:
   """Compiles a per-device step and moves data in and out for one parallel mode.
 
@@ -211,12 +220,8 @@ class DataParallel:
       ConfigError: when `global_batch` is not a positive multiple of the number
         of devices and of processes.
     """
-    processes = jax.process_count()
-    if global_batch < 1 or global_batch % self.num_devices or global_batch % processes:
-      raise errors.ConfigError(
-          f'config.train.batch_size={global_batch} must be a positive multiple of the '
-          f'number of devices ({self.num_devices}) and processes ({processes}).')
-    return global_batch // processes
+    check_global_batch(global_batch, self.num_devices, jax.process_count())
+    return global_batch // jax.process_count()
 
   def put_batch(self, local_batch):
     """Builds the global batch from this process's rows.

@@ -133,13 +133,8 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   t = config.train
   # The batch is checked against the devices before the workdir records anything.
   dp = parallel.DataParallel.from_config(config.parallel, remat=config.train.remat)
+  config_check.check_batch_over_devices(config, dp.num_devices, jax.process_count())
   local_batch = dp.local_batch_size(t.batch_size)
-  per_device = t.batch_size // dp.num_devices
-  if per_device % config.model.pack:
-    raise errors.ConfigError(
-        f'model.pack={config.model.pack} (PacGAN) packs each device\'s batch of '
-        f'{per_device} (train.batch_size={t.batch_size} over {dp.num_devices} device(s)) '
-        f'into groups of {config.model.pack}: make the per-device batch a multiple of it.')
   # The model's data shape and the data are checked before the workdir records
   # anything too, so a run that cannot start leaves no config.json behind.
   shape = models.data_shape(config.model)

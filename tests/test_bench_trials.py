@@ -122,3 +122,20 @@ def test_a_table_header_says_how_many_steps_its_rows_trained():
   row = {'config': 'dcgan_digits:few', 'fraction': 0.1, 'train_examples': 134, 'policy': '',
          'num_steps': 40, 'trials': [], 'summary': None}
   assert little_data.format_table([row]).startswith('| data | config (40 steps) |')
+
+
+def test_config_checks_include_the_batch_over_this_process_s_devices():
+  import jax  # pylint: disable=g-import-not-at-top
+  from gan_jax import config_files  # pylint: disable=g-import-not-at-top
+  config = config_files.load('toy_grid:smoke')
+  per_device = config.train.batch_size // jax.device_count()
+  config.model.pack = per_device + 1  # no device's share splits into such groups
+  with pytest.raises(errors.ConfigError, match=r'model.pack=\d+ \(PacGAN\) packs each device'):
+    trials.check_configs([('toy_grid:smoke', config)])
+  config.model.pack = 1
+  config.train.batch_size = jax.device_count() * 4 + (1 if jax.device_count() > 1 else 0)
+  if jax.device_count() > 1:  # (one device divides every batch)
+    with pytest.raises(errors.ConfigError, match='multiple of the number of devices'):
+      trials.check_configs([('toy_grid:smoke', config)])
+  config.train.batch_size = jax.device_count() * 4
+  trials.check_configs([('toy_grid:smoke', config)])

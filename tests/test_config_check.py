@@ -425,3 +425,15 @@ def test_a_minibatch_kernel_size_on_a_family_without_the_layer_says_so():
   config.model.minibatch_kernel_dim = 7
   with pytest.raises(errors.ConfigError, match='the mlp family has no such layer'):
     config_check.validate(config)
+
+
+def test_the_batch_is_checked_against_devices_processes_and_pacgan_groups():
+  config = tiny_config(**{'model.pack': 3, 'train.batch_size': 24})
+  config_check.check_batch_over_devices(config, 8)  # 3 rows per device: one group
+  config_check.check_batch_over_devices(config, 4, 2)
+  with pytest.raises(errors.ConfigError, match=r"packs each device's batch of 4 \("):
+    config_check.check_batch_over_devices(config, 6)  # 4 rows per device: no groups of 3
+  with pytest.raises(errors.ConfigError, match=r'multiple of the number of devices \(5\)'):
+    config_check.check_batch_over_devices(config, 5)
+  with pytest.raises(errors.ConfigError, match=r'and processes \(5\)'):
+    config_check.check_batch_over_devices(config, 1, 5)

@@ -130,8 +130,9 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
   """Runs the config checks (`config_check.validate`) on every (spec, config) of a
   benchmark, with `num_steps` as --num_steps sets it and `as_trained(config)` (what
   the harness changes in every trial, in place) applied, before anything is written:
-  a bad --set value must not leave an empty --out folder. (Checks that need the
-  devices or the data, such as PacGAN's batch divisibility, still come at training.)"""
+  a bad --set value must not leave an empty --out folder; and the batch against this
+  process's devices (PacGAN's groups included), which every trial trains on. (Checks
+  that need the data still come at training.)"""
   for _, config in configs:
     config = config.copy_and_resolve_references()
     if num_steps is not None:
@@ -139,6 +140,7 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
     if as_trained is not None:
       as_trained(config)
     config_check.validate(config)
+    config_check.check_batch_over_devices(config, jax.device_count(), jax.process_count())
 
 
 def steps_label(rows):
