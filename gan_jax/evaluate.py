@@ -300,6 +300,7 @@ def _define_flags():
                       "config.eval.accuracy_split, 'test' unless set; digits: the fixed "
                       "450-image 'test' split).")
   langevin.add_flags()
+  flags.adopt_module_key_flags(langevin)  # --langevin_* in --help too
 
 
 def main(argv):

@@ -396,6 +396,7 @@ def _define_flags():
                        'or for a conditional run one row per class (--labels or all) of one '
                        'shared latent path.', lower_bound=0)
   langevin.add_flags()
+  flags.adopt_module_key_flags(langevin)  # --langevin_* in --help too
 
 
 def _parse_labels(values, class_names=None):

@@ -45,6 +45,17 @@ def test_help_is_printed_with_status_0(module):
   assert '--workdir' in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize('module', ['gan_jax.sample', 'gan_jax.evaluate',
+                                    'gan_jax.bench.digits_check'])
+def test_help_lists_the_ddls_flags(module):
+  # Flags defined by gan_jax.langevin are listed only when the program adopts them.
+  result = run_module(module, ['--help'])
+  assert result.returncode == 0, result.stderr[-3000:]
+  for flag in ('--langevin_steps', '--langevin_step_size', '--langevin_noise_std',
+               '--langevin_decay', '--langevin_decay_every'):
+    assert flag in result.stdout + result.stderr, flag
+
+
 def test_ctrl_c_before_training_takes_over_is_a_short_exit_130(tmp_path):
   # Until the training loop handles SIGINT itself (save, then stop), Ctrl-C raises
   # KeyboardInterrupt wherever the program is: one line and status 130, no traceback.

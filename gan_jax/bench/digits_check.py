@@ -197,6 +197,7 @@ def _define_flags():
                      'probability in [0, 1]).', lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_string('json', None, 'Optional path for the result as JSON.')
   langevin.add_flags()
+  flags.adopt_module_key_flags(langevin)  # --langevin_* in --help too
 
 
 def main(argv):
