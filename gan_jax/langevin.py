@@ -215,17 +215,10 @@ def make_refiner(config, state, g_params, g_batch_stats, options, *, seed):
   return refine
 
 
-def refine_in_batches(refine, z, labels=None, *, batch_size=500):
-  """`make_refiner`'s `refine` over z f32[N, z_dim] (labels int32[N] or None) in chunks
-  of `batch_size` rows: np.float32[N, z_dim], the same rows in any chunking."""
-  out = [refine(z[i:i + batch_size], None if labels is None else labels[i:i + batch_size])
-         for i in range(0, len(z), batch_size)]
-  return np.concatenate(out, axis=0) if out else np.asarray(z, np.float32)
-
-
 def refined_generator(generate, refine):
   """`generate(z, labels=None)` on the latents `refine` moved: a sampler for code that
-  takes a generator (the evaluator), with the step and statistics of `generate`."""
+  takes a generator (the evaluator, `sample.generate_in_batches`), with the step and
+  statistics of `generate`."""
   def generate_refined(z, labels=None):
     moved = refine(z, labels)
     return generate(moved) if labels is None else generate(moved, labels)

@@ -488,8 +488,8 @@ def main(argv):
                                   standing_stats=f.standing_stats, standing_seed=f.seed)
   z, labels, columns = _requested(config, f, class_names)
   if ddls.steps:
-    refine = langevin.make_refiner(config, state, *generate.variables, ddls, seed=f.seed)
-    z = langevin.refine_in_batches(refine, z, labels, batch_size=f.batch_size)
+    generate = langevin.refined_generator(generate, langevin.make_refiner(
+        config, state, *generate.variables, ddls, seed=f.seed))
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
   write_samples(samples, f.output, labels=labels, columns=columns)
   print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step '

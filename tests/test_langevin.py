@@ -93,19 +93,19 @@ def test_a_latent_follows_the_same_path_in_any_batch_and_position():
   run = jax.jit(lambda z, key: langevin.langevin(energy, z, key, langevin.Options(steps=5)))
 
   def refine_with(seed):
-    return lambda z, labels: np.asarray(run(jnp.asarray(z), jax.random.key(seed)))
+    return lambda z, labels=None: np.asarray(run(jnp.asarray(z), jax.random.key(seed)))
 
   z0 = np.random.default_rng(1).normal(size=(10, 4)).astype(np.float32)
-  by_3 = langevin.refine_in_batches(refine_with(2), z0, batch_size=3)
-  by_7 = langevin.refine_in_batches(refine_with(2), z0, batch_size=7)
+  by_3 = sample.generate_in_batches(refine_with(2), z0, batch_size=3)
+  by_7 = sample.generate_in_batches(refine_with(2), z0, batch_size=7)
   np.testing.assert_allclose(by_3, by_7, rtol=1e-6, atol=1e-6)
   order = np.random.default_rng(2).permutation(10)
-  shuffled = langevin.refine_in_batches(refine_with(2), z0[order], batch_size=4)
+  shuffled = sample.generate_in_batches(refine_with(2), z0[order], batch_size=4)
   np.testing.assert_allclose(shuffled, by_3[order], rtol=1e-6, atol=1e-6)
   # Each row its own noise: the moves of two rows are not alike.
   moves = by_3 - z0
   assert np.abs(moves[1:] - moves[:1]).min(axis=1).max() > 0.05
-  other_seed = langevin.refine_in_batches(refine_with(3), z0, batch_size=3)
+  other_seed = sample.generate_in_batches(refine_with(3), z0, batch_size=3)
   assert np.abs(other_seed - by_3).max() > 0.1
 
 
