@@ -148,7 +148,7 @@ def get_config():
   # ---- evaluation during training -------------------------------------------------
   config.eval = e = ml_collections.ConfigDict()
   e.every = 0                       # steps between evaluations (0 = only at the end; -1 = never)
-  e.metrics = ''                    # comma list: proxy (digits/toy), fid, is, kid, pr, cas, intra_fid, accuracy (D as a classifier)
+  e.metrics = ''                    # comma list: proxy (digits/toy), fid, is, kid, pr, dc (density / coverage), cas, intra_fid, accuracy (D as a classifier)
   e.num_samples = 1000              # generated samples per evaluation
   e.num_reference = 0               # real images for reference statistics (0 = num_samples)
   e.reference_split = ''            # split of the reference images ('' = data.split)

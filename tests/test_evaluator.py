@@ -40,7 +40,7 @@ def _toy_config(num_samples=800):
 def test_unknown_metric_names_name_the_flag_and_the_known_ones():
   assert metrics.parse_metrics(' fid, KID ,fid') == ('fid', 'kid')
   with pytest.raises(errors.ConfigError,
-                     match=r"--metrics: .*'lpips'.*known: \['proxy', 'fid', 'is', 'kid', 'pr', "
+                     match=r"--metrics: .*'lpips'.*known: \['proxy', 'fid', 'is', 'kid', 'pr', 'dc', "
                            r"'intra_fid', 'cas'\]"):
     metrics.parse_metrics('fid,lpips', flag='--metrics')
   with pytest.raises(errors.ConfigError, match='^--config.eval.metrics: '):
@@ -203,7 +203,7 @@ def fake_inception(monkeypatch):
 def test_inception_metrics_keys_and_identical_sets(digits_config, tmp_path, fake_inception):
   from gan_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   config = digits_config.copy_and_resolve_references()
-  config.eval.metrics = 'fid,is,kid,pr'
+  config.eval.metrics = 'fid,is,kid,pr,dc'
   config.eval.num_samples = 64
   reference = data_lib.load_eval_data(config.data, data_shape=(32, 32, 1), split='train',
                                       num_examples=64)
@@ -216,16 +216,20 @@ def test_inception_metrics_keys_and_identical_sets(digits_config, tmp_path, fake
     return reference[start:start + len(z)]
 
   out = evaluator(replay, seed=0)
-  assert set(out) == {'fid', 'is_mean', 'is_std', 'kid_mean', 'kid_std', 'precision', 'recall'}
+  assert set(out) == {'fid', 'is_mean', 'is_std', 'kid_mean', 'kid_std', 'precision', 'recall',
+                      'density', 'coverage'}
   assert abs(out['fid']) < 1e-9 and out['precision'] == 1.0 and out['recall'] == 1.0
+  assert out['coverage'] == 1.0 and out['density'] >= 1.0  # each fake is inside its own ball
   noise = evaluator(lambda z: np.random.default_rng(1).uniform(
       -1, 1, (len(z), 32, 32, 1)).astype(np.float32), seed=0)
   assert noise['fid'] > 1.0 and noise['kid_mean'] > 0 > out['kid_mean']
   assert noise['precision'] < 0.5  # (recall need not fall: noise features spread wide)
+  assert noise['density'] < 0.5 and noise['coverage'] < out['coverage']
   protocol = evaluator.protocol
   assert protocol['inception']['reference']['num_examples'] == 64
   assert protocol['inception']['reference']['split'] == 'train'
   assert protocol['kid']['subset_size'] == 64 and protocol['is']['splits'] == 10
+  assert protocol['dc']['k'] == 5 and protocol['dc']['num_real'] == 64
 
 
 def test_fid_states_its_image_counts_split_and_resize(digits_config, tmp_path, fake_inception,
@@ -285,6 +289,7 @@ def test_the_small_sample_note_starts_below_2048_images_on_either_side():
     ('is', 19, 100, r'at least 2 per split.*got 19.*>= 20'),
     ('pr', 3, 100, r'more than 3 generated and real images: got 3 generated, 100 real'),
     ('pr', 50, 3, r'got 50 generated, 3 real'),
+    ('dc', 50, 5, r'more than 5 real images: got 5'),
 ])
 def test_too_few_images_for_is_or_pr_is_refused_before_any_work(
     digits_config, tmp_path, monkeypatch, metric, num_samples, num_reference, message):

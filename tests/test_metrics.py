@@ -12,7 +12,8 @@ from gan_jax.metrics import cache
 
 def test_the_public_names_are_importable_from_the_package():
   assert sorted(metrics.__all__) == sorted([
-      'Evaluator', 'METRICS', 'class_metrics', 'digits_judge', 'feature_statistics',
+      'Evaluator', 'METRICS', 'class_metrics', 'density_coverage', 'digits_judge',
+      'feature_statistics',
       'frechet_distance', 'inception', 'inception_score', 'kernel_inception_distance',
       'make_evaluator', 'parse_metrics', 'precision_recall', 'reference_features',
       'toy_mode_metrics'])

@@ -5,7 +5,7 @@ counting random-projection extractor of `eval_fakes` and checks what a pod
 relies on:
 
   * both processes get the numbers of a one-process evaluation (this pytest
-    process, 8 devices) for FID, IS, KID, precision / recall and intra-FID with
+    process, 8 devices) for FID, IS, KID, precision / recall, density / coverage and intra-FID with
     its per-class values (the judge's proxy and cas, whose exchanges are the same
     primitives, run with simulated processes in test_sharded_eval.py);
   * each process generates only its own rows and embeds only its share of the
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT_S = 150
-METRICS = 'fid,is,kid,pr,intra_fid'  # proxy and cas: simulated in test_sharded_eval.py
+METRICS = 'fid,is,kid,pr,dc,intra_fid'  # proxy and cas: simulated in test_sharded_eval.py
 NUM_SAMPLES = 121  # shares of 60 and 61 rows
 
 DRIVER = r'''

@@ -130,6 +130,26 @@ def test_sharded_kid_and_precision_recall_match_the_whole_set(monkeypatch):
     assert got_pr == pr
 
 
+@pytest.mark.parametrize('num_fake', [47, 2])
+def test_sharded_density_coverage_match_the_whole_set(monkeypatch, num_fake):
+  # With 2 fake rows over 3 processes one process holds none.
+  rng = np.random.default_rng(2)
+  real = rng.standard_normal((60, 4)).astype(np.float32)
+  fake = (rng.standard_normal((num_fake, 4)) * 1.3 + 0.4).astype(np.float32)
+  block = stats.pr_block(len(real), len(fake), 16)
+
+  def process(_):
+    lo, hi = exchange.process_share(len(fake))
+    radii = sharded.real_radii(real, k=5, block=block)
+    return sharded.density_coverage(real, radii, fake[lo:hi], num_fake=len(fake), k=5,
+                                    block=block)
+
+  want = stats.density_coverage(real, fake, block_size=16)
+  assert want[0] > 0 and 0 < want[1] < 1
+  for got in eval_fakes.simulate_processes(monkeypatch, 3, process):
+    assert got == want
+
+
 def test_eight_devices_and_one_give_the_same_metrics(reference, extractor, tmp_path):
   generate = eval_fakes.RowGenerator(*reference, seed=0, num_samples=120, shift=1,
                                          offset=0.3)

@@ -190,6 +190,61 @@ def test_precision_recall_identical_shifted_and_brute_force():
     stats.precision_recall(real[:3], fake)
 
 
+def test_density_coverage_on_a_line_by_hand():
+  # Real points 0, 1, 3, 7 with k = 1: ball radii 1, 1, 2, 4. The fake at 0.5 lies in
+  # the balls of 0 and 1, the fake at 6 in that of 7, the fake at 2 in that of 3 only:
+  # it is exactly on the boundary of 1's ball, which counts as outside (prdc's strict <;
+  # with <= density would be 5 / 3). Every real ball then holds a fake.
+  real = np.array([[0.0], [1.0], [3.0], [7.0]], np.float32)
+  fake = np.array([[0.5], [6.0], [2.0]], np.float32)
+  density, coverage = stats.density_coverage(real, fake, k=1)
+  assert density == pytest.approx(4 / 3, rel=1e-12) and coverage == 1.0
+  # Without the fake at 2 the ball of 3 is empty: 3 of 4 covered, density (2 + 1) / 2.
+  assert stats.density_coverage(real, fake[:2], k=1) == pytest.approx((1.5, 0.75), rel=1e-12)
+
+
+def test_density_coverage_match_clovaai_prdc():
+  # prdc 0.2 (clovaai, numpy 2.4.6, scikit-learn 1.9.1), run outside this project:
+  #   rng = np.random.default_rng(2026)
+  #   real = rng.standard_normal((400, 16)).astype(np.float32)
+  #   fake = (rng.standard_normal((300, 16)) * 1.2 + 0.3).astype(np.float32)
+  #   prdc.compute_prdc(real, fake, nearest_k=5)  # float32 and float64 inputs alike
+  #   -> density 0.36933333333333335, coverage 0.645
+  #   prdc.compute_prdc(real, fake, nearest_k=3) -> density 0.32999999999999996, coverage 0.4375
+  rng = np.random.default_rng(2026)
+  real = rng.standard_normal((400, 16)).astype(np.float32)
+  fake = (rng.standard_normal((300, 16)) * 1.2 + 0.3).astype(np.float32)
+  np.testing.assert_allclose(stats.density_coverage(real, fake), (0.36933333333333335, 0.645),
+                             rtol=1e-12)
+  # Small blocks force several padded blocks per set.
+  np.testing.assert_allclose(stats.density_coverage(real, fake, k=3, block_size=64),
+                             (0.32999999999999996, 0.4375), rtol=1e-12)
+
+
+def test_density_coverage_identical_far_and_brute_force():
+  real, fake = _gaussian(300, 8, 8), _gaussian(250, 8, 9)
+  assert stats.density_coverage(real, real)[1] == 1.0
+  assert stats.density_coverage(real, real + 100.0) == (0.0, 0.0)
+  # Every fake piled on one real point: coverage counts the real balls that point is
+  # strictly inside, density the same count over k.
+  piled = np.repeat(real[:1], 40, axis=0)
+
+  def brute(a, b, k=5):
+    d = lambda u, v: ((u[:, None, :] - v[None, :, :]) ** 2).sum(-1)
+    radii = np.sort(d(a, a), axis=1)[:, k]
+    inside = d(b, a) < radii[None]
+    return inside.sum() / (k * len(b)), (d(a, b).min(axis=1) < radii).mean()
+
+  for f in (fake, piled, fake[:1]):
+    np.testing.assert_allclose(stats.density_coverage(real, f, block_size=64),
+                               brute(real.astype(np.float64), f.astype(np.float64)),
+                               rtol=1e-12)
+  with pytest.raises(ValueError, match='more than 5 real'):
+    stats.density_coverage(real[:5], fake)
+  with pytest.raises(ValueError, match='at least one fake'):
+    stats.density_coverage(real, fake[:0])
+
+
 def test_kl_to_uniform_closed_forms():
   assert stats.kl_to_uniform([5, 5, 5, 5]) == pytest.approx(0.0, abs=1e-15)
   assert stats.kl_to_uniform([0, 7, 0, 0]) == pytest.approx(np.log(4))

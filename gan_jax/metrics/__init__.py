@@ -1,7 +1,9 @@
-"""Sample-quality metrics: FID / IS / KID / precision-recall and offline proxies.
+"""Sample-quality metrics: FID / IS / KID / precision-recall / density-coverage and
+offline proxies.
 
 Modules:
-  stats.py              FID, KID, IS, precision / recall on feature arrays (numpy float64).
+  stats.py              FID, KID, IS, precision / recall, density / coverage on feature
+                        arrays (numpy float64).
   inception.py          `extract_features`: pool3 / logits of images, as pytorch-fid.
   inception_net.py      pytorch-fid's FID InceptionV3 network in Flax.
   inception_weights.py  finding, verifying and converting pytorch-fid's weights file.
@@ -12,7 +14,7 @@ Modules:
   reference.py          features and statistics of the real reference set, cached.
   sampling.py           the evaluation latents; one process's share of the samples.
   exchange.py           what processes share: row shares, exact gathers and sums.
-  sharded.py            FID / IS / KID / PR of samples split over processes.
+  sharded.py            FID / IS / KID / PR / DC of samples split over processes.
   class_metrics.py      intra-class FID and the classification accuracy score.
   classifier.py         the discriminator as a classifier: its softmax, accuracy on a
                         labelled split ('accuracy'; runs whose D has class logits).
@@ -27,6 +29,7 @@ Public API:
       -> (mean, std)
   inception_score(logits, *, splits=10) -> (mean, std)
   precision_recall(real, fake, *, k=3) -> (precision, recall)
+  density_coverage(real, fake, *, k=5) -> (density, coverage)
   class_metrics.check_config(metrics, *, source, num_classes, num_samples=None)  (ConfigError if unfit)
   toy_mode_metrics(samples, centers, std, *, num_std=3.0) -> dict
   digits_judge.fitted_judge() -> DigitsJudge (the digits proxies' classifier)
@@ -43,6 +46,7 @@ from gan_jax.metrics.evaluator import make_evaluator
 from gan_jax.metrics.evaluator import METRICS
 from gan_jax.metrics.evaluator import parse_metrics
 from gan_jax.metrics.reference import reference_features
+from gan_jax.metrics.stats import density_coverage
 from gan_jax.metrics.stats import feature_statistics
 from gan_jax.metrics.stats import frechet_distance
 from gan_jax.metrics.stats import inception_score
@@ -51,7 +55,8 @@ from gan_jax.metrics.stats import precision_recall
 from gan_jax.metrics.toy_modes import toy_mode_metrics
 
 __all__ = [
-    'Evaluator', 'METRICS', 'class_metrics', 'digits_judge', 'feature_statistics',
+    'Evaluator', 'METRICS', 'class_metrics', 'density_coverage', 'digits_judge',
+    'feature_statistics',
     'frechet_distance', 'inception', 'inception_score', 'kernel_inception_distance',
     'make_evaluator', 'parse_metrics', 'precision_recall', 'reference_features',
     'toy_mode_metrics',

@@ -11,6 +11,7 @@ generates, and returns a flat dict of floats:
   is_mean, is_std          Inception Score (torch-fidelity protocol: 10 shuffled splits)
   kid_mean, kid_std        Kernel Inception Distance (100 subsets of <= 1000, seed 2020)
   precision, recall        improved precision / recall (k = 3) on pool3 features
+  density, coverage        density / coverage (Naeem et al. 2020, k = 5) on pool3 features
   intra_fid                mean over classes of the per-class FID (`class_metrics.py`)
   cas, cas_confident       classification accuracy of the samples (digits judge)
   proxy_fd, proxy_coverage_kl, proxy_confident      digits (offline, `digits_judge.py`)
@@ -49,8 +50,8 @@ from gan_jax.metrics import sharded
 from gan_jax.metrics import stats
 from gan_jax.metrics import toy_modes
 
-METRICS = ('proxy', 'fid', 'is', 'kid', 'pr', 'intra_fid', 'cas')
-INCEPTION_METRICS = ('fid', 'is', 'kid', 'pr', 'intra_fid')
+METRICS = ('proxy', 'fid', 'is', 'kid', 'pr', 'dc', 'intra_fid', 'cas')
+INCEPTION_METRICS = ('fid', 'is', 'kid', 'pr', 'dc', 'intra_fid')
 # Metrics that need the pool3 features of every process's samples, not only sums.
 GATHERED_METRICS = ('kid', 'pr', 'intra_fid')
 
@@ -195,7 +196,7 @@ class Evaluator:
     if self._source != 'digits' or len(self._data_shape) != 3:
       raise errors.ConfigError(
           f'metrics "proxy" exist for data.source digits and toy, not {self._source!r}; use '
-          'fid / is / kid / pr (they need the Inception weights).')
+          'fid / is / kid / pr / dc (they need the Inception weights).')
     self._judge = judge = digits_judge.fitted_judge()
     height, width = self._data_shape[:2]
     # The judge sees 8x8 digits; its test numbers are of 8x8 digits, so at another
@@ -288,10 +289,13 @@ class Evaluator:
                                                   self._num_classes)
       self.protocol['intra_fid'] = protocols.intra_fid(
           real, class_metrics.fake_per_class(self._num_samples, self._num_classes), split=split)
+    self._pr_block = stats.pr_block(n_ref, self._num_samples)
     if 'pr' in self.metrics:
-      self._pr_block = stats.pr_block(n_ref, self._num_samples)
       self._real_radii = sharded.real_radii(self._ref['features'], k=protocols.PR_K,
                                             block=self._pr_block)
+    if 'dc' in self.metrics:
+      self._real_radii_dc = sharded.real_radii(self._ref['features'], k=protocols.DC_K,
+                                               block=self._pr_block)
 
   def _features(self, images):
     # Rounded to 8 bits as the published protocols do (PNG files for pytorch-fid,
@@ -414,6 +418,10 @@ class Evaluator:
     if 'pr' in self.metrics:
       out['precision'], out['recall'] = sharded.precision_recall(
           real, self._real_radii, pool3, everyone, k=protocols.PR_K, block=self._pr_block)
+    if 'dc' in self.metrics:
+      out['density'], out['coverage'] = sharded.density_coverage(
+          real, self._real_radii_dc, pool3, num_fake=self._num_samples, k=protocols.DC_K,
+          block=self._pr_block)
     if 'intra_fid' in self.metrics:
       values = class_metrics.intra_fid(
           real, self._ref['labels'], everyone,
@@ -428,8 +436,8 @@ class Evaluator:
 
 
 def check_counts(metrics, *, num_fake, num_real):
-  """Raises ConfigError when IS or precision / recall cannot be computed from these many
-  generated (`num_fake`) and real (`num_real`) images (ints >= 1)."""
+  """Raises ConfigError when IS, precision / recall or density / coverage cannot be
+  computed from these many generated (`num_fake`) and real (`num_real`) images (ints >= 1)."""
   if 'is' in metrics and num_fake < 2 * protocols.IS_SPLITS:
     raise errors.ConfigError(
         f'The Inception Score averages over {protocols.IS_SPLITS} splits of the generated '
@@ -442,6 +450,11 @@ def check_counts(metrics, *, num_fake, num_real):
         f'and need more than {protocols.PR_K} generated and real images: got {num_fake} '
         f'generated, {num_real} real. Raise --num_samples / --num_reference (or '
         'config.eval.num_samples / num_reference).')
+  if 'dc' in metrics and num_real <= protocols.DC_K:
+    raise errors.ConfigError(
+        f'Density / coverage give each real image a ball reaching its {protocols.DC_K}-th '
+        f'nearest real neighbour and need more than {protocols.DC_K} real images: got '
+        f'{num_real}. Raise --num_reference (or config.eval.num_reference).')
 
 
 def make_evaluator(config, *, data_shape, **kwargs):

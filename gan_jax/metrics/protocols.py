@@ -17,6 +17,7 @@ KID_SEED = 2020     # torch-fidelity's default rng_seed
 IS_SPLITS = 10
 IS_SEED = 2020      # torch-fidelity's shuffle seed
 PR_K = 3
+DC_K = 5            # prdc's nearest_k as PyTorch-StudioGAN calls it
 # Below as many images as pool3 has features (2048) a covariance estimate is rank
 # deficient and a Frechet distance is strongly biased upwards (pytorch-fid's README
 # calls 2048 the minimum); such values compare only with values of the same counts.
@@ -27,7 +28,7 @@ SMALL_SAMPLE_NOTE = (f'fewer than {FID_MIN_IMAGES} images on a side: the covaria
 
 
 def inception_metrics(metrics, *, num_real, num_fake, split):
-  """{metric: description} for the requested ones of fid, is, kid and pr.
+  """{metric: description} for the requested ones of fid, is, kid, pr and dc.
 
   Args:
     metrics: the requested metric names.
@@ -52,6 +53,10 @@ def inception_metrics(metrics, *, num_real, num_fake, split):
                       num_subsets=KID_NUM_SUBSETS, seed=KID_SEED)
   if 'pr' in metrics:
     out['pr'] = dict(implementation='Kynkaanniemi et al. 2019, pool3 features', k=PR_K)
+  if 'dc' in metrics:
+    out['dc'] = dict(implementation='Naeem et al. 2020, clovaai prdc 0.2 compute_prdc '
+                                    '(strict <), pool3 features', k=DC_K,
+                     num_real=num_real, num_fake=num_fake, reference_split=split)
   return out
 
 

@@ -1,4 +1,4 @@
-"""FID / IS / KID / precision-recall of samples split over processes.
+"""FID / IS / KID / precision-recall / density-coverage of samples split over processes.
 
 Each process holds the features of its own contiguous rows of the global sample
 set (`exchange.process_share`); these functions return, on every process, the
@@ -16,6 +16,9 @@ exchange as little as each metric allows:
         fake set); each process then tests its own fake rows against the real
         balls (a count) and all real rows against its own fake balls (bool[N_r],
         OR-ed over processes).
+  DC    nothing of the fakes but counts: each process counts the real balls around
+        its own fake rows (density, a sum) and the nearest of its fake rows to
+        every real row (f[N_r], the minimum over processes: coverage).
 
 The real features are on every process (the reference set, `reference.py`).
 Everything here is a collective: all processes call it in the same order.
@@ -172,3 +175,25 @@ def precision_recall(real, radii, local_fake, all_fake, *, k, block):
                                       np.int64))[0]
   covered = exchange.allgather(stats.covered(x, mine, fake_radii, block=block)).any(axis=0)
   return float(hits / len(everyone)), float(covered.mean())
+
+
+def density_coverage(real, radii, local_fake, *, num_fake, k, block):
+  """`stats.density_coverage` with the fake rows split over processes.
+
+  Args:
+    real: f[N_r, D], the whole real set; radii: f[N_r] its `real_radii` with this k.
+    local_fake: f[N_p, D], this process's fake rows (none is fine).
+    num_fake: the number of fake rows over all processes.
+    k: neighbourhood size.
+    block: query rows per distance block (`stats.pr_block` of the whole sets).
+
+  Returns:
+    (density, coverage), Python floats: density >= 0, coverage in [0, 1].
+  """
+  dtype = stats.pr_dtype()
+  x, mine = np.asarray(real, dtype), np.asarray(local_fake, dtype)
+  stats.check_density_coverage_counts(len(x), num_fake, k)
+  inside = exchange.sum_across(np.array([stats.inside_counts(mine, x, radii, block=block).sum()],
+                                        np.int64))[0]
+  nearest = exchange.allgather(stats.nearest_sq_distance(x, mine, block=block)).min(axis=0)
+  return float(inside / (k * num_fake)), float((nearest < radii).mean())

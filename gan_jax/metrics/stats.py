@@ -1,4 +1,5 @@
-"""FID, KID, Inception Score, improved precision / recall; KL of a histogram to uniform.
+"""FID, KID, Inception Score, improved precision / recall, density / coverage; KL of a
+histogram to uniform.
 
 Pure functions of features (numpy, float64 where it matters); the Inception
 network that produces the features lives in `inception.py`. Reference
@@ -9,6 +10,8 @@ implementations matched (see tests/test_metrics.py):
        unbiased MMD^2, its subset sampling).
   IS:  torch-fidelity 0.4.0 `isc_features_to_metric` (its shuffle and splits).
   Precision / recall: Kynkaanniemi et al. 2019 (k-NN hyperspheres, k = 3).
+  Density / coverage: Naeem et al. 2020, clovaai's prdc 0.2 `compute_prdc` (as
+       PyTorch-StudioGAN computes them: k = 5, strict inequalities).
 """
 
 import functools
@@ -398,3 +401,87 @@ def precision_recall(real, fake, *, k=3, block_size=1024):
   precision = covered(y, x, knn_radii(x, x, k=k, block=block), block=block).mean()
   recall = covered(x, y, knn_radii(y, y, k=k, block=block), block=block).mean()
   return float(precision), float(recall)
+
+
+@jax.jit
+def _nearest(rows, support):
+  return jnp.min(_sq_distances(rows, support), axis=1)
+
+
+@jax.jit
+def _inside_count(rows, support, radii):
+  return jnp.sum(_sq_distances(rows, support) < radii[None, :], axis=1)
+
+
+def nearest_sq_distance(queries, support, *, block):
+  """f[Q]: squared distance of each query row to its nearest support row (inf when
+  `support` is empty).
+
+  Args:
+    queries: f[Q, D]; support: f[S, D].
+    block: query rows per compiled call.
+  """
+  if len(support) == 0:
+    return np.full(len(queries), np.inf, np.asarray(queries).dtype)
+  support = jnp.asarray(support)
+  out = [np.asarray(_nearest(jnp.asarray(rows), support))[:valid]
+         for rows, valid in _blocks(np.asarray(queries), block)]
+  return np.concatenate(out) if out else np.zeros(0, np.asarray(queries).dtype)
+
+
+def inside_counts(queries, support, radii, *, block):
+  """int64[Q]: how many support balls hold each query row strictly inside
+  (squared distance < the ball's squared radius), as prdc's density counts.
+
+  Args:
+    queries: f[Q, D]; support: f[S, D]; radii: f[S] squared radii.
+    block: query rows per compiled call.
+  """
+  if len(support) == 0:
+    return np.zeros(len(queries), np.int64)
+  support, radii = jnp.asarray(support), jnp.asarray(radii)
+  out = [np.asarray(_inside_count(jnp.asarray(rows), support, radii))[:valid]
+         for rows, valid in _blocks(np.asarray(queries), block)]
+  return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def check_density_coverage_counts(num_real, num_fake, k):
+  """Raises ValueError unless there are more than k real rows and at least one fake."""
+  if num_real <= k or num_fake < 1:
+    raise ValueError(f'density/coverage with k={k} needs more than {k} real samples and at '
+                     f'least one fake, got {num_real} real and {num_fake} fake')
+
+
+def density_coverage(real, fake, *, k=5, block_size=1024):
+  """Density and coverage (Naeem et al. 2020), as clovaai's prdc 0.2 computes them.
+
+  Each real point r_i gets a ball of radius NND_k(r_i), the distance to its k-th
+  nearest other real point. Density = (1 / kM) sum_j #{i: |f_j - r_i| < NND_k(r_i)}
+  over the M fake points f_j: about 1 when the fakes are distributed as the reals,
+  above 1 where they crowd into dense real regions, unbounded. Coverage = the share
+  of real points whose ball holds at least one fake point, in [0, 1]. Unlike
+  precision / recall, neither builds balls around fake points, so fake outliers do
+  not inflate them. The inequalities are strict, as in prdc. Distances are computed
+  with JAX in blocks (float32 unless x64 is on), on the default device.
+
+  Args:
+    real: f[N_r, D] features (N_r > k).
+    fake: f[N_f, D] features (N_f >= 1).
+    k: neighbourhood size (5, prdc's and StudioGAN's).
+    block_size: query rows per distance block (memory: block_size x N floats).
+
+  Returns:
+    (density, coverage), Python floats: density >= 0, coverage in [0, 1].
+  """
+  x = np.asarray(real, pr_dtype())
+  y = np.asarray(fake, pr_dtype())
+  if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+    raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
+  check_finite('real', x)
+  check_finite('fake', y)
+  check_density_coverage_counts(len(x), len(y), k)
+  block = pr_block(len(x), len(y), block_size)
+  radii = knn_radii(x, x, k=k, block=block)
+  density = inside_counts(y, x, radii, block=block).sum() / (k * len(y))
+  coverage = (nearest_sq_distance(x, y, block=block) < radii).mean()
+  return float(density), float(coverage)
