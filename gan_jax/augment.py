@@ -386,13 +386,37 @@ def consistency_policy(augment_config):
   return augment_config.bcr_policy or augment_config.policy
 
 
+# Folded into an op's key for ADA's coins (`augment(..., probability=p)`).
+_GATE = 0x61646120
 # The ops with a size, and the `config.augment` field that sets it.
 _RATIO_NAMES = {'translation': 'translation_ratio', 'reflect_translation': 'translation_ratio',
                 'cutout': 'cutout_ratio'}
 
 
+def _check_ada(augment_config):
+  """ADA's fields: a target in [0, 1) (0 = off) that needs a policy to gate, an
+  interval of at least one D update and a positive pace."""
+  target, interval, kimg = (augment_config.ada_target, augment_config.ada_interval,
+                            augment_config.ada_kimg)
+  if not (isinstance(target, (int, float)) and math.isfinite(target) and 0 <= target < 1):
+    raise ConfigError('config.augment.ada_target must be a number in [0, 1), the share of '
+                      'augmented reals D should call real (0 = off; the paper: 0.6), got '
+                      f'{target!r}.')
+  if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+    raise ConfigError('config.augment.ada_interval must be an integer >= 1 (D updates between '
+                      f'adjustments of p), got {interval!r}.')
+  if not (isinstance(kimg, (int, float)) and math.isfinite(kimg) and kimg > 0):
+    raise ConfigError('config.augment.ada_kimg must be a finite number > 0 (thousands of '
+                      f'real images for p to move by 1), got {kimg!r}.')
+  if target and not parse_policy(augment_config.policy):
+    raise ConfigError(
+        f'config.augment.ada_target={target!r} adapts how often the ops of '
+        "config.augment.policy are applied, and the policy is '': set one (e.g. "
+        "--config.augment.policy=translation,cutout) or ada_target to 0.")
+
+
 def check_config(augment_config, *, resolution=None):
-  """Checks `config.augment` (policy, fill, ratios) before anything is built.
+  """Checks `config.augment` (policy, fill, ratios, ADA) before anything is built.
 
   Args:
     augment_config: `config.augment`.
@@ -401,7 +425,8 @@ def check_config(augment_config, *, resolution=None):
 
   Raises:
     ConfigError: an unknown op name in policy or bcr_policy (see `parse_policy`),
-      a fill outside [-1, 1], a ratio outside [0, 1], or a policy naming
+      a fill outside [-1, 1], a ratio outside [0, 1], ADA settings out of range or
+      ADA without a policy, or a policy naming
       'translation' / 'reflect_translation' / 'cutout' with a ratio that rounds to 0
       pixels at `resolution` (the op would change nothing), or 'reflect_translation'
       with a shift bound not below `resolution`.
@@ -413,6 +438,7 @@ def check_config(augment_config, *, resolution=None):
                       f'the images (0: grey, -1: black), got {augment_config.fill!r}.')
   for name in ('translation_ratio', 'cutout_ratio'):
     _check_ratio(augment_config[name], f'config.augment.{name}')
+  _check_ada(augment_config)
   if resolution is None:
     return
   for op in sorted(named & set(_RATIO_NAMES)):
@@ -428,11 +454,16 @@ def check_config(augment_config, *, resolution=None):
                    what=f"'reflect_translation' at {resolution} px")
 
 
-def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0.0):
+def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0.0,
+            probability=None):
   """Applies the ops of a DiffAugment policy in order, each with its own key.
 
   Op number i of the policy (counting from 0) uses `jax.random.fold_in(key, i)`,
-  so appending an op leaves the parameters of the earlier ones unchanged.
+  so appending an op leaves the parameters of the earlier ones unchanged. With a
+  `probability` p each op is applied to each image with probability p and skipped
+  otherwise, independently (ADA's gating, Karras et al. 2020); its coins come from
+  another key (`fold_in(fold_in(key, i), _GATE)`), so the ops' parameters are those
+  drawn without it.
 
   Args:
     x: f32[B, H, W, C] images, nominally in [-1, 1]; any B >= 1, H, W, C.
@@ -444,6 +475,8 @@ def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0
     cutout_ratio: side of the cut-out rectangle as a fraction of each side (see `cutout`).
     fill: the value translation and cutout write where they remove content (0, the
       reference's, is mid-grey in [-1, 1]; -1 is the black background of digits).
+    probability: None (every op on every image) or a scalar in [0, 1], which may be
+      traced (ADA's p, `objectives`).
 
   Returns:
     f32[B, H, W, C] augmented images; for the policy '' the input x itself.
@@ -457,5 +490,11 @@ def augment(x, key, policy, *, translation_ratio=0.125, cutout_ratio=0.5, fill=0
             'reflect_translation': {'ratio': translation_ratio},
             'cutout': {'ratio': cutout_ratio, 'fill': fill}}
   for i, name in enumerate(names):
-    x = OPS[name](x, jax.random.fold_in(key, i), **ratios.get(name, {}))
+    op_key = jax.random.fold_in(key, i)
+    out = OPS[name](x, op_key, **ratios.get(name, {}))
+    if probability is None:
+      x = out
+    else:
+      coins = jax.random.uniform(jax.random.fold_in(op_key, _GATE), (x.shape[0], 1, 1, 1))
+      x = jnp.where(coins < probability, out, x)
   return x

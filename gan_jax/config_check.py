@@ -110,6 +110,13 @@ def validate(config):
         'config.loss.bcr_real_weight / bcr_fake_weight compare D on images and on their '
         "augmentations: set config.augment.bcr_policy (e.g. 'translation'; bCR alone) or "
         'config.augment.policy (DiffAugment, whose ops bCR then also uses).')
+  if config.augment.ada_target and config.loss.type == 'wasserstein':
+    # ADA counts the reals D calls real, the sign of its output: a critic's output
+    # has no such sign (adding a constant changes nothing in its loss).
+    raise errors.ConfigError(
+        "config.augment.ada_target needs D's verdict on each real image, and a Wasserstein "
+        "critic's output has no sign that says real or fake: use another config.loss.type, "
+        'or a fixed policy (ada_target 0).')
   if (config.augment.bcr_policy and not config.loss.bcr_real_weight
       and not config.loss.bcr_fake_weight):
     # Only the bCR terms use it: a run "with CR's augmentation" would have none.

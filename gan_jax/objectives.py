@@ -23,7 +23,9 @@ G's objective, through the fakes:
   averaging + ortho_weight / 2 * orthogonal regularisation.
 
 A is DiffAugment with `augment.policy` (the identity when ''), each application
-with its own key; T, bCR's augmentation, is the ops of `augment.bcr_policy`
+with its own key; with ADA (`augment.ada_target` > 0, Karras et al. 2020) each op of
+A is applied to each image with probability p, which the D updates adapt so that
+the share of augmented reals D calls real stays near the target (`_add_ada`); T, bCR's augmentation, is the ops of `augment.bcr_policy`
 (default: those of `augment.policy`; CR's own, a flip and a reflection-padded
 shift, is `augment.CR_POLICY`) applied on top of A, as in the DiffAugment
 authors' CR code, so without DiffAugment the bCR term is the paper's
@@ -58,6 +60,9 @@ _NOISE = 0x6e6f6973
 # name ({'real': f32[], 'fake': f32[]}): they change with every D update, like
 # BatchNorm's, and a run without LeCam keeps the state it always had.
 LECAM_STATS = 'lecam'
+# ADA's probability p and its accumulated verdicts live there too, under this name
+# ({'p', 'sign_sum', 'updates'}: f32[] each), for the same reasons.
+ADA_STATS = 'ada'
 
 
 def initial_lecam_stats():
@@ -65,6 +70,45 @@ def initial_lecam_stats():
   with `loss.lecam_start` 0; from a later start, as the references', the averages
   are the last batch's means when decay begins.)"""
   return {'real': jnp.zeros((), jnp.float32), 'fake': jnp.zeros((), jnp.float32)}
+
+
+def initial_ada_stats():
+  """ADA before the first D update: p = 0 (no augmentation), nothing accumulated."""
+  return {name: jnp.zeros((), jnp.float32) for name in ('p', 'sign_sum', 'updates')}
+
+
+def ada_probability(setup, d_batch_stats):
+  """ADA's current p (f32[]) from D's statistics, or None without ADA."""
+  return d_batch_stats[ADA_STATS]['p'] if setup.ada_target else None
+
+
+def ada_update(stats, verdict, *, target, interval, images, kimg):
+  """One D update's step of ADA's p (StyleGAN2-ADA's heuristic, as StudioGAN's).
+
+  The verdicts of `interval` D updates are averaged into r_t, the mean over the
+  augmented reals of sign(D's output - threshold); then p moves by
+  sign(r_t - target) * images * interval / (kimg * 1000), clipped to [0, 1], so
+  that p can cross [0, 1] in `kimg` thousand real images.
+
+  Args:
+    stats: {'p', 'sign_sum', 'updates'}, f32[] each (`initial_ada_stats`).
+    verdict: f32[], this update's mean sign over the global real batch.
+    target: the wanted r_t in (0, 1) (0.6 in the paper).
+    interval: D updates per adjustment.
+    images: real images per D update (the global batch).
+    kimg: thousands of images for p to move by 1.
+
+  Returns:
+    the new stats (same structure).
+  """
+  sign_sum = stats['sign_sum'] + verdict
+  updates = stats['updates'] + 1.0
+  due = updates >= interval
+  r_t = sign_sum / updates
+  adjust = jnp.sign(r_t - target) * (images * interval / (kimg * 1000.0))
+  return {'p': jnp.where(due, jnp.clip(stats['p'] + adjust, 0.0, 1.0), stats['p']),
+          'sign_sum': jnp.where(due, 0.0, sign_sum),
+          'updates': jnp.where(due, 0.0, updates)}
 
 
 def run_discriminator(setup, d_params, batch_stats, x, labels, *, collect=False, key=None):
@@ -117,12 +161,13 @@ def _generator_adversarial_loss(setup, fake_logits, step, aux):
   return jnp.sum(keep * per_example) * devices / k
 
 
-def _augment(setup, x, key, policy=None):
+def _augment(setup, x, key, policy=None, p=None):
   """DiffAugment of this device's rows with per-example keys of the global batch.
 
   Every example's augmentation comes from its own key, split from `key` for the
   whole global batch and sliced like z, so it does not depend on how
-  the batch is split over devices. `policy` defaults to `augment.policy`.
+  the batch is split over devices. `policy` defaults to `augment.policy`; `p`
+  (ADA's probability, f32[]) gates each op per image, None applies every op.
   """
   policy = setup.augment_policy if policy is None else policy
   if not policy:
@@ -132,7 +177,7 @@ def _augment(setup, x, key, policy=None):
   one = lambda example, k: augment.augment(
       example[None], k, policy, fill=setup.augment_fill,
       translation_ratio=setup.augment_translation_ratio,
-      cutout_ratio=setup.augment_cutout_ratio)[0]
+      cutout_ratio=setup.augment_cutout_ratio, probability=p)[0]
   return jax.vmap(one)(x, keys)
 
 
@@ -199,7 +244,8 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
     (loss f32[], (D's batch_stats after the calls, metrics dict)).
   """
   keys = jax.random.split(key, 5)
-  real_in, fake_in = _augment(setup, real, keys[0]), _augment(setup, fake, keys[1])
+  p = ada_probability(setup, state.d_batch_stats)
+  real_in, fake_in = _augment(setup, real, keys[0], p=p), _augment(setup, fake, keys[1], p=p)
   collect = _class_terms_wanted(setup)
   real_logits, real_x, bs = run_discriminator(setup, d_params, state.d_batch_stats, real_in,
                                               real_labels, collect=collect, key=keys[0])
@@ -233,7 +279,7 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
     loss = loss + setup.bcr_fake_weight * aux['bcr_fake']
   if perturbed_fake is not None:
     perturbed_logits, perturbed_x, bs = run_discriminator(
-        setup, d_params, bs, _augment(setup, perturbed_fake, keys[1]), fake_labels,
+        setup, d_params, bs, _augment(setup, perturbed_fake, keys[1], p=p), fake_labels,
         collect=collect, key=keys[1])
     # bCR's term on another pair: D(G(z)) against D(G(z + dz)).
     aux['zcr_d'] = losses.consistency_loss(logits=fake_logits, augmented_logits=perturbed_logits)
@@ -242,11 +288,31 @@ def discriminator_objective(setup, d_params, state, real, real_labels, fake, fak
                                                        perturbed_x['class_logits'])
     loss = loss + setup.zcr_d_weight * aux['zcr_d']
   loss, aux = _add_penalties(setup, d_params, state, bs, real, real_labels, fake, keys,
-                             loss, aux)
+                             loss, aux, p)
   if setup.lecam_weight:
     loss, aux, bs = _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux)
+  if setup.ada_target:
+    aux, bs = _add_ada(setup, state, bs, real, real_logits, aux)
   aux['d_loss'] = loss
   return loss, (bs, aux)
+
+
+# D's output above which ADA counts a verdict as "real": the midpoint of the least
+# squares loss's targets 0 and 1; 0 for logits (cross-entropy, hinge).
+_ADA_THRESHOLD = {'least_squares': 0.5}
+
+
+def _add_ada(setup, state, bs, real, real_logits, aux):
+  """ADA's p after this D update (`ada_update`) from D's verdicts on the augmented
+  reals, averaged over the global batch; aux gets p and the verdict."""
+  threshold = _ADA_THRESHOLD.get(setup.loss_type, 0.0)
+  verdict = jax.lax.stop_gradient(jax.lax.pmean(
+      jnp.mean(jnp.sign(real_logits.astype(jnp.float32) - threshold)), setup.axis_name))
+  images = real.shape[0] * jax.lax.psum(1, setup.axis_name)
+  new = ada_update(state.d_batch_stats[ADA_STATS], verdict, target=setup.ada_target,
+                   interval=setup.ada_interval, images=images, kimg=setup.ada_kimg)
+  aux['ada_p'], aux['ada_sign'] = new['p'], verdict
+  return aux, {**bs, ADA_STATS: new}
 
 
 def _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux):
@@ -268,7 +334,7 @@ def _add_lecam(setup, state, bs, real_logits, fake_logits, loss, aux):
   return loss, aux, {**bs, LECAM_STATS: new}
 
 
-def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, keys, loss, aux):
+def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, keys, loss, aux, p):
   """GP, R1 and historical averaging on the raw (not augmented) images `real` and
   `fake`, as StudioGAN and StyleGAN2-ADA: R1 is the gradient of D(A(x)) with respect
   to the real image x (A: the augmentation D's loss drew, keys[0]), WGAN-GP
@@ -284,7 +350,7 @@ def _add_penalties(setup, d_params, state, bs, real, real_labels, fake, keys, lo
         d_fn, real, fake, jax.random.fold_in(keys[4], jax.lax.axis_index(setup.axis_name)))
     loss = loss + setup.gp_weight * aux['gp']
   if setup.r1_weight:
-    aux['r1'] = penalties.r1_penalty(lambda x: d_fn(_augment(setup, x, keys[0])), real)
+    aux['r1'] = penalties.r1_penalty(lambda x: d_fn(_augment(setup, x, keys[0], p=p)), real)
     loss = loss + 0.5 * setup.r1_weight * aux['r1']
   if setup.hist_weight:
     aux['d_hist_avg'] = penalties.historical_averaging_penalty(d_params, state.d_params_avg)
@@ -314,8 +380,9 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
   """
   fake_key, real_key = jax.random.split(key)
   collect = setup.d_cond == 'acgan' or bool(setup.fm_weight)
+  p = ada_probability(setup, d_batch_stats)
   fake_logits, fake_x, bs = run_discriminator(setup, d_params, d_batch_stats,
-                                              _augment(setup, fake, fake_key), fake_labels,
+                                              _augment(setup, fake, fake_key, p=p), fake_labels,
                                               collect=collect, key=fake_key)
   aux = {}
   loss = jnp.zeros((), jnp.float32)
@@ -325,7 +392,7 @@ def generator_objective(setup, d_params, d_batch_stats, fake, fake_labels, real,
     aux['g_class'] = _class_cross_entropy(setup, fake_x['class_logits'], fake_labels)
     loss = loss + setup.aux_weight * aux['g_class']
   if setup.fm_weight:
-    _, real_x, bs = run_discriminator(setup, d_params, bs, _augment(setup, real, real_key),
+    _, real_x, bs = run_discriminator(setup, d_params, bs, _augment(setup, real, real_key, p=p),
                                       real_labels, collect=True, key=real_key)
     # Means over the global batch (all devices), so the term does not depend on how
     # the batch is split; the step's gradient average then gives the global gradient.

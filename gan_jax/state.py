@@ -34,7 +34,8 @@ class GANState:
       with `train.ema_batch_stats` also their EMA (`ema.EMA_STATS`).
     d_batch_stats: discriminator BatchNorm statistics and spectral-norm vectors
       ({} when none); with LeCam regularisation also its running averages of D's
-      outputs (`objectives.LECAM_STATS`).
+      outputs (`objectives.LECAM_STATS`), with ADA its probability p and verdicts
+      (`objectives.ADA_STATS`).
     g_opt_state: optax state of the generator optimiser.
     d_opt_state: optax state of the discriminator optimiser.
     ema_g_params: exponential moving average of `g_params` (equal to
@@ -84,6 +85,8 @@ def create_state(config, key):
     g_batch_stats = ema.with_batch_stats_average(g_batch_stats)
   if config.loss.lecam_weight:
     d_batch_stats = {**d_batch_stats, objectives.LECAM_STATS: objectives.initial_lecam_stats()}
+  if config.augment.ada_target:
+    d_batch_stats = {**d_batch_stats, objectives.ADA_STATS: objectives.initial_ada_stats()}
   return GANState(
       step=jnp.zeros((), jnp.int32),
       g_params=g_params,

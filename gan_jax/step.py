@@ -81,6 +81,9 @@ class StepSetup:
   zcr_d_weight: float     # zCR's D term: D(G(z)) against D(G(z + dz)) (0 = off)
   zcr_g_weight: float     # zCR's G term: G(z) pushed away from G(z + dz) (0 = off)
   zcr_radius: float       # dz = zcr_radius * N(0, I)
+  ada_target: float       # ADA's target share of augmented reals D calls real (0 = off)
+  ada_interval: int       # D updates between adjustments of ADA's p
+  ada_kimg: float         # thousands of real images for p to move by 1
 
 
 # Folded into the step's key for the flips of the real batch, next to the D keys (0)
@@ -416,7 +419,10 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       lecam_decay=float(l.lecam_decay), lecam_start=int(l.lecam_start),
       zcr_d_weight=float(l.zcr_d_weight),
       zcr_g_weight=float(l.zcr_g_weight),
-      zcr_radius=float(l.zcr_radius))
+      zcr_radius=float(l.zcr_radius),
+      ada_target=float(config.augment.ada_target),
+      ada_interval=int(config.augment.ada_interval),
+      ada_kimg=float(config.augment.ada_kimg))
   return functools.partial(train_step, setup)
 
 

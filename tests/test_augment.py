@@ -409,6 +409,40 @@ def test_policy_op_i_uses_key_folded_with_i():
   np.testing.assert_allclose(_augment(x, KEY, policy=FULL), expected, atol=1e-6)
 
 
+def test_probability_gates_each_op_of_each_image_independently():
+  # ADA's gating: op i of image b is applied when its coin (from op i's key folded with
+  # the gate's constant) is below p. With p = 0.3 and two ops, 49% of the images keep
+  # both untouched, 9% get both; cutout alone is recognisable by its zeroed square.
+  n, p = 4000, 0.3
+  x = jnp.ones((n, 8, 8, 1), jnp.float32)
+  out = np.asarray(augment.augment(x, KEY, 'cutout,cutout', probability=p))
+  changed = np.any(out != 1.0, axis=(1, 2, 3))
+  stderr = math.sqrt(p * (1 - p) / n)
+  untouched = 1 - np.mean(changed)
+  assert abs(untouched - (1 - p) ** 2) < 5 * math.sqrt((1 - p) ** 2 * (1 - (1 - p) ** 2) / n)
+  # One op: the images it was applied to are the ungated op's, the others untouched.
+  ungated = np.asarray(augment.augment(x, KEY, 'cutout'))
+  gated = np.asarray(augment.augment(x, KEY, 'cutout', probability=p))
+  applied = np.any(gated != 1.0, axis=(1, 2, 3))
+  assert abs(np.mean(applied) - p) < 5 * stderr
+  np.testing.assert_array_equal(gated[applied], ungated[applied])
+  np.testing.assert_array_equal(gated[~applied], np.asarray(x)[~applied])
+  # p = 1 is the ungated policy, p = 0 the identity; p may be traced.
+  np.testing.assert_array_equal(augment.augment(x, KEY, 'cutout', probability=1.0), ungated)
+  np.testing.assert_array_equal(
+      jax.jit(lambda q: augment.augment(x, KEY, 'cutout', probability=q))(jnp.float32(0.0)), x)
+
+
+def test_gated_ops_pass_the_gradient_where_they_were_skipped():
+  x = _small_images(6)
+  g = jnp.asarray(np.random.default_rng(7).normal(size=SMALL), jnp.float32)
+  skipped = np.asarray(_vjp(lambda y, k: augment.augment(y, k, FULL, probability=0.0), x, g))
+  np.testing.assert_allclose(skipped, g)
+  applied = np.asarray(_vjp(lambda y, k: augment.augment(y, k, FULL, probability=1.0), x, g))
+  np.testing.assert_allclose(applied, _vjp(functools.partial(augment.augment, policy=FULL), x, g),
+                             rtol=1e-5, atol=1e-6)  # (float rounding of the color op)
+
+
 def test_gradient_reaches_the_input_through_the_whole_policy():
   # Each op's own gradient is checked exactly above; this checks they compose.
   x = _small_images(6)

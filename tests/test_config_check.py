@@ -310,6 +310,29 @@ def test_bad_lecam_settings_name_the_field(field, value, message):
     config_check.validate(tiny_config(**{field: value}))
 
 
+@pytest.mark.parametrize('overrides,message', [
+    ({'augment.ada_target': 0.6}, r"ada_target=0.6 adapts how often the ops of config.augment.policy "
+                                  r"are applied, and the policy is ''"),
+    ({'augment.ada_target': 1.0, 'augment.policy': 'cutout'},
+     r'config.augment.ada_target must be a number in \[0, 1\)'),
+    ({'augment.ada_target': -0.1, 'augment.policy': 'cutout'},
+     r'config.augment.ada_target must be a number in \[0, 1\)'),
+    ({'augment.ada_interval': 0}, r'config.augment.ada_interval must be an integer >= 1'),
+    ({'augment.ada_kimg': 0.0}, r'config.augment.ada_kimg must be a finite number > 0'),
+    ({'augment.ada_target': 0.6, 'augment.policy': 'cutout', 'loss.type': 'wasserstein'},
+     r"a Wasserstein critic's output has no sign"),
+])
+def test_bad_ada_settings_are_refused(overrides, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    config_check.validate(tiny_config(**overrides))
+
+
+def test_ada_with_a_policy_and_a_loss_with_a_verdict_passes():
+  for loss_type in ('non_saturating', 'least_squares', 'hinge', 'minimax'):
+    config_check.validate(tiny_config(**{'augment.ada_target': 0.6, 'augment.policy': 'cutout',
+                                         'loss.type': loss_type}))
+
+
 @pytest.mark.parametrize('field,value,message', [
     ('loss.zcr_d_weight', -1.0, r'config.loss.zcr_d_weight must be a finite number >= 0'),
     ('loss.zcr_g_weight', -0.5, r'config.loss.zcr_g_weight must be a finite number >= 0'),
@@ -374,7 +397,7 @@ def test_a_network_size_below_one_is_refused(field):
 def test_a_config_not_built_from_the_defaults_is_refused_naming_a_missing_field():
   config = ml_collections.ConfigDict({'model': tiny_config().model.to_dict()})
   with pytest.raises(errors.ConfigError,
-                     match=r'config.augment.bcr_policy is missing \(and \d+ more\).*'
+                     match=r'config.augment.ada_interval is missing \(and \d+ more\).*'
                            r'gan_jax.defaults.get_config\(\)'):
     config_check.validate(config)
 

@@ -618,6 +618,15 @@ def test_zcr_step_is_traced_once():
   assert traces == 1
 
 
+def test_ada_step_is_traced_once():
+  # p changes every D update (interval 1); it is state, not a constant of the program.
+  config = tiny_config(**{'augment.policy': 'cutout', 'augment.ada_target': 0.6,
+                          'augment.ada_interval': 1, 'augment.ada_kimg': 0.1})
+  traces, _ = run_counting_traces(config, state_lib.create_state(config, jax.random.key(0)),
+                                  steps=3)
+  assert traces == 1
+
+
 def _d_objective(config, state, real, fake, key, perturbed=None, labels=(None, None)):
   """objectives.discriminator_objective on one device (a mapped axis of size 1):
   (loss, D's statistics after it, metrics, gradient w.r.t. D's parameters).
@@ -949,3 +958,83 @@ def test_label_smoothing_reaches_d_loss():
                                       augmented=False)
   assert loss == pytest.approx(by_hand(0.2), rel=1e-5)
   assert abs(by_hand(0.2) - by_hand(0.0)) > 1e-3
+
+
+def test_ada_probability_moves_by_its_pace_every_interval_by_hand():
+  # StyleGAN2-ADA's rule: every `interval` D updates, p += sign(r_t - target) *
+  # images * interval / (kimg * 1000), clipped to [0, 1]; r_t the mean verdict.
+  # Here the pace is 128 * 2 / 500 = 0.512 per adjustment.
+  update = lambda s, v: objectives.ada_update(s, jnp.float32(v), target=0.6, interval=2,
+                                              images=128, kimg=0.5)
+  value = lambda s: {k: float(v) for k, v in s.items()}
+  s = update(objectives.initial_ada_stats(), 1.0)  # the first of two: only accumulated
+  assert value(s) == {'p': 0.0, 'sign_sum': 1.0, 'updates': 1.0}
+  s = update(s, 0.6)  # r_t = 0.8 > 0.6
+  assert value(s) == pytest.approx({'p': 0.512, 'sign_sum': 0.0, 'updates': 0.0})
+  s = update(update(s, 1.0), 1.0)  # 1.024, clipped
+  assert value(s)['p'] == 1.0
+  s = update(update(s, -1.0), 0.0)  # r_t = -0.5 < 0.6
+  assert value(s)['p'] == pytest.approx(0.488)
+  s = update(update(s, 0.6), 0.6)  # r_t at the target: sign 0, p stays
+  assert value(s)['p'] == pytest.approx(0.488)
+  s = update(update(s, -1.0), -1.0)
+  s = update(update(s, -1.0), -1.0)  # 0.488 - 1.024, clipped
+  assert value(s) == {'p': 0.0, 'sign_sum': 0.0, 'updates': 0.0}
+
+
+@pytest.mark.parametrize('loss_type,threshold', [('non_saturating', 0.0),
+                                                 ('least_squares', 0.5)])
+def test_ada_p_gates_the_policy_and_d_counts_its_verdicts_on_the_reals(loss_type, threshold):
+  policy = {'augment.policy': 'translation,cutout', 'loss.type': loss_type}
+  ada = tiny_config(**policy, **{'augment.ada_target': 0.6})
+  state, real, fake, key = _d_inputs(ada)
+  assert float(state.d_batch_stats['ada']['p']) == 0.0  # a run starts unaugmented
+
+  def at(p):
+    stats = dict(state.d_batch_stats)
+    stats['ada'] = {**stats['ada'], 'p': jnp.float32(p)}
+    return _d_objective(ada, state.replace(d_batch_stats=stats), real, fake, key)
+
+  plain_state, *_ = _d_inputs(tiny_config(**{'loss.type': loss_type}))
+  assert 'ada' not in plain_state.d_batch_stats
+  plain = _d_objective(tiny_config(**{'loss.type': loss_type}), plain_state, real, fake, key)
+  fixed = _d_objective(tiny_config(**policy), plain_state, real, fake, key)
+  assert abs(plain[0] - fixed[0]) > 1e-4
+  # p = 0 skips every op, p = 1 applies each as the fixed policy draws it.
+  loss_0, stats_0, aux_0, _ = at(0.0)
+  assert loss_0 == pytest.approx(plain[0], rel=1e-6)
+  assert at(1.0)[0] == pytest.approx(fixed[0], rel=1e-6)
+  half = at(0.5)[0]
+  assert abs(half - plain[0]) > 1e-5 and abs(half - fixed[0]) > 1e-5
+  # The verdict: the mean sign of D's output on the (here unaugmented) reals minus the
+  # loss's threshold, accumulated for the interval's adjustment; p is left as it was.
+  setup = step_lib.make_train_step(ada).args[0]
+  d_out = jax.jit(lambda x: jax.vmap(
+      lambda xx: objectives.run_discriminator(setup, state.d_params, state.d_batch_stats, xx,
+                                              None)[0],
+      axis_name=parallel.DATA_AXIS)(x[None])[0])
+  verdict = np.mean(np.sign(np.asarray(d_out(jnp.asarray(real)), np.float64) - threshold))
+  assert float(aux_0['ada_sign']) == pytest.approx(verdict, abs=1e-6)
+  assert {k: float(v) for k, v in stats_0['ada'].items()} == pytest.approx(
+      {'p': 0.0, 'sign_sum': verdict, 'updates': 1.0}, abs=1e-6)
+
+
+def test_ada_step_on_eight_devices_equals_one_device():
+  # An adjustment after each of the two D updates, at a pace of 16 / 100 = 0.16, from
+  # p = 0.5: p and every draw it gates are the same on one device and on eight.
+  config = tiny_config(**{'augment.policy': 'translation,cutout', 'augment.ada_target': 0.6,
+                          'augment.ada_interval': 1, 'augment.ada_kimg': 0.1,
+                          'train.n_critic': 2})
+  state = state_lib.create_state(config, jax.random.key(0))
+  stats = dict(state.d_batch_stats)
+  stats['ada'] = {**stats['ada'], 'p': jnp.float32(0.5)}
+  state = state.replace(d_batch_stats=stats)
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, [random_batch(config)],
+                                                        jax.random.key(3))
+  p1, p8 = (float(s.d_batch_stats['ada']['p']) for s in (single, multi))
+  assert p8 == pytest.approx(p1, abs=1e-6)
+  assert min(abs(p1 - 0.18), abs(p1 - 0.82)) < 1e-6  # two steps of 0.16 the same way
+  assert m1['ada_p'] == pytest.approx(p1, abs=1e-6)
+  np.testing.assert_allclose(m8['ada_sign'], m1['ada_sign'], rtol=1e-5)
+  assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
+  assert max_rel_diff(multi.g_params, single.g_params) < 1e-5

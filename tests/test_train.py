@@ -145,7 +145,11 @@ def test_sample_cli_writes_npz_png_grid_and_a_folder(tmp_path):
     ['--config.loss.hist_avg_weight=0.1', '--config.loss.g_top_k=0.5',
      '--config.loss.g_top_k_decay=0.5', '--config.loss.g_top_k_decay_steps=3',
      '--config.augment.policy=translation,cutout', '--config.train.n_critic=2'],
-], ids=['default', 'lecam_flips_standing', 'hist_topk_augment_ncritic'])
+    # ADA's p and its accumulated verdicts in D's statistics, adjusted every 3 D updates
+    # (so the kill falls between two adjustments) by 16 * 3 / 150 = 0.32.
+    ['--config.augment.policy=cutout', '--config.augment.ada_target=0.6',
+     '--config.augment.ada_interval=3', '--config.augment.ada_kimg=0.15'],
+], ids=['default', 'lecam_flips_standing', 'hist_topk_augment_ncritic', 'ada'])
 def test_killed_run_resumes_exactly(tmp_path, extra):
   # Killed right after saving the checkpoint of step n (also a log step), before that
   # step's grid and evaluation: the resumed run writes them, and its record equals
@@ -174,6 +178,9 @@ def test_killed_run_resumes_exactly(tmp_path, extra):
   b, data_b, step_b = restore_state(resumed)
   assert step_a == step_b == 2 * n and data_a == data_b
   assert_states_equal(a, b)
+  if 'ada' in a.d_batch_stats:  # two adjustments were made, and a third is under way
+    ada = {k: float(v) for k, v in a.d_batch_stats['ada'].items()}
+    assert ada['updates'] == 2 and ada['p'] in (pytest.approx(0.32), pytest.approx(0.64)), ada
   logged = []
   for workdir in (straight, resumed):
     with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
