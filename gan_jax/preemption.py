@@ -41,6 +41,11 @@ class Interrupted(errors.Stopped):
     self.step = step
 
 
+class EvaluationStopped(errors.Stopped):
+  """A stop signal arrived during work that `StopSignal.interruptible` lets it cut short
+  (an evaluation's sampling and scoring); the loop saves a checkpoint and stops."""
+
+
 class StopSignal:
   """Turns SIGTERM / SIGINT into a flag the loop checks (save, then stop).
 
@@ -57,6 +62,26 @@ class StopSignal:
     self.signum = None
     self._previous = {}
     self._done = False
+    self._interruptible = False
+
+  @contextlib.contextmanager
+  def interruptible(self, enabled=True):
+    """Inside the block a stop signal, or one already received, raises
+    `EvaluationStopped` at once instead of waiting for the step to end: for long work
+    that writes nothing, such as an evaluation's sampling and scoring (an FID of 50,000
+    samples outlasts a preemption's grace period), which the resumed run redoes.
+    `enabled=False` (several processes: one leaving a collective would leave the
+    others waiting in it) makes it a plain block."""
+    if not enabled:
+      yield
+      return
+    if self.received:
+      raise EvaluationStopped('stopped before an evaluation', self.signum)
+    self._interruptible = True
+    try:
+      yield
+    finally:
+      self._interruptible = False
 
   def loop_done(self):
     """Marks the run complete: signals from now on change nothing (they are reported)."""
@@ -87,6 +112,12 @@ class StopSignal:
     if self._done:
       logging.warning('Received %s after the last step: the run is complete and on disk; '
                       'closing its files.', name)
+    elif self._interruptible:
+      self.signum = self.signum or signum
+      self._interruptible = False
+      logging.warning('Received %s: stopping the evaluation (the resumed run does it), '
+                      'saving a checkpoint and stopping.', name)
+      raise EvaluationStopped(f'{name} during an evaluation', signum)
     elif self.signum is None:
       self.signum = signum
       logging.warning(
@@ -94,8 +125,8 @@ class StopSignal:
           'signal (Ctrl-C, SIGTERM) is ignored until the checkpoint is on disk (kill -9 '
           'stops at once; the run then resumes from the previous checkpoint).', name)
     else:
-      logging.warning('Received %s again: still saving the checkpoint; the run stops as '
-                      'soon as it is on disk.', name)
+      logging.warning('Received %s again: the run is already stopping; it exits as soon '
+                      "as this step's checkpoint is on disk.", name)
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():

@@ -152,6 +152,16 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
     iterator.close()
 
 
+def _save(ckpt, logger, writer, step, host_state, data_state):
+  """Saves the checkpoint of `step`, its metrics first: when this step is a log step,
+  its line reaches metrics.jsonl before its checkpoint, since a run killed later
+  resumes after this step and would never log it again."""
+  logger.flush()
+  logger.check_finite()
+  writer.flush()
+  ckpt.save(step, host_state, data_state)
+
+
 def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch,
            class_names):
   """train_and_evaluate's loop, in a workdir this process may write (see there)."""
@@ -201,8 +211,24 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
     return ((evaluator or classifier) is not None
             and periodic.is_time(step, config.eval.every, t.num_steps))
 
-  def evaluate(step, state):
+  def evaluate(step, state, stop):
+    """Scores the state and records it; a stop signal during the scoring (one process)
+    raises `preemption.EvaluationStopped` before anything is written."""
     host_state = dp.get_state(state)
+    # Said first: a long evaluation (FID of 50,000 samples) would look like a hang.
+    logging.info('Evaluating step %d: %s', step, ', '.join(
+        ([f'{",".join(evaluator.metrics)} of {config.eval.num_samples} samples']
+         if evaluator is not None else []) + (['accuracy'] if classifier is not None else [])))
+    with stop.interruptible(enabled=jax.process_count() == 1):
+      results = _score(host_state, step)
+    logging.info('Evaluation at step %d: %s', step,
+                 ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
+    # The eval.jsonl line is the mark a resumed run checks, so it comes last: a run
+    # killed before it evaluates this step again, and `best` too.
+    best.update(step, host_state, results, protocol)
+    writer.write_eval(step, results, summary)
+
+  def _score(host_state, step):
     results = {}
     if evaluator is not None:
       sampled = host_state
@@ -215,12 +241,7 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
           lambda z, labels=None, s=sampled: grids.generate(s, z, labels), seed=config.seed))
     if classifier is not None:
       results[classifier_lib.ACCURACY] = classifier(host_state)
-    logging.info('Evaluation at step %d: %s', step,
-                 ', '.join(f'{k}={v:.4g}' for k, v in results.items()))
-    # The eval.jsonl line is the mark a resumed run checks, so it comes last: a run
-    # killed before it evaluates this step again, and `best` too.
-    best.update(step, host_state, results, protocol)
-    writer.write_eval(step, results, summary)
+    return results
 
   step, stopped = start_step, False
   with contextlib.ExitStack() as cleanup:
@@ -240,28 +261,34 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
       if missing_grid:
         grids.write(start_step, dp.get_state(state))
       if missing_eval:
-        evaluate(start_step, state)
+        try:
+          evaluate(start_step, state, stop)
+        except preemption.EvaluationStopped:
+          raise preemption.Interrupted(stop.signum, start_step) from None
     prefetch = cleanup.enter_context(data.Prefetcher(iterator, put_batch, config.data.prefetch))
     for step in range(start_step + 1, t.num_steps + 1):
       batch, data_state, waited = prefetch.get()
       state, step_metrics = step_fn(state, batch, train_key)
       logger.record(step, step_metrics, waited)
       stop_now = preemption.agree(stop.received, step, t.log_every)
-      if stop_now or periodic.is_time(step, t.checkpoint_every, t.num_steps):
-        # The metrics of this step (when it is a log step) reach metrics.jsonl before
-        # its checkpoint: a run killed later resumes after this step and would never
-        # log it again.
-        logger.flush()
-        logger.check_finite()
-        writer.flush()
-        ckpt.save(step, dp.get_state(state), data_state)
+      saved = stop_now or periodic.is_time(step, t.checkpoint_every, t.num_steps)
+      if saved:
+        _save(ckpt, logger, writer, step, dp.get_state(state), data_state)
+      if stop_now:
+        # This step's grid and evaluation are left to the rerun, which writes them
+        # first (an evaluation may outlast a preemption's grace period).
+        stopped = step < t.num_steps or grid_due(step) or eval_due(step)
+        break
       if grid_due(step):
         grids.write(step, dp.get_state(state))
       if eval_due(step):
-        evaluate(step, state)
-      if stop_now:
-        stopped = step < t.num_steps
-        break
+        try:
+          evaluate(step, state, stop)
+        except preemption.EvaluationStopped:
+          if not saved:
+            _save(ckpt, logger, writer, step, dp.get_state(state), data_state)
+          stopped = True
+          break
     logger.flush()
     logger.check_finite()
     writer.flush()

@@ -27,7 +27,34 @@ def test_first_signal_sets_the_flag_and_a_second_does_not_interrupt(caplog):
     assert stop.signum == signal.SIGINT
   messages = ' '.join(r.message for r in caplog.records)
   assert 'A second signal (Ctrl-C, SIGTERM) is ignored until the checkpoint is on disk' in messages
-  assert 'still saving the checkpoint' in messages
+  assert 'the run is already stopping' in messages
+
+
+def test_a_signal_inside_an_interruptible_block_stops_it_at_once(caplog):
+  # An evaluation's scoring (one process) ends at the signal, not after it.
+  with preemption.StopSignal() as stop:
+    done = []
+    with pytest.raises(preemption.EvaluationStopped) as raised:
+      with stop.interruptible():
+        os.kill(os.getpid(), signal.SIGTERM)
+        done.append('after the signal')
+    assert not done and raised.value.signum == signal.SIGTERM
+    assert stop.received and stop.signum == signal.SIGTERM
+    # Outside the block a signal sets the flag again and raises nothing.
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.signum == signal.SIGTERM
+    # A signal received before the block: the block does not start.
+    with pytest.raises(preemption.EvaluationStopped):
+      with stop.interruptible():
+        done.append('started')
+    assert not done
+    # Several processes: a plain block (a process leaving a collective would strand
+    # the others), the flag alone.
+    with stop.interruptible(enabled=False):
+      os.kill(os.getpid(), signal.SIGINT)
+      done.append('finished')
+    assert done == ['finished']
+  assert 'stopping the evaluation (the resumed run does it)' in caplog.text
 
 
 def test_a_signal_after_the_last_step_changes_nothing(caplog):

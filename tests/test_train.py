@@ -311,6 +311,44 @@ def test_a_signal_saves_then_exits_with_128_plus_its_number(tmp_path, signals, s
   assert f'Resumed from the checkpoint at step {steps[0]}' in resumed.stderr
 
 
+@pytest.mark.parametrize('last', [False, True], ids=['mid_run', 'last_step'])
+def test_a_signal_during_an_evaluation_stops_it_saves_and_the_rerun_evaluates(tmp_path, last):
+  # An evaluation of 400,000 samples takes about a minute here; the stop must not wait
+  # for it (a preemption's grace period would not), and at the last step the run is
+  # not complete without it, so the exit says so (143) instead of 0.
+  workdir = str(tmp_path / 'run')
+  steps = ['--config.train.num_steps=2' if last else '--config.train.num_steps=4',
+           '--config.train.checkpoint_every=4', '--config.eval.every=2',
+           '--config.eval.metrics=proxy', '--config.train.sample_every=0']
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'gan_jax.main', SMOKE, f'--workdir={workdir}', *steps,
+       '--config.eval.num_samples=400000'],
+      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
+                         XLA_FLAGS=subprocess_xla_flags()),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if 'Evaluating step 2: proxy of 400000 samples' in line:
+      break
+  time.sleep(1.0)
+  start = time.monotonic()
+  proc.send_signal(signal.SIGTERM)
+  output = ''.join(lines) + proc.communicate(timeout=300)[0]
+  assert proc.returncode == 143, output[-3000:]
+  assert time.monotonic() - start < 20, output[-3000:]   # not the minute the evaluation takes
+  assert 'stopping the evaluation' in output and 'Traceback' not in output
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['2']
+  assert not os.path.exists(os.path.join(workdir, 'eval.jsonl'))
+  assert not os.path.exists(os.path.join(workdir, 'best'))
+  # The rerun (its evaluations smaller: eval.* may change) evaluates step 2 first.
+  resumed = run_module('gan_jax.main', [SMOKE, f'--workdir={workdir}', *steps,
+                                        '--config.eval.num_samples=500'])
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  with open(os.path.join(workdir, 'eval.jsonl'), encoding='utf-8') as f:
+    assert [json.loads(line)['step'] for line in f] == ([2] if last else [2, 4])
+
+
 def test_an_overridden_smoke_step_count_keeps_outputs_sensible(tmp_path):
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(tiny_config(**{'train.num_steps': 30}), workdir)
