@@ -458,6 +458,14 @@ def prepare(config, workdir, *, allow_changes=False):
   # Judged on process 0's view, so that every process judges the resume alike.
   exists, newest = parallel.from_process_zero(
       (path.exists(), (checkpoint_steps(workdir) or [-1])[-1]))
+  if not exists and newest >= 0:
+    # Without the record nothing says how these checkpoints were trained: training
+    # on would take this config for theirs, changed loss or rates included.
+    raise errors.WorkdirError(
+        f'{workdir} holds checkpoints (the newest of step {newest}) but no {CONFIG_FILE}, '
+        'the record of the config they were trained with, so it cannot be resumed. '
+        f'Restore {CONFIG_FILE} (and {HISTORY_FILE}, if the run had one) from a backup or '
+        'from the run the checkpoints were copied from, or use another --workdir.')
   if exists:
     saved = load_config(workdir)
     changes = config_changes(saved, config)

@@ -141,6 +141,18 @@ def test_a_file_in_the_way_of_the_run_folder_is_a_workdir_error(tmp_path, below)
   assert blocking.read_text() == 'mine'
 
 
+def test_checkpoints_without_their_config_json_are_refused_and_nothing_is_written(run):
+  # Checkpoints copied without their record (a forked run): training on with this
+  # invocation's config would take it, a changed loss or learning rate included, for
+  # theirs, and a new config.json would make the guess the record.
+  os.remove(os.path.join(run, 'config.json'))
+  for config in (tiny_config(), tiny_config(**{'loss.type': 'hinge', 'model.ngf': 16})):
+    with pytest.raises(errors.WorkdirError,
+                       match=r'holds checkpoints \(the newest of step 4\) but no config.json'):
+      workdir_lib.prepare(config, run)
+    assert not os.path.exists(os.path.join(run, 'config.json'))
+
+
 def test_a_damaged_config_file_is_a_workdir_error(run):
   with open(os.path.join(run, 'config.json'), 'w', encoding='utf-8') as f:
     f.write('{"model": ')
