@@ -28,6 +28,11 @@ class WorkdirError(UserError, ValueError):
   """A workdir holds a run that this command cannot continue or read."""
 
 
+class NonFiniteError(UserError, FloatingPointError):
+  """Numbers that must be finite are NaN or infinite: a diverged checkpoint's samples,
+  latents a sampler moved too far."""
+
+
 class Stopped(BaseException):
   """A run or benchmark stopped early on a signal; the tools print its message as one
   line and exit with status 128 + `signum` (not a `UserError`: nothing was wrong).

@@ -209,8 +209,15 @@ def make_refiner(config, state, g_params, g_batch_stats, options, *, seed):
     return langevin(energy, z, key, options)
 
   def refine(z, labels=None):
-    return np.asarray(run((g_params, g_batch_stats), (state.d_params, state.d_batch_stats),
-                          jnp.asarray(z, jnp.float32), labels))
+    moved = np.asarray(run((g_params, g_batch_stats), (state.d_params, state.d_batch_stats),
+                           jnp.asarray(z, jnp.float32), labels))
+    bad = int(np.sum(~np.all(np.isfinite(moved), axis=-1)))
+    if bad:
+      raise errors.NonFiniteError(
+          f'The latents diverged ({options.describe()}): {bad} of {len(moved)} became NaN '
+          f'or infinite. Lower --langevin_step_size (default {Options().step_size:g}) or '
+          '--langevin_steps.')
+    return moved
 
   return refine
 

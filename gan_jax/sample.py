@@ -223,6 +223,18 @@ def generate_samples(generate, *, z_dim, num_samples, seed, batch_size=500, labe
   return generate_in_batches(generate, z, labels, batch_size=batch_size)
 
 
+def check_finite_samples(samples, step):
+  """Raises `errors.NonFiniteError` when any of `samples` (f32[N, ...]) holds NaN or inf,
+  naming how many of the N and the checkpoint's `step`: a file or score of them would
+  be garbage without saying so."""
+  bad = int(np.sum(~np.all(np.isfinite(samples.reshape(len(samples), -1)), axis=1)))
+  if bad:
+    raise errors.NonFiniteError(
+        f'{bad} of {len(samples)} samples of step {step} hold NaN or inf values: the '
+        "checkpoint's generator diverged (try an earlier one, --step) or its latents "
+        'were moved too far (--langevin_step_size). Nothing was written.')
+
+
 def generate_in_batches(generate, z, labels=None, *, batch_size=500):
   """`generate` over z f32[N, z_dim] (and labels int32[N]) in chunks: np.float32[N, ...]."""
   outputs = []
@@ -491,6 +503,7 @@ def main(argv):
     generate = langevin.refined_generator(generate, langevin.make_refiner(
         config, state, *generate.variables, ddls, seed=f.seed))
   samples = generate_in_batches(generate, z, labels, batch_size=f.batch_size)
+  check_finite_samples(samples, generate.step)
   write_samples(samples, f.output, labels=labels, columns=columns)
   print(f'Wrote {len(samples)} samples of shape {samples.shape[1:]} from step '
         f'{generate.step} to {f.output}' + (f' ({ddls.describe()})' if ddls.steps else ''))

@@ -14,6 +14,7 @@ import pytest
 from gan_jax import checkpoint
 from gan_jax import errors
 from gan_jax import langevin
+from gan_jax import metrics
 from gan_jax import models
 from gan_jax import sample
 from gan_jax import state as state_lib
@@ -215,6 +216,42 @@ def test_the_sample_cli_writes_the_samples_of_the_moved_latents(tmp_path):
   with np.load(output) as written:
     np.testing.assert_allclose(written['samples'], expected, atol=1e-5)
     assert np.abs(written['samples'] - generate(z)).max() > 1e-3  # not G's own samples
+
+
+def test_latents_that_diverge_are_a_short_error_and_nothing_is_written(tmp_path):
+  # A step size far too large overflows the latents to inf, then NaN: the sample file
+  # was all NaN and the evaluator's and the digits judge's errors were tracebacks.
+  workdir = _saved_run(tmp_path)
+  config, state, step = workdir_lib.restore_state(workdir)
+  generate = sample.generator_from_state(config, state, step)
+  refine = langevin.make_refiner(config, state, *generate.variables,
+                                 langevin.Options(steps=5, step_size=1e30), seed=0)
+  with pytest.raises(errors.NonFiniteError, match=r'The latents diverged \(DDLS: 5 Langevin '
+                     r'steps of 1e\+30, noise std 1\): 4 of 4 became NaN or infinite'):
+    refine(sample.latents(0, 4, config.model.z_dim))
+  output = tmp_path / 'moved.npz'
+  for module, args in (('gan_jax.sample', [f'--output={output}', '--num_samples=6']),
+                       ('gan_jax.evaluate', ['--metrics=proxy', '--num_samples=6',
+                                             f'--output={tmp_path / "eval.json"}'])):
+    result = run_module(module, [f'--workdir={workdir}', '--langevin_steps=5',
+                                 '--langevin_step_size=1e30', *args])
+    assert_short_error(result, 'The latents diverged', 'Lower --langevin_step_size')
+  assert not output.exists() and not (tmp_path / 'eval.json').exists()
+
+
+def test_samples_with_nan_are_refused_by_the_sample_tools_and_the_evaluator():
+  good = np.zeros((3, 8, 8, 1), np.float32)
+  sample.check_finite_samples(good, 5)
+  bad = good.copy()
+  bad[1, 2, 3, 0], bad[2, 0, 0, 0] = np.nan, np.inf
+  with pytest.raises(errors.NonFiniteError, match=r'2 of 3 samples of step 5 hold NaN or inf'):
+    sample.check_finite_samples(bad, 5)
+  evaluator = metrics.make_evaluator(tiny_config(**{'model.resolution': 8,
+                                                    'eval.metrics': 'proxy',
+                                                    'eval.num_samples': 20}),
+                                     data_shape=(8, 8, 1))
+  with pytest.raises(errors.NonFiniteError, match="the checkpoint's generator diverged"):
+    evaluator(lambda z: np.full((len(z), 8, 8, 1), np.nan, np.float32), seed=0)
 
 
 @pytest.mark.parametrize('flag', ['--interpolate=4', '--truncation=1'])

@@ -150,6 +150,7 @@ def run_check(workdir, *, num_samples=1000, seed=0, threshold=judge_lib.CONFIDEN
   samples = sampling.generate_samples(generate, seed=seed, num_samples=num_samples,
                                       z_dim=int(config.model.z_dim),
                                       num_classes=models.generator_classes(config.model))
+  sample.check_finite_samples(samples, generate.step)
   real_test = real_test_digits(config.data, image_shape=samples.shape[1:])
   result = check_samples(samples, real_test=real_test, threshold=threshold, logistic=logistic)
   result.update(workdir=workdir, step=int(generate.step), seed=seed,

@@ -358,7 +358,10 @@ class Evaluator:
     start = time.perf_counter()
     samples = self.generate(generate, seed=seed)
     if not exchange.flags(np.all(np.isfinite(samples))).all():
-      raise ValueError('generated samples contain NaN or inf; cannot evaluate them')
+      raise errors.NonFiniteError(
+          'Generated samples contain NaN or inf, so no metric can score them: the '
+          "checkpoint's generator diverged (evaluate an earlier checkpoint, --step), or a "
+          'sampler moved its latents too far (--langevin_step_size).')
     results, per_class = {}, {}
     if 'proxy' in self.metrics:
       results.update(self.score_proxy(samples))
