@@ -4,6 +4,8 @@
 names it accepts (`OPTIMIZERS`, `SCHEDULES`) are checked here and nowhere else.
 """
 
+import math
+
 import optax
 
 from gan_jax import errors
@@ -40,6 +42,12 @@ def learning_rate_schedule(learning_rate, *, schedule='constant', num_updates=No
   return optax.join_schedules([optax.constant_schedule(learning_rate), decay], [start])
 
 
+# What b1 and b2 are to each optimiser, for the messages.
+_BETA_USE = {'adam': {'b1': "Adam's first moment", 'b2': "Adam's second moment"},
+             'rmsprop': {'b1': 'unused by RMSprop', 'b2': "RMSprop's decay, PyTorch's alpha"},
+             'sgd': {'b1': "SGD's momentum", 'b2': 'unused by SGD'}}
+
+
 def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_start=0.5,
                    field='config.optim'):
   """An optax transformation from an optimiser config (`config.optim.g` / `.d`).
@@ -55,15 +63,26 @@ def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_s
     An `optax.GradientTransformation`.
 
   Raises:
-    ConfigError: for an unknown optimiser name or a negative learning rate.
+    ConfigError: for an unknown optimiser name, a learning rate that is negative or
+      not finite, b1 / b2 outside [0, 1), or an eps that is not a positive number.
   """
   name = opt_config.name
   if name not in OPTIMIZERS:
     raise errors.ConfigError(f'Unknown {field}.name {name!r}; known: {list(OPTIMIZERS)}.')
-  if not opt_config.learning_rate >= 0:
+  if not (math.isfinite(opt_config.learning_rate) and opt_config.learning_rate >= 0):
     raise errors.ConfigError(
-        f'{field}.learning_rate must be >= 0 (0 freezes the network), got '
+        f'{field}.learning_rate must be a finite number >= 0 (0 freezes the network), got '
         f'{opt_config.learning_rate}.')
+  # Outside these ranges the averages grow without bound or the steps divide by zero:
+  # the run would end at its first NaN loss, blamed on the learning rate.
+  for what, value in (('b1', opt_config.b1), ('b2', opt_config.b2)):
+    if not 0 <= value < 1:  # NaN too
+      raise errors.ConfigError(
+          f'{field}.{what} must be in [0, 1) (a decay of running averages; '
+          f'{_BETA_USE[name][what]}), got {value}.')
+  if name != 'sgd' and not (math.isfinite(opt_config.eps) and opt_config.eps > 0):
+    raise errors.ConfigError(f'{field}.eps must be a finite number > 0 (it keeps {name}\'s '
+                             f'steps from dividing by zero), got {opt_config.eps}.')
   lr = learning_rate_schedule(opt_config.learning_rate, schedule=schedule,
                               num_updates=num_updates, decay_start=decay_start)
   if name == 'adam':
@@ -89,10 +108,10 @@ def make_optimizers(config):
   if not 0.0 <= o.decay_start <= 1.0:
     raise errors.ConfigError(
         f'config.optim.decay_start must be in [0, 1], got {o.decay_start}.')
-  if o.weight_clip < 0:
+  if not (math.isfinite(o.weight_clip) and o.weight_clip >= 0):
     raise errors.ConfigError(
-        f'config.optim.weight_clip must be >= 0 (D\'s parameters are clipped to [-c, c]; '
-        f'0 = off), got {o.weight_clip}.')
+        f'config.optim.weight_clip must be a finite number >= 0 (D\'s parameters are clipped '
+        f'to [-c, c]; 0 = off), got {o.weight_clip}.')
   common = dict(schedule=o.schedule, decay_start=o.decay_start)
   return (make_optimizer(o.g, num_updates=t.num_steps, field='config.optim.g', **common),
           make_optimizer(o.d, num_updates=t.num_steps * t.n_critic, field='config.optim.d',

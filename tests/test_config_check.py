@@ -77,7 +77,7 @@ def test_a_field_defaults_does_not_have_is_refused_with_the_closest_name():
 
 def test_a_negative_weight_clip_is_refused():
   # jnp.clip(p, c, -c) with c < 0 would set every parameter of D to c.
-  with pytest.raises(errors.ConfigError, match=r'config.optim.weight_clip must be >= 0.*-1'):
+  with pytest.raises(errors.ConfigError, match=r'config.optim.weight_clip must be a finite number >= 0.*-1'):
     config_check.validate(tiny_config(**{'optim.weight_clip': -1.0}))
 
 

@@ -57,8 +57,16 @@ def test_discriminator_schedule_spans_n_critic_updates_per_step():
 
 @pytest.mark.parametrize('field,value,message', [
     ('optim.g.name', 'nope', r"config.optim.g.name 'nope'.*adam"),
-    ('optim.d.learning_rate', -1.0, r'config.optim.d.learning_rate must be >= 0'),
+    ('optim.d.learning_rate', -1.0, r'config.optim.d.learning_rate must be a finite number >= 0'),
+    ('optim.g.learning_rate', float('inf'), r'config.optim.g.learning_rate must be a finite'),
     ('optim.decay_start', 1.5, r'config.optim.decay_start must be in \[0, 1\]'),
+    # Each of these trained into a NaN loss blamed on the learning rate.
+    ('optim.g.b1', 1.5, r"config.optim.g.b1 must be in \[0, 1\) \(a decay of running averages; "
+                        r"Adam's first moment\), got 1.5"),
+    ('optim.d.b2', 1.0, r"config.optim.d.b2 must be in \[0, 1\).*Adam's second moment"),
+    ('optim.d.b1', float('nan'), r'config.optim.d.b1 must be in \[0, 1\)'),
+    ('optim.g.eps', -1.0, r"config.optim.g.eps must be a finite number > 0 \(it keeps adam's"),
+    ('optim.weight_clip', float('nan'), r'config.optim.weight_clip must be a finite number >= 0'),
 ])
 def test_bad_optimiser_settings_name_the_field(field, value, message):
   with pytest.raises(errors.ConfigError, match=message):
