@@ -139,6 +139,10 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     raise errors.ConfigError(
         f'--reference_split={reference_split!r}: an image folder has no splits (every image '
         f'under {config.data.path} is read); leave the flag out.')
+  if standing_stats and not sample_metrics:
+    raise errors.ConfigError(
+        f'--standing_stats re-estimates the statistics G samples with, and --metrics='
+        f'{",".join(names)} draws no samples: leave it out, or ask for a sample metric.')
   if standing_stats is None:
     standing_stats = int(config.eval.standing_stats)
   if sample_metrics:

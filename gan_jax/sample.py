@@ -474,7 +474,9 @@ def main(argv):
   # A bad --output, --labels or --interpolate fails before anything loads.
   if output_kind(f.output) == 'folder':
     check_folder_output(f.output)
-  workdir_lib.check_output_path(f.workdir, f.output)
+    workdir_lib.check_output_path(f.workdir, f.output)
+  else:  # an existing folder named x.npz, a path under a file, a run's records
+    workdir_lib.check_output_file(f.output, flag='--output', workdir=f.workdir)
   class_names = workdir_lib.saved_class_names(f.workdir)
   _parse_labels(f.labels, class_names)
   check_truncation(f.truncation)

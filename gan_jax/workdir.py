@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -633,13 +634,15 @@ def summary(workdir, *, seconds, stopped=None):
   lines += [f'  {name:<{width}}  {where}' for name, where in outputs]
   config = load_config(workdir)
   metrics = suggested_metrics(config)
-  evaluate = f'  python -m gan_jax.evaluate --workdir={workdir} --metrics={metrics}'
+  # Quoted for the shell, so that the commands paste as they are (a path with spaces).
+  quoted = shlex.quote(str(workdir))
+  evaluate = f'  python -m gan_jax.evaluate --workdir={quoted} --metrics={metrics}'
   if metrics != 'accuracy':  # the only metric that classifies real images, not samples
     evaluate += f' --num_samples={config.eval.num_samples}'
   lines += ['Next:',
-            f'  python -m gan_jax.sample --workdir={workdir} --num_samples=64 --output=grid.png',
+            f'  python -m gan_jax.sample --workdir={quoted} --num_samples=64 --output=grid.png',
             evaluate,
-            f"  tensorboard --logdir={workdir}   (pip install -e '.[tensorboard]')"]
+            f"  tensorboard --logdir={quoted}   (pip install -e '.[tensorboard]')"]
   return '\n'.join(lines)
 
 

@@ -291,6 +291,10 @@ def test_evaluate_refuses_ddls_without_a_sample_metric(tmp_path):
                                     'model.d_cond': 'semi_supervised'})
   with pytest.raises(errors.ConfigError, match='draws no samples'):
     evaluate.evaluate(workdir, metrics='accuracy', ddls=langevin.Options(steps=3))
+  # Standing statistics likewise (they were accepted and ignored).
+  with pytest.raises(errors.ConfigError, match='--standing_stats re-estimates the statistics '
+                     'G samples with, and --metrics=accuracy draws no samples'):
+    evaluate.evaluate(workdir, metrics='accuracy', standing_stats=4)
 
 
 def test_a_conditional_run_moves_each_latent_under_d_s_score_for_its_class(tmp_path):

@@ -334,6 +334,14 @@ def test_bad_counts_and_outputs_fail_before_anything_loads(tmp_path, module, fla
   assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
 
 
+def test_a_sample_file_output_that_is_a_folder_fails_before_anything_loads(tmp_path):
+  (tmp_path / 'out.npz').mkdir()
+  result = run_module('gan_jax.sample', [f'--workdir={tmp_path / "nope"}',
+                                         f'--output={tmp_path / "out.npz"}'])
+  assert_short_error(result, 'out.npz is a folder; give the path of a file')
+  assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
+
+
 @pytest.mark.parametrize('module,output', [('gan_jax.sample', 'samples/step_0000004.png'),
                                            ('gan_jax.classify', 'checkpoints/p.npz')])
 def test_an_output_among_the_run_s_records_is_refused(tmp_path, module, output):

@@ -5,6 +5,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -186,6 +187,17 @@ def test_summary_names_the_outputs_and_the_next_commands(run):
                                 stopped=str(preemption.Interrupted(signal.SIGINT, 4)))
   assert stopped.startswith('Stopped by SIGINT at step 4')
   assert stopped.lower().count('rerun the same command to resume') == 1  # said once
+
+
+def test_the_next_commands_paste_into_a_shell_for_a_path_with_spaces(tmp_path):
+  workdir = str(tmp_path / 'my runs' / "it's 1")
+  workdir_lib.prepare(tiny_config(), workdir)
+  lines = [l.strip() for l in workdir_lib.summary(workdir, seconds=1).splitlines()]
+  commands = [l for l in lines if l.startswith(('python -m', 'tensorboard'))]
+  assert len(commands) == 3
+  for command in commands:
+    words = shlex.split(command.split('   (')[0])
+    assert f'--workdir={workdir}' in words or f'--logdir={workdir}' in words, command
 
 
 def test_summary_aligns_the_outputs_column(run):
