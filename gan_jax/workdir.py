@@ -146,6 +146,10 @@ def history(workdir):
   return entries
 
 
+# Reads of the newest checkpoint while a training run replaces them (max_to_keep).
+_RESTORE_ATTEMPTS = 5
+
+
 def restore_state(workdir, step=None, *, best=False):
   """The run's config and its checkpointed state, on the first local device.
 
@@ -170,7 +174,7 @@ def restore_state(workdir, step=None, *, best=False):
   # Only an existing folder is opened: orbax would create a missing one.
   if epath.Path(folder).exists():
     sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    for attempt in (1, 2):
+    for attempt in range(1, _RESTORE_ATTEMPTS + 1):
       ckpt = checkpoint.Checkpointer(folder, async_save=False, max_to_keep=None,
                                      training_run=training)
       listed = _step_folders(folder)
@@ -182,9 +186,15 @@ def restore_state(workdir, step=None, *, best=False):
         break
       except checkpoint.CheckpointError:
         # A training run there may have deleted the listed checkpoints (max_to_keep)
-        # while they were read: list them again, once, if the list changed.
-        if attempt == 2 or step is not None or _step_folders(folder) == listed:
+        # while they were read: list them again if the list changed.
+        if step is not None or _step_folders(folder) == listed:
           raise
+        if attempt == _RESTORE_ATTEMPTS:
+          raise errors.WorkdirError(
+              f'The checkpoints of {folder} were replaced while they were read, '
+              f'{attempt} times in a row{f" (a run trains there: {training})" if training else ""}. '
+              'Try again, or read when the run saves less often (train.checkpoint_every, '
+              'train.max_to_keep).') from None
         logging.info('The checkpoints of %s changed while they were read (a run trains '
                      'there?); reading the newest again.', folder)
       finally:

@@ -476,8 +476,22 @@ def test_tools_beside_a_training_run_say_so(tmp_path, caplog, monkeypatch):
       return restore(self, *args, **kwargs)
     monkeypatch.setattr(checkpoint.Checkpointer, 'restore', rotated_once)
     assert workdir_lib.restore_state(workdir)[2] == 6 and len(calls) == 2
+    # A run that replaces its checkpoints faster than they are read: a few attempts,
+    # then an error that says so (it blamed damaged checkpoints).
+    calls.clear()
+
+    def rotated_every_time(self, *args, **kwargs):
+      calls.append(1)
+      step = max(int(n) for n in os.listdir(folder) if n.isdigit())
+      os.rename(os.path.join(folder, str(step)), os.path.join(folder, str(step + 1)))
+      raise checkpoint.CheckpointError('None of the checkpoints could be restored')
+    monkeypatch.setattr(checkpoint.Checkpointer, 'restore', rotated_every_time)
+    with pytest.raises(errors.WorkdirError, match=r'were replaced while they were read, 5 '
+                       r'times in a row \(a run trains there: pid '):
+      workdir_lib.restore_state(workdir)
+    assert len(calls) == 5
     monkeypatch.undo()
-    os.rename(os.path.join(folder, '6'), os.path.join(folder, '3'))
+    os.rename(os.path.join(folder, '11'), os.path.join(folder, '3'))
   caplog.clear()
   with caplog.at_level(logging.WARNING):  # no run: an interrupted save's leftover
     assert workdir_lib.restore_state(workdir)[2] == 3
