@@ -81,6 +81,12 @@ def _parse_flags(argv):
     # absl words some errors as a tuple: "flag --x=maybe: ('Non-boolean argument to
     # boolean flag', 'maybe')".
     text = re.sub(r": \('([^']*)', (.*)\)$", r': \1: \2', str(e))
+    # A value for a whole section (--config.optim.g=adam): ml_collections reports the
+    # Python parser's complaint about the text.
+    section = re.match(r"flag (--[\w.]+)=.*Failed to parse '.*' as a ConfigDict: ", text)
+    if section:
+      text = (f'{section.group(1)} is a section of the config, not a field: set its fields, '
+              f'{section.group(1)}.FIELD=VALUE (--print_config lists them).')
     fail(f'{text}\nSee --help for the flags of this command.')
   except Exception as e:  # pylint: disable=broad-except
     # Past absl's own flag errors, what is left comes from the config flag: ml_collections

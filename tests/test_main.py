@@ -165,6 +165,15 @@ def test_a_non_boolean_value_of_a_boolean_field_is_a_plain_sentence(tmp_path):
   assert "('" not in result.stderr
 
 
+def test_a_value_for_a_whole_config_section_says_to_set_its_fields(tmp_path):
+  # ml_collections reported the Python parser: "ValueError('malformed node or string ...')".
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
+                                       '--config.optim.g=adam'])
+  assert_short_error(result, '--config.optim.g is a section of the config, not a field',
+                     '--config.optim.g.FIELD=VALUE')
+  assert 'malformed node' not in result.stderr
+
+
 def test_an_unknown_config_section_names_the_override(tmp_path):
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={tmp_path}',
                                        '--config.modl.ngf=4'])
