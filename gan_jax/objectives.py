@@ -25,7 +25,8 @@ G's objective, through the fakes:
 A is DiffAugment with `augment.policy` (the identity when ''), each application
 with its own key; with ADA (`augment.ada_target` > 0, Karras et al. 2020) each op of
 A is applied to each image with probability p, which the D updates adapt so that
-the share of augmented reals D calls real stays near the target (`_add_ada`); T, bCR's augmentation, is the ops of `augment.bcr_policy`
+the share of augmented reals D calls real stays near the target (`_add_ada`). T,
+bCR's augmentation, is the ops of `augment.bcr_policy`
 (default: those of `augment.policy`; CR's own, a flip and a reflection-padded
 shift, is `augment.CR_POLICY`) applied on top of A, as in the DiffAugment
 authors' CR code, so without DiffAugment the bCR term is the paper's

@@ -190,11 +190,11 @@ def restore_state(workdir, step=None, *, best=False):
         if step is not None or _step_folders(folder) == listed:
           raise
         if attempt == _RESTORE_ATTEMPTS:
+          who = f' (a run trains there: {training})' if training else ''
           raise errors.WorkdirError(
               f'The checkpoints of {folder} were replaced while they were read, '
-              f'{attempt} times in a row{f" (a run trains there: {training})" if training else ""}. '
-              'Try again, or read when the run saves less often (train.checkpoint_every, '
-              'train.max_to_keep).') from None
+              f'{attempt} times in a row{who}. Try again, or read when the run saves less '
+              'often (train.checkpoint_every, train.max_to_keep).') from None
         logging.info('The checkpoints of %s changed while they were read (a run trains '
                      'there?); reading the newest again.', folder)
       finally:
