@@ -370,6 +370,17 @@ def covered(queries, support, radii, *, block):
   return np.concatenate(out) if out else np.zeros(0, bool)
 
 
+def _feature_pair(real, fake):
+  """(real, fake) as finite 2-D arrays of one width in `pr_dtype()`; ValueError if not."""
+  x = np.asarray(real, pr_dtype())
+  y = np.asarray(fake, pr_dtype())
+  if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+    raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
+  check_finite('real', x)
+  check_finite('fake', y)
+  return x, y
+
+
 def precision_recall(real, fake, *, k=3, block_size=1024):
   """Improved precision and recall (Kynkaanniemi et al. 2019).
 
@@ -388,12 +399,7 @@ def precision_recall(real, fake, *, k=3, block_size=1024):
   Returns:
     (precision, recall), Python floats in [0, 1].
   """
-  x = np.asarray(real, pr_dtype())
-  y = np.asarray(fake, pr_dtype())
-  if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-    raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
-  check_finite('real', x)
-  check_finite('fake', y)
+  x, y = _feature_pair(real, fake)
   if min(len(x), len(y)) <= k:
     raise ValueError(f'precision/recall with k={k} needs more than {k} samples per set, '
                      f'got {len(x)} real and {len(y)} fake')
@@ -473,12 +479,7 @@ def density_coverage(real, fake, *, k=5, block_size=1024):
   Returns:
     (density, coverage), Python floats: density >= 0, coverage in [0, 1].
   """
-  x = np.asarray(real, pr_dtype())
-  y = np.asarray(fake, pr_dtype())
-  if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-    raise ValueError(f'real and fake must be [N, D] with one D, got {x.shape} and {y.shape}')
-  check_finite('real', x)
-  check_finite('fake', y)
+  x, y = _feature_pair(real, fake)
   check_density_coverage_counts(len(x), len(y), k)
   block = pr_block(len(x), len(y), block_size)
   radii = knn_radii(x, x, k=k, block=block)
