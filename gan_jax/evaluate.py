@@ -127,9 +127,13 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   if output is not None:
     workdir_lib.check_output_file(output, flag='--output', workdir=workdir)
+  asked = names is not None
   if names is None:
     names = _metric_names(workdir_lib.suggested_metrics(config))
   sample_metrics = ','.join(name for name in names if name != ACCURACY)
+  # What the refusals below call the metrics: the flag, or the default it fell back on.
+  metrics_said = (f'--metrics={",".join(names)}' if asked else
+                  f"this run's default metrics ({','.join(names)}; --metrics picks others)")
   # Bad requests fail before anything loads.
   # TFDS splits are checked when the data set opens.
   if sample_metrics and reference_split and config.data.source == 'digits':
@@ -141,8 +145,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
         f'under {config.data.path} is read); leave the flag out.')
   if standing_stats and not sample_metrics:
     raise errors.ConfigError(
-        f'--standing_stats re-estimates the statistics G samples with, and --metrics='
-        f'{",".join(names)} draws no samples: leave it out, or ask for a sample metric.')
+        f'--standing_stats re-estimates the statistics G samples with, and {metrics_said} '
+        'draw no samples: leave it out, or ask for a sample metric.')
   if standing_stats is None:
     standing_stats = int(config.eval.standing_stats)
   if sample_metrics:
@@ -152,8 +156,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   if ddls.steps:
     if not sample_metrics:
       raise errors.ConfigError(
-          f'--langevin_steps moves the latents of the sample metrics, and --metrics='
-          f'{",".join(names)} draws no samples: leave it out, or ask for a sample metric.')
+          f'--langevin_steps moves the latents of the sample metrics, and {metrics_said} '
+          'draw no samples: leave it out, or ask for a sample metric.')
     langevin.check_model(config)
   if accuracy_split is None:
     accuracy_split = config.eval.accuracy_split

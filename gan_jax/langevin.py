@@ -212,11 +212,14 @@ def make_refiner(config, state, g_params, g_batch_stats, options, *, seed):
     moved = np.asarray(run((g_params, g_batch_stats), (state.d_params, state.d_batch_stats),
                            jnp.asarray(z, jnp.float32), labels))
     bad = int(np.sum(~np.all(np.isfinite(moved), axis=-1)))
-    if bad:
+    # With several processes each moves its own rows: one raising alone would leave
+    # the others in the evaluator's next exchange; their samples are NaN there, and
+    # its check, which all processes make together, stops them all.
+    if bad and jax.process_count() == 1:
       raise errors.NonFiniteError(
-          f'The latents diverged ({options.describe()}): {bad} of {len(moved)} became NaN '
-          f'or infinite. Lower --langevin_step_size (default {Options().step_size:g}) or '
-          '--langevin_steps.')
+          f'The latents diverged ({options.describe()}): {bad} of a batch of {len(moved)} '
+          f'became NaN or infinite. Lower --langevin_step_size (default '
+          f'{Options().step_size:g}) or --langevin_steps.')
     return moved
 
   return refine

@@ -42,10 +42,10 @@ def learning_rate_schedule(learning_rate, *, schedule='constant', num_updates=No
   return optax.join_schedules([optax.constant_schedule(learning_rate), decay], [start])
 
 
-# What b1 and b2 are to each optimiser, for the messages.
+# The b1 / b2 each optimiser reads, and what they are to it (for the messages).
 _BETA_USE = {'adam': {'b1': "Adam's first moment", 'b2': "Adam's second moment"},
-             'rmsprop': {'b1': 'unused by RMSprop', 'b2': "RMSprop's decay, PyTorch's alpha"},
-             'sgd': {'b1': "SGD's momentum", 'b2': 'unused by SGD'}}
+             'rmsprop': {'b2': "RMSprop's decay, PyTorch's alpha"},
+             'sgd': {'b1': "SGD's momentum"}}
 
 
 def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_start=0.5,
@@ -75,11 +75,12 @@ def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_s
         f'{opt_config.learning_rate}.')
   # Outside these ranges the averages grow without bound or the steps divide by zero:
   # the run would end at its first NaN loss, blamed on the learning rate.
-  for what, value in (('b1', opt_config.b1), ('b2', opt_config.b2)):
+  for what, use in _BETA_USE[name].items():
+    value = opt_config[what]
     if not 0 <= value < 1:  # NaN too
       raise errors.ConfigError(
-          f'{field}.{what} must be in [0, 1) (a decay of running averages; '
-          f'{_BETA_USE[name][what]}), got {value}.')
+          f'{field}.{what} must be in [0, 1) (a decay of running averages; {use}), got '
+          f'{value}.')
   if name != 'sgd' and not (math.isfinite(opt_config.eps) and opt_config.eps > 0):
     raise errors.ConfigError(f'{field}.eps must be a finite number > 0 (it keeps {name}\'s '
                              f'steps from dividing by zero), got {opt_config.eps}.')

@@ -214,6 +214,10 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   def evaluate(step, state, stop):
     """Scores the state and records it; a stop signal during the scoring (one process)
     raises `preemption.EvaluationStopped` before anything is written."""
+    # A NaN loss since the last log step is reported as such, not as the NaN samples
+    # it leads to.
+    logger.flush()
+    logger.check_finite()
     host_state = dp.get_state(state)
     # Said first: a long evaluation (FID of 50,000 samples) would look like a hang.
     logging.info('Evaluating step %d: %s', step, ', '.join(

@@ -327,6 +327,14 @@ def test_bad_ada_settings_are_refused(overrides, message):
     config_check.validate(tiny_config(**overrides))
 
 
+def test_ada_on_points_is_refused_without_advice_that_would_be_refused_too():
+  toy = toy_ring.get_config('smoke')
+  toy.augment.ada_target = 0.6
+  with pytest.raises(errors.ConfigError, match=r"adapts how often image augmentations are "
+                     r"applied; model.name='mlp' trains on points of shape \(2,\). Set it to 0."):
+    config_check.validate(toy)
+
+
 def test_ada_with_a_policy_and_a_loss_with_a_verdict_passes():
   for loss_type in ('non_saturating', 'least_squares', 'hinge', 'minimax'):
     config_check.validate(tiny_config(**{'augment.ada_target': 0.6, 'augment.policy': 'cutout',

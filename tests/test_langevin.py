@@ -227,7 +227,8 @@ def test_latents_that_diverge_are_a_short_error_and_nothing_is_written(tmp_path)
   refine = langevin.make_refiner(config, state, *generate.variables,
                                  langevin.Options(steps=5, step_size=1e30), seed=0)
   with pytest.raises(errors.NonFiniteError, match=r'The latents diverged \(DDLS: 5 Langevin '
-                     r'steps of 1e\+30, noise std 1\): 4 of 4 became NaN or infinite'):
+                     r'steps of 1e\+30, noise std 1\): 4 of a batch of 4 became NaN or '
+                     r'infinite'):
     refine(sample.latents(0, 4, config.model.z_dim))
   output = tmp_path / 'moved.npz'
   for module, args in (('gan_jax.sample', [f'--output={output}', '--num_samples=6']),
@@ -250,7 +251,8 @@ def test_samples_with_nan_are_refused_by_the_sample_tools_and_the_evaluator():
                                                     'eval.metrics': 'proxy',
                                                     'eval.num_samples': 20}),
                                      data_shape=(8, 8, 1))
-  with pytest.raises(errors.NonFiniteError, match="the checkpoint's generator diverged"):
+  with pytest.raises(errors.NonFiniteError,
+                     match=r'the generator diverged \(gan_jax.evaluate: try '):
     evaluator(lambda z: np.full((len(z), 8, 8, 1), np.nan, np.float32), seed=0)
 
 
@@ -289,12 +291,16 @@ def test_evaluate_refuses_ddls_without_a_sample_metric(tmp_path):
   from gan_jax import evaluate  # pylint: disable=g-import-not-at-top
   workdir = _saved_run(tmp_path, **{'model.num_classes': 10,
                                     'model.d_cond': 'semi_supervised'})
-  with pytest.raises(errors.ConfigError, match='draws no samples'):
+  with pytest.raises(errors.ConfigError, match='--metrics=accuracy draw no samples'):
     evaluate.evaluate(workdir, metrics='accuracy', ddls=langevin.Options(steps=3))
   # Standing statistics likewise (they were accepted and ignored).
   with pytest.raises(errors.ConfigError, match='--standing_stats re-estimates the statistics '
-                     'G samples with, and --metrics=accuracy draws no samples'):
+                     'G samples with, and --metrics=accuracy draw no samples'):
     evaluate.evaluate(workdir, metrics='accuracy', standing_stats=4)
+  # Without --metrics the refusal names the default it fell back on, not a flag.
+  with pytest.raises(errors.ConfigError, match=r"and this run's default metrics \(accuracy; "
+                     r'--metrics picks others\) draw no samples'):
+    evaluate.evaluate(workdir, standing_stats=4)
 
 
 def test_a_conditional_run_moves_each_latent_under_d_s_score_for_its_class(tmp_path):

@@ -130,3 +130,12 @@ def test_sgd_uses_b1_as_heavy_ball_momentum():
   second, state = tx.update(jnp.asarray(g2, jnp.float32), state, params)
   np.testing.assert_allclose(np.asarray(first), -0.1 * g1, rtol=1e-6)
   np.testing.assert_allclose(np.asarray(second), -0.1 * (g2 + 0.9 * g1), rtol=1e-6)
+
+
+def test_a_beta_an_optimiser_does_not_read_is_not_checked():
+  # RMSprop reads only b2 (its decay), SGD only b1 (its momentum).
+  optim.make_optimizers(tiny_config(**{'optim.d.name': 'rmsprop', 'optim.d.b1': 1.5}))
+  optim.make_optimizers(tiny_config(**{'optim.g.name': 'sgd', 'optim.g.b2': 2.0}))
+  with pytest.raises(errors.ConfigError, match=r"config.optim.d.b2 must be in \[0, 1\) \(a "
+                     r"decay of running averages; RMSprop's decay, PyTorch's alpha\)"):
+    optim.make_optimizers(tiny_config(**{'optim.d.name': 'rmsprop', 'optim.d.b2': 1.0}))

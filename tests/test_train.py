@@ -390,6 +390,18 @@ def test_nan_loss_stops_with_the_step_and_keeps_checkpoints(tmp_path):
   assert_states_equal(restore_state(workdir, 2)[0], before)
 
 
+def test_a_nan_loss_before_an_evaluation_is_reported_as_a_nan_loss(tmp_path):
+  # The logger reads losses a step late; the evaluation's NaN samples were reported
+  # instead ("Generated samples contain NaN"), with advice for gan_jax.evaluate.
+  config = tiny_config(**{'train.num_steps': 6, 'train.checkpoint_every': 6,
+                          'train.sample_every': 0, 'train.log_every': 5, 'eval.every': 2,
+                          'eval.metrics': 'proxy', 'eval.num_samples': 100,
+                          'model.resolution': 8, 'optim.d.learning_rate': 1e38,
+                          'optim.g.learning_rate': 1e38})
+  with pytest.raises(periodic.NonFiniteLossError, match=r'A loss became NaN or infinite at step'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
 def test_celeba_smoke_runs_under_tfds_mock_data(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   config = dcgan_celeba.get_config('smoke')

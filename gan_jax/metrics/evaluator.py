@@ -360,7 +360,7 @@ class Evaluator:
     if not exchange.flags(np.all(np.isfinite(samples))).all():
       raise errors.NonFiniteError(
           'Generated samples contain NaN or inf, so no metric can score them: the '
-          "checkpoint's generator diverged (evaluate an earlier checkpoint, --step), or a "
+          'generator diverged (gan_jax.evaluate: try an earlier checkpoint, --step), or a '
           'sampler moved its latents too far (--langevin_step_size).')
     results, per_class = {}, {}
     if 'proxy' in self.metrics:
