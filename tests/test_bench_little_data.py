@@ -228,3 +228,21 @@ def test_fractions_must_name_at_least_one_share():
   for bad in ('', ',', 'a'):
     with pytest.raises(errors.ConfigError, match='--fractions'):
       bench._parse_fractions(bad)  # pylint: disable=protected-access
+
+
+def test_an_ada_trial_records_the_probability_its_run_ended_with(tmp_path, monkeypatch):
+  monkeypatch.setenv('GAN_JAX_CACHE_DIR', str(tmp_path / 'cache'))
+  config = bench.load_config('dcgan_digits:few,smoke')
+  config.augment.ada_target, config.augment.ada_interval = 0.6, 1
+  config.augment.ada_kimg = 0.05  # 16 images per D update: p moves by 0.32 each time
+  workdir = str(tmp_path / 'run')
+  record = bench.run_trial(config, seed=3, workdir=workdir, num_samples=50)
+  _, state, _ = workdir_lib.restore_state(workdir)
+  assert record['ada_p'] == pytest.approx(float(state.d_batch_stats['ada']['p']))
+  assert min(abs(record['ada_p'] - v) for v in (0, 0.32, 0.64, 0.96, 1)) < 1e-5  # steps of 0.32
+  rows = [{'config': 'dcgan_digits:few', 'fraction': 0.1, 'train_examples': 134,
+           'policy': 'cutout', 'num_steps': 6,
+           'trials': [dict(_trial(0, 0.2, 0.5, 0.03), ada_p=0.81),
+                      dict(_trial(1, 0.3, 0.5, 0.03), ada_p=0.84)]}]
+  rows[0]['summary'] = bench.summarize(rows[0]['trials'])
+  assert '| cutout (ADA, final p 0.81-0.84) |' in bench.format_table(rows)

@@ -1,9 +1,15 @@
 """Tests of the discriminator memorisation statistics (`gan_jax.bench.memorisation`)."""
 
+import os
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gan_jax import checkpoint
 from gan_jax import models
+from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
 from gan_jax.bench import memorisation
@@ -74,3 +80,28 @@ def test_a_packed_discriminator_scores_groups_and_completes_the_last_one(tmp_pat
   pairs = [1.0 if a > b else 0.5 if a == b else 0.0 for a in seen_groups for b in unseen_groups]
   assert result['seen_vs_unseen'] == pytest.approx(np.mean(pairs))
   assert 0 <= result['unseen_vs_fake'] <= 1
+
+
+def test_an_ada_run_s_d_is_scored_with_its_checkpoint_s_probability(tmp_path):
+  # D trained on each op applied with probability p: at p = 0 it saw the raw images,
+  # so its scores are those of the raw images; at p = 1 those of the whole policy.
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(**{'augment.policy': 'translation,cutout', 'augment.ada_target': 0.6})
+  workdir_lib.prepare(config, workdir)
+  state = state_lib.create_state(config, jax.random.key(0))
+  images = np.random.default_rng(0).uniform(-1, 1, (6, 32, 32, 1)).astype(np.float32)
+  _, discriminator = models.build(config.model)
+  raw = np.asarray(discriminator.apply(
+      {'params': state.d_params, 'batch_stats': state.d_batch_stats}, images,
+      train=False)).reshape(-1)
+  scores = {}
+  for p in (0.0, 1.0):
+    stats = dict(state.d_batch_stats)
+    stats['ada'] = {**stats['ada'], 'p': jnp.float32(p)}
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
+    ckpt.save(int(p) + 1, state.replace(d_batch_stats=stats), {})
+    ckpt.close()
+    scores[p] = memorisation.load_scorer(workdir, int(p) + 1, draws=4)[1](images)
+  scale = np.abs(raw).max()  # (a new D's outputs are small)
+  np.testing.assert_allclose(scores[0.0], raw, rtol=1e-4, atol=1e-4 * scale)
+  assert np.abs(scores[1.0] - raw).max() > 0.1 * scale

@@ -58,8 +58,10 @@ from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import metrics
 from gan_jax import models
+from gan_jax import objectives
 from gan_jax import sample
 from gan_jax import train
+from gan_jax import workdir as workdir_lib
 from gan_jax.bench import memorisation
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
@@ -72,6 +74,8 @@ DEFAULT_FRACTIONS = '0.1,0.25'
 METRICS = ('proxy_fd', 'proxy_confident', 'proxy_coverage_kl')
 # The trial record of the proxy FD of a copy of the run's training digits.
 COPY_FD = 'copy_fd'
+# The trial record of ADA's final augmentation probability (runs with ADA only).
+ADA_P = 'ada_p'
 # The trial records of `memorisation.measure`'s two AUCs.
 MEMORISATION = ('d_seen_vs_unseen', 'd_unseen_vs_fake')
 # Which value of each metric is the worst seed's: lower FD / KL, more confident
@@ -191,9 +195,13 @@ def format_table(rows):
       continue
     change = f'{100 * changes[i]:+.1f}%' if i in changes else '–'
     seeds = ','.join(str(t['seed']) for t in r['trials'])
+    policy = r['policy'] or '(none)'
+    ada = [t[ADA_P] for t in r['trials'] if ADA_P in t]
+    if ada:  # the probability each op ended with
+      policy += f' (ADA, final p {min(ada):.2f}' + (f'-{max(ada):.2f})' if len(ada) > 1 else ')')
     lines.append(
         f"| {100 * r['fraction']:g}% ({r['train_examples']}) | {overrides_lib.row_label(r)} "
-        f"| {r['policy'] or '(none)'} | {seeds} | {_cell(s['proxy_fd'], digits=3)} | {change} "
+        f"| {policy} | {seeds} | {_cell(s['proxy_fd'], digits=3)} | {change} "
         f"| {_cell(s[COPY_FD], digits=3)} | {_cell(s['proxy_confident'], digits=3)} "
         f"| {_cell(s['proxy_coverage_kl'], digits=3)} "
         f"| {_cell(s['d_seen_vs_unseen'], digits=2)} "
@@ -274,7 +282,8 @@ def run_trial(config, *, seed, workdir, num_samples):
     {'seed', 'step', 'train_seconds', 'num_samples', 'num_reference' (the
      real 'train' digits of the FD's reference), 'proxy_fd',
      'proxy_confident', 'proxy_coverage_kl', 'copy_fd' (`copy_fd` of the run's
-     training digits), 'd_seen_vs_unseen', 'd_unseen_vs_fake'}.
+     training digits), 'd_seen_vs_unseen', 'd_unseen_vs_fake'}, and with ADA
+    'ada_p', the augmentation probability the run ended with.
 
   Raises:
     preemption.Interrupted: SIGTERM / SIGINT stopped the trial.
@@ -300,6 +309,9 @@ def run_trial(config, *, seed, workdir, num_samples):
   memorised = memorisation.measure(workdir, seen=seen, unseen=unseen, seed=seed,
                                    step=generate.step)
   record.update({name: memorised[name[len('d_'):]] for name in MEMORISATION})
+  if saved_config.augment.ada_target:
+    _, state, _ = workdir_lib.restore_state(workdir, generate.step)
+    record[ADA_P] = float(state.d_batch_stats[objectives.ADA_STATS]['p'])
   return record
 
 
@@ -385,7 +397,9 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
           f"(a copy of its digits: {record[COPY_FD]:.3f}), "
           f"confident {record['proxy_confident']:.3f}, coverage KL "
           f"{record['proxy_coverage_kl']:.3f}, D seen vs unseen {record['d_seen_vs_unseen']:.2f}, "
-          f"unseen vs fake {record['d_unseen_vs_fake']:.2f}, {record['train_seconds']:.0f} s")
+          f"unseen vs fake {record['d_unseen_vs_fake']:.2f}, "
+          + (f"ADA p {record[ADA_P]:.2f}, " if ADA_P in record else '')
+          + f"{record['train_seconds']:.0f} s")
       result['fd_change'] = {str(i): c for i, c in fd_changes(result['rows']).items()}
       result['table'] = format_table(result['rows'])
       report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)

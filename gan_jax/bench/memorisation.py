@@ -14,8 +14,9 @@ mode), so they do not depend on the loss or the scale of that output:
                    0.5 D still calls real images real; below 0.5 it finds G's
                    samples more real than real images it never saw.
 
-D is scored on the inputs it trained on: the run's augmentation policy applied
-(mean score over `draws` augmentations; one pass for the policy ''). A PacGAN D
+D is scored on the inputs it trained on: the run's augmentation policy applied (with
+ADA each op with the checkpoint's probability p; mean score over `draws`
+augmentations; one pass for the policy ''). A PacGAN D
 (`model.pack` = p > 1) scores groups of p images, so the statistics then rank
 groups of p consecutive images of each set (the last group completed with the set's
 first images). The digits benchmark (`python -m gan_jax.bench.little_data`) reports
@@ -29,6 +30,7 @@ from scipy import stats as scipy_stats
 
 from gan_jax import augment
 from gan_jax import models
+from gan_jax import objectives
 from gan_jax import sample
 from gan_jax import workdir as workdir_lib
 
@@ -68,7 +70,8 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
     workdir: a run folder of `python -m gan_jax.main`.
     step: checkpoint step (None: the newest readable one).
     draws: augmentations averaged per image when the run trained with an
-      augmentation policy (`config.augment.policy`); ignored without one.
+      augmentation policy (`config.augment.policy`; with ADA, each op applied with the
+      checkpoint's probability p); ignored without one.
     seed: seeds those augmentations (the same images get the same draws).
 
   Returns:
@@ -87,6 +90,9 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
   variables = models.variables(state.d_params, state.d_batch_stats)
   a = config.augment
   policy = augment.parse_policy(a.policy)
+  # With ADA, D trained on each op applied with the checkpoint's probability p.
+  probability = (float(state.d_batch_stats[objectives.ADA_STATS]['p'])
+                 if policy and a.ada_target else None)
   conditional = config.model.num_classes > 0
   draws = draws if policy else 1
   pack = int(config.model.pack or 1)
@@ -96,7 +102,8 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
   def mean_logit(variables, x, labels, key):
     def one(k):
       inputs = augment.augment(x, k, policy, translation_ratio=a.translation_ratio,
-                               cutout_ratio=a.cutout_ratio, fill=a.fill) if policy else x
+                               cutout_ratio=a.cutout_ratio, fill=a.fill,
+                               probability=probability) if policy else x
       args = (inputs, labels) if conditional else (inputs,)
       return discriminator.apply(variables, *args, train=False).astype(jnp.float32)
     return jnp.mean(jax.vmap(one)(jax.random.split(key, draws)), axis=0)
