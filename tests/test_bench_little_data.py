@@ -246,3 +246,17 @@ def test_an_ada_trial_records_the_probability_its_run_ended_with(tmp_path, monke
                       dict(_trial(1, 0.3, 0.5, 0.03), ada_p=0.84)]}]
   rows[0]['summary'] = bench.summarize(rows[0]['trials'])
   assert '| cutout (ADA, final p 0.81-0.84) |' in bench.format_table(rows)
+
+
+@pytest.mark.parametrize('override,message', [
+    ('data.split=test', r"trains on the digits 'train' split, got data.split='test'"),
+    ('data.source=toy', r"trains on data.source='toy'; the little-data benchmark needs"),
+])
+def test_an_override_off_the_digits_train_split_is_refused_before_any_training(
+    tmp_path, monkeypatch, override, message):
+  monkeypatch.setattr(bench, 'run_trial', lambda *a, **k: pytest.fail('trained'))
+  out = tmp_path / 'out'
+  with pytest.raises(errors.ConfigError, match=message):
+    bench.run_benchmark(['dcgan_digits:few'], fractions=(0.1,), trials=1, out_dir=str(out),
+                        overrides=overrides.parse([override]), log=lambda line: None)
+  assert not out.exists()

@@ -109,3 +109,16 @@ def test_bad_names_and_overrides_fail_before_any_training(tmp_path, monkeypatch)
   with pytest.raises(errors.ConfigError):
     bench.run_benchmark(['no_such_config'], seeds=[0], out_dir=str(tmp_path),
                         log=lambda line: None)
+
+
+def test_an_override_that_leaves_no_test_split_is_refused_before_any_training(tmp_path,
+                                                                              monkeypatch):
+  # It trained the trial, then failed scoring it, leaving an empty --out folder.
+  monkeypatch.setattr(bench, 'run_trial', lambda *a, **k: pytest.fail('trained'))
+  out = tmp_path / 'out'
+  with pytest.raises(errors.ConfigError, match='an image folder has no held-out split'):
+    bench.run_benchmark(['semi_supervised_digits'], seeds=[0], out_dir=str(out),
+                        overrides=overrides.parse(['data.source=image_folder',
+                                                   f'data.path={tmp_path}']),
+                        log=lambda line: None)
+  assert not out.exists()

@@ -111,3 +111,12 @@ def test_overrides_reach_every_config_and_label_the_rows(tmp_path, monkeypatch):
   with pytest.raises(errors.ConfigError, match="optim has no field 'lr'"):
     bench.run_benchmark(['toy_ring'], trials=1, out_dir=str(tmp_path / 'x'),
                         overrides=overrides.parse(['optim.lr=1']), log=lambda line: None)
+
+
+def test_an_override_off_the_toy_data_is_refused_before_any_training(tmp_path, monkeypatch):
+  monkeypatch.setattr(bench, 'run_trial', lambda *a, **k: pytest.fail('trained'))
+  with pytest.raises(errors.ConfigError, match="the toy benchmark needs data.source='toy'"):
+    bench.run_benchmark(['toy_ring'], out_dir=str(tmp_path / 'out'),
+                        overrides=overrides.parse(['data.source=digits']),
+                        log=lambda line: None)
+  assert not (tmp_path / 'out').exists()

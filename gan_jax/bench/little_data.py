@@ -93,11 +93,21 @@ def load_config(spec):
     ConfigError: an unknown config, or one that does not train on the digits.
   """
   config = trials_lib.load_config(spec)
+  check_config(spec, config)
+  return config
+
+
+def check_config(spec, config):
+  """Raises ConfigError unless `config` (spec `spec`, --set overrides applied) trains
+  on the digits 'train' split, whose subsets and unseen 'test' digits the bench
+  scores with: checked before anything trains."""
   if config.data.source != 'digits':
     raise errors.ConfigError(
         f'Config {spec!r} trains on data.source={config.data.source!r}; the little-data '
         "benchmark needs data.source='digits' (e.g. --configs=dcgan_digits:few).")
-  return config
+  if config.data.split != 'train':
+    raise errors.ConfigError(f"The little-data benchmark trains on the digits 'train' split, "
+                             f'got data.split={config.data.split!r} ({spec!r}).')
 
 
 def examples_for(fraction, *, split='train'):
@@ -227,11 +237,9 @@ def memorisation_sets(config):
     split, which no training run reads.
 
   Raises:
-    ConfigError: a config whose data.split is not 'train'.
+    ConfigError: a config that does not train on the digits 'train' split.
   """
-  if config.data.split != 'train':
-    raise errors.ConfigError(f"The little-data benchmark trains on the digits 'train' split, "
-                             f'got data.split={config.data.split!r}.')
+  check_config(config.name, config)
   shape = models.data_shape(config.model)
   train_split = sources.open_split(config.data, split='train', data_shape=shape)
   pool, _ = pipeline.training_pool(train_split, train_examples=config.data.train_examples,
@@ -372,6 +380,8 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
+  for spec, config in configs:  # again, with the overrides
+    check_config(spec, config)
   trials_lib.check_configs(configs, num_steps, as_trained=lambda c: c.eval.update(every=-1))
   plan = [(f, examples_for(f), spec, config) for f in fractions for spec, config in configs]
   result = _new_result(command, num_samples)

@@ -70,8 +70,16 @@ def load_config(spec):
     ConfigError: an unknown config, or one whose D has no class logits.
   """
   config = trials_lib.load_config(spec)
-  classifier_lib.check_classifier(config, spec)
+  check_config(spec, config)
   return config
+
+
+def check_config(spec, config):
+  """Raises ConfigError unless `config` (spec `spec`, --set overrides applied) has a D
+  with class logits and data with a labelled 'test' split to score it on: checked
+  before anything trains."""
+  classifier_lib.check_classifier(config, spec)
+  classifier_lib.check_labelled_split(config.data, 'test', f'the test split of {spec!r}')
 
 
 # Fields every trial sets itself, and what to do instead.
@@ -166,6 +174,8 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
   """
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
+  for spec, config in configs:  # again, with the overrides
+    check_config(spec, config)
   trials_lib.check_configs(configs, num_steps)
   result = {
       'benchmark': 'semi-supervised GAN: test accuracy of D as a classifier',

@@ -63,11 +63,17 @@ def load_config(spec):
     ConfigError: for an unknown config, or one that does not train on toy data.
   """
   config = trials_lib.load_config(spec)
+  check_config(spec, config)
+  return config
+
+
+def check_config(spec, config):
+  """Raises ConfigError unless `config` (spec `spec`, --set overrides applied) trains on
+  toy data: checked before anything trains."""
   if config.data.source != 'toy':
     raise errors.ConfigError(
         f'Config {spec!r} trains on data.source={config.data.source!r}; the toy '
         "benchmark needs data.source='toy' (configs toy_ring, toy_grid).")
-  return config
 
 
 def scatter_plot(samples, mixture_name):
@@ -169,6 +175,8 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
     raise errors.ConfigError(f'--trials must be >= 1, got {trials}.')
   # Fail fast on bad names and overrides, before any training.
   configs = [(spec, overrides_lib.apply(load_config(spec), overrides)) for spec in specs]
+  for spec, config in configs:  # again, with the overrides
+    check_config(spec, config)
   trials_lib.check_configs(configs, num_steps)
   result = _new_result(command)
   report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
