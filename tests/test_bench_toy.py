@@ -84,7 +84,7 @@ def test_interrupted_trial_stops_the_benchmark(tmp_path, monkeypatch):
   def interrupted(config, workdir):
     raise preemption.Interrupted(signal.SIGTERM, 2)
 
-  monkeypatch.setattr(bench.train, 'train_and_evaluate', interrupted)
+  monkeypatch.setattr(bench.trials_lib.train, 'train_and_evaluate', interrupted)
   with pytest.raises(errors.Stopped, match='SIGTERM during the trial toy_ring-smoke, seed 0'):
     bench.run_benchmark(['toy_ring:smoke'], trials=2, out_dir=str(tmp_path),
                         log=lambda line: None)

@@ -12,6 +12,7 @@ from gan_jax import preemption
 from gan_jax.bench import little_data
 from gan_jax.bench import toy_table
 from gan_jax.bench import trials
+from tests.helpers import tiny_config
 
 
 def test_split_config_names_keeps_variant_arguments_together():
@@ -79,8 +80,8 @@ def test_a_slug_names_the_config_its_variant_and_extras_safely():
 
 def test_sigterm_during_a_trial_deletes_its_temporary_folder_and_says_so(tmp_path):
   before = signal.getsignal(signal.SIGTERM)
-  with pytest.raises(errors.Stopped, match=r'SIGTERM during the trial toy_ring, seed 4: its '
-                     r'temporary folder is deleted, so a rerun trains it again') as stopped:
+  with pytest.raises(errors.Stopped, match=r'SIGTERM during the trial toy_ring, seed 4: trial '
+                     r'folders are temporary, so a rerun trains every trial again') as stopped:
     with trials.trial_workdir(str(tmp_path / 'out'), 'toy_ring', 4, keep=False) as w:
       os.kill(os.getpid(), signal.SIGTERM)  # by default the process would die here
       time.sleep(5)  # the handler raises before this ends
@@ -99,6 +100,17 @@ def test_a_stopped_kept_trial_says_a_rerun_resumes_it(tmp_path, stop, signum):
       os.makedirs(w)
       raise stop()
   assert stopped.value.signum == signum and os.path.isdir(w)
+
+
+def test_a_kept_trial_a_run_cannot_continue_says_what_to_do_in_bench_terms(tmp_path):
+  # The resume checks advise --workdir and --allow_config_change, which no benchmark has.
+  out = str(tmp_path / 'out')
+  with pytest.raises(errors.WorkdirError, match=r"(?s)was trained with a different config.*"
+                     r"This is the benchmark's kept trial folder .*seed_3.*the benchmarks have "
+                     r'no --workdir or --allow_config_change: rerun with the flags that made '
+                     r'it, pass another --out, or delete that folder'):
+    with trials.trial_workdir(out, 'toy_ring', 3, keep=True):
+      raise errors.WorkdirError('The workdir W was trained with a different config; ...')
 
 
 def test_sigterm_is_not_taken_for_a_failed_read(tmp_path):
@@ -139,3 +151,26 @@ def test_config_checks_include_the_batch_over_this_process_s_devices():
       trials.check_configs([('toy_grid:smoke', config)])
   config.train.batch_size = jax.device_count() * 4
   trials.check_configs([('toy_grid:smoke', config)])
+
+
+def test_a_resumed_trial_reports_the_training_time_of_all_its_parts(tmp_path, monkeypatch):
+  # A kept trial stopped half way and rerun reported only the second part (and a
+  # finished one, rerun, about a second).
+  workdir = str(tmp_path / 'trial')
+  config = tiny_config(**{'train.num_steps': 4})
+  calls = []
+
+  def fake_train(config, workdir):
+    calls.append(config.train.num_steps)
+    os.makedirs(os.path.join(workdir, 'checkpoints', str(2 * len(calls))), exist_ok=True)
+    time.sleep(0.2)
+    if len(calls) == 1:
+      raise preemption.Interrupted(signal.SIGTERM, 2)
+
+  monkeypatch.setattr(trials.train, 'train_and_evaluate', fake_train)
+  with pytest.raises(preemption.Interrupted):
+    trials.train_timed(config, workdir)
+  wall, cpu = trials.train_timed(config, workdir)  # resumed: both parts
+  assert 0.4 <= wall < 2.0 and cpu >= 0
+  again, _ = trials.train_timed(config, workdir)  # finished (step 4): nothing added
+  assert again == wall and len(calls) == 3

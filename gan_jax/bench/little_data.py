@@ -48,7 +48,6 @@ separately.
 
 import datetime
 import os
-import time
 
 from absl import flags
 import numpy as np
@@ -60,7 +59,6 @@ from gan_jax import metrics
 from gan_jax import models
 from gan_jax import objectives
 from gan_jax import sample
-from gan_jax import train
 from gan_jax import workdir as workdir_lib
 from gan_jax.bench import memorisation
 from gan_jax.bench import overrides as overrides_lib
@@ -299,9 +297,7 @@ def run_trial(config, *, seed, workdir, num_samples):
   config.seed = seed
   config.train.progress_bar = False
   config.eval.every = -1  # scored once below, not during training
-  start = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
-  train_seconds = time.perf_counter() - start
+  train_seconds, _ = trials_lib.train_timed(config, workdir)
   saved_config, generate = sample.load_generator(workdir, standing_seed=seed)
   saved_config.eval.metrics = 'proxy'
   saved_config.eval.num_samples = num_samples

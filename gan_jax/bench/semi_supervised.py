@@ -28,7 +28,6 @@ separately.
 
 import datetime
 import os
-import time
 
 from absl import flags
 import numpy as np
@@ -36,7 +35,6 @@ import numpy as np
 from gan_jax import classify
 from gan_jax import cli
 from gan_jax import errors
-from gan_jax import train
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
 from gan_jax.bench import trials as trials_lib
@@ -94,9 +92,7 @@ def run_trial(config, *, seed, workdir):
   """
   config.seed = seed
   config.train.progress_bar = False
-  start, cpu_start = time.perf_counter(), time.process_time()
-  train.train_and_evaluate(config, workdir)
-  train_seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+  train_seconds, cpu_seconds = trials_lib.train_timed(config, workdir)
   return {'seed': int(seed), 'accuracy': classify.test_accuracy(workdir),
           'train_seconds': float(train_seconds), 'train_cpu_seconds': float(cpu_seconds)}
 

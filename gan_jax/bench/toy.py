@@ -31,7 +31,6 @@ rewritten after every trial, so an interrupted run keeps what it measured.
 
 import datetime
 import os
-import time
 
 from absl import flags
 import numpy as np
@@ -40,7 +39,6 @@ from gan_jax import cli
 from gan_jax import errors
 from gan_jax import metrics
 from gan_jax import sample
-from gan_jax import train
 from gan_jax import writers
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
@@ -113,9 +111,7 @@ def run_trial(config, *, seed, workdir, num_samples=NUM_SAMPLES):
   """
   config.seed = seed
   config.train.progress_bar = False
-  start = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
-  train_seconds = time.perf_counter() - start
+  train_seconds, _ = trials_lib.train_timed(config, workdir)
   saved_config, generate = sample.load_generator(workdir, standing_seed=seed)
   samples = sample.generate_samples(generate, z_dim=saved_config.model.z_dim,
                                     num_samples=num_samples, seed=seed)

@@ -14,6 +14,7 @@ the parts they share, so each of them keeps only its protocol and its scores:
 """
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -22,6 +23,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import time
 
 from absl import flags
 import jax
@@ -30,6 +32,9 @@ from gan_jax import config_check
 from gan_jax import config_files
 from gan_jax import errors
 from gan_jax import preemption
+from gan_jax import train
+from gan_jax import workdir as workdir_lib
+from gan_jax import writers
 
 
 def split_config_names(text):
@@ -109,7 +114,16 @@ def trial_workdir(out_dir, slug, seed, *, keep):
   try:
     with preemption.sigterm_raises():
       if keep:
-        yield os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
+        kept = os.path.join(out_dir, 'workdirs', slug, f'seed_{seed}')
+        try:
+          yield kept
+        except errors.WorkdirError as e:
+          # Its advice (--workdir, --allow_config_change) is for gan_jax.main.
+          raise errors.WorkdirError(
+              f'{e}\n(This is the benchmark\'s kept trial folder {kept}, made by an earlier '
+              'run with other settings, e.g. another --num_steps; the benchmarks have no '
+              '--workdir or --allow_config_change: rerun with the flags that made it, pass '
+              'another --out, or delete that folder.)') from None
       else:
         workdir = tempfile.mkdtemp(prefix=f'bench_{slug}_{seed}_')
         try:
@@ -119,11 +133,44 @@ def trial_workdir(out_dir, slug, seed, *, keep):
   except (errors.Stopped, KeyboardInterrupt) as e:
     signum = getattr(e, 'signum', signal.SIGINT)
     fate = ('its folder is kept: rerun the same command to resume it' if keep else
-            'its temporary folder is deleted, so a rerun trains it again (--keep_workdirs '
-            'keeps trial folders to resume)')
+            'trial folders are temporary, so a rerun trains every trial again '
+            '(--keep_workdirs keeps them, to resume)')
     raise errors.Stopped(
         f'Stopped by {signal.Signals(signum).name} during the trial {slug}, seed {seed}: '
-        f'{fate}. The report holds the trials finished before it.', signum) from None
+        f'{fate}. The report in --out holds the trials finished before it, if any.',
+        signum) from None
+
+
+# In a trial's run folder: the seconds its training has taken so far, over every
+# invocation that trained there ({"wall": s, "cpu": s}).
+TRAIN_SECONDS_FILE = 'bench_train_seconds.json'
+
+
+def train_timed(config, workdir):
+  """`train.train_and_evaluate(config, workdir)`, and the (wall, CPU) seconds the trial's
+  training has taken: a kept trial resumed after an interrupt adds this invocation's
+  time to what the earlier ones recorded in the folder (a stop records its part too),
+  and a finished one run again adds nothing, so a table of resumed trials reports
+  whole trials. CPU seconds are this process's (all its threads)."""
+  path = os.path.join(workdir, TRAIN_SECONDS_FILE)
+  before = {'wall': 0.0, 'cpu': 0.0}
+  if os.path.exists(path):
+    try:
+      with open(path, encoding='utf-8') as f:
+        before = {k: float(v) for k, v in json.load(f).items() if k in before}
+    except (OSError, ValueError, AttributeError, TypeError):
+      pass  # a damaged record: count from here
+  done = (workdir_lib.checkpoint_steps(workdir) or [-1])[-1] >= config.train.num_steps
+  start, cpu_start = time.perf_counter(), time.process_time()
+  try:
+    train.train_and_evaluate(config, workdir)
+  finally:
+    if not done:
+      before = {'wall': before['wall'] + time.perf_counter() - start,
+                'cpu': before['cpu'] + time.process_time() - cpu_start}
+      if os.path.isdir(workdir):
+        writers.write_text_atomic(path, json.dumps(before))
+  return before['wall'], before['cpu']
 
 
 def check_configs(configs, num_steps=None, *, as_trained=None):
