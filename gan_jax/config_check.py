@@ -173,6 +173,12 @@ def validate(config):
         f'images unlabelled, and model.d_cond={config.model.d_cond!r} needs the class of '
         f'every real image. Use a D head that reads no labels '
         f'({" or ".join(repr(h) for h in conditional.CLASS_LOGIT_HEADS)}), or set it to 0.')
+  fraction = config.data.labelled_fraction
+  if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):  # NaN too
+    # Also checked where the batches are drawn; here before anything is written.
+    raise errors.ConfigError(
+        f'config.data.labelled_fraction must be in [0, 1) (the share of every batch drawn '
+        f'from the labelled examples; 0 = off), got {fraction}.')
   if config.data.labelled_fraction and not config.data.labels_per_class:
     raise errors.ConfigError(
         f'config.data.labelled_fraction={config.data.labelled_fraction} draws that share '

@@ -599,13 +599,15 @@ def suggested_metrics(config):
   """The `--metrics` of the evaluation a finished run of `config` should suggest.
 
   The config's own `eval.metrics` when it names any; otherwise what works offline
-  for its data: 'accuracy' for a semi-supervised discriminator, 'proxy' (and
-  'cas' for a class-conditional model) on the digits, 'proxy' on toy data, and
-  'fid' (which needs the Inception weights) for image data sets.
+  for its data: 'accuracy' for a semi-supervised discriminator (on data with a
+  held-out split: not an image folder), 'proxy' (and 'cas' for a class-conditional
+  model) on the digits, 'proxy' on toy data, and 'fid' (which needs the Inception
+  weights) for image data sets.
   """
   if config.eval.metrics:
     return config.eval.metrics
-  if conditional.is_semi_supervised(config.model):
+  if (conditional.is_semi_supervised(config.model)
+      and config.data.source != 'image_folder'):  # (no held-out split to score D on)
     return 'accuracy'
   if config.data.source == 'digits':
     return 'proxy,cas' if config.model.num_classes else 'proxy'

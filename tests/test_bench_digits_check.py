@@ -111,3 +111,12 @@ def test_a_conditional_generator_is_checked_on_cycled_labels(tmp_path, monkeypat
 def test_a_threshold_that_is_not_a_probability_is_refused(threshold):
   with pytest.raises(errors.ConfigError, match='--threshold must be a probability'):
     digits_check.run_check('/nonexistent', threshold=threshold)
+
+
+def test_a_threshold_no_real_digit_reaches_is_refused_not_scored_zero(real_test):
+  # The judge's probabilities stay below 1: at 1.0 the real share was 0 and the check
+  # printed a ratio of 0.
+  with pytest.raises(errors.ConfigError, match=r'--threshold=1.0: no real held-out digit is '
+                     r'judged that confidently, so the ratio to real digits is undefined'):
+    digits_check.check_samples(real_test[:50], real_test=real_test, threshold=1.0,
+                               logistic=False)

@@ -53,3 +53,12 @@ def _config(batch):
   config = presets.model_config('dcgan', batch=batch, width=8)
   config.model.resolution = 32
   return config
+
+
+def test_the_report_says_when_no_batch_fits():
+  # A largest batch of 0 read as a batch size.
+  row = dict(model='dcgan', dtype='float32', remat=False, batch=8, argument_mb=1.0,
+             temp_mb=2.0, peak_mb=3.0, measured_peak_mb=None)
+  assert memory.markdown_table([row]).splitlines()[-1].endswith('| 3.0 | - | - |')
+  assert memory.markdown_table([dict(row, largest_batch=0)]).endswith('| none fits |')
+  assert memory.markdown_table([dict(row, largest_batch=96)]).endswith('| 96 |')

@@ -52,3 +52,13 @@ def test_commands_with_spaces_in_values_are_told_apart(tmp_path):
   check("python -m gan_jax.bench.toy --set=model.name=mlp '--set=data.path=/my data'")
   with pytest.raises(errors.ConfigError, match='another benchmark'):
     check("python -m gan_jax.bench.toy --set=data.path=/my '--set=model.name=mlp data'")
+
+
+def test_an_out_path_that_is_a_file_or_under_one_is_refused_naming_the_flag(tmp_path):
+  # The error was the file system's ("... is a file, where a folder is needed").
+  (tmp_path / 'report').write_text('')
+  with pytest.raises(errors.ConfigError, match=r'--out=.*report is a file; give a folder'):
+    report_files.check_out_dir(str(tmp_path / 'report'), 'x.json', 'python -m b')
+  with pytest.raises(errors.ConfigError, match=r'--out=.*report/sub: .*report is a file, not a '
+                     r'folder'):
+    report_files.check_out_dir(str(tmp_path / 'report' / 'sub'), 'x.json', 'python -m b')

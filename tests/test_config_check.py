@@ -327,6 +327,16 @@ def test_bad_ada_settings_are_refused(overrides, message):
     config_check.validate(tiny_config(**overrides))
 
 
+@pytest.mark.parametrize('value', [1.5, -0.1, float('nan')])
+def test_a_labelled_fraction_out_of_range_is_refused_before_anything_is_written(value):
+  # It was refused only where the batches are drawn, after a benchmark made its --out.
+  config = semi_supervised_digits.get_config('smoke')
+  config.data.labelled_fraction = value
+  with pytest.raises(errors.ConfigError, match=r'config.data.labelled_fraction must be in '
+                     r'\[0, 1\)'):
+    config_check.validate(config)
+
+
 def test_ada_on_points_is_refused_without_advice_that_would_be_refused_too():
   toy = toy_ring.get_config('smoke')
   toy.augment.ada_target = 0.6

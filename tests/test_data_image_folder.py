@@ -115,7 +115,7 @@ def test_a_class_whose_every_image_is_unreadable_is_named(tmp_path, caplog, cach
                                     batch_size=2, seed=0, labels=True) as iterator:
       h.take(iterator, 4)
   lost = [r.getMessage() for r in caplog.records if 'every one of the' in r.getMessage()]
-  assert len(lost) == 1 and "2 image file(s) of class 'lost'" in lost[0], lost
+  assert len(lost) == 1 and "2 image file(s) under 'lost'" in lost[0], lost
 
 
 def test_image_folder_eval_data_skips_unreadable(tmp_path):

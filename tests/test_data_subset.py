@@ -256,7 +256,10 @@ def test_off_labelled_fraction_leaves_the_stream_and_its_state_alone():
     (dict(labels_per_class=2, labelled_fraction=1.0), True, r'in \[0, 1\)'),
     (dict(labels_per_class=2, labelled_fraction=-0.5), True, r'in \[0, 1\)'),
     (dict(labelled_fraction=0.5), False, 'needs labels'),
-    (dict(labels_per_class=2, labelled_fraction=0.01), True, '0 labelled rows'),
+    (dict(labels_per_class=2, labelled_fraction=0.01), True,
+     r'0 labelled rows .* Raise data.labelled_fraction or train.batch_size.$'),
+    (dict(labels_per_class=2, labelled_fraction=0.99), True,
+     r'8 labelled rows .* Lower data.labelled_fraction or raise train.batch_size.$'),
 ])
 def test_bad_labelled_fractions_are_config_errors(fields, labels, match):
   with pytest.raises(errors.ConfigError, match=match):

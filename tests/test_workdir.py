@@ -217,6 +217,9 @@ def test_summary_aligns_the_outputs_column(run):
     ({}, 'proxy'),  # the digits, unconditional
     ({'model.num_classes': 10}, 'proxy,cas'),
     ({'model.num_classes': 10, 'model.d_cond': 'semi_supervised'}, 'accuracy'),
+    # An image folder has no held-out split: gan_jax.evaluate refuses accuracy there.
+    ({'model.num_classes': 10, 'model.d_cond': 'semi_supervised',
+      'data.source': 'image_folder'}, 'fid'),
     ({'data.source': 'toy'}, 'proxy'),
     ({'data.source': 'tfds'}, 'fid'),
     ({'data.source': 'tfds', 'eval.metrics': 'kid'}, 'kid'),  # the config's own choice wins

@@ -95,6 +95,11 @@ def check_samples(samples, *, real_test, threshold=judge_lib.CONFIDENCE, logisti
   """
   judge = judge_lib.fitted_judge()
   real_share = judge_lib.confident_share(judge.probabilities(real_test), confidence=threshold)
+  if not real_share:
+    raise errors.ConfigError(
+        f'--threshold={threshold}: no real held-out digit is judged that confidently, so the '
+        'ratio to real digits is undefined; use a lower threshold (the check\'s is '
+        f'{judge_lib.CONFIDENCE}).')
   probs = judge.probabilities(samples)
   fake_share = judge_lib.confident_share(probs, confidence=threshold)
   shares = judge_lib.class_shares(probs)

@@ -226,8 +226,17 @@ def markdown_table(rows):
     lines.append(
         f'| {r["model"]} | {r["dtype"]} | {r["remat"]} | {r["batch"]} | '
         f'{r["argument_mb"]:.1f} | {r["temp_mb"]:.1f} | {r["peak_mb"]:.1f} | {measured} | '
-        f'{r.get("largest_batch", "-")} |')
+        f'{describe_largest(r)} |')
   return '\n'.join(lines)
+
+
+def describe_largest(row):
+  """A report row's largest batch as text: '-' when not searched, 'none fits' for 0
+  (not even the smallest batch fits the budget)."""
+  largest = row.get('largest_batch')
+  if largest is None:
+    return '-'
+  return 'none fits' if largest == 0 else str(largest)
 
 
 def _define_flags():
@@ -267,7 +276,7 @@ def main(argv):
                                 remat=f.remat, budget=budget if f.search else None,
                                 max_batch=f.max_batch, device=device))
       print(f'{model} {dtype}: peak {rows[-1]["peak_mb"]:.1f} MB at batch {f.batch}, '
-            f'largest batch {rows[-1].get("largest_batch", "-")}', flush=True)
+            f'largest batch {describe_largest(rows[-1])}', flush=True)
   report = dict(
       benchmark='train_step_memory', device=device.device_kind, platform=device.platform,
       budget_mb=budget / _MB, budget_source=source, fraction=f.fraction,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import shlex
 
 from gan_jax import errors
@@ -75,6 +76,11 @@ def check_out_dir(out_dir, json_name, command):
   command made: the benchmark would replace it after its first trial (and a toy
   report's plots before that). The same command again (a rerun, or resuming kept
   trials) may replace its own report. Call before any trial writes there."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise errors.ConfigError(f'--out={out_dir} is a file; give a folder for the report.')
+  above = next((p for p in pathlib.Path(os.path.abspath(out_dir)).parents if p.exists()), None)
+  if above is not None and not above.is_dir():
+    raise errors.ConfigError(f'--out={out_dir}: {above} is a file, not a folder.')
   path = os.path.join(out_dir, json_name)
   if not os.path.exists(path):
     return

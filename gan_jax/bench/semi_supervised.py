@@ -1,4 +1,6 @@
-"""Semi-supervised GAN benchmark (Salimans et al. 2016) on the bundled digits.
+"""Semi-supervised GAN benchmark (Salimans et al. 2016): the bundled digits by default,
+or any config whose D has class logits and whose data has a labelled 'test' split
+(`semi_supervised_svhn`, `semi_supervised_cifar10` for users with those TFDS data).
 
   python -m gan_jax.bench.semi_supervised --seeds=0,1,2 --out=runs/bench_semi_supervised
 
@@ -11,11 +13,11 @@ terms):
      digits (`data.labels_per_class` per class), so both configs of a seed learn
      from the same labels;
   2. score the final discriminator as a classifier with
-     `gan_jax.classify.test_accuracy`: accuracy on the fixed 450-digit 'test'
-     split (never trained on).
+     `gan_jax.classify.test_accuracy`: accuracy on the 'test' split (never trained
+     on; for the digits the fixed 450).
 Each row reports the mean, the sample std (ddof=1) and the worst seed, and the
 training time of one trial (wall and this process's CPU seconds; compilation and
-checkpoint writes included). The last line compares the first two configs seed by
+checkpoint writes included; a kept trial resumed after a stop counts every part). The last line compares the first two configs seed by
 seed (same labels). Outputs in --out: `semi_supervised_benchmark.json` (every trial,
 the summary, the machine) and `semi_supervised_benchmark.md` (the table), rewritten
 after every trial.

@@ -313,9 +313,10 @@ def record_unreadable(root, relpath, error):
   if class_lost:
     # The class still exists for G (labels of fakes are drawn over every class), but
     # D never sees a real image of it.
-    logging.warning('Image folder %s: every one of the %d image file(s) of class %r is '
-                    'unreadable, so the run has no real image of that class; replace the '
-                    'files, or move the folder out of %s.', root, class_size, class_name, root)
+    logging.warning('Image folder %s: every one of the %d image file(s) under %r is '
+                    'unreadable, so the run sees no real image from that sub-folder (in a '
+                    'class-conditional run: of that class); replace the files, or move the '
+                    'folder out of %s.', root, class_size, class_name, root)
   # Warn for the first few and then at powers of two so a folder with many
   # broken files does not flood the log.
   if count <= 10 or count & (count - 1) == 0:

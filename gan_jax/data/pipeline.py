@@ -289,11 +289,14 @@ def _order(make_batch, data_config, *, per_shard, seed, batch_size, description,
   if not fewest or not 1 <= num_labelled < batch_size:
     holder = ('this process has' if description['shard_count'] == 1 else
               f'the process with the fewest of the {description["shard_count"]} has')
+    # The advice fits what is missing: labelled examples, or rows of a batch.
+    fix = ('Raise data.labels_per_class.' if not fewest else
+           'Raise data.labelled_fraction or train.batch_size.' if num_labelled < 1 else
+           'Lower data.labelled_fraction or raise train.batch_size.')
     raise errors.ConfigError(
         f'data.labelled_fraction={fraction} asks for {num_labelled} labelled rows in '
         f'batches of {batch_size}, and {holder} {fewest} labelled examples; each '
-        'process needs at least one of each and an unlabelled row. Raise '
-        'data.labels_per_class or train.batch_size, or change the fraction.')
+        f'process needs at least one of each and an unlabelled row. {fix}')
   description['labelled_fraction'] = fraction
   logging.info('Data: %d of every %d rows drawn from the %d labelled examples.',
                num_labelled, batch_size, len(labelled))
