@@ -139,7 +139,7 @@ def get_config():
   a.cutout_ratio = 0.5              # side of the 'cutout' square, a fraction of each side (the reference's 1/2)
   a.bcr_policy = ''                 # bCR's augmentation T, applied on top of `policy` ('' = the same ops as `policy`; CR's own: 'flip,reflect_translation')
   a.ada_target = 0.0                # ADA (Karras et al. 2020): each op of `policy` applied per image with probability p, adapted so that this share of augmented reals gets D's "real" verdict (0 = off, every op always; the paper: 0.6)
-  a.ada_interval = 4                # ADA: D updates between adjustments of p (StyleGAN2-ADA, StudioGAN: 4)
+  a.ada_interval = 4                # ADA: D updates between adjustments of p (StyleGAN2-ADA, StudioGAN: 4, which counts G steps)
   a.ada_kimg = 500.0                # ADA: thousands of real images for p to move from 0 to 1 (StyleGAN2-ADA, StudioGAN: 500)
 
   # ---- parallelism -------------------------------------------------------------
