@@ -260,4 +260,12 @@ def options_from_flags(f):
                     noise_std=f.langevin_noise_std, decay=f.langevin_decay,
                     decay_every=f.langevin_decay_every)
   options.check()
+  given = [f'--{name}' for name in ('langevin_step_size', 'langevin_noise_std',
+                                    'langevin_decay', 'langevin_decay_every')
+           if f[name].present]
+  if given and not options.steps:
+    # A sampler setting without the sampler: the samples would be G's own.
+    raise errors.ConfigError(
+        f'{", ".join(given)} set(s) DDLS, which is off: add --langevin_steps=N (N > 0), '
+        'or leave the other --langevin_* flags out.')
   return options

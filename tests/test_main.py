@@ -343,6 +343,19 @@ def test_bad_counts_and_outputs_fail_before_anything_loads(tmp_path, module, fla
   assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
 
 
+@pytest.mark.parametrize('module', ['gan_jax.sample', 'gan_jax.evaluate',
+                                    'gan_jax.bench.digits_check'])
+def test_a_ddls_setting_without_ddls_is_refused_before_anything_loads(tmp_path, module):
+  # It was accepted and ignored: the samples were G's own.
+  args = [f'--workdir={tmp_path / "nope"}', '--langevin_step_size=0.05']
+  if module == 'gan_jax.sample':
+    args.append('--output=x.npz')
+  result = run_module(module, args)
+  assert_short_error(result, '--langevin_step_size set(s) DDLS, which is off: add '
+                             '--langevin_steps=N')
+  assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
+
+
 def test_a_sample_file_output_that_is_a_folder_fails_before_anything_loads(tmp_path):
   (tmp_path / 'out.npz').mkdir()
   result = run_module('gan_jax.sample', [f'--workdir={tmp_path / "nope"}',
