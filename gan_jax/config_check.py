@@ -103,12 +103,12 @@ def validate(config):
         'config.loss.zcr_d_weight / zcr_g_weight need G(z) and G(z + dz) from one fresh z in '
         'each update, and config.train.reuse_fake shares one fake batch between them. Set '
         'train.reuse_fake=False or both zCR weights to 0.')
-  if config.augment.ada_target and len(models.data_shape(config.model)) != 3:
+  if config.augment.ada_target and len(shape := models.data_shape(config.model)) != 3:
     # Before the policy checks, whose advice (set a policy) would then be refused too.
     raise errors.ConfigError(
         f'config.augment.ada_target={config.augment.ada_target!r} adapts how often image '
         f'augmentations are applied; model.name={config.model.name!r} trains on points of '
-        f'shape {models.data_shape(config.model)}. Set it to 0.')
+        f'shape {shape}. Set it to 0.')
   augment.check_config(config.augment, resolution=config.model.resolution)
   if ((config.loss.bcr_real_weight or config.loss.bcr_fake_weight)
       and not augment.consistency_policy(config.augment)):

@@ -80,6 +80,7 @@ def test_a_packed_discriminator_scores_groups_and_completes_the_last_one(tmp_pat
   pairs = [1.0 if a > b else 0.5 if a == b else 0.0 for a in seen_groups for b in unseen_groups]
   assert result['seen_vs_unseen'] == pytest.approx(np.mean(pairs))
   assert 0 <= result['unseen_vs_fake'] <= 1
+  assert result['augment_probability'] is None  # no ADA
 
 
 def test_an_ada_run_s_d_is_scored_with_its_checkpoint_s_probability(tmp_path):
@@ -101,7 +102,9 @@ def test_an_ada_run_s_d_is_scored_with_its_checkpoint_s_probability(tmp_path):
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
     ckpt.save(int(p) + 1, state.replace(d_batch_stats=stats), {})
     ckpt.close()
-    scores[p] = memorisation.load_scorer(workdir, int(p) + 1, draws=4)[1](images)
+    _, score = memorisation.load_scorer(workdir, int(p) + 1, draws=4)
+    assert score.probability == p
+    scores[p] = score(images)
   scale = np.abs(raw).max()  # (a new D's outputs are small)
   np.testing.assert_allclose(scores[0.0], raw, rtol=1e-4, atol=1e-4 * scale)
   assert np.abs(scores[1.0] - raw).max() > 0.1 * scale

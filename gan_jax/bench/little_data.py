@@ -57,9 +57,7 @@ from gan_jax import data as data_lib
 from gan_jax import errors
 from gan_jax import metrics
 from gan_jax import models
-from gan_jax import objectives
 from gan_jax import sample
-from gan_jax import workdir as workdir_lib
 from gan_jax.bench import memorisation
 from gan_jax.bench import overrides as overrides_lib
 from gan_jax.bench import report_files
@@ -313,9 +311,8 @@ def run_trial(config, *, seed, workdir, num_samples):
   memorised = memorisation.measure(workdir, seen=seen, unseen=unseen, seed=seed,
                                    step=generate.step)
   record.update({name: memorised[name[len('d_'):]] for name in MEMORISATION})
-  if saved_config.augment.ada_target:
-    _, state, _ = workdir_lib.restore_state(workdir, generate.step)
-    record[ADA_P] = float(state.d_batch_stats[objectives.ADA_STATS]['p'])
+  if memorised['augment_probability'] is not None:  # (the checkpoint's, read once there)
+    record[ADA_P] = memorised['augment_probability']
   return record
 
 

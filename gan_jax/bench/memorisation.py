@@ -80,7 +80,8 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
     mode, one per image (`model.pack` 1) or per group of `pack` consecutive
     images, the last group completed with the first images (labels are needed by
     a class-conditional D and ignored otherwise); `score.step` is the
-    checkpoint's step.
+    checkpoint's step, `score.probability` ADA's p the inputs are augmented with
+    (None: every op of the policy, or no policy).
 
   Raises:
     MissingFileError: no run or no checkpoint in `workdir`.
@@ -125,6 +126,7 @@ def load_scorer(workdir, step=None, *, draws=8, seed=0):
     return np.concatenate(out) if out else np.zeros((0,), np.float64)
 
   score.step = restored_step
+  score.probability = probability
   return config, score
 
 
@@ -141,7 +143,9 @@ def measure(workdir, *, seen, unseen, num_fakes=1000, seed=0, step=None):
     step: checkpoint step (None: the newest).
 
   Returns:
-    {'seen_vs_unseen': float, 'unseen_vs_fake': float, 'step': int}.
+    {'seen_vs_unseen': float, 'unseen_vs_fake': float, 'step': int,
+     'augment_probability': ADA's p of the checkpoint, which D's inputs were augmented
+     with (None without ADA)}.
   """
   config, score = load_scorer(workdir, step, seed=seed)
   _, generate = sample.load_generator(workdir, score.step, ema=False, standing_stats=0)
@@ -154,4 +158,4 @@ def measure(workdir, *, seen, unseen, num_fakes=1000, seed=0, step=None):
   fake_scores = score(fakes, fake_labels)
   return {'seen_vs_unseen': rank_auc(seen_scores, unseen_scores),
           'unseen_vs_fake': rank_auc(unseen_scores, fake_scores),
-          'step': int(score.step)}
+          'step': int(score.step), 'augment_probability': score.probability}
