@@ -8,8 +8,9 @@ the ILSVRC2012 tar files (`tfds build imagenet2012 --manual_dir=...
 `big_resnet` at 128 px (ngf = ndf = 96, z 120, shared embedding 128, attention
 at 64x64, 1000 classes). Training: hinge, Adam G 5e-5 / D 2e-4 (0.0, 0.999, eps
 1e-6), 2 D steps per G step, batch 256, 200k steps, EMA 0.9999 from step 20000
-(weights and BatchNorm statistics, `train.ema_batch_stats`), and StudioGAN's
-horizontal flips (`data.random_flip`). StudioGAN's command also uses
+(weights and BatchNorm statistics, `train.ema_batch_stats`), and horizontal
+flips (`data.random_flip`: the yaml sets none, StudioGAN's `src/config.py`
+defaults `PRE.apply_rflip` to True). StudioGAN's command also uses
 synchronised BatchNorm (here `parallel.sync_batch_stats`, on by default) and samples
 with standing statistics (here `--standing_stats=N` of `gan_jax.evaluate` and
 `gan_jax.sample`, `eval.standing_stats` during training; BigGAN-PyTorch accumulates

@@ -171,6 +171,6 @@ def test_a_resumed_trial_reports_the_training_time_of_all_its_parts(tmp_path, mo
   with pytest.raises(preemption.Interrupted):
     trials.train_timed(config, workdir)
   wall, cpu = trials.train_timed(config, workdir)  # resumed: both parts
-  assert 0.4 <= wall < 2.0 and cpu >= 0
+  assert wall >= 0.4 and cpu >= 0   # both parts slept 0.2 s; the second alone is 0.2
   again, _ = trials.train_timed(config, workdir)  # finished (step 4): nothing added
   assert again == wall and len(calls) == 3

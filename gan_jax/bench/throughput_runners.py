@@ -264,6 +264,13 @@ class TorchRunner:
            else torch.contiguous_format)
     self.fmt = fmt
     net_g, net_d = torch_dcgan(presets.Z_DIM, width, width, presets.CHANNELS)
+    # The comparison is only fair between the same networks; CI has no torch, so the
+    # baseline checks itself here, against the counts tests derive by hand for gan_jax.
+    torch_counts = tuple(sum(p.numel() for p in net.parameters()) for net in (net_g, net_d))
+    jax_counts = models.count_params(presets.jax_config(width, batch).model)
+    if torch_counts != jax_counts:
+      raise RuntimeError(f'the PyTorch baseline has {torch_counts} (G, D) parameters and '
+                         f"gan_jax's network {jax_counts}: the two no longer match")
     self.net_g = net_g.to(memory_format=fmt)
     self.net_d = net_d.to(memory_format=fmt)
     self.opt_g = torch.optim.Adam(self.net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
