@@ -12,6 +12,7 @@
     accelerator backends is dropped; warnings always show.
 """
 
+import importlib.util
 import logging as py_logging
 import os
 import re
@@ -64,8 +65,76 @@ _HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort', '--helpfull', '--he
 _PATH_FLAGS = ('workdir', 'output', 'input', 'json', 'out', 'config')
 
 
+def _flag_name(arg, flag_values):
+  """The flag an argument sets ('config', 'config.train.num_steps', 'best' for
+  --nobest), or None for what is not a defined flag (values, absl's own)."""
+  if not arg.startswith('-') or arg in ('-', '--'):
+    return None
+  name = arg.lstrip('-').split('=', 1)[0]
+  if name.startswith('no') and name[2:] in flag_values and flag_values[name[2:]].boolean:
+    name = name[2:]
+  root = name.split('.', 1)[0]
+  if root not in flag_values or name in ('flagfile', 'undefok') or name.startswith('help'):
+    return None
+  if isinstance(flag_values[root], flags.MultiFlag):  # meant to be repeated (--set)
+    return None
+  return name
+
+
+def refuse_repeated_flags(argv, flag_values=flags.FLAGS):
+  """Exits with a short error when a flag is given twice: absl keeps the last, silently,
+  so a launcher's --process_id followed by the user's, or two --config, would run with
+  one of them unannounced. Flags meant to repeat (absl's multi flags) may.
+
+  Args:
+    argv: the command line (argv[0] the program); arguments after '--' are not flags.
+    flag_values: the defined flags.
+  """
+  given = {}
+  for arg in argv[1:]:
+    if arg == '--':
+      break
+    name = _flag_name(arg, flag_values)
+    if name is not None:
+      given.setdefault(name, []).append(arg)
+  for name, args in given.items():
+    if len(args) > 1:
+      fail(f'--{name} is given {len(args)} times ({" ".join(args)}); give it once.')
+
+
+def check_path_values(flag_values=flags.FLAGS):
+  """Exits with a short error for a path that would go wrong later: a literal '~' (the
+  shell does not expand it after '--flag='), or gs:// without the [gcs] extra (found
+  only when the path is first written, often after the work). Checks the string flags
+  given and a given config's string fields.
+
+  Args:
+    flag_values: the parsed flags.
+  """
+  values = []
+  for name in list(flag_values):
+    flag = flag_values[name]
+    if not flag.present or name != flag.name:
+      continue
+    value = flag.value
+    if isinstance(value, str):
+      values.append((f'--{name}', value))
+    elif hasattr(value, 'to_dict'):  # a config: its string fields
+      from gan_jax import defaults  # pylint: disable=g-import-not-at-top
+      values += [(f'config.{field}', v) for field, v in defaults.flatten(value.to_dict()).items()
+                 if isinstance(v, str)]
+  for where, value in values:
+    if value == '~' or value.startswith('~/'):
+      fail(f'{where}={value}: the shell does not expand ~ after an =; write $HOME instead '
+           f'(--flag=$HOME/...) or put a space before the path (--flag ~/...).')
+    if value.startswith('gs://') and importlib.util.find_spec('gcsfs') is None:
+      fail(f"{where}={value}: Google Cloud Storage paths need the gcs extra: "
+           f"pip install -e '.[gcs]' (or pip install gcsfs).")
+
+
 def _parse_flags(argv):
   """absl's flag parsing, with bad flags and config overrides as short errors."""
+  refuse_repeated_flags(argv)
   try:
     remaining = flags.FLAGS(argv)
   except SystemExit as e:
@@ -112,6 +181,7 @@ def _parse_flags(argv):
   for name in _PATH_FLAGS:
     if name in flags.FLAGS and flags.FLAGS[name].present and _is_empty(flags.FLAGS[name].value):
       fail(f'--{name} is empty (an unset shell variable?); give a path.')
+  check_path_values()
   return remaining
 
 
@@ -228,13 +298,16 @@ class RememberingInterrupts:
     raise KeyboardInterrupt
 
 
-def run(main, *, quiet=False):
+def run(main, *, quiet=False, stop_on_sigterm=False):
   """Runs `main(argv)` under absl with gan_jax's error and logging conventions.
 
   Args:
     main: the program, `main(argv)`.
     quiet: log warnings only (tools that print their own results), unless
       --verbose.
+    stop_on_sigterm: SIGTERM stops the program as Ctrl-C does (`finally` blocks run:
+      no half-written output is left; exit 143 with a message) instead of ending the
+      process at once; for tools that write outputs (a training run scopes its own).
   """
   if not _verbose(sys.argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -263,7 +336,12 @@ def run(main, *, quiet=False):
 
   def wrapped(argv):
     try:
-      result = main(argv)
+      if stop_on_sigterm:
+        from gan_jax import preemption  # pylint: disable=g-import-not-at-top
+        with preemption.sigterm_raises():
+          result = main(argv)
+      else:
+        result = main(argv)
     except errors.UserError as e:
       if flags.FLAGS.verbose:
         raise

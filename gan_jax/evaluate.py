@@ -65,6 +65,8 @@ from gan_jax.metrics import classifier as classifier_lib
 # The discriminator's accuracy as a classifier (runs whose D has class logits).
 ACCURACY = classifier_lib.ACCURACY
 KNOWN_METRICS = metrics_lib.METRICS + (ACCURACY,)
+DEFAULT_NUM_SAMPLES = 50000
+DEFAULT_BATCH_SIZE = 500
 
 
 def _metric_names(metrics):
@@ -78,8 +80,8 @@ def _metric_names(metrics):
   return names
 
 
-def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_reference=None,
-             reference_split=None, inception_weights=None, seed=None, batch_size=500,
+def evaluate(workdir, *, step=None, metrics=None, num_samples=None, num_reference=None,
+             reference_split=None, inception_weights=None, seed=None, batch_size=None,
              output=None, cache_dir=None, accuracy_split=None, best=False, standing_stats=None,
              ddls=None, **evaluator_kwargs):
   """Evaluates a checkpoint and writes the JSON record.
@@ -91,15 +93,20 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
       `metrics.METRICS`, and 'accuracy'); None: the run's `config.eval.metrics`, else
       what works offline for its data (`workdir.suggested_metrics`: 'proxy' on digits
       and toy data, 'accuracy' for a semi-supervised D, 'fid' for image data sets).
-    num_samples: generated samples (>= 2).
+    num_samples: generated samples (>= 2; None: 50,000).
     num_reference: reference examples (None: config.eval.num_reference, else num_samples).
     reference_split: reference split (None: config.eval.reference_split, else
       config.data.split).
     inception_weights: weights path (None: config / environment / cache search).
     seed: latent seed (None: `sample.default_seed`, 0, or with `best` config.seed + 1,
       not the latents that picked the best checkpoint).
-    batch_size: latents per generator call (>= 1).
-    output: JSON path (None: `<workdir>/eval/step_<step>.json`).
+    batch_size: latents per generator call (>= 1; None: 500).
+    output: a `.json` path (None: `<workdir>/eval/step_<step>.json`). An existing file
+      there must be an evaluation record; one that measured otherwise is kept aside
+      (`_keep_a_different_record`), as at the default path.
+    Settings that none of the metrics uses (a sample count for 'accuracy' alone, a
+    reference set for metrics that read none, Inception weights for metrics without
+    Inception, `accuracy_split` without 'accuracy') are refused, not ignored.
     cache_dir: cache root (None: default).
     accuracy_split: the labelled split 'accuracy' classifies (None:
       config.eval.accuracy_split, as the evaluations during training).
@@ -121,12 +128,12 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   # Asked-for names are checked before the workdir is read; None waits for its config.
   names = None if metrics is None else _metric_names(metrics)
   for flag, value, least in (('--num_samples', num_samples, 2), ('--batch_size', batch_size, 1),
-                             ('--num_reference', num_reference or 2, 2)):
-    if value < least:
+                             ('--num_reference', num_reference, 2)):
+    if value is not None and value < least:
       raise errors.ConfigError(f'{flag} must be at least {least}, got {value}.')
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   if output is not None:
-    workdir_lib.check_output_file(output, flag='--output', workdir=workdir)
+    _check_output(output, workdir)
   asked = names is not None
   if names is None:
     names = _metric_names(workdir_lib.suggested_metrics(config))
@@ -134,6 +141,12 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
   # What the refusals below call the metrics: the flag, or the default it fell back on.
   metrics_said = (f'--metrics={",".join(names)}' if asked else
                   f"this run's default metrics ({','.join(names)}; --metrics picks others)")
+  _refuse_unused_settings(names, config, metrics_said, num_samples=num_samples,
+                          batch_size=batch_size, seed=seed, num_reference=num_reference,
+                          reference_split=reference_split, inception_weights=inception_weights,
+                          accuracy_split=accuracy_split)
+  num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
+  batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
   # Bad requests fail before anything loads.
   # TFDS splits are checked when the data set opens.
   if sample_metrics and reference_split and config.data.source == 'digits':
@@ -223,13 +236,56 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=50000, num_referen
     output = os.path.join(workdir, 'eval', f'step_{restored_step}.json')
   if jax.process_index() == 0:
     if epath.Path(output).exists():
-      kept = _keep_a_different_record(output, record) if default_output else None
+      kept = _keep_a_different_record(output, record)
       if kept is None:
-        logging.warning('Replacing the earlier record %s (pass --output=... to keep both).',
+        logging.warning('Replacing the earlier record %s, which measured the same way.',
                         output)
     writers.write_text_atomic(output, json.dumps(record, indent=2))
   record['output'] = output
   return record
+
+
+def _check_output(output, workdir):
+  """Raises ConfigError, before any work, unless `output` may take an evaluation record:
+  a `.json` path (`workdir_lib.check_output_file`) where nothing but such a record is."""
+  workdir_lib.check_output_file(output, flag='--output', workdir=workdir)
+  if not os.fspath(output).endswith('.json'):
+    raise errors.ConfigError(f'--output={output}: the record is JSON; give a .json path.')
+  path = epath.Path(output)
+  if not path.exists():
+    return
+  try:
+    old = json.loads(path.read_text())
+  except (OSError, ValueError):
+    old = None
+  if not (isinstance(old, dict) and 'results' in old and 'protocol' in old):
+    raise errors.ConfigError(f'--output={output} exists and is not an evaluation record; '
+                             'give another path (nothing replaces a file this tool did not '
+                             'write).')
+
+
+def _refuse_unused_settings(names, config, metrics_said, **given):
+  """Raises ConfigError for a setting (not None in `given`) that none of the metrics
+  `names` reads: it would be accepted and silently change nothing."""
+  samples = any(name != ACCURACY for name in names)
+  inception = any(name in metrics_lib.INCEPTION_METRICS for name in names)
+  # Digits' proxy FD compares with a real reference set; toy data's with the mixture.
+  reference = inception or ('proxy' in names and config.data.source != 'toy')
+  used = dict(num_samples=samples, batch_size=samples, seed=samples,
+              num_reference=reference, reference_split=reference,
+              inception_weights=inception, accuracy_split=ACCURACY in names)
+  readers = dict(num_samples='metrics that generate samples',
+                 num_reference='metrics that compare with real data (fid, kid, pr, dc, '
+                               'intra_fid, proxy on digits)',
+                 inception_weights='the Inception metrics (fid, is, kid, pr, dc, intra_fid)',
+                 accuracy_split="the 'accuracy' metric")
+  readers.update(batch_size=readers['num_samples'], seed=readers['num_samples'],
+                 reference_split=readers['num_reference'])
+  for name, value in given.items():
+    if value is not None and not used[name]:
+      raise errors.ConfigError(f'--{name} is only read by {readers[name]}, which '
+                               f'{metrics_said} does not include: leave it out, or ask for '
+                               'such a metric.')
 
 
 def _measurement(protocol, generator_dtype=None):
@@ -278,7 +334,8 @@ def _define_flags():
                       "(default: the run's config.eval.metrics, else what works offline for "
                       "its data: proxy on digits and toy data, accuracy for a semi-supervised "
                       "D, fid for image data sets).")
-  flags.DEFINE_integer('num_samples', 50000, 'Generated samples.', lower_bound=2)
+  flags.DEFINE_integer('num_samples', None, f'Generated samples (default {DEFAULT_NUM_SAMPLES}).',
+                       lower_bound=2)
   flags.DEFINE_integer('num_reference', None, 'Reference (real) examples (default: '
                        'config.eval.num_reference, else --num_samples; fewer if the split '
                        'is smaller).', lower_bound=2)
@@ -291,10 +348,13 @@ def _define_flags():
   flags.DEFINE_integer('seed', None, 'Seed of the latents z (default 0; with --best, the run\'s '
                        'config.seed + 1: other latents than those that picked the checkpoint).',
                        lower_bound=0, upper_bound=2**63 - 1)
-  flags.DEFINE_integer('batch_size', 500, 'Latents per generator call.', lower_bound=1)
-  flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json, '
-                      'which a later evaluation of the same step replaces when its protocol '
-                      '(metrics, samples, seed, reference...) is the same, else keeps beside it).')
+  flags.DEFINE_integer('batch_size', None,
+                       f'Latents per generator call (default {DEFAULT_BATCH_SIZE}).',
+                       lower_bound=1)
+  flags.DEFINE_string('output', None, 'JSON output (default: <workdir>/eval/step_<N>.json). '
+                      'A later evaluation written to the same path replaces the record when '
+                      'its protocol (metrics, samples, seed, reference...) is the same, else '
+                      'keeps it beside; a file that is no evaluation record is never replaced.')
   flags.DEFINE_string('cache_dir', None, 'Cache folder (default $GAN_JAX_CACHE_DIR, else '
                       '$XDG_CACHE_HOME/gan_jax, else ~/.cache/gan_jax).')
   flags.DEFINE_bool('best', False, 'Evaluate the best checkpoint (<workdir>/best/: the lowest '
@@ -327,4 +387,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  cli.run(main, quiet=True)
+  cli.run(main, quiet=True, stop_on_sigterm=True)

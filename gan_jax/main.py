@@ -88,6 +88,9 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; flags look like --name=value.')
   if _LIST.value:
+    if flags.FLAGS['config'].present:
+      cli.fail('--list_configs lists every config; leave out --config (and its overrides), '
+               'or --list_configs.')
     print(config_files.describe_all())
     return
   if _CONFIG.value is None:

@@ -411,6 +411,22 @@ def _define_flags():
   flags.adopt_module_key_flags(langevin)  # --langevin_* in --help too
 
 
+def check_fits_in_memory(num_samples, data_shape):
+  """Raises ConfigError when `num_samples` float32 samples of `data_shape` would not fit
+  in this machine's memory (they are held together before they are written), instead
+  of generating for hours and failing at the end."""
+  needed = num_samples * int(np.prod(data_shape)) * 4
+  try:
+    total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  except (AttributeError, OSError, ValueError):
+    return
+  if needed > total:
+    raise errors.ConfigError(
+        f'--num_samples={num_samples}: the samples alone take {needed / 2**30:.1f} GiB, more '
+        f'than this machine\'s {total / 2**30:.1f} GiB of memory; write fewer at a time (runs '
+        'with different --seed give different samples).')
+
+
 def _parse_labels(values, class_names=None):
   """--labels as a list of class indices, or a ConfigError.
 
@@ -475,6 +491,7 @@ def main(argv):
   if output_kind(f.output) == 'folder':
     check_folder_output(f.output)
     workdir_lib.check_output_path(f.workdir, f.output)
+    workdir_lib.check_writable(f.output, flag='--output')
   else:  # an existing folder named x.npz, a path under a file, a run's records
     workdir_lib.check_output_file(f.output, flag='--output', workdir=f.workdir)
   class_names = workdir_lib.saved_class_names(f.workdir)
@@ -490,6 +507,12 @@ def main(argv):
     raise errors.ConfigError('--interpolate=1: an interpolation needs at least 2 steps (its '
                              'two end points); pass K >= 2, or 0 for plain samples.')
   run_config = workdir_lib.load_config(f.workdir)
+  if f.interpolate and models.generator_classes(run_config.model) and (
+      flags.FLAGS['num_samples'].present):
+    raise errors.ConfigError(
+        '--num_samples: a conditional run\'s interpolation is one row of --interpolate steps '
+        'per class (--labels picks the classes), whatever the count; leave it out.')
+  check_fits_in_memory(f.num_samples, models.data_shape(run_config.model))
   if f.seed is None:  # the latents gan_jax.evaluate scores by default
     f.seed = default_seed(run_config, best=f.best)
   if f.standing_stats:  # (None: the run's own setting, which its config check passed)
@@ -513,4 +536,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  cli.run(main, quiet=True)
+  cli.run(main, quiet=True, stop_on_sigterm=True)

@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import pathlib
+import tempfile
 import shlex
 import socket
 import subprocess
@@ -308,7 +309,29 @@ def check_output_file(output, *, flag, workdir=None):
     above = next(p for p in pathlib.Path(os.path.abspath(output)).parents if p.exists())
     if not above.is_dir():
       raise errors.ConfigError(f'{flag}={output}: {above} is a file, not a folder.')
+    check_writable(output, flag=flag)
   check_output_path(workdir, output, flag)
+
+
+def check_writable(output, *, flag):
+  """Raises ConfigError unless a file can be created in the local folder `output` or,
+  when it is none, the nearest folder above it (those between are made later), so
+  that no permission or read-only file system is found after the work. Remote paths
+  pass."""
+  output = os.fspath(output)
+  if '://' in output:
+    return
+  path = pathlib.Path(os.path.abspath(output))
+  above = next((p for p in (path, *path.parents) if p.is_dir()), None)
+  if above is None:  # a path under a file: its own check names that
+    return
+  try:
+    handle, probe = tempfile.mkstemp(dir=above, prefix='.gan_jax_write_check-')
+    os.close(handle)
+    os.remove(probe)
+  except OSError as e:
+    raise errors.ConfigError(f'{flag}={output}: cannot write in {above} '
+                             f'({e.strerror or e}); choose another path.') from e
 
 
 def is_run_folder(path):
@@ -431,6 +454,7 @@ def training_lock(workdir):
   if '://' in os.fspath(workdir):
     yield
     return
+  check_not_a_foreign_folder(workdir)
   fd = os.open(os.fspath(folder / LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
   try:
     if not _lock_within(fd, fcntl.LOCK_EX, _LOCK_PATIENCE_S):
@@ -445,6 +469,30 @@ def training_lock(workdir):
     yield
   finally:
     os.close(fd)  # drops the lock
+
+
+_SOURCE_TREE_MARKERS = ('.git', 'pyproject.toml', 'setup.py')
+_IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+
+def check_not_a_foreign_folder(workdir):
+  """Raises WorkdirError when the local folder `workdir` holds no run (no config.json)
+  but looks like something else: a source tree (a `.git`, pyproject.toml, setup.py) or a
+  folder of images (the data, given as --workdir by mistake). A new run would write its
+  checkpoints, samples and records among those files."""
+  path = os.fspath(workdir)
+  if not os.path.isdir(path) or os.path.exists(os.path.join(path, CONFIG_FILE)):
+    return
+  names = os.listdir(path)
+  source = [name for name in _SOURCE_TREE_MARKERS if name in names]
+  images = [name for name in names if name.lower().endswith(_IMAGE_SUFFIXES)]
+  if source or images:
+    what = (f'a source tree ({", ".join(source)})' if source else
+            f'{len(images)} image file(s) such as {images[0]} (a data folder?)')
+    raise errors.WorkdirError(
+        f'--workdir={workdir} holds no run but {what}; a run would write its checkpoints, '
+        'samples and records among those files. Pass a new or empty folder, e.g. '
+        '--workdir=runs/NAME.')
 
 
 def prepare(config, workdir, *, allow_changes=False):
@@ -484,7 +532,6 @@ def prepare(config, workdir, *, allow_changes=False):
     if changes:
       accepted = {'changes': changes, 'accepted': 'before the first checkpoint'}
     if changes and trained:
-      _check_some_step_is_left(workdir, config, changes, newest)
       model_changes = {f: c for f, c in changes.items() if f.startswith('model.')}
       # Free fields never change what a checkpoint holds: only other changes cost a trace.
       same_state = (all(_is_free(f, config) for f in changes)
@@ -502,6 +549,8 @@ def prepare(config, workdir, *, allow_changes=False):
             'averages) that this config cannot continue, even with --allow_config_change:'
             '\n  ' + _describe(changes) + '\nUse another --workdir, or the config the run '
             'was started with.')
+      # After the two above: raising num_steps would not make another model resumable.
+      _check_some_step_is_left(workdir, config, changes, newest)
       blocked = {f: c for f, c in changes.items() if not _is_free(f, config)}
       if blocked and not allow_changes:
         why_steps = (f'\n(optim.schedule={config.optim.schedule!r} sets every learning rate '

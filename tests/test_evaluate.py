@@ -8,11 +8,13 @@ smoke run end to end and evaluates its checkpoint.
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
 
 from configs import dcgan_digits
+from gan_jax import config_files
 from gan_jax import errors
 from gan_jax import evaluate as evaluate_lib
 from gan_jax import sample
@@ -177,6 +179,53 @@ def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_pa
   assert len(list(folder.iterdir())) == 3
   evaluate_lib.evaluate(workdir, num_samples=100, seed=9, num_reference=200, **kwargs)
   assert len(list(folder.iterdir())) == 4  # another reference: kept as well
+
+
+@pytest.mark.parametrize('config_name,metrics,kwargs,flag', [
+    ('semi_supervised_digits', 'accuracy', dict(num_samples=1000), '--num_samples'),
+    ('semi_supervised_digits', 'accuracy', dict(seed=3), '--seed'),
+    ('semi_supervised_digits', 'accuracy', dict(batch_size=7), '--batch_size'),
+    ('semi_supervised_digits', 'accuracy', dict(num_reference=30), '--num_reference'),
+    ('dcgan_digits', 'proxy', dict(accuracy_split='test'), '--accuracy_split'),
+    ('dcgan_digits', 'proxy', dict(inception_weights='/x.pth'), '--inception_weights'),
+    ('dcgan_digits', 'cas', dict(reference_split='test'), '--reference_split'),
+    ('toy_ring', 'proxy', dict(reference_split='nonsense'), '--reference_split'),
+    ('toy_ring', None, dict(num_reference=7), '--num_reference'),
+])
+def test_a_setting_no_metric_reads_is_refused_not_ignored(tmp_path, config_name, metrics,
+                                                          kwargs, flag):
+  # Each was accepted, changed nothing, and the record did not mention it.
+  config = config_files.load(config_name)
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config, workdir)
+  with pytest.raises(errors.ConfigError, match=f'{flag} is only read by'):
+    evaluate_lib.evaluate(workdir, metrics=metrics, **kwargs)
+
+
+def test_an_explicit_output_is_json_and_never_replaces_another_kind_of_file(tmp_path,
+                                                                            monkeypatch):
+  workdir = str(tmp_path / 'run')
+  config = dcgan_digits.get_config()
+  workdir_lib.prepare(config, workdir)
+  with pytest.raises(errors.ConfigError, match='the record is JSON; give a .json path'):
+    evaluate_lib.evaluate(workdir, metrics='proxy', output=str(tmp_path / 'samples.npz'))
+  mine = tmp_path / 'mine.json'
+  mine.write_text('{"my": "notes"}')
+  with pytest.raises(errors.ConfigError, match='exists and is not an evaluation record'):
+    evaluate_lib.evaluate(workdir, metrics='proxy', output=str(mine))
+  assert mine.read_text() == '{"my": "notes"}'
+  # An earlier record there that measured otherwise is kept aside, as at the default path.
+  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
+  generate.step = 5
+  _serve(monkeypatch, config, generate)
+  output = str(tmp_path / 'out' / 'e.json')
+  kwargs = dict(metrics='proxy', cache_dir=str(tmp_path / 'cache'), output=output)
+  evaluate_lib.evaluate(workdir, num_samples=300, **kwargs)
+  evaluate_lib.evaluate(workdir, num_samples=100, **kwargs)
+  names = sorted(os.listdir(tmp_path / 'out'))
+  assert len(names) == 2 and names[1] == 'e.json' and names[0].startswith('e.')
+  assert json.loads((tmp_path / 'out' / names[0]).read_text())['protocol']['num_samples'] == 300
+  assert json.loads((tmp_path / 'out' / 'e.json').read_text())['protocol']['num_samples'] == 100
 
 
 @pytest.mark.parametrize('output', ['config.json', 'metrics.jsonl', 'checkpoints/x.json',

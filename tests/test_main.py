@@ -388,6 +388,38 @@ def test_bad_bench_flags_are_short_errors(module, flag, fragment):
   assert_short_error(result, fragment)
 
 
+@pytest.mark.parametrize('module,flags_,fragment', [
+    ('gan_jax.main', ['--list_configs', '--config=dcgan_digits'],
+     '--list_configs lists every config; leave out --config'),
+    ('gan_jax.bench.memory', ['--nosearch', '--max_batch=5'],
+     '--max_batch sets the search for the largest batch, which --nosearch turns off'),
+    ('gan_jax.bench.throughput', ['--model=resnet', '--torch_variants=eager'],
+     "--torch_variants: the PyTorch baseline is the DCGAN example's"),
+    ('gan_jax.main', ['--config=toy_ring:smoke', '--config=toy_grid:smoke', '--print_config'],
+     '--config is given 2 times'),
+])
+def test_a_flag_that_would_be_ignored_or_overridden_is_refused(module, flags_, fragment):
+  assert_short_error(run_module(module, flags_), fragment)
+
+
+@pytest.mark.parametrize('config,flags_,fragment', [
+    ('dcgan_digits', ['--num_samples=99999999999'], 'the samples alone take'),
+    ('cgan_digits:smoke', ['--interpolate=5', '--num_samples=100'],
+     "--num_samples: a conditional run's interpolation is one row"),
+])
+def test_sample_refuses_counts_it_cannot_honour_before_restoring(tmp_path, config, flags_,
+                                                                 fragment):
+  # A huge count generated for hours (then ran out of memory); a conditional
+  # interpolation wrote its own count, whatever --num_samples said.
+  from gan_jax import config_files  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(config_files.load(config), workdir)   # a record, no checkpoint
+  result = run_module('gan_jax.sample', [f'--workdir={workdir}', *flags_,
+                                         f'--output={tmp_path / "x.npz"}'])
+  assert_short_error(result, fragment)
+  assert 'no checkpoint' not in result.stderr
+
+
 def test_evaluate_unknown_metric_names_its_own_flag(tmp_path):
   result = run_module('gan_jax.evaluate', [f'--workdir={tmp_path}', '--metrics=fid,nope'])
   assert_short_error(result, '--metrics', 'nope')

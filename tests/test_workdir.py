@@ -5,6 +5,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -98,6 +99,48 @@ def test_a_different_network_is_refused_even_with_the_flag(run):
   with pytest.raises(errors.WorkdirError, match='different model') as error:
     workdir_lib.prepare(tiny_config(**{'model.ngf': 16}), run, allow_changes=True)
   assert 'model.ngf: saved 8, now 16' in str(error.value)
+
+
+def test_another_model_with_fewer_steps_is_called_another_model(run):
+  # It was told to raise train.num_steps above the newest step, which only led to the
+  # different-model refusal next.
+  with pytest.raises(errors.WorkdirError, match='different model') as error:
+    workdir_lib.prepare(tiny_config(**{'model.ngf': 16, 'train.num_steps': 2}), run)
+  assert 'raise train.num_steps' not in str(error.value)
+
+
+@pytest.mark.parametrize('entry,fragment', [('.git', 'a source tree (.git)'),
+                                            ('pyproject.toml', 'a source tree (pyproject.toml)'),
+                                            ('digit_0001.PNG', '1 image file(s) such as '
+                                                               'digit_0001.PNG (a data folder?)')])
+def test_a_new_run_is_refused_in_a_source_tree_or_a_folder_of_images(tmp_path, entry, fragment):
+  folder = tmp_path / 'folder'
+  folder.mkdir()
+  (folder / entry).write_text('')
+  with pytest.raises(errors.WorkdirError, match=re.escape(fragment)):
+    with workdir_lib.training_lock(str(folder)):
+      pass
+  assert sorted(os.listdir(folder)) == [entry]  # not even the lock file
+
+
+def test_a_run_and_other_files_may_share_a_folder(tmp_path, run):
+  # Only a folder that holds no run is judged: a run's own folder may hold anything.
+  open(os.path.join(run, 'grid.png'), 'w').close()
+  with workdir_lib.training_lock(run):
+    pass
+  (tmp_path / 'notes').mkdir()
+  (tmp_path / 'notes' / 'README.txt').write_text('')
+  with workdir_lib.training_lock(str(tmp_path / 'notes')):
+    pass
+
+
+def test_an_output_where_nothing_can_be_written_is_refused_before_the_work(tmp_path):
+  # /proc takes no new files, not even from root (file permissions would not stop root).
+  with pytest.raises(errors.ConfigError, match='--output=/proc/gan_jax/x.json: cannot write in '
+                                               '/proc'):
+    workdir_lib.check_output_file('/proc/gan_jax/x.json', flag='--output')
+  workdir_lib.check_writable(str(tmp_path / 'new' / 'x.json'), flag='--output')
+  assert os.listdir(tmp_path) == []  # the probe leaves nothing, and makes no folder
 
 
 @pytest.mark.parametrize('field,value', [('optim.g.name', 'sgd'), ('optim.d.name', 'rmsprop'),

@@ -224,4 +224,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  cli.run(main, quiet=True)
+  cli.run(main, quiet=True, stop_on_sigterm=True)

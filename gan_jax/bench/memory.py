@@ -263,6 +263,10 @@ def main(argv):
   f = flags.FLAGS
   if f.json:  # checked before the work
     workdir_lib.check_output_file(f.json, flag='--json')
+  unused = [name for name in ('max_batch', 'fraction', 'memory_gb') if f[name].present]
+  if not f.search and unused:
+    raise errors.ConfigError(f'--{unused[0]} sets the search for the largest batch, which '
+                             '--nosearch turns off: leave one of them out.')
   for model in f.models:
     presets.model_config(model, batch=f.batch)   # an unknown name fails before compiling
   for dtype in f.dtypes:

@@ -324,6 +324,11 @@ def main(argv):
   f = flags.FLAGS
   if f.json:  # checked before the work
     workdir_lib.check_output_file(f.json, flag='--json')
+  given = [name for name in ('torch', 'torch_variants') if f[name].present]
+  if f.model != 'dcgan' and given and f.torch:
+    raise errors.ConfigError(f'--{given[0]}: the PyTorch baseline is the DCGAN example\'s, '
+                             f'timed beside --model=dcgan only, not --model={f.model}; leave '
+                             'it out.')
   settings = Settings(
       model=f.model, widths=_parse_widths(f.widths), batch=f.batch,
       rounds=f.rounds,

@@ -43,6 +43,7 @@ from gan_jax.metrics import digits_judge
 from gan_jax.metrics import inception
 from gan_jax.metrics.evaluator import Evaluator
 from gan_jax.metrics.evaluator import make_evaluator
+from gan_jax.metrics.evaluator import INCEPTION_METRICS
 from gan_jax.metrics.evaluator import METRICS
 from gan_jax.metrics.evaluator import parse_metrics
 from gan_jax.metrics.reference import reference_features

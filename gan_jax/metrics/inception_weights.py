@@ -134,8 +134,9 @@ def verify_weights_hash(path):
     raise errors.ConfigError(
         f'{path}: SHA-256 starts with {actual[:len(expected)]}, expected {expected} '
         f'({"from its name" if match else "the official " + WEIGHTS_NAME}). The file is '
-        f'corrupt, incomplete or not the FID Inception weights; delete it and download '
-        f'{WEIGHTS_URL} again.')
+        f'corrupt, incomplete or not the FID Inception weights: if it is a download of '
+        f'them, replace it with a new download of {WEIGHTS_URL}; if it is another file, '
+        'give the path of the weights instead.')
   return actual
 
 
