@@ -91,22 +91,32 @@ def refuse_repeated_flags(argv, flag_values=flags.FLAGS):
     flag_values: the defined flags.
   """
   given = {}
-  for arg in argv[1:]:
-    if arg == '--':
-      break
+  args = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+  for i, arg in enumerate(args):
     name = _flag_name(arg, flag_values)
-    if name is not None:
-      given.setdefault(name, []).append(arg)
+    if name is None:
+      continue
+    takes_value = '=' not in arg and not (name in flag_values and flag_values[name].boolean)
+    if takes_value and i + 1 < len(args):  # --flag value
+      arg = f'{arg} {args[i + 1]}'
+    given.setdefault(name, []).append(arg)
   for name, args in given.items():
     if len(args) > 1:
-      fail(f'--{name} is given {len(args)} times ({" ".join(args)}); give it once.')
+      fail(f'--{name} is given {len(args)} times ({", ".join(args)}); give it once (a '
+           'launch script may pass it already: then use its own option for it).')
+
+
+# Path flags whose values are used as written: a '~' there names a folder called '~'.
+# (Data, weights and cache paths are expanded by the code that reads them.)
+_UNEXPANDED_PATH_FLAGS = ('workdir', 'output', 'input', 'json', 'out')
 
 
 def check_path_values(flag_values=flags.FLAGS):
-  """Exits with a short error for a path that would go wrong later: a literal '~' (the
-  shell does not expand it after '--flag='), or gs:// without the [gcs] extra (found
-  only when the path is first written, often after the work). Checks the string flags
-  given and a given config's string fields.
+  """Exits with a short error for a path that would go wrong later: a literal '~' in a
+  flag whose path is used as written (`_UNEXPANDED_PATH_FLAGS`; the shell does not
+  expand it after '--flag='), or gs:// with neither gcsfs (the [gcs] extra) nor
+  TensorFlow to reach it (found only when the path is first used, often after the
+  work). Checks the string flags given and a given config's string fields.
 
   Args:
     flag_values: the parsed flags.
@@ -124,10 +134,12 @@ def check_path_values(flag_values=flags.FLAGS):
       values += [(f'config.{field}', v) for field, v in defaults.flatten(value.to_dict()).items()
                  if isinstance(v, str)]
   for where, value in values:
-    if value == '~' or value.startswith('~/'):
+    if (where.lstrip('-') in _UNEXPANDED_PATH_FLAGS and
+        (value == '~' or value.startswith('~/'))):
       fail(f'{where}={value}: the shell does not expand ~ after an =; write $HOME instead '
            f'(--flag=$HOME/...) or put a space before the path (--flag ~/...).')
-    if value.startswith('gs://') and importlib.util.find_spec('gcsfs') is None:
+    if value.startswith('gs://') and not any(
+        importlib.util.find_spec(name) for name in ('gcsfs', 'tensorflow')):
       fail(f"{where}={value}: Google Cloud Storage paths need the gcs extra: "
            f"pip install -e '.[gcs]' (or pip install gcsfs).")
 
@@ -338,8 +350,12 @@ def run(main, *, quiet=False, stop_on_sigterm=False):
     try:
       if stop_on_sigterm:
         from gan_jax import preemption  # pylint: disable=g-import-not-at-top
-        with preemption.sigterm_raises():
+        with preemption.sigterm_raises() as handler:
           result = main(argv)
+          if handler is not None and handler.remembered:
+            # Raised where Python swallows it (a garbage-collection callback): the work
+            # went on, but it was asked to stop, and says so (as Ctrl-C below).
+            raise errors.Stopped('Stopped by SIGTERM.', handler.remembered[0])
       else:
         result = main(argv)
     except errors.UserError as e:

@@ -302,11 +302,13 @@ def _measurement(protocol, generator_dtype=None):
 
 
 def _keep_a_different_record(path, record):
-  """Renames the record at `path` to `<stem>.<its date>.json` when it measured
-  otherwise than `record` (any difference of protocol but the reference cache's path:
-  metrics, sample count, seed, standing statistics, reference, weights...): a quick
-  check must not replace a long evaluation of the same step. Returns the new path, or
-  None when the old record is the same measurement (it is then replaced)."""
+  """Renames the record at `path` to `<stem>.<its date>.json` when it is of another
+  checkpoint (run, step, best or not) or measured otherwise than `record` (any
+  difference of protocol but the reference cache's path: metrics, sample count, seed,
+  standing statistics, reference, weights...): a quick check must not replace a long
+  evaluation of the same step, nor an --output reused for another run its record.
+  Returns the new path, or None when the old record is the same measurement of the
+  same checkpoint (it is then replaced)."""
   path = epath.Path(path)
   try:
     old = json.loads(path.read_text())
@@ -314,15 +316,19 @@ def _keep_a_different_record(path, record):
     old = {}
   old = old if isinstance(old, dict) else {}
   new = _measurement(json.loads(json.dumps(record['protocol'])))
-  if _measurement(old.get('protocol'), new.get('generator_dtype')) == new:
+  # Records written before they named the checkpoint kind were of checkpoints/.
+  same_checkpoint = (old.get('workdir'), old.get('step'),
+                     old.get('checkpoint', workdir_lib.CHECKPOINTS)) == (
+                         record['workdir'], record['step'], record['checkpoint'])
+  if same_checkpoint and _measurement(old.get('protocol'), new.get('generator_dtype')) == new:
     return None
   stamp = ''.join(c for c in str(old.get('date') or 'earlier')[:19] if c.isalnum())
   kept = writers.free_path(path.parent / f'{path.stem}.{stamp}', '.json')
   path.rename(kept)
   old_protocol = old.get('protocol') or {}
-  logging.warning('Kept the earlier record of this step, which measured otherwise (metrics '
-                  '%s, %s samples), as %s.', old_protocol.get('metrics'),
-                  old_protocol.get('num_samples'), kept)
+  logging.warning('Kept the earlier record there (step %s of %s; metrics %s, %s samples), '
+                  'of another checkpoint or measured otherwise, as %s.', old.get('step'), old.get('workdir'),
+                  old_protocol.get('metrics'), old_protocol.get('num_samples'), kept)
   return str(kept)
 
 

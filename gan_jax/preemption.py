@@ -140,9 +140,13 @@ def sigterm_raises():
   Ctrl-C raises KeyboardInterrupt (by default SIGTERM ends the process at once,
   skipping every `finally`); the previous handler is restored after. A training
   loop inside the block replaces it with its own (`StopSignal`) while it runs.
-  Outside the main thread it does nothing."""
+  Outside the main thread it does nothing.
+
+  Yields:
+    The handler, whose `remembered` lists the SIGTERMs received (one Python swallowed
+    too), or None outside the main thread."""
   if threading.current_thread() is not threading.main_thread():
-    yield
+    yield None
     return
 
   class Stop:
@@ -156,9 +160,10 @@ def sigterm_raises():
       self.remembered.append(signum)
       raise errors.Stopped('Stopped by SIGTERM.', signum)
 
-  previous = signal.signal(signal.SIGTERM, Stop())
+  handler = Stop()
+  previous = signal.signal(signal.SIGTERM, handler)
   try:
-    yield
+    yield handler
   finally:
     signal.signal(signal.SIGTERM, previous)
 

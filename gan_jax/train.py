@@ -58,7 +58,8 @@ def _training_lock_of_every_process(workdir):
     if refused:
       raise errors.WorkdirError(
           f'Process 0 could not take the workdir {workdir} for this run (its own message '
-          'says why: most likely another training run is using it).')
+          'says why: another training run using it, or a folder that is no place for a '
+          'run).')
     yield
 
 

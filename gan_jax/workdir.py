@@ -327,11 +327,14 @@ def check_writable(output, *, flag):
     return
   try:
     handle, probe = tempfile.mkstemp(dir=above, prefix='.gan_jax_write_check-')
-    os.close(handle)
-    os.remove(probe)
   except OSError as e:
     raise errors.ConfigError(f'{flag}={output}: cannot write in {above} '
                              f'({e.strerror or e}); choose another path.') from e
+  try:
+    os.close(handle)
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(probe)
 
 
 def is_run_folder(path):

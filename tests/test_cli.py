@@ -37,9 +37,9 @@ def refusal(capsys, function, *args):
 
 @pytest.mark.parametrize('argv,message', [
     (['--workdir=a', '--best', '--workdir=b'],
-     '--workdir is given 2 times (--workdir=a --workdir=b); give it once.'),
-    (['--workdir', 'a', '--workdir=b'], '--workdir is given 2 times'),
-    (['--best', '--nobest'], '--best is given 2 times (--best --nobest)'),
+     '--workdir is given 2 times (--workdir=a, --workdir=b); give it once'),
+    (['--workdir', 'a', '--workdir=b'], '--workdir is given 2 times (--workdir a, --workdir=b)'),
+    (['--best', '--nobest'], '--best is given 2 times (--best, --nobest)'),
     (['--config.steps=3', '--config.steps=4'], '--config.steps is given 2 times'),
 ])
 def test_a_flag_given_twice_is_refused(capsys, argv, message):
@@ -55,23 +55,24 @@ def test_repeatable_flags_unknown_names_and_arguments_after_a_double_dash_pass()
 
 
 @pytest.mark.parametrize('value', ['~/runs/x', '~'])
-def test_a_literal_tilde_is_refused(capsys, value):
+def test_a_literal_tilde_is_refused_where_the_path_is_used_as_written(capsys, value):
   values = flag_values()
   values(['prog', f'--workdir={value}'])
   assert f'--workdir={value}: the shell does not expand ~' in refusal(
       capsys, cli.check_path_values, values)
 
 
-def test_a_tilde_inside_a_path_passes():
+def test_a_tilde_inside_a_path_or_in_a_path_the_code_expands_passes():
   values = flag_values()
-  values(['prog', '--workdir=runs/~backup'])
+  flags.DEFINE_string('inception_weights', None, 'expanded by its reader', flag_values=values)
+  values(['prog', '--workdir=runs/~backup', '--inception_weights=~/weights.pth'])
   cli.check_path_values(values)
 
 
-def test_a_gs_path_without_gcsfs_is_refused_before_any_work(capsys, monkeypatch):
+def test_a_gs_path_without_gcsfs_or_tensorflow_is_refused_before_any_work(capsys, monkeypatch):
   find_spec = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, 'find_spec',
-                      lambda name, *args: None if name == 'gcsfs' else find_spec(name, *args))
+  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *args: (
+      None if name in ('gcsfs', 'tensorflow') else find_spec(name, *args)))
   values = flag_values()
   values(['prog', '--workdir=gs://bucket/run'])
   message = refusal(capsys, cli.check_path_values, values)
@@ -84,8 +85,8 @@ def test_a_gs_path_in_a_config_field_without_gcsfs_is_refused(tmp_path):
   # was first read.
   program = ('import importlib.util, runpy, sys\n'
              'find_spec = importlib.util.find_spec\n'
-             "importlib.util.find_spec = lambda name, *a: None if name == 'gcsfs' else "
-             'find_spec(name, *a)\n'
+             "importlib.util.find_spec = lambda name, *a: None if name in ('gcsfs', "
+             "'tensorflow') else find_spec(name, *a)\n"
              "sys.argv = ['gan_jax.main', '--config=toy_ring:smoke', '--print_config', "
              f"'--workdir={tmp_path}', '--config.data.data_dir=gs://bucket/data']\n"
              "runpy.run_module('gan_jax.main', run_name='__main__')\n")
@@ -96,8 +97,11 @@ def test_a_gs_path_in_a_config_field_without_gcsfs_is_refused(tmp_path):
   assert 'Traceback' not in result.stderr
 
 
-def test_a_gs_path_with_gcsfs_installed_passes(monkeypatch):
-  monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *args: object())
+@pytest.mark.parametrize('installed', ['gcsfs', 'tensorflow'])
+def test_a_gs_path_with_gcsfs_or_tensorflow_installed_passes(monkeypatch, installed):
+  # etils reaches gs:// through gcsfs, or through tf.io.gfile where TensorFlow is.
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *args: object() if name == installed else None)
   values = flag_values()
   values(['prog', '--workdir=gs://bucket/run'])
   cli.check_path_values(values)
@@ -120,5 +124,28 @@ def test_sigterm_stops_an_output_writing_tool_with_one_line_and_143(tmp_path, mo
              f"runpy.run_module('{module}', run_name='__main__')\n")
   result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == 'Stopped by SIGTERM.'
+
+
+def test_a_sigterm_python_swallowed_still_stops_the_tool_with_143():
+  # Raised inside a garbage-collection callback (as JAX runs one), the Stopped is only
+  # printed and the work goes on; the tool then ends as stopped, not 0.
+  program = ('import gc, os, signal, time\n'
+             'from gan_jax import cli\n'
+             'def swallow(phase, info):\n'
+             '  if phase == "start":\n'
+             '    gc.callbacks.remove(swallow)\n'
+             '    os.kill(os.getpid(), signal.SIGTERM)\n'
+             '    time.sleep(0.05)\n'
+             'def main(argv):\n'
+             '  gc.callbacks.append(swallow)\n'
+             '  gc.collect()\n'
+             "  print('work done', flush=True)\n"
+             'cli.run(main, stop_on_sigterm=True)\n')
+  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert 'Exception ignored' in result.stderr   # Python did swallow it
+  assert result.stdout == 'work done\n'
   assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
   assert result.stderr.strip().splitlines()[-1] == 'Stopped by SIGTERM.'

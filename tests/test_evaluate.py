@@ -226,6 +226,12 @@ def test_an_explicit_output_is_json_and_never_replaces_another_kind_of_file(tmp_
   assert len(names) == 2 and names[1] == 'e.json' and names[0].startswith('e.')
   assert json.loads((tmp_path / 'out' / names[0]).read_text())['protocol']['num_samples'] == 300
   assert json.loads((tmp_path / 'out' / 'e.json').read_text())['protocol']['num_samples'] == 100
+  # The same output reused for another checkpoint, measured the same way: kept too.
+  generate.step = 6
+  evaluate_lib.evaluate(workdir, num_samples=100, **kwargs)
+  steps = sorted(json.loads((tmp_path / 'out' / name).read_text())['step']
+                 for name in os.listdir(tmp_path / 'out'))
+  assert steps == [5, 5, 6]
 
 
 @pytest.mark.parametrize('output', ['config.json', 'metrics.jsonl', 'checkpoints/x.json',

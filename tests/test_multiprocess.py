@@ -262,7 +262,9 @@ def environment(cache_dir, devices, **extra):
 def start_processes(root, name, *, workdir, driver, cache_dir, timeout_s=60, env_by_process=None,
                     num_processes=2, only=None, extra_args=()):
   """Starts the processes of one multi-process run (or only some of them); `extra_args`
-  come after ARGS (a later flag wins)."""
+  replace the ARGS of the same flags (a flag given twice is refused) and add others."""
+  overridden = {arg.split('=', 1)[0] for arg in extra_args}
+  args = [arg for arg in ARGS if arg.split('=', 1)[0] not in overridden]
   port = free_port()
   processes = {}
   for i in range(num_processes) if only is None else only:
@@ -270,7 +272,7 @@ def start_processes(root, name, *, workdir, driver, cache_dir, timeout_s=60, env
     extra.update((env_by_process or {}).get(i, {}))
     command = [PYTHON, driver, f'--workdir={workdir}', f'--coordinator_address=127.0.0.1:{port}',
                f'--num_processes={num_processes}', f'--process_id={i}',
-               f'--distributed_timeout={timeout_s}', *ARGS, *extra_args]
+               f'--distributed_timeout={timeout_s}', *args, *extra_args]
     processes[i] = Process(command, env=environment(cache_dir, 2, **extra),
                            log_path=os.path.join(root, f'{name}_process{i}.log'))
   return processes

@@ -56,7 +56,7 @@ from gan_jax.metrics.stats import precision_recall
 from gan_jax.metrics.toy_modes import toy_mode_metrics
 
 __all__ = [
-    'Evaluator', 'METRICS', 'class_metrics', 'density_coverage', 'digits_judge',
+    'Evaluator', 'INCEPTION_METRICS', 'METRICS', 'class_metrics', 'density_coverage', 'digits_judge',
     'feature_statistics',
     'frechet_distance', 'inception', 'inception_score', 'kernel_inception_distance',
     'make_evaluator', 'parse_metrics', 'precision_recall', 'reference_features',
