@@ -7,6 +7,7 @@ exit with status 2, without a traceback, before anything slow happens.
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -70,27 +71,32 @@ def test_ctrl_c_before_training_takes_over_is_a_short_exit_130(tmp_path):
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
 
 
-def test_a_ctrl_c_python_swallowed_still_ends_a_tool_with_exit_130():
-  # Raised inside a garbage-collection callback (as JAX's), the KeyboardInterrupt is only
-  # printed and the tool's work goes on; the tool then ends as interrupted, not 0.
+@pytest.mark.parametrize('signum,run_args,status,last_line', [
+    (signal.SIGINT, '', 130, 'error: interrupted (Ctrl-C).'),
+    (signal.SIGTERM, ', stop_on_sigterm=True', 143, 'Stopped by SIGTERM.')])
+def test_a_stop_python_swallowed_still_ends_a_tool_as_stopped(signum, run_args, status,
+                                                              last_line):
+  # Raised inside a garbage-collection callback (as JAX's), the KeyboardInterrupt (or a
+  # SIGTERM's Stopped) is only printed and the tool's work goes on; the tool then ends
+  # as stopped, not 0.
   program = ('import gc, os, signal, time\n'
              'from gan_jax import cli\n'
              'def swallow(phase, info):\n'
              '  if phase == "start":\n'
              '    gc.callbacks.remove(swallow)\n'
-             '    os.kill(os.getpid(), signal.SIGINT)\n'
+             f'    os.kill(os.getpid(), {int(signum)})\n'
              '    time.sleep(0.05)\n'
              'def main(argv):\n'
              '  gc.callbacks.append(swallow)\n'
              '  gc.collect()\n'
              "  print('work done', flush=True)\n"
-             'cli.run(main)\n')
+             f'cli.run(main{run_args})\n')
   result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert 'Exception ignored' in result.stderr   # Python did swallow it
   assert result.stdout == 'work done\n'
-  assert result.returncode == 130, result.stderr[-3000:]
-  assert 'error: interrupted (Ctrl-C).' in result.stderr
+  assert result.returncode == status, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == last_line
 
 
 def test_a_tool_started_with_ctrl_c_ignored_keeps_ignoring_it():
