@@ -61,6 +61,7 @@ from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.data import digits as digits_lib
 from gan_jax.metrics import classifier as classifier_lib
+from gan_jax.metrics import evaluator as evaluator_lib
 
 # The discriminator's accuracy as a classifier (runs whose D has class logits).
 ACCURACY = classifier_lib.ACCURACY
@@ -268,7 +269,7 @@ def _refuse_unused_settings(names, config, metrics_said, **given):
   """Raises ConfigError for a setting (not None in `given`) that none of the metrics
   `names` reads: it would be accepted and silently change nothing."""
   samples = any(name != ACCURACY for name in names)
-  inception = any(name in metrics_lib.INCEPTION_METRICS for name in names)
+  inception = any(name in evaluator_lib.INCEPTION_METRICS for name in names)
   # Digits' proxy FD compares with a real reference set; toy data's with the mixture.
   reference = inception or ('proxy' in names and config.data.source != 'toy')
   used = dict(num_samples=samples, batch_size=samples, seed=samples,

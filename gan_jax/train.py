@@ -131,6 +131,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
           'get_config() returns one, built from gan_jax.defaults.get_config().')
     config = ml_collections.ConfigDict(config)
   config_check.validate(config)
+  workdir_lib.check_outside_the_data(config.data, workdir)
   t = config.train
   # The batch is checked against the devices before the workdir records anything.
   dp = parallel.DataParallel.from_config(config.parallel, remat=config.train.remat)

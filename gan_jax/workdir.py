@@ -498,6 +498,22 @@ def check_not_a_foreign_folder(workdir):
         '--workdir=runs/NAME.')
 
 
+def check_outside_the_data(data_config, workdir):
+  """Raises WorkdirError when the local `workdir` is, or lies inside, the image folder
+  the run trains on: the folder is read recursively, so its sample grids would join
+  the training data (as a class of their own for a conditional run) when it resumes."""
+  if data_config.source != 'image_folder' or '://' in os.fspath(workdir) or (
+      '://' in str(data_config.path)):
+    return
+  data = os.path.realpath(os.path.expanduser(str(data_config.path)))
+  run = os.path.realpath(os.fspath(workdir))
+  if run == data or run.startswith(data.rstrip(os.sep) + os.sep):
+    raise errors.WorkdirError(
+        f'--workdir={workdir} lies inside the image folder the run trains on '
+        f'(config.data.path={data_config.path}), which is read with its sub-folders: the '
+        "run's sample grids would become training images. Pass a --workdir outside it.")
+
+
 def prepare(config, workdir, *, allow_changes=False):
   """Creates the workdir or checks that `config` may continue the run in it.
 

@@ -134,6 +134,20 @@ def test_a_run_and_other_files_may_share_a_folder(tmp_path, run):
     pass
 
 
+@pytest.mark.parametrize('inside', ['', 'runs/a'])
+def test_a_workdir_in_the_image_folder_it_trains_on_is_refused(tmp_path, inside):
+  # The folder is read with its sub-folders: the resumed run trained on its own sample
+  # grids (a conditional one asked for a class named 'samples').
+  config = tiny_config()
+  config.data.source, config.data.path = 'image_folder', str(tmp_path / 'images')
+  with pytest.raises(errors.WorkdirError, match='lies inside the image folder the run trains'):
+    workdir_lib.check_outside_the_data(config.data, str(tmp_path / 'images' / inside))
+  workdir_lib.check_outside_the_data(config.data, str(tmp_path / 'images_run'))  # beside
+  workdir_lib.check_outside_the_data(config.data, str(tmp_path))  # the data inside the run
+  config.data.source = 'digits'
+  workdir_lib.check_outside_the_data(config.data, str(tmp_path / 'images' / inside))
+
+
 def test_an_output_where_nothing_can_be_written_is_refused_before_the_work(tmp_path):
   # /proc takes no new files, not even from root (file permissions would not stop root).
   with pytest.raises(errors.ConfigError, match='--output=/proc/gan_jax/x.json: cannot write in '

@@ -43,7 +43,6 @@ from gan_jax.metrics import digits_judge
 from gan_jax.metrics import inception
 from gan_jax.metrics.evaluator import Evaluator
 from gan_jax.metrics.evaluator import make_evaluator
-from gan_jax.metrics.evaluator import INCEPTION_METRICS
 from gan_jax.metrics.evaluator import METRICS
 from gan_jax.metrics.evaluator import parse_metrics
 from gan_jax.metrics.reference import reference_features
@@ -56,7 +55,7 @@ from gan_jax.metrics.stats import precision_recall
 from gan_jax.metrics.toy_modes import toy_mode_metrics
 
 __all__ = [
-    'Evaluator', 'INCEPTION_METRICS', 'METRICS', 'class_metrics', 'density_coverage', 'digits_judge',
+    'Evaluator', 'METRICS', 'class_metrics', 'density_coverage', 'digits_judge',
     'feature_statistics',
     'frechet_distance', 'inception', 'inception_score', 'kernel_inception_distance',
     'make_evaluator', 'parse_metrics', 'precision_recall', 'reference_features',
