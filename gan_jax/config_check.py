@@ -17,6 +17,7 @@ from gan_jax import models
 from gan_jax import optim
 from gan_jax import parallel
 from gan_jax import standing_stats
+from gan_jax.data import digits as digits_lib
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
 from gan_jax.metrics import classifier as classifier_lib
@@ -189,6 +190,12 @@ def validate(config):
     raise errors.ConfigError(
         "config.data.crop='celeba' cuts CelebA's 218x178 faces; the digits are 8x8 and "
         "are not cropped. Set it to 'center' (the default).")
+  if config.data.source == 'digits':
+    # Named here, not where the evaluation first opens the split (as data.split).
+    for field, split in (('data.split', config.data.split),
+                         ('eval.reference_split', config.eval.reference_split)):
+      if split:
+        digits_lib.check_split(split, f'config.{field}')
   eval_metrics = metrics.parse_metrics(config.eval.metrics,
                                        known=metrics.METRICS + (classifier_lib.ACCURACY,))
   class_metrics.check_config(eval_metrics, source=config.data.source,

@@ -36,6 +36,14 @@ def test_unknown_model_or_dtype_is_a_config_error():
     device_check.Settings(dtypes=('float16',))
 
 
+def test_a_model_or_dtype_named_twice_is_refused():
+  # Every row was timed twice.
+  with pytest.raises(errors.ConfigError, match='--dtypes names float32 twice'):
+    device_check.Settings(dtypes=('float32', 'float32'))
+  with pytest.raises(errors.ConfigError, match='--models names dcgan twice'):
+    device_check.Settings(models=('dcgan', 'resnet', 'dcgan'))
+
+
 def _fake_check(monkeypatch, budget_s, models=('dcgan', 'resnet', 'biggan'),
                 stride2_forms=('custom',)):
   """run_check with every measurement replaced by a stub that records the call order.

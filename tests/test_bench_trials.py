@@ -15,6 +15,14 @@ from gan_jax.bench import trials
 from tests.helpers import tiny_config
 
 
+def test_a_config_named_twice_is_refused():
+  # Both were trained and reported as two identical rows.
+  with pytest.raises(errors.ConfigError, match='--configs names toy_ring:smoke twice'):
+    trials.split_config_names('toy_ring:smoke,toy_grid,toy_ring:smoke')
+  assert trials.split_config_names('dcgan_digits:few,dcgan_digits:few,noaug') == [
+      'dcgan_digits:few', 'dcgan_digits:few,noaug']
+
+
 def test_split_config_names_keeps_variant_arguments_together():
   assert trials.split_config_names('toy_ring,toy_ring:baseline,toy_grid') == [
       'toy_ring', 'toy_ring:baseline', 'toy_grid']

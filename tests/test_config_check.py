@@ -63,6 +63,16 @@ def test_switches_with_nothing_to_act_on_are_refused(overrides, message):
   assert config_check.validate(tiny_config(**fixed)) is None
 
 
+@pytest.mark.parametrize('field', ['data.split', 'eval.reference_split'])
+def test_a_digits_split_that_does_not_exist_is_named_by_its_own_field(field):
+  # A bad eval.reference_split was reported as config.data.split, when the evaluation
+  # first opened it (or never, while eval.every=-1).
+  with pytest.raises(errors.ConfigError, match=f"config.{field}='bogus': the digits have the "
+                                               'splits'):
+    config_check.validate(tiny_config(**{field: 'bogus'}))
+  config_check.validate(tiny_config(**{field: 'test'}))
+
+
 def test_a_field_defaults_does_not_have_is_refused_with_the_closest_name():
   config = tiny_config()
   config.model.zdim = 4  # a typo made in Python adds a field instead of setting z_dim

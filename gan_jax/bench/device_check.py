@@ -232,6 +232,10 @@ class Settings:
   stride2_forms: tuple = ('custom',)  # DCGAN rows are timed in each
 
   def __post_init__(self):
+    for flag, values in (('--models', self.models), ('--dtypes', self.dtypes)):
+      twice = sorted({v for v in values if list(values).count(v) > 1})
+      if twice:
+        raise errors.ConfigError(f'{flag} names {", ".join(twice)} twice; name each once.')
     for model in self.models:
       if model not in MODELS:
         raise errors.ConfigError(f'--models: unknown {model!r}; use some of {list(MODELS)}.')

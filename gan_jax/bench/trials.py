@@ -52,7 +52,8 @@ def split_config_names(text):
     list of specs 'name[:arg]' in the given order.
 
   Raises:
-    ConfigError: when `text` names no config at all.
+    ConfigError: when `text` names no config at all, or one twice (the same trials
+      would be trained and reported twice).
   """
   specs = []
   for piece in (p.strip() for p in text.split(',')):
@@ -66,6 +67,10 @@ def split_config_names(text):
   if not specs:
     raise errors.ConfigError(f'--configs names no config (got {text!r}); pass e.g. '
                              '--configs=dcgan_digits:few,dcgan_digits:few,noaug.')
+  twice = sorted({spec for spec in specs if specs.count(spec) > 1})
+  if twice:
+    raise errors.ConfigError(f'--configs names {", ".join(twice)} twice; name each config once '
+                             '(--trials sets the runs of each).')
   return specs
 
 
