@@ -92,7 +92,8 @@ def get_config(arg=None):
   if args.smoke:
     config.train.n_critic = 1
     config.train.ema_start = 0
-    config.loss.lecam_start = 0
+    if args.lecam:  # LeCam's term is added from its start step: in the smoke steps too
+      config.loss.lecam_start = 0
     config.train.num_steps = 4
   else:
     config.train.batch_size = 64

@@ -18,7 +18,7 @@ def get_config(arg=None):
   config.loss.type = 'wasserstein'
   config.optim.weight_clip = 0.01
   for opt in (config.optim.g, config.optim.d):
-    opt.update(name='rmsprop', learning_rate=5e-5, b1=0.0, b2=0.99, eps=1e-8)
+    opt.update(name='rmsprop', learning_rate=5e-5, b2=0.99, eps=1e-8)
   smoke = common.parse_arg(arg, smoke=False).smoke
   config.train.batch_size = 8 if smoke else 64
   config.train.n_critic = 2 if smoke else 5

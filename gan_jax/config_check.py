@@ -66,6 +66,93 @@ def _check_switches_that_would_change_nothing(config):
         'with the Inception weights), or set eval.every=-1.')
 
 
+def _ops(augment_config):
+  """The op names of augment.policy and augment.bcr_policy (the ops any run applies)."""
+  return set(augment.parse_policy(augment_config.policy)) | set(
+      augment.parse_policy(augment_config.bcr_policy, 'config.augment.bcr_policy'))
+
+
+def _optimizer_reads(net, field):
+  """Whether optimiser `net` ('g' or 'd') of a config reads its field `field`."""
+  # An unknown optimiser name is refused by `optim.make_optimizers`, in `validate`.
+  return lambda c: field in optim.FIELDS_READ.get(c.optim[net].name, (field,))
+
+
+# (field, the switch that reads it as a phrase, whether the switch is on): a field
+# changed from its default while its switch is off would change nothing, so a run
+# "with LeCam's decay 0.9" or "with cutout 0.25" would silently be one without it.
+_SETTINGS_OF_SWITCHES = (
+    ('augment.translation_ratio', "'translation' or 'reflect_translation' in "
+     'augment.policy / bcr_policy',
+     lambda c: bool(_ops(c.augment) & {'translation', 'reflect_translation'})),
+    ('augment.cutout_ratio', "'cutout' in augment.policy / bcr_policy",
+     lambda c: 'cutout' in _ops(c.augment)),
+    ('augment.fill', "'translation' or 'cutout' in augment.policy / bcr_policy",
+     lambda c: bool(_ops(c.augment) & {'translation', 'cutout'})),
+    ('augment.ada_interval', 'ADA (augment.ada_target > 0)', lambda c: bool(c.augment.ada_target)),
+    ('augment.ada_kimg', 'ADA (augment.ada_target > 0)', lambda c: bool(c.augment.ada_target)),
+    ('loss.lecam_decay', 'LeCam (loss.lecam_weight > 0)', lambda c: bool(c.loss.lecam_weight)),
+    ('loss.lecam_start', 'LeCam (loss.lecam_weight > 0)', lambda c: bool(c.loss.lecam_weight)),
+    ('loss.zcr_radius', 'zCR (loss.zcr_d_weight or zcr_g_weight > 0)',
+     lambda c: bool(c.loss.zcr_d_weight or c.loss.zcr_g_weight)),
+    ('loss.label_smoothing', "D's adversarial loss (loss.d_adversarial_weight > 0)",
+     lambda c: bool(c.loss.d_adversarial_weight)),
+    ('loss.aux_weight', "a D with class logits (model.num_classes > 0 and model.d_cond "
+     f"{' or '.join(repr(h) for h in conditional.CLASS_LOGIT_HEADS)})",
+     lambda c: bool(c.model.num_classes) and c.model.d_cond in conditional.CLASS_LOGIT_HEADS),
+    ('model.d_cond', 'a class-conditional model (model.num_classes > 0)',
+     lambda c: bool(c.model.num_classes)),
+    ('train.ema_start', 'the EMA generator (train.ema_decay > 0)',
+     lambda c: bool(c.train.ema_decay)),
+    ('optim.decay_start', "a decaying schedule (optim.schedule 'linear' or 'cosine')",
+     lambda c: c.optim.schedule != 'constant'),
+    *((f'optim.{net}.{field}', f'an optim.{net}.name that has it (' + '; '.join(
+        f'{name}: {", ".join(fields)}' for name, fields in optim.FIELDS_READ.items()) + ')',
+       _optimizer_reads(net, field))
+      for net in ('g', 'd') for field in ('b1', 'b2', 'eps')),
+    ('data.crop', "images read from files (data.source 'tfds' or 'image_folder')",
+     lambda c: c.data.source in ('tfds', 'image_folder')),
+    ('data.toy', "toy data (data.source='toy')", lambda c: c.data.source == 'toy'),
+    ('data.split', "a data set with splits (data.source other than 'toy')",
+     lambda c: c.data.source != 'toy'),
+    ('eval.reference_split', "a data set with splits (data.source other than 'toy')",
+     lambda c: c.data.source != 'toy'),
+)
+
+
+def _value(config, field):
+  for name in field.split('.'):
+    config = config[name]
+  return config
+
+
+def unread_settings(config):
+  """[(field, message)] for each field of `_SETTINGS_OF_SWITCHES` that `config` sets
+  to another value than its default while the feature that reads it is off."""
+  default, unread = defaults.get_config(), []
+  for field, switch, is_on in _SETTINGS_OF_SWITCHES:
+    value, default_value = _value(config, field), _value(default, field)
+    if value == default_value or is_on(config):
+      continue
+    unread.append((field, (
+        f'config.{field}={value!r} is read only by {switch}, which is off here, so it would '
+        f'change nothing: switch that on, or leave {field} at its default {default_value!r}.')))
+  return unread
+
+
+def check_settings_read(config):
+  """A ConfigError for the first of `unread_settings(config)`.
+
+  Called for a command-line run (`gan_jax.main`) after `validate`, not by `validate`
+  itself: a benchmark applies one --set to several configs, and a setting that one
+  of them (e.g. the control run without augmentation) does not read is refused only
+  when none reads it (`gan_jax.bench.trials.check_configs`).
+  """
+  unread = unread_settings(config)
+  if unread:
+    raise errors.ConfigError(unread[0][1])
+
+
 def check_batch_over_devices(config, num_devices, num_processes=1):
   """A ConfigError when `config.train.batch_size` does not split evenly over the
   devices and processes, or a device's share over PacGAN's groups of `model.pack`."""

@@ -100,6 +100,7 @@ def main(argv):
     # Printed first, so that a config the check refuses can still be read in full.
     from gan_jax import config_check  # pylint: disable=g-import-not-at-top
     config_check.validate(_CONFIG.value)
+    config_check.check_settings_read(_CONFIG.value)
     return
   # Imported here so that --help and --list_configs do not wait for JAX.
   import jax  # pylint: disable=g-import-not-at-top
@@ -108,6 +109,9 @@ def main(argv):
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
+  from gan_jax import config_check  # pylint: disable=g-import-not-at-top
+  # Here, not in train_and_evaluate: the benchmarks train configs a --set may not touch.
+  config_check.check_settings_read(_CONFIG.value)
   _start_processes()
   # Until training is complete, SIGTERM raises errors.Stopped (one line and status 143,
   # not the default action's silent death; jax.distributed's start-up installs a handler

@@ -42,6 +42,10 @@ def learning_rate_schedule(learning_rate, *, schedule='constant', num_updates=No
   return optax.join_schedules([optax.constant_schedule(learning_rate), decay], [start])
 
 
+# The fields of `config.optim.g` / `.d` besides name and learning_rate that each
+# optimiser reads (`make_optimizer`).
+FIELDS_READ = {'adam': ('b1', 'b2', 'eps'), 'rmsprop': ('b2', 'eps'), 'sgd': ('b1',)}
+
 # The b1 / b2 each optimiser reads, and what they are to it (for the messages).
 _BETA_USE = {'adam': {'b1': "Adam's first moment", 'b2': "Adam's second moment"},
              'rmsprop': {'b2': "RMSprop's decay, PyTorch's alpha"},

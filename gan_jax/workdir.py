@@ -292,6 +292,11 @@ def check_output_path(workdir, output, flag='--output'):
           'or outside the workdir).')
 
 
+def _nearest_existing(path):
+  """The first of the absolute `path` and its parents that exists (the root does)."""
+  return next(p for p in (path, *path.parents) if p.exists())
+
+
 def check_output_file(output, *, flag, workdir=None):
   """Raises ConfigError unless `output` can be written as a file, before any work.
 
@@ -306,7 +311,7 @@ def check_output_file(output, *, flag, workdir=None):
     if os.path.isdir(output):
       raise errors.ConfigError(f'{flag}={output} is a folder; give the path of a file '
                                f'(e.g. {os.path.join(output, "result.json")}).')
-    above = next(p for p in pathlib.Path(os.path.abspath(output)).parents if p.exists())
+    above = _nearest_existing(pathlib.Path(os.path.abspath(output)).parent)
     if not above.is_dir():
       raise errors.ConfigError(f'{flag}={output}: {above} is a file, not a folder.')
     check_writable(output, flag=flag)
@@ -322,8 +327,10 @@ def check_writable(output, *, flag):
   if '://' in output:
     return
   path = pathlib.Path(os.path.abspath(output))
-  above = next((p for p in (path, *path.parents) if p.is_dir()), None)
-  if above is None:  # a path under a file: its own check names that
+  above = _nearest_existing(path)
+  if above == path and not path.is_dir():  # an existing file is replaced in its folder
+    above = path.parent
+  if not above.is_dir():  # a path under a file: `check_output_file` names that
     return
   try:
     handle, probe = tempfile.mkstemp(dir=above, prefix='.gan_jax_write_check-')

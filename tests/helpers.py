@@ -1,11 +1,25 @@
 """Helpers shared by the tests of the step, the state and the training loop."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 
 from configs import dcgan_digits
 from gan_jax import models
 from gan_jax import step as step_lib
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(program, timeout=120):
+  """Runs `program` (Python source) in a fresh interpreter in the repository root on
+  the CPU; returns the `subprocess.CompletedProcess` (text stdout / stderr)."""
+  return subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout, env=dict(os.environ, JAX_PLATFORMS='cpu'))
 
 
 def tiny_config(**overrides):

@@ -161,6 +161,25 @@ def test_config_checks_include_the_batch_over_this_process_s_devices():
   trials.check_configs([('toy_grid:smoke', config)])
 
 
+def test_a_set_value_no_config_of_a_benchmark_reads_is_refused():
+  # One --set goes to every config: a cutout size is read by the augmented run, not by
+  # its control without augmentation, which is fine; read by none, it is a mistake.
+  from gan_jax import config_files  # pylint: disable=g-import-not-at-top
+  configs = [(spec, config_files.load(spec)) for spec in ('dcgan_digits:few,smoke',
+                                                          'dcgan_digits:few,noaug,smoke')]
+  assert configs[0][1].augment.policy == 'cutout' and not configs[1][1].augment.policy
+  for _, config in configs:
+    config.augment.cutout_ratio = 0.25
+  trials.check_configs(configs)
+  for _, config in configs:
+    config.augment.translation_ratio = 0.25
+  with pytest.raises(errors.ConfigError, match=r'^In every config of this benchmark: config\.'
+                                               r'augment\.translation_ratio=0\.25 is read only'):
+    trials.check_configs(configs)
+  with pytest.raises(errors.ConfigError, match=r'^config\.augment\.translation_ratio=0\.25'):
+    trials.check_configs(configs[:1])
+
+
 def test_a_resumed_trial_reports_the_training_time_of_all_its_parts(tmp_path, monkeypatch):
   # A kept trial stopped half way and rerun reported only the second part (and a
   # finished one, rerun, about a second).

@@ -2,10 +2,7 @@
 path values that would fail late, SIGTERM in the tools that write outputs."""
 
 import importlib.util
-import os
 import signal
-import subprocess
-import sys
 
 from absl import flags
 import ml_collections
@@ -13,8 +10,7 @@ from ml_collections import config_flags
 import pytest
 
 from gan_jax import cli
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_python
 
 
 def flag_values():
@@ -90,8 +86,7 @@ def test_a_gs_path_in_a_config_field_without_gcsfs_is_refused(tmp_path):
              "sys.argv = ['gan_jax.main', '--config=toy_ring:smoke', '--print_config', "
              f"'--workdir={tmp_path}', '--config.data.data_dir=gs://bucket/data']\n"
              "runpy.run_module('gan_jax.main', run_name='__main__')\n")
-  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  result = run_python(program)
   assert result.returncode == 2, result.stderr[-3000:]
   assert 'data_dir=gs://bucket/data: Google Cloud Storage paths need' in result.stderr
   assert 'Traceback' not in result.stderr
@@ -122,8 +117,7 @@ def test_sigterm_stops_an_output_writing_tool_with_one_line_and_143(tmp_path, mo
              "sys.argv = [a for a in sys.argv if 'digits_check' not in sys.argv[0] or "
              "'--output' not in a]\n"
              f"runpy.run_module('{module}', run_name='__main__')\n")
-  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  result = run_python(program)
   assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
   assert result.stderr.strip().splitlines()[-1] == 'Stopped by SIGTERM.'
 

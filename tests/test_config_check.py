@@ -220,10 +220,56 @@ def test_an_augmentation_that_rounds_to_no_pixels_is_refused(overrides):
 
 @pytest.mark.parametrize('overrides', [
     {'augment.policy': 'cutout', 'augment.cutout_ratio': 1 / 64},  # 0.5 px rounds up to 1
-    {'augment.policy': 'color', 'augment.cutout_ratio': 0.0},  # cutout not in the policy
+    {'augment.bcr_policy': 'flip,reflect_translation', 'augment.translation_ratio': 1 / 64,
+     'loss.bcr_real_weight': 1.0},  # a bCR-only op reads the ratio too
 ])
 def test_an_augmentation_of_at_least_one_pixel_is_accepted(overrides):
   assert config_check.validate(tiny_config(**overrides)) is None  # no error
+
+
+@pytest.mark.parametrize('field,value,switch_off,switch_on', [
+    ('augment.cutout_ratio', 0.25, {'augment.policy': 'color,translation'},
+     {'augment.policy': 'color,cutout'}),
+    ('augment.translation_ratio', 0.25, {'augment.policy': 'cutout'},
+     {'augment.policy': 'translation'}),
+    ('augment.fill', -1.0, {'augment.policy': 'color'}, {'augment.policy': 'cutout'}),
+    ('augment.ada_interval', 8, {'augment.policy': 'cutout'},
+     {'augment.policy': 'cutout', 'augment.ada_target': 0.6}),
+    ('augment.ada_kimg', 100.0, {}, {'augment.policy': 'cutout', 'augment.ada_target': 0.6}),
+    ('loss.lecam_decay', 0.9, {}, {'loss.lecam_weight': 0.3}),
+    ('loss.lecam_start', 0, {}, {'loss.lecam_weight': 0.3}),
+    ('loss.zcr_radius', 0.03, {}, {'loss.zcr_d_weight': 1.0}),
+    ('train.ema_start', 100, {'train.ema_decay': 0.0}, {'train.ema_decay': 0.999}),
+    ('optim.decay_start', 0.0, {'optim.schedule': 'constant'}, {'optim.schedule': 'linear'}),
+    ('loss.label_smoothing', 0.1, {'loss.d_adversarial_weight': 0.0}, {}),
+    ('loss.aux_weight', 0.5, {}, {'model.num_classes': 10, 'model.d_cond': 'acgan'}),
+    ('loss.aux_weight', 0.5, {'model.num_classes': 10, 'model.d_cond': 'projection'}, None),
+    ('model.d_cond', 'acgan', {}, {'model.num_classes': 10}),
+    ('optim.g.b2', 0.9, {'optim.g.name': 'sgd'}, {'optim.g.name': 'rmsprop'}),
+    ('optim.d.b1', 0.0, {'optim.d.name': 'rmsprop'}, {'optim.d.name': 'sgd'}),
+    ('optim.d.eps', 1e-6, {'optim.d.name': 'sgd'}, {'optim.d.name': 'adam'}),
+    ('data.crop', 'none', {}, None),
+    ('data.toy', 'grid', {}, None),
+])
+def test_a_setting_of_a_switched_off_feature_is_refused(field, value, switch_off, switch_on):
+  # Accepted and ignored before: a run "with cutout 0.25" trained with no cutout at all.
+  config = tiny_config(**switch_off, **{field: value})
+  assert config_check.validate(config) is None  # it would run, ignoring the field
+  with pytest.raises(errors.ConfigError,
+                     match=rf'config.{field}={value!r} is read only by .*which is off here.*'
+                           rf'leave {field} at its default'):
+    config_check.check_settings_read(config)
+  if switch_on is not None:
+    assert config_check.unread_settings(tiny_config(**switch_on, **{field: value})) == []
+
+
+def test_toy_data_reads_data_toy_and_no_split():
+  config = toy_ring.get_config('smoke')
+  config.data.toy = 'grid'
+  assert config_check.unread_settings(config) == []
+  config.data.split, config.eval.reference_split = 'test', 'all'
+  assert [field for field, _ in config_check.unread_settings(config)] == [
+      'data.split', 'eval.reference_split']
 
 
 def test_a_reflection_padded_shift_beyond_one_reflection_is_refused():
@@ -439,6 +485,8 @@ def test_a_config_not_built_from_the_defaults_is_refused_naming_a_missing_field(
     ('dcgan', 'bottom_width', 8, ['is read by the biggan, resnet, sagan families only']),
     ('resnet', 'shared_dim', 64, ['is read by the biggan families only']),
     ('dcgan', 'num_layers', 5, ['is read by the image_mlp, mlp families only']),
+    ('mlp', 'resolution', 64, ['model.resolution=64 is read by the biggan, dcgan, image_mlp, '
+                               "resnet, sagan families only: model.name='mlp' would train"]),
 ])
 def test_a_size_the_family_does_not_read_is_refused(name, field, value, fragments):
   # A sweep over it would train the same networks in every trial.

@@ -31,8 +31,9 @@ ZOO = ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10', 'acgan
 @pytest.mark.parametrize('name', config_files.names())
 def test_config_and_its_smoke_variant_pass_the_check(name):
   full, smoke = config_files.load(name), config_files.load(name + ':smoke')
-  config_check.validate(full)
-  config_check.validate(smoke)
+  for config in (full, smoke):
+    config_check.validate(config)
+    config_check.check_settings_read(config)
   assert smoke.train.num_steps <= 20 and not smoke.train.progress_bar
   assert smoke.train.num_steps < full.train.num_steps
   g, d = models.count_params(smoke.model)
@@ -59,6 +60,7 @@ def test_every_variant_passes_the_check(spec):
     assert 'Pick one of' in str(e) or 'cannot be combined' in str(e), str(e)
     return
   config_check.validate(config)
+  config_check.check_settings_read(config)
 
 
 def test_zoo_configs_have_the_reference_parameter_counts():

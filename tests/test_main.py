@@ -15,6 +15,7 @@ import pytest
 
 from gan_jax import workdir as workdir_lib
 from tests.compile_flags import subprocess_xla_flags
+from tests.helpers import run_python
 from tests.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,8 +65,7 @@ def test_ctrl_c_before_training_takes_over_is_a_short_exit_130(tmp_path):
              'def main(argv):\n'
              '  raise KeyboardInterrupt\n'
              'cli.run(main)\n')
-  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  result = run_python(program)
   assert result.returncode == 130, result.stderr[-3000:]
   assert 'error: interrupted (Ctrl-C).' in result.stderr
   assert 'Traceback' not in result.stderr, result.stderr[-3000:]
@@ -91,8 +91,7 @@ def test_a_stop_python_swallowed_still_ends_a_tool_as_stopped(signum, run_args, 
              '  gc.collect()\n'
              "  print('work done', flush=True)\n"
              f'cli.run(main{run_args})\n')
-  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  result = run_python(program)
   assert 'Exception ignored' in result.stderr   # Python did swallow it
   assert result.stdout == 'work done\n'
   assert result.returncode == status, result.stderr[-3000:]
@@ -126,8 +125,7 @@ def test_sigterm_before_the_training_loop_is_one_line_and_exit_143(tmp_path):
              'train.train_and_evaluate = setting_up\n'
              f"sys.argv = ['gan_jax.main', '--config=toy_ring:smoke', '--workdir={tmp_path}']\n"
              'main.run()\n')
-  result = subprocess.run([sys.executable, '-c', program], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  result = run_python(program)
   assert result.returncode == 143, result.stderr[-3000:]
   assert result.stderr.strip().splitlines()[-1] == 'Stopped by SIGTERM.'
 
@@ -149,6 +147,15 @@ def test_an_unknown_config_field_with_no_near_name_still_names_the_override(tmp_
                                        '--config.train.zzz=3'])
   assert_short_error(result, "--config.train.zzz=3: config.train has no field 'zzz'.",
                      '--print_config')
+
+
+def test_a_setting_the_run_would_not_read_is_refused_before_the_workdir(tmp_path):
+  workdir = tmp_path / 'run'
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={workdir}',
+                                       '--config.augment.cutout_ratio=0.25'])
+  assert_short_error(result, "config.augment.cutout_ratio=0.25 is read only by 'cutout' in "
+                             'augment.policy / bcr_policy, which is off here')
+  assert not workdir.exists()
 
 
 @pytest.mark.parametrize('override,fragment', [

@@ -12,6 +12,7 @@ import pytest
 
 from gan_jax import cli
 from gan_jax import preemption
+from tests.helpers import run_python
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,8 +163,7 @@ def test_several_processes_ignore_a_signal_after_finishing_to_leave_together(sig
              'preemption.finish_on_signal(0, at_once=False)\n'
              f'os.kill(os.getpid(), {int(signum)})\n'
              "print('the summary, then the shutdown')\n")
-  result = subprocess.run([sys.executable, '-c', program], capture_output=True, text=True,
-                          timeout=60, cwd=REPO, check=False)
+  result = run_python(program, timeout=60)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout == 'the summary, then the shutdown\n'
 
@@ -200,7 +200,6 @@ def test_a_signal_after_training_finished_ends_the_process_as_finished(signum):
              f'os.kill(os.getpid(), {int(signum)})\n'
              'time.sleep(30)\n'
              "print('not reached')\n")
-  result = subprocess.run([sys.executable, '-c', program], capture_output=True, text=True,
-                          timeout=60, cwd=REPO, check=False)
+  result = run_python(program, timeout=60)
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout == 'Finished: the summary\n'

@@ -153,6 +153,8 @@ def test_an_output_where_nothing_can_be_written_is_refused_before_the_work(tmp_p
   with pytest.raises(errors.ConfigError, match='--output=/proc/gan_jax/x.json: cannot write in '
                                                '/proc'):
     workdir_lib.check_output_file('/proc/gan_jax/x.json', flag='--output')
+  with pytest.raises(errors.ConfigError, match='cannot write in /proc'):  # an existing file
+    workdir_lib.check_writable('/proc/version', flag='--output')
   workdir_lib.check_writable(str(tmp_path / 'new' / 'x.json'), flag='--output')
   assert os.listdir(tmp_path) == []  # the probe leaves nothing, and makes no folder
 

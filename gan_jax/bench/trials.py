@@ -184,7 +184,13 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
   the harness changes in every trial, in place) applied, before anything is written:
   a bad --set value must not leave an empty --out folder; and the batch against this
   process's devices (PacGAN's groups included), which every trial trains on. (Checks
-  that need the data still come at training.)"""
+  that need the data still come at training.)
+
+  A setting that changes nothing in a config (`config_check.unread_settings`, e.g.
+  a --set augment.cutout_ratio for the run without augmentation) is refused only
+  when it changes nothing in any of them.
+  """
+  unread = []
   for _, config in configs:
     config = config.copy_and_resolve_references()
     if num_steps is not None:
@@ -193,6 +199,11 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
       as_trained(config)
     config_check.validate(config)
     config_check.check_batch_over_devices(config, jax.device_count(), jax.process_count())
+    unread.append(dict(config_check.unread_settings(config)))
+  for field, message in unread[0].items() if unread else ():
+    if all(field in other for other in unread):
+      raise errors.ConfigError(
+          ('In every config of this benchmark: ' if len(unread) > 1 else '') + message)
 
 
 def steps_label(rows):

@@ -92,6 +92,7 @@ _SIZE_FIELDS = (
     ('d_widths', (image_mlp,), {'mlp': 'model.hidden', 'dcgan': 'model.ndf',
                                 'resnet': 'model.ndf', 'biggan': 'model.ndf',
                                 'sagan': 'model.ndf'}),
+    ('resolution', (dcgan, resnet, biggan, sagan, image_mlp), {}),
     ('bottom_width', (resnet, biggan, sagan), {}),
     ('shared_dim', (biggan,), {}),
     ('hierarchical_z', (biggan,), {}),
