@@ -8,6 +8,8 @@ and intervals that belong to no single module. Every failure is a
 
 import difflib
 
+import jax
+
 from gan_jax import augment
 from gan_jax import defaults
 from gan_jax import errors
@@ -17,6 +19,7 @@ from gan_jax import models
 from gan_jax import optim
 from gan_jax import parallel
 from gan_jax import standing_stats
+from gan_jax import state as state_lib
 from gan_jax.data import digits as digits_lib
 from gan_jax.data import sources as data_sources
 from gan_jax.metrics import class_metrics
@@ -78,6 +81,17 @@ def _optimizer_reads(net, field):
   return lambda c: field in optim.FIELDS_READ.get(c.optim[net].name, (field,))
 
 
+def _statistics(config):
+  """(G's statistics, D's statistics) of `config`'s networks, as shapes only."""
+  state = state_lib.abstract_state(config)
+  return state.g_batch_stats, state.d_batch_stats
+
+
+def _has_batch_norm(config):
+  """Whether G or D of `config` has a BatchNorm layer (conditional ones included)."""
+  return any(standing_stats.count_batch_norm_leaves(s) for s in _statistics(config))
+
+
 # (field, the switch that reads it as a phrase, whether the switch is on): a field
 # changed from its default while its switch is off would change nothing, so a run
 # "with LeCam's decay 0.9" or "with cutout 0.25" would silently be one without it.
@@ -102,6 +116,12 @@ _SETTINGS_OF_SWITCHES = (
      lambda c: bool(c.model.num_classes) and c.model.d_cond in conditional.CLASS_LOGIT_HEADS),
     ('model.d_cond', 'a class-conditional model (model.num_classes > 0)',
      lambda c: bool(c.model.num_classes)),
+    ('model.bn_momentum', "BatchNorm in G or D (model.g_norm / d_norm 'batch', or a "
+     'class-conditional G)', _has_batch_norm),
+    ('parallel.sync_batch_stats', 'BatchNorm in G or D, or D\'s minibatch std '
+     '(model.minibatch_std)', lambda c: c.model.minibatch_std or _has_batch_norm(c)),
+    ('train.ema_batch_stats', "a G with statistics (BatchNorm or model.g_spectral_norm)",
+     lambda c: bool(jax.tree.leaves(_statistics(c)[0]))),
     ('train.ema_start', 'the EMA generator (train.ema_decay > 0)',
      lambda c: bool(c.train.ema_decay)),
     ('optim.decay_start', "a decaying schedule (optim.schedule 'linear' or 'cosine')",

@@ -248,6 +248,10 @@ def test_an_augmentation_of_at_least_one_pixel_is_accepted(overrides):
     ('optim.g.b2', 0.9, {'optim.g.name': 'sgd'}, {'optim.g.name': 'rmsprop'}),
     ('optim.d.b1', 0.0, {'optim.d.name': 'rmsprop'}, {'optim.d.name': 'sgd'}),
     ('optim.d.eps', 1e-6, {'optim.d.name': 'sgd'}, {'optim.d.name': 'adam'}),
+    ('model.bn_momentum', 0.5, {'model.g_norm': 'none', 'model.d_norm': 'none'}, {}),
+    ('parallel.sync_batch_stats', False, {'model.g_norm': 'none', 'model.d_norm': 'layer'},
+     {'model.g_norm': 'none', 'model.d_norm': 'layer', 'model.minibatch_std': True}),
+    ('train.ema_batch_stats', True, {'model.g_norm': 'none'}, {}),
     ('data.crop', 'none', {}, None),
     ('data.toy', 'grid', {}, None),
 ])
