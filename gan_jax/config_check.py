@@ -173,6 +173,29 @@ def check_settings_read(config):
     raise errors.ConfigError(unread[0][1])
 
 
+def late_starts(config):
+  """One sentence for each feature of `config` that is on but starts at or after the
+  run's last step (`train.num_steps`), so that it never acts: a shortened run of a
+  config made for a long one (e.g. biggan_cifar10 with 500 steps and EMA from 1000).
+  Training logs them as warnings; they are allowed (the same config continued to
+  its full length uses them)."""
+  t, l, o = config.train, config.loss, config.optim
+  notes = []
+  if t.ema_decay and t.ema_start >= t.num_steps:
+    notes.append(f'train.ema_start={t.ema_start} is not before train.num_steps={t.num_steps}: '
+                 'the EMA generator (which samples and evaluations use) stays a copy of G.')
+  if l.lecam_weight and l.lecam_start >= t.num_steps - 1:  # added in steps > lecam_start
+    notes.append(f'loss.lecam_start={l.lecam_start} is not before the last of train.num_steps='
+                 f'{t.num_steps}: the LeCam term is never added.')
+  if o.schedule != 'constant' and o.decay_start >= 1:
+    notes.append(f'optim.decay_start={o.decay_start} starts the {o.schedule} decay at the end '
+                 'of the run: the learning rates stay constant.')
+  if l.g_top_k_decay and l.g_top_k_decay_steps >= t.num_steps:
+    notes.append(f'loss.g_top_k_decay_steps={l.g_top_k_decay_steps} is not below '
+                 f'train.num_steps={t.num_steps}: the top-k share stays 1 (all fakes).')
+  return notes
+
+
 def check_batch_over_devices(config, num_devices, num_processes=1):
   """A ConfigError when `config.train.batch_size` does not split evenly over the
   devices and processes, or a device's share over PacGAN's groups of `model.pack`."""

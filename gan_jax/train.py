@@ -173,6 +173,8 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   # run in a busy folder is refused before they load (within the lock's 2 s wait).
   evaluator, classifier = _evaluators(config, shape)
   accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
+  for note in config_check.late_starts(config) if chief else ():
+    logging.warning('%s', note)
   if class_names is not None:
     workdir_lib.record_class_names(workdir, class_names)
   init_key, train_key, sample_key = jax.random.split(jax.random.key(config.seed), 3)

@@ -540,3 +540,21 @@ def test_the_batch_is_checked_against_devices_processes_and_pacgan_groups():
     config_check.check_batch_over_devices(config, 5)
   with pytest.raises(errors.ConfigError, match=r'and processes \(5\)'):
     config_check.check_batch_over_devices(config, 1, 5)
+
+
+def test_features_that_start_after_the_last_step_are_named():
+  # biggan_cifar10 shortened to a test length: EMA from step 1000 of 500 never averages.
+  assert config_check.late_starts(tiny_config(**{'train.num_steps': 1000})) == []
+  config = tiny_config(**{'train.num_steps': 500, 'train.ema_start': 500,
+                          'loss.lecam_weight': 0.3, 'loss.lecam_start': 499,
+                          'optim.schedule': 'linear', 'optim.decay_start': 1.0,
+                          'loss.g_top_k': 0.5, 'loss.g_top_k_decay': 0.99,
+                          'loss.g_top_k_decay_steps': 500})
+  notes = config_check.late_starts(config)
+  assert [note.split('=')[0] for note in notes] == [
+      'train.ema_start', 'loss.lecam_start', 'optim.decay_start', 'loss.g_top_k_decay_steps']
+  assert 'the EMA generator (which samples and evaluations use) stays a copy of G' in notes[0]
+  config.train.num_steps = 501  # EMA at step 500, LeCam's term at step 500, top-k at 500
+  assert [note.split('=')[0] for note in config_check.late_starts(config)] == [
+      'optim.decay_start']
+  config_check.validate(config)  # allowed: the same run continued to its length uses them
