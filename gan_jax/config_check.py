@@ -160,6 +160,13 @@ def unread_settings(config):
   return unread
 
 
+def fields_not_read(config, fields):
+  """The fields among `fields` (dotted names) whose feature is off in `config`, so
+  that no value of theirs changes its run (the fields of `_SETTINGS_OF_SWITCHES`)."""
+  return {field for field, _, is_on in _SETTINGS_OF_SWITCHES
+          if field in fields and not is_on(config)}
+
+
 def check_settings_read(config):
   """A ConfigError for the first of `unread_settings(config)`.
 
@@ -181,15 +188,20 @@ def late_starts(config):
   its full length uses them)."""
   t, l, o = config.train, config.loss, config.optim
   notes = []
+  if not t.num_steps:  # nothing is trained
+    return notes
   if t.ema_decay and t.ema_start >= t.num_steps:
     notes.append(f'train.ema_start={t.ema_start} is not before train.num_steps={t.num_steps}: '
                  'the EMA generator (which samples and evaluations use) stays a copy of G.')
   if l.lecam_weight and l.lecam_start >= t.num_steps - 1:  # added in steps > lecam_start
     notes.append(f'loss.lecam_start={l.lecam_start} is not before the last of train.num_steps='
                  f'{t.num_steps}: the LeCam term is never added.')
-  if o.schedule != 'constant' and o.decay_start >= 1:
+  # The decay's first lowered rate is that of update int(U * decay_start) + 1, of U
+  # updates (G's: num_steps; D's: n_critic times as many).
+  updates = (t.num_steps, t.num_steps * t.n_critic)
+  if o.schedule != 'constant' and all(int(u * o.decay_start) >= u - 1 for u in updates):
     notes.append(f'optim.decay_start={o.decay_start} starts the {o.schedule} decay at the end '
-                 'of the run: the learning rates stay constant.')
+                 f'of train.num_steps={t.num_steps}: the learning rates stay constant.')
   if l.g_top_k_decay and l.g_top_k_decay_steps >= t.num_steps:
     notes.append(f'loss.g_top_k_decay_steps={l.g_top_k_decay_steps} is not below '
                  f'train.num_steps={t.num_steps}: the top-k share stays 1 (all fakes).')

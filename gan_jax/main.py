@@ -104,14 +104,12 @@ def main(argv):
     return
   # Imported here so that --help and --list_configs do not wait for JAX.
   import jax  # pylint: disable=g-import-not-at-top
+  from gan_jax import config_check  # pylint: disable=g-import-not-at-top
   from gan_jax import distributed  # pylint: disable=g-import-not-at-top
   from gan_jax import preemption  # pylint: disable=g-import-not-at-top
   from gan_jax import train  # pylint: disable=g-import-not-at-top
   from gan_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  from gan_jax import config_check  # pylint: disable=g-import-not-at-top
-  # Here, not in train_and_evaluate: the benchmarks train configs a --set may not touch.
-  config_check.check_settings_read(_CONFIG.value)
   _start_processes()
   # Until training is complete, SIGTERM raises errors.Stopped (one line and status 143,
   # not the default action's silent death; jax.distributed's start-up installs a handler
@@ -127,6 +125,9 @@ def main(argv):
                  jax.device_count(), workdir)
     start = time.monotonic()
     try:
+      # Here, not in train_and_evaluate: the benchmarks train configs a --set may not
+      # touch. After jax.distributed starts: the check may trace the networks' shapes.
+      config_check.check_settings_read(_CONFIG.value)
       train.train_and_evaluate(_CONFIG.value, workdir,
                                allow_config_change=_ALLOW_CHANGE.value)
     except preemption.Interrupted as e:

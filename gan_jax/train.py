@@ -172,7 +172,8 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   # recorded too (a missing Inception file), and after the lock, so that a second
   # run in a busy folder is refused before they load (within the lock's 2 s wait).
   evaluator, classifier = _evaluators(config, shape)
-  accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change)
+  accepted = workdir_lib.prepare(config, workdir, allow_changes=allow_config_change,
+                                 fields_not_read=config_check.fields_not_read)
   for note in config_check.late_starts(config) if chief else ():
     logging.warning('%s', note)
   if class_names is not None:

@@ -521,13 +521,18 @@ def check_outside_the_data(data_config, workdir):
         "run's sample grids would become training images. Pass a --workdir outside it.")
 
 
-def prepare(config, workdir, *, allow_changes=False):
+def prepare(config, workdir, *, allow_changes=False, fields_not_read=None):
   """Creates the workdir or checks that `config` may continue the run in it.
 
   Args:
     config: the config of this invocation.
     workdir: the run folder (local path or URL).
     allow_changes: accept changes of training fields (`--allow_config_change`).
+    fields_not_read: None, or `config_check.fields_not_read`: (config, fields) -> the
+      fields among them that change nothing in that config. A change of a field that
+      neither the saved config nor `config` reads is no change (a run saved with a
+      setting refused since, e.g. an optimiser field its optimiser ignores, resumes
+      without it).
 
   Returns:
     The accepted changes, {'changes': {field: {'from', 'to'}}, 'accepted': why},
@@ -554,6 +559,9 @@ def prepare(config, workdir, *, allow_changes=False):
   if exists:
     saved = load_config(workdir)
     changes = config_changes(saved, config)
+    if changes and fields_not_read is not None:
+      unread = fields_not_read(saved, changes) & fields_not_read(config, changes)
+      changes = {f: c for f, c in changes.items() if f not in unread}
     trained = newest >= 0
     if changes:
       accepted = {'changes': changes, 'accepted': 'before the first checkpoint'}

@@ -36,12 +36,15 @@ def test_unknown_model_or_dtype_is_a_config_error():
     device_check.Settings(dtypes=('float16',))
 
 
-def test_a_model_or_dtype_named_twice_is_refused():
+def test_a_model_dtype_or_form_named_twice_is_refused():
   # Every row was timed twice.
   with pytest.raises(errors.ConfigError, match='--dtypes names float32 twice'):
     device_check.Settings(dtypes=('float32', 'float32'))
   with pytest.raises(errors.ConfigError, match='--models names dcgan twice'):
     device_check.Settings(models=('dcgan', 'resnet', 'dcgan'))
+  with pytest.raises(errors.ConfigError, match='--stride2_forms names custom twice'):
+    device_check.Settings(stride2_forms=('custom', 'xla', 'custom'))
+  device_check.Settings(stride2_forms=('custom', 'xla'))
 
 
 def _fake_check(monkeypatch, budget_s, models=('dcgan', 'resnet', 'biggan'),

@@ -23,6 +23,17 @@ def test_a_config_named_twice_is_refused():
       'dcgan_digits:few', 'dcgan_digits:few,noaug']
 
 
+def test_one_config_spelled_two_ways_is_refused():
+  from gan_jax import config_files  # pylint: disable=g-import-not-at-top
+  specs = ['dcgan_digits:few,noaug,smoke', 'dcgan_digits:smoke,noaug,few']
+  configs = [(spec, config_files.load(spec)) for spec in specs]
+  with pytest.raises(errors.ConfigError, match='the same config twice: dcgan_digits:few,noaug,'
+                                               'smoke and dcgan_digits:smoke,noaug,few'):
+    trials.check_configs(configs)
+  trials.check_configs(configs[:1] + [('dcgan_digits:few,smoke',
+                                       config_files.load('dcgan_digits:few,smoke'))])
+
+
 def test_split_config_names_keeps_variant_arguments_together():
   assert trials.split_config_names('toy_ring,toy_ring:baseline,toy_grid') == [
       'toy_ring', 'toy_ring:baseline', 'toy_grid']

@@ -12,6 +12,7 @@ from gan_jax import config_check
 from gan_jax import defaults
 from gan_jax import errors
 from gan_jax import models
+from gan_jax import optim
 from tests.helpers import tiny_config
 
 
@@ -558,3 +559,17 @@ def test_features_that_start_after_the_last_step_are_named():
   assert [note.split('=')[0] for note in config_check.late_starts(config)] == [
       'optim.decay_start']
   config_check.validate(config)  # allowed: the same run continued to its length uses them
+  assert config_check.late_starts(tiny_config(**{'train.num_steps': 0})) == []
+
+
+@pytest.mark.parametrize('decay_start', [0.5, 0.8, 0.85, 0.9, 0.95, 1.0])
+def test_a_decay_that_never_lowers_a_rate_is_named(decay_start):
+  # Warned exactly when optax's schedule gives all 10 updates the full rate.
+  config = tiny_config(**{'train.num_steps': 10, 'optim.schedule': 'linear',
+                          'optim.decay_start': decay_start})
+  schedule = optim.learning_rate_schedule(1.0, schedule='linear', num_updates=10,
+                                          decay_start=decay_start)
+  constant = all(float(schedule(update)) == 1.0 for update in range(10))
+  assert constant == (decay_start >= 0.9)  # int(10 * 0.9) = 9: the rate drops after
+  warned = [note for note in config_check.late_starts(config) if 'decay_start' in note]
+  assert bool(warned) == constant

@@ -8,6 +8,7 @@ exit with status 2, without a traceback, before anything slow happens.
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -156,6 +157,19 @@ def test_a_setting_the_run_would_not_read_is_refused_before_the_workdir(tmp_path
   assert_short_error(result, "config.augment.cutout_ratio=0.25 is read only by 'cutout' in "
                              'augment.policy / bcr_policy, which is off here')
   assert not workdir.exists()
+
+
+def test_the_settings_check_runs_after_jax_distributed_starts(tmp_path):
+  # It traces BigGAN's shapes (for its train.ema_batch_stats) to find G's statistics:
+  # before jax.distributed.initialize, that start-up refused to run at all.
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  result = run_module('gan_jax.main', [
+      '--config=biggan_cifar10:smoke', f'--workdir={tmp_path / "run"}',
+      f'--coordinator_address=127.0.0.1:{port}', '--num_processes=1', '--process_id=0',
+      '--config.eval.num_samples=1'])  # passes the settings check, refused after it
+  assert_short_error(result, 'config.eval.num_samples')
 
 
 @pytest.mark.parametrize('override,fragment', [

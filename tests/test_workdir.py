@@ -168,6 +168,24 @@ def test_a_change_of_what_the_checkpoints_hold_is_refused_even_with_the_flag(run
     workdir_lib.prepare(tiny_config(**{field: value}), run, allow_changes=True)
 
 
+def test_a_setting_no_config_reads_is_no_change_on_resume(tmp_path):
+  # wgan_celeba runs were saved with RMSprop's unread b1 = 0.0, a setting refused since:
+  # resuming with the config of today (b1 at its default) must not need the flag.
+  from gan_jax import config_check  # pylint: disable=g-import-not-at-top
+  rmsprop = {'optim.g.name': 'rmsprop', 'optim.d.name': 'rmsprop'}
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(tiny_config(**rmsprop, **{'optim.g.b1': 0.0, 'optim.d.b1': 0.0}), workdir)
+  os.makedirs(os.path.join(workdir, 'checkpoints', '4'))
+  today = tiny_config(**rmsprop)
+  with pytest.raises(errors.WorkdirError, match='optim.d.b1: saved 0.0, now 0.5'):
+    workdir_lib.prepare(today, workdir)
+  assert workdir_lib.prepare(today, workdir, fields_not_read=config_check.fields_not_read) is None
+  # A field this config reads is a change as before (SGD's b1 is its momentum).
+  sgd = tiny_config(**{'optim.g.name': 'rmsprop', 'optim.d.name': 'sgd'})
+  with pytest.raises(errors.WorkdirError, match='optim.d.name'):
+    workdir_lib.prepare(sgd, workdir, fields_not_read=config_check.fields_not_read)
+
+
 def test_a_model_field_that_keeps_the_shapes_needs_only_the_flag(run):
   with pytest.raises(errors.WorkdirError, match='model.bn_momentum'):
     workdir_lib.prepare(tiny_config(**{'model.bn_momentum': 0.5}), run)

@@ -232,7 +232,8 @@ class Settings:
   stride2_forms: tuple = ('custom',)  # DCGAN rows are timed in each
 
   def __post_init__(self):
-    for flag, values in (('--models', self.models), ('--dtypes', self.dtypes)):
+    for flag, values in (('--models', self.models), ('--dtypes', self.dtypes),
+                         ('--stride2_forms', self.stride2_forms)):
       twice = sorted({v for v in values if list(values).count(v) > 1})
       if twice:
         raise errors.ConfigError(f'{flag} names {", ".join(twice)} twice; name each once.')

@@ -190,8 +190,12 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
   a --set augment.cutout_ratio for the run without augmentation) is refused only
   when it changes nothing in any of them.
   """
-  unread = []
-  for _, config in configs:
+  unread, seen = [], {}
+  for spec, config in configs:
+    same = seen.setdefault(config.to_json(sort_keys=True), spec)
+    if same != spec:  # e.g. 'x:few,noaug' and 'x:noaug,few', or a name and its file
+      raise errors.ConfigError(f'--configs names the same config twice: {same} and {spec}; '
+                               'name each once (--trials sets the runs of each).')
     config = config.copy_and_resolve_references()
     if num_steps is not None:
       config.train.num_steps = int(num_steps)
