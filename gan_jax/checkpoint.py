@@ -385,8 +385,13 @@ class BestCheckpoint:
   counts, reference split, extractor); when a resumed run evaluates otherwise, the
   old best is set aside instead of compared, as for a change of metric.
 
+  A run resumed from a checkpoint older than the best one trains the steps after it
+  again, perhaps otherwise (a change allowed on resume, another process count): the
+  best of the steps it discards is set aside too, and an exact resume makes it again.
+
   Args:
     directory: the `best` folder (usually `<workdir>/best`).
+    resumed_from: the step training continues from (0 for a new run), or None.
   """
 
   METRICS = ('fid', 'proxy_fd')  # lower is better; the first one present is used
@@ -394,7 +399,7 @@ class BestCheckpoint:
   # another extractor's part (another metric added to eval.metrics) does not matter.
   _EXTRACTORS = {'fid': 'inception', 'proxy_fd': 'proxy'}
 
-  def __init__(self, directory):
+  def __init__(self, directory, resumed_from=None):
     self.directory = absolute(directory)
     record = epath.Path(self.directory) / 'best.json'
     self.best, damage = None, None
@@ -426,6 +431,10 @@ class BestCheckpoint:
           f'{fatal}, and there is no best checkpoint beside it to rebuild it from. '
           'Restore the file from a backup, or move the folder away to start tracking '
           'the best checkpoint afresh.')
+    if (resumed_from is not None and self.best is not None
+        and self.best.get('step', -1) > resumed_from):
+      self._set_aside(f'follow a run resumed from step {resumed_from}, which trains the '
+                      'steps after it again')
 
   @staticmethod
   def set_aside_pattern(best_name):

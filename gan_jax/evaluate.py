@@ -227,7 +227,8 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=None, num_referenc
   record = dict(
       workdir=os.path.abspath(workdir), step=restored_step,
       checkpoint=workdir_lib.BEST if best else workdir_lib.CHECKPOINTS,
-      generator='EMA' if sample_metrics else None, results=results, per_class=per_class,
+      generator=_generator_label(config.train) if sample_metrics else None, results=results,
+      per_class=per_class,
       protocol=protocol, seconds=round(time.perf_counter() - start, 2),
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       jax=dict(version=jax.__version__, backend=jax.default_backend(),
@@ -287,6 +288,16 @@ def _refuse_unused_settings(names, config, metrics_said, **given):
       raise errors.ConfigError(f'--{name} is only read by {readers[name]}, which '
                                f'{metrics_said} does not include: leave it out, or ask for '
                                'such a metric.')
+
+
+def _generator_label(train_config):
+  """Which generator sampled: the EMA of G's weights (`ema_decay` > 0), else G's own
+  (the EMA copy then follows G exactly)."""
+  if not train_config.ema_decay:
+    return 'G (no EMA: train.ema_decay=0)'
+  stats = ("its own EMA statistics" if train_config.ema_batch_stats
+           else "G's statistics")
+  return f'EMA (decay {train_config.ema_decay}, from step {train_config.ema_start}; {stats})'
 
 
 def _measurement(protocol, generator_dtype=None):

@@ -191,7 +191,8 @@ def _train(config, workdir, allow_config_change, dp, iterator, shape, local_batc
   if evaluator is not None and config.eval.standing_stats:
     standing_fn = standing_stats.make_standing_fn(
         config.model, num_batches=config.eval.standing_stats, batch_size=t.batch_size)
-  best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST)
+  best = checkpoint.BestCheckpoint(epath.Path(workdir) / workdir_lib.BEST,
+                                  resumed_from=start_step)
   # What evaluations must share to be compared (eval.* may change on resume), and
   # what each eval.jsonl line says of how its values were measured.
   protocol = summary = None

@@ -259,6 +259,22 @@ def test_a_change_of_evaluation_metric_never_compares_two_distances(tmp_path, ca
   assert not os.path.exists(tmp_path / 'both_fid_step2')  # nothing to set aside
 
 
+def test_a_best_of_steps_a_resumed_run_trains_again_is_set_aside(tmp_path, caplog):
+  # Killed after step 6's evaluation, before its checkpoint; resumed from step 4 with
+  # another learning rate: the step-6 best was of a state the run no longer has.
+  best = checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=0)
+  assert best.update(6, _state(6), {'proxy_fd': 1.0})
+  assert checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=6).best['step'] == 6
+  assert checkpoint.BestCheckpoint(str(tmp_path / 'best')).best['step'] == 6
+  with caplog.at_level(logging.WARNING):
+    resumed = checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=4)
+  assert resumed.best is None
+  assert 'resumed from step 4, which trains the steps after it again' in caplog.text
+  assert json.loads((tmp_path / 'best_proxy_fd_step6' / 'best.json').read_text())['step'] == 6
+  assert resumed.update(6, _state(7), {'proxy_fd': 2.0})  # worse, and the best now
+  assert resumed.best['value'] == 2.0
+
+
 def test_a_change_of_evaluation_protocol_never_compares_two_distances(tmp_path, caplog):
   # A run resumed with eval.num_samples 1000 -> 10000: the FID of more samples is
   # lower by itself (less bias), so it must not beat the old best by that.

@@ -143,6 +143,20 @@ def test_without_metrics_the_run_s_own_or_offline_metrics_are_evaluated(
   _serve(monkeypatch, config, generate)
   record = evaluate_lib.evaluate(workdir, num_samples=100, cache_dir=str(tmp_path / 'cache'))
   assert record['protocol']['metrics'] == expected and 'proxy_fd' in record['results']
+  assert record['generator'] == "EMA (decay 0.99, from step 0; G's statistics)"
+
+
+def test_the_record_says_when_g_itself_sampled(tmp_path, monkeypatch):
+  # It said 'EMA' for a run without one (train.ema_decay=0 samples G's own weights).
+  workdir = str(tmp_path / 'run')
+  config = dcgan_digits.get_config()
+  config.train.ema_decay = 0.0
+  workdir_lib.prepare(config, workdir)
+  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
+  generate.step = 5
+  _serve(monkeypatch, config, generate)
+  record = evaluate_lib.evaluate(workdir, num_samples=100, cache_dir=str(tmp_path / 'cache'))
+  assert record['generator'] == 'G (no EMA: train.ema_decay=0)'
 
 
 def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_path, monkeypatch):

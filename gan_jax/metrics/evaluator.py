@@ -219,8 +219,11 @@ class Evaluator:
     extractor = dict(name=digits_judge.JUDGE_VERSION, digest=judge.digest[:16])
     self._proxy_ref = self._reference(references, extractor_id=extractor,
                                       extract=judge.features)
+    # The real images' digest too: an image folder's files or data.path may change
+    # on resume, and values against other real images are not comparable.
     self.comparable['proxy'] = dict(num_real=int(self._proxy_ref['num_examples']),
-                                    judge=extractor['digest'])
+                                    judge=extractor['digest'],
+                                    real=self._proxy_ref['content_sha256'][:16])
     real_confident = digits_judge.confident_share(
         judge.probabilities_from_features(self._proxy_ref['features']))
     self.protocol['proxy'] = dict(
@@ -233,6 +236,7 @@ class Evaluator:
                   'reference_confident_share is measured on the reference split, which '
                   "flatters it when that is 'train', the judge's own training digits"),
         reference=dict(split=references['split'], num_examples=self._proxy_ref['num_examples'],
+                       content_sha256=self._proxy_ref['content_sha256'],
                        cache=self._proxy_ref['path']))
     logging.info('Digits proxy: %s; %d real %r images at %s: confident share %.4f',
                  judge.describe(), self._proxy_ref['num_examples'], references['split'],
@@ -260,7 +264,8 @@ class Evaluator:
                                 labels='intra_fid' in self.metrics)
     n_ref, split = self._ref['num_examples'], references['split']
     self.comparable['inception'] = dict(num_real=int(n_ref), weights=weights_id['sha256'][:16],
-                                        features=inception.FEATURES_VERSION)
+                                        features=inception.FEATURES_VERSION,
+                                        real=self._ref['content_sha256'][:16])
     stats.check_finite('the reference features', self._ref['features'])
     check_counts(self.metrics, num_fake=self._num_samples, num_real=n_ref)  # what the split had
     if 'kid' in self.metrics and min(n_ref, self._num_samples) < protocols.KID_SUBSET_SIZE:
@@ -281,7 +286,7 @@ class Evaluator:
         resolution=list(self._data_shape),
         reference=dict(source=config.data.source, name=config.data.name,
                        split=split, requested=references['num_examples'], num_examples=n_ref,
-                       cache=self._ref['path']))
+                       content_sha256=self._ref['content_sha256'], cache=self._ref['path']))
     self.protocol.update(protocols.inception_metrics(
         self.metrics, num_real=n_ref, num_fake=self._num_samples, split=split))
     if 'intra_fid' in self.metrics:

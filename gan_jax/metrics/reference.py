@@ -2,10 +2,11 @@
 
 `reference_features(...)` loads the reference images (a fixed evaluation set of
 the run's data), extracts their features with the given extractor and caches
-features, mean and covariance as `.npz` under `<cache>/reference/`, keyed by the
-data config, split, shape, number of images, a SHA-256 of the loaded images
-themselves (so any change of preprocessing gives a new key) and the extractor
-(its version and weights).
+features, mean and covariance as `.npz` under `<cache>/reference/`, keyed by what
+decides them: a SHA-256 of the loaded images themselves (so any change of data,
+split or preprocessing gives a new key), their shape and number, and the extractor
+(its version and weights). The same images reached through another data_dir, a
+reduced training split or a larger request than the split holds reuse the file.
 
 With several processes each embeds its own share of the images
 (`exchange.process_share`) and the features are gathered, so every process ends
@@ -101,7 +102,8 @@ def reference_features(data_config, *, data_shape, split, num_examples, extracto
 
   Returns:
     dict with 'features' f32[N, D], 'mu' f64[D], 'sigma' f64[D, D],
-    'num_examples' (int), 'path' (the cache file) and, when asked, 'labels'
+    'num_examples' (int), 'path' (the cache file), 'content_sha256' (hex digest
+    of the images: which real images these are) and, when asked, 'labels'
     int32[N].
   """
   images, classes = _load(load_eval_data or default_loader(), data_config,
@@ -109,9 +111,8 @@ def reference_features(data_config, *, data_shape, split, num_examples, extracto
                           labels=labels)
   content = hashlib.sha256(repr(images.shape).encode() + images.tobytes()).hexdigest()
   data = data_config_dict(data_config)
-  key = dict(kind='reference_features/v1', data=data, data_shape=list(data_shape), split=split,
-             requested=int(num_examples), num_examples=len(images), content_sha256=content,
-             extractor=extractor_id)
+  key = dict(kind='reference_features/v2', data_shape=list(data_shape), num_examples=len(images),
+             content_sha256=content, extractor=extractor_id)
   source = data.get('source', 'data')
   # The file's name is for people (the key decides): data.toy names only toy mixtures.
   name = data.get('name') or (data.get('toy') if source == 'toy' else '') or ''
@@ -130,7 +131,7 @@ def reference_features(data_config, *, data_shape, split, num_examples, extracto
       cache.save_npz(path, key, stored)
   else:
     logging.info('Reusing reference features from %s', path)
-  out = dict(stored, num_examples=len(images), path=str(path))
+  out = dict(stored, num_examples=len(images), path=str(path), content_sha256=content)
   if classes is not None:
     out['labels'] = classes
   return out
