@@ -387,7 +387,9 @@ class BestCheckpoint:
 
   A run resumed from a checkpoint older than the best one trains the steps after it
   again, perhaps otherwise (a change allowed on resume, another process count): the
-  best of the steps it discards is set aside too, and an exact resume makes it again.
+  best is kept while unconfirmed, and set aside when the resumed run's evaluation of
+  its step gives other results, or the run evaluates a later step without it. An
+  exact resume gives the same results, and the best stays as it was.
 
   Args:
     directory: the `best` folder (usually `<workdir>/best`).
@@ -431,10 +433,11 @@ class BestCheckpoint:
           f'{fatal}, and there is no best checkpoint beside it to rebuild it from. '
           'Restore the file from a backup, or move the folder away to start tracking '
           'the best checkpoint afresh.')
+    # The step of a best the resumed run trains again, until an evaluation confirms it.
+    self._unconfirmed = None
     if (resumed_from is not None and self.best is not None
         and self.best.get('step', -1) > resumed_from):
-      self._set_aside(f'follow a run resumed from step {resumed_from}, which trains the '
-                      'steps after it again')
+      self._unconfirmed = (int(self.best['step']), int(resumed_from))
 
   @staticmethod
   def set_aside_pattern(best_name):
@@ -494,6 +497,15 @@ class BestCheckpoint:
     metric = self._metric(results)
     if metric is None:
       return False
+    if self._unconfirmed is not None and step >= self._unconfirmed[0]:
+      best_step, resumed_from = self._unconfirmed
+      self._unconfirmed = None
+      if step == best_step and results == self.best.get('results'):
+        return False  # the same state again (an exact resume): it stays the best
+      # Results are gathered, so every process takes the same branch.
+      self._set_aside(
+          f'follow a run resumed from step {resumed_from}, whose step {best_step} '
+          + ('gave other results' if step == best_step else 'was not evaluated again'))
     if self.best is not None and self.best.get('metric') != metric:
       # The evaluation changed (e.g. proxy FD, then FID after a resume with other
       # eval.metrics): the two distances cannot be compared, so the old best is

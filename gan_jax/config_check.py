@@ -164,7 +164,16 @@ def fields_not_read(config, fields):
   """The fields among `fields` (dotted names) whose feature is off in `config`, so
   that no value of theirs changes its run (the fields of `_SETTINGS_OF_SWITCHES`)."""
   return {field for field, _, is_on in _SETTINGS_OF_SWITCHES
-          if field in fields and not is_on(config)}
+          if field in fields and not _safely_on(is_on, config)}
+
+
+def _safely_on(is_on, config):
+  """`is_on(config)`, and True when it raises: a config saved under older rules may
+  fail today's checks, and a change must then be reported, not hidden."""
+  try:
+    return is_on(config)
+  except Exception:  # pylint: disable=broad-except
+    return True
 
 
 def check_settings_read(config):

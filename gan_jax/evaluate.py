@@ -291,13 +291,11 @@ def _refuse_unused_settings(names, config, metrics_said, **given):
 
 
 def _generator_label(train_config):
-  """Which generator sampled: the EMA of G's weights (`ema_decay` > 0), else G's own
-  (the EMA copy then follows G exactly)."""
+  """Which weights sampled: the EMA of G's (`ema_decay` > 0), else G's own (the EMA
+  copy then follows G exactly). The statistics are in the protocol (standing_stats)."""
   if not train_config.ema_decay:
     return 'G (no EMA: train.ema_decay=0)'
-  stats = ("its own EMA statistics" if train_config.ema_batch_stats
-           else "G's statistics")
-  return f'EMA (decay {train_config.ema_decay}, from step {train_config.ema_start}; {stats})'
+  return f'EMA (decay {train_config.ema_decay}, from step {train_config.ema_start})'
 
 
 def _measurement(protocol, generator_dtype=None):

@@ -266,13 +266,25 @@ def test_a_best_of_steps_a_resumed_run_trains_again_is_set_aside(tmp_path, caplo
   assert best.update(6, _state(6), {'proxy_fd': 1.0})
   assert checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=6).best['step'] == 6
   assert checkpoint.BestCheckpoint(str(tmp_path / 'best')).best['step'] == 6
+  # An exact resume evaluates step 6 to the same results: the best stays, not copied.
+  exact = checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=4)
+  assert not exact.update(6, _state(6), {'proxy_fd': 1.0})
+  assert exact.best['step'] == 6 and not os.path.exists(tmp_path / 'best_proxy_fd_step6')
+  assert exact.update(8, _state(8), {'proxy_fd': 0.5})  # then as usual
+  # A resume that trains otherwise gives step 8 other results: that best is set aside.
   with caplog.at_level(logging.WARNING):
-    resumed = checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=4)
-  assert resumed.best is None
-  assert 'resumed from step 4, which trains the steps after it again' in caplog.text
-  assert json.loads((tmp_path / 'best_proxy_fd_step6' / 'best.json').read_text())['step'] == 6
-  assert resumed.update(6, _state(7), {'proxy_fd': 2.0})  # worse, and the best now
+    resumed = checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=6)
+    assert resumed.update(8, _state(9), {'proxy_fd': 2.0})  # worse, and the best now
+  assert 'resumed from step 6, whose step 8 gave other results' in caplog.text
+  assert json.loads((tmp_path / 'best_proxy_fd_step8' / 'best.json').read_text())['step'] == 8
   assert resumed.best['value'] == 2.0
+  # One that evaluates past the best's step without it (eval.every changed): aside too.
+  later = checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=7)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    assert later.update(10, _state(10), {'proxy_fd': 3.0})
+  assert 'whose step 8 was not evaluated again' in caplog.text
+  assert os.path.exists(tmp_path / 'best_proxy_fd_step8_2')
 
 
 def test_a_change_of_evaluation_protocol_never_compares_two_distances(tmp_path, caplog):

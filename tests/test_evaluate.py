@@ -143,7 +143,7 @@ def test_without_metrics_the_run_s_own_or_offline_metrics_are_evaluated(
   _serve(monkeypatch, config, generate)
   record = evaluate_lib.evaluate(workdir, num_samples=100, cache_dir=str(tmp_path / 'cache'))
   assert record['protocol']['metrics'] == expected and 'proxy_fd' in record['results']
-  assert record['generator'] == "EMA (decay 0.99, from step 0; G's statistics)"
+  assert record['generator'] == 'EMA (decay 0.99, from step 0)'
 
 
 def test_the_record_says_when_g_itself_sampled(tmp_path, monkeypatch):

@@ -263,6 +263,20 @@ def test_values_against_other_real_images_are_not_comparable(digits_config, tmp_
           other_protocol['inception']['reference']['content_sha256'])
 
 
+def test_processes_with_other_reference_images_are_refused(tmp_path, monkeypatch):
+  # Each process would describe (and embed) its own images.
+  from gan_jax.metrics import exchange  # pylint: disable=g-import-not-at-top
+  images = np.zeros((4, 8, 8, 1), np.float32)
+  monkeypatch.setattr(exchange, 'process_count', lambda: 2)
+  monkeypatch.setattr(exchange, 'allgather', lambda d: np.stack([d, d[::-1]]))
+  with pytest.raises(errors.ConfigError, match=r'Process\(es\) \[1\] loaded other reference '
+                                               'images than process 0'):
+    metrics.reference_features(
+        dcgan_digits.get_config().data, data_shape=(8, 8, 1), split='train', num_examples=4,
+        extractor_id={'v': 1}, extract=lambda x: x.reshape(len(x), -1), cache_dir=tmp_path,
+        load_eval_data=lambda data_config, **kwargs: images)
+
+
 def test_fid_states_its_image_counts_split_and_resize(digits_config, tmp_path, fake_inception,
                                                       caplog):
   config = digits_config.copy_and_resolve_references()

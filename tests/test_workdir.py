@@ -180,6 +180,17 @@ def test_a_setting_no_config_reads_is_no_change_on_resume(tmp_path):
   with pytest.raises(errors.WorkdirError, match='optim.d.b1: saved 0.0, now 0.5'):
     workdir_lib.prepare(today, workdir)
   assert workdir_lib.prepare(today, workdir, fields_not_read=config_check.fields_not_read) is None
+  # A saved config today's checks refuse (an op since renamed): its change is reported.
+  old = str(tmp_path / 'old')
+  workdir_lib.prepare(tiny_config(**{'augment.policy': 'cutout',
+                                     'augment.cutout_ratio': 0.3}), old)
+  os.makedirs(os.path.join(old, 'checkpoints', '4'))
+  saved = json.loads(open(os.path.join(old, 'config.json')).read())
+  saved['augment']['policy'] = 'old_cutout'
+  with open(os.path.join(old, 'config.json'), 'w') as f:
+    json.dump(saved, f)
+  with pytest.raises(errors.WorkdirError, match='augment.cutout_ratio: saved 0.3, now 0.5'):
+    workdir_lib.prepare(tiny_config(), old, fields_not_read=config_check.fields_not_read)
   # A field this config reads is a change as before (SGD's b1 is its momentum).
   sgd = tiny_config(**{'optim.g.name': 'rmsprop', 'optim.d.name': 'sgd'})
   with pytest.raises(errors.WorkdirError, match='optim.d.name'):

@@ -192,15 +192,15 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
   """
   unread, seen = [], {}
   for spec, config in configs:
-    same = seen.setdefault(config.to_json(sort_keys=True), spec)
-    if same != spec:  # e.g. 'x:few,noaug' and 'x:noaug,few', or a name and its file
-      raise errors.ConfigError(f'--configs names the same config twice: {same} and {spec}; '
-                               'name each once (--trials sets the runs of each).')
     config = config.copy_and_resolve_references()
     if num_steps is not None:
       config.train.num_steps = int(num_steps)
     if as_trained is not None:
       as_trained(config)
+    same = seen.setdefault(config.to_json(sort_keys=True), spec)
+    if same != spec:  # e.g. 'x:few,noaug' and 'x:noaug,few', or a name and its file
+      raise errors.ConfigError(f'--configs names the same config twice: {same} and {spec}; '
+                               'name each once (--trials sets the runs of each).')
     config_check.validate(config)
     config_check.check_batch_over_devices(config, jax.device_count(), jax.process_count())
     unread.append(dict(config_check.unread_settings(config)))

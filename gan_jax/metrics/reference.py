@@ -67,6 +67,21 @@ def _embed_shares(images, extract):
   return exchange.gather_rows(local)
 
 
+def _check_same_images_everywhere(content):
+  """A ConfigError on every process when the processes loaded different reference
+  images (a host with another copy of the data): their features would be mixed, and
+  each process would describe its own images in the evaluations' protocol."""
+  if exchange.process_count() == 1:
+    return
+  digests = exchange.allgather(np.frombuffer(bytes.fromhex(content), np.uint8))
+  differing = [i for i, d in enumerate(digests) if not np.array_equal(d, digests[0])]
+  if differing:
+    raise errors.ConfigError(
+        f'Process(es) {differing} loaded other reference images than process 0 (their '
+        'SHA-256 differs): every host must see the same data (data.path / data_dir, '
+        'the same files).')
+
+
 def _agreed(stored):
   """The cached arrays every process will use, or None when all must compute them."""
   if exchange.process_count() == 1:
@@ -110,6 +125,7 @@ def reference_features(data_config, *, data_shape, split, num_examples, extracto
                           data_shape=data_shape, split=split, num_examples=num_examples,
                           labels=labels)
   content = hashlib.sha256(repr(images.shape).encode() + images.tobytes()).hexdigest()
+  _check_same_images_everywhere(content)
   data = data_config_dict(data_config)
   key = dict(kind='reference_features/v2', data_shape=list(data_shape), num_examples=len(images),
              content_sha256=content, extractor=extractor_id)
