@@ -126,8 +126,8 @@ _SETTINGS_OF_SWITCHES = (
      lambda c: bool(c.train.ema_decay)),
     ('optim.decay_start', "a decaying schedule (optim.schedule 'linear' or 'cosine')",
      lambda c: c.optim.schedule != 'constant'),
-    *((f'optim.{net}.{field}', f'an optim.{net}.name that has it (' + '; '.join(
-        f'{name}: {", ".join(fields)}' for name, fields in optim.FIELDS_READ.items()) + ')',
+    *((f'optim.{net}.{field}', f'optim.{net}.name ' + ' or '.join(
+        repr(name) for name, fields in optim.FIELDS_READ.items() if field in fields),
        _optimizer_reads(net, field))
       for net in ('g', 'd') for field in ('b1', 'b2', 'eps')),
     ('data.crop', "images read from files (data.source 'tfds' or 'image_folder')",
@@ -155,8 +155,8 @@ def unread_settings(config):
     if value == default_value or is_on(config):
       continue
     unread.append((field, (
-        f'config.{field}={value!r} is read only by {switch}, which is off here, so it would '
-        f'change nothing: switch that on, or leave {field} at its default {default_value!r}.')))
+        f'config.{field}={value!r} would change nothing: it is read only by {switch}, not '
+        f'used here. Use that, or leave {field} at its default {default_value!r}.')))
   return unread
 
 

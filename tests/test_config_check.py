@@ -261,8 +261,8 @@ def test_a_setting_of_a_switched_off_feature_is_refused(field, value, switch_off
   config = tiny_config(**switch_off, **{field: value})
   assert config_check.validate(config) is None  # it would run, ignoring the field
   with pytest.raises(errors.ConfigError,
-                     match=rf'config.{field}={value!r} is read only by .*which is off here.*'
-                           rf'leave {field} at its default'):
+                     match=rf'config.{field}={value!r} would change nothing: it is read only '
+                           rf'by .*, not used here.*leave {field} at its default'):
     config_check.check_settings_read(config)
   if switch_on is not None:
     assert config_check.unread_settings(tiny_config(**switch_on, **{field: value})) == []

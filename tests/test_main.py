@@ -154,8 +154,9 @@ def test_a_setting_the_run_would_not_read_is_refused_before_the_workdir(tmp_path
   workdir = tmp_path / 'run'
   result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke', f'--workdir={workdir}',
                                        '--config.augment.cutout_ratio=0.25'])
-  assert_short_error(result, "config.augment.cutout_ratio=0.25 is read only by 'cutout' in "
-                             'augment.policy / bcr_policy, which is off here')
+  assert_short_error(result, 'config.augment.cutout_ratio=0.25 would change nothing: it is '
+                             "read only by 'cutout' in augment.policy / bcr_policy, not used "
+                             'here')
   assert not workdir.exists()
 
 
