@@ -460,7 +460,7 @@ class BestCheckpoint:
     logging.warning('The evaluations now %s: kept the best checkpoint so far (step %d, %s '
                     '%.6g) in %s and tracking the best afresh.', why, self.best['step'],
                     self.best['metric'], self.best['value'], target)
-    self.best = None
+    self.best = self._unconfirmed = None
 
   def _part(self, protocol, metric):
     """What of `protocol` `metric`'s values depend on (None for no protocol)."""
@@ -478,6 +478,7 @@ class BestCheckpoint:
     metric = self._metric(results)
     self.best = {'step': step, 'metric': metric, 'value': results[metric],
                  'results': results, 'protocol': protocol}
+    self._unconfirmed = None  # a best of this run's own steps
     if jax.process_index() == 0:
       writers.write_text_atomic(epath.Path(self.directory) / 'best.json', json.dumps(self.best))
 

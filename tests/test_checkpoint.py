@@ -285,6 +285,12 @@ def test_a_best_of_steps_a_resumed_run_trains_again_is_set_aside(tmp_path, caplo
     assert later.update(10, _state(10), {'proxy_fd': 3.0})
   assert 'whose step 8 was not evaluated again' in caplog.text
   assert os.path.exists(tmp_path / 'best_proxy_fd_step8_2')
+  # A better step before the unconfirmed one replaces it: nothing left to confirm.
+  assert later.update(12, _state(12), {'proxy_fd': 2.5})
+  before = checkpoint.BestCheckpoint(str(tmp_path / 'best'), resumed_from=10)
+  assert before.update(11, _state(11), {'proxy_fd': 0.1})
+  assert before.update(12, _state(13), {'proxy_fd': 0.05})  # no set-aside of step 11's
+  assert before.best['step'] == 12 and not glob.glob(str(tmp_path / 'best_proxy_fd_step11*'))
 
 
 def test_a_change_of_evaluation_protocol_never_compares_two_distances(tmp_path, caplog):
