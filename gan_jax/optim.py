@@ -46,7 +46,7 @@ def learning_rate_schedule(learning_rate, *, schedule='constant', num_updates=No
 # optimiser reads (`make_optimizer`).
 FIELDS_READ = {'adam': ('b1', 'b2', 'eps'), 'rmsprop': ('b2', 'eps'), 'sgd': ('b1',)}
 
-# The b1 / b2 each optimiser reads, and what they are to it (for the messages).
+# The b1 / b2 of FIELDS_READ, and what they are to each optimiser (for the messages).
 _BETA_USE = {'adam': {'b1': "Adam's first moment", 'b2': "Adam's second moment"},
              'rmsprop': {'b2': "RMSprop's decay, PyTorch's alpha"},
              'sgd': {'b1': "SGD's momentum"}}
@@ -85,7 +85,7 @@ def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_s
       raise errors.ConfigError(
           f'{field}.{what} must be in [0, 1) (a decay of running averages; {use}), got '
           f'{value}.')
-  if name != 'sgd' and not (math.isfinite(opt_config.eps) and opt_config.eps > 0):
+  if 'eps' in FIELDS_READ[name] and not (math.isfinite(opt_config.eps) and opt_config.eps > 0):
     raise errors.ConfigError(f'{field}.eps must be a finite number > 0 (it keeps {name}\'s '
                              f'steps from dividing by zero), got {opt_config.eps}.')
   lr = learning_rate_schedule(opt_config.learning_rate, schedule=schedule,
