@@ -43,13 +43,13 @@ def learning_rate_schedule(learning_rate, *, schedule='constant', num_updates=No
 
 
 # The fields of `config.optim.g` / `.d` besides name and learning_rate that each
-# optimiser reads (`make_optimizer`).
-FIELDS_READ = {'adam': ('b1', 'b2', 'eps'), 'rmsprop': ('b2', 'eps'), 'sgd': ('b1',)}
-
-# The b1 / b2 of FIELDS_READ, and what they are to each optimiser (for the messages).
-_BETA_USE = {'adam': {'b1': "Adam's first moment", 'b2': "Adam's second moment"},
-             'rmsprop': {'b2': "RMSprop's decay, PyTorch's alpha"},
-             'sgd': {'b1': "SGD's momentum"}}
+# optimiser reads (`make_optimizer`), and what a b1 / b2 is to it (for the messages).
+_FIELD_USE = {
+    'adam': {'b1': "Adam's first moment", 'b2': "Adam's second moment", 'eps': None},
+    'rmsprop': {'b2': "RMSprop's decay, PyTorch's alpha", 'eps': None},
+    'sgd': {'b1': "SGD's momentum"},
+}
+FIELDS_READ = {name: tuple(uses) for name, uses in _FIELD_USE.items()}
 
 
 def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_start=0.5,
@@ -79,15 +79,15 @@ def make_optimizer(opt_config, *, schedule='constant', num_updates=None, decay_s
         f'{opt_config.learning_rate}.')
   # Outside these ranges the averages grow without bound or the steps divide by zero:
   # the run would end at its first NaN loss, blamed on the learning rate.
-  for what, use in _BETA_USE[name].items():
+  for what, use in _FIELD_USE[name].items():
     value = opt_config[what]
-    if not 0 <= value < 1:  # NaN too
+    if what == 'eps' and not (math.isfinite(value) and value > 0):
+      raise errors.ConfigError(f'{field}.eps must be a finite number > 0 (it keeps {name}\'s '
+                               f'steps from dividing by zero), got {value}.')
+    if what != 'eps' and not 0 <= value < 1:  # NaN too
       raise errors.ConfigError(
           f'{field}.{what} must be in [0, 1) (a decay of running averages; {use}), got '
           f'{value}.')
-  if 'eps' in FIELDS_READ[name] and not (math.isfinite(opt_config.eps) and opt_config.eps > 0):
-    raise errors.ConfigError(f'{field}.eps must be a finite number > 0 (it keeps {name}\'s '
-                             f'steps from dividing by zero), got {opt_config.eps}.')
   lr = learning_rate_schedule(opt_config.learning_rate, schedule=schedule,
                               num_updates=num_updates, decay_start=decay_start)
   if name == 'adam':
