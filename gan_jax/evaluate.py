@@ -337,8 +337,9 @@ def _keep_a_different_record(path, record):
   path.rename(kept)
   old_protocol = old.get('protocol') or {}
   logging.warning('Kept the earlier record there (step %s of %s; metrics %s, %s samples), '
-                  'of another checkpoint or measured otherwise, as %s.', old.get('step'), old.get('workdir'),
-                  old_protocol.get('metrics'), old_protocol.get('num_samples'), kept)
+                  'of another checkpoint or measured otherwise, as %s.', old.get('step'),
+                  old.get('workdir'), old_protocol.get('metrics'),
+                  old_protocol.get('num_samples'), kept)
   return str(kept)
 
 
