@@ -159,7 +159,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.output.endswith('.npz'):
     raise errors.ConfigError(f'--output={f.output!r}: use a .npz file.')
-  workdir_lib.check_output_path(f.workdir, f.output)
+  workdir_lib.check_output_file(f.output, flag='--output', workdir=f.workdir)
   if os.path.realpath(f.output) == os.path.realpath(f.input):
     raise errors.ConfigError(f'--output={f.output} is the --input file; writing the '
                              'predictions there would replace the images. Pass another file.')

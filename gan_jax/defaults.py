@@ -172,6 +172,10 @@ def flatten(tree, prefix=''):
   return flat
 
 
+# The largest seed: JAX's keys keep a seed's low 32 bits, so seed 2**32 would draw
+# seed 0's numbers (config.seed and the tools' --seed flags alike).
+MAX_SEED = 2**32 - 1
+
 # (field, smallest allowed value): the counts, intervals and network sizes.
 _MINIMA = (
     ('train.num_steps', 0), ('train.batch_size', 1), ('train.n_critic', 1),
@@ -202,6 +206,10 @@ def check_types_and_counts(config):
     value = _get(config, field)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
       raise errors.ConfigError(f'config.{field} must be an integer >= {minimum}, got {value!r}.')
+  if config.seed > MAX_SEED:
+    raise errors.ConfigError(f'config.seed must be at most 2**32 - 1 = {MAX_SEED} (JAX keeps a '
+                             f"seed's low 32 bits, so larger seeds repeat smaller ones), got "
+                             f'{config.seed}.')
 
 
 def _check_types(config):

@@ -51,6 +51,7 @@ import ml_collections
 
 from gan_jax import classify
 from gan_jax import cli
+from gan_jax import defaults
 from gan_jax import errors
 from gan_jax import langevin
 from gan_jax import metrics as metrics_lib
@@ -135,6 +136,9 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=None, num_referenc
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   if output is not None:
     _check_output(output, workdir)
+  else:  # found unwritable after the evaluation, its results would be lost
+    workdir_lib.check_writable(os.path.join(workdir, 'eval', 'step.json'),
+                               flag='--output (default <workdir>/eval/)')
   asked = names is not None
   if names is None:
     names = _metric_names(workdir_lib.suggested_metrics(config))
@@ -242,7 +246,13 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=None, num_referenc
       if kept is None:
         logging.warning('Replacing the earlier record %s, which measured the same way.',
                         output)
-    writers.write_text_atomic(output, json.dumps(record, indent=2))
+    try:
+      writers.write_text_atomic(output, json.dumps(record, indent=2))
+    except OSError as e:
+      # Checked before the work, yet a disk can fill or a mount go away during it.
+      raise errors.ConfigError(
+          f'could not write the record to {output} ({e.strerror or e}); its results (step '
+          f'{restored_step}): {json.dumps(results)}') from e
   record['output'] = output
   return record
 
@@ -306,6 +316,10 @@ def _measurement(protocol, generator_dtype=None):
   if not isinstance(protocol, dict):
     return protocol
   out = {k: _measurement(v) for k, v in protocol.items() if k != 'cache'}
+  names = out.get('metrics')
+  if isinstance(names, list) and all(isinstance(n, str) for n in names):
+    # One measurement, whatever the order the names were asked in.
+    out['metrics'] = sorted(names)
   if generator_dtype is not None:
     out.setdefault('generator_dtype', generator_dtype)
   return out
@@ -364,7 +378,7 @@ def _define_flags():
                       'inception_weights, $GAN_JAX_INCEPTION_WEIGHTS, cache).')
   flags.DEFINE_integer('seed', None, 'Seed of the latents z (default 0; with --best, the run\'s '
                        'config.seed + 1: other latents than those that picked the checkpoint).',
-                       lower_bound=0, upper_bound=2**63 - 1)
+                       lower_bound=0, upper_bound=defaults.MAX_SEED)
   flags.DEFINE_integer('batch_size', None,
                        f'Latents per generator call (default {DEFAULT_BATCH_SIZE}).',
                        lower_bound=1)

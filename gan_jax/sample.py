@@ -23,6 +23,7 @@ outside [-T, T] are redrawn inside).
 import math
 import os
 import shutil
+import tempfile
 
 from absl import flags
 from absl import logging
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import cli
+from gan_jax import defaults
 from gan_jax import ema as ema_lib
 from gan_jax import errors
 from gan_jax import langevin
@@ -175,7 +177,7 @@ def default_seed(config, *, best):
   the run's config.seed + 1, because the evaluations during training that picked the
   best checkpoint drew their latents from config.seed, and the same latents would
   report the luckiest of those draws."""
-  return config.seed + 1 if best else 0
+  return (config.seed + 1) % (defaults.MAX_SEED + 1) if best else 0
 
 
 def check_truncation(truncation):
@@ -331,9 +333,13 @@ def write_samples(samples, output, *, labels=None, columns=None):
     staged = '://' not in target and not os.path.exists(target)
     parent = os.path.dirname(os.path.abspath(target))
     partial = f'.{os.path.basename(target)}.partial-'
-    folder = os.path.join(parent, f'{partial}{os.getpid()}') if staged else target
+    folder = target
     if staged:
       _warn_about_partial_folders(parent, partial)
+      # A fresh name, never one a killed run left (a process id repeats: a container's
+      # first process is always 1), so no earlier run's files join these.
+      folder = tempfile.mkdtemp(prefix=partial, dir=parent)
+      os.chmod(folder, 0o777 & ~_umask())  # mkdtemp's folder is private; `target` is not
     try:
       for i, image in enumerate(samples):
         pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
@@ -349,8 +355,15 @@ def write_samples(samples, output, *, labels=None, columns=None):
       raise
 
 
+def _umask():
+  """The process's file-creation mask (read by setting it, then set back)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def _warn_about_partial_folders(parent, prefix):
-  """Names the hidden half-filled folders (`prefix<pid>`) that killed runs left in
+  """Names the hidden half-filled folders (`prefix<random>`) that killed runs left in
   `parent`: they are never complete, and this run does not remove them (another may
   still be filling one)."""
   try:
@@ -390,7 +403,7 @@ def _define_flags():
   flags.DEFINE_integer('seed', None, 'Seed of the latent vectors z (those gan_jax.evaluate --seed '
                        'scores, with --truncation\'s redraws; default 0, with --best the run\'s '
                        'config.seed + 1, as gan_jax.evaluate --best).', lower_bound=0,
-                       upper_bound=2**63 - 1)
+                       upper_bound=defaults.MAX_SEED)
   flags.DEFINE_integer('batch_size', 500, 'Samples generated per call.', lower_bound=1)
   flags.DEFINE_bool('ema', True, 'Use the EMA generator parameters.')
   flags.DEFINE_bool('best', False, 'Use the best checkpoint (<workdir>/best/: the lowest FID '

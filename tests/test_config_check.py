@@ -45,6 +45,13 @@ def test_bad_counts_name_the_field_and_the_minimum(field, value):
     config_check.validate(tiny_config(**{field: value}))
 
 
+def test_a_seed_beyond_32_bits_is_refused():
+  # JAX keeps a seed's low 32 bits: seed 2**32 would train seed 0's run again.
+  config_check.validate(tiny_config(seed=2**32 - 1))
+  with pytest.raises(errors.ConfigError, match=r'config.seed must be at most 2\*\*32 - 1'):
+    config_check.validate(tiny_config(seed=2**32))
+
+
 @pytest.mark.parametrize('overrides,message', [
     ({'loss.g_top_k': 0.5, 'loss.g_adversarial_weight': 0.0},
      'g_top_k=0.5 picks the fakes of G.s adversarial loss.*would change nothing'),

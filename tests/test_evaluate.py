@@ -6,9 +6,11 @@ metrics, the JSON record and its protocol) runs in seconds. One slow test trains
 smoke run end to end and evaluates its checkpoint.
 """
 
+import errno
 import json
 import logging
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -125,6 +127,11 @@ def test_the_record_of_a_conditional_model_has_per_class_values(tmp_path, monkey
   assert saved['results']['cas'] > 0.9  # the judge's test accuracy is about 0.98
   assert saved['results']['cas'] == pytest.approx(np.mean(saved['per_class']['cas']))
   assert saved['protocol']['labels'].startswith('sample row i generated with label i mod 10')
+  # The same metrics asked in another order are the same measurement: replaced, not kept.
+  kwargs = dict(num_samples=200, cache_dir=str(tmp_path / 'cache'))
+  evaluate_lib.evaluate(workdir, metrics='proxy,cas', **kwargs)
+  evaluate_lib.evaluate(workdir, metrics='cas,proxy', **kwargs)
+  assert len(os.listdir(tmp_path / 'run' / 'eval')) == 2  # the cas-only record, and this
 
 
 @pytest.mark.parametrize('overrides,expected', [
@@ -246,6 +253,43 @@ def test_an_explicit_output_is_json_and_never_replaces_another_kind_of_file(tmp_
   steps = sorted(json.loads((tmp_path / 'out' / name).read_text())['step']
                  for name in os.listdir(tmp_path / 'out'))
   assert steps == [5, 5, 6]
+
+
+def test_an_unwritable_default_output_is_refused_before_the_evaluation(tmp_path, monkeypatch):
+  # <workdir>/eval/ on a read-only mount was found only when the record was written,
+  # after hours of sampling, and the results were lost.
+  workdir = str(tmp_path / 'run')
+  workdir_lib.prepare(dcgan_digits.get_config(), workdir)
+
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, 'Read-only file system')
+
+  def evaluation(*args, **kwargs):
+    raise AssertionError('the evaluation started')
+
+  monkeypatch.setattr(tempfile, 'mkstemp', read_only)
+  monkeypatch.setattr(evaluate_lib.metrics_lib, 'make_evaluator', evaluation)
+  with pytest.raises(errors.ConfigError, match=r'--output \(default <workdir>/eval/\)=.*'
+                     r'cannot write in .*Read-only file system'):
+    evaluate_lib.evaluate(workdir, metrics='proxy')
+
+
+def test_a_record_that_cannot_be_written_is_reported_with_its_results(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'run')
+  config = dcgan_digits.get_config()
+  workdir_lib.prepare(config, workdir)
+  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
+  generate.step = 5
+  _serve(monkeypatch, config, generate)
+
+  def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(evaluate_lib.writers, 'write_text_atomic', disk_full)
+  with pytest.raises(errors.ConfigError, match=r'could not write the record to .*step_5.json '
+                     r'\(No space left on device\); its results \(step 5\): \{"proxy_fd": '):
+    evaluate_lib.evaluate(workdir, metrics='proxy', num_samples=100,
+                          cache_dir=str(tmp_path / 'cache'))
 
 
 @pytest.mark.parametrize('output', ['config.json', 'metrics.jsonl', 'checkpoints/x.json',

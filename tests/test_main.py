@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gan_jax import workdir as workdir_lib
@@ -390,6 +391,27 @@ def test_a_sample_file_output_that_is_a_folder_fails_before_anything_loads(tmp_p
                                          f'--output={tmp_path / "out.npz"}'])
   assert_short_error(result, 'out.npz is a folder; give the path of a file')
   assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
+
+
+def test_a_classify_output_that_is_a_folder_fails_before_anything_loads(tmp_path):
+  # It was found only after the images were classified.
+  (tmp_path / 'out.npz').mkdir()
+  np.savez(tmp_path / 'images.npz', images=np.zeros((2, 8, 8, 1), np.float32))
+  result = run_module('gan_jax.classify', [f'--workdir={tmp_path / "nope"}',
+                                           f'--input={tmp_path / "images.npz"}',
+                                           f'--output={tmp_path / "out.npz"}'])
+  assert_short_error(result, 'out.npz is a folder; give the path of a file')
+  assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
+
+
+@pytest.mark.parametrize('module,flag', [('gan_jax.sample', '--seed'),
+                                         ('gan_jax.evaluate', '--seed'),
+                                         ('gan_jax.bench.digits_check', '--seed')])
+def test_a_seed_beyond_32_bits_is_refused(tmp_path, module, flag):
+  # JAX keeps a seed's low 32 bits: 2**32 drew seed 0's latents.
+  result = run_module(module, [f'--workdir={tmp_path / "nope"}', f'{flag}={2**32}'])
+  assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert str(2**32 - 1) in result.stderr, result.stderr[-3000:]
 
 
 @pytest.mark.parametrize('module,output', [('gan_jax.sample', 'samples/step_0000004.png'),

@@ -259,17 +259,26 @@ def test_a_folder_of_pngs_appears_whole_and_is_never_mixed_with_another_run(tmp_
     sample.check_folder_output(str(tmp_path / 'a_file'))
 
 
-def test_a_folder_left_half_filled_by_a_killed_run_is_named_not_removed(tmp_path, caplog):
+def test_a_folder_left_half_filled_by_a_killed_run_is_named_not_removed(tmp_path, caplog,
+                                                                        monkeypatch):
   # SIGKILL leaves the hidden staging folder behind: a later run says so, and leaves it
   # (a run still writing there would lose its files).
   samples = np.zeros((2, 4, 4, 1), np.float32)
   left = tmp_path / '.pngs.partial-12345'
   left.mkdir()
-  (left / '000000.png').write_bytes(b'')
+  (left / '000009.png').write_bytes(b'')
+  # A process id repeats (a container's first process is always 1): this run must not
+  # fill, and hand out as complete, the folder a killed run of the same id left.
+  monkeypatch.setattr(os, 'getpid', lambda: 12345)
   with caplog.at_level(logging.WARNING):
     sample.write_samples(samples, str(tmp_path / 'pngs/'))
   assert '.pngs.partial-12345' in caplog.text and 'delete them' in caplog.text
   assert sorted(os.listdir(tmp_path)) == ['.pngs.partial-12345', 'pngs']
+  assert sorted(os.listdir(tmp_path / 'pngs')) == ['000000.png', '000001.png']
+  assert os.listdir(left) == ['000009.png']
+  mask = os.umask(0)
+  os.umask(mask)
+  assert (tmp_path / 'pngs').stat().st_mode & 0o777 == 0o777 & ~mask  # as a made folder
   caplog.clear()
   with caplog.at_level(logging.WARNING):
     sample.write_samples(samples, str(tmp_path / 'other/'))  # another name: not its leftover
@@ -302,3 +311,11 @@ def test_the_ema_generator_samples_with_its_own_statistics_when_the_run_keeps_th
   _, generate = sample.load_generator(workdir)
   with_trained_stats = np.asarray(generate_fn(state.ema_g_params, trained, z, None))
   assert np.abs(generate(z) - with_trained_stats).max() > 1e-3
+
+
+def test_the_best_checkpoint_s_default_seed_differs_from_the_run_s_and_fits_32_bits():
+  # config.seed's latents picked the best checkpoint; its default is the next seed,
+  # which for the largest seed wraps to 0 (2**32 would be seed 0's latents anyway).
+  assert sample.default_seed(tiny_config(seed=7), best=True) == 8
+  assert sample.default_seed(tiny_config(seed=7), best=False) == 0
+  assert sample.default_seed(tiny_config(seed=2**32 - 1), best=True) == 0

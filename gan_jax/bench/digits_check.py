@@ -31,6 +31,7 @@ import threadpoolctl
 
 from gan_jax import cli
 from gan_jax import data as data_lib
+from gan_jax import defaults
 from gan_jax import errors
 from gan_jax import langevin
 from gan_jax import models
@@ -198,7 +199,7 @@ def _define_flags():
   flags.DEFINE_string('workdir', 'runs/dcgan_digits', 'A digits training run folder.')
   flags.DEFINE_integer('num_samples', 1000, 'Generated samples to classify.', lower_bound=2)
   flags.DEFINE_integer('seed', 0, 'Seed of the latent vectors (as gan_jax.evaluate --seed).',
-                       lower_bound=0, upper_bound=2**63 - 1)
+                       lower_bound=0, upper_bound=defaults.MAX_SEED)
   flags.DEFINE_float('threshold', judge_lib.CONFIDENCE, 'Confidence threshold (a top class '
                      'probability in [0, 1]).', lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_string('json', None, 'Optional path for the result as JSON.')
