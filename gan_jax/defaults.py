@@ -128,7 +128,7 @@ def get_config():
   d.cache = 'auto'                  # decoded-image cache: 'auto' (if it fits in RAM), 'memory' or 'none'
   d.train_examples = 0              # train on N examples of the split, class-balanced, picked by config.seed (0 = all)
   d.labels_per_class = 0            # with labels: keep N labels per class (seeded), the rest become -1 = unlabelled (0 = all)
-  d.labelled_fraction = 0.0         # share of every batch's rows drawn from the labelled examples, spread evenly (0 = batches drawn from all alike)
+  d.labelled_fraction = 0.0         # share of every D update's global batch (train.batch_size rows) drawn from the labelled examples, spread evenly (0 = batches drawn from all alike)
   d.random_flip = False             # mirror each real training image left-right with probability 1/2, in the step (StudioGAN's PRE.apply_rflip)
 
   # ---- differentiable augmentation (DiffAugment, Zhao et al. 2020) ---------------

@@ -145,7 +145,7 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
   iterator = data.create_train_iterator(
       config.data, data_shape=shape, batch_size=t.n_critic * local_batch, seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count(),
-      labels=config.model.num_classes > 0)
+      labels=config.model.num_classes > 0, updates_per_batch=t.n_critic)
   try:
     with _training_lock_of_every_process(workdir):
       return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch,

@@ -236,6 +236,24 @@ def test_labelled_fraction_keeps_the_unlabelled_rows_a_shuffled_walk_of_all():
   assert len(_rows(others)) == 1011
 
 
+def test_the_labelled_share_is_of_the_global_batch_whatever_the_processes():
+  # 0.25 of a global batch of 20 is 5 rows (3, 7, 11, 15, 19): 2 on the first process's
+  # 10 rows and 3 on the second's. Each rounding its own 2.5 down gave 4 of 20.
+  config = h.config(labels_per_class=1, labelled_fraction=0.25)
+  for index, rows in ((0, [3, 7]), (1, [1, 5, 9])):
+    batches = h.first_batches(config, 5, data_shape=(8, 8, 1), batch_size=10, seed=0,
+                              shard_index=index, shard_count=2, labels=True)
+    assert all(np.all(batch['labels'][rows] >= 0) for batch in batches), index
+  # A batch holding n_critic D updates' shares: each update gets its own share
+  # (rows 4, 9 of each 10), not a spread over all 20 (rows 3, 7, 11, 15, 19).
+  batches = h.first_batches(config, 5, data_shape=(8, 8, 1), batch_size=20, seed=0,
+                            labels=True, updates_per_batch=2)
+  assert all(np.all(batch['labels'][[4, 9, 14, 19]] >= 0) for batch in batches)
+  unlabelled_rows = np.concatenate([batch['labels'][[0, 1, 2, 3, 5, 6, 7, 8]]
+                                    for batch in batches])
+  assert np.mean(unlabelled_rows >= 0) < 0.1  # 10 of 1,347 digits are labelled
+
+
 def test_resume_with_a_labelled_fraction():
   state = h.check_resume(h.config(labels_per_class=1, labelled_fraction=0.5),
                          data_shape=(8, 8, 1), batch_size=6, skip=7, more=4, labels=True)
@@ -270,7 +288,7 @@ def test_bad_labelled_fractions_are_config_errors(fields, labels, match):
 def test_labelled_mix_order_spreads_the_labelled_rows_and_walks_them_per_epoch():
   labelled = np.array([100, 105, 107])
   order = iterator.LabelledMixOrder(per_shard=200, labelled_positions=labelled, seed=3,
-                                    batch_size=8, num_labelled=2)
+                                    labelled_rows=iterator.spread_rows(8, 2))
   batches = np.stack([order(k) for k in range(3)])
   # Rows 3 and 7 (floor((i + 1) * 2 / 8) steps up there); 6 rows = 2 epochs of 3.
   assert np.isin(batches[:, [3, 7]], labelled).all()
@@ -319,8 +337,8 @@ def test_each_process_shuffles_its_shard_in_its_own_order():
   assert sorted(orders[0]) == sorted(orders[1]) == list(range(50))
   assert np.mean(orders[0] == orders[1]) < 0.2
   mixed = [iterator.LabelledMixOrder(per_shard=50, labelled_positions=np.arange(10),
-                                         seed=0, batch_size=10, num_labelled=5,
-                                         shard_index=i)(0) for i in range(2)]
+                                     seed=0, labelled_rows=iterator.spread_rows(10, 5),
+                                     shard_index=i)(0) for i in range(2)]
   assert not np.array_equal(mixed[0], mixed[1])
   # One process keeps the plain order of the seed (its streams and saved runs stand).
   np.testing.assert_array_equal(

@@ -160,38 +160,45 @@ class DecodeBatch:
                   None if self._labels is None else self._labels[list(used)])
 
 
-class LabelledMixOrder:
-  """k -> int64[B] shard positions where a fixed share of the rows are labelled examples.
+def spread_rows(batch_size, count):
+  """bool[batch_size]: `count` rows spread evenly, row i chosen when
+  floor((i + 1) count / B) > floor(i count / B), so that any even split of the rows
+  (over processes or devices) gives each part its share, give or take one."""
+  rows = np.arange(batch_size)
+  return (rows + 1) * count // batch_size > rows * count // batch_size
 
-  Row i of a batch is labelled when floor((i + 1) L / B) > floor(i L / B), L =
-  `num_labelled`: the L labelled rows are spread evenly, so an even split of the
-  batch over devices gives each device its share. Those rows walk the labelled
-  positions in their own per-epoch permutations (stream `LABELLED_STREAM` of the
-  seed); the other B - L rows walk all positions (labelled ones included) as a
-  `ShardOrder` of batch B - L. Batch k stays a pure function of k (exact resume).
-  This is how Salimans et al. 2016 train on few labels: every D update sees a
-  labelled batch next to the unlabelled one.
+
+class LabelledMixOrder:
+  """k -> int64[B] shard positions where fixed rows are labelled examples.
+
+  The rows where `labelled_rows` (bool[B]) is True (`spread_rows` of the global
+  batch, this process's slice) walk the labelled positions in their own per-epoch
+  permutations (stream `LABELLED_STREAM` of the seed); the other rows walk all
+  positions (labelled ones included) as a `ShardOrder`. Batch k stays a pure function
+  of k (exact resume). This is how Salimans et al. 2016 train on few labels: every D
+  update sees a labelled batch next to the unlabelled one.
   """
 
   LABELLED_STREAM = 1
 
-  def __init__(self, *, per_shard, labelled_positions, seed, batch_size, num_labelled,
-               shard_index=None):
+  def __init__(self, *, per_shard, labelled_positions, seed, labelled_rows, shard_index=None):
     self._labelled_positions = np.asarray(labelled_positions, np.int64)
-    rows = np.arange(batch_size)
-    self._labelled_rows = ((rows + 1) * num_labelled // batch_size
-                           > rows * num_labelled // batch_size)
-    self._all = ShardOrder(per_shard=per_shard, seed=seed,
-                           batch_size=batch_size - num_labelled, shard_index=shard_index)
-    self._labelled = ShardOrder(per_shard=len(self._labelled_positions), seed=seed,
-                                batch_size=num_labelled, stream=self.LABELLED_STREAM,
-                                shard_index=shard_index)
-    self._batch_size = batch_size
+    self._labelled_rows = np.asarray(labelled_rows, bool)
+    num_labelled = int(self._labelled_rows.sum())
+    # A process's slice of the global batch may hold no labelled row, or only those.
+    self._all = ShardOrder(
+        per_shard=per_shard, seed=seed, batch_size=len(self._labelled_rows) - num_labelled,
+        shard_index=shard_index) if num_labelled < len(self._labelled_rows) else None
+    self._labelled = ShardOrder(
+        per_shard=len(self._labelled_positions), seed=seed, batch_size=num_labelled,
+        stream=self.LABELLED_STREAM, shard_index=shard_index) if num_labelled else None
 
   def __call__(self, k):
-    out = np.empty(self._batch_size, np.int64)
-    out[~self._labelled_rows] = self._all(k)
-    out[self._labelled_rows] = self._labelled_positions[self._labelled(k)]
+    out = np.empty(len(self._labelled_rows), np.int64)
+    if self._all is not None:
+      out[~self._labelled_rows] = self._all(k)
+    if self._labelled is not None:
+      out[self._labelled_rows] = self._labelled_positions[self._labelled(k)]
     return out
 
 

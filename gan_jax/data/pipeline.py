@@ -206,7 +206,7 @@ def _sample_iterator(split, data_config, *, labels, train_examples,
 
 
 def _example_iterator(split, data_config, *, labels, train_examples,
-                      labels_per_class, description):
+                      labels_per_class, description, updates_per_batch=1):
   """The endless iterator of a source with examples (digits, tfds, folders)."""
   if labels and split.read_labels is None:
     raise errors.ConfigError(split.no_labels)
@@ -243,6 +243,7 @@ def _example_iterator(split, data_config, *, labels, train_examples,
                batch_size, tuple(description['data_shape']), labels, how)
   order = _order(make_batch, data_config, per_shard=per_shard, seed=seed,
                  batch_size=batch_size, description=description,
+                 updates_per_batch=updates_per_batch,
                  fewest_labelled=_fewest_labelled(pool_labels, description['shard_count']))
   return iterator_lib.DataIterator(
       iterator_lib.endless(iterator_lib.TrainBatch(order, make_batch)),
@@ -264,13 +265,16 @@ def _fewest_labelled(pool_labels, shard_count):
 
 
 def _order(make_batch, data_config, *, per_shard, seed, batch_size, description,
-           fewest_labelled=None):
+           updates_per_batch=1, fewest_labelled=None):
   """The batch order: plain shuffling, or with `data.labelled_fraction` of every batch
   drawn from the labelled examples (`iterator.LabelledMixOrder`). Each of several
-  processes shuffles its shard in its own order. `fewest_labelled`: the fewest labelled
-  examples of any process (so that every process refuses a fraction together)."""
+  processes shuffles its shard in its own order. The fraction is of each D update's
+  global batch (`batch_size` holds `updates_per_batch` of this process's shares), so
+  the share is the same whatever the number of processes; `fewest_labelled`: the
+  fewest labelled examples of any process (so that every process refuses together)."""
   fraction = float(sources.field(data_config, 'labelled_fraction'))
-  shard_index = description['shard_index'] if description['shard_count'] > 1 else None
+  shard_count = description['shard_count']
+  shard_index = description['shard_index'] if shard_count > 1 else None
   if not fraction:
     return iterator_lib.ShardOrder(per_shard=per_shard, seed=seed, batch_size=batch_size,
                                    shard_index=shard_index)
@@ -284,29 +288,35 @@ def _order(make_batch, data_config, *, per_shard, seed, batch_size, description,
         'the semi-supervised GAN (model.num_classes > 0, data.labels_per_class > 0). '
         'Set it to 0.')
   labelled = np.flatnonzero(make_batch.labels >= 0)
-  num_labelled = round(fraction * batch_size)
+  share = batch_size // updates_per_batch  # this process's rows of one D update
+  global_batch = share * shard_count
+  num_labelled = round(fraction * global_batch)
   fewest = len(labelled) if fewest_labelled is None else min(fewest_labelled, len(labelled))
-  if not fewest or not 1 <= num_labelled < batch_size:
-    holder = ('this process has' if description['shard_count'] == 1 else
-              f'the process with the fewest of the {description["shard_count"]} has')
+  if not fewest or not 1 <= num_labelled < global_batch:
+    holder = ('this process has' if shard_count == 1 else
+              f'the process with the fewest of the {shard_count} has')
     # The advice fits what is missing: labelled examples, or rows of a batch.
     fix = ('Raise data.labels_per_class.' if not fewest else
            'Raise data.labelled_fraction or train.batch_size.' if num_labelled < 1 else
            'Lower data.labelled_fraction or raise train.batch_size.')
     raise errors.ConfigError(
         f'data.labelled_fraction={fraction} asks for {num_labelled} labelled rows in '
-        f'batches of {batch_size}, and {holder} {fewest} labelled examples; each '
-        f'process needs at least one of each and an unlabelled row. {fix}')
+        f'batches of {global_batch}, and {holder} {fewest} labelled examples; a batch '
+        f'needs at least one labelled and one unlabelled row, and each process labelled '
+        f'examples. {fix}')
+  index = description['shard_index']
+  rows = iterator_lib.spread_rows(global_batch, num_labelled)[index * share:(index + 1) * share]
   description['labelled_fraction'] = fraction
-  logging.info('Data: %d of every %d rows drawn from the %d labelled examples.',
-               num_labelled, batch_size, len(labelled))
+  logging.info('Data: %d of every %d rows of a batch drawn from the labelled examples '
+               '(%d of this process\'s %d; %d labelled examples here).', num_labelled,
+               global_batch, int(rows.sum()), share, len(labelled))
   return iterator_lib.LabelledMixOrder(per_shard=per_shard, labelled_positions=labelled,
-                                       seed=seed, batch_size=batch_size,
-                                       num_labelled=num_labelled, shard_index=shard_index)
+                                       seed=seed, labelled_rows=np.tile(rows, updates_per_batch),
+                                       shard_index=shard_index)
 
 
 def create_train_iterator(data_config, *, data_shape, batch_size, seed,
-                          shard_index=0, shard_count=1, labels=False):
+                          shard_index=0, shard_count=1, labels=False, updates_per_batch=1):
   """Creates this process's endless training-batch iterator.
 
   Args:
@@ -323,6 +333,8 @@ def create_train_iterator(data_config, *, data_shape, batch_size, seed,
       disjoint and equal-sized (n // shard_count examples; the rest unused).
     labels: also yield class labels (digits, labelled TFDS datasets, image
       folders with one sub-folder per class).
+    updates_per_batch: how many D updates' shares each batch holds, one after
+      another (train.n_critic): data.labelled_fraction applies to each.
 
   Returns:
     A `DataIterator` yielding {'images': f32[batch_size, *data_shape]} (images
@@ -340,6 +352,9 @@ def create_train_iterator(data_config, *, data_shape, batch_size, seed,
   shard_index, shard_count = int(shard_index), int(shard_count)
   _check_args(batch_size=batch_size, seed=seed, shard_index=shard_index,
               shard_count=shard_count)
+  if updates_per_batch < 1 or batch_size % updates_per_batch:
+    raise ValueError(f'batch_size={batch_size} is not a whole number of the '
+                     f'updates_per_batch={updates_per_batch} shares.')
   train_examples, labels_per_class = _subset_sizes(data_config)
   decode.check_cache_mode(sources.field(data_config, 'cache'))
   description = dict(seed=seed, batch_size=batch_size,
@@ -355,7 +370,7 @@ def create_train_iterator(data_config, *, data_shape, batch_size, seed,
   return _example_iterator(split, data_config, labels=labels,
                            train_examples=train_examples,
                            labels_per_class=labels_per_class,
-                           description=description)
+                           description=description, updates_per_batch=int(updates_per_batch))
 
 
 def load_eval_data(data_config, *, data_shape, split, num_examples,
