@@ -2,6 +2,11 @@
 registry, argument checks, the iterator state format, and worker processes."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +108,48 @@ def test_worker_process_resumes_an_in_process_state(tmp_path):
                  restore_config=h.config(source='image_folder',
                                          path=str(tmp_path), cache='none',
                                          num_workers=1), start_first=False)
+
+
+_KILLED_WITH_A_WORKER = """
+import os, signal
+import grain
+from gan_jax.data import decode
+stream = iter(decode.with_workers(grain.MapDataset.range(10**6).to_iter_dataset(), 1))
+next(stream)
+children = [name for name in os.listdir('/proc') if name.isdigit() and
+            open(f'/proc/{name}/stat').read().rsplit(')', 1)[1].split()[1] == str(os.getpid())]
+print(' '.join(children), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid):
+  """Whether process `pid` runs (a zombie, exited and not yet reaped, does not)."""
+  try:
+    with open(f'/proc/{pid}/stat', encoding='utf-8') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='reads /proc (Linux)')
+def test_worker_processes_end_when_their_parent_is_killed():
+  # SIGKILL leaves grain no chance to stop its workers: they lived on, holding the
+  # memory and the output pipe of the killed run (a `main ... | tee` never ended).
+  process = subprocess.Popen([sys.executable, '-c', _KILLED_WITH_A_WORKER],
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  children = [int(pid) for pid in process.stdout.readline().split()]
+  process.stdout.close()
+  assert process.wait(timeout=120) == -signal.SIGKILL
+  assert children, 'no worker process was started'
+  deadline = time.monotonic() + 30
+  while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  left = [pid for pid in children if _running(pid)]
+  for pid in left:  # leave no stray process behind a failed test
+    os.kill(pid, signal.SIGKILL)
+  assert not left, f'processes {left} outlived their killed parent'
 
 
 @pytest.mark.slow

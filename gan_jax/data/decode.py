@@ -13,7 +13,9 @@ that cannot be read; such a reader also has `unreadable_error(indices)`, the
 error to raise when every example tried was unreadable.
 """
 
+import functools
 import os
+import threading
 import time
 
 from absl import flags
@@ -32,7 +34,8 @@ MAX_UNREADABLE_RUN = 1000
 
 
 def with_workers(dataset, num_workers, **options):
-  """Moves a grain IterDataset into `num_workers` processes (0: unchanged)."""
+  """Moves a grain IterDataset into `num_workers` processes (0: unchanged), which
+  exit when this process is gone."""
   if num_workers <= 0:
     return dataset
   # grain's worker processes read absl flags; outside absl.app they are
@@ -40,7 +43,25 @@ def with_workers(dataset, num_workers, **options):
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   return dataset.mp_prefetch(
-      grain.MultiprocessingOptions(num_workers=num_workers, **options))
+      grain.MultiprocessingOptions(num_workers=num_workers, **options),
+      worker_init_fn=functools.partial(_exit_with_parent, os.getpid()))
+
+
+def _exit_with_parent(parent_pid, worker_index, worker_count):
+  """Run in each grain worker: ends it when `parent_pid` (the training or evaluation
+  process that started it) is no longer its parent. A parent killed with SIGKILL
+  (or by the OOM killer) cannot stop its workers, which would otherwise live on
+  holding its memory and its output pipes (a `... | tee log` would never end). The
+  parent is polled, not signalled (PR_SET_PDEATHSIG): grain starts workers from
+  threads that may end before the run does."""
+  del worker_index, worker_count
+
+  def watch():
+    while os.getppid() == parent_pid:
+      time.sleep(0.5)
+    os._exit(0)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name='gan_jax-watch-parent', daemon=True).start()
 
 
 def decode_threads(num_workers):
