@@ -13,6 +13,7 @@ import signal
 from etils import epath
 import jax
 import ml_collections
+import numpy as np
 
 from gan_jax import checkpoint
 from gan_jax import config_check
@@ -30,6 +31,7 @@ from gan_jax import step as step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
 from gan_jax.metrics import classifier as classifier_lib
+from gan_jax.metrics import exchange
 
 
 def _from_process_zero(flags):
@@ -147,11 +149,30 @@ def train_and_evaluate(config, workdir, *, allow_config_change=False):
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       labels=config.model.num_classes > 0, updates_per_batch=t.n_critic)
   try:
+    _check_same_examples_everywhere(iterator.get_state())
     with _training_lock_of_every_process(workdir):
       return _train(config, workdir, allow_config_change, dp, iterator, shape, local_batch,
                     class_names)
   finally:
     iterator.close()
+
+
+def _check_same_examples_everywhere(data_state):
+  """A ConfigError on every process when the processes listed other training examples
+  (the `examples_sha256` of their data states differ): a host whose copy of an image
+  folder has another file, or spells a name otherwise, would take its shard by index
+  from another list, training on examples twice or not at all, under other labels."""
+  digest = data_state.get('examples_sha256')
+  if jax.process_count() == 1 or digest is None:  # toy data draws points, lists none
+    return
+  digests = exchange.allgather(np.frombuffer(bytes.fromhex(digest), np.uint8))
+  differing = [i for i, d in enumerate(digests) if not np.array_equal(d, digests[0])]
+  if differing:
+    raise errors.ConfigError(
+        f'Process(es) {differing} list other training examples than process 0 '
+        f'({data_state["source"]}: other files, names, labels or data set version): every '
+        'host must see the same data. Compare the hosts\' copies (e.g. `find <path> | '
+        'sort | sha256sum` on each).')
 
 
 def _save(ckpt, logger, writer, step, host_state, data_state):

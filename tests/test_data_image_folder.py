@@ -267,3 +267,39 @@ def test_colour_images_for_a_grey_model_are_reported_once(tmp_path, caplog):
                         num_examples=1)
   warnings = [r.getMessage() for r in caplog.records if 'converted to grey' in r.getMessage()]
   assert len(warnings) == 1 and 'red.png has colour' in warnings[0]
+
+
+def _examples_sha256(path, **fields):
+  config = h.config(source='image_folder', path=path, **fields)
+  with data.create_train_iterator(config, data_shape=(8, 8, 1), batch_size=2, seed=0,
+                                  labels=True) as stream:
+    return stream.get_state()['examples_sha256']
+
+
+def test_copies_that_spell_a_class_in_other_unicode_forms_list_the_same_examples(tmp_path):
+  # A copy made on macOS (or by some rsyncs) writes 'ç' as 'c' + a combining cedilla:
+  # the names look the same, yet sorted otherwise they gave class 0 to another folder
+  # on each host of one run.
+  nfc, nfd = '\u00e7at', 'c\u0327at'
+  for copy, cat in (('a', nfc), ('b', nfd)):
+    for k, name in enumerate(('dog', cat, 'ant')):
+      h.write_folder(str(tmp_path / copy), [10 * k, 10 * k + 5], subdir=name)
+  names = [image_folder.class_labels(str(tmp_path / copy),
+                                     image_folder.list_images(str(tmp_path / copy)))[0]
+           for copy in ('a', 'b')]
+  assert names[0] == names[1] == ['ant', 'dog', nfc]  # by code point: 'ç' after 'd'
+  assert _examples_sha256(str(tmp_path / 'a')) == _examples_sha256(str(tmp_path / 'b'))
+
+
+def test_the_examples_digest_names_the_files_and_subsets_not_the_folder(tmp_path):
+  # What the processes of one run compare (gan_jax.train): another path holding the
+  # same files lists the same examples; another file, or another subset, does not.
+  for copy in ('a', 'b', 'c'):
+    for k, name in enumerate(('x', 'y')):
+      h.write_folder(str(tmp_path / copy), [10 * k, 10 * k + 5], subdir=name)
+  h.write_folder(str(tmp_path / 'c'), [99], subdir='y/extra')
+  digest = _examples_sha256(str(tmp_path / 'a'))
+  assert len(digest) == 16 and int(digest, 16) >= 0
+  assert _examples_sha256(str(tmp_path / 'b')) == digest
+  assert _examples_sha256(str(tmp_path / 'c')) != digest
+  assert _examples_sha256(str(tmp_path / 'a'), labels_per_class=1) != digest

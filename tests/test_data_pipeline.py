@@ -68,11 +68,13 @@ def test_state_format():
                                   batch_size=4, seed=2, labels=True) as iterator:
     h.take(iterator, 3)
     state = iterator.get_state()
+  assert json.loads(json.dumps(state)) == state
+  # The examples' digest (what the processes of a run compare) is 16 hex digits.
+  assert len(state['examples_sha256']) == 16 and int(state.pop('examples_sha256'), 16) >= 0
   assert state == {
       'version': 1, 'next_batch': 3, 'source': 'digits:train', 'seed': 2,
       'batch_size': 4, 'shard_index': 0, 'shard_count': 1,
       'data_shape': [8, 8, 1], 'examples_per_shard': 1347}
-  assert json.loads(json.dumps(state)) == state
 
 
 def test_state_restores_from_a_json_string():

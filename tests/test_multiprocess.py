@@ -158,11 +158,12 @@ if shards:
         it.close()
 
   def concatenated(data_config, *, data_shape, batch_size, seed, shard_index=0, shard_count=1,
-                   labels=False):
+                   labels=False, updates_per_batch=1):
     assert shard_count == 1 and batch_size % shards == 0
     return Concatenated([
         create_iterator(data_config, data_shape=data_shape, batch_size=batch_size // shards,
-                        seed=seed, shard_index=i, shard_count=shards, labels=labels)
+                        seed=seed, shard_index=i, shard_count=shards, labels=labels,
+                        updates_per_batch=updates_per_batch)
         for i in range(shards)])
 
   data_lib.create_train_iterator = concatenated
@@ -550,3 +551,33 @@ def test_missing_peer_ends_run_naming_it(runs):
     started = _log_time(output, 'jax.distributed.initialize(')
     waited = (alone[i].end_of_day - started) % 86400
     assert waited < MISSING_TIMEOUT_S + 15, (i, waited)
+
+
+def test_hosts_that_list_other_examples_stop_every_process(runs):
+  # Node-local copies of an image folder at one path: here each process is given its
+  # own copy, and process 1's has one more file. Each process takes its shard by index
+  # from its own listing, so the run would train on examples twice or not at all.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root, cache_dir = runs['root'], runs['cache_dir']
+  copies = {i: os.path.join(root, f'host{i}_images') for i in (0, 1)}
+  for i, copy in copies.items():
+    for name in ('dog', 'cat'):
+      os.makedirs(os.path.join(copy, name))
+      for j in range(4 + (i == 1 and name == 'cat')):
+        Image.fromarray(np.full((8, 8), 30 * j, np.uint8)).save(
+            os.path.join(copy, name, f'{j}.png'))
+  port, processes = free_port(), {}
+  for i, copy in copies.items():
+    processes[i] = Process(
+        [PYTHON, '-m', 'gan_jax.main', '--config=dcgan_digits:smoke',
+         '--config.data.source=image_folder', f'--config.data.path={copy}',
+         f'--workdir={os.path.join(root, "hosts")}', f'--coordinator_address=127.0.0.1:{port}',
+         '--num_processes=2', f'--process_id={i}', '--distributed_timeout=60'],
+        env=environment(cache_dir, 2), log_path=os.path.join(root, f'hosts_process{i}.log'))
+  for process in processes.values():
+    assert process.wait() == 2, process.output()[-3000:]
+    output = process.output()
+    assert 'error: Process(es) [1] list other training examples than process 0' in output, (
+        output[-3000:])
+    assert 'Traceback' not in output, output[-3000:]
+  assert not os.path.exists(os.path.join(root, 'hosts', 'config.json'))  # nothing recorded

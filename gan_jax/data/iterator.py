@@ -240,7 +240,8 @@ class DataIterator:
   `get_state()` returns a dict such as
     {'version': 1, 'next_batch': 1200, 'source': 'digits:train', 'seed': 0,
      'batch_size': 64, 'shard_index': 0, 'shard_count': 1,
-     'data_shape': [32, 32, 1], 'examples_per_shard': 1347}
+     'data_shape': [32, 32, 1], 'examples_per_shard': 1347,
+     'examples_sha256': '...'}
   and `set_state(state)` makes the next batch `next_batch`. The other keys
   describe the stream; a mismatch on restore (a changed config or dataset) is
   logged as a warning and the position is restored anyway.

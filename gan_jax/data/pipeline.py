@@ -18,6 +18,7 @@ Toy data has no examples: training batch k is drawn from
 `np.random.default_rng([seed, shard_index, k])`.
 """
 
+import hashlib
 import time
 import zlib
 
@@ -205,6 +206,19 @@ def _sample_iterator(split, data_config, *, labels, train_examples,
       num_workers=0, description=dict(description, source=split.description))
 
 
+def _examples_digest(split, pool, pool_labels):
+  """16 hex digits of SHA-256 naming the training examples before sharding: the
+  split's listing, the pool's indices and its labels (-1 for unlabelled). Processes
+  must agree on it (`gan_jax.train`): each takes its shard of the
+  pool by index, and a host whose copy lists other files would train on other
+  examples, or the same ones twice, under other labels."""
+  digest = hashlib.sha256(split.listing.encode('utf-8'))
+  digest.update(np.ascontiguousarray(pool, np.int64).tobytes())
+  if pool_labels is not None:
+    digest.update(np.ascontiguousarray(pool_labels, np.int32).tobytes())
+  return digest.hexdigest()[:16]
+
+
 def _example_iterator(split, data_config, *, labels, train_examples,
                       labels_per_class, description, updates_per_batch=1):
   """The endless iterator of a source with examples (digits, tfds, folders)."""
@@ -217,6 +231,7 @@ def _example_iterator(split, data_config, *, labels, train_examples,
   ids, shard_labels = _shard(split, pool, pool_labels, labels=labels,
                              shard_index=description['shard_index'],
                              shard_count=description['shard_count'])
+  description['examples_sha256'] = _examples_digest(split, pool, pool_labels)
   subset = None
   if train_examples:
     subset = (f'data.train_examples={train_examples}', np.ones(len(ids), bool))

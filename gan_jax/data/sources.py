@@ -47,6 +47,8 @@ class Split:
       0..num_classes-1; None when the split has no labels.
     no_labels: why there are no labels and what to do (when read_labels is
       None).
+    listing: what names the examples, in index order, on this host (a folder's file
+      paths, a TFDS version): equal listings on two hosts mean the same examples.
   """
   description: str
   count: int = 0
@@ -55,6 +57,7 @@ class Split:
   sample: Optional[Callable] = None
   read_labels: Optional[Callable] = None
   no_labels: str = ''
+  listing: str = ''
 
   def labels(self, indices):
     """int32[n] labels of examples `indices`; ConfigError when there are none."""
@@ -102,7 +105,7 @@ def _open_digits(data_config, *, split, data_shape):
   if fit['channels'] == 3:
     images = np.repeat(images, 3, axis=-1)
   return Split(description=f'digits:{split}', count=len(images),
-               images=images,
+               images=images, listing=f'digits:{split}:{len(images)}',
                read_labels=_array_labels(digits_lib.digits_split(split)[1]))
 
 
@@ -133,7 +136,8 @@ def _open_tfds(data_config, *, split, data_shape):
       what=f'{description} labels')
   return Split(description=description, count=len(source),
                reader=tfds_source.ImageReader(source, fit),
-               read_labels=read_labels, no_labels=no_labels)
+               read_labels=read_labels, no_labels=no_labels,
+               listing=f'{description}:{source.dataset_info.version}:{len(source)}')
 
 
 def _tfds_classes(data_config):
@@ -174,7 +178,8 @@ def _open_folder(data_config, *, split, data_shape):
                          'to use one split.', root, splits)
   return Split(description=f'image_folder:{root}', count=len(relpaths),
                reader=folder_lib.FolderReader(root, relpaths, fit),
-               read_labels=read_labels, no_labels=no_labels)
+               read_labels=read_labels, no_labels=no_labels,
+               listing='\n'.join(folder_lib.normalized(path) for path in relpaths))
 
 
 def _folder_classes(data_config):
