@@ -509,8 +509,10 @@ def check_outside_the_data(data_config, workdir):
   """Raises WorkdirError when the local `workdir` is, or lies inside, the image folder
   the run trains on: the folder is read recursively, so its sample grids would join
   the training data (as a class of their own for a conditional run) when it resumes."""
+  # No path yet is the data source's error to report (it says how to give one); here
+  # '' would resolve to the current folder, holding every relative workdir.
   if data_config.source != 'image_folder' or '://' in os.fspath(workdir) or (
-      '://' in str(data_config.path)):
+      '://' in str(data_config.path)) or not str(data_config.path):
     return
   data = os.path.realpath(os.path.expanduser(str(data_config.path)))
   run = os.path.realpath(os.fspath(workdir))

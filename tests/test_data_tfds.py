@@ -1,6 +1,7 @@
 """Tests for the tfds source, without network: `tfds.testing.mock_data`, and a
 tiny dataset prepared locally as array_record (images, labels, errors)."""
 
+import logging
 import os
 import re
 import socket
@@ -95,6 +96,26 @@ def test_missing_celeb_a_points_at_the_image_folder_source(tmp_path):
                         num_examples=4)
   assert ('--config.data.source=image_folder '
           '--config.data.path=/path/to/img_align_celeba') in str(error.value)
+  # No crop in the advice: sngan_celeba crops 178 px on purpose, dcgan_celeba 108 px.
+  assert 'data.crop' not in str(error.value)
+
+
+def test_missing_imagenet_says_where_to_get_its_files_not_to_download_it(tmp_path, caplog):
+  # TFDS cannot download ImageNet (its builder has manual download instructions): the
+  # advice to "prepare it on a machine with network access" could not work.
+  config = h.config(source='tfds', name='imagenet2012', data_dir=str(tmp_path))
+  (tmp_path / 'imagenet2012' / '5.1.0').mkdir(parents=True)  # a version folder, empty
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(errors.MissingFileError) as error:
+      data.create_train_iterator(config, data_shape=(128, 128, 3), batch_size=4, seed=0)
+  message = str(error.value)
+  assert 'TFDS cannot download imagenet2012' in message
+  assert 'ILSVRC2012_img_train.tar' in message
+  assert ('tfds build imagenet2012 --manual_dir=/path/to/those/files '
+          f'--file_format=array_record --data_dir={tmp_path}') in message
+  assert 'network access' not in message and 'download_and_prepare' not in message
+  # TFDS's own warning about the empty version folder is left out: the error says it.
+  assert 'has no dataset_info.json' not in caplog.text
 
 
 def test_unknown_dataset_lists_close_and_tested_names():

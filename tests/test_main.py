@@ -393,6 +393,16 @@ def test_a_sample_file_output_that_is_a_folder_fails_before_anything_loads(tmp_p
   assert 'not a gan_jax run folder' not in result.stderr  # nothing was loaded
 
 
+def test_an_image_folder_run_without_a_path_is_asked_for_one(tmp_path):
+  # The empty path resolved to the current folder, and the check that a workdir lies
+  # outside the training images blamed the (relative, default) workdir instead.
+  result = run_module('gan_jax.main', ['--config=dcgan_digits:smoke',
+                                       '--config.data.source=image_folder'], cwd=tmp_path,
+                      env={'PYTHONPATH': REPO})
+  assert_short_error(result, 'data.source=image_folder needs a folder: --config.data.path=')
+  assert 'lies inside the image folder' not in result.stderr
+
+
 def test_a_classify_output_that_is_a_folder_fails_before_anything_loads(tmp_path):
   # It was found only after the images were classified.
   (tmp_path / 'out.npz').mkdir()

@@ -17,6 +17,7 @@ seconds to import and only this source uses it.
 """
 
 import difflib
+import logging
 import re
 
 from gan_jax import errors
@@ -54,29 +55,54 @@ def _base_name(name):
   return name.split(':')[0].split('/')[0]
 
 
-def _prepare_help(name, data_dir):
+def _prepare_help(name, data_dir, manual_instructions=None):
+  """The commands that prepare `name` in array_record; for a data set TFDS cannot
+  download (`manual_instructions`: its builder's, e.g. ImageNet's), where to get its
+  files first and the --manual_dir that points TFDS at them."""
   base = _base_name(name)
   data_dir_arg = f", data_dir='{data_dir}'" if data_dir else ''
   data_dir_flag = f' --data_dir={data_dir}' if data_dir else ''
-  lines = [
-      'Prepare it once on a machine with network access (TFDS needs '
-      'TensorFlow to prepare image datasets: pip install -e ".[tf]"):',
-      '  python -c "import tensorflow_datasets as tfds; '
-      f"tfds.builder('{name}'{data_dir_arg}).download_and_prepare("
-      "file_format='array_record')\"",
-      'or with the TFDS command line:',
-      f'  tfds build {base} --file_format=array_record{data_dir_flag}',
-      'then point --config.data.data_dir at that data_dir (or set '
-      '$TFDS_DATA_DIR).',
-  ]
+  if manual_instructions:
+    lines = [
+        f'TFDS cannot download {base}: get its files yourself, as its TFDS builder says:',
+        *('  ' + line.strip() for line in manual_instructions.strip().splitlines()
+          if line.strip()),
+        'then prepare it once from the folder that holds them (TFDS needs TensorFlow to '
+        'prepare image datasets: pip install -e ".[tf]"):',
+        f'  tfds build {base} --manual_dir=/path/to/those/files --file_format=array_record'
+        f'{data_dir_flag}',
+    ]
+  else:
+    lines = [
+        'Prepare it once on a machine with network access (TFDS needs TensorFlow to '
+        'prepare image datasets: pip install -e ".[tf]"):',
+        '  python -c "import tensorflow_datasets as tfds; '
+        f"tfds.builder('{name}'{data_dir_arg}).download_and_prepare("
+        "file_format='array_record')\"",
+        'or with the TFDS command line:',
+        f'  tfds build {base} --file_format=array_record{data_dir_flag}',
+    ]
+  lines.append('then point --config.data.data_dir at that data_dir (or set $TFDS_DATA_DIR).')
   if base == 'celeb_a':
+    # No crop in the advice: each config chose its own (dcgan's 108 px, sngan's 178 px).
     lines.append(
         "CelebA's TFDS download (Google Drive) often fails on quota; instead "
         'unpack img_align_celeba.zip and use it as an image folder: '
         '--config.data.source=image_folder '
-        '--config.data.path=/path/to/img_align_celeba --config.data.crop=celeba')
+        '--config.data.path=/path/to/img_align_celeba')
   return '\n'.join(lines)
 
+
+class _WithoutMissingFolderWarnings(logging.Filter):
+  """Drops TFDS's warning that a version folder has no dataset_info.json, logged while
+  it looks for a prepared version (also when there is none at all): the missing data
+  is reported once, with the commands that prepare it."""
+
+  def filter(self, record):
+    return 'has no dataset_info.json' not in record.getMessage()
+
+
+_WITHOUT_MISSING_FOLDER_WARNINGS = _WithoutMissingFolderWarnings()
 
 def _builder(name, data_dir):
   """Returns the TFDS builder of `name`, never preparing or downloading."""
@@ -86,6 +112,8 @@ def _builder(name, data_dir):
         f'(tested: {list(TESTED_DATASETS)}).')
   # Lazy: TFDS takes seconds to import and only this source needs it.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  # For the process's life: TFDS logs it again whenever it looks (is_prepared, ...).
+  logging.getLogger('absl').addFilter(_WITHOUT_MISSING_FOLDER_WARNINGS)
   try:
     return tfds.builder(name, data_dir=data_dir or None)
   except tfds.core.registered.DatasetNotFoundError:
@@ -111,7 +139,8 @@ def _open_error(builder, *, name, split, data_dir):
     return errors.MissingFileError(
         f'TFDS dataset {name!r} is not prepared under {builder.data_dir} '
         f'(data_dir={data_dir or "TFDS default"}); gan_jax never downloads '
-        'data itself.\n' + _prepare_help(name, data_dir))
+        'data itself.\n' + _prepare_help(
+            name, data_dir, getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)))
   file_format = getattr(builder.info.file_format, 'value',
                         builder.info.file_format)
   if str(file_format) != 'array_record':
@@ -121,7 +150,8 @@ def _open_error(builder, *, name, split, data_dir):
         'array_record. Convert it in place with:\n'
         f'  tfds convert_format --dataset_version_dir={builder.data_dir} '
         '--out_file_format=array_record\n'
-        'or prepare it again:\n' + _prepare_help(name, data_dir))
+        'or prepare it again:\n' + _prepare_help(
+            name, data_dir, getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)))
   known = list(builder.info.splits.keys())
   # TFDS split strings combine names with '+' and slice them with [..].
   asked = [re.sub(r'\[.*?\]', '', part).strip() for part in split.split('+')]
