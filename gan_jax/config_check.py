@@ -234,6 +234,12 @@ def validate(config):
   """Raises ConfigError for the first bad field of `config`; returns None if it is fine."""
   _check_fields(config)
   defaults.check_types_and_counts(config)
+  # Here, not with the counts that saved configs are checked against too: a run saved
+  # with a larger seed still samples, evaluates and classifies.
+  if config.seed > defaults.MAX_SEED:
+    raise errors.ConfigError(
+        f'config.seed must be at most 2**32 - 1 = {defaults.MAX_SEED} (JAX keeps a seed\'s '
+        f'low 32 bits, so larger seeds repeat smaller ones), got {config.seed}.')
   t = config.train
   if not 0.0 <= t.ema_decay < 1.0:
     raise errors.ConfigError(f'config.train.ema_decay must be in [0, 1), got {t.ema_decay}.')

@@ -206,10 +206,6 @@ def check_types_and_counts(config):
     value = _get(config, field)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
       raise errors.ConfigError(f'config.{field} must be an integer >= {minimum}, got {value!r}.')
-  if config.seed > MAX_SEED:
-    raise errors.ConfigError(f'config.seed must be at most 2**32 - 1 = {MAX_SEED} (JAX keeps a '
-                             f"seed's low 32 bits, so larger seeds repeat smaller ones), got "
-                             f'{config.seed}.')
 
 
 def _check_types(config):

@@ -133,11 +133,14 @@ def evaluate(workdir, *, step=None, metrics=None, num_samples=None, num_referenc
                              ('--num_reference', num_reference, 2)):
     if value is not None and value < least:
       raise errors.ConfigError(f'{flag} must be at least {least}, got {value}.')
+  if seed is not None and not 0 <= seed <= defaults.MAX_SEED:  # as the flag's bounds
+    raise errors.ConfigError(f'--seed must be in [0, 2**32 - 1], got {seed}: JAX keeps a '
+                             "seed's low 32 bits, so larger seeds repeat smaller ones.")
   config = ml_collections.ConfigDict(workdir_lib.load_config(workdir).to_dict())
   if output is not None:
     _check_output(output, workdir)
   else:  # found unwritable after the evaluation, its results would be lost
-    workdir_lib.check_writable(os.path.join(workdir, 'eval', 'step.json'),
+    workdir_lib.check_writable(os.path.join(workdir, 'eval'),
                                flag='--output (default <workdir>/eval/)')
   asked = names is not None
   if names is None:

@@ -22,8 +22,8 @@ outside [-T, T] are redrawn inside).
 
 import math
 import os
+import secrets
 import shutil
-import tempfile
 
 from absl import flags
 from absl import logging
@@ -336,10 +336,7 @@ def write_samples(samples, output, *, labels=None, columns=None):
     folder = target
     if staged:
       _warn_about_partial_folders(parent, partial)
-      # A fresh name, never one a killed run left (a process id repeats: a container's
-      # first process is always 1), so no earlier run's files join these.
-      folder = tempfile.mkdtemp(prefix=partial, dir=parent)
-      os.chmod(folder, 0o777 & ~_umask())  # mkdtemp's folder is private; `target` is not
+      folder = _new_folder(parent, partial)
     try:
       for i, image in enumerate(samples):
         pixels = np.round((np.clip(image, -1, 1) + 1) * 127.5).astype(np.uint8)
@@ -355,11 +352,18 @@ def write_samples(samples, output, *, labels=None, columns=None):
       raise
 
 
-def _umask():
-  """The process's file-creation mask (read by setting it, then set back)."""
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
+def _new_folder(parent, prefix):
+  """Makes and returns a new folder `<parent>/<prefix><16 random hex digits>`: never
+  one a killed run left (a process id would repeat, a container's first process being
+  always 1), so no earlier run's files join these. Made with the permissions of any
+  new folder (tempfile.mkdtemp's are private, and this one becomes the output)."""
+  while True:
+    folder = os.path.join(parent, prefix + secrets.token_hex(8))
+    try:
+      os.mkdir(folder)
+      return folder
+    except FileExistsError:
+      continue
 
 
 def _warn_about_partial_folders(parent, prefix):

@@ -161,7 +161,9 @@ def _check_same_examples_everywhere(data_state):
   """A ConfigError on every process when the processes listed other training examples
   (the `examples_sha256` of their data states differ): a host whose copy of an image
   folder has another file, or spells a name otherwise, would take its shard by index
-  from another list, training on examples twice or not at all, under other labels."""
+  from another list, training on examples twice or not at all, under other labels.
+  (A process that fails before this check, e.g. on a missing folder, ends alone with
+  its error; the others then end at the distributed timeout, naming it.)"""
   digest = data_state.get('examples_sha256')
   if jax.process_count() == 1 or digest is None:  # toy data draws points, lists none
     return
@@ -170,9 +172,10 @@ def _check_same_examples_everywhere(data_state):
   if differing:
     raise errors.ConfigError(
         f'Process(es) {differing} list other training examples than process 0 '
-        f'({data_state["source"]}: other files, names, labels or data set version): every '
-        'host must see the same data. Compare the hosts\' copies (e.g. `find <path> | '
-        'sort | sha256sum` on each).')
+        f'({data_state["source"]}): every host must see the same data. Compare the hosts\' '
+        'copies: the same files under the same names, spelled alike (a copy from macOS '
+        'may write accented names in another Unicode form; convmv --nfc renames them), '
+        'or the same TFDS version.')
 
 
 def _save(ckpt, logger, writer, step, host_state, data_state):

@@ -50,6 +50,8 @@ def test_a_seed_beyond_32_bits_is_refused():
   config_check.validate(tiny_config(seed=2**32 - 1))
   with pytest.raises(errors.ConfigError, match=r'config.seed must be at most 2\*\*32 - 1'):
     config_check.validate(tiny_config(seed=2**32))
+  # A run saved with one still loads, to sample and evaluate (its record is kept).
+  defaults.check_types_and_counts(tiny_config(seed=2**40))
 
 
 @pytest.mark.parametrize('overrides,message', [

@@ -254,6 +254,38 @@ def test_the_labelled_share_is_of_the_global_batch_whatever_the_processes():
   assert np.mean(unlabelled_rows >= 0) < 0.1  # 10 of 1,347 digits are labelled
 
 
+def test_a_process_may_hold_no_labelled_row_or_only_labelled_rows():
+  # 0.75 of a global batch of 4 over 4 processes: rows 1, 2, 3 (spread_rows), so
+  # process 0 draws only unlabelled rows and the others only labelled ones.
+  config = h.config(labels_per_class=5, labelled_fraction=0.75)
+  for index in range(4):
+    batches = h.first_batches(config, 6, data_shape=(8, 8, 1), batch_size=1, seed=0,
+                              shard_index=index, shard_count=4, labels=True)
+    labels = np.concatenate([batch['labels'] for batch in batches])
+    if index:
+      assert np.all(labels >= 0), index
+    else:  # drawn from all 336 of its digits, of which about 12 are labelled
+      assert np.mean(labels >= 0) < 0.5
+
+
+def test_a_state_saved_with_each_process_s_own_share_is_said_to_differ(caplog):
+  # Before the share was of the global batch, the rows of a several-process (or
+  # n_critic > 1) run were others: its saved position continues another stream.
+  config = h.config(labels_per_class=2, labelled_fraction=0.25)
+  kwargs = dict(data_shape=(8, 8, 1), batch_size=10, seed=0, shard_index=1, shard_count=2,
+                labels=True)
+  with data.create_train_iterator(config, **kwargs) as stream:
+    state = stream.get_state()
+    assert state['labelled_rows'] == 3
+    del state['labelled_rows']
+    with caplog.at_level(logging.WARNING):
+      stream.set_state(state)
+  assert "'labelled_rows': ('each process its own share', 3)" in caplog.text
+  with data.create_train_iterator(config, data_shape=(8, 8, 1), batch_size=10, seed=0,
+                                  labels=True) as stream:
+    assert 'labelled_rows' not in stream.get_state()  # one process, one update: as before
+
+
 def test_resume_with_a_labelled_fraction():
   state = h.check_resume(h.config(labels_per_class=1, labelled_fraction=0.5),
                          data_shape=(8, 8, 1), batch_size=6, skip=7, more=4, labels=True)

@@ -255,6 +255,12 @@ def test_an_explicit_output_is_json_and_never_replaces_another_kind_of_file(tmp_
   assert steps == [5, 5, 6]
 
 
+def test_a_seed_beyond_32_bits_is_refused_before_the_workdir_is_read(tmp_path):
+  # JAX keeps a seed's low 32 bits: 2**32 would draw seed 0's latents under another name.
+  with pytest.raises(errors.ConfigError, match=r'--seed must be in \[0, 2\*\*32 - 1\]'):
+    evaluate_lib.evaluate(str(tmp_path / 'nope'), metrics='proxy', seed=2**32)
+
+
 def test_an_unwritable_default_output_is_refused_before_the_evaluation(tmp_path, monkeypatch):
   # <workdir>/eval/ on a read-only mount was found only when the record was written,
   # after hours of sampling, and the results were lost.

@@ -3,7 +3,7 @@
 Public API (what the training loop uses; metrics and benchmarks also reach into
 the source modules, e.g. `data.digits` for its fixed splits):
   create_train_iterator(data_config, *, data_shape, batch_size, seed,
-                        shard_index=0, shard_count=1, labels=False)
+                        shard_index=0, shard_count=1, labels=False, updates_per_batch=1)
       -> DataIterator of {'images': f32[B, *data_shape], 'labels': i32[B]}
          ('labels' only when labels=True; -1 = unlabelled)
   load_eval_data(data_config, *, data_shape, split, num_examples, labels=False)

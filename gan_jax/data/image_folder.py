@@ -23,7 +23,6 @@ where nothing can be read is an error.
 import collections
 import os
 import threading
-import unicodedata
 
 from absl import logging
 import numpy as np
@@ -117,15 +116,7 @@ def list_images(root):
     raise errors.MissingFileError(
         f'Image folder {root!r} holds no {"/".join(EXTENSIONS)} files (searched '
         'recursively); set --config.data.path to a folder of images.')
-  # Sorted as written in NFC, so two hosts whose copies spell a name in other
-  # Unicode forms (macOS and some copies write NFD) list the files in one order.
-  return sorted(paths, key=lambda path: (normalized(path), path))
-
-
-def normalized(name):
-  """`name` in Unicode's NFC form: 'c' + a combining cedilla and the one character 'ç'
-  (two spellings a copy between file systems may swap) become the same text."""
-  return unicodedata.normalize('NFC', name)
+  return sorted(paths)
 
 
 def first_folder(relpath):
@@ -163,13 +154,13 @@ def class_labels(root, relpaths):
         f'Image folder {root!r} holds split folders {splits}, not classes. Point '
         f'--config.data.path at one split, e.g. {os.path.join(root, (training or splits)[0])}, '
         'whose sub-folders are the classes.')
-  names, labels = np.unique([normalized(folder) for folder in folders], return_inverse=True)
+  names, labels = np.unique(folders, return_inverse=True)
   names = [str(name) for name in names]
   with _unreadable_lock:
     _class_sizes[root] = dict(zip(names, np.bincount(labels, minlength=len(names)).tolist()))
   empty = sorted(entry.name for entry in os.scandir(root)
                  if entry.is_dir() and not entry.name.startswith('.')
-                 and normalized(entry.name) not in names)
+                 and entry.name not in names)
   if empty:
     warn_once(root, 'empty', 'Image folder %s: sub-folder(s) %s hold no %s files, so they '
               'are no class; the %d classes are %s.', root, empty, '/'.join(EXTENSIONS),

@@ -305,6 +305,11 @@ class DataIterator:
         for key, value in self._description.items()
         if key in state and state[key] != value
     }
+    if 'labelled_rows' in self._description and 'labelled_fraction' in state and (
+        'labelled_rows' not in state):
+      # Saved when each process, over all its updates at once, rounded its own share.
+      changed['labelled_rows'] = ('each process its own share',
+                                  self._description['labelled_rows'])
     if changed:
       logging.warning(
           'Restoring a data-iterator state saved with different settings '

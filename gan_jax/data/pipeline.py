@@ -322,6 +322,10 @@ def _order(make_batch, data_config, *, per_shard, seed, batch_size, description,
   index = description['shard_index']
   rows = iterator_lib.spread_rows(global_batch, num_labelled)[index * share:(index + 1) * share]
   description['labelled_fraction'] = fraction
+  if shard_count > 1 or updates_per_batch > 1:
+    # Only where the rows differ from those of states saved before the share was of
+    # the global batch of one update (`DataIterator.set_state` warns about those).
+    description['labelled_rows'] = int(rows.sum())
   logging.info('Data: %d of every %d rows of a batch drawn from the labelled examples '
                '(%d of this process\'s %d; %d labelled examples here).', num_labelled,
                global_batch, int(rows.sum()), share, len(labelled))

@@ -48,7 +48,8 @@ class Split:
     no_labels: why there are no labels and what to do (when read_labels is
       None).
     listing: what names the examples, in index order, on this host (a folder's file
-      paths, a TFDS version): equal listings on two hosts mean the same examples.
+      paths as written, a TFDS version): equal listings on two hosts mean the same
+      examples.
   """
   description: str
   count: int = 0
@@ -179,7 +180,7 @@ def _open_folder(data_config, *, split, data_shape):
   return Split(description=f'image_folder:{root}', count=len(relpaths),
                reader=folder_lib.FolderReader(root, relpaths, fit),
                read_labels=read_labels, no_labels=no_labels,
-               listing='\n'.join(folder_lib.normalized(path) for path in relpaths))
+               listing='\n'.join(relpaths))
 
 
 def _folder_classes(data_config):

@@ -104,6 +104,7 @@ class _WithoutMissingFolderWarnings(logging.Filter):
 
 _WITHOUT_MISSING_FOLDER_WARNINGS = _WithoutMissingFolderWarnings()
 
+
 def _builder(name, data_dir):
   """Returns the TFDS builder of `name`, never preparing or downloading."""
   if not name:
