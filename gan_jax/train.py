@@ -13,7 +13,6 @@ import signal
 from etils import epath
 import jax
 import ml_collections
-import numpy as np
 
 from gan_jax import checkpoint
 from gan_jax import config_check
@@ -165,10 +164,9 @@ def _check_same_examples_everywhere(data_state):
   (A process that fails before this check, e.g. on a missing folder, ends alone with
   its error; the others then end at the distributed timeout, naming it.)"""
   digest = data_state.get('examples_sha256')
-  if jax.process_count() == 1 or digest is None:  # toy data draws points, lists none
+  if digest is None:  # toy data draws points, lists none
     return
-  digests = exchange.allgather(np.frombuffer(bytes.fromhex(digest), np.uint8))
-  differing = [i for i, d in enumerate(digests) if not np.array_equal(d, digests[0])]
+  differing = exchange.processes_differing(digest)
   if differing:
     raise errors.ConfigError(
         f'Process(es) {differing} list other training examples than process 0 '

@@ -43,6 +43,18 @@ def _serve(monkeypatch, config, generate, seen=None):
   monkeypatch.setattr(sample, 'generator_from_state', generator_from_state)
 
 
+def _digits_run_at_step_5(tmp_path, monkeypatch):
+  """(workdir, config, generate): a dcgan_digits workdir whose 'checkpoint' of step 5
+  is a generator of real test digits (`_serve`)."""
+  workdir = str(tmp_path / 'run')
+  config = dcgan_digits.get_config()
+  workdir_lib.prepare(config, workdir)
+  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
+  generate.step = 5
+  _serve(monkeypatch, config, generate)
+  return workdir, config, generate
+
+
 def _pool_generator(pool):
   """Returns pool images chosen deterministically from z."""
   def generate(z, labels=None):
@@ -168,12 +180,7 @@ def test_the_record_says_when_g_itself_sampled(tmp_path, monkeypatch):
 
 def test_a_different_evaluation_of_a_step_keeps_the_earlier_record_beside(tmp_path, monkeypatch):
   # A quick 100-sample check must not replace a long evaluation of the same step.
-  workdir = str(tmp_path / 'run')
-  config = dcgan_digits.get_config()
-  workdir_lib.prepare(config, workdir)
-  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
-  generate.step = 5
-  _serve(monkeypatch, config, generate)
+  workdir, config, generate = _digits_run_at_step_5(tmp_path, monkeypatch)
   folder = tmp_path / 'run' / 'eval'
   kwargs = dict(metrics='proxy', cache_dir=str(tmp_path / 'cache'))
   evaluate_lib.evaluate(workdir, num_samples=300, **kwargs)
@@ -281,12 +288,7 @@ def test_an_unwritable_default_output_is_refused_before_the_evaluation(tmp_path,
 
 
 def test_a_record_that_cannot_be_written_is_reported_with_its_results(tmp_path, monkeypatch):
-  workdir = str(tmp_path / 'run')
-  config = dcgan_digits.get_config()
-  workdir_lib.prepare(config, workdir)
-  generate = _pool_generator(digits_lib.digits_images('test', size=(8, 8)))
-  generate.step = 5
-  _serve(monkeypatch, config, generate)
+  workdir, config, generate = _digits_run_at_step_5(tmp_path, monkeypatch)
 
   def disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, 'No space left on device')

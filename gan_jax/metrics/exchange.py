@@ -117,6 +117,15 @@ def flags(flag):
   return allgather(np.array([bool(flag)]))[:, 0]
 
 
+def processes_differing(hex_digest):
+  """The indices of the processes whose `hex_digest` (hex digits, as long on every
+  process) differs from process 0's; [] with one process."""
+  if process_count() == 1:
+    return []
+  digests = allgather(np.frombuffer(bytes.fromhex(hex_digest), np.uint8))
+  return [i for i, d in enumerate(digests) if not np.array_equal(d, digests[0])]
+
+
 def _broadcast_bytes(data, size):
   """Process 0's `data` (uint8[size]; None elsewhere) on every process."""
   out = np.empty(size, np.uint8)

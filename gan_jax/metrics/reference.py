@@ -71,10 +71,7 @@ def _check_same_images_everywhere(content):
   """A ConfigError on every process when the processes loaded different reference
   images (a host with another copy of the data): their features would be mixed, and
   each process would describe its own images in the evaluations' protocol."""
-  if exchange.process_count() == 1:
-    return
-  digests = exchange.allgather(np.frombuffer(bytes.fromhex(content), np.uint8))
-  differing = [i for i, d in enumerate(digests) if not np.array_equal(d, digests[0])]
+  differing = exchange.processes_differing(content)
   if differing:
     raise errors.ConfigError(
         f'Process(es) {differing} loaded other reference images than process 0 (their '
