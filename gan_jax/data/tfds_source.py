@@ -55,10 +55,11 @@ def _base_name(name):
   return name.split(':')[0].split('/')[0]
 
 
-def _prepare_help(name, data_dir, manual_instructions=None):
+def _prepare_help(builder, name, data_dir):
   """The commands that prepare `name` in array_record; for a data set TFDS cannot
-  download (`manual_instructions`: its builder's, e.g. ImageNet's), where to get its
-  files first and the --manual_dir that points TFDS at them."""
+  download (its `builder` has manual download instructions, e.g. ImageNet's), where
+  to get its files first and the --manual_dir that points TFDS at them."""
+  manual_instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)
   base = _base_name(name)
   data_dir_arg = f", data_dir='{data_dir}'" if data_dir else ''
   data_dir_flag = f' --data_dir={data_dir}' if data_dir else ''
@@ -140,8 +141,7 @@ def _open_error(builder, *, name, split, data_dir):
     return errors.MissingFileError(
         f'TFDS dataset {name!r} is not prepared under {builder.data_dir} '
         f'(data_dir={data_dir or "TFDS default"}); gan_jax never downloads '
-        'data itself.\n' + _prepare_help(
-            name, data_dir, getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)))
+        'data itself.\n' + _prepare_help(builder, name, data_dir))
   file_format = getattr(builder.info.file_format, 'value',
                         builder.info.file_format)
   if str(file_format) != 'array_record':
@@ -151,8 +151,7 @@ def _open_error(builder, *, name, split, data_dir):
         'array_record. Convert it in place with:\n'
         f'  tfds convert_format --dataset_version_dir={builder.data_dir} '
         '--out_file_format=array_record\n'
-        'or prepare it again:\n' + _prepare_help(
-            name, data_dir, getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)))
+        'or prepare it again:\n' + _prepare_help(builder, name, data_dir))
   known = list(builder.info.splits.keys())
   # TFDS split strings combine names with '+' and slice them with [..].
   asked = [re.sub(r'\[.*?\]', '', part).strip() for part in split.split('+')]
