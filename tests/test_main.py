@@ -80,8 +80,10 @@ def test_a_stop_python_swallowed_still_ends_a_tool_as_stopped(signum, run_args, 
                                                               last_line):
   # Raised inside a garbage-collection callback (as JAX's), the KeyboardInterrupt (or a
   # SIGTERM's Stopped) is only printed and the tool's work goes on; the tool then ends
-  # as stopped, not 0.
+  # as stopped, not 0. SIGINT starts at Python's own handler, as under a terminal: a
+  # shell's background job (nohup ... &) inherits SIGINT ignored, which cli.run keeps.
   program = ('import gc, os, signal, time\n'
+             'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
              'from gan_jax import cli\n'
              'def swallow(phase, info):\n'
              '  if phase == "start":\n'

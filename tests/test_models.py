@@ -119,8 +119,10 @@ def test_bn_axis_name_synchronises_statistics(overrides):
   generator, discriminator = models.build(config, bn_axis_name='data')
   key_g, key_d = jax.random.split(jax.random.key(0))
   z = jax.random.normal(jax.random.key(2), (8, config.z_dim))
-  g_vars = generator.init(key_g, z, train=False)
-  d_vars = discriminator.init(key_d, generator.apply(g_vars, z, train=False), train=False)
+  # Compiled (jit), not run op by op: the same numbers, a fraction of the time.
+  g_vars = jax.jit(lambda z: generator.init(key_g, z, train=False))(z)
+  d_vars = jax.jit(lambda z: discriminator.init(
+      key_d, generator.apply(g_vars, z, train=False), train=False))(z)
 
   def g_apply(z):
     return generator.apply(g_vars, z, train=True, mutable=['batch_stats'])
@@ -130,12 +132,14 @@ def test_bn_axis_name_synchronises_statistics(overrides):
 
   # Reference: the same modules without an axis name on the whole batch.
   ref_g, ref_d = models.build(config)
-  images, g_stats = ref_g.apply(g_vars, z, train=True, mutable=['batch_stats'])
-  logits, d_stats = ref_d.apply(d_vars, images, train=True, mutable=['batch_stats'])
+  images, g_stats = jax.jit(
+      lambda z: ref_g.apply(g_vars, z, train=True, mutable=['batch_stats']))(z)
+  logits, d_stats = jax.jit(
+      lambda x: ref_d.apply(d_vars, x, train=True, mutable=['batch_stats']))(images)
 
   chunked = lambda a: a.reshape((2, a.shape[0] // 2) + a.shape[1:])
-  images_2, g_stats_2 = jax.vmap(g_apply, axis_name='data')(chunked(z))
-  logits_2, d_stats_2 = jax.vmap(d_apply, axis_name='data')(chunked(images))
+  images_2, g_stats_2 = jax.jit(jax.vmap(g_apply, axis_name='data'))(chunked(z))
+  logits_2, d_stats_2 = jax.jit(jax.vmap(d_apply, axis_name='data'))(chunked(images))
   np.testing.assert_allclose(images_2.reshape(images.shape), images, atol=1e-5)
   np.testing.assert_allclose(logits_2.reshape(logits.shape), logits, atol=1e-4, rtol=1e-4)
   for stats, stats_2 in ((g_stats, g_stats_2), (d_stats, d_stats_2)):
