@@ -6,7 +6,9 @@ Networks: StudioGAN's SAGAN for CIFAR-10 (its `resnet` backbone with
 self-attention at 16x16 in G and D, conditional BN from one-hot labels,
 projection D, ngf = ndf = 64, z 128). Training: the SAGAN paper's hinge loss, TTUR
 (G 1e-4, D 4e-4), Adam (0.0, 0.9) and one D step per G step, with StudioGAN's batch
-64, 100k steps and Adam eps 1e-6. Published: StudioGAN SAGAN CIFAR-10 FID 10.4
+64, 100k steps and Adam eps 1e-6; G's BatchNorm running averages move in the G
+updates only, as StudioGAN's training loop (`train.g_bn_stats_in_d_updates`).
+Published: StudioGAN SAGAN CIFAR-10 FID 10.4
 (docs/benchmarks.md), trained with StudioGAN's own settings instead: those are
 `:studiogan`.
 
@@ -36,6 +38,7 @@ def get_config(arg=None):
   config.optim.d.update(name='adam', learning_rate=4e-4, b1=0.0, b2=0.9, eps=1e-6)
   config.train.n_critic = 1
   config.train.ema_decay = 0.0
+  config.train.g_bn_stats_in_d_updates = False  # StudioGAN: G's BN averages move in G updates only
   if args.studiogan:
     for opt in (config.optim.g, config.optim.d):
       opt.update(name='adam', learning_rate=2e-4, b1=0.5, b2=0.999, eps=1e-6)

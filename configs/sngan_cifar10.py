@@ -9,7 +9,8 @@ example: hinge loss, Adam 2e-4 (0.0, 0.9), 5 D steps per G step, batch 64,
 FID 16.8 (50k vs 50k: `python -m gan_jax.evaluate --num_samples=50000
 --num_reference=50000`; training evaluates 10k) for this setting. StudioGAN's
 SNGAN (CIFAR-10 FID 9.0, docs/benchmarks.md) is class-conditional (cBN G,
-projection D): `cgan_pd_cifar10` is the comparable config. Prepare the data: `tfds build cifar10 --file_format=array_record`.
+projection D) and trains otherwise (docs/benchmarks.md): `cgan_pd_cifar10` has its
+conditioning. Prepare the data: `tfds build cifar10 --file_format=array_record`.
 
 Variants: `:smoke` (narrow networks, a few steps; the tests run it on mock data).
 """

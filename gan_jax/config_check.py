@@ -122,6 +122,10 @@ _SETTINGS_OF_SWITCHES = (
      '(model.minibatch_std)', lambda c: c.model.minibatch_std or _has_batch_norm(c)),
     ('train.ema_batch_stats', "a G with statistics (BatchNorm or model.g_spectral_norm)",
      lambda c: bool(jax.tree.leaves(_statistics(c)[0]))),
+    ('train.g_bn_stats_in_d_updates', 'a G with BatchNorm whose D updates run it '
+     '(train.reuse_fake False)',
+     lambda c: not c.train.reuse_fake and bool(
+         standing_stats.count_batch_norm_leaves(_statistics(c)[0]))),
     ('train.ema_start', 'the EMA generator (train.ema_decay > 0)',
      lambda c: bool(c.train.ema_decay)),
     ('optim.decay_start', "a decaying schedule (optim.schedule 'linear' or 'cosine')",

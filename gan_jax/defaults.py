@@ -103,6 +103,10 @@ def get_config():
   # (same z) through G's saved VJP, as the PyTorch DCGAN example does (needs n_critic 1).
   # False: the G update draws a fresh z and runs G again.
   t.reuse_fake = False
+  # True: G's BatchNorm running averages also move in the G forwards of the D updates
+  # (torch_mimicry, the PyTorch DCGAN example); False: in the G update's only, as
+  # StudioGAN's `untrack_bn_statistics` (its BigGAN / SAGAN configs).
+  t.g_bn_stats_in_d_updates = True
   t.ema_decay = 0.999               # EMA of G params used for sampling/eval (0 = off)
   t.ema_start = 0                   # step from which the EMA averages (before it, EMA = G's params; BigGAN: 20000)
   t.ema_batch_stats = False         # the EMA generator keeps its own EMA of G's BatchNorm statistics and spectral-norm vectors (StudioGAN, BigGAN-PyTorch); False: it samples with the trained G's

@@ -40,20 +40,13 @@ from gan_jax import step as step_lib
 
 # BigGAN-PyTorch's default number of accumulated batches (`--num_standing_accumulations`).
 DEFAULT_BATCHES = 16
-_BN_LEAVES = ('mean', 'var')
 # Folded into the seed's key, so the standing latents are not the latents scored.
 _KEY_SALT = 0x5374
 
 
-def _is_batch_norm_leaf(path):
-  last = path[-1]
-  return getattr(last, 'key', None) in _BN_LEAVES
-
-
 def count_batch_norm_leaves(g_batch_stats):
   """The number of BatchNorm mean / var arrays in G's statistics (0: no BatchNorm)."""
-  return sum(_is_batch_norm_leaf(path)
-             for path, _ in jax.tree_util.tree_leaves_with_path(g_batch_stats))
+  return models.count_batch_norm_leaves(g_batch_stats)
 
 
 def _check_has_batch_norm(model_config, g_batch_stats, what='--standing_stats'):
@@ -142,9 +135,7 @@ def standing_statistics(model_config, g_params, g_batch_stats, z, labels=None):
 
   per_batch = jax.lax.map(one_batch, (z, labels))
   means = jax.tree.map(lambda stacked: jnp.mean(stacked, axis=0), per_batch)
-  return jax.tree_util.tree_map_with_path(
-      lambda path, kept, mean: mean if _is_batch_norm_leaf(path) else kept,
-      g_batch_stats, means)
+  return models.with_batch_norm_averages_of(g_batch_stats, means)
 
 
 def make_standing_fn(model_config, *, num_batches=DEFAULT_BATCHES, batch_size):

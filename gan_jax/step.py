@@ -73,6 +73,7 @@ class StepSetup:
   ema_start: int
   n_critic: int
   reuse_fake: bool
+  g_bn_stats_in_d_updates: bool  # False: the D updates' G calls leave G's BN averages
   sync_bn: bool
   random_flip: bool       # data.random_flip: mirror each real image with probability 1/2
   lecam_weight: float     # LeCam regularisation of D (0 = off)
@@ -213,6 +214,11 @@ def d_update(setup, state, real, real_labels, key, fake=None, fake_labels=None,
                                              perturbed_latents(setup, z_key, z), fake_labels,
                                              train=True)
       perturbed = jax.lax.stop_gradient(perturbed)
+    if not setup.g_bn_stats_in_d_updates:
+      # StudioGAN's `untrack_bn_statistics`: G normalises with its batch statistics
+      # but its running averages move in the G update only; the spectral-norm
+      # vectors move, as PyTorch's spectral_norm does in every train-mode call.
+      g_batch_stats = models.with_batch_norm_averages_of(g_batch_stats, state.g_batch_stats)
   fake = jax.lax.stop_gradient(fake)
   grads, (d_batch_stats, aux) = jax.grad(objectives.discriminator_objective, argnums=1,
                                          has_aux=True)(
@@ -413,7 +419,8 @@ def make_train_step(config, *, axis_name=parallel.DATA_AXIS):
       bcr_real_weight=l.bcr_real_weight, bcr_fake_weight=l.bcr_fake_weight, g_top_k=l.g_top_k,
       g_top_k_decay=float(l.g_top_k_decay), g_top_k_decay_steps=int(l.g_top_k_decay_steps),
       weight_clip=config.optim.weight_clip, ema_decay=t.ema_decay, ema_start=t.ema_start,
-      n_critic=t.n_critic, reuse_fake=t.reuse_fake, sync_bn=sync_bn,
+      n_critic=t.n_critic, reuse_fake=t.reuse_fake,
+      g_bn_stats_in_d_updates=bool(t.g_bn_stats_in_d_updates), sync_bn=sync_bn,
       random_flip=bool(config.data.random_flip),
       lecam_weight=float(l.lecam_weight),
       lecam_decay=float(l.lecam_decay), lecam_start=int(l.lecam_start),

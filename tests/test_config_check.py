@@ -262,6 +262,8 @@ def test_an_augmentation_of_at_least_one_pixel_is_accepted(overrides):
     ('parallel.sync_batch_stats', False, {'model.g_norm': 'none', 'model.d_norm': 'layer'},
      {'model.g_norm': 'none', 'model.d_norm': 'layer', 'model.minibatch_std': True}),
     ('train.ema_batch_stats', True, {'model.g_norm': 'none'}, {}),
+    ('train.g_bn_stats_in_d_updates', False, {'model.g_norm': 'none'}, {}),
+    ('train.g_bn_stats_in_d_updates', False, {'train.reuse_fake': True}, {}),
     ('data.crop', 'none', {}, None),
     ('data.toy', 'grid', {}, None),
 ])

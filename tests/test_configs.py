@@ -197,6 +197,15 @@ def test_zoo_settings_read_from_the_references_own_files():
     # StudioGAN's src/utils/ema.py averages G's buffers (BatchNorm statistics,
     # spectral-norm vectors) with its weights.
     assert config_files.load(name).train.ema_batch_stats is True, name
+  # StudioGAN's worker.py untracks G's BatchNorm statistics for the D steps
+  # (`misc.untrack_bn_statistics`) and tracks them again for the G step.
+  for name in ('biggan_cifar10', 'biggan_imagenet128', 'sagan_cifar10',
+               'sagan_cifar10:studiogan'):
+    assert config_files.load(name).train.g_bn_stats_in_d_updates is False, name
+  # mimicry's trainer runs G in train mode in the D steps, statistics updated.
+  for name in ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10',
+               'acgan_cifar10', 'cgan_digits', 'dcgan_digits'):
+    assert config_files.load(name).train.g_bn_stats_in_d_updates is True, name
   for name in ('sngan_cifar10', 'sngan_stl10', 'sngan_celeba', 'cgan_pd_cifar10'):
     assert config_files.load(name).data.random_flip is False, name
   # StudioGAN's SAGAN.yaml sets the networks and the loss only; the rest is

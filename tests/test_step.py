@@ -7,8 +7,10 @@ import pytest
 
 from configs import toy_ring
 from gan_jax import augment
+from gan_jax import config_files
 from gan_jax import ema as ema_lib
 from gan_jax import losses
+from gan_jax import models
 from gan_jax import objectives
 from gan_jax import parallel
 from gan_jax import state as state_lib
@@ -1038,3 +1040,61 @@ def test_ada_step_on_eight_devices_equals_one_device():
   np.testing.assert_allclose(m8['ada_sign'], m1['ada_sign'], rtol=1e-5)
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
   assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
+
+
+def _scrambled_power_iteration(g_batch_stats, key):
+  """G's statistics with every spectral-norm vector u replaced by a random unit vector,
+  so that each further power iteration moves it."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(g_batch_stats)
+  keys = jax.random.split(key, len(leaves))
+  out = []
+  for (path, leaf), k in zip(leaves, keys):
+    if str(getattr(path[-1], 'key', '')).endswith('u'):
+      u = jax.random.normal(k, leaf.shape, leaf.dtype)
+      leaf = u / jnp.linalg.norm(u)
+    out.append(leaf)
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _g_statistics_after_one_step(config, *, n_critic, in_d_updates, scrambled=False):
+  """(BatchNorm averages, spectral-norm vectors) of G (leaf lists) after one step of
+  `config` with G's statistics kept in its EMA too; `scrambled`: from spectral-norm
+  vectors far from converged."""
+  config = config.copy_and_resolve_references()
+  config.train.update(n_critic=n_critic, g_bn_stats_in_d_updates=in_d_updates, batch_size=8,
+                      ema_decay=0.5, ema_batch_stats=True)
+  state = state_lib.create_state(config, jax.random.key(0))
+  if scrambled:
+    state = state.replace(g_batch_stats=_scrambled_power_iteration(state.g_batch_stats,
+                                                                   jax.random.key(5)))
+  dp = parallel.DataParallel('shard_map', devices=jax.devices()[:1])
+  new, _ = run_steps(config, dp, state, [random_batch(config, seed=0)], jax.random.key(1))
+  stats = jax.tree_util.tree_leaves_with_path(
+      ema_lib.sampling_batch_stats(new.g_batch_stats, ema=False))
+  batch_norm = [leaf for path, leaf in stats if models.is_batch_norm_leaf(path)]
+  spectral = [leaf for path, leaf in stats if not models.is_batch_norm_leaf(path)]
+  assert batch_norm
+  return batch_norm, spectral
+
+
+def test_g_s_batch_norm_averages_move_in_the_g_update_only_when_asked():
+  # StudioGAN untracks G's BatchNorm statistics in the D steps: G's averages then
+  # depend on the G update's batch only, not on how many D updates ran before it
+  # (G's weights, and the G update's z, are the same either way).
+  config = tiny_config()
+  one, _ = _g_statistics_after_one_step(config, n_critic=1, in_d_updates=False)
+  three, _ = _g_statistics_after_one_step(config, n_critic=3, in_d_updates=False)
+  assert max_rel_diff(three, one) < 1e-6
+
+
+def test_without_g_bn_stats_in_d_updates_g_s_spectral_norm_still_moves_in_them():
+  # As PyTorch's spectral_norm, G's power iteration moves in every train-mode call,
+  # the D updates' included; only the BatchNorm averages stay.
+  config = config_files.load('sngan_cifar10:smoke')
+  config.model.g_spectral_norm = True
+  bn, sn = _g_statistics_after_one_step(config, n_critic=3, in_d_updates=False,
+                                        scrambled=True)
+  tracked_bn, tracked_sn = _g_statistics_after_one_step(config, n_critic=3, in_d_updates=True,
+                                                        scrambled=True)
+  assert sn and max_rel_diff(sn, tracked_sn) < 1e-6
+  assert max_rel_diff(bn, tracked_bn) > 1e-3  # the default moves them in the D updates

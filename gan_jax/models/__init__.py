@@ -247,6 +247,38 @@ def variables(params, batch_stats):
   return out
 
 
+# The leaves of a BatchNorm layer's running averages in `batch_stats` (flax's names);
+# the collection's other leaves are spectral-norm state ('u', 'sigma').
+_BATCH_NORM_LEAVES = ('mean', 'var')
+
+
+def is_batch_norm_leaf(path):
+  """Whether a `jax.tree_util` key path in a `batch_stats` pytree names a BatchNorm
+  running average (mean or var), not spectral-norm state."""
+  return getattr(path[-1], 'key', None) in _BATCH_NORM_LEAVES
+
+
+def count_batch_norm_leaves(batch_stats):
+  """The number of BatchNorm mean / var arrays in a `batch_stats` pytree (0: no BatchNorm)."""
+  return sum(is_batch_norm_leaf(path)
+             for path, _ in jax.tree_util.tree_leaves_with_path(batch_stats))
+
+
+def with_batch_norm_averages_of(batch_stats, source):
+  """`batch_stats` with its BatchNorm running averages taken from `source`.
+
+  Args:
+    batch_stats: a `batch_stats` pytree (e.g. after a train-mode call).
+    source: a pytree of the same structure (e.g. the statistics before that call).
+
+  Returns:
+    A pytree like `batch_stats`: BatchNorm means and variances from `source`, every
+    other leaf (spectral-norm state) from `batch_stats`.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, new, old: old if is_batch_norm_leaf(path) else new, batch_stats, source)
+
+
 def param_count(params):
   """Number of scalars in a pytree of arrays (or of shape-dtype structs)."""
   return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
