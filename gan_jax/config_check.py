@@ -89,7 +89,7 @@ def _statistics(config):
 
 def _has_batch_norm(config):
   """Whether G or D of `config` has a BatchNorm layer (conditional ones included)."""
-  return any(standing_stats.count_batch_norm_leaves(s) for s in _statistics(config))
+  return any(models.count_batch_norm_leaves(s) for s in _statistics(config))
 
 
 # (field, the switch that reads it as a phrase, whether the switch is on): a field
@@ -125,7 +125,7 @@ _SETTINGS_OF_SWITCHES = (
     ('train.g_bn_stats_in_d_updates', 'a G with BatchNorm whose D updates run it '
      '(train.reuse_fake False)',
      lambda c: not c.train.reuse_fake and bool(
-         standing_stats.count_batch_norm_leaves(_statistics(c)[0]))),
+         models.count_batch_norm_leaves(_statistics(c)[0]))),
     ('train.ema_start', 'the EMA generator (train.ema_decay > 0)',
      lambda c: bool(c.train.ema_decay)),
     ('optim.decay_start', "a decaying schedule (optim.schedule 'linear' or 'cosine')",

@@ -44,13 +44,8 @@ DEFAULT_BATCHES = 16
 _KEY_SALT = 0x5374
 
 
-def count_batch_norm_leaves(g_batch_stats):
-  """The number of BatchNorm mean / var arrays in G's statistics (0: no BatchNorm)."""
-  return models.count_batch_norm_leaves(g_batch_stats)
-
-
 def _check_has_batch_norm(model_config, g_batch_stats, what='--standing_stats'):
-  if not count_batch_norm_leaves(g_batch_stats):
+  if not models.count_batch_norm_leaves(g_batch_stats):
     raise errors.ConfigError(
         f'This generator (model.name={model_config.name!r}, g_norm='
         f'{model_config.get("g_norm", "batch")!r}) has no BatchNorm statistics, so standing '
