@@ -33,6 +33,12 @@ class NonFiniteError(UserError, FloatingPointError):
   latents a sampler moved too far."""
 
 
+class WorkerExitedError(UserError, RuntimeError):
+  """A benchmark's worker process ended without a reply: a flag of --xla_flags /
+  $XLA_FLAGS that XLA does not know (XLA's own message is printed above), or the
+  system stopped it for memory."""
+
+
 class Stopped(BaseException):
   """A run or benchmark stopped early on a signal; the tools print its message as one
   line and exit with status 128 + `signum` (not a `UserError`: nothing was wrong).

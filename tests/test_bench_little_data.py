@@ -260,3 +260,35 @@ def test_an_override_off_the_digits_train_split_is_refused_before_any_training(
     bench.run_benchmark(['dcgan_digits:few'], fractions=(0.1,), trials=1, out_dir=str(out),
                         overrides=overrides.parse([override]), log=lambda line: None)
   assert not out.exists()
+
+
+def test_the_same_command_again_continues_its_report(tmp_path, monkeypatch):
+  trained = []
+
+  def fake_trial(config, *, seed, workdir, num_samples):
+    if seed == 1 and 'stopped' not in trained:
+      trained.append('stopped')
+      raise KeyboardInterrupt
+    trained.append(seed)
+    return _trial(seed, 1.0 + seed, 0.5, 0.1)
+
+  monkeypatch.setattr(bench, 'run_trial', fake_trial)
+  run = lambda: bench.run_benchmark(['dcgan_digits:few'], fractions=(0.1,), trials=2,
+                                    out_dir=str(tmp_path), command='python -m x --trials=2',
+                                    log=lambda line: None)
+  with pytest.raises(errors.Stopped):
+    run()
+  result = run()
+  assert trained == [0, 'stopped', 1]
+  (row,) = result['rows']
+  assert [t['proxy_fd'] for t in row['trials']] == [1.0, 2.0]
+
+
+def test_fractions_that_train_on_the_same_digits_are_refused(tmp_path, monkeypatch):
+  monkeypatch.setattr(bench, 'run_trial', lambda *a, **k: pytest.fail('trained'))
+  for fractions in ((0.1, 0.1), (0.1, 0.0995)):
+    with pytest.raises(errors.ConfigError, match=r'--fractions 0.1 and 0.(1|0995) both train '
+                       r'on 134 digits'):
+      bench.run_benchmark(['dcgan_digits:few'], fractions=fractions, trials=1,
+                          out_dir=str(tmp_path / 'out'), log=lambda line: None)
+  assert not (tmp_path / 'out').exists()

@@ -122,3 +122,26 @@ def test_an_override_that_leaves_no_test_split_is_refused_before_any_training(tm
                                                    f'data.path={tmp_path}']),
                         log=lambda line: None)
   assert not out.exists()
+
+
+def test_the_same_command_again_continues_its_report(tmp_path, monkeypatch):
+  trained = []
+
+  def fake_trial(config, *, seed, workdir):
+    if (config.name, seed) == ('semi_supervised_digits', 1) and len(trained) == 2:
+      trained.append('stopped')
+      raise KeyboardInterrupt
+    trained.append((config.name, seed))
+    return _trial(seed, 0.9 + seed / 100)
+
+  monkeypatch.setattr(bench, 'run_trial', fake_trial)
+  run = lambda: bench.run_benchmark(
+      ['semi_supervised_digits', 'semi_supervised_digits:supervised_only'], seeds=[0, 1],
+      out_dir=str(tmp_path), num_steps=5, log=lambda line: None)
+  with pytest.raises(errors.Stopped):
+    run()
+  result = run()
+  assert trained == [('semi_supervised_digits', 0), ('semi_supervised_digits_supervised_only', 0),
+                     'stopped', ('semi_supervised_digits', 1),
+                     ('semi_supervised_digits_supervised_only', 1)]
+  assert [[t['seed'] for t in row['trials']] for row in result['rows']] == [[0, 1], [0, 1]]

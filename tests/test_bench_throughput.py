@@ -11,6 +11,7 @@ from gan_jax import errors
 from gan_jax import models
 from gan_jax.bench import presets
 from gan_jax.bench import throughput
+from gan_jax.bench import worker_process
 
 ROW_FIELDS = {
     'framework', 'variant', 'width', 'batch', 'it_per_s', 'it_per_s_min', 'it_per_s_max',
@@ -108,3 +109,21 @@ def test_a_width_for_a_config_whose_family_reads_no_ngf_is_refused():
     with pytest.raises(errors.ConfigError, match='--widths sets model.ngf / ndf, which the mlp'):
       presets.model_config('toy_grid', batch=8, width=width)
   assert presets.model_config('toy_grid', batch=8).model.name == 'mlp'
+
+
+def test_widths_are_positive_and_named_once():
+  assert throughput._parse_widths(['16', '32']) == (16, 32)  # pylint: disable=protected-access
+  assert throughput._parse_widths([]) is None  # pylint: disable=protected-access
+  for bad, message in ((['8', '8'], 'names a width twice'), (['0'], 'positive integers'),
+                       (['a'], 'positive integers')):
+    with pytest.raises(errors.ConfigError, match=message):
+      throughput._parse_widths(bad)  # pylint: disable=protected-access
+
+
+def test_a_worker_that_exits_without_a_reply_is_a_short_error():
+  # XLA ends the worker at start-up on a flag it does not know: a user's error to fix
+  # (one line from the tools), not a traceback.
+  with pytest.raises(errors.WorkerExitedError, match='gan_jax worker exited with code .* '
+                     'without a reply: .*an XLA flag'):
+    worker_process.Worker({'framework': 'gan_jax', 'variant': 'float32',
+                           'xla_flags': '--no_such_xla_flag_for_this_test'})

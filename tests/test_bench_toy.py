@@ -120,3 +120,36 @@ def test_an_override_off_the_toy_data_is_refused_before_any_training(tmp_path, m
                         overrides=overrides.parse(['data.source=digits']),
                         log=lambda line: None)
   assert not (tmp_path / 'out').exists()
+
+
+def test_the_same_command_again_continues_its_report(tmp_path, monkeypatch):
+  # A rerun after a stop trained every trial again, and its report dropped the trials
+  # the stopped run had recorded until it caught up (seeds lost at a second stop).
+  trained = []
+
+  def fake_trial(config, *, seed, workdir):
+    if seed == 2 and not trained.count(2):
+      trained.append(2)
+      raise KeyboardInterrupt  # Ctrl-C during the third trial
+    trained.append(seed)
+    return ({'seed': seed, 'modes_captured': 8 - seed, 'high_quality': 0.9,
+             'reverse_kl': 0.01, 'train_seconds': 1.0}, np.zeros((10, 2), np.float32))
+
+  monkeypatch.setattr(bench, 'run_trial', fake_trial)
+  run = lambda: bench.run_benchmark(['toy_ring:smoke'], trials=3, out_dir=str(tmp_path),
+                                    command='python -m gan_jax.bench.toy --trials=3',
+                                    log=lambda line: None)
+  with pytest.raises(errors.Stopped, match='the same command again keeps them'):
+    run()
+  assert trained == [0, 1, 2]
+  result = run()
+  assert trained == [0, 1, 2, 2]  # only the unfinished trial trained again
+  (row,) = result['rows']
+  assert [t['modes_captured'] for t in row['trials']] == [8, 7, 6]
+  assert row['summary']['modes_captured']['worst'] == 6
+  assert json.loads((tmp_path / 'toy_benchmark.json').read_text()) == json.loads(
+      json.dumps(result))
+  # A trial whose plot is gone is trained again.
+  os.remove(tmp_path / row['trials'][0]['png'])
+  run()
+  assert trained == [0, 1, 2, 2, 0]

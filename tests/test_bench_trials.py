@@ -99,8 +99,11 @@ def test_a_slug_names_the_config_its_variant_and_extras_safely():
 
 def test_sigterm_during_a_trial_deletes_its_temporary_folder_and_says_so(tmp_path):
   before = signal.getsignal(signal.SIGTERM)
-  with pytest.raises(errors.Stopped, match=r'SIGTERM during the trial toy_ring, seed 4: trial '
-                     r'folders are temporary, so a rerun trains every trial again') as stopped:
+  with pytest.raises(errors.Stopped, match=r'SIGTERM during the trial toy_ring, seed 4: its '
+                     r'folder was temporary: the same command again trains it from the start '
+                     r'\(with --keep_workdirs it would resume it\). The report in --out holds '
+                     r'the trials finished before it, if any, and the same command again keeps '
+                     r'them.') as stopped:
     with trials.trial_workdir(str(tmp_path / 'out'), 'toy_ring', 4, keep=False) as w:
       os.kill(os.getpid(), signal.SIGTERM)  # by default the process would die here
       time.sleep(5)  # the handler raises before this ends
@@ -113,8 +116,8 @@ def test_sigterm_during_a_trial_deletes_its_temporary_folder_and_says_so(tmp_pat
     (KeyboardInterrupt, signal.SIGINT)])
 def test_a_stopped_kept_trial_says_a_rerun_resumes_it(tmp_path, stop, signum):
   out = str(tmp_path / 'out')
-  with pytest.raises(errors.Stopped, match='its folder is kept: rerun the same command to '
-                     'resume it') as stopped:
+  with pytest.raises(errors.Stopped, match='its folder is kept: the same command again '
+                     'resumes it') as stopped:
     with trials.trial_workdir(out, 'toy_ring', 3, keep=True) as w:
       os.makedirs(w)
       raise stop()

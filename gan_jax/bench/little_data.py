@@ -38,7 +38,8 @@ augmented config relative to the same fraction's config without augmentation
 
 Outputs in --out: `little_data.json` (every trial, the summaries, the machine and
 the command; rewritten after each trial, so an interrupted run keeps what it
-measured) and `little_data.md` (the table).
+measured, and the same command again continues it without training those trials
+again) and `little_data.md` (the table).
 
 `--set=FIELD=VALUE` (repeatable) changes a field of every config of the run
 (`gan_jax.bench.overrides`), so a probe is a command too; rows record it. It applies
@@ -377,8 +378,9 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     check_config(spec, config)
   trials_lib.check_configs(configs, num_steps, as_trained=lambda c: c.eval.update(every=-1))
   plan = [(f, examples_for(f), spec, config) for f in fractions for spec, config in configs]
+  _check_distinct_examples(fractions)
   result = _new_result(command, num_samples)
-  report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
+  earlier = report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
   os.makedirs(out_dir, exist_ok=True)
   for fraction, examples, spec, config in plan:
     config = config.copy_and_resolve_references()
@@ -391,22 +393,41 @@ def run_benchmark(specs, *, fractions=(0.1, 0.25), trials=3, first_seed=0,
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
       slug = trials_lib.slug(spec, examples, no_variant='default') + overrides_lib.slug(overrides)
-      with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
-        record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir,
-                           num_samples=num_samples)
+      record = report_files.earlier_trial(earlier, row, seed)
+      if record is not None:
+        log(f'{spec} on {examples} digits, seed {seed}: kept from the report of an earlier '
+            'run of this command.')
+      else:
+        with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
+          record = run_trial(config.copy_and_resolve_references(), seed=seed,
+                             workdir=workdir, num_samples=num_samples)
+        log(f"{spec} on {examples} digits, seed {seed}: proxy FD {record['proxy_fd']:.3f} "
+            f"(a copy of its digits: {record[COPY_FD]:.3f}), "
+            f"confident {record['proxy_confident']:.3f}, coverage KL "
+            f"{record['proxy_coverage_kl']:.3f}, D seen vs unseen "
+            f"{record['d_seen_vs_unseen']:.2f}, unseen vs fake {record['d_unseen_vs_fake']:.2f}, "
+            + (f"ADA p {record[ADA_P]:.2f}, " if ADA_P in record else '')
+            + f"{record['train_seconds']:.0f} s")
       row['trials'].append(record)
       row['summary'] = summarize(row['trials'])
-      log(f"{spec} on {examples} digits, seed {seed}: proxy FD {record['proxy_fd']:.3f} "
-          f"(a copy of its digits: {record[COPY_FD]:.3f}), "
-          f"confident {record['proxy_confident']:.3f}, coverage KL "
-          f"{record['proxy_coverage_kl']:.3f}, D seen vs unseen {record['d_seen_vs_unseen']:.2f}, "
-          f"unseen vs fake {record['d_unseen_vs_fake']:.2f}, "
-          + (f"ADA p {record[ADA_P]:.2f}, " if ADA_P in record else '')
-          + f"{record['train_seconds']:.0f} s")
       result['fd_change'] = {str(i): c for i, c in fd_changes(result['rows']).items()}
       result['table'] = format_table(result['rows'])
       report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)
   return result
+
+
+def _check_distinct_examples(fractions):
+  """ConfigError when two fractions train on the same number of digits (the same
+  trials, trained and reported twice)."""
+  by_count = {}
+  for fraction in fractions:
+    by_count.setdefault(examples_for(fraction), []).append(fraction)
+  same = [(count, shares) for count, shares in by_count.items() if len(shares) > 1]
+  if same:
+    count, shares = same[0]
+    raise errors.ConfigError(
+        f'--fractions {" and ".join(str(s) for s in shares)} both train on {count} digits '
+        '(the same trials twice); give each share once.')
 
 
 def _parse_fractions(text):

@@ -46,10 +46,15 @@ def write_result(result, out_dir, *, json_name, table_name):
                             result['table'] + machine_note(result['machine']))
 
 
+# Flags that change where trials run, not what they measure.
+_NOT_MEASURED = ('--keep_workdirs', '--nokeep_workdirs')
+
+
 def _flags_of(command):
   """A `trials.command_line` as what it asks for, whichever Python ran it: the module,
   and its flags in any order ('--name value' read as '--name=value'; of a repeated
-  flag the last value counts, as absl reads it, except --set, which collects them)."""
+  flag the last value counts, as absl reads it, except --set, which collects them;
+  --keep_workdirs left out: it keeps the trials' folders, the numbers are the same)."""
   try:
     tokens = shlex.split(command)[1:]
   except ValueError:
@@ -64,6 +69,8 @@ def _flags_of(command):
   flags, settings = {}, []
   for word in words:
     name, _, value = word.partition('=')
+    if name in _NOT_MEASURED:
+      continue
     if name == '--set':
       settings.append(value)
     else:
@@ -71,11 +78,32 @@ def _flags_of(command):
   return flags, sorted(settings)
 
 
+def _differences(earlier, command):
+  """'--a=1 (now 2), --b (now absent)': how `command`'s flags differ from `earlier`'s."""
+  (module_flags, settings), (now_flags, now_settings) = _flags_of(earlier), _flags_of(command)
+  said = []
+  for name in sorted(set(module_flags) | set(now_flags)):
+    if module_flags.get(name) != now_flags.get(name):
+      then = f'{name}={module_flags[name]}' if name in module_flags else f'no {name}'
+      now = f'{name}={now_flags[name]}' if name in now_flags else 'absent'
+      said.append(f'{then} (now {now})')
+  if settings != now_settings:
+    said.append(f'--set {settings} (now {now_settings})')
+  return ', '.join(said)
+
+
 def check_out_dir(out_dir, json_name, command):
-  """Raises ConfigError when `out_dir` holds a report (`json_name`) that another
-  command made: the benchmark would replace it after its first trial (and a toy
-  report's plots before that). The same command again (a rerun, or resuming kept
-  trials) may replace its own report. Call before any trial writes there."""
+  """The report (`json_name`) in `out_dir` that the same command made, to continue.
+
+  A report another command made (other flags, --keep_workdirs aside) raises
+  ConfigError: the benchmark would replace it after its first trial (and a toy
+  report's plots before that). The same command again (a rerun after a stop)
+  continues its report: `earlier_trial` finds the trials it holds. Call before any
+  trial writes there.
+
+  Returns:
+    The earlier report (a dict with 'rows'), or None when there is none.
+  """
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise errors.ConfigError(f'--out={out_dir} is a file; give a folder for the report.')
   above = next((p for p in pathlib.Path(os.path.abspath(out_dir)).parents if p.exists()), None)
@@ -89,8 +117,35 @@ def check_out_dir(out_dir, json_name, command):
       earlier = json.load(f)
   except (OSError, ValueError):
     earlier = {}
-  earlier = earlier.get('command') if isinstance(earlier, dict) else None
-  if earlier is None or _flags_of(earlier) != _flags_of(command):
+  made_by = earlier.get('command') if isinstance(earlier, dict) else None
+  if not isinstance(made_by, str) or not isinstance(earlier.get('rows'), list):
     raise errors.ConfigError(
-        f'--out={out_dir} holds the report of another benchmark ({earlier or "unreadable"}); '
-        'this one would replace it. Pass another --out, or move that report away.')
+        f'--out={out_dir} holds a report this benchmark cannot read ({path}); it would '
+        'replace it. Pass another --out, or move that report away.')
+  if _flags_of(made_by) != _flags_of(command):
+    raise errors.ConfigError(
+        f'--out={out_dir} holds the report of another command ({made_by}): '
+        f'{_differences(made_by, command)}; this one would replace it. Rerun that command '
+        'to continue it, pass another --out, or move that report away.')
+  return earlier
+
+
+def earlier_trial(earlier, row, seed):
+  """The trial record of `seed` in the earlier report's row that is `row`, or None.
+
+  Args:
+    earlier: `check_out_dir`'s report (or None).
+    row: a row of the new report (every key but 'trials' and 'summary' names it:
+      config, overrides, fraction, steps ...).
+    seed: the trial's seed.
+  """
+  if not earlier:
+    return None
+  # Through JSON, as the earlier row was read: tuples become lists.
+  same = lambda r: json.loads(json.dumps(
+      {k: v for k, v in r.items() if k not in ('trials', 'summary')}))
+  for old in earlier['rows']:
+    if isinstance(old, dict) and same(old) == same(row):
+      return next((t for t in old.get('trials') or () if isinstance(t, dict)
+                   and t.get('seed') == seed), None)
+  return None

@@ -20,7 +20,8 @@ training time of one trial (wall and this process's CPU seconds; compilation and
 checkpoint writes included; a kept trial resumed after a stop counts every part). The last line compares the first two configs seed by
 seed (same labels). Outputs in --out: `semi_supervised_benchmark.json` (every trial,
 the summary, the machine) and `semi_supervised_benchmark.md` (the table), rewritten
-after every trial.
+after every trial; the same command again continues them without training the
+trials they hold again.
 
 `--set=FIELD=VALUE` (repeatable) changes a field of every config of the run
 (`gan_jax.bench.overrides`), so a probe is a command too; rows record it. It applies
@@ -181,7 +182,7 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
       'machine': trials_lib.machine_description(),
       'created': datetime.datetime.now().isoformat(timespec='seconds'),
       'rows': [], 'table': ''}
-  report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
+  earlier = report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
   os.makedirs(out_dir, exist_ok=True)
   for spec, config in configs:
     if num_steps is not None:
@@ -194,12 +195,16 @@ def run_benchmark(specs, *, seeds, out_dir, num_steps=None, overrides=(), keep_w
   for seed in seeds:
     for (spec, config), row in zip(configs, result['rows']):
       slug = trials_lib.slug(spec) + overrides_lib.slug(overrides)
-      with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
-        record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir)
+      record = report_files.earlier_trial(earlier, row, seed)
+      if record is not None:
+        log(f'{spec} seed {seed}: kept from the report of an earlier run of this command.')
+      else:
+        with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
+          record = run_trial(config.copy_and_resolve_references(), seed=seed, workdir=workdir)
+        log(f"{spec} seed {seed}: test accuracy {100 * record['accuracy']:.2f}%, "
+            f"{record['train_seconds']:.0f} s ({record['train_cpu_seconds']:.0f} s CPU)")
       row['trials'].append(record)
       row['summary'] = summarize(row['trials'])
-      log(f"{spec} seed {seed}: test accuracy {100 * record['accuracy']:.2f}%, "
-          f"{record['train_seconds']:.0f} s ({record['train_cpu_seconds']:.0f} s CPU)")
       result['table'] = format_table(result['rows'])
       report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)
   return result

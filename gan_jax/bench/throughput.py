@@ -314,6 +314,9 @@ def _parse_widths(values):
   if len(widths) != len(values) or any(w < 1 for w in widths):
     raise errors.ConfigError(f'--widths={",".join(values)}: give positive integers (ngf = ndf '
                              'of each timed model), e.g. --widths=16,32,64.')
+  if len(set(widths)) != len(widths):
+    raise errors.ConfigError(f'--widths={",".join(values)} names a width twice; name each '
+                             'once (--rounds sets how often each is timed).')
   return widths or None
 
 

@@ -26,7 +26,8 @@ Configs are given by name with an optional variant after ':' (`toy_ring:baseline
 `toy_benchmark.md` (the table) and one scatter plot per trial,
 `<config>_seed<S>.png` (real points red, generated points blue). `--set=FIELD=VALUE`
 (repeatable) changes a field of every config (`gan_jax.bench.overrides`). The JSON is
-rewritten after every trial, so an interrupted run keeps what it measured.
+rewritten after every trial, so an interrupted run keeps what it measured, and the
+same command again continues it without training those trials again.
 """
 
 import datetime
@@ -175,7 +176,7 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
     check_config(spec, config)
   trials_lib.check_configs(configs, num_steps)
   result = _new_result(command)
-  report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
+  earlier = report_files.check_out_dir(out_dir, _JSON_NAME, result['command'])
   os.makedirs(out_dir, exist_ok=True)
   for spec, config in configs:
     if num_steps is not None:
@@ -187,17 +188,21 @@ def run_benchmark(specs, *, trials=10, out_dir='runs/bench_toy', first_seed=0,
     result['rows'].append(row)
     for seed in range(first_seed, first_seed + trials):
       slug = trials_lib.slug(spec) + overrides_lib.slug(overrides)
-      with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
-        record, samples = run_trial(config.copy_and_resolve_references(), seed=seed,
-                                    workdir=workdir)
-      png = f'{slug}_seed{seed}.png'
-      writers.save_png(os.path.join(out_dir, png), scatter_plot(samples, config.data.toy))
-      record['png'] = png
+      record = report_files.earlier_trial(earlier, row, seed)
+      if record is not None and os.path.isfile(os.path.join(out_dir, record.get('png') or '')):
+        log(f'{spec} seed {seed}: kept from the report of an earlier run of this command.')
+      else:
+        with trials_lib.trial_workdir(out_dir, slug, seed, keep=keep_workdirs) as workdir:
+          record, samples = run_trial(config.copy_and_resolve_references(), seed=seed,
+                                      workdir=workdir)
+        png = f'{slug}_seed{seed}.png'
+        writers.save_png(os.path.join(out_dir, png), scatter_plot(samples, config.data.toy))
+        record['png'] = png
+        log(f"{spec} seed {seed}: {record['modes_captured']}/{row['num_modes']} modes, "
+            f"{100 * record['high_quality']:.1f}% high quality, reverse KL "
+            f"{record['reverse_kl']:.3f}, {record['train_seconds']:.1f} s")
       row['trials'].append(record)
       row['summary'] = toy_table.summarize(row['trials'], num_modes=row['num_modes'])
-      log(f"{spec} seed {seed}: {record['modes_captured']}/{row['num_modes']} modes, "
-          f"{100 * record['high_quality']:.1f}% high quality, reverse KL "
-          f"{record['reverse_kl']:.3f}, {record['train_seconds']:.1f} s")
       result['table'] = toy_table.format_table(result['rows'])
       report_files.write_result(result, out_dir, json_name=_JSON_NAME, table_name=_TABLE_NAME)
   return result

@@ -2,7 +2,8 @@
 
 `gan_jax.bench.toy`, `gan_jax.bench.little_data` and `gan_jax.bench.semi_supervised`
 each train the configs named by `--configs` for several seeds, one run folder per
-(config, seed) trial, and rewrite their report after every trial. This module holds
+(config, seed) trial, and rewrite their report after every trial (the same command
+again continues it: `report_files.earlier_trial`). This module holds
 the parts they share, so each of them keeps only its protocol and its scores:
 
   split_config_names   '--configs' text -> config specs ('name[:variant,...]')
@@ -137,13 +138,13 @@ def trial_workdir(out_dir, slug, seed, *, keep):
           shutil.rmtree(workdir, ignore_errors=True)
   except (errors.Stopped, KeyboardInterrupt) as e:
     signum = getattr(e, 'signum', signal.SIGINT)
-    fate = ('its folder is kept: rerun the same command to resume it' if keep else
-            'trial folders are temporary, so a rerun trains every trial again '
-            '(--keep_workdirs keeps them, to resume)')
+    fate = ('its folder is kept: the same command again resumes it' if keep else
+            'its folder was temporary: the same command again trains it from the start '
+            '(with --keep_workdirs it would resume it)')
     raise errors.Stopped(
         f'Stopped by {signal.Signals(signum).name} during the trial {slug}, seed {seed}: '
-        f'{fate}. The report in --out holds the trials finished before it, if any.',
-        signum) from None
+        f'{fate}. The report in --out holds the trials finished before it, if any, and the '
+        'same command again keeps them.', signum) from None
 
 
 # In a trial's run folder: the seconds its training has taken so far, over every

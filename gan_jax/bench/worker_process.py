@@ -12,6 +12,8 @@ import resource
 import sys
 import traceback
 
+from gan_jax import errors
+
 
 def _rss_mb():
   """Current resident set size of this process in MB (Linux /proc; 0 elsewhere)."""
@@ -60,8 +62,13 @@ def _serve(conn, spec):
         runner.close()
         conn.send(('ok', dict(peak_mem_mb=_peak_rss_mb() - base_mb)))
         return
+  except KeyboardInterrupt:
+    return  # Ctrl-C reaches the whole process group: the parent says it stopped
   except Exception:  # pylint: disable=broad-except
-    conn.send(('error', traceback.format_exc()))
+    try:
+      conn.send(('error', traceback.format_exc()))
+    except OSError:
+      pass  # the parent is gone (its pipe broken): nobody to tell
 
 
 class Worker:
@@ -92,11 +99,11 @@ class Worker:
     # crash in native code) is reported instead of blocking forever.
     while not self._conn.poll(1.0):
       if not self._process.is_alive():
-        raise RuntimeError(
-            f'{self.spec["framework"]} worker exited with code {self._process.exitcode} '
+        raise errors.WorkerExitedError(
+            f'the {self.spec["framework"]} worker exited with code {self._process.exitcode} '
             'without a reply: its own error, if it printed one, is above (e.g. an XLA flag '
-            'of --xla_flags / $XLA_FLAGS that XLA does not know); with none, the system '
-            'probably stopped it for memory.')
+            'of --xla_flags / $XLA_FLAGS that XLA does not know: fix or drop it); with none, '
+            'the system probably stopped it for memory (a smaller --batch or --widths).')
     status, payload = self._conn.recv()
     if status == 'error':
       self._process.join(timeout=10)
