@@ -79,12 +79,13 @@ def _flags_of(command):
 
 
 def _differences(earlier, command):
-  """'--a=1 (now 2), --b (now absent)': how `command`'s flags differ from `earlier`'s."""
-  (module_flags, settings), (now_flags, now_settings) = _flags_of(earlier), _flags_of(command)
+  """How `command`'s flags differ from `earlier`'s, e.g. '--a=1 (now --a=2), no --b (now
+  --b=5), --c=x (now absent)'."""
+  (then_flags, settings), (now_flags, now_settings) = _flags_of(earlier), _flags_of(command)
   said = []
-  for name in sorted(set(module_flags) | set(now_flags)):
-    if module_flags.get(name) != now_flags.get(name):
-      then = f'{name}={module_flags[name]}' if name in module_flags else f'no {name}'
+  for name in sorted(set(then_flags) | set(now_flags)):
+    if then_flags.get(name) != now_flags.get(name):
+      then = f'{name}={then_flags[name]}' if name in then_flags else f'no {name}'
       now = f'{name}={now_flags[name]}' if name in now_flags else 'absent'
       said.append(f'{then} (now {now})')
   if settings != now_settings:
