@@ -101,7 +101,8 @@ def test_sigterm_during_a_trial_deletes_its_temporary_folder_and_says_so(tmp_pat
   before = signal.getsignal(signal.SIGTERM)
   with pytest.raises(errors.Stopped, match=r'SIGTERM during the trial toy_ring, seed 4: its '
                      r'folder was temporary: the same command again trains it from the start '
-                     r'\(with --keep_workdirs it would resume it\). The report in --out holds '
+                     r'\(add --keep_workdirs to keep trial folders, so that a stopped trial '
+                     r'resumes\). The report in --out holds '
                      r'the trials finished before it, if any, and the same command again keeps '
                      r'them.') as stopped:
     with trials.trial_workdir(str(tmp_path / 'out'), 'toy_ring', 4, keep=False) as w:

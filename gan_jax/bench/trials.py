@@ -140,7 +140,7 @@ def trial_workdir(out_dir, slug, seed, *, keep):
     signum = getattr(e, 'signum', signal.SIGINT)
     fate = ('its folder is kept: the same command again resumes it' if keep else
             'its folder was temporary: the same command again trains it from the start '
-            '(with --keep_workdirs it would resume it)')
+            '(add --keep_workdirs to keep trial folders, so that a stopped trial resumes)')
     raise errors.Stopped(
         f'Stopped by {signal.Signals(signum).name} during the trial {slug}, seed {seed}: '
         f'{fate}. The report in --out holds the trials finished before it, if any, and the '
