@@ -1,6 +1,7 @@
 """Tests of gan_jax.bench.report_files: a benchmark never replaces another's report."""
 
 import json
+import platform
 
 import pytest
 
@@ -100,3 +101,15 @@ def test_the_earlier_report_s_trials_are_found_by_row_and_seed(tmp_path):
   assert report_files.earlier_trial(read, again, 2) is None
   assert report_files.earlier_trial(read, {**again, 'num_steps': 40}, 1) is None
   assert report_files.earlier_trial(None, again, 1) is None
+
+
+def test_the_cpu_model_is_the_one_proc_cpuinfo_names():
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+  except OSError:
+    names = []
+  if names:  # Linux on x86 (ARM's cpuinfo may have no model name line)
+    assert report_files.cpu_model() == names[0]
+  else:
+    assert report_files.cpu_model() in (platform.processor(), platform.machine())

@@ -10,6 +10,7 @@ import pytest
 from gan_jax import errors
 from gan_jax import models
 from gan_jax.bench import presets
+from gan_jax.bench import report_files
 from gan_jax.bench import throughput
 from gan_jax.bench import worker_process
 
@@ -25,6 +26,7 @@ def test_harness_smoke_reports_every_field():
       widths=(2,), batch=4, rounds=2, round_seconds=0.05, torch_variants=('eager',),
       profile=1))
   assert report['settings']['batch'] == 4
+  assert report['machine']['cpu'] == report_files.cpu_model() != ''
   rows = report['rows']
   assert [r['framework'] for r in rows] == ['gan_jax'] + (['torch'] if have_torch else [])
   for row in rows:

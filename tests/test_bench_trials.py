@@ -34,6 +34,23 @@ def test_one_config_spelled_two_ways_is_refused():
                                        config_files.load('dcgan_digits:few,smoke'))])
 
 
+def test_config_files_of_one_name_in_two_folders_are_refused(tmp_path):
+  # Their trials shared run folders (one resumed the other's) and toy's plots.
+  from gan_jax import config_files  # pylint: disable=g-import-not-at-top
+  source = open(os.path.join(config_files.configs_dir(), 'toy_ring.py'), encoding='utf-8').read()
+  specs = []
+  for folder in ('a', 'b'):
+    os.makedirs(tmp_path / folder)
+    (tmp_path / folder / 'ring.py').write_text(source)
+    specs.append(f'{tmp_path / folder / "ring.py"}:smoke')
+  configs = [(spec, config_files.load(spec)) for spec in specs]
+  configs[1][1].train.num_steps += 1  # two different configs
+  with pytest.raises(errors.ConfigError, match=r'trial folders and files would have the same '
+                                               r'name \(ring-smoke\)'):
+    trials.check_configs(configs)
+  trials.check_configs(configs[:1])
+
+
 def test_split_config_names_keeps_variant_arguments_together():
   assert trials.split_config_names('toy_ring,toy_ring:baseline,toy_grid') == [
       'toy_ring', 'toy_ring:baseline', 'toy_grid']

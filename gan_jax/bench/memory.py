@@ -284,7 +284,8 @@ def main(argv):
   report = dict(
       benchmark='train_step_memory', device=device.device_kind, platform=device.platform,
       budget_mb=budget / _MB, budget_source=source, fraction=f.fraction,
-      machine=dict(platform=platform.platform(), cpu_count=os.cpu_count()),
+      machine=dict(platform=platform.platform(), cpu=report_files.cpu_model(),
+                   cpu_count=os.cpu_count()),
       versions=dict(jax=jax.__version__), rows=rows)
   print(markdown_table(rows))
   if f.json:

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import platform
 import shlex
 
 from gan_jax import errors
@@ -12,6 +13,20 @@ from gan_jax import writers
 def write_json(path, report):
   """Writes the JSON-serialisable `report` to `path` (indented, atomic)."""
   writers.write_text_atomic(path, json.dumps(report, indent=1) + '\n')
+
+
+def cpu_model():
+  """The CPU's model name ('Intel(R) Xeon(R) CPU @ 2.20GHz', from /proc/cpuinfo on
+  Linux), else what `platform` knows ('x86_64', 'arm'): a benchmark's numbers
+  depend on it, so every report names it."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), cpu)
+  except OSError:
+    pass
+  return cpu
 
 
 def machine_note(machine):

@@ -237,7 +237,7 @@ def run_benchmark(args):
   return dict(
       benchmark=('dcgan_64px_train_iteration' if args.model == 'dcgan'
                  else f'{args.model}_{model.resolution}px_train_iteration'),
-      machine=dict(platform=platform.platform(), processor=platform.processor(),
+      machine=dict(platform=platform.platform(), cpu=report_files.cpu_model(),
                    cpu_count=os.cpu_count(),
                    load_avg_1m=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None),
       versions=dict(jax=jax.__version__, torch=torch_version, python=platform.python_version()),

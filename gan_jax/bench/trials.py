@@ -36,6 +36,7 @@ from gan_jax import preemption
 from gan_jax import train
 from gan_jax import workdir as workdir_lib
 from gan_jax import writers
+from gan_jax.bench import report_files
 
 
 def split_config_names(text):
@@ -187,6 +188,9 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
   process's devices (PacGAN's groups included), which every trial trains on. (Checks
   that need the data still come at training.)
 
+  Two specs whose `slug`s coincide (config files of the same name in different
+  folders) are refused: their trials would share run folders and plots.
+
   A setting that changes nothing in a config (`config_check.unread_settings`, e.g.
   a --set augment.cutout_ratio for the run without augmentation) is refused only
   when it changes nothing in any of them.
@@ -205,6 +209,13 @@ def check_configs(configs, num_steps=None, *, as_trained=None):
     config_check.validate(config)
     config_check.check_batch_over_devices(config, jax.device_count(), jax.process_count())
     unread.append(dict(config_check.unread_settings(config)))
+  by_slug = {}
+  for spec, _ in configs:
+    other = by_slug.setdefault(slug(spec), spec)
+    if other != spec:  # e.g. a/model.py and b/model.py: one would resume the other's trials
+      raise errors.ConfigError(
+          f'--configs names {other} and {spec}, whose trial folders and files would have '
+          f'the same name ({slug(spec)}); copy one of the config files under another name.')
   for field, message in unread[0].items() if unread else ():
     if all(field in other for other in unread):
       raise errors.ConfigError(
@@ -225,14 +236,8 @@ def command_line(module):
 
 def machine_description():
   """Where the numbers were measured: OS, CPU, core count, JAX backend and version."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu = next((line.split(':', 1)[1].strip() for line in f
-                  if line.startswith('model name')), cpu)
-  except OSError:
-    pass
-  return {'platform': platform.platform(), 'cpu': cpu, 'cpu_count': os.cpu_count(),
+  return {'platform': platform.platform(), 'cpu': report_files.cpu_model(),
+          'cpu_count': os.cpu_count(),
           'jax_backend': jax.default_backend(), 'jax_devices': jax.device_count(),
           'jax_version': jax.__version__, 'python': platform.python_version()}
 
