@@ -2,6 +2,8 @@
 
   FAST_COMPILE_XLA_FLAG   LLVM without optimisation, for processes that compile more
                           than they run (the slow suite, the `:smoke` trainings)
+  FAST_COMPILE_OPTIONS    the same as compiler options of one compiled function
+                          (`tests.helpers.run_steps`: the step tests)
   subprocess_xla_flags    the flags for a process a test starts
 """
 
@@ -11,6 +13,9 @@ import os
 # optimised HLO (fusions, memory) is the same as the default's, float32 results can
 # differ from it in the last bits.
 FAST_COMPILE_XLA_FLAG = '--xla_backend_optimization_level=0'
+# The same for one compiled function (`jax.jit(..., compiler_options=...)`), in a
+# process whose other programs keep the default.
+FAST_COMPILE_OPTIONS = {'xla_backend_optimization_level': 0}
 
 
 def subprocess_xla_flags(devices=None):

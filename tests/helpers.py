@@ -1,5 +1,6 @@
 """Helpers shared by the tests of the step, the state and the training loop."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import numpy as np
 
 from configs import dcgan_digits
 from gan_jax import models
+from gan_jax import parallel
 from gan_jax import step as step_lib
+from tests.compile_flags import FAST_COMPILE_OPTIONS
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,8 +44,19 @@ def random_batch(config, seed=0, n_critic=None):
   return batch
 
 
-def run_steps(config, dp, state, batches, key):
-  """Runs the compiled step over `batches`; returns (host state, last metrics)."""
+def run_steps(config, dp, state, batches, key, *, fast_compile=True):
+  """Runs the compiled step over `batches`; returns (host state, last metrics).
+
+  With `fast_compile` on CPU devices the step compiles with `FAST_COMPILE_OPTIONS`
+  (LLVM unoptimised) on top of `dp`'s options: a test runs it a few times, so its time
+  is XLA's compile, which this shortens by about a third. The HLO is the same; float32
+  results may differ from the default's in the last bits, so a comparison's tolerance
+  must not rest on them (`fast_compile=False` for one that compares rounding-sensitive
+  values at the default's precision).
+  """
+  if fast_compile and parallel.all_cpu(dp.mesh.devices.flat):
+    dp = copy.copy(dp)
+    dp.compiler_options = {**dp.compiler_options, **FAST_COMPILE_OPTIONS}
   step = dp.compile(step_lib.make_train_step(config))
   state = dp.put_state(state)
   metrics = None

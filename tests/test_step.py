@@ -31,10 +31,11 @@ def state0(config):
   return state_lib.create_state(config, jax.random.key(0))
 
 
-def _on_one_and_eight_devices(config, state, batches, key):
-  """((state, metrics) on one device, the same on eight) after `batches` (shard_map)."""
+def _on_one_and_eight_devices(config, state, batches, key, *, fast_compile=True):
+  """((state, metrics) on one device, the same on eight) after `batches` (shard_map);
+  `fast_compile`: `run_steps`'."""
   return tuple(run_steps(config, parallel.DataParallel('shard_map', devices=jax.devices()[:n]),
-                         state, batches, key) for n in (1, 8))
+                         state, batches, key, fast_compile=fast_compile) for n in (1, 8))
 
 
 def test_train_step_updates_g_and_d_and_stays_finite(config, state0):
@@ -246,14 +247,17 @@ def test_conditional_step_on_eight_devices_equals_one_device(d_cond, extra):
   # SGD: Adam's first step, lr * g / (|g| + eps), turns float32 rounding in the
   # near-zero gradients of rarely drawn classes' embeddings into large relative
   # differences (see the unconditional tests above). `extra`: ICR's consistency terms,
-  # which compare an ACGAN D's class logits too.
+  # which compare an ACGAN D's class logits too; G's gradient then has near-cancelling
+  # sums whose rounding the unoptimised compile changes by up to 1e-2 of a leaf, so
+  # that case compiles as a run does.
   config = _conditional_config(d_cond, **{'optim.g.name': 'sgd', 'optim.d.name': 'sgd',
                                           'optim.g.learning_rate': 0.1,
                                           'optim.d.learning_rate': 0.1, **extra})
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=0)]
   key = jax.random.key(3)
-  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, batches, key)
+  (single, m1), (multi, m8) = _on_one_and_eight_devices(config, state, batches, key,
+                                                        fast_compile=not extra)
   assert max_rel_diff(multi.g_params, single.g_params) < 1e-5
   assert max_rel_diff(multi.d_params, single.d_params) < 1e-5
   assert max_rel_diff(multi.g_params, state.g_params) > 1e-4  # not vacuous
@@ -723,8 +727,12 @@ def test_lecam_term_and_averages_by_hand(step, start, added):
 
 
 def test_lecam_step_on_eight_devices_equals_one_device():
+  # SGD: over several Adam steps last-bit differences in near-cancelling moments grow
+  # past 1e-5 (the first test above).
   config = tiny_config(**{'loss.lecam_weight': 1.0, 'loss.lecam_decay': 0.5,
-                          'loss.lecam_start': 0, 'train.n_critic': 2})
+                          'loss.lecam_start': 0, 'train.n_critic': 2,
+                          'optim.g.name': 'sgd', 'optim.d.name': 'sgd',
+                          'optim.g.b1': 0.0, 'optim.d.b1': 0.0})
   state = state_lib.create_state(config, jax.random.key(0))
   batches = [random_batch(config, seed=s) for s in range(2)]
   key = jax.random.key(3)
